@@ -1,0 +1,199 @@
+//! The command line (clap derive). Each subcommand's work lives in its own file; this one only
+//! defines the interface, sets up logging and dispatches.
+
+mod network;
+mod node;
+mod server;
+mod table;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "p2pvpn",
+    version,
+    about = "Peer-to-peer mesh VPN: nodes join a network through a rendezvous server and talk \
+             directly over end-to-end encrypted WireGuard-class tunnels."
+)]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", env = "P2PVPN_LOG")]
+    pub log_level: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where a node keeps its config and state.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeDirs {
+    /// Directory of per-network config files.
+    #[arg(long, env = "P2PVPN_CONFIG_DIR", default_value = crate::config::DEFAULT_CONFIG_DIR)]
+    pub config_dir: PathBuf,
+    /// Directory of keys and runtime state.
+    #[arg(long, env = "P2PVPN_STATE_DIR", default_value = crate::config::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+impl NodeDirs {
+    pub fn dirs(&self) -> crate::config::Dirs {
+        crate::config::Dirs {
+            config: self.config_dir.clone(),
+            state: self.state_dir.clone(),
+        }
+    }
+}
+
+/// Where the server keeps its key and database.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerDir {
+    /// Server state directory (identity key and server.db).
+    #[arg(
+        long,
+        env = "P2PVPN_SERVER_STATE_DIR",
+        default_value = "/var/lib/p2pvpn-server"
+    )]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the rendezvous server in the foreground.
+    Server {
+        /// Address to listen on (TCP for the control channel, UDP on the same port). Repeat for
+        /// a second address.
+        #[arg(long, required = true, value_name = "ADDR:PORT")]
+        listen: Vec<std::net::SocketAddr>,
+        #[command(flatten)]
+        dir: ServerDir,
+    },
+    /// Manage networks on the server host.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Join a network with a token from `p2pvpn network invite`: writes the config and the key.
+    Join {
+        /// The token, as printed by `network invite`.
+        token: String,
+        /// This node's name in the network (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        dirs: NodeDirs,
+    },
+    /// Bring a network up in the foreground until SIGINT/SIGTERM or `p2pvpn down`.
+    Up {
+        #[arg(long)]
+        network: String,
+        #[command(flatten)]
+        dirs: NodeDirs,
+    },
+    /// Show peers, paths and counters of running networks.
+    Status {
+        /// Only this network (default: every running one).
+        #[arg(long)]
+        network: Option<String>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dirs: NodeDirs,
+    },
+    /// Stop a running network.
+    Down {
+        #[arg(long)]
+        network: String,
+        #[command(flatten)]
+        dirs: NodeDirs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create a network with an address range.
+    Create {
+        name: String,
+        /// The network's IPv4 range, e.g. 10.77.0.0/24.
+        #[arg(long)]
+        cidr: ipnet::Ipv4Net,
+        #[command(flatten)]
+        dir: ServerDir,
+    },
+    /// Print a join token.
+    Invite {
+        name: String,
+        /// How many nodes may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it stays valid (e.g. 30m, 24h, 7d).
+        #[arg(long, default_value = "24h")]
+        expires: humantime::Duration,
+        /// Server address to put in the token (default: the addresses the server listens on).
+        /// Repeat for several.
+        #[arg(long, value_name = "ADDR:PORT")]
+        server: Vec<std::net::SocketAddr>,
+        #[command(flatten)]
+        dir: ServerDir,
+    },
+    /// List networks.
+    List {
+        #[command(flatten)]
+        dir: ServerDir,
+    },
+    /// List a network's members.
+    Members {
+        name: String,
+        #[command(flatten)]
+        dir: ServerDir,
+    },
+    /// Remove a member (by name, key or address); the running mesh cuts it off within seconds.
+    RemoveMember {
+        name: String,
+        peer: String,
+        #[command(flatten)]
+        dir: ServerDir,
+    },
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, cli.log_format);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Server { listen, dir } => server::run(listen, &dir.state_dir).await,
+            Command::Network(cmd) => network::run(cmd),
+            Command::Join { token, name, dirs } => node::join(&token, name, &dirs.dirs()).await,
+            Command::Up { network, dirs } => node::up(&network, &dirs.dirs()).await,
+            Command::Status {
+                network,
+                json,
+                dirs,
+            } => node::status(network.as_deref(), json, &dirs.dirs()).await,
+            Command::Down { network, dirs } => node::down(&network, &dirs.dirs()).await,
+        }
+    })
+}

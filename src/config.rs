@@ -1,0 +1,254 @@
+//! Node configuration: one TOML file per network in the config directory, written by `join` and
+//! read by `up`. The file is parsed into raw serde types (unknown keys refused), then validated
+//! into [`NodeSettings`]; every error names the file and what to change.
+
+use crate::core::keys::PublicKey;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/p2pvpn";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/p2pvpn";
+/// Inner MTU: a 1500-byte underlay minus IPv6 (40), UDP (8) and WireGuard (32) overhead.
+pub const DEFAULT_MTU: u16 = 1420;
+/// Linux interface names hold at most 15 bytes (IFNAMSIZ - 1).
+const IFNAME_MAX: usize = 15;
+
+/// The file as written on disk.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodeConfig {
+    pub network: String,
+    pub name: String,
+    pub servers: Vec<String>,
+    pub server_public_key: String,
+    /// UDP port for peer traffic; 0 picks a free one at each start.
+    #[serde(default)]
+    pub listen_port: u16,
+    #[serde(default)]
+    pub interface: Option<String>,
+    #[serde(default)]
+    pub mtu: Option<u16>,
+}
+
+/// A validated node configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSettings {
+    pub network: String,
+    pub name: String,
+    pub servers: Vec<SocketAddr>,
+    pub server_key: PublicKey,
+    pub listen_port: u16,
+    pub interface: String,
+    pub mtu: u16,
+}
+
+/// Where a node keeps its files.
+#[derive(Clone, Debug)]
+pub struct Dirs {
+    pub config: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Dirs {
+    pub fn config_file(&self, network: &str) -> PathBuf {
+        self.config.join(format!("{network}.toml"))
+    }
+
+    pub fn network_state(&self, network: &str) -> PathBuf {
+        self.state.join(network)
+    }
+
+    pub fn key_file(&self, network: &str) -> PathBuf {
+        self.network_state(network).join("private.key")
+    }
+
+    pub fn control_socket(&self, network: &str) -> PathBuf {
+        self.network_state(network).join("control.sock")
+    }
+}
+
+/// Network names become file names and interface names: keep them short and plain.
+pub fn validate_network_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !ok {
+        bail!(
+            "network name {name:?} is not allowed: use 1-32 characters from a-z, 0-9, '-' and '_'"
+        );
+    }
+    Ok(())
+}
+
+pub fn validate_node_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !ok {
+        bail!("node name {name:?} is not allowed: use 1-63 characters from A-Z, a-z, 0-9, '-', '_' and '.'");
+    }
+    Ok(())
+}
+
+pub fn default_interface(network: &str) -> String {
+    let mut name = format!("p2p-{network}");
+    name.truncate(IFNAME_MAX);
+    name
+}
+
+impl RawNodeConfig {
+    pub fn validate(self, file: &Path) -> Result<NodeSettings> {
+        let at = || format!("in {}", file.display());
+        validate_network_name(&self.network).with_context(at)?;
+        validate_node_name(&self.name).with_context(at)?;
+        if self.servers.is_empty() {
+            bail!(
+                "{}: `servers` is empty; list at least one \"ADDRESS:PORT\"",
+                file.display()
+            );
+        }
+        let servers = self
+            .servers
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>().with_context(|| {
+                    format!("{}: server {s:?} is not ADDRESS:PORT", file.display())
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let server_key = PublicKey::from_base64(&self.server_public_key).with_context(|| {
+            format!(
+                "{}: `server_public_key` is not a key; run `p2pvpn join TOKEN` again",
+                file.display()
+            )
+        })?;
+        let interface = self
+            .interface
+            .unwrap_or_else(|| default_interface(&self.network));
+        if interface.is_empty() || interface.len() > IFNAME_MAX {
+            bail!(
+                "{}: `interface` must be 1-{IFNAME_MAX} characters",
+                file.display()
+            );
+        }
+        let mtu = self.mtu.unwrap_or(DEFAULT_MTU);
+        if !(576..=9000).contains(&mtu) {
+            bail!("{}: `mtu` {mtu} is outside 576-9000", file.display());
+        }
+        Ok(NodeSettings {
+            network: self.network,
+            name: self.name,
+            servers,
+            server_key,
+            listen_port: self.listen_port,
+            interface,
+            mtu,
+        })
+    }
+}
+
+impl NodeSettings {
+    pub fn to_raw(&self) -> RawNodeConfig {
+        RawNodeConfig {
+            network: self.network.clone(),
+            name: self.name.clone(),
+            servers: self.servers.iter().map(|s| s.to_string()).collect(),
+            server_public_key: self.server_key.to_base64(),
+            listen_port: self.listen_port,
+            interface: Some(self.interface.clone()),
+            mtu: Some(self.mtu),
+        }
+    }
+}
+
+/// Parses and validates a config file's text; errors carry the file, line and column.
+pub fn parse(text: &str, file: &Path) -> Result<NodeSettings> {
+    let raw: RawNodeConfig =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    raw.validate(file)
+}
+
+pub fn load(dirs: &Dirs, network: &str) -> Result<NodeSettings> {
+    let file = dirs.config_file(network);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no configuration for network {network:?} at {}: join the network first with \
+             `p2pvpn join TOKEN`, or point --config-dir (P2PVPN_CONFIG_DIR) at the directory \
+             join wrote to",
+            file.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}", file.display()));
+        }
+    };
+    let settings = parse(&text, &file)?;
+    if settings.network != network {
+        bail!(
+            "{} is for network {:?}, not {network:?}; rename the file or fix `network`",
+            file.display(),
+            settings.network
+        );
+    }
+    Ok(settings)
+}
+
+pub fn save(dirs: &Dirs, settings: &NodeSettings) -> Result<PathBuf> {
+    std::fs::create_dir_all(&dirs.config)
+        .with_context(|| format!("cannot create {}", dirs.config.display()))?;
+    let file = dirs.config_file(&settings.network);
+    let text = toml::to_string(&settings.to_raw()).context("cannot serialise the config")?;
+    let header = "# Written by `p2pvpn join`. See config/node.example.toml for every option.\n";
+    std::fs::write(&file, format!("{header}{text}"))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+network = "office"
+name = "alice"
+servers = ["203.0.113.1:7400"]
+server_public_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let s = parse(GOOD, Path::new("office.toml")).unwrap();
+        assert_eq!(s.interface, "p2p-office");
+        assert_eq!(s.mtu, DEFAULT_MTU);
+        assert_eq!(s.listen_port, 0);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let bad = GOOD.replace("name = \"alice\"", "name = \"alice\"\ncolour = \"blue\"");
+        let err = format!(
+            "{:#}",
+            parse(&bad, Path::new("/etc/p2pvpn/office.toml")).unwrap_err()
+        );
+        assert!(err.contains("/etc/p2pvpn/office.toml"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_network_name("office-1").is_ok());
+        assert!(validate_network_name("Office").is_err());
+        assert!(validate_network_name("../etc").is_err());
+        assert_eq!(
+            default_interface("averyveryverylongname"),
+            "p2p-averyverylo"
+        );
+    }
+}

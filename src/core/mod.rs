@@ -1,0 +1,12 @@
+//! Sans-IO protocol logic: no sockets, no clock reads, no OS randomness beyond what the crypto
+//! crates use for ephemeral keys. Every state machine here is driven by `handle_*` calls and
+//! drained with `poll_*` calls, so the in-process simulator and the real drivers run the same code.
+
+pub mod counters;
+pub mod crypto;
+pub mod ip;
+pub mod keys;
+pub mod node;
+pub mod peers;
+pub mod rendezvous;
+pub mod wire;

@@ -1,0 +1,473 @@
+//! A node: the control client and the peer table composed. It routes TUN packets to peers'
+//! sessions and datagrams back to the TUN device, and turns control events into peer changes. It
+//! owns no algorithm of its own beyond that routing and the checks on it: a peer may only send
+//! from its own virtual address, and only to ours.
+
+mod status;
+
+pub use status::{NodeStatus, PeerStatus, ServerStatus};
+
+use super::counters::{DropCounters, DropReason};
+use super::crypto::{initiator_of, Decapsulated, Encapsulated};
+use super::ip::{ipv4_endpoints, IpError};
+use super::keys::{PublicKey, SecretKey};
+use super::peers::{Path, PeerTable, Upsert};
+use super::rendezvous::client::{ControlClient, ControlEvent};
+use super::rendezvous::messages::Refusal;
+use super::wire::{classify, receiver_index, DatagramKind, WgMessage};
+use ipnet::Ipv4Net;
+use rand_chacha::ChaCha8Rng;
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How often session timers run (boringtun expects a tick every few hundred ms).
+pub const TIMER_TICK: Duration = Duration::from_millis(250);
+/// A buffer this large holds any datagram the node sends or receives.
+pub const MAX_DATAGRAM: usize = 65535;
+
+/// What a node needs to start.
+pub struct NodeConfig {
+    pub network: String,
+    pub secret: SecretKey,
+    pub server_key: PublicKey,
+    pub servers: Vec<SocketAddr>,
+}
+
+/// The address the server gave this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub name: String,
+    pub virtual_ip: Ipv4Addr,
+    pub cidr: Ipv4Net,
+}
+
+/// A datagram to send that is not on the per-packet path (handshakes, keepalives).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub dst: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeEvent {
+    Registered(Assignment),
+    ServerDisconnected,
+    CloseControlStream,
+    Refused {
+        refusal: Refusal,
+        permanent: bool,
+    },
+    PeerAdded {
+        name: String,
+        virtual_ip: Ipv4Addr,
+    },
+    PeerRemoved {
+        name: String,
+        virtual_ip: Ipv4Addr,
+    },
+    PathChanged {
+        name: String,
+        virtual_ip: Ipv4Addr,
+        path: Path,
+        endpoint: Option<SocketAddr>,
+    },
+}
+
+/// What to do with a packet read from the TUN device.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TunOutcome<'a> {
+    Send {
+        dst: SocketAddr,
+        datagram: &'a [u8],
+    },
+    /// Held until a handshake completes.
+    Queued,
+    Dropped(DropReason),
+}
+
+/// What to do with a datagram read from the UDP socket.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DatagramOutcome<'a> {
+    WriteTun(&'a [u8]),
+    /// Handled; any replies are in `poll_transmit`.
+    Consumed,
+    Dropped(DropReason),
+}
+
+pub struct Node {
+    network: String,
+    secret: SecretKey,
+    public: PublicKey,
+    control: ControlClient,
+    peers: PeerTable,
+    assignment: Option<Assignment>,
+    drops: DropCounters,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<NodeEvent>,
+    next_tick: Instant,
+    scratch: Vec<u8>,
+}
+
+impl Node {
+    pub fn new(config: NodeConfig, rng: ChaCha8Rng, now: Instant) -> Self {
+        let control = ControlClient::new(
+            config.secret.clone(),
+            config.server_key,
+            config.servers,
+            config.network.clone(),
+            rng,
+            now,
+        );
+        Node {
+            network: config.network,
+            public: config.secret.public_key(),
+            secret: config.secret,
+            control,
+            peers: PeerTable::default(),
+            assignment: None,
+            drops: DropCounters::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_tick: now,
+            scratch: vec![0u8; MAX_DATAGRAM],
+        }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    pub fn assignment(&self) -> Option<&Assignment> {
+        self.assignment.as_ref()
+    }
+
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// Counts a drop the driver decided on (e.g. an oversized read).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.drops.bump(reason);
+    }
+
+    /// The UDP addresses this node can be reached at, as the driver sees them.
+    pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
+        self.control.set_endpoints(endpoints);
+    }
+
+    // ---- control stream -------------------------------------------------------------------
+
+    pub fn poll_connect(&mut self, now: Instant) -> Option<SocketAddr> {
+        self.control.poll_connect(now)
+    }
+
+    pub fn handle_control_connected(&mut self, now: Instant) {
+        self.control.handle_connected(now);
+        self.pump_control(now);
+    }
+
+    pub fn handle_control_connect_failed(&mut self, now: Instant) {
+        self.control.handle_connect_failed(now);
+        self.pump_control(now);
+    }
+
+    pub fn handle_control_bytes(&mut self, bytes: &[u8], now: Instant) {
+        self.control.handle_bytes(bytes, now);
+        self.pump_control(now);
+    }
+
+    pub fn handle_control_closed(&mut self, now: Instant) {
+        self.control.handle_closed(now);
+        self.pump_control(now);
+    }
+
+    pub fn poll_control_bytes(&mut self) -> Option<Vec<u8>> {
+        self.control.poll_bytes()
+    }
+
+    fn pump_control(&mut self, now: Instant) {
+        while let Some(event) = self.control.poll_event() {
+            self.handle_control_event(event, now);
+        }
+    }
+
+    fn handle_control_event(&mut self, event: ControlEvent, now: Instant) {
+        match event {
+            ControlEvent::Registered {
+                name,
+                virtual_ip,
+                cidr,
+            } => {
+                let assignment = Assignment {
+                    name,
+                    virtual_ip,
+                    cidr,
+                };
+                self.assignment = Some(assignment.clone());
+                self.events.push_back(NodeEvent::Registered(assignment));
+            }
+            ControlEvent::Peer(info) => match self.peers.upsert(&info, &self.secret, now) {
+                Upsert::Added => {
+                    self.events.push_back(NodeEvent::PeerAdded {
+                        name: info.name.clone(),
+                        virtual_ip: info.virtual_ip,
+                    });
+                    self.maybe_initiate(&info.public_key);
+                }
+                Upsert::Updated => self.maybe_initiate(&info.public_key),
+                Upsert::AddressConflict => tracing::warn!(
+                    peer = info.name,
+                    ip = %info.virtual_ip,
+                    "server sent a peer claiming an address another peer owns; ignored"
+                ),
+            },
+            ControlEvent::PeerGone(key) => {
+                if let Some(peer) = self.peers.remove(&key) {
+                    self.events.push_back(NodeEvent::PeerRemoved {
+                        name: peer.name,
+                        virtual_ip: peer.virtual_ip,
+                    });
+                }
+            }
+            ControlEvent::Refused { refusal, permanent } => {
+                if permanent {
+                    // Removed or never admitted: no peer may keep a session with us.
+                    self.peers.clear();
+                }
+                self.events
+                    .push_back(NodeEvent::Refused { refusal, permanent });
+            }
+            ControlEvent::CloseStream => self.events.push_back(NodeEvent::CloseControlStream),
+            ControlEvent::Disconnected => self.events.push_back(NodeEvent::ServerDisconnected),
+        }
+    }
+
+    /// Brings a path up before traffic needs it. Only the side with the lower key initiates, so
+    /// two nodes learning of each other at once don't race two handshakes.
+    fn maybe_initiate(&mut self, key: &PublicKey) {
+        if self.public >= *key {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        if peer.path() == Path::Direct || peer.candidates.is_empty() {
+            return;
+        }
+        let targets = peer.handshake_targets();
+        if let Some(init) = peer.tunnel.initiate(&mut self.scratch) {
+            for dst in targets {
+                self.transmits.push_back(Transmit {
+                    dst,
+                    payload: init.to_vec(),
+                });
+            }
+        }
+    }
+
+    // ---- data path ------------------------------------------------------------------------
+
+    /// Encrypts a packet read from the TUN device into `out`.
+    pub fn handle_tun_packet<'a>(
+        &mut self,
+        packet: &[u8],
+        _now: Instant,
+        out: &'a mut [u8],
+    ) -> TunOutcome<'a> {
+        let outcome = self.route_tun_packet(packet, out);
+        if let TunOutcome::Dropped(reason) = outcome {
+            self.drops.bump(reason);
+        }
+        outcome
+    }
+
+    fn route_tun_packet<'a>(&mut self, packet: &[u8], out: &'a mut [u8]) -> TunOutcome<'a> {
+        let dst = match ipv4_endpoints(packet) {
+            Ok(ends) => ends.dst,
+            Err(IpError::NotIpv4) => return TunOutcome::Dropped(DropReason::UnsupportedProtocol),
+            Err(IpError::Truncated) => return TunOutcome::Dropped(DropReason::Malformed),
+        };
+        let Some(assignment) = &self.assignment else {
+            return TunOutcome::Dropped(DropReason::NoRoute);
+        };
+        if !assignment.cidr.contains(&dst) {
+            return TunOutcome::Dropped(DropReason::NotInNetwork);
+        }
+        let Some(peer) = self.peers.by_ip_mut(dst) else {
+            return TunOutcome::Dropped(DropReason::NoRoute);
+        };
+        let Some(primary) = peer.primary_target() else {
+            return TunOutcome::Dropped(DropReason::PeerUnreachable);
+        };
+        if out.len() < packet.len() + super::crypto::OVERHEAD || out.len() < 148 {
+            return TunOutcome::Dropped(DropReason::Malformed);
+        }
+        match peer.tunnel.encapsulate(packet, out) {
+            Ok(Encapsulated::Data(datagram)) => TunOutcome::Send {
+                dst: primary,
+                datagram,
+            },
+            Ok(Encapsulated::Handshake(init)) => {
+                for dst in peer.handshake_targets() {
+                    if dst != primary {
+                        self.transmits.push_back(Transmit {
+                            dst,
+                            payload: init.to_vec(),
+                        });
+                    }
+                }
+                TunOutcome::Send {
+                    dst: primary,
+                    datagram: init,
+                }
+            }
+            Ok(Encapsulated::Queued) => TunOutcome::Queued,
+            Err(reason) => TunOutcome::Dropped(reason),
+        }
+    }
+
+    /// Processes a datagram from the UDP socket; an inner packet for the TUN device lands in
+    /// `out`.
+    pub fn handle_datagram<'a>(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        _now: Instant,
+        out: &'a mut [u8],
+    ) -> DatagramOutcome<'a> {
+        let outcome = self.receive_datagram(from, datagram, out);
+        if let DatagramOutcome::Dropped(reason) = outcome {
+            self.drops.bump(reason);
+        }
+        outcome
+    }
+
+    fn receive_datagram<'a>(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &'a mut [u8],
+    ) -> DatagramOutcome<'a> {
+        let kind = match classify(datagram) {
+            DatagramKind::WireGuard(kind) => kind,
+            DatagramKind::Stun | DatagramKind::Unknown => {
+                return DatagramOutcome::Dropped(DropReason::Malformed)
+            }
+        };
+        let peer = if kind == WgMessage::HandshakeInit {
+            let key = match initiator_of(&self.secret, datagram) {
+                Ok(key) => key,
+                Err(reason) => return DatagramOutcome::Dropped(reason),
+            };
+            match self.peers.get_mut(&key) {
+                Some(peer) => peer,
+                None => return DatagramOutcome::Dropped(DropReason::UnknownPeer),
+            }
+        } else {
+            let Some(index) = receiver_index(datagram, kind) else {
+                return DatagramOutcome::Dropped(DropReason::Malformed);
+            };
+            match self.peers.by_receiver_index_mut(index) {
+                Some(peer) => peer,
+                None => return DatagramOutcome::Dropped(DropReason::UnknownSession),
+            }
+        };
+        let result = match peer.tunnel.decapsulate(from.ip(), datagram, out) {
+            Ok(r) => r,
+            Err(reason) => return DatagramOutcome::Dropped(reason),
+        };
+        match result {
+            Decapsulated::Tunnel { packet, src } => {
+                peer.endpoint = Some(from);
+                if src != IpAddr::V4(peer.virtual_ip) {
+                    return DatagramOutcome::Dropped(DropReason::SpoofedSource);
+                }
+                let ours = self.assignment.as_ref().map(|a| a.virtual_ip);
+                match ipv4_endpoints(packet) {
+                    Ok(ends) if Some(ends.dst) == ours => DatagramOutcome::WriteTun(packet),
+                    _ => DatagramOutcome::Dropped(DropReason::WrongDestination),
+                }
+            }
+            Decapsulated::Reply(reply) => {
+                // A cookie reply (type 3) answers an unauthenticated message under load: it
+                // proves nothing about the sender, so it must not move the endpoint.
+                if reply.first() != Some(&3) {
+                    peer.endpoint = Some(from);
+                }
+                self.transmits.push_back(Transmit {
+                    dst: from,
+                    payload: reply.to_vec(),
+                });
+                while let Some(queued) = peer.tunnel.poll_queued(&mut self.scratch) {
+                    self.transmits.push_back(Transmit {
+                        dst: from,
+                        payload: queued.to_vec(),
+                    });
+                }
+                DatagramOutcome::Consumed
+            }
+            Decapsulated::Nothing => {
+                peer.endpoint = Some(from);
+                DatagramOutcome::Consumed
+            }
+        }
+    }
+
+    // ---- time -----------------------------------------------------------------------------
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.control.handle_timeout(now);
+        self.pump_control(now);
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TIMER_TICK;
+        for peer in self.peers.iter_mut() {
+            match peer.tunnel.update_timers(&mut self.scratch) {
+                Ok(Some(message)) => {
+                    let targets = if message.first() == Some(&1) {
+                        peer.handshake_targets()
+                    } else {
+                        peer.primary_target().into_iter().collect()
+                    };
+                    for dst in targets {
+                        self.transmits.push_back(Transmit {
+                            dst,
+                            payload: message.to_vec(),
+                        });
+                    }
+                }
+                Ok(None) => {}
+                Err(_expired) => peer.endpoint = None,
+            }
+            let path = peer.path();
+            if path != peer.last_path {
+                peer.last_path = path;
+                self.events.push_back(NodeEvent::PathChanged {
+                    name: peer.name.clone(),
+                    virtual_ip: peer.virtual_ip,
+                    path,
+                    endpoint: peer.endpoint,
+                });
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let control = self.control.poll_timeout();
+        let tick = (!self.peers.is_empty()).then_some(self.next_tick);
+        match (control, tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+}

@@ -1,0 +1,94 @@
+//! The node's state as `status` shows it, as plain data (serialised for `status --json`).
+
+use super::Node;
+use crate::core::counters::DropCounters;
+use crate::core::keys::PublicKey;
+use crate::core::peers::Path;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddr};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub address: Option<SocketAddr>,
+    pub connected: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub virtual_ip: Ipv4Addr,
+    pub public_key: PublicKey,
+    pub path: Path,
+    pub online: bool,
+    pub endpoint: Option<SocketAddr>,
+    pub rtt_ms: Option<u32>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub last_handshake_unix: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub network: String,
+    pub name: Option<String>,
+    pub virtual_ip: Option<Ipv4Addr>,
+    pub cidr: Option<Ipv4Net>,
+    pub public_key: PublicKey,
+    /// Filled in by the driver, which owns the socket and the device.
+    pub listen_port: u16,
+    pub interface: String,
+    pub server: ServerStatus,
+    pub peers: Vec<PeerStatus>,
+    pub drops: DropCounters,
+}
+
+impl Node {
+    /// A snapshot; `unix_now` turns handshake ages into timestamps.
+    pub fn status(&self, unix_now: u64) -> NodeStatus {
+        let mut peers: Vec<PeerStatus> = self
+            .peers
+            .iter()
+            .map(|p| {
+                let stats = p.tunnel.stats();
+                PeerStatus {
+                    name: p.name.clone(),
+                    virtual_ip: p.virtual_ip,
+                    public_key: p.key,
+                    path: p.path(),
+                    online: p.online,
+                    endpoint: p.endpoint,
+                    rtt_ms: stats.rtt_ms,
+                    rx_bytes: stats.rx_bytes,
+                    tx_bytes: stats.tx_bytes,
+                    last_handshake_unix: stats
+                        .since_handshake
+                        .map(|d| unix_now.saturating_sub(d.as_secs())),
+                }
+            })
+            .collect();
+        peers.sort_by_key(|p| p.virtual_ip);
+        NodeStatus {
+            network: self.network.clone(),
+            name: self.assignment.as_ref().map(|a| a.name.clone()),
+            virtual_ip: self.assignment.as_ref().map(|a| a.virtual_ip),
+            cidr: self.assignment.as_ref().map(|a| a.cidr),
+            public_key: self.public,
+            listen_port: 0,
+            interface: String::new(),
+            server: ServerStatus {
+                address: self.control.current_server(),
+                connected: self.control.is_registered(),
+            },
+            peers,
+            drops: self.drops.clone(),
+        }
+    }
+
+    pub fn path_of(&self, ip: Ipv4Addr) -> Option<Path> {
+        self.peers
+            .iter()
+            .find(|p| p.virtual_ip == ip)
+            .map(|p| p.path())
+    }
+}

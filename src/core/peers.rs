@@ -1,0 +1,216 @@
+//! The peer table: who the peers are, which virtual address each owns, where to reach each, and
+//! the three lookups the data path needs without allocating: destination address to peer, session
+//! index to peer, static key to peer.
+
+use super::crypto::PeerTunnel;
+use super::keys::{PublicKey, SecretKey};
+use super::rendezvous::messages::PeerInfo;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// WireGuard rejects a session this old (whitepaper §6.1, Reject-After-Time); past it the path is
+/// no longer usable without a new handshake.
+const SESSION_FRESH: Duration = Duration::from_secs(180);
+
+/// How a peer is reached now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Path {
+    Direct,
+    Connecting,
+}
+
+impl Path {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Connecting => "connecting",
+        }
+    }
+}
+
+pub struct Peer {
+    pub name: String,
+    pub key: PublicKey,
+    pub virtual_ip: Ipv4Addr,
+    /// Addresses the server says the peer listens on.
+    pub candidates: Vec<SocketAddr>,
+    /// The address an authenticated packet last came from; preferred for sending (roaming as in
+    /// WireGuard, whitepaper §2.1).
+    pub endpoint: Option<SocketAddr>,
+    pub online: bool,
+    pub tunnel: PeerTunnel,
+    pub last_path: Path,
+}
+
+impl Peer {
+    pub fn path(&self) -> Path {
+        let fresh = self
+            .tunnel
+            .stats()
+            .since_handshake
+            .is_some_and(|d| d < SESSION_FRESH);
+        if fresh && self.endpoint.is_some() {
+            Path::Direct
+        } else {
+            Path::Connecting
+        }
+    }
+
+    /// Where data goes: the confirmed endpoint, else the first candidate.
+    pub fn primary_target(&self) -> Option<SocketAddr> {
+        self.endpoint.or_else(|| self.candidates.first().copied())
+    }
+
+    /// Where handshakes go: the confirmed endpoint, else every candidate.
+    pub fn handshake_targets(&self) -> Vec<SocketAddr> {
+        match self.endpoint {
+            Some(e) => vec![e],
+            None => self.candidates.clone(),
+        }
+    }
+}
+
+/// The result of applying a server's peer record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Upsert {
+    Added,
+    Updated,
+    /// The record claims an address another peer owns; ignored.
+    AddressConflict,
+}
+
+#[derive(Default)]
+pub struct PeerTable {
+    peers: HashMap<PublicKey, Peer>,
+    by_ip: HashMap<Ipv4Addr, PublicKey>,
+    by_index: HashMap<u32, PublicKey>,
+    next_index: u32,
+}
+
+impl PeerTable {
+    pub fn upsert(&mut self, info: &PeerInfo, local: &SecretKey, _now: Instant) -> Upsert {
+        if let Some(owner) = self.by_ip.get(&info.virtual_ip) {
+            if *owner != info.public_key {
+                return Upsert::AddressConflict;
+            }
+        }
+        if let Some(peer) = self.peers.get_mut(&info.public_key) {
+            if peer.virtual_ip != info.virtual_ip {
+                self.by_ip.remove(&peer.virtual_ip);
+                self.by_ip.insert(info.virtual_ip, info.public_key);
+                peer.virtual_ip = info.virtual_ip;
+            }
+            peer.name.clone_from(&info.name);
+            peer.online = info.online;
+            if !info.endpoints.is_empty() {
+                peer.candidates.clone_from(&info.endpoints);
+            }
+            return Upsert::Updated;
+        }
+        self.next_index = (self.next_index + 1) & 0x00ff_ffff;
+        let index = self.next_index;
+        let peer = Peer {
+            name: info.name.clone(),
+            key: info.public_key,
+            virtual_ip: info.virtual_ip,
+            candidates: info.endpoints.clone(),
+            endpoint: None,
+            online: info.online,
+            tunnel: PeerTunnel::new(local, info.public_key, index),
+            last_path: Path::Connecting,
+        };
+        self.by_ip.insert(info.virtual_ip, info.public_key);
+        self.by_index.insert(index, info.public_key);
+        self.peers.insert(info.public_key, peer);
+        Upsert::Added
+    }
+
+    pub fn remove(&mut self, key: &PublicKey) -> Option<Peer> {
+        let peer = self.peers.remove(key)?;
+        self.by_ip.remove(&peer.virtual_ip);
+        self.by_index.retain(|_, k| k != key);
+        Some(peer)
+    }
+
+    pub fn clear(&mut self) {
+        self.peers.clear();
+        self.by_ip.clear();
+        self.by_index.clear();
+    }
+
+    pub fn get_mut(&mut self, key: &PublicKey) -> Option<&mut Peer> {
+        self.peers.get_mut(key)
+    }
+
+    pub fn by_ip_mut(&mut self, ip: Ipv4Addr) -> Option<&mut Peer> {
+        let key = self.by_ip.get(&ip)?;
+        self.peers.get_mut(key)
+    }
+
+    /// The peer owning a WireGuard receiver index (our index, shifted left 8 by boringtun).
+    pub fn by_receiver_index_mut(&mut self, receiver: u32) -> Option<&mut Peer> {
+        let key = self.by_index.get(&(receiver >> 8))?;
+        self.peers.get_mut(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Peer> {
+        self.peers.values_mut()
+    }
+
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn info(key: u8, ip: [u8; 4]) -> PeerInfo {
+        PeerInfo {
+            name: format!("p{key}"),
+            public_key: PublicKey([key; 32]),
+            virtual_ip: Ipv4Addr::from(ip),
+            endpoints: vec!["192.0.2.1:1000".parse().unwrap()],
+            online: true,
+        }
+    }
+
+    #[test]
+    fn lookups_follow_adds_and_removes() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let local = SecretKey::generate(&mut rng);
+        let now = Instant::now();
+        let mut table = PeerTable::default();
+        assert_eq!(
+            table.upsert(&info(1, [10, 0, 0, 2]), &local, now),
+            Upsert::Added
+        );
+        assert_eq!(
+            table.upsert(&info(1, [10, 0, 0, 2]), &local, now),
+            Upsert::Updated
+        );
+        assert_eq!(
+            table.upsert(&info(2, [10, 0, 0, 2]), &local, now),
+            Upsert::AddressConflict
+        );
+        assert!(table.by_ip_mut(Ipv4Addr::new(10, 0, 0, 2)).is_some());
+        assert!(table.by_receiver_index_mut(1 << 8).is_some());
+        table.remove(&PublicKey([1; 32]));
+        assert!(table.by_ip_mut(Ipv4Addr::new(10, 0, 0, 2)).is_none());
+        assert!(table.by_receiver_index_mut(1 << 8).is_none());
+        assert!(table.is_empty());
+    }
+}

@@ -1,0 +1,377 @@
+//! The node's side of the control channel: connect (with backoff and jitter across the servers in
+//! the token), register, keep alive, and turn server messages into events. Also the one-shot join
+//! exchange that `p2pvpn join` runs.
+
+use super::channel::{ChannelError, SecureChannel};
+use super::messages::{decode, encode, ClientMessage, PeerInfo, Refusal, ServerMessage};
+use super::token::JoinToken;
+use crate::core::keys::{PublicKey, SecretKey};
+use ipnet::Ipv4Net;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How often a registered node pings the server.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Silence after which the server is presumed gone and the node reconnects.
+pub const SERVER_TIMEOUT: Duration = Duration::from_secs(45);
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What the node learns from the control channel.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ControlEvent {
+    Registered {
+        name: String,
+        virtual_ip: Ipv4Addr,
+        cidr: Ipv4Net,
+    },
+    Peer(PeerInfo),
+    PeerGone(PublicKey),
+    /// The server refused us; `permanent` refusals stop reconnecting.
+    Refused {
+        refusal: Refusal,
+        permanent: bool,
+    },
+    /// The driver must close the current stream (protocol error or silence).
+    CloseStream,
+    Disconnected,
+}
+
+enum State {
+    Idle {
+        retry_at: Instant,
+    },
+    Connecting,
+    Open {
+        channel: Box<SecureChannel>,
+        registered: bool,
+    },
+    Stopped,
+}
+
+pub struct ControlClient {
+    secret: SecretKey,
+    server_key: PublicKey,
+    servers: Vec<SocketAddr>,
+    network: String,
+    endpoints: Vec<SocketAddr>,
+    state: State,
+    attempt: u32,
+    next_server: usize,
+    current_server: Option<SocketAddr>,
+    last_rx: Instant,
+    next_ping: Instant,
+    rng: ChaCha8Rng,
+    out: VecDeque<Vec<u8>>,
+    events: VecDeque<ControlEvent>,
+}
+
+impl ControlClient {
+    pub fn new(
+        secret: SecretKey,
+        server_key: PublicKey,
+        servers: Vec<SocketAddr>,
+        network: String,
+        rng: ChaCha8Rng,
+        now: Instant,
+    ) -> Self {
+        ControlClient {
+            secret,
+            server_key,
+            servers,
+            network,
+            endpoints: Vec::new(),
+            state: State::Idle { retry_at: now },
+            attempt: 0,
+            next_server: 0,
+            current_server: None,
+            last_rx: now,
+            next_ping: now,
+            rng,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn is_registered(&self) -> bool {
+        matches!(
+            self.state,
+            State::Open {
+                registered: true,
+                ..
+            }
+        )
+    }
+
+    pub fn current_server(&self) -> Option<SocketAddr> {
+        self.current_server
+    }
+
+    /// The server to open a stream to now, if it is time to.
+    pub fn poll_connect(&mut self, now: Instant) -> Option<SocketAddr> {
+        match self.state {
+            State::Idle { retry_at } if retry_at <= now && !self.servers.is_empty() => {
+                let server = self.servers[self.next_server % self.servers.len()];
+                self.state = State::Connecting;
+                self.current_server = Some(server);
+                Some(server)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn handle_connected(&mut self, now: Instant) {
+        match SecureChannel::initiator(&self.secret, &self.server_key) {
+            Ok(mut channel) => {
+                if let Some(bytes) = channel.take_outgoing() {
+                    self.out.push_back(bytes);
+                }
+                self.last_rx = now;
+                self.next_ping = now + PING_INTERVAL;
+                self.state = State::Open {
+                    channel: Box::new(channel),
+                    registered: false,
+                };
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the Noise handshake");
+                self.schedule_retry(now);
+            }
+        }
+    }
+
+    pub fn handle_connect_failed(&mut self, now: Instant) {
+        if matches!(self.state, State::Connecting) {
+            self.schedule_retry(now);
+        }
+    }
+
+    fn schedule_retry(&mut self, now: Instant) {
+        self.attempt = self.attempt.saturating_add(1);
+        self.next_server = self.next_server.wrapping_add(1);
+        let exp = BACKOFF_MIN.saturating_mul(1 << self.attempt.min(6).saturating_sub(1));
+        let base = exp.min(BACKOFF_MAX);
+        // Jitter (up to +50%) spreads reconnects after a server restart.
+        let jitter = base.mul_f64(self.rng.gen_range(0.0..0.5));
+        self.state = State::Idle {
+            retry_at: now + base + jitter,
+        };
+    }
+
+    pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) {
+        let State::Open {
+            channel,
+            registered,
+        } = &mut self.state
+        else {
+            return;
+        };
+        self.last_rx = now;
+        let was_established = channel.is_established();
+        if let Err(e) = channel.handle_bytes(bytes) {
+            tracing::warn!(error = %e, "control channel failed; is the server key in the token right?");
+            self.events.push_back(ControlEvent::CloseStream);
+            self.schedule_retry(now);
+            return;
+        }
+        let mut inbound = Vec::new();
+        while let Some(m) = channel.poll_message() {
+            inbound.push(m);
+        }
+        if !was_established && channel.is_established() && !*registered {
+            let hello = ClientMessage::Hello {
+                network: self.network.clone(),
+                endpoints: self.endpoints.clone(),
+            };
+            self.send(&hello);
+        }
+        for m in inbound {
+            match decode::<ServerMessage>(&m) {
+                Ok(message) => self.handle_message(message, now),
+                Err(e) => tracing::warn!(error = %e, "ignoring an undecodable server message"),
+            }
+        }
+    }
+
+    fn handle_message(&mut self, message: ServerMessage, now: Instant) {
+        match message {
+            ServerMessage::Welcome {
+                name,
+                virtual_ip,
+                cidr,
+                ..
+            } => {
+                if let State::Open { registered, .. } = &mut self.state {
+                    *registered = true;
+                }
+                self.attempt = 0;
+                self.events.push_back(ControlEvent::Registered {
+                    name,
+                    virtual_ip,
+                    cidr,
+                });
+            }
+            ServerMessage::Peer { peer } => self.events.push_back(ControlEvent::Peer(peer)),
+            ServerMessage::PeerGone { public_key } => {
+                self.events.push_back(ControlEvent::PeerGone(public_key))
+            }
+            ServerMessage::Refused { refusal } => {
+                let permanent = !matches!(refusal, Refusal::ServerError);
+                self.events
+                    .push_back(ControlEvent::Refused { refusal, permanent });
+                self.events.push_back(ControlEvent::CloseStream);
+                if permanent {
+                    self.state = State::Stopped;
+                } else {
+                    self.schedule_retry(now);
+                }
+            }
+            ServerMessage::Pong | ServerMessage::Joined { .. } => {}
+        }
+    }
+
+    fn send(&mut self, message: &ClientMessage) {
+        let State::Open { channel, .. } = &mut self.state else {
+            return;
+        };
+        match channel.send(&encode(message)) {
+            Ok(()) => {
+                if let Some(bytes) = channel.take_outgoing() {
+                    self.out.push_back(bytes);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot send a control message"),
+        }
+    }
+
+    /// The driver saw the stream end.
+    pub fn handle_closed(&mut self, now: Instant) {
+        if matches!(self.state, State::Open { .. } | State::Connecting) {
+            self.events.push_back(ControlEvent::Disconnected);
+            self.schedule_retry(now);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let State::Open { channel, .. } = &self.state else {
+            return;
+        };
+        if now.saturating_duration_since(self.last_rx) >= SERVER_TIMEOUT {
+            tracing::warn!("no word from the server for {SERVER_TIMEOUT:?}; reconnecting");
+            self.events.push_back(ControlEvent::CloseStream);
+            self.events.push_back(ControlEvent::Disconnected);
+            self.schedule_retry(now);
+            return;
+        }
+        if channel.is_established() && now >= self.next_ping {
+            self.next_ping = now + PING_INTERVAL;
+            self.send(&ClientMessage::Ping);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            State::Idle { retry_at } => Some(*retry_at),
+            State::Open { .. } => Some(self.next_ping.min(self.last_rx + SERVER_TIMEOUT)),
+            State::Connecting | State::Stopped => None,
+        }
+    }
+
+    /// The node's UDP endpoints, told to the server now and on every registration.
+    pub fn set_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
+        if endpoints == self.endpoints {
+            return;
+        }
+        self.endpoints = endpoints.clone();
+        if self.is_registered() {
+            self.send(&ClientMessage::Endpoints { endpoints });
+        }
+    }
+
+    pub fn poll_bytes(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<ControlEvent> {
+        self.events.pop_front()
+    }
+}
+
+/// The server's answer to a join.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joined {
+    pub network: String,
+    pub name: String,
+    pub virtual_ip: Ipv4Addr,
+    pub cidr: Ipv4Net,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(
+        "the server's identity does not match the key in the token (or it is not a p2pvpn \
+         server): {0}"
+    )]
+    Channel(#[from] ChannelError),
+    #[error("the server sent an unexpected reply")]
+    Unexpected,
+}
+
+/// One join: handshake, send `Join`, read `Joined` or `Refused`.
+pub struct JoinExchange {
+    channel: SecureChannel,
+    request: Option<Vec<u8>>,
+}
+
+impl JoinExchange {
+    pub fn new(secret: &SecretKey, token: &JoinToken, name: &str) -> Result<Self, JoinError> {
+        let channel = SecureChannel::initiator(secret, &token.server_key)?;
+        let request = encode(&ClientMessage::Join {
+            network: token.network.clone(),
+            credential: token.credential.to_base64(),
+            name: name.to_string(),
+        });
+        Ok(JoinExchange {
+            channel,
+            request: Some(request),
+        })
+    }
+
+    pub fn take_outgoing(&mut self) -> Option<Vec<u8>> {
+        self.channel.take_outgoing()
+    }
+
+    /// `Ok(None)` until the answer is complete.
+    pub fn handle_bytes(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<Option<Result<Joined, Refusal>>, JoinError> {
+        self.channel.handle_bytes(bytes)?;
+        if self.channel.is_established() {
+            if let Some(request) = self.request.take() {
+                self.channel.send(&request)?;
+            }
+        }
+        let Some(reply) = self.channel.poll_message() else {
+            return Ok(None);
+        };
+        match decode::<ServerMessage>(&reply) {
+            Ok(ServerMessage::Joined {
+                network,
+                name,
+                virtual_ip,
+                cidr,
+            }) => Ok(Some(Ok(Joined {
+                network,
+                name,
+                virtual_ip,
+                cidr,
+            }))),
+            Ok(ServerMessage::Refused { refusal }) => Ok(Some(Err(refusal))),
+            _ => Err(JoinError::Unexpected),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The control messages carried inside the Noise channel, as JSON (one message per Noise frame).
+//! Unknown fields are ignored so either side can add fields without breaking the other.
+
+use crate::core::keys::PublicKey;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+
+/// Node to server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Redeem a join token: admit this channel's static key to `network`.
+    Join {
+        network: String,
+        credential: String,
+        name: String,
+    },
+    /// Register a running node; the key comes from the Noise handshake.
+    Hello {
+        network: String,
+        endpoints: Vec<SocketAddr>,
+    },
+    /// The node's UDP endpoints changed.
+    Endpoints {
+        endpoints: Vec<SocketAddr>,
+    },
+    Ping,
+}
+
+/// Server to node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Joined {
+        network: String,
+        name: String,
+        virtual_ip: Ipv4Addr,
+        cidr: Ipv4Net,
+    },
+    Welcome {
+        network: String,
+        name: String,
+        virtual_ip: Ipv4Addr,
+        cidr: Ipv4Net,
+    },
+    Refused {
+        refusal: Refusal,
+    },
+    Peer {
+        peer: PeerInfo,
+    },
+    PeerGone {
+        public_key: PublicKey,
+    },
+    Pong,
+}
+
+/// What a node learns about one peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub name: String,
+    pub public_key: PublicKey,
+    pub virtual_ip: Ipv4Addr,
+    pub endpoints: Vec<SocketAddr>,
+    pub online: bool,
+}
+
+/// Why the server refused a join or a registration. Each message names the fix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Refusal {
+    UnknownNetwork { network: String },
+    BadCredential { network: String },
+    TokenExpired { expired_unix: u64 },
+    TokenUsedUp { uses: u32 },
+    NotAMember { network: String },
+    Removed { network: String },
+    NameTaken { name: String },
+    NetworkFull { cidr: Ipv4Net },
+    ServerError,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::UnknownNetwork { network } => write!(
+                f,
+                "the server has no network named {network:?}; check the name, or create it with \
+                 `p2pvpn network create {network} --cidr ...` on the server"
+            ),
+            Refusal::BadCredential { network } => write!(
+                f,
+                "the join token is not valid for network {network:?} (wrong or revoked \
+                 credential); ask the network owner for a new one from `p2pvpn network invite`"
+            ),
+            Refusal::TokenExpired { expired_unix } => write!(
+                f,
+                "the join token expired (at unix time {expired_unix}); ask the network owner \
+                 for a new one from `p2pvpn network invite --expires ...`"
+            ),
+            Refusal::TokenUsedUp { uses } => write!(
+                f,
+                "the join token was already used ({uses} of {uses} uses); ask the network owner \
+                 for a new one from `p2pvpn network invite --uses N`"
+            ),
+            Refusal::NotAMember { network } => write!(
+                f,
+                "this node's key is not a member of network {network:?}; join it first with \
+                 `p2pvpn join TOKEN`"
+            ),
+            Refusal::Removed { network } => write!(
+                f,
+                "this node was removed from network {network:?}; ask the owner for a new token \
+                 and run `p2pvpn join` again"
+            ),
+            Refusal::NameTaken { name } => write!(
+                f,
+                "another node in this network is already named {name:?}; choose another with \
+                 `p2pvpn join TOKEN --name OTHER`"
+            ),
+            Refusal::NetworkFull { cidr } => write!(
+                f,
+                "network {cidr} has no free address; the owner must remove members or use a \
+                 larger range"
+            ),
+            Refusal::ServerError => write!(
+                f,
+                "the server failed to handle the request (see the server's log); try again"
+            ),
+        }
+    }
+}
+
+/// A message that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable control message: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    // Serialising these plain data types cannot fail (no maps with non-string keys, no I/O).
+    serde_json::to_vec(message).unwrap_or_default()
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let peer = PeerInfo {
+            name: "bob".into(),
+            public_key: PublicKey([9; 32]),
+            virtual_ip: Ipv4Addr::new(10, 0, 0, 2),
+            endpoints: vec!["192.0.2.1:5000".parse().unwrap()],
+            online: true,
+        };
+        let messages = vec![
+            ServerMessage::Peer { peer },
+            ServerMessage::Refused {
+                refusal: Refusal::TokenUsedUp { uses: 1 },
+            },
+            ServerMessage::Pong,
+        ];
+        for m in messages {
+            let back: ServerMessage = decode(&encode(&m)).unwrap();
+            assert_eq!(back, m);
+        }
+        let hello = ClientMessage::Hello {
+            network: "office".into(),
+            endpoints: vec![],
+        };
+        assert_eq!(decode::<ClientMessage>(&encode(&hello)).unwrap(), hello);
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode::<ClientMessage>(&bytes);
+            let _ = decode::<ServerMessage>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The rendezvous protocol between a node and the server: a Noise IK channel over a TCP stream
+//! (the node trusts only the server key from its join token), joining with a token, registering,
+//! and learning the peer map as it changes.
+
+pub mod admission;
+pub mod channel;
+pub mod client;
+pub mod messages;
+pub mod registry;
+pub mod server;
+pub mod token;

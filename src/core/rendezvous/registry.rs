@@ -1,0 +1,108 @@
+//! What the server must remember: networks, members and join tokens. The trait keeps the
+//! rendezvous logic independent of where this lives: SQLite in production (`crate::store`), memory
+//! in the simulator and in unit tests.
+
+use crate::core::keys::PublicKey;
+use ipnet::Ipv4Net;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    pub cidr: Ipv4Net,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub network: String,
+    pub name: String,
+    pub public_key: PublicKey,
+    pub virtual_ip: Ipv4Addr,
+}
+
+/// A join token as stored: only the credential's hash, how often it was used, its limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub uses: u32,
+    pub max_uses: u32,
+    pub expires_unix: Option<u64>,
+}
+
+/// The backing store failed; the request is answered with a server error and logged.
+#[derive(Debug, thiserror::Error)]
+#[error("registry store failed: {0}")]
+pub struct RegistryError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+pub trait Registry {
+    fn network(&self, name: &str) -> Result<Option<Network>, RegistryError>;
+    fn members(&self, network: &str) -> Result<Vec<Member>, RegistryError>;
+    fn token(&self, network: &str, hash: &[u8; 32]) -> Result<Option<TokenRecord>, RegistryError>;
+    /// Adds `member` and counts one use of the token, atomically.
+    fn admit(&mut self, member: &Member, token_hash: &[u8; 32]) -> Result<(), RegistryError>;
+
+    fn member(&self, network: &str, key: &PublicKey) -> Result<Option<Member>, RegistryError> {
+        Ok(self
+            .members(network)?
+            .into_iter()
+            .find(|m| m.public_key == *key))
+    }
+}
+
+/// An in-memory registry for the simulator and tests.
+#[derive(Default, Debug)]
+pub struct MemoryRegistry {
+    networks: HashMap<String, Network>,
+    members: Vec<Member>,
+    tokens: HashMap<(String, [u8; 32]), TokenRecord>,
+}
+
+impl MemoryRegistry {
+    pub fn create_network(&mut self, name: &str, cidr: Ipv4Net) {
+        self.networks.insert(
+            name.to_string(),
+            Network {
+                name: name.to_string(),
+                cidr,
+            },
+        );
+    }
+
+    pub fn add_token(&mut self, network: &str, hash: [u8; 32], record: TokenRecord) {
+        self.tokens.insert((network.to_string(), hash), record);
+    }
+
+    pub fn remove_member(&mut self, network: &str, name: &str) -> bool {
+        let before = self.members.len();
+        self.members
+            .retain(|m| !(m.network == network && m.name == name));
+        before != self.members.len()
+    }
+}
+
+impl Registry for MemoryRegistry {
+    fn network(&self, name: &str) -> Result<Option<Network>, RegistryError> {
+        Ok(self.networks.get(name).cloned())
+    }
+
+    fn members(&self, network: &str) -> Result<Vec<Member>, RegistryError> {
+        Ok(self
+            .members
+            .iter()
+            .filter(|m| m.network == network)
+            .cloned()
+            .collect())
+    }
+
+    fn token(&self, network: &str, hash: &[u8; 32]) -> Result<Option<TokenRecord>, RegistryError> {
+        Ok(self.tokens.get(&(network.to_string(), *hash)).cloned())
+    }
+
+    fn admit(&mut self, member: &Member, token_hash: &[u8; 32]) -> Result<(), RegistryError> {
+        if let Some(t) = self.tokens.get_mut(&(member.network.clone(), *token_hash)) {
+            t.uses += 1;
+        }
+        self.members.push(member.clone());
+        Ok(())
+    }
+}

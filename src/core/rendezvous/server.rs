@@ -1,0 +1,463 @@
+//! The rendezvous server's state machine: one Noise channel per node connection, joins, member
+//! registration, and the peer map pushed to every online member as it changes. The driver owns the
+//! sockets; this owns who is online and what each node is told.
+
+use super::admission::{redeem, JoinRequest};
+use super::channel::SecureChannel;
+use super::messages::{decode, encode, ClientMessage, PeerInfo, Refusal, ServerMessage};
+use super::registry::{Member, Registry};
+use super::token::Credential;
+use crate::core::keys::{PublicKey, SecretKey};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A connection with no message for this long is closed (nodes ping every 15 s).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub type ConnId = u64;
+
+/// What the driver must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ServerOutput {
+    Send(ConnId, Vec<u8>),
+    /// Close after writing everything queued before it.
+    Close(ConnId),
+}
+
+/// Counters the server reports.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct ServerStats {
+    pub connections_refused: u64,
+    pub bad_handshakes: u64,
+    pub bad_messages: u64,
+    pub joins: u64,
+}
+
+struct Session {
+    network: String,
+    key: PublicKey,
+    endpoints: Vec<SocketAddr>,
+}
+
+struct Conn {
+    channel: SecureChannel,
+    remote: SocketAddr,
+    last_rx: Instant,
+    session: Option<Session>,
+}
+
+pub struct ServerCore<R> {
+    secret: SecretKey,
+    registry: R,
+    conns: HashMap<ConnId, Conn>,
+    online: HashMap<(String, PublicKey), ConnId>,
+    /// The members of each network as last read, to tell who was removed when the store changes.
+    known: HashMap<String, HashSet<PublicKey>>,
+    out: VecDeque<ServerOutput>,
+    stats: ServerStats,
+}
+
+impl<R: Registry> ServerCore<R> {
+    pub fn new(secret: SecretKey, registry: R) -> Self {
+        ServerCore {
+            secret,
+            registry,
+            conns: HashMap::new(),
+            online: HashMap::new(),
+            known: HashMap::new(),
+            out: VecDeque::new(),
+            stats: ServerStats::default(),
+        }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.secret.public_key()
+    }
+
+    pub fn registry_mut(&mut self) -> &mut R {
+        &mut self.registry
+    }
+
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.online.len()
+    }
+
+    pub fn handle_open(&mut self, conn: ConnId, remote: SocketAddr, now: Instant) {
+        match SecureChannel::responder(&self.secret) {
+            Ok(channel) => {
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        channel,
+                        remote,
+                        last_rx: now,
+                        session: None,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a Noise responder");
+                self.out.push_back(ServerOutput::Close(conn));
+            }
+        }
+    }
+
+    pub fn handle_bytes(&mut self, conn: ConnId, bytes: &[u8], now: Instant, unix_now: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_rx = now;
+        let was_established = c.channel.is_established();
+        if let Err(e) = c.channel.handle_bytes(bytes) {
+            if was_established {
+                self.stats.bad_messages += 1;
+            } else {
+                self.stats.bad_handshakes += 1;
+            }
+            tracing::debug!(%conn, remote = %c.remote, error = %e, "dropping connection");
+            self.close(conn);
+            return;
+        }
+        self.flush(conn);
+        let mut messages = Vec::new();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            while let Some(m) = c.channel.poll_message() {
+                messages.push(m);
+            }
+        }
+        for m in messages {
+            self.handle_message(conn, &m, unix_now);
+        }
+    }
+
+    fn handle_message(&mut self, conn: ConnId, bytes: &[u8], unix_now: u64) {
+        let Some(key) = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.channel.remote_static())
+        else {
+            return;
+        };
+        let message = match decode::<ClientMessage>(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.bad_messages += 1;
+                tracing::debug!(%conn, error = %e, "undecodable message");
+                self.close(conn);
+                return;
+            }
+        };
+        match message {
+            ClientMessage::Join {
+                network,
+                credential,
+                name,
+            } => self.handle_join(conn, key, &network, &credential, &name, unix_now),
+            ClientMessage::Hello { network, endpoints } => {
+                self.handle_hello(conn, key, network, endpoints)
+            }
+            ClientMessage::Endpoints { endpoints } => self.handle_endpoints(conn, endpoints),
+            ClientMessage::Ping => self.send(conn, &ServerMessage::Pong),
+        }
+    }
+
+    fn handle_join(
+        &mut self,
+        conn: ConnId,
+        key: PublicKey,
+        network: &str,
+        credential: &str,
+        name: &str,
+        unix_now: u64,
+    ) {
+        let reply = match Credential::from_base64(credential) {
+            None => ServerMessage::Refused {
+                refusal: Refusal::BadCredential {
+                    network: network.to_string(),
+                },
+            },
+            Some(credential) => {
+                let req = JoinRequest {
+                    network,
+                    credential: &credential,
+                    name,
+                    key,
+                };
+                match redeem(&mut self.registry, &req, unix_now) {
+                    Ok(Ok(member)) => {
+                        self.stats.joins += 1;
+                        self.known
+                            .entry(network.to_string())
+                            .or_default()
+                            .insert(key);
+                        tracing::info!(network, name = member.name, key = %key.short(), ip = %member.virtual_ip, "node joined");
+                        let cidr = self
+                            .registry
+                            .network(network)
+                            .ok()
+                            .flatten()
+                            .map(|n| n.cidr);
+                        match cidr {
+                            Some(cidr) => ServerMessage::Joined {
+                                network: member.network,
+                                name: member.name,
+                                virtual_ip: member.virtual_ip,
+                                cidr,
+                            },
+                            None => ServerMessage::Refused {
+                                refusal: Refusal::ServerError,
+                            },
+                        }
+                    }
+                    Ok(Err(refusal)) => {
+                        self.stats.connections_refused += 1;
+                        tracing::info!(network, name, %refusal, "join refused");
+                        ServerMessage::Refused { refusal }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "join failed in the store");
+                        ServerMessage::Refused {
+                            refusal: Refusal::ServerError,
+                        }
+                    }
+                }
+            }
+        };
+        self.send(conn, &reply);
+        self.close(conn);
+    }
+
+    fn handle_hello(
+        &mut self,
+        conn: ConnId,
+        key: PublicKey,
+        network: String,
+        endpoints: Vec<SocketAddr>,
+    ) {
+        let lookup = self
+            .registry
+            .network(&network)
+            .and_then(|n| Ok((n, self.registry.member(&network, &key)?)));
+        let (net, member) = match lookup {
+            Ok((Some(net), Some(member))) => (net, member),
+            Ok(_) => {
+                self.stats.connections_refused += 1;
+                let refusal = Refusal::NotAMember { network };
+                self.send(conn, &ServerMessage::Refused { refusal });
+                self.close(conn);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "registration failed in the store");
+                let refusal = Refusal::ServerError;
+                self.send(conn, &ServerMessage::Refused { refusal });
+                self.close(conn);
+                return;
+            }
+        };
+        // A node that reconnects before its old connection timed out replaces it.
+        if let Some(old) = self.online.insert((network.clone(), key), conn) {
+            if old != conn {
+                if let Some(c) = self.conns.get_mut(&old) {
+                    c.session = None;
+                }
+                self.close(old);
+            }
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            tracing::info!(network, name = member.name, remote = %c.remote, "node online");
+            c.session = Some(Session {
+                network: network.clone(),
+                key,
+                endpoints,
+            });
+        }
+        self.send(
+            conn,
+            &ServerMessage::Welcome {
+                network: network.clone(),
+                name: member.name.clone(),
+                virtual_ip: member.virtual_ip,
+                cidr: net.cidr,
+            },
+        );
+        let members = self.registry.members(&network).unwrap_or_default();
+        self.known.insert(
+            network.clone(),
+            members.iter().map(|m| m.public_key).collect(),
+        );
+        for other in members.iter().filter(|m| m.public_key != key) {
+            let peer = self.peer_info(other);
+            self.send(conn, &ServerMessage::Peer { peer });
+        }
+        self.broadcast_member(&member);
+    }
+
+    fn handle_endpoints(&mut self, conn: ConnId, endpoints: Vec<SocketAddr>) {
+        let Some(session) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) else {
+            return;
+        };
+        session.endpoints = endpoints;
+        let (network, key) = (session.network.clone(), session.key);
+        if let Ok(Some(member)) = self.registry.member(&network, &key) {
+            self.broadcast_member(&member);
+        }
+    }
+
+    fn peer_info(&self, member: &Member) -> PeerInfo {
+        let session = self
+            .online
+            .get(&(member.network.clone(), member.public_key))
+            .and_then(|c| self.conns.get(c))
+            .and_then(|c| c.session.as_ref());
+        PeerInfo {
+            name: member.name.clone(),
+            public_key: member.public_key,
+            virtual_ip: member.virtual_ip,
+            endpoints: session.map(|s| s.endpoints.clone()).unwrap_or_default(),
+            online: session.is_some(),
+        }
+    }
+
+    /// Tells every other online member of the network about `member`.
+    fn broadcast_member(&mut self, member: &Member) {
+        let peer = self.peer_info(member);
+        self.broadcast(
+            &member.network,
+            member.public_key,
+            &ServerMessage::Peer { peer },
+        );
+    }
+
+    fn broadcast(&mut self, network: &str, except: PublicKey, message: &ServerMessage) {
+        let targets: Vec<ConnId> = self
+            .online
+            .iter()
+            .filter(|((net, key), _)| net == network && *key != except)
+            .map(|(_, c)| *c)
+            .collect();
+        for conn in targets {
+            self.send(conn, message);
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, message: &ServerMessage) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let Err(e) = c.channel.send(&encode(message)) {
+            tracing::warn!(%conn, error = %e, "cannot send a control message");
+            self.close(conn);
+            return;
+        }
+        self.flush(conn);
+    }
+
+    fn flush(&mut self, conn: ConnId) {
+        if let Some(bytes) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.channel.take_outgoing())
+        {
+            self.out.push_back(ServerOutput::Send(conn, bytes));
+        }
+    }
+
+    /// Forgets the connection now and asks the driver to close it.
+    fn close(&mut self, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.out.push_back(ServerOutput::Close(conn));
+        }
+        self.forget(conn);
+    }
+
+    fn forget(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(session) = c.session else {
+            return;
+        };
+        let slot = (session.network.clone(), session.key);
+        if self.online.get(&slot) == Some(&conn) {
+            self.online.remove(&slot);
+            if let Ok(Some(member)) = self.registry.member(&session.network, &session.key) {
+                tracing::info!(
+                    network = session.network,
+                    name = member.name,
+                    "node offline"
+                );
+                self.broadcast_member(&member);
+            }
+        }
+    }
+
+    /// The driver saw the stream end.
+    pub fn handle_closed(&mut self, conn: ConnId) {
+        self.forget(conn);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let idle: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.last_rx) >= IDLE_TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in idle {
+            tracing::debug!(%conn, "closing idle connection");
+            self.close(conn);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conns.values().map(|c| c.last_rx + IDLE_TIMEOUT).min()
+    }
+
+    /// Membership changed in the store (e.g. `network remove-member`): cut removed nodes off and
+    /// tell everyone else, whether the removed node was online or not.
+    pub fn handle_registry_changed(&mut self) {
+        let networks: HashSet<String> = self.online.keys().map(|(n, _)| n.clone()).collect();
+        for network in networks {
+            let members = match self.registry.members(&network) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot re-read membership");
+                    continue;
+                }
+            };
+            let current: HashSet<PublicKey> = members.iter().map(|m| m.public_key).collect();
+            let known = self
+                .known
+                .insert(network.clone(), current.clone())
+                .unwrap_or_default();
+            for key in known.difference(&current) {
+                self.remove_member(&network, *key);
+            }
+        }
+    }
+
+    fn remove_member(&mut self, network: &str, key: PublicKey) {
+        tracing::info!(network, key = %key.short(), "member removed; cutting it off");
+        if let Some(conn) = self.online.remove(&(network.to_string(), key)) {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.session = None;
+            }
+            let refusal = Refusal::Removed {
+                network: network.to_string(),
+            };
+            self.send(conn, &ServerMessage::Refused { refusal });
+            self.close(conn);
+        }
+        self.broadcast(network, key, &ServerMessage::PeerGone { public_key: key });
+    }
+
+    pub fn poll_output(&mut self) -> Option<ServerOutput> {
+        self.out.pop_front()
+    }
+}

@@ -1,0 +1,117 @@
+//! The node's local control socket (`status`, `down`): a Unix socket of mode 0600 in the node's
+//! private state directory, and the peer's uid checked on every connection, so only root (or the
+//! user running the node) can use it. One request line in, one reply out.
+
+use anyhow::{bail, Context, Result};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    Status,
+    Down,
+}
+
+impl Request {
+    fn as_line(self) -> &'static str {
+        match self {
+            Request::Status => "status\n",
+            Request::Down => "down\n",
+        }
+    }
+}
+
+pub struct ControlRequest {
+    pub request: Request,
+    pub reply: oneshot::Sender<String>,
+}
+
+/// Removes the socket file when the node stops.
+pub struct SocketGuard(PathBuf);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Binds the socket (refusing if another node already answers on it) and serves requests.
+pub async fn serve(
+    path: &Path,
+    network: &str,
+    requests: mpsc::Sender<ControlRequest>,
+) -> Result<SocketGuard> {
+    if UnixStream::connect(path).await.is_ok() {
+        bail!(
+            "p2pvpn is already running for network {network:?} (it answers on {}); stop it \
+             first with `p2pvpn down --network {network}`",
+            path.display()
+        );
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot create control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let our_uid = unsafe { libc::geteuid() };
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let allowed = stream
+                .peer_cred()
+                .map(|c| c.uid() == 0 || c.uid() == our_uid)
+                .unwrap_or(false);
+            if !allowed {
+                continue;
+            }
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                let _ = answer(stream, requests).await;
+            });
+        }
+    });
+    Ok(SocketGuard(path.to_path_buf()))
+}
+
+async fn answer(stream: UnixStream, requests: mpsc::Sender<ControlRequest>) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read.take(256)).read_line(&mut line).await?;
+    let request = match line.trim() {
+        "status" => Request::Status,
+        "down" => Request::Down,
+        other => {
+            write
+                .write_all(format!("error: unknown request {other:?}\n").as_bytes())
+                .await?;
+            return Ok(());
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    requests.send(ControlRequest { request, reply: tx }).await?;
+    let reply = rx.await.unwrap_or_else(|_| "stopping\n".to_string());
+    write.write_all(reply.as_bytes()).await?;
+    Ok(())
+}
+
+/// Sends one request to the node for `network` and returns its reply.
+pub async fn request(path: &Path, network: &str, request: Request) -> Result<String> {
+    let mut stream = match UnixStream::connect(path).await {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "permission denied on {}: only root can talk to the node; run with sudo",
+            path.display()
+        ),
+        Err(_) => bail!(
+            "p2pvpn is not running for network {network:?} (nothing answers on {}); start it \
+             with `p2pvpn up --network {network}`",
+            path.display()
+        ),
+    };
+    stream.write_all(request.as_line().as_bytes()).await?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await?;
+    Ok(reply)
+}

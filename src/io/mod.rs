@@ -1,0 +1,17 @@
+//! The I/O drivers: event loops that own sockets, the TUN device and the clock, and feed the
+//! sans-IO state machines in `core`. They stay thin: no protocol decisions are made here.
+
+pub mod control_socket;
+pub mod join;
+pub mod node;
+pub mod server;
+pub mod stream;
+pub mod tun;
+
+/// Seconds since the Unix epoch, for token expiry and handshake timestamps.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,273 @@
+//! The node's event loop: one UDP socket, the TUN device, the control stream to the server and
+//! the local control socket, all feeding one `core::node::Node`. Buffers are allocated once; the
+//! per-packet path (TUN read, encrypt, send; receive, decrypt, TUN write) does not allocate.
+
+use super::control_socket::{self, ControlRequest, Request};
+use super::stream::{self, StreamEvent, WriterCommand};
+use crate::config::{Dirs, NodeSettings};
+use crate::core::node::{DatagramOutcome, Node, NodeConfig, NodeEvent, TunOutcome, MAX_DATAGRAM};
+use crate::keyfile;
+use anyhow::{anyhow, bail, Context, Result};
+use rand::SeedableRng;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tun_rs::AsyncDevice;
+
+/// Prints the short progress lines `up` shows.
+fn progress(line: &str) {
+    println!("{line}");
+}
+
+async fn tun_recv(tun: &Option<AsyncDevice>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match tun {
+        Some(t) => t.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Driver {
+    node: Node,
+    settings: NodeSettings,
+    udp: UdpSocket,
+    udp_port: u16,
+    tun: Option<AsyncDevice>,
+    writer: Option<mpsc::Sender<WriterCommand>>,
+    stream_gen: u64,
+    stream_tx: mpsc::Sender<(u64, StreamEvent)>,
+}
+
+pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
+    let network = settings.network.clone();
+    let secret = keyfile::load(&dirs.key_file(&network))?;
+    let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, settings.listen_port))
+        .await
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow!(
+                    "UDP port {} is already in use; stop the other program or set listen_port \
+                     in {} (0 picks a free port)",
+                    settings.listen_port,
+                    dirs.config_file(&network).display()
+                )
+            } else {
+                anyhow!("cannot open the UDP socket: {e}")
+            }
+        })?;
+    let udp_port = udp.local_addr()?.port();
+    let (req_tx, mut req_rx) = mpsc::channel::<ControlRequest>(16);
+    let _socket = control_socket::serve(&dirs.control_socket(&network), &network, req_tx).await?;
+
+    let config = NodeConfig {
+        network: network.clone(),
+        secret,
+        server_key: settings.server_key,
+        servers: settings.servers.clone(),
+    };
+    let rng = rand_chacha::ChaCha8Rng::from_entropy();
+    let node = Node::new(config, rng, Instant::now().into_std());
+    let (stream_tx, mut stream_rx) = mpsc::channel(256);
+    let mut d = Driver {
+        node,
+        settings,
+        udp,
+        udp_port,
+        tun: None,
+        writer: None,
+        stream_gen: 0,
+        stream_tx,
+    };
+    progress(&format!(
+        "p2pvpn {network}: key {}, UDP port {udp_port}",
+        d.node.public_key().short()
+    ));
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut tun_buf = vec![0u8; MAX_DATAGRAM];
+    let mut udp_buf = vec![0u8; MAX_DATAGRAM];
+    let mut out = vec![0u8; MAX_DATAGRAM + 64];
+
+    loop {
+        d.connect_if_due();
+        let deadline = d
+            .node
+            .poll_timeout()
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            r = d.udp.recv_from(&mut udp_buf) => {
+                let Ok((n, from)) = r else { continue };
+                let now = std::time::Instant::now();
+                if let DatagramOutcome::WriteTun(packet) =
+                    d.node.handle_datagram(from, &udp_buf[..n], now, &mut out)
+                {
+                    if let Some(tun) = &d.tun {
+                        if let Err(e) = tun.send(packet).await {
+                            tracing::debug!(error = %e, "TUN write failed");
+                        }
+                    }
+                }
+            }
+            r = tun_recv(&d.tun, &mut tun_buf) => {
+                let n = r.context("reading the TUN device")?;
+                let now = std::time::Instant::now();
+                if let TunOutcome::Send { dst, datagram } =
+                    d.node.handle_tun_packet(&tun_buf[..n], now, &mut out)
+                {
+                    if let Err(e) = d.udp.send_to(datagram, dst).await {
+                        tracing::debug!(error = %e, %dst, "UDP send failed");
+                    }
+                }
+            }
+            Some((gen, event)) = stream_rx.recv() => {
+                if gen == d.stream_gen {
+                    d.handle_stream_event(event);
+                }
+            }
+            Some(req) = req_rx.recv() => {
+                match req.request {
+                    Request::Status => {
+                        let _ = req.reply.send(d.status_json());
+                    }
+                    Request::Down => {
+                        let _ = req.reply.send("stopping\n".to_string());
+                        progress(&format!("p2pvpn {network}: stopping (down requested)"));
+                        break;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                d.node.handle_timeout(std::time::Instant::now());
+            }
+        }
+        d.drain().await?;
+    }
+    if let Some(w) = d.writer.take() {
+        let _ = w.send(WriterCommand::Close).await;
+    }
+    progress(&format!(
+        "p2pvpn {network}: stopped; removed {}",
+        d.settings.interface
+    ));
+    Ok(())
+}
+
+impl Driver {
+    fn connect_if_due(&mut self) {
+        if let Some(server) = self.node.poll_connect(std::time::Instant::now()) {
+            self.stream_gen += 1;
+            tracing::info!(%server, "connecting to the server");
+            stream::spawn(server, self.stream_gen, self.stream_tx.clone());
+        }
+    }
+
+    fn handle_stream_event(&mut self, event: StreamEvent) {
+        let now = std::time::Instant::now();
+        match event {
+            StreamEvent::Connected { local, writer } => {
+                self.writer = Some(writer);
+                let endpoint = SocketAddr::new(local.ip(), self.udp_port);
+                self.node.set_local_endpoints(vec![endpoint]);
+                self.node.handle_control_connected(now);
+            }
+            StreamEvent::Failed(reason) => {
+                tracing::warn!(%reason, "cannot reach the server; will retry");
+                self.node.handle_control_connect_failed(now);
+            }
+            StreamEvent::Bytes(bytes) => self.node.handle_control_bytes(&bytes, now),
+            StreamEvent::Closed => {
+                self.writer = None;
+                self.node.handle_control_closed(now);
+            }
+        }
+    }
+
+    fn status_json(&self) -> String {
+        let mut status = self.node.status(super::unix_now());
+        status.listen_port = self.udp_port;
+        status.interface = self.settings.interface.clone();
+        serde_json::to_string(&status).unwrap_or_default()
+    }
+
+    async fn drain(&mut self) -> Result<()> {
+        while let Some(t) = self.node.poll_transmit() {
+            if let Err(e) = self.udp.send_to(&t.payload, t.dst).await {
+                tracing::debug!(error = %e, dst = %t.dst, "UDP send failed");
+            }
+        }
+        while let Some(bytes) = self.node.poll_control_bytes() {
+            if let Some(w) = &self.writer {
+                let _ = w.send(WriterCommand::Write(bytes)).await;
+            }
+        }
+        while let Some(event) = self.node.poll_event() {
+            self.handle_node_event(event).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_node_event(&mut self, event: NodeEvent) -> Result<()> {
+        let net = &self.settings.network;
+        match event {
+            NodeEvent::Registered(a) => match &self.tun {
+                None => {
+                    let tun = super::tun::create(
+                        &self.settings.interface,
+                        a.virtual_ip,
+                        a.cidr.prefix_len(),
+                        self.settings.mtu,
+                    )?;
+                    self.tun = Some(tun);
+                    progress(&format!(
+                        "p2pvpn {net}: registered as {} with {}/{} on {}",
+                        a.name,
+                        a.virtual_ip,
+                        a.cidr.prefix_len(),
+                        self.settings.interface
+                    ));
+                }
+                Some(_) => progress(&format!("p2pvpn {net}: registered again with the server")),
+            },
+            NodeEvent::ServerDisconnected => progress(&format!(
+                "p2pvpn {net}: lost the server; reconnecting (existing tunnels keep working)"
+            )),
+            NodeEvent::CloseControlStream => {
+                self.stream_gen += 1;
+                if let Some(w) = self.writer.take() {
+                    let _ = w.send(WriterCommand::Close).await;
+                }
+                self.node.handle_control_closed(std::time::Instant::now());
+            }
+            NodeEvent::Refused { refusal, permanent } => {
+                if permanent {
+                    bail!("the server refused this node: {refusal}");
+                }
+                tracing::warn!(%refusal, "server refused; will retry");
+            }
+            NodeEvent::PeerAdded { name, virtual_ip } => progress(&format!(
+                "p2pvpn {net}: peer {name} ({virtual_ip}) connecting"
+            )),
+            NodeEvent::PeerRemoved { name, virtual_ip } => progress(&format!(
+                "p2pvpn {net}: peer {name} ({virtual_ip}) left the network"
+            )),
+            NodeEvent::PathChanged {
+                name,
+                virtual_ip,
+                path,
+                endpoint,
+            } => {
+                let via = endpoint.map(|e| format!(" via {e}")).unwrap_or_default();
+                progress(&format!(
+                    "p2pvpn {net}: peer {name} ({virtual_ip}) {}{via}",
+                    path.as_str()
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! The server's event loop: TCP listeners for the Noise control channel (one task pair per
+//! connection), a UDP socket on each listen address (STUN and relay will live there; for now it
+//! counts what arrives and drops it), the store watched for changes made by `network` commands.
+
+use super::unix_now;
+use crate::core::keys::SecretKey;
+use crate::core::rendezvous::server::{ConnId, ServerCore, ServerOutput};
+use crate::store::Store;
+use anyhow::{anyhow, Result};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How often the store is checked for changes made by other processes.
+const STORE_POLL: Duration = Duration::from_secs(1);
+
+enum ConnEvent {
+    Open(ConnId, SocketAddr, mpsc::Sender<Option<Vec<u8>>>),
+    Bytes(ConnId, Vec<u8>),
+    Closed(ConnId),
+}
+
+fn bind_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow!(
+            "{proto} {addr} is already in use by another program; stop it or choose another \
+             --listen address"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => anyhow!(
+            "{proto} {addr}: no interface on this machine has that address; use one it has, or \
+             0.0.0.0"
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow!(
+            "{proto} {addr}: permission denied (ports below 1024 need root or \
+             CAP_NET_BIND_SERVICE)"
+        ),
+        _ => anyhow!("cannot listen on {proto} {addr}: {e}"),
+    }
+}
+
+pub async fn run(listen: Vec<SocketAddr>, store: Store, secret: SecretKey) -> Result<()> {
+    let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(1024);
+    let mut udp_sockets = Vec::new();
+    for addr in &listen {
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|e| bind_error(*addr, "TCP", e))?;
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| bind_error(*addr, "UDP", e))?;
+        udp_sockets.push(udp);
+        tokio::spawn(accept_loop(tcp, ev_tx.clone()));
+    }
+    let mut core = ServerCore::new(secret, store);
+    let mut version = core.registry_mut().data_version().unwrap_or(0);
+    let mut writers: HashMap<ConnId, mpsc::Sender<Option<Vec<u8>>>> = HashMap::new();
+    let (udp_tx, mut udp_rx) = mpsc::channel::<usize>(1024);
+    for udp in udp_sockets {
+        tokio::spawn(udp_drop_loop(udp, udp_tx.clone()));
+    }
+    let mut udp_dropped: u64 = 0;
+    for addr in &listen {
+        println!("p2pvpn server listening on {addr}");
+    }
+    println!("server key {}", core.public_key());
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut store_tick = tokio::time::interval(STORE_POLL);
+    loop {
+        let deadline = core
+            .poll_timeout()
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            Some(event) = ev_rx.recv() => {
+                let now = std::time::Instant::now();
+                match event {
+                    ConnEvent::Open(id, remote, writer) => {
+                        writers.insert(id, writer);
+                        core.handle_open(id, remote, now);
+                    }
+                    ConnEvent::Bytes(id, bytes) => core.handle_bytes(id, &bytes, now, unix_now()),
+                    ConnEvent::Closed(id) => {
+                        writers.remove(&id);
+                        core.handle_closed(id);
+                    }
+                }
+            }
+            Some(n) = udp_rx.recv() => {
+                udp_dropped += 1;
+                tracing::debug!(bytes = n, total = udp_dropped, "dropped a UDP datagram the server does not speak yet");
+            }
+            _ = store_tick.tick() => {
+                match core.registry_mut().data_version() {
+                    Ok(v) if v != version => {
+                        version = v;
+                        core.handle_registry_changed();
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "cannot read the store"),
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => core.handle_timeout(std::time::Instant::now()),
+        }
+        while let Some(out) = core.poll_output() {
+            match out {
+                ServerOutput::Send(id, bytes) => {
+                    if let Some(w) = writers.get(&id) {
+                        if w.try_send(Some(bytes)).is_err() {
+                            tracing::warn!(
+                                conn = id,
+                                "node is not reading; closing its connection"
+                            );
+                            writers.remove(&id);
+                            core.handle_closed(id);
+                        }
+                    }
+                }
+                ServerOutput::Close(id) => {
+                    if let Some(w) = writers.remove(&id) {
+                        let _ = w.try_send(None);
+                    }
+                }
+            }
+        }
+    }
+    let stats = core.stats();
+    tracing::info!(?stats, udp_dropped, "server stopping");
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, events: mpsc::Sender<ConnEvent>) {
+    let mut next_id: ConnId = 0;
+    let base = listener
+        .local_addr()
+        .map(|a| u64::from(a.port()) << 40)
+        .unwrap_or(0);
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                next_id += 1;
+                tokio::spawn(connection(base | next_id, stream, remote, events.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    id: ConnId,
+    stream: TcpStream,
+    remote: SocketAddr,
+    events: mpsc::Sender<ConnEvent>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut read, mut write) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Option<Vec<u8>>>(256);
+    if events.send(ConnEvent::Open(id, remote, tx)).await.is_err() {
+        return;
+    }
+    let mut writer = tokio::spawn(async move {
+        while let Some(Some(bytes)) = rx.recv().await {
+            if write.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            r = read.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if events.send(ConnEvent::Bytes(id, buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            },
+            // The server closed this connection (refusal, idle, removed member).
+            _ = &mut writer => break,
+        }
+    }
+    let _ = events.send(ConnEvent::Closed(id)).await;
+}
+
+async fn udp_drop_loop(udp: UdpSocket, counter: mpsc::Sender<usize>) {
+    let mut buf = vec![0u8; 2048];
+    while let Ok((n, _from)) = udp.recv_from(&mut buf).await {
+        if counter.send(n).await.is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The TUN device, through tun-rs (wintun on Windows, utun on macOS). Creating it is where a
+//! missing privilege shows up, so the error says how to get it.
+
+use anyhow::{anyhow, Result};
+use std::io::ErrorKind;
+use std::net::Ipv4Addr;
+use tun_rs::{AsyncDevice, DeviceBuilder};
+
+/// Creates `name` with `addr/prefix`; the kernel then routes the whole prefix to it.
+pub fn create(name: &str, addr: Ipv4Addr, prefix: u8, mtu: u16) -> Result<AsyncDevice> {
+    DeviceBuilder::new()
+        .name(name)
+        .ipv4(addr, prefix, None)
+        .mtu(mtu)
+        .build_async()
+        .map_err(|e| match e.kind() {
+            ErrorKind::PermissionDenied => anyhow!(
+                "cannot create TUN device {name}: permission denied. Run as root (sudo p2pvpn \
+                 up ...) or grant the binary CAP_NET_ADMIN (setcap cap_net_admin+ep)"
+            ),
+            ErrorKind::NotFound => anyhow!(
+                "cannot create TUN device {name}: /dev/net/tun is missing. Load the tun module \
+                 (modprobe tun), or in a container pass --device /dev/net/tun"
+            ),
+            _ if e.raw_os_error() == Some(libc::EBUSY) => anyhow!(
+                "cannot create TUN device {name}: it is busy. Is another `p2pvpn up` running for \
+                 this network? Stop it with `p2pvpn down`"
+            ),
+            _ => anyhow!("cannot create TUN device {name}: {e}"),
+        })
+}

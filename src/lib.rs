@@ -1,0 +1,12 @@
+//! p2pvpn: a peer-to-peer mesh VPN.
+//!
+//! `core` holds every protocol state machine, sans-IO (bytes, `now` and randomness in; transmits,
+//! events and timeouts out). `io` drives them with sockets, a TUN device and the clock; `store`
+//! persists the server's networks; `cli` and `config` are the user-facing edges.
+
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod io;
+pub mod keyfile;
+pub mod store;

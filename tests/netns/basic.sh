@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# tests/netns/basic.sh - root end-to-end test of p2pvpn in network namespaces.
+#
+# Topology: "internet" ns with a bridge; server 198.51.100.1 (TCP+UDP 7400),
+# alice 198.51.100.11, bob 198.51.100.12, mallory 198.51.100.66 (garbage sender),
+# carol 198.51.100.13 (unprivileged `up`). Network "demo" 10.77.0.0/24.
+#
+# Prints `ok - NAME` / `not ok - NAME` per check and a summary line; exits 1 if
+# any check failed, 77 (after printing `SKIP: reason`) when it cannot run here
+# (not root, or ip/tcpdump/python3/ping missing), 2 on a setup error.
+#
+#   P2PVPN_BIN   binary to test (default target/release/p2pvpn; tests/netns.rs
+#                sets the debug binary)
+#   LAB_KEEP=1   keep the temp dir (logs, pcaps, state) for inspection
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+# shellcheck source=../../scripts/lib/lab.sh
+. "$ROOT/scripts/lib/lab.sh"
+
+if [[ $EUID -ne 0 ]]; then echo "SKIP: not root"; exit 77; fi
+if m="$(lab_missing ip tcpdump python3 ping timeout setpriv)"; then
+    echo "SKIP: $m not installed"; exit 77
+fi
+if [[ ! -c /dev/net/tun ]]; then echo "SKIP: no /dev/net/tun"; exit 77; fi
+P2P_BIN="$(p2p_bin_default)"
+if [[ ! -x "$P2P_BIN" ]]; then echo "p2pvpn binary not found: $P2P_BIN" >&2; exit 2; fi
+
+NET=demo
+CIDR=10.77.0.0/24
+SERVER_IP=198.51.100.1
+PORT=7400
+ALICE_IP=198.51.100.11
+BOB_IP=198.51.100.12
+PATTERN=deadbeefcafe
+
+PASSED=0
+FAILED=0
+FAILED_NAMES=()
+SETUP_OK=0
+
+note() { printf '# %s\n' "$*"; }
+# check NAME CMD... : run CMD (a function), print ok / not ok.
+check() {
+    local name="$1"; shift
+    local rc=0
+    "$@" || rc=$?
+    if [[ $rc -eq 0 ]]; then
+        PASSED=$((PASSED + 1)); printf 'ok - %s\n' "$name"
+    else
+        FAILED=$((FAILED + 1)); FAILED_NAMES+=("$name"); printf 'not ok - %s\n' "$name"
+    fi
+}
+# why MSG : explain a failing step (to stdout, TAP comment style), return 1.
+why() { printf '#   %s\n' "$*"; return 1; }
+
+lab_on_exit() {
+    local rc="$1"
+    if [[ "$rc" -ne 0 || "$FAILED" -ne 0 ]]; then
+        echo "# last 30 lines of every process log:"
+        lab_dump_logs 30 2>&1 | sed 's/^/# /'
+    fi
+    local n
+    for n in alice bob carol; do
+        if [[ -e "$LAB_TMP/pids/$n-up" ]] && lab_alive "$n-up"; then
+            P2P_TIMEOUT=5 p2p "$n" down --network "$NET" >/dev/null 2>&1 || true
+        fi
+    done
+    return 0
+}
+
+lab_init
+note "lab $LAB_TMP, namespaces ${LAB_PREFIX}*, binary $P2P_BIN"
+lab_internet inet
+lab_add_host server "$SERVER_IP"
+lab_add_host alice "$ALICE_IP"
+lab_add_host bob "$BOB_IP"
+lab_add_host mallory 198.51.100.66
+lab_add_host carol 198.51.100.13
+
+SERVER_STATE="$LAB_TMP/server/state"
+srv() { lab_exec server timeout 20 "$P2P_BIN" "$@"; }
+invite() { srv network invite "$NET" --uses 1 --expires 1h --state-dir "$SERVER_STATE" | tail -n 1; }
+
+setup_fail() { echo "# setup failed: $*"; echo "Bail out! $*"; exit 2; }
+
+# ---------------------------------------------------------------- setup
+lab_spawn server server -- "$P2P_BIN" server --listen "$SERVER_IP:$PORT" --state-dir "$SERVER_STATE"
+lab_wait_log 30 server "p2pvpn server listening on" || setup_fail "server not ready in 30 s"
+srv network create "$NET" --cidr "$CIDR" --state-dir "$SERVER_STATE" >/dev/null ||
+    setup_fail "network create"
+for n in alice bob; do
+    tok="$(invite)" || setup_fail "invite for $n"
+    [[ -n "$tok" ]] || setup_fail "empty invite for $n"
+    mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
+    p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1 || setup_fail "$n join"
+done
+for n in alice bob; do p2p_spawn "$n" "$n-up" up --network "$NET"; done
+lab_wait_for 30 p2p_peer_is_direct alice "$NET" bob || note "alice->bob not direct after 30 s: '$(p2p_peer_path alice "$NET" bob 2>/dev/null || true)'"
+lab_wait_for 30 p2p_peer_is_direct bob "$NET" alice || note "bob->alice not direct after 30 s: '$(p2p_peer_path bob "$NET" alice 2>/dev/null || true)'"
+ALICE_VIP="$(p2p_field alice "$NET" 'j["virtual_ip"]' 2>/dev/null || true)"
+BOB_VIP="$(p2p_field bob "$NET" 'j["virtual_ip"]' 2>/dev/null || true)"
+note "alice $ALICE_VIP, bob $BOB_VIP"
+[[ -n "$ALICE_VIP" && -n "$BOB_VIP" ]] || setup_fail "no virtual_ip in status --json"
+
+# ---------------------------------------------------------------- a
+iface_ok() {
+    local n="$1" vip="$2" addrs route
+    lab_wait_for 10 lab_exec "$n" ip link show dev p2p-demo || { why "$n: no interface p2p-demo"; return 1; }
+    addrs="$(lab_exec "$n" ip -4 -o addr show dev p2p-demo | awk '{print $4}')"
+    grep -Eq '^10\.77\.0\.[0-9]+/' <<<"$addrs" || { why "$n: p2p-demo addresses: '${addrs//$'\n'/ }'"; return 1; }
+    grep -q "^$vip/" <<<"$addrs" || { why "$n: status virtual_ip $vip not on p2p-demo ('${addrs//$'\n'/ }')"; return 1; }
+    route="$(lab_exec "$n" ip -4 route show 10.77.0.0/24)"
+    grep -q 'dev p2p-demo' <<<"$route" || { why "$n: route for 10.77.0.0/24: '$route'"; return 1; }
+}
+check "a1 alice has a 10.77.0.x address and the 10.77.0.0/24 route on p2p-demo" iface_ok alice "$ALICE_VIP"
+check "a2 bob has a 10.77.0.x address and the 10.77.0.0/24 route on p2p-demo" iface_ok bob "$BOB_VIP"
+
+# ---------------------------------------------------------------- b
+ping3() {  # ping3 FROM TO : 3 packets, each must answer
+    local out
+    out="$(lab_exec "$1" ping -c 3 -W 2 "$2" 2>&1)" || { why "ping $1 -> $2 failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"; return 1; }
+    grep -q '3 received' <<<"$out" || { why "ping $1 -> $2: $(grep 'transmitted' <<<"$out")"; return 1; }
+}
+check "b1 ping alice -> bob over the VPN (3/3)" ping3 alice "$BOB_VIP"
+check "b2 ping bob -> alice over the VPN (3/3)" ping3 bob "$ALICE_VIP"
+
+# ---------------------------------------------------------------- c
+PCAP="$LAB_TMP/alice-underlay.pcap"
+TUNPCAP="$LAB_TMP/alice-tunnel.pcap"
+count_pcap() {  # count_pcap FILE FILTER... : number of packets matching
+    tcpdump -nn -r "$1" "${@:2}" 2>/dev/null | wc -l
+}
+pattern_count() {  # pattern_count FILE : occurrences of the raw pattern bytes
+    python3 -c 'import sys; print(open(sys.argv[1], "rb").read().count(bytes.fromhex(sys.argv[2])))' "$1" "$PATTERN"
+}
+underlay_capture() {
+    lab_spawn alice tcpdump-underlay -- timeout 30 tcpdump -i eth0 -nn -s 0 -U -w "$PCAP"
+    local pid_u="$LAB_LAST_PID"
+    lab_spawn alice tcpdump-tunnel -- timeout 30 tcpdump -i p2p-demo -nn -s 0 -U -w "$TUNPCAP"
+    local pid_t="$LAB_LAST_PID"
+    lab_wait_log 10 tcpdump-underlay 'listening on' && lab_wait_log 10 tcpdump-tunnel 'listening on' ||
+        { why "tcpdump did not start"; return 1; }
+    local rc=0
+    lab_exec alice ping -c 5 -i 0.2 -W 2 -p "$PATTERN" "$BOB_VIP" >"$LAB_TMP/logs/ping-pattern.log" 2>&1 || rc=$?
+    sleep 1
+    kill -INT "$pid_u" "$pid_t" 2>/dev/null || true
+    lab_wait_for 5 lab_exited tcpdump-underlay; lab_wait_for 5 lab_exited tcpdump-tunnel
+    [[ $rc -eq 0 ]] || { why "ping -p $PATTERN alice -> bob failed"; return 1; }
+    [[ -s "$PCAP" ]] || { why "empty underlay pcap"; return 1; }
+}
+c_icmp() {
+    local n; n="$(count_pcap "$PCAP" "icmp and host $ALICE_IP and host $BOB_IP")"
+    [[ "$n" -eq 0 ]] || { why "$n ICMP packets between the hosts on the underlay"; tcpdump -nn -r "$PCAP" icmp 2>/dev/null | head -n 5 | sed 's/^/#     /'; return 1; }
+}
+c_udp_only() {
+    local all udp
+    all="$(count_pcap "$PCAP" "host $ALICE_IP and host $BOB_IP")"
+    udp="$(count_pcap "$PCAP" "udp and host $ALICE_IP and host $BOB_IP")"
+    note "underlay alice<->bob: $all packets, $udp UDP"
+    [[ "$udp" -ge 10 ]] || { why "expected >= 10 UDP packets alice<->bob (5 pings + 5 replies), saw $udp"; return 1; }
+    [[ "$all" -eq "$udp" ]] || { why "$((all - udp)) non-UDP packets alice<->bob"; tcpdump -nn -r "$PCAP" "not udp and host $ALICE_IP and host $BOB_IP" 2>/dev/null | head -n 5 | sed 's/^/#     /'; return 1; }
+}
+c_only_expected() {
+    # everything on alice's underlay is UDP to/from bob or the server, TCP to/from the
+    # server port, or ARP; nothing else (e.g. no plaintext to anyone)
+    local other
+    other="$(count_pcap "$PCAP" "not arp and not (udp and host $BOB_IP) and not (host $SERVER_IP and port $PORT)")"
+    [[ "$other" -eq 0 ]] || { why "$other unexpected packets"; tcpdump -nn -r "$PCAP" "not arp and not (udp and host $BOB_IP) and not (host $SERVER_IP and port $PORT)" 2>/dev/null | head -n 5 | sed 's/^/#     /'; return 1; }
+}
+c_control() {
+    local n; n="$(pattern_count "$TUNPCAP")"
+    [[ "$n" -ge 5 ]] || { why "pattern seen $n times on p2p-demo itself (control: the ping payload should be there)"; return 1; }
+}
+c_pattern() {
+    local n hex
+    n="$(pattern_count "$PCAP")"
+    # second opinion with xxd, as the spec asks (hex dump joined into one line)
+    hex="$(xxd -p "$PCAP" | tr -d '\n' | grep -o "$PATTERN" | wc -l || true)"
+    [[ "$n" -eq 0 && "$hex" -eq 0 ]] || { why "pattern $PATTERN found in the underlay pcap ($n raw, $hex hex)"; return 1; }
+}
+c_tcp_pattern() {
+    # the TCP control channel (to the server port) must not carry the pattern either
+    local tcpfile="$LAB_TMP/alice-tcp.pcap"
+    tcpdump -nn -r "$PCAP" -w "$tcpfile" "tcp and host $SERVER_IP and port $PORT" 2>/dev/null
+    local n; n="$(pattern_count "$tcpfile")"
+    [[ "$n" -eq 0 ]] || { why "pattern in TCP to the server"; return 1; }
+}
+if underlay_capture; then
+    check "c1 no ICMP between alice and bob on the underlay" c_icmp
+    check "c2 alice<->bob underlay traffic is UDP only" c_udp_only
+    check "c3 alice's underlay carries only UDP to bob, server control traffic and ARP" c_only_expected
+    check "c4 control: pattern visible inside the tunnel interface" c_control
+    check "c5 ping pattern $PATTERN absent from the raw underlay pcap" c_pattern
+    check "c6 TCP control channel does not contain the pattern" c_tcp_pattern
+else
+    check "c0 underlay capture during ping -p $PATTERN" false
+fi
+
+# ---------------------------------------------------------------- d
+BOB_PORT="$(p2p_field bob "$NET" 'j["listen_port"]' 2>/dev/null || true)"
+send_garbage() {  # send_garbage HOST PORT : 20 random datagrams of 1..1400 bytes, bounded
+    lab_exec mallory timeout 10 python3 - "$1" "$2" <<'PY'
+import os, random, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(20):
+    s.sendto(os.urandom(random.randint(1, 1400)), (sys.argv[1], int(sys.argv[2])))
+    time.sleep(0.01)
+PY
+}
+drops_grew() {  # drops_grew NODE BEFORE N : total drops >= BEFORE + N
+    local now; now="$(p2p_drops_total "$1" "$NET")" || return 1
+    (( now - $2 >= $3 ))
+}
+spoofed() { p2p_field "$1" "$NET" "int((j.get('drops') or {}).get('spoofed_source', 0))"; }
+spoofed_grew() { local now; now="$(spoofed "$1")" || return 1; (( now > $2 )); }
+d_bob_drops() {
+    [[ "$BOB_PORT" =~ ^[0-9]+$ ]] || { why "bob's listen_port: '$BOB_PORT'"; return 1; }
+    local before after
+    before="$(p2p_drops_total bob "$NET")" || { why "no drops in bob's status"; return 1; }
+    send_garbage "$BOB_IP" "$BOB_PORT" || { why "sending to bob failed"; return 1; }
+    send_garbage "$SERVER_IP" "$PORT" || { why "sending to the server failed"; return 1; }
+    lab_wait_for 5 drops_grew bob "$before" 20 || true
+    after="$(p2p_drops_total bob "$NET" 2>/dev/null || echo "$before")"
+    note "bob drops: $before -> $after; $(p2p_field bob "$NET" 'j["drops"]' 2>/dev/null || true)"
+    (( after - before >= 20 )) || { why "bob counted $((after - before)) drops for 20 garbage datagrams"; return 1; }
+}
+d_alive() {
+    lab_alive bob-up || { why "bob's p2pvpn up exited"; return 1; }
+    lab_alive server || { why "server exited"; return 1; }
+    lab_alive alice-up || { why "alice's p2pvpn up exited"; return 1; }
+}
+check "d1 bob counts >= 20 drops for 20 garbage datagrams (+20 sent to the server)" d_bob_drops
+check "d2 bob, alice and the server still run after garbage" d_alive
+check "d3 ping alice -> bob still works after garbage" ping3 alice "$BOB_VIP"
+check "d4 ping bob -> alice still works after garbage" ping3 bob "$ALICE_VIP"
+
+# ---------------------------------------------------------------- e
+SPOOF=10.77.0.200
+e_spoof() {
+    local before after
+    before="$(spoofed bob)" || { why "bob status"; return 1; }
+    lab_exec alice ip addr add "$SPOOF/32" dev p2p-demo || { why "cannot add $SPOOF to alice's p2p-demo"; return 1; }
+    local rc=0
+    lab_exec alice ping -c 2 -W 2 -I "$SPOOF" "$BOB_VIP" >"$LAB_TMP/logs/ping-spoof.log" 2>&1 || rc=$?
+    lab_exec alice ip addr del "$SPOOF/32" dev p2p-demo || true
+    [[ $rc -ne 0 ]] || { why "bob answered a ping from spoofed $SPOOF"; return 1; }
+    lab_wait_for 5 spoofed_grew bob "$before" || true
+    after="$(spoofed bob 2>/dev/null || echo "$before")"
+    note "bob drops.spoofed_source: $before -> $after"
+    (( after >= 1 && after > before )) || { why "bob's drops.spoofed_source did not increase"; return 1; }
+}
+check "e1 spoofed inner source 10.77.0.200 gets no reply and bob counts spoofed_source" e_spoof
+
+# ---------------------------------------------------------------- g (independent of bob; runs before f)
+g_unprivileged() {
+    local d="$LAB_TMP/carol" tok
+    tok="$(invite)" || { why "invite for carol"; return 1; }
+    mkdir -p "$d/etc" "$d/state"
+    p2p carol join "$tok" --name carol >"$LAB_TMP/logs/carol-join.log" 2>&1 || { why "carol join failed"; return 1; }
+    chown -R 65534:65534 "$d"
+    local start=$SECONDS rc=0
+    lab_exec carol timeout 15 setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+        env HOME="$d" P2PVPN_CONFIG_DIR="$d/etc" P2PVPN_STATE_DIR="$d/state" \
+        "$P2P_BIN" up --network "$NET" >"$LAB_TMP/logs/carol-up.out" 2>"$LAB_TMP/logs/carol-up.log" || rc=$?
+    local took=$((SECONDS - start))
+    note "unprivileged up: exit $rc after ${took}s; stderr: $(head -c 300 "$LAB_TMP/logs/carol-up.log" | tr '\n' ' ')"
+    [[ $rc -ne 0 ]] || { why "unprivileged up exited 0"; return 1; }
+    [[ $rc -ne 124 && $took -le 10 ]] || { why "unprivileged up did not exit within 10 s"; return 1; }
+    grep -Eq 'CAP_NET_ADMIN|root' "$LAB_TMP/logs/carol-up.log" || { why "stderr mentions neither CAP_NET_ADMIN nor root"; return 1; }
+    if lab_exec carol ip link show dev p2p-demo >/dev/null 2>&1; then why "p2p-demo exists in carol's namespace"; return 1; fi
+}
+check "g1 unprivileged up exits non-zero within 10 s naming CAP_NET_ADMIN or root" g_unprivileged
+
+# ---------------------------------------------------------------- f
+f_remove() {
+    srv network remove-member "$NET" bob --state-dir "$SERVER_STATE" >"$LAB_TMP/logs/remove-member.log" 2>&1 ||
+        { why "remove-member failed: $(tail -n 3 "$LAB_TMP/logs/remove-member.log")"; return 1; }
+    local start=$SECONDS
+    lab_wait_for 10 lab_not p2p_has_peer alice "$NET" bob ||
+        { why "alice still lists bob 10 s after remove-member"; return 1; }
+    note "alice dropped bob after $((SECONDS - start)) s"
+    if lab_exec alice ping -c 2 -W 1 "$BOB_VIP" >"$LAB_TMP/logs/ping-removed.log" 2>&1; then
+        why "ping alice -> bob still answered after removal"; return 1
+    fi
+}
+check "f1 remove-member bob: alice drops bob within 10 s and ping alice -> bob fails" f_remove
+
+# ---------------------------------------------------------------- summary
+if ((FAILED)); then
+    printf '# failed: %s\n' "${FAILED_NAMES[@]}"
+fi
+echo "netns-basic: $PASSED passed, $FAILED failed"
+((FAILED == 0))
