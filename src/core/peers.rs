@@ -8,7 +8,7 @@ use super::rendezvous::messages::PeerInfo;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// WireGuard rejects a session this old (whitepaper §6.1, Reject-After-Time); past it the path is
 /// no longer usable without a new handshake.
@@ -91,7 +91,7 @@ pub struct PeerTable {
 }
 
 impl PeerTable {
-    pub fn upsert(&mut self, info: &PeerInfo, local: &SecretKey, _now: Instant) -> Upsert {
+    pub fn upsert(&mut self, info: &PeerInfo, local: &SecretKey) -> Upsert {
         if let Some(owner) = self.by_ip.get(&info.virtual_ip) {
             if *owner != info.public_key {
                 return Upsert::AddressConflict;
@@ -192,18 +192,14 @@ mod tests {
     fn lookups_follow_adds_and_removes() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let local = SecretKey::generate(&mut rng);
-        let now = Instant::now();
         let mut table = PeerTable::default();
+        assert_eq!(table.upsert(&info(1, [10, 0, 0, 2]), &local), Upsert::Added);
         assert_eq!(
-            table.upsert(&info(1, [10, 0, 0, 2]), &local, now),
-            Upsert::Added
-        );
-        assert_eq!(
-            table.upsert(&info(1, [10, 0, 0, 2]), &local, now),
+            table.upsert(&info(1, [10, 0, 0, 2]), &local),
             Upsert::Updated
         );
         assert_eq!(
-            table.upsert(&info(2, [10, 0, 0, 2]), &local, now),
+            table.upsert(&info(2, [10, 0, 0, 2]), &local),
             Upsert::AddressConflict
         );
         assert!(table.by_ip_mut(Ipv4Addr::new(10, 0, 0, 2)).is_some());

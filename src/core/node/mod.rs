@@ -164,35 +164,35 @@ impl Node {
 
     pub fn handle_control_connected(&mut self, now: Instant) {
         self.control.handle_connected(now);
-        self.pump_control(now);
+        self.pump_control();
     }
 
     pub fn handle_control_connect_failed(&mut self, now: Instant) {
         self.control.handle_connect_failed(now);
-        self.pump_control(now);
+        self.pump_control();
     }
 
     pub fn handle_control_bytes(&mut self, bytes: &[u8], now: Instant) {
         self.control.handle_bytes(bytes, now);
-        self.pump_control(now);
+        self.pump_control();
     }
 
     pub fn handle_control_closed(&mut self, now: Instant) {
         self.control.handle_closed(now);
-        self.pump_control(now);
+        self.pump_control();
     }
 
     pub fn poll_control_bytes(&mut self) -> Option<Vec<u8>> {
         self.control.poll_bytes()
     }
 
-    fn pump_control(&mut self, now: Instant) {
+    fn pump_control(&mut self) {
         while let Some(event) = self.control.poll_event() {
-            self.handle_control_event(event, now);
+            self.handle_control_event(event);
         }
     }
 
-    fn handle_control_event(&mut self, event: ControlEvent, now: Instant) {
+    fn handle_control_event(&mut self, event: ControlEvent) {
         match event {
             ControlEvent::Registered {
                 name,
@@ -207,7 +207,7 @@ impl Node {
                 self.assignment = Some(assignment.clone());
                 self.events.push_back(NodeEvent::Registered(assignment));
             }
-            ControlEvent::Peer(info) => match self.peers.upsert(&info, &self.secret, now) {
+            ControlEvent::Peer(info) => match self.peers.upsert(&info, &self.secret) {
                 Upsert::Added => {
                     self.events.push_back(NodeEvent::PeerAdded {
                         name: info.name.clone(),
@@ -418,7 +418,7 @@ impl Node {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.control.handle_timeout(now);
-        self.pump_control(now);
+        self.pump_control();
         if now < self.next_tick {
             return;
         }

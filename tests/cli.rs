@@ -1,0 +1,348 @@
+//! The binary's answers to bad input, as a user sees them. These run without root: the server
+//! listens on loopback and no TUN device is created.
+
+#![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
+
+use p2pvpn::core::rendezvous::token::JoinToken;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_p2pvpn");
+
+struct Server {
+    child: Child,
+    addr: String,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("p2pvpn-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn start_server(tag: &str) -> Server {
+    let dir = temp_dir(tag);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let state = dir.join("server");
+    let child = Command::new(BIN)
+        .args(["server", "--listen", &addr, "--state-dir"])
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = Server { child, addr, dir };
+    let out = run(
+        &[
+            "network",
+            "create",
+            "lab",
+            "--cidr",
+            "10.66.0.0/24",
+            "--state-dir",
+            s.state().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    s
+}
+
+impl Server {
+    fn state(&self) -> PathBuf {
+        self.dir.join("server")
+    }
+
+    fn invite(&self, extra: &[&str]) -> String {
+        let state = self.state();
+        let mut args = vec![
+            "network",
+            "invite",
+            "lab",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&args, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn join(&self, token: &str, node: &str) -> Output {
+        let etc = self.dir.join(node).join("etc");
+        let state = self.dir.join(node).join("state");
+        run(
+            &["join", token, "--name", node],
+            &[("P2PVPN_CONFIG_DIR", &etc), ("P2PVPN_STATE_DIR", &state)],
+        )
+    }
+}
+
+#[test]
+fn join_writes_a_config_and_a_private_key_and_keeps_the_address_on_rejoin() {
+    let server = start_server("join");
+    let token = server.invite(&["--uses", "2"]);
+    let out = server.join(&token, "alice");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("joined network lab as alice (10.66.0.1/24)"),
+        "{stdout}"
+    );
+    let config = std::fs::read_to_string(server.dir.join("alice/etc/lab.toml")).unwrap();
+    assert!(config.contains(&server.addr), "{config}");
+    let key = server.dir.join("alice/state/lab/private.key");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
+    // The same machine joining again keeps its address.
+    let again = server.join(&token, "alice");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("10.66.0.1/24"));
+    let members = run(
+        &[
+            "network",
+            "members",
+            "lab",
+            "--state-dir",
+            server.state().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&members.stdout).contains("alice"));
+}
+
+#[test]
+fn a_reused_single_use_token_is_refused_with_the_fix() {
+    let server = start_server("reuse");
+    let token = server.invite(&["--uses", "1"]);
+    assert!(server.join(&token, "alice").status.success());
+    let out = server.join(&token, "bob");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("already used (1 of 1 uses)"), "{err}");
+    assert!(err.contains("network invite"), "{err}");
+}
+
+#[test]
+fn an_expired_token_is_refused_with_the_fix() {
+    let server = start_server("expired");
+    let token = server.invite(&["--expires", "1s"]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = server.join(&token, "alice");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("expired"), "{err}");
+    assert!(err.contains("--expires"), "{err}");
+}
+
+#[test]
+fn a_wrong_or_damaged_token_is_refused() {
+    let server = start_server("wrong");
+    let out = server.join("hello-there", "alice");
+    assert!(
+        stderr(&out).contains("not a p2pvpn join token"),
+        "{}",
+        stderr(&out)
+    );
+    let mut token = server.invite(&[]);
+    token.truncate(token.len() - 6);
+    let out = server.join(&token, "alice");
+    assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+    // A well-formed token whose credential this server never issued.
+    let other = start_server("wrong2");
+    let ours = JoinToken::decode(&server.invite(&[])).unwrap();
+    let theirs = JoinToken::decode(&other.invite(&[])).unwrap();
+    let forged = JoinToken {
+        credential: theirs.credential.clone(),
+        ..ours.clone()
+    };
+    let out = server.join(&forged.encode(), "alice");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("not valid for network \"lab\""), "{err}");
+    // A token naming the wrong server key: the node refuses to talk to an impostor.
+    let impostor = JoinToken {
+        server_key: theirs.server_key,
+        ..ours
+    };
+    let out = server.join(&impostor.encode(), "alice");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("identity does not match"), "{err}");
+}
+
+#[test]
+fn garbage_on_the_server_port_does_not_hurt_the_server() {
+    let server = start_server("garbage");
+    for _ in 0..5 {
+        use std::io::Write;
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        let _ = s.write_all(&[0, 40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0xff, 0xfe]);
+        let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n");
+    }
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..20u8 {
+        udp.send_to(&[i; 64], &server.addr).unwrap();
+    }
+    let token = server.invite(&[]);
+    let out = server.join(&token, "alice");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn up_without_a_config_names_the_fix() {
+    let dir = temp_dir("noconf");
+    let out = run(
+        &["up", "--network", "office"],
+        &[
+            ("P2PVPN_CONFIG_DIR", &dir.join("etc")),
+            ("P2PVPN_STATE_DIR", &dir.join("state")),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("no configuration for network \"office\""),
+        "{err}"
+    );
+    assert!(err.contains("p2pvpn join TOKEN"), "{err}");
+    let status = run(
+        &["status", "--network", "office"],
+        &[("P2PVPN_STATE_DIR", &dir.join("state"))],
+    );
+    assert!(
+        stderr(&status).contains("not running"),
+        "{}",
+        stderr(&status)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_broken_config_file_names_the_file_and_line() {
+    let dir = temp_dir("badconf");
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(
+        etc.join("office.toml"),
+        "network = \"office\"\nname = \"a\"\nservers = [\"x\"]\nserver_public_key = \"k\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let out = run(
+        &["up", "--network", "office"],
+        &[("P2PVPN_CONFIG_DIR", &etc), ("P2PVPN_STATE_DIR", &dir)],
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("office.toml") && err.contains("line 5") && err.contains("bogus"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_port_already_in_use_is_named() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = temp_dir("inuse");
+    let out = run(
+        &[
+            "server",
+            "--listen",
+            &addr,
+            "--state-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already in use"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_server_keeps_members_across_a_restart() {
+    let server = start_server("restart");
+    let token = server.invite(&["--uses", "5"]);
+    assert!(server.join(&token, "alice").status.success());
+    let state = server.state();
+    let list = run(
+        &["network", "list", "--state-dir", state.to_str().unwrap()],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("lab") && text.contains("10.66.0.0/24"),
+        "{text}"
+    );
+    // A second server process on the same state answers with the same identity.
+    let addr = server.addr.clone();
+    let mut server = server;
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let mut child = Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            &addr,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let etc = state.parent().unwrap().join("bob/etc");
+    let st = state.parent().unwrap().join("bob/state");
+    let out = run(
+        &["join", &token, "--name", "bob"],
+        &[("P2PVPN_CONFIG_DIR", &etc), ("P2PVPN_STATE_DIR", &st)],
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10.66.0.2"));
+}
