@@ -53,23 +53,36 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn start_server(tag: &str) -> Server {
-    let dir = temp_dir(tag);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let state = dir.join("server");
+/// The command failed and its error says each of `needles`.
+fn assert_refused(out: &Output, needles: &[&str]) {
+    assert!(!out.status.success(), "expected a refusal");
+    let err = stderr(out);
+    for needle in needles {
+        assert!(err.contains(needle), "missing {needle:?} in: {err}");
+    }
+}
+
+/// Starts `p2pvpn server` and waits (bounded) until it accepts connections.
+fn spawn_server(addr: &str, state: &Path) -> Child {
     let child = Command::new(BIN)
-        .args(["server", "--listen", &addr, "--state-dir"])
-        .arg(&state)
+        .args(["server", "--listen", addr, "--state-dir"])
+        .arg(state)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&addr).is_err() {
+    while TcpStream::connect(addr).is_err() {
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    child
+}
+
+fn start_server(tag: &str) -> Server {
+    let dir = temp_dir(tag);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = spawn_server(&addr, &dir.join("server"));
     let s = Server { child, addr, dir };
     let out = run(
         &[
@@ -155,10 +168,7 @@ fn a_reused_single_use_token_is_refused_with_the_fix() {
     let token = server.invite(&["--uses", "1"]);
     assert!(server.join(&token, "alice").status.success());
     let out = server.join(&token, "bob");
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("already used (1 of 1 uses)"), "{err}");
-    assert!(err.contains("network invite"), "{err}");
+    assert_refused(&out, &["already used (1 of 1 uses)", "network invite"]);
 }
 
 #[test]
@@ -167,10 +177,7 @@ fn an_expired_token_is_refused_with_the_fix() {
     let token = server.invite(&["--expires", "1s"]);
     std::thread::sleep(Duration::from_millis(2100));
     let out = server.join(&token, "alice");
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("expired"), "{err}");
-    assert!(err.contains("--expires"), "{err}");
+    assert_refused(&out, &["expired", "--expires"]);
 }
 
 #[test]
@@ -318,23 +325,7 @@ fn the_server_keeps_members_across_a_restart() {
     let mut server = server;
     let _ = server.child.kill();
     let _ = server.child.wait();
-    let mut child = Command::new(BIN)
-        .args([
-            "server",
-            "--listen",
-            &addr,
-            "--state-dir",
-            state.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = spawn_server(&addr, &state);
     let etc = state.parent().unwrap().join("bob/etc");
     let st = state.parent().unwrap().join("bob/state");
     let out = run(

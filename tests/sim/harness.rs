@@ -263,6 +263,16 @@ impl Sim {
         sent
     }
 
+    /// Encrypts `packet` at node `i` as if read from its TUN device, without sending it.
+    pub fn encrypt(&mut self, i: usize, packet: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; 70000];
+        let now = self.now;
+        match self.nodes[i].node.handle_tun_packet(packet, now, &mut out) {
+            TunOutcome::Send { datagram, .. } => datagram.to_vec(),
+            other => panic!("expected a datagram, got {other:?}"),
+        }
+    }
+
     /// Stops the server: every node's stream ends.
     pub fn stop_server(&mut self) {
         self.server_up = false;

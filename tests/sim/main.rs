@@ -56,13 +56,7 @@ fn packets_cross_both_ways_unchanged() {
 #[test]
 fn what_crosses_the_wire_is_never_the_plaintext() {
     let mut sim = two_nodes();
-    let packet = ping_packet(A_IP, B_IP, 0x5A);
-    let mut out = vec![0u8; 2048];
-    let now = sim.now;
-    let datagram = match sim.nodes[0].node.handle_tun_packet(&packet, now, &mut out) {
-        p2pvpn::core::node::TunOutcome::Send { datagram, .. } => datagram.to_vec(),
-        other => panic!("expected a datagram, got {other:?}"),
-    };
+    let datagram = sim.encrypt(0, &ping_packet(A_IP, B_IP, 0x5A));
     assert_eq!(datagram[0], 4, "a WireGuard transport message");
     assert!(!datagram.windows(12).any(|w| w == [0x5A; 12]));
 }
@@ -112,13 +106,7 @@ fn garbage_and_replayed_datagrams_are_dropped_and_counted() {
     assert!(drops >= 30, "{drops}");
 
     // Capture a real datagram and replay it.
-    let packet = ping_packet(A_IP, B_IP, 7);
-    let mut out = vec![0u8; 2048];
-    let now = sim.now;
-    let datagram = match sim.nodes[0].node.handle_tun_packet(&packet, now, &mut out) {
-        p2pvpn::core::node::TunOutcome::Send { datagram, .. } => datagram.to_vec(),
-        other => panic!("{other:?}"),
-    };
+    let datagram = sim.encrypt(0, &ping_packet(A_IP, B_IP, 7));
     let a = sim.nodes[0].udp;
     assert_eq!(
         sim.deliver(a, to, &datagram),
