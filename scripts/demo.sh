@@ -11,7 +11,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-# shellcheck source=lib/lab.sh
+# shellcheck source-path=SCRIPTDIR source=lib/lab.sh
 . "$ROOT/scripts/lib/lab.sh"
 
 NET=demo
@@ -69,16 +69,16 @@ srv() { lab_exec server "$P2P_BIN" "$@"; }
 
 say "starting server on $SERVER_IP:$PORT"
 lab_spawn server server -- "$P2P_BIN" server --listen "$SERVER_IP:$PORT" --state-dir "$SERVER_STATE"
-lab_wait_log 30 server "p2pvpn server listening on" || {
-    lab_alive server || fail "server exited"
-    fail "server not ready within 30 s"
-}
+rc=0
+lab_wait_ready 30 server "p2pvpn server listening on" || rc=$?
+[[ $rc -ne 2 ]] || fail "server exited"
+[[ $rc -eq 0 ]] || fail "server not ready within 30 s"
 
 say "network create $NET --cidr $CIDR"
 srv network create "$NET" --cidr "$CIDR" --state-dir "$SERVER_STATE"
 
 for n in alice bob; do
-    token="$(srv network invite "$NET" --uses 1 --expires 1h --state-dir "$SERVER_STATE" | tail -n 1)"
+    token="$(srv network invite "$NET" --uses 1 --state-dir "$SERVER_STATE" | tail -n 1)"
     [[ -n "$token" ]] || fail "empty invite token"
     say "$n: p2pvpn join <token> --name $n"
     mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"

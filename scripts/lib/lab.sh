@@ -255,6 +255,18 @@ lab_wait_log() {
     lab_wait_for "$1" grep -Eq -- "$3" "$(lab_logfile "$2")"
 }
 
+# lab_wait_ready TIMEOUT_S LABEL REGEX : like lab_wait_log, but gives up at once
+# (status 2) if the spawned process LABEL exits first.
+lab_wait_ready() {
+    local deadline=$((SECONDS + $1)) log; log="$(lab_logfile "$2")"
+    while :; do
+        grep -Eq -- "$3" "$log" 2>/dev/null && return 0
+        lab_alive "$2" || { grep -Eq -- "$3" "$log" 2>/dev/null && return 0; return 2; }
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+
 # lab_dump_logs [LINES=30] : print the last LINES of every log.
 lab_dump_logs() {
     local n="${1:-30}" f
@@ -279,6 +291,7 @@ lab_cleanup() {
     for pid in "${LAB_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
     for ns in "${LAB_NAMESPACES[@]}"; do
         pids="$(ip netns pids "$ns" 2>/dev/null)"
+        # shellcheck disable=SC2086  # word splitting wanted: one pid per word
         [[ -n "$pids" ]] && kill -TERM $pids 2>/dev/null
     done
     # 2. wait up to 3 s, then SIGKILL whatever is left
@@ -336,13 +349,18 @@ p2p_spawn() {
         P2PVPN_STATE_DIR="$LAB_TMP/$name/state" "$P2P_BIN" "$@"
 }
 
-# p2p_json_get FILE|- EXPR : evaluate a python expression over JSON `j`, print result.
+# p2p_json_get FILE|- EXPR [NETWORK] : evaluate a python expression over JSON `j`,
+# print the result. If the JSON is a list of per-network objects, `j` is the one
+# whose "network" is NETWORK (or the only one).
 # Example: p2p_json_get status.json 'j["virtual_ip"]'
 p2p_json_get() {
     python3 -c '
 import json, sys
 src = sys.argv[1]
 j = json.load(sys.stdin if src == "-" else open(src))
+if isinstance(j, list):
+    net = sys.argv[3] if len(sys.argv) > 3 else None
+    j = next((x for x in j if net is None or x.get("network") == net), None) if len(j) != 1 else j[0]
 v = eval(sys.argv[2], {"j": j})
 print(json.dumps(v) if isinstance(v, (dict, list, bool)) or v is None else v)
 ' "$1" "$2"
@@ -357,7 +375,7 @@ p2p_status_json() {
 
 # p2p_field NAME NETWORK EXPR : one value from a node's status --json.
 p2p_field() {
-    p2p_status_json "$1" "$2" | p2p_json_get - "$3"
+    p2p_status_json "$1" "$2" | p2p_json_get - "$3" "$2"
 }
 
 # p2p_peer_path NAME NETWORK PEER : the path ("direct"/"relay"/...) NAME sees to PEER,
