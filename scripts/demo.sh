@@ -27,8 +27,11 @@ if [[ $EUID -ne 0 ]]; then
     exit 1
 fi
 if m="$(lab_missing ip ping python3 timeout)"; then
-    echo "demo.sh needs '$m' (apt-get install -y iproute2 iputils-ping python3 coreutils)" >&2
-    exit 1
+    say "installing what the demo needs (missing: $m)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+        iproute2 iputils-ping python3 coreutils >/dev/null \
+        || fail "cannot install iproute2 iputils-ping python3; install them and run again"
 fi
 
 if [[ -z "${P2PVPN_BIN:-}" ]]; then

@@ -8,6 +8,25 @@ use tun_rs::{AsyncDevice, DeviceBuilder};
 
 /// Creates `name` with `addr/prefix`; the kernel then routes the whole prefix to it.
 pub fn create(name: &str, addr: Ipv4Addr, prefix: u8, mtu: u16) -> Result<AsyncDevice> {
+    let device = build(name, addr, prefix, mtu)?;
+    disable_ipv6(name);
+    Ok(device)
+}
+
+/// The overlay is IPv4 only: without this the kernel sends IPv6 router solicitations into the
+/// tunnel, which the node can only drop.
+#[cfg(target_os = "linux")]
+fn disable_ipv6(name: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    if let Err(e) = std::fs::write(&path, "1") {
+        tracing::debug!(error = %e, "cannot disable IPv6 on {name}");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn disable_ipv6(_name: &str) {}
+
+fn build(name: &str, addr: Ipv4Addr, prefix: u8, mtu: u16) -> Result<AsyncDevice> {
     DeviceBuilder::new()
         .name(name)
         .ipv4(addr, prefix, None)
