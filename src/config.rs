@@ -248,7 +248,7 @@ server_public_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
         assert!(validate_network_name("../etc").is_err());
         assert_eq!(
             default_interface("averyveryverylongname"),
-            "p2p-averyverylo"
+            "p2p-averyveryve"
         );
     }
 }
