@@ -286,9 +286,8 @@ impl Sim {
 
     /// A fresh server process with the same identity and store.
     pub fn restart_server(&mut self) {
-        let fresh = ServerCore::new(self.server_secret.clone(), MemoryRegistry::default());
-        let old = std::mem::replace(&mut self.server, fresh);
-        self.server = ServerCore::new(self.server_secret.clone(), old.into_registry());
+        let registry = std::mem::take(self.server.registry_mut());
+        self.server = ServerCore::new(self.server_secret.clone(), registry);
         self.server_up = true;
     }
 }

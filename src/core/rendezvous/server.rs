@@ -75,11 +75,6 @@ impl<R: Registry> ServerCore<R> {
         self.secret.public_key()
     }
 
-    /// Hands the store back (a server shutting down; the simulator restarting it).
-    pub fn into_registry(self) -> R {
-        self.registry
-    }
-
     pub fn registry_mut(&mut self) -> &mut R {
         &mut self.registry
     }
