@@ -9,6 +9,7 @@ pub mod keys;
 pub mod nat;
 pub mod node;
 pub mod peers;
+pub mod punch;
 pub mod rendezvous;
 pub mod transmit;
 pub mod wire;

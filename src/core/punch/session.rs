@@ -1,0 +1,716 @@
+//! One peer's punching state machine: offer and answer through the server, the attempt that
+//! primes and probes per the plan, nomination of the first path with an authenticated round trip,
+//! keepalives on it, and a new attempt (with backoff) when it dies.
+//!
+//! Only the side with the lower public key starts attempts, so two nodes that learn of each other
+//! at once run one attempt, not two. The other side answers; both start probing as soon as each
+//! holds the other's offer, which the server relays within one round trip of each other.
+
+use super::plan::{plan, Plan, PlanInput, Sweep, Target};
+use super::probe::{Probe, ProbeKey, ProbeKind};
+use super::{Candidate, Prediction, PunchOffer, Technique};
+use crate::core::keys::{PublicKey, SecretKey};
+use crate::core::nat::NatProfile;
+use crate::core::transmit::{SocketCommand, SocketId, Transmit};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Priming packets go out this long before the first real probe, so that each side's own NAT
+/// holds the mapping before the other side's probes arrive (nat-lab.md, conntrack poisoning). It
+/// covers the gap between the two sides starting: one relay through the server.
+pub const PRIME_LEAD: Duration = Duration::from_millis(400);
+/// Targets are probed again this often during an attempt.
+pub const ROUND: Duration = Duration::from_millis(500);
+/// Birthday sockets probe again this often.
+pub const BIRTHDAY_ROUND: Duration = Duration::from_secs(1);
+/// Pace of sweep and birthday probes: 500 per second, so no burst looks like a scan.
+pub const SWEEP_PACE: Duration = Duration::from_millis(2);
+/// An attempt ends after this long without a verified path.
+pub const ATTEMPT: Duration = Duration::from_secs(10);
+/// How long to wait for the answer to an offer.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(5);
+/// Keepalive probes on the nominated path, and when to give the path up.
+pub const KEEPALIVE: Duration = Duration::from_secs(5);
+pub const PATH_TIMEOUT: Duration = Duration::from_secs(16);
+const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(120);
+/// Bounds on state a flood of probes could grow.
+const MAX_PENDING: usize = 16_384;
+const MAX_PEER_REFLEXIVE: usize = 16;
+/// Probes sent in one timer call at most (a late timer must not turn pacing into a burst).
+const MAX_BURST: u32 = 32;
+
+/// Settings from the node's config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PunchConfig {
+    pub birthday: bool,
+    /// TTL of priming packets: enough to leave our own NAT, not enough to reach theirs.
+    pub priming_ttl: u8,
+}
+
+impl Default for PunchConfig {
+    fn default() -> Self {
+        PunchConfig {
+            birthday: true,
+            priming_ttl: 2,
+        }
+    }
+}
+
+/// This node's side of an offer.
+#[derive(Clone, Debug)]
+pub struct LocalInfo {
+    pub profile: NatProfile,
+    pub candidates: Vec<Candidate>,
+    pub prediction: Option<Prediction>,
+    pub config: PunchConfig,
+}
+
+/// Sockets the node must open or close, and the ids to use.
+#[derive(Debug, Default)]
+pub struct SocketPool {
+    next: u16,
+    pub commands: VecDeque<SocketCommand>,
+}
+
+impl SocketPool {
+    /// Ids from `first` up; below it belong to someone else (discovery).
+    pub fn new(first: u16) -> Self {
+        SocketPool {
+            next: first,
+            commands: VecDeque::new(),
+        }
+    }
+
+    pub fn open(&mut self) -> SocketId {
+        let id = SocketId(self.next);
+        self.next = self.next.wrapping_add(1).max(1);
+        self.commands.push_back(SocketCommand::Open(id));
+        id
+    }
+
+    pub fn close(&mut self, id: SocketId) {
+        self.commands.push_back(SocketCommand::Close(id));
+    }
+}
+
+/// What a session needs from the node for one call.
+pub struct Ctx<'a> {
+    pub now: Instant,
+    pub rng: &'a mut ChaCha8Rng,
+    pub transmits: &'a mut VecDeque<Transmit>,
+    pub sockets: &'a mut SocketPool,
+}
+
+/// What happened, for the node to act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PunchEvent {
+    Nominated {
+        socket: SocketId,
+        addr: SocketAddr,
+        detail: String,
+    },
+    Lost {
+        addr: SocketAddr,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// Per-peer punching figures for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PunchStatus {
+    pub attempts: u32,
+    pub probes_sent: u64,
+    pub time_to_direct_ms: Option<u64>,
+    pub last_failure: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    socket: SocketId,
+    addr: SocketAddr,
+    technique: Technique,
+    offset: i16,
+    sent: Instant,
+}
+
+/// The path in use.
+#[derive(Clone, Debug)]
+pub struct Nominated {
+    pub socket: SocketId,
+    pub addr: SocketAddr,
+    pub technique: Technique,
+    pub detail: String,
+    last_pong: Instant,
+    next_keepalive: Instant,
+}
+
+struct SweepState {
+    sweep: Sweep,
+    sent: u32,
+    next_at: Instant,
+}
+
+struct Attempt {
+    id: u64,
+    started: Instant,
+    deadline: Instant,
+    targets: Vec<(SocketId, Target)>,
+    next_round: Instant,
+    sweep: Option<SweepState>,
+    birthday: Vec<SocketId>,
+    birthday_dst: Option<SocketAddr>,
+    next_birthday: Instant,
+    hopeless: Option<String>,
+    probes: u64,
+}
+
+enum Phase {
+    Idle { next_attempt: Instant },
+    AwaitingAnswer { attempt: u64, deadline: Instant },
+    Answering { theirs: PunchOffer },
+    Probing(Box<Attempt>),
+}
+
+pub struct PeerPunch {
+    key: ProbeKey,
+    initiator: bool,
+    phase: Phase,
+    pending: HashMap<[u8; 12], Pending>,
+    /// What the peer's probes from each address said about how they found us.
+    seen: HashMap<SocketAddr, (Technique, i16)>,
+    nominated: Option<Nominated>,
+    backoff: Duration,
+    created: Instant,
+    next_attempt_id: u64,
+    status: PunchStatus,
+    /// The peer's last offer, for its NAT profile.
+    pub their_nat: Option<NatProfile>,
+}
+
+impl PeerPunch {
+    pub fn new(local: &SecretKey, peer: &PublicKey, now: Instant) -> Self {
+        PeerPunch {
+            key: ProbeKey::new(local, peer),
+            initiator: local.public_key() < *peer,
+            phase: Phase::Idle { next_attempt: now },
+            pending: HashMap::new(),
+            seen: HashMap::new(),
+            nominated: None,
+            backoff: FIRST_BACKOFF,
+            created: now,
+            next_attempt_id: 1,
+            status: PunchStatus::default(),
+            their_nat: None,
+        }
+    }
+
+    pub fn key(&self) -> &ProbeKey {
+        &self.key
+    }
+
+    pub fn nominated(&self) -> Option<&Nominated> {
+        self.nominated.as_ref()
+    }
+
+    pub fn status(&self) -> &PunchStatus {
+        &self.status
+    }
+
+    pub fn is_probing(&self) -> bool {
+        matches!(self.phase, Phase::Probing(_))
+    }
+
+    /// Whether the node should build an offer now (with a fresh prediction if it has a
+    /// sequential NAT): an initiator whose backoff ran out, or an answer owed.
+    pub fn wants_offer(&self, now: Instant) -> bool {
+        match &self.phase {
+            Phase::Idle { next_attempt } => {
+                self.initiator && self.nominated.is_none() && now >= *next_attempt
+            }
+            Phase::Answering { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Builds the offer the node sends through the server, and starts probing if it answers.
+    pub fn make_offer(&mut self, local: &LocalInfo, ctx: &mut Ctx) -> Option<PunchOffer> {
+        let phase = std::mem::replace(
+            &mut self.phase,
+            Phase::Idle {
+                next_attempt: ctx.now,
+            },
+        );
+        let (attempt, answer) = match phase {
+            Phase::Idle { .. } => {
+                let id = self.next_attempt_id;
+                self.next_attempt_id += 1;
+                self.phase = Phase::AwaitingAnswer {
+                    attempt: id,
+                    deadline: ctx.now + ANSWER_WAIT,
+                };
+                (id, None)
+            }
+            Phase::Answering { theirs } => (theirs.attempt, Some(theirs)),
+            other => {
+                self.phase = other;
+                return None;
+            }
+        };
+        let offer = PunchOffer {
+            attempt,
+            answer: answer.is_some(),
+            candidates: local.candidates.clone(),
+            nat: local.profile.clone(),
+            prediction: local.prediction,
+        };
+        if let Some(theirs) = answer {
+            self.start_attempt(&theirs, local, ctx);
+        }
+        Some(offer)
+    }
+
+    /// An offer or answer from the peer.
+    pub fn handle_offer(&mut self, offer: PunchOffer, local: &LocalInfo, ctx: &mut Ctx) {
+        self.their_nat = Some(offer.nat.clone());
+        if !offer.answer {
+            // The peer starts a new attempt; whatever we were doing is superseded.
+            self.end_attempt(ctx, None);
+            self.phase = Phase::Answering { theirs: offer };
+            return;
+        }
+        match self.phase {
+            Phase::AwaitingAnswer { attempt, .. } if attempt == offer.attempt => {
+                self.start_attempt(&offer, local, ctx);
+            }
+            _ => tracing::debug!(attempt = offer.attempt, "stale punch answer ignored"),
+        }
+    }
+
+    fn start_attempt(&mut self, theirs: &PunchOffer, local: &LocalInfo, ctx: &mut Ctx) {
+        let plan = plan(&PlanInput {
+            mine: &local.profile,
+            theirs: &theirs.nat,
+            their_candidates: &theirs.candidates,
+            their_prediction: theirs.prediction,
+            birthday: local.config.birthday,
+        });
+        self.status.attempts += 1;
+        let now = ctx.now;
+        let Plan {
+            targets,
+            sweep,
+            birthday_sockets,
+            hopeless,
+        } = plan;
+        let birthday_dst = theirs
+            .candidates
+            .iter()
+            .find(|c| c.technique == Technique::ServerReflexive)
+            .map(|c| c.addr);
+        let birthday: Vec<SocketId> = match birthday_dst {
+            Some(_) => (0..birthday_sockets).map(|_| ctx.sockets.open()).collect(),
+            None => Vec::new(),
+        };
+        let mut attempt = Attempt {
+            id: theirs.attempt,
+            started: now,
+            deadline: now + ATTEMPT,
+            targets: targets.into_iter().map(|t| (SocketId::MAIN, t)).collect(),
+            next_round: now + PRIME_LEAD,
+            sweep: sweep.map(|sweep| SweepState {
+                sweep,
+                sent: 0,
+                next_at: now + PRIME_LEAD,
+            }),
+            birthday,
+            birthday_dst,
+            next_birthday: now + PRIME_LEAD,
+            hopeless,
+            probes: 0,
+        };
+        tracing::debug!(
+            attempt = attempt.id,
+            targets = attempt.targets.len(),
+            sweep = attempt.sweep.as_ref().map(|s| s.sweep.len()),
+            birthday = attempt.birthday.len(),
+            "punch attempt starts"
+        );
+        // Low-TTL priming: open our own NAT's mapping toward every target before the peer's
+        // first probe can reach it (Wei et al.'s limited-TTL trick; nat-lab.md row 11).
+        let targets = attempt.targets.clone();
+        for (socket, t) in targets {
+            let ttl = Some(local.config.priming_ttl);
+            self.send_ping(&mut attempt, socket, t, ttl, ctx);
+        }
+        if attempt.targets.is_empty() && attempt.sweep.is_none() && attempt.birthday.is_empty() {
+            let reason = attempt
+                .hopeless
+                .clone()
+                .unwrap_or_else(|| "the peer sent no candidates".into());
+            self.phase = Phase::Probing(Box::new(attempt));
+            self.fail(reason, ctx);
+            return;
+        }
+        self.phase = Phase::Probing(Box::new(attempt));
+    }
+
+    fn send_ping(
+        &mut self,
+        attempt: &mut Attempt,
+        socket: SocketId,
+        target: Target,
+        ttl: Option<u8>,
+        ctx: &mut Ctx,
+    ) {
+        attempt.probes += 1;
+        self.status.probes_sent += 1;
+        self.ping(socket, target.addr, target.technique, target.offset, ttl, ctx);
+    }
+
+    fn ping(
+        &mut self,
+        socket: SocketId,
+        addr: SocketAddr,
+        technique: Technique,
+        offset: i16,
+        ttl: Option<u8>,
+        ctx: &mut Ctx,
+    ) {
+        let tx: [u8; 12] = ctx.rng.gen();
+        if self.pending.len() < MAX_PENDING {
+            self.pending.insert(
+                tx,
+                Pending {
+                    socket,
+                    addr,
+                    technique,
+                    offset,
+                    sent: ctx.now,
+                },
+            );
+        }
+        let probe = Probe {
+            kind: ProbeKind::Ping,
+            tx,
+            technique,
+            offset,
+            observed: None,
+        };
+        ctx.transmits.push_back(Transmit {
+            socket,
+            dst: addr,
+            payload: self.key.seal(&probe, ctx.rng),
+            ttl,
+        });
+    }
+
+    /// An authenticated probe from the peer, on `socket` from `from`.
+    pub fn handle_probe(
+        &mut self,
+        socket: SocketId,
+        from: SocketAddr,
+        probe: Probe,
+        ctx: &mut Ctx,
+    ) -> Option<PunchEvent> {
+        match probe.kind {
+            ProbeKind::Ping => {
+                let pong = Probe {
+                    kind: ProbeKind::Pong,
+                    observed: Some(from),
+                    ..probe
+                };
+                ctx.transmits.push_back(Transmit {
+                    socket,
+                    dst: from,
+                    payload: self.key.seal(&pong, ctx.rng),
+                    ttl: None,
+                });
+                if self.seen.len() < MAX_PENDING || self.seen.contains_key(&from) {
+                    self.seen.insert(from, (probe.technique, probe.offset));
+                }
+                self.probe_peer_reflexive(socket, from, ctx);
+                None
+            }
+            ProbeKind::Pong => {
+                let pending = self.pending.get(&probe.tx).copied()?;
+                if pending.socket != socket || pending.addr != from {
+                    return None;
+                }
+                self.pending.remove(&probe.tx);
+                self.validated(pending, ctx)
+            }
+        }
+    }
+
+    /// The peer reached us from an address we are not probing: probe it back (RFC 8445 §7.3.1.3).
+    fn probe_peer_reflexive(&mut self, socket: SocketId, from: SocketAddr, ctx: &mut Ctx) {
+        if self.nominated.as_ref().is_some_and(|n| n.addr == from) {
+            return;
+        }
+        let Phase::Probing(attempt) = &mut self.phase else {
+            if self.nominated.is_none() {
+                // Not in an attempt (its offer may still be on the way): one probe back.
+                self.ping(socket, from, Technique::PeerReflexive, 0, None, ctx);
+            }
+            return;
+        };
+        let known = attempt
+            .targets
+            .iter()
+            .any(|(s, t)| *s == socket && t.addr == from);
+        let reflexive = attempt
+            .targets
+            .iter()
+            .filter(|(_, t)| t.technique == Technique::PeerReflexive)
+            .count();
+        if known || reflexive >= MAX_PEER_REFLEXIVE {
+            return;
+        }
+        let target = Target {
+            addr: from,
+            technique: Technique::PeerReflexive,
+            offset: 0,
+        };
+        attempt.targets.push((socket, target));
+        let mut attempt = match std::mem::replace(
+            &mut self.phase,
+            Phase::Idle {
+                next_attempt: ctx.now,
+            },
+        ) {
+            Phase::Probing(a) => a,
+            _ => return,
+        };
+        self.send_ping(&mut attempt, socket, target, None, ctx);
+        self.phase = Phase::Probing(attempt);
+    }
+
+    fn validated(&mut self, p: Pending, ctx: &mut Ctx) -> Option<PunchEvent> {
+        let now = ctx.now;
+        if let Some(n) = &mut self.nominated {
+            if n.socket == p.socket && n.addr == p.addr {
+                n.last_pong = now;
+                return None;
+            }
+            // Only a LAN path replaces a working one.
+            if !(p.technique == Technique::Lan && n.technique != Technique::Lan) {
+                return None;
+            }
+        }
+        let (theirs, their_offset) = self
+            .seen
+            .get(&p.addr)
+            .copied()
+            .unwrap_or((Technique::ServerReflexive, 0));
+        let (technique, offset) = if p.technique == Technique::Lan {
+            (Technique::Lan, 0)
+        } else if theirs > p.technique {
+            (theirs, their_offset)
+        } else {
+            (p.technique, p.offset)
+        };
+        let probes = self.status.probes_sent;
+        let detail = match technique {
+            Technique::Predicted => format!("direct (predicted, {offset:+})"),
+            Technique::Birthday => format!("direct (birthday, {probes} probes)"),
+            t => format!("direct ({t})"),
+        };
+        if self.status.time_to_direct_ms.is_none() {
+            self.status.time_to_direct_ms =
+                Some(now.saturating_duration_since(self.created).as_millis() as u64);
+        }
+        self.status.last_failure = None;
+        self.backoff = FIRST_BACKOFF;
+        self.nominated = Some(Nominated {
+            socket: p.socket,
+            addr: p.addr,
+            technique,
+            detail: detail.clone(),
+            last_pong: now,
+            next_keepalive: now + KEEPALIVE,
+        });
+        self.end_attempt(ctx, Some(p.socket));
+        self.phase = Phase::Idle { next_attempt: now };
+        tracing::debug!(addr = %p.addr, %detail, "path nominated");
+        Some(PunchEvent::Nominated {
+            socket: p.socket,
+            addr: p.addr,
+            detail,
+        })
+    }
+
+    /// Closes the attempt's extra sockets except `keep`, and forgets its transactions.
+    fn end_attempt(&mut self, ctx: &mut Ctx, keep: Option<SocketId>) {
+        if let Phase::Probing(attempt) = &self.phase {
+            for s in &attempt.birthday {
+                if Some(*s) != keep {
+                    ctx.sockets.close(*s);
+                }
+            }
+            let nominated = self.nominated.as_ref().map(|n| (n.socket, n.addr));
+            self.pending
+                .retain(|_, p| Some((p.socket, p.addr)) == nominated);
+        }
+    }
+
+    fn fail(&mut self, reason: String, ctx: &mut Ctx) -> Option<PunchEvent> {
+        self.end_attempt(ctx, None);
+        self.status.last_failure = Some(reason.clone());
+        self.phase = Phase::Idle {
+            next_attempt: ctx.now + self.backoff,
+        };
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        Some(PunchEvent::Failed { reason })
+    }
+
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx) -> Option<PunchEvent> {
+        let now = ctx.now;
+        if let Some(event) = self.keepalive(ctx) {
+            return Some(event);
+        }
+        match &self.phase {
+            Phase::AwaitingAnswer { deadline, .. } if now >= *deadline => {
+                return self.fail(
+                    "the peer did not answer the punch offer within 5 s".into(),
+                    ctx,
+                );
+            }
+            Phase::Probing(_) => {}
+            _ => return None,
+        }
+        let Phase::Probing(mut attempt) = std::mem::replace(
+            &mut self.phase,
+            Phase::Idle { next_attempt: now },
+        ) else {
+            return None;
+        };
+        if now >= attempt.deadline {
+            let reason = attempt.hopeless.clone().unwrap_or_else(|| {
+                format!(
+                    "no probe was answered in {} s ({} probes)",
+                    ATTEMPT.as_secs(),
+                    attempt.probes
+                )
+            });
+            self.phase = Phase::Probing(attempt);
+            return self.fail(reason, ctx);
+        }
+        if now >= attempt.next_round {
+            attempt.next_round = now + ROUND;
+            for (socket, t) in attempt.targets.clone() {
+                self.send_ping(&mut attempt, socket, t, None, ctx);
+            }
+        }
+        if now >= attempt.next_birthday {
+            attempt.next_birthday = now + BIRTHDAY_ROUND;
+            if let Some(dst) = attempt.birthday_dst {
+                let target = Target {
+                    addr: dst,
+                    technique: Technique::Birthday,
+                    offset: 0,
+                };
+                for s in attempt.birthday.clone() {
+                    self.send_ping(&mut attempt, s, target, None, ctx);
+                }
+            }
+        }
+        self.sweep(&mut attempt, ctx);
+        self.phase = Phase::Probing(attempt);
+        None
+    }
+
+    fn sweep(&mut self, attempt: &mut Attempt, ctx: &mut Ctx) {
+        let now = ctx.now;
+        let mut burst = 0;
+        loop {
+            let Some(state) = &mut attempt.sweep else {
+                return;
+            };
+            if state.sent >= state.sweep.len() || now < state.next_at || burst >= MAX_BURST {
+                return;
+            }
+            let addr = match &state.sweep {
+                Sweep::Range { ip, low, high, .. } => {
+                    let span = u32::from(*high) - u32::from(*low) + 1;
+                    let port = u32::from(*low) + state.sent % span;
+                    SocketAddr::new(*ip, port as u16)
+                }
+                Sweep::Random { ip, .. } => SocketAddr::new(*ip, ctx.rng.gen_range(1024..=65535)),
+            };
+            let technique = state.sweep.technique();
+            state.sent += 1;
+            state.next_at += SWEEP_PACE;
+            burst += 1;
+            let target = Target {
+                addr,
+                technique,
+                offset: 0,
+            };
+            self.send_ping(attempt, SocketId::MAIN, target, None, ctx);
+        }
+    }
+
+    fn keepalive(&mut self, ctx: &mut Ctx) -> Option<PunchEvent> {
+        let now = ctx.now;
+        let n = self.nominated.as_mut()?;
+        if now.saturating_duration_since(n.last_pong) >= PATH_TIMEOUT {
+            let addr = n.addr;
+            let socket = n.socket;
+            self.nominated = None;
+            if socket != SocketId::MAIN {
+                ctx.sockets.close(socket);
+            }
+            self.pending.clear();
+            self.phase = Phase::Idle { next_attempt: now };
+            return Some(PunchEvent::Lost { addr });
+        }
+        if now >= n.next_keepalive {
+            n.next_keepalive = now + KEEPALIVE;
+            let (socket, addr) = (n.socket, n.addr);
+            // Forget keepalives nobody answered, so the table stays small on a dead path.
+            self.pending
+                .retain(|_, p| now.saturating_duration_since(p.sent) < PATH_TIMEOUT);
+            self.ping(socket, addr, Technique::PeerReflexive, 0, None, ctx);
+        }
+        None
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let keepalive = self.nominated.as_ref().map(|n| n.next_keepalive);
+        let phase = match &self.phase {
+            Phase::Idle { next_attempt } => {
+                (self.initiator && self.nominated.is_none()).then_some(*next_attempt)
+            }
+            Phase::AwaitingAnswer { deadline, .. } => Some(*deadline),
+            Phase::Answering { .. } => None,
+            Phase::Probing(a) => {
+                let sweep = a
+                    .sweep
+                    .as_ref()
+                    .filter(|s| s.sent < s.sweep.len())
+                    .map(|s| s.next_at);
+                let birthday = (!a.birthday.is_empty()).then_some(a.next_birthday);
+                [Some(a.deadline), Some(a.next_round), sweep, birthday]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            }
+        };
+        [keepalive, phase].into_iter().flatten().min()
+    }
+
+    /// Time the current attempt has run, for progress lines.
+    pub fn attempt_age(&self, now: Instant) -> Option<Duration> {
+        match &self.phase {
+            Phase::Probing(a) => Some(now.saturating_duration_since(a.started)),
+            _ => None,
+        }
+    }
+}
