@@ -3,6 +3,7 @@
 //! into [`NodeSettings`]; every error names the file and what to change.
 
 use crate::core::keys::PublicKey;
+use crate::core::punch::session::PunchConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -30,6 +31,20 @@ pub struct RawNodeConfig {
     pub interface: Option<String>,
     #[serde(default)]
     pub mtu: Option<u16>,
+    #[serde(default)]
+    pub punch: Option<RawPunchConfig>,
+}
+
+/// `[punch]`: hole-punching knobs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPunchConfig {
+    /// Many-port (birthday) probing against symmetric NATs with random ports.
+    #[serde(default)]
+    pub birthday: Option<bool>,
+    /// TTL of the priming packets sent before the first real probe.
+    #[serde(default)]
+    pub priming_ttl: Option<u8>,
 }
 
 /// A validated node configuration.
@@ -42,6 +57,7 @@ pub struct NodeSettings {
     pub listen_port: u16,
     pub interface: String,
     pub mtu: u16,
+    pub punch: PunchConfig,
 }
 
 /// Where a node keeps its files.
@@ -141,7 +157,22 @@ impl RawNodeConfig {
         if !(576..=9000).contains(&mtu) {
             bail!("{}: `mtu` {mtu} is outside 576-9000", file.display());
         }
+        let defaults = PunchConfig::default();
+        let raw_punch = self.punch.unwrap_or_default();
+        let priming_ttl = raw_punch.priming_ttl.unwrap_or(defaults.priming_ttl);
+        if !(1..=64).contains(&priming_ttl) {
+            bail!(
+                "{}: `punch.priming_ttl` {priming_ttl} is outside 1-64 (2 suits a host behind one \
+                 home router)",
+                file.display()
+            );
+        }
+        let punch = PunchConfig {
+            birthday: raw_punch.birthday.unwrap_or(defaults.birthday),
+            priming_ttl,
+        };
         Ok(NodeSettings {
+            punch,
             network: self.network,
             name: self.name,
             servers,
@@ -163,6 +194,10 @@ impl NodeSettings {
             listen_port: self.listen_port,
             interface: Some(self.interface.clone()),
             mtu: Some(self.mtu),
+            punch: (self.punch != PunchConfig::default()).then(|| RawPunchConfig {
+                birthday: Some(self.punch.birthday),
+                priming_ttl: Some(self.punch.priming_ttl),
+            }),
         }
     }
 }

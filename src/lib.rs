@@ -10,3 +10,10 @@ pub mod core;
 pub mod io;
 pub mod keyfile;
 pub mod store;
+
+/// A clock reading for unit tests of the sans-IO core, which must not read the clock itself.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn test_now() -> std::time::Instant {
+    std::time::Instant::now()
+}

@@ -46,18 +46,30 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
     );
     let _ = writeln!(out, "server  {server}");
     let _ = writeln!(out, "key     {}", s.public_key);
+    let nat = match &s.nat {
+        Some(n) => {
+            let public = n.public.map(|p| format!(", public {p}")).unwrap_or_default();
+            format!("{}{public}", n.short())
+        }
+        None => "(not measured yet)".to_string(),
+    };
+    let _ = writeln!(out, "nat     {nat}");
     let _ = writeln!(
         out,
-        "\n{:<16} {:<15} {:<11} {:<22} {:>7} {:>10} {:>10} {:>14}",
+        "\n{:<16} {:<15} {:<30} {:<22} {:>7} {:>10} {:>10} {:>14}",
         "PEER", "ADDRESS", "PATH", "ENDPOINT", "RTT", "RX", "TX", "HANDSHAKE"
     );
     for p in &s.peers {
+        let path = match (&p.path, &p.technique_detail) {
+            (crate::core::peers::Path::Direct, Some(detail)) => detail.clone(),
+            (path, _) => path.as_str().to_string(),
+        };
         let _ = writeln!(
             out,
-            "{:<16} {:<15} {:<11} {:<22} {:>7} {:>10} {:>10} {:>14}",
+            "{:<16} {:<15} {:<30} {:<22} {:>7} {:>10} {:>10} {:>14}",
             p.name,
             p.virtual_ip.to_string(),
-            p.path.as_str(),
+            path,
             p.endpoint
                 .map(|e| e.to_string())
                 .unwrap_or_else(|| "-".into()),
@@ -68,6 +80,22 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
             bytes(p.tx_bytes),
             ago(p.last_handshake_unix, unix_now),
         );
+        let their_nat = p
+            .nat
+            .as_ref()
+            .map(|n| n.short())
+            .unwrap_or_else(|| "not measured".into());
+        let mut punch = format!(
+            "  nat: {their_nat}; punch: {} attempts, {} probes",
+            p.punch.attempts, p.punch.probes_sent
+        );
+        if let Some(ms) = p.punch.time_to_direct_ms {
+            let _ = write!(punch, ", direct after {ms} ms");
+        }
+        if let Some(why) = &p.punch.last_failure {
+            let _ = write!(punch, "; last failure: {why}");
+        }
+        let _ = writeln!(out, "{punch}");
     }
     if s.peers.is_empty() {
         let _ = writeln!(out, "(no peers yet)");

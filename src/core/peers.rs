@@ -3,12 +3,14 @@
 //! index to peer, static key to peer.
 
 use super::crypto::PeerTunnel;
+use super::punch::session::PeerPunch;
+use super::transmit::SocketId;
 use super::keys::{PublicKey, SecretKey};
 use super::rendezvous::messages::PeerInfo;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// WireGuard rejects a session this old (whitepaper §6.1, Reject-After-Time); past it the path is
 /// no longer usable without a new handshake.
@@ -37,9 +39,12 @@ pub struct Peer {
     pub virtual_ip: Ipv4Addr,
     /// Addresses the server says the peer listens on.
     pub candidates: Vec<SocketAddr>,
-    /// The address an authenticated packet last came from; preferred for sending (roaming as in
-    /// WireGuard, whitepaper §2.1).
+    /// Where data goes: the nominated path, then wherever an authenticated packet last came from
+    /// (roaming as in WireGuard, whitepaper §2.1). Nothing is sent before a path is verified.
     pub endpoint: Option<SocketAddr>,
+    /// Which of our sockets reaches `endpoint` (not the main one after birthday probing).
+    pub socket: SocketId,
+    pub punch: PeerPunch,
     pub online: bool,
     pub tunnel: PeerTunnel,
     pub last_path: Path,
@@ -59,17 +64,11 @@ impl Peer {
         }
     }
 
-    /// Where data goes: the confirmed endpoint, else the first candidate.
-    pub fn primary_target(&self) -> Option<SocketAddr> {
-        self.endpoint.or_else(|| self.candidates.first().copied())
-    }
-
-    /// Where handshakes go: the confirmed endpoint, else every candidate.
-    pub fn handshake_targets(&self) -> Vec<SocketAddr> {
-        match self.endpoint {
-            Some(e) => vec![e],
-            None => self.candidates.clone(),
-        }
+    /// Where data and handshakes go: only a verified path. Sending a handshake to unverified
+    /// candidates would reach the peer's NAT before its own priming and poison the mapping
+    /// (nat-lab.md, conntrack poisoning).
+    pub fn primary_target(&self) -> Option<(SocketId, SocketAddr)> {
+        self.endpoint.map(|e| (self.socket, e))
     }
 }
 
@@ -91,7 +90,7 @@ pub struct PeerTable {
 }
 
 impl PeerTable {
-    pub fn upsert(&mut self, info: &PeerInfo, local: &SecretKey) -> Upsert {
+    pub fn upsert(&mut self, info: &PeerInfo, local: &SecretKey, now: Instant) -> Upsert {
         if let Some(owner) = self.by_ip.get(&info.virtual_ip) {
             if *owner != info.public_key {
                 return Upsert::AddressConflict;
@@ -108,6 +107,9 @@ impl PeerTable {
             if !info.endpoints.is_empty() {
                 peer.candidates.clone_from(&info.endpoints);
             }
+            if info.nat.is_some() {
+                peer.punch.their_nat.clone_from(&info.nat);
+            }
             return Upsert::Updated;
         }
         self.next_index = (self.next_index + 1) & 0x00ff_ffff;
@@ -118,6 +120,12 @@ impl PeerTable {
             virtual_ip: info.virtual_ip,
             candidates: info.endpoints.clone(),
             endpoint: None,
+            socket: SocketId::MAIN,
+            punch: {
+                let mut punch = PeerPunch::new(local, &info.public_key, now);
+                punch.their_nat.clone_from(&info.nat);
+                punch
+            },
             online: info.online,
             tunnel: PeerTunnel::new(local, info.public_key, index),
             last_path: Path::Connecting,
@@ -185,6 +193,7 @@ mod tests {
             virtual_ip: Ipv4Addr::from(ip),
             endpoints: vec!["192.0.2.1:1000".parse().unwrap()],
             online: true,
+            nat: None,
         }
     }
 
@@ -193,13 +202,14 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let local = SecretKey::generate(&mut rng);
         let mut table = PeerTable::default();
-        assert_eq!(table.upsert(&info(1, [10, 0, 0, 2]), &local), Upsert::Added);
+        let now = crate::test_now();
+        assert_eq!(table.upsert(&info(1, [10, 0, 0, 2]), &local, now), Upsert::Added);
         assert_eq!(
-            table.upsert(&info(1, [10, 0, 0, 2]), &local),
+            table.upsert(&info(1, [10, 0, 0, 2]), &local, now),
             Upsert::Updated
         );
         assert_eq!(
-            table.upsert(&info(2, [10, 0, 0, 2]), &local),
+            table.upsert(&info(2, [10, 0, 0, 2]), &local, now),
             Upsert::AddressConflict
         );
         assert!(table.by_ip_mut(Ipv4Addr::new(10, 0, 0, 2)).is_some());

@@ -2,6 +2,7 @@
 //!
 //! - STUN (RFC 5389 §6): the two top bits of the first byte are zero and bytes 4..8 hold the magic
 //!   cookie 0x2112A442.
+//! - Punch probes (`core::punch::probe`): the magic 0xF0 'p' '2' 'p' and a fixed length.
 //! - WireGuard (whitepaper §5.4): a little-endian u32 message type 1-4, i.e. the type byte then
 //!   three zero bytes, with a fixed length for the three handshake messages and at least 32 bytes
 //!   for transport data.
@@ -22,6 +23,7 @@ pub enum WgMessage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DatagramKind {
     Stun,
+    Probe,
     WireGuard(WgMessage),
     Unknown,
 }
@@ -37,6 +39,9 @@ pub fn classify(datagram: &[u8]) -> DatagramKind {
         && datagram[4..8] == STUN_MAGIC_COOKIE.to_be_bytes()
     {
         return DatagramKind::Stun;
+    }
+    if crate::core::punch::probe::is_probe(datagram) {
+        return DatagramKind::Probe;
     }
     if datagram.len() < 4 || datagram[1..4] != [0, 0, 0] {
         return DatagramKind::Unknown;

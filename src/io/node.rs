@@ -5,11 +5,16 @@
 use super::control_socket::{self, ControlRequest, Request};
 use super::stream::{self, StreamEvent, WriterCommand};
 use crate::config::{Dirs, NodeSettings};
-use crate::core::node::{DatagramOutcome, Node, NodeConfig, NodeEvent, TunOutcome, MAX_DATAGRAM};
+use crate::core::node::{
+    DatagramOutcome, Node, NodeConfig, NodeEvent, SocketCommand, SocketId, Transmit, TunOutcome,
+    MAX_DATAGRAM,
+};
 use crate::keyfile;
 use anyhow::{anyhow, bail, Context, Result};
 use rand::SeedableRng;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
@@ -29,11 +34,25 @@ async fn tun_recv(tun: &Option<AsyncDevice>, buf: &mut [u8]) -> std::io::Result<
     }
 }
 
+/// A datagram read on an extra socket: (socket, sender, bytes).
+type ExtraDatagram = (SocketId, SocketAddr, Vec<u8>);
+
+/// A socket opened for NAT discovery or birthday probing, with the task reading it. These carry
+/// probes, not bulk data, so their reads allocate.
+struct ExtraSocket {
+    socket: Arc<UdpSocket>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
 struct Driver {
     node: Node,
     settings: NodeSettings,
     udp: UdpSocket,
     udp_port: u16,
+    /// The local address the kernel uses toward the first server.
+    local_ip: IpAddr,
+    extras: HashMap<SocketId, ExtraSocket>,
+    extra_tx: mpsc::Sender<ExtraDatagram>,
     tun: Option<AsyncDevice>,
     writer: Option<mpsc::Sender<WriterCommand>>,
     stream_gen: u64,
@@ -58,6 +77,7 @@ pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
             }
         })?;
     let udp_port = udp.local_addr()?.port();
+    let local_ip = route_source(settings.servers.first().copied());
     let (req_tx, mut req_rx) = mpsc::channel::<ControlRequest>(16);
     let _socket = control_socket::serve(&dirs.control_socket(&network), &network, req_tx).await?;
 
@@ -66,15 +86,25 @@ pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
         secret,
         server_key: settings.server_key,
         servers: settings.servers.clone(),
+        punch: settings.punch,
     };
     let rng = rand_chacha::ChaCha8Rng::from_entropy();
-    let node = Node::new(config, rng, Instant::now().into_std());
+    let mut node = Node::new(config, rng, Instant::now().into_std());
+    node.handle_socket_opened(
+        SocketId::MAIN,
+        SocketAddr::new(local_ip, udp_port),
+        std::time::Instant::now(),
+    );
     let (stream_tx, mut stream_rx) = mpsc::channel(256);
+    let (extra_tx, mut extra_rx) = mpsc::channel::<ExtraDatagram>(1024);
     let mut d = Driver {
         node,
         settings,
         udp,
         udp_port,
+        local_ip,
+        extras: HashMap::new(),
+        extra_tx,
         tun: None,
         writer: None,
         stream_gen: 0,
@@ -104,7 +134,19 @@ pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
                 let Ok((n, from)) = r else { continue };
                 let now = std::time::Instant::now();
                 if let DatagramOutcome::WriteTun(packet) =
-                    d.node.handle_datagram(from, &udp_buf[..n], now, &mut out)
+                    d.node.handle_datagram(SocketId::MAIN, from, &udp_buf[..n], now, &mut out)
+                {
+                    if let Some(tun) = &d.tun {
+                        if let Err(e) = tun.send(packet).await {
+                            tracing::debug!(error = %e, "TUN write failed");
+                        }
+                    }
+                }
+            }
+            Some((id, from, bytes)) = extra_rx.recv() => {
+                let now = std::time::Instant::now();
+                if let DatagramOutcome::WriteTun(packet) =
+                    d.node.handle_datagram(id, from, &bytes, now, &mut out)
                 {
                     if let Some(tun) = &d.tun {
                         if let Err(e) = tun.send(packet).await {
@@ -116,10 +158,14 @@ pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
             r = tun_recv(&d.tun, &mut tun_buf) => {
                 let n = r.context("reading the TUN device")?;
                 let now = std::time::Instant::now();
-                if let TunOutcome::Send { dst, datagram } =
+                if let TunOutcome::Send { socket, dst, datagram } =
                     d.node.handle_tun_packet(&tun_buf[..n], now, &mut out)
                 {
-                    if let Err(e) = d.udp.send_to(datagram, dst).await {
+                    let result = match d.socket(socket) {
+                        Some(s) => s.send_to(datagram, dst).await,
+                        None => Ok(0),
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(error = %e, %dst, "UDP send failed");
                     }
                 }
@@ -149,6 +195,9 @@ pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
     }
     if let Some(w) = d.writer.take() {
         let _ = w.send(WriterCommand::Close).await;
+    }
+    for (_, extra) in d.extras.drain() {
+        extra.reader.abort();
     }
     progress(&format!(
         "p2pvpn {network}: stopped; removed {}",
@@ -194,10 +243,77 @@ impl Driver {
         serde_json::to_string(&status).unwrap_or_default()
     }
 
+    fn socket(&self, id: SocketId) -> Option<&UdpSocket> {
+        if id == SocketId::MAIN {
+            Some(&self.udp)
+        } else {
+            self.extras.get(&id).map(|e| e.socket.as_ref())
+        }
+    }
+
+    async fn send(&self, t: &Transmit) {
+        let Some(socket) = self.socket(t.socket) else {
+            return;
+        };
+        // Low-TTL priming sets the TTL for one datagram and restores it after.
+        let restore = match t.ttl {
+            Some(ttl) => {
+                let old = socket.ttl().unwrap_or(64);
+                if let Err(e) = socket.set_ttl(u32::from(ttl)) {
+                    tracing::debug!(error = %e, "cannot set the IP TTL");
+                }
+                Some(old)
+            }
+            None => None,
+        };
+        if let Err(e) = socket.send_to(&t.payload, t.dst).await {
+            tracing::debug!(error = %e, dst = %t.dst, "UDP send failed");
+        }
+        if let Some(old) = restore {
+            let _ = socket.set_ttl(old);
+        }
+    }
+
+    async fn apply_socket_command(&mut self, command: SocketCommand) {
+        match command {
+            SocketCommand::Open(id) => {
+                let socket = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open a probing socket");
+                        return;
+                    }
+                };
+                let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+                let reader = tokio::spawn(read_extra(id, socket.clone(), self.extra_tx.clone()));
+                self.extras.insert(id, ExtraSocket { socket, reader });
+                self.node.handle_socket_opened(
+                    id,
+                    SocketAddr::new(self.local_ip, port),
+                    std::time::Instant::now(),
+                );
+            }
+            SocketCommand::Close(id) => {
+                if let Some(extra) = self.extras.remove(&id) {
+                    extra.reader.abort();
+                }
+            }
+        }
+    }
+
     async fn drain(&mut self) -> Result<()> {
-        while let Some(t) = self.node.poll_transmit() {
-            if let Err(e) = self.udp.send_to(&t.payload, t.dst).await {
-                tracing::debug!(error = %e, dst = %t.dst, "UDP send failed");
+        loop {
+            let mut idle = true;
+            while let Some(command) = self.node.poll_socket_command() {
+                idle = false;
+                self.apply_socket_command(command).await;
+            }
+            while let Some(t) = self.node.poll_transmit() {
+                idle = false;
+                self.send(&t).await;
+            }
+            if idle {
+                break;
             }
         }
         while let Some(bytes) = self.node.poll_control_bytes() {
@@ -249,6 +365,7 @@ impl Driver {
                 }
                 tracing::warn!(%refusal, "server refused; will retry");
             }
+            NodeEvent::Progress(line) => progress(&format!("p2pvpn {net}: {line}")),
             NodeEvent::PeerAdded { name, virtual_ip } => progress(&format!(
                 "p2pvpn {net}: peer {name} ({virtual_ip}) connecting"
             )),
@@ -270,4 +387,37 @@ impl Driver {
         }
         Ok(())
     }
+}
+
+/// Reads an extra socket until the driver aborts the task.
+async fn read_extra(id: SocketId, socket: Arc<UdpSocket>, tx: mpsc::Sender<ExtraDatagram>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                if tx.send((id, from, buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "probing socket read failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// The source address the kernel picks toward `server` (connecting a UDP socket sends nothing).
+fn route_source(server: Option<SocketAddr>) -> IpAddr {
+    let unspecified = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let Some(server) = server else {
+        return unspecified;
+    };
+    std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| {
+            s.connect(server)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(unspecified)
 }

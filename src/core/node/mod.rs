@@ -3,9 +3,13 @@
 //! owns no algorithm of its own beyond that routing and the checks on it: a peer may only send
 //! from its own virtual address, and only to ours.
 
+mod discovery;
+mod punching;
 mod status;
 
 pub use status::{NodeStatus, PeerStatus, ServerStatus};
+pub use crate::core::punch::session::PunchConfig;
+pub use crate::core::transmit::{SocketCommand, SocketId, Transmit};
 
 use super::counters::{DropCounters, DropReason};
 use super::crypto::{initiator_of, Decapsulated, Encapsulated};
@@ -16,6 +20,9 @@ use super::rendezvous::client::{ControlClient, ControlEvent};
 use super::rendezvous::messages::Refusal;
 use super::wire::{classify, receiver_index, DatagramKind, WgMessage};
 use ipnet::Ipv4Net;
+use crate::core::punch::session::SocketPool;
+use discovery::{Discovery, FIRST_PUNCH_SOCKET};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -32,6 +39,7 @@ pub struct NodeConfig {
     pub secret: SecretKey,
     pub server_key: PublicKey,
     pub servers: Vec<SocketAddr>,
+    pub punch: PunchConfig,
 }
 
 /// The address the server gave this node.
@@ -40,13 +48,6 @@ pub struct Assignment {
     pub name: String,
     pub virtual_ip: Ipv4Addr,
     pub cidr: Ipv4Net,
-}
-
-/// A datagram to send that is not on the per-packet path (handshakes, keepalives).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    pub dst: SocketAddr,
-    pub payload: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -72,12 +73,15 @@ pub enum NodeEvent {
         path: Path,
         endpoint: Option<SocketAddr>,
     },
+    /// A line for the user about a slow step (NAT discovery, punching).
+    Progress(String),
 }
 
 /// What to do with a packet read from the TUN device.
 #[derive(Debug, PartialEq, Eq)]
 pub enum TunOutcome<'a> {
     Send {
+        socket: SocketId,
         dst: SocketAddr,
         datagram: &'a [u8],
     },
@@ -106,11 +110,22 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     events: VecDeque<NodeEvent>,
     next_tick: Instant,
+    /// The time of the call being handled, for code paths that are not passed `now`.
+    now_hint: Instant,
     scratch: Vec<u8>,
+    discovery: Discovery,
+    sockets: SocketPool,
+    rng: ChaCha8Rng,
+    local_endpoints: Vec<SocketAddr>,
+    punch_config: PunchConfig,
 }
 
 impl Node {
-    pub fn new(config: NodeConfig, rng: ChaCha8Rng, now: Instant) -> Self {
+    pub fn new(config: NodeConfig, mut rng: ChaCha8Rng, now: Instant) -> Self {
+        let mut own = ChaCha8Rng::from_rng(&mut rng).unwrap_or_else(|_| ChaCha8Rng::seed_from_u64(1));
+        let discovery_rng =
+            ChaCha8Rng::from_rng(&mut own).unwrap_or_else(|_| ChaCha8Rng::seed_from_u64(2));
+        let stun_server = config.servers.first().copied();
         let control = ControlClient::new(
             config.secret.clone(),
             config.server_key,
@@ -130,7 +145,13 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_tick: now,
+            now_hint: now,
             scratch: vec![0u8; MAX_DATAGRAM],
+            discovery: Discovery::new(stun_server, discovery_rng, now),
+            sockets: SocketPool::new(FIRST_PUNCH_SOCKET),
+            rng: own,
+            local_endpoints: Vec::new(),
+            punch_config: config.punch,
         }
     }
 
@@ -153,7 +174,39 @@ impl Node {
 
     /// The UDP addresses this node can be reached at, as the driver sees them.
     pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
-        self.control.set_endpoints(endpoints);
+        self.local_endpoints = endpoints;
+        self.publish_endpoints();
+    }
+
+    /// Tells the server our candidates (local, then server-reflexive) and NAT profile.
+    fn publish_endpoints(&mut self) {
+        let addrs = self
+            .discovery
+            .candidates(&self.local_endpoints)
+            .into_iter()
+            .map(|c| c.addr)
+            .collect();
+        self.control
+            .set_endpoints(addrs, self.discovery.profile().cloned());
+    }
+
+    /// The driver opened a socket (the main one included) bound at `local`, the address it uses
+    /// toward the server.
+    pub fn handle_socket_opened(&mut self, socket: SocketId, local: SocketAddr, now: Instant) {
+        if socket == SocketId::MAIN {
+            self.discovery.handle_main_socket(local, now);
+        } else {
+            self.discovery.handle_socket_opened(socket, local);
+        }
+        self.discovery.flush(&mut self.sockets, &mut self.transmits);
+    }
+
+    pub fn poll_socket_command(&mut self) -> Option<SocketCommand> {
+        self.sockets.commands.pop_front()
+    }
+
+    pub fn nat_profile(&self) -> Option<&crate::core::nat::NatProfile> {
+        self.discovery.profile()
     }
 
     // ---- control stream -------------------------------------------------------------------
@@ -163,21 +216,25 @@ impl Node {
     }
 
     pub fn handle_control_connected(&mut self, now: Instant) {
+        self.now_hint = now;
         self.control.handle_connected(now);
         self.pump_control();
     }
 
     pub fn handle_control_connect_failed(&mut self, now: Instant) {
+        self.now_hint = now;
         self.control.handle_connect_failed(now);
         self.pump_control();
     }
 
     pub fn handle_control_bytes(&mut self, bytes: &[u8], now: Instant) {
+        self.now_hint = now;
         self.control.handle_bytes(bytes, now);
         self.pump_control();
     }
 
     pub fn handle_control_closed(&mut self, now: Instant) {
+        self.now_hint = now;
         self.control.handle_closed(now);
         self.pump_control();
     }
@@ -207,15 +264,14 @@ impl Node {
                 self.assignment = Some(assignment.clone());
                 self.events.push_back(NodeEvent::Registered(assignment));
             }
-            ControlEvent::Peer(info) => match self.peers.upsert(&info, &self.secret) {
+            ControlEvent::Peer(info) => match self.peers.upsert(&info, &self.secret, self.now_hint) {
                 Upsert::Added => {
                     self.events.push_back(NodeEvent::PeerAdded {
                         name: info.name.clone(),
                         virtual_ip: info.virtual_ip,
                     });
-                    self.maybe_initiate(&info.public_key);
                 }
-                Upsert::Updated => self.maybe_initiate(&info.public_key),
+                Upsert::Updated => {}
                 Upsert::AddressConflict => tracing::warn!(
                     peer = info.name,
                     ip = %info.virtual_ip,
@@ -238,13 +294,14 @@ impl Node {
                 self.events
                     .push_back(NodeEvent::Refused { refusal, permanent });
             }
+            ControlEvent::Punch { peer, offer } => self.handle_punch_offer(peer, offer),
             ControlEvent::CloseStream => self.events.push_back(NodeEvent::CloseControlStream),
             ControlEvent::Disconnected => self.events.push_back(NodeEvent::ServerDisconnected),
         }
     }
 
-    /// Brings a path up before traffic needs it. Only the side with the lower key initiates, so
-    /// two nodes learning of each other at once don't race two handshakes.
+    /// Brings the session up as soon as a path is verified, before traffic needs it. Only the
+    /// side with the lower key initiates, so two nodes don't race two handshakes.
     fn maybe_initiate(&mut self, key: &PublicKey) {
         if self.public >= *key {
             return;
@@ -252,17 +309,19 @@ impl Node {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        if peer.path() == Path::Direct || peer.candidates.is_empty() {
+        let Some((socket, dst)) = peer.primary_target() else {
+            return;
+        };
+        if peer.path() == Path::Direct {
             return;
         }
-        let targets = peer.handshake_targets();
         if let Some(init) = peer.tunnel.initiate(&mut self.scratch) {
-            for dst in targets {
-                self.transmits.push_back(Transmit {
-                    dst,
-                    payload: init.to_vec(),
-                });
-            }
+            self.transmits.push_back(Transmit {
+                socket,
+                dst,
+                payload: init.to_vec(),
+                ttl: None,
+            });
         }
     }
 
@@ -297,7 +356,7 @@ impl Node {
         let Some(peer) = self.peers.by_ip_mut(dst) else {
             return TunOutcome::Dropped(DropReason::NoRoute);
         };
-        let Some(primary) = peer.primary_target() else {
+        let Some((socket, primary)) = peer.primary_target() else {
             return TunOutcome::Dropped(DropReason::PeerUnreachable);
         };
         if out.len() < packet.len() + super::crypto::OVERHEAD || out.len() < 148 {
@@ -305,23 +364,15 @@ impl Node {
         }
         match peer.tunnel.encapsulate(packet, out) {
             Ok(Encapsulated::Data(datagram)) => TunOutcome::Send {
+                socket,
                 dst: primary,
                 datagram,
             },
-            Ok(Encapsulated::Handshake(init)) => {
-                for dst in peer.handshake_targets() {
-                    if dst != primary {
-                        self.transmits.push_back(Transmit {
-                            dst,
-                            payload: init.to_vec(),
-                        });
-                    }
-                }
-                TunOutcome::Send {
-                    dst: primary,
-                    datagram: init,
-                }
-            }
+            Ok(Encapsulated::Handshake(init)) => TunOutcome::Send {
+                socket,
+                dst: primary,
+                datagram: init,
+            },
             Ok(Encapsulated::Queued) => TunOutcome::Queued,
             Err(reason) => TunOutcome::Dropped(reason),
         }
@@ -331,12 +382,14 @@ impl Node {
     /// `out`.
     pub fn handle_datagram<'a>(
         &mut self,
+        socket: SocketId,
         from: SocketAddr,
         datagram: &[u8],
-        _now: Instant,
+        now: Instant,
         out: &'a mut [u8],
     ) -> DatagramOutcome<'a> {
-        let outcome = self.receive_datagram(from, datagram, out);
+        self.now_hint = now;
+        let outcome = self.receive_datagram(socket, from, datagram, now, out);
         if let DatagramOutcome::Dropped(reason) = outcome {
             self.drops.bump(reason);
         }
@@ -345,15 +398,17 @@ impl Node {
 
     fn receive_datagram<'a>(
         &mut self,
+        socket: SocketId,
         from: SocketAddr,
         datagram: &[u8],
+        now: Instant,
         out: &'a mut [u8],
     ) -> DatagramOutcome<'a> {
         let kind = match classify(datagram) {
             DatagramKind::WireGuard(kind) => kind,
-            DatagramKind::Stun | DatagramKind::Unknown => {
-                return DatagramOutcome::Dropped(DropReason::Malformed)
-            }
+            DatagramKind::Stun => return self.handle_stun_datagram(socket, from, datagram, now),
+            DatagramKind::Probe => return self.handle_probe_datagram(socket, from, datagram, now),
+            DatagramKind::Unknown => return DatagramOutcome::Dropped(DropReason::Malformed),
         };
         let peer = if kind == WgMessage::HandshakeInit {
             let key = match initiator_of(&self.secret, datagram) {
@@ -380,6 +435,7 @@ impl Node {
         match result {
             Decapsulated::Tunnel { packet, src } => {
                 peer.endpoint = Some(from);
+                peer.socket = socket;
                 if src != IpAddr::V4(peer.virtual_ip) {
                     return DatagramOutcome::Dropped(DropReason::SpoofedSource);
                 }
@@ -394,21 +450,27 @@ impl Node {
                 // proves nothing about the sender, so it must not move the endpoint.
                 if reply.first() != Some(&3) {
                     peer.endpoint = Some(from);
+                    peer.socket = socket;
                 }
                 self.transmits.push_back(Transmit {
+                    socket,
                     dst: from,
                     payload: reply.to_vec(),
+                    ttl: None,
                 });
                 while let Some(queued) = peer.tunnel.poll_queued(&mut self.scratch) {
                     self.transmits.push_back(Transmit {
+                        socket,
                         dst: from,
                         payload: queued.to_vec(),
+                        ttl: None,
                     });
                 }
                 DatagramOutcome::Consumed
             }
             Decapsulated::Nothing => {
                 peer.endpoint = Some(from);
+                peer.socket = socket;
                 DatagramOutcome::Consumed
             }
         }
@@ -417,8 +479,13 @@ impl Node {
     // ---- time -----------------------------------------------------------------------------
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now_hint = now;
         self.control.handle_timeout(now);
         self.pump_control();
+        self.discovery
+            .handle_timeout(&mut self.sockets, &mut self.transmits, now);
+        self.after_discovery();
+        self.drive_punches(now);
         if now < self.next_tick {
             return;
         }
@@ -426,20 +493,17 @@ impl Node {
         for peer in self.peers.iter_mut() {
             match peer.tunnel.update_timers(&mut self.scratch) {
                 Ok(Some(message)) => {
-                    let targets = if message.first() == Some(&1) {
-                        peer.handshake_targets()
-                    } else {
-                        peer.primary_target().into_iter().collect()
-                    };
-                    for dst in targets {
+                    if let Some((socket, dst)) = peer.primary_target() {
                         self.transmits.push_back(Transmit {
+                            socket,
                             dst,
                             payload: message.to_vec(),
+                            ttl: None,
                         });
                     }
                 }
                 Ok(None) => {}
-                Err(_expired) => peer.endpoint = None,
+                Err(_expired) => {}
             }
             let path = peer.path();
             if path != peer.last_path {
@@ -457,10 +521,9 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let control = self.control.poll_timeout();
         let tick = (!self.peers.is_empty()).then_some(self.next_tick);
-        match (control, tick) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let discovery = self.discovery.poll_timeout();
+        let punch = self.peers.iter().filter_map(|p| p.punch.poll_timeout()).min();
+        [control, tick, discovery, punch].into_iter().flatten().min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {

@@ -3,7 +3,10 @@
 use super::Node;
 use crate::core::counters::DropCounters;
 use crate::core::keys::PublicKey;
+use crate::core::nat::NatProfile;
 use crate::core::peers::Path;
+use crate::core::punch::session::PunchStatus;
+use crate::core::punch::Technique;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -26,6 +29,16 @@ pub struct PeerStatus {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub last_handshake_unix: Option<u64>,
+    /// How the direct path was found, and a line saying so ("direct (predicted, +3)").
+    #[serde(default)]
+    pub technique: Option<Technique>,
+    #[serde(default)]
+    pub technique_detail: Option<String>,
+    /// The peer's NAT as it measured it.
+    #[serde(default)]
+    pub nat: Option<NatProfile>,
+    #[serde(default)]
+    pub punch: PunchStatus,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -39,6 +52,9 @@ pub struct NodeStatus {
     pub listen_port: u16,
     pub interface: String,
     pub server: ServerStatus,
+    /// This node's NAT, once measured.
+    #[serde(default)]
+    pub nat: Option<NatProfile>,
     pub peers: Vec<PeerStatus>,
     pub drops: DropCounters,
 }
@@ -64,6 +80,10 @@ impl Node {
                     last_handshake_unix: stats
                         .since_handshake
                         .map(|d| unix_now.saturating_sub(d.as_secs())),
+                    technique: p.punch.nominated().map(|n| n.technique),
+                    technique_detail: p.punch.nominated().map(|n| n.detail.clone()),
+                    nat: p.punch.their_nat.clone(),
+                    punch: p.punch.status().clone(),
                 }
             })
             .collect();
@@ -80,6 +100,7 @@ impl Node {
                 address: self.control.current_server(),
                 connected: self.control.is_registered(),
             },
+            nat: self.discovery.profile().cloned(),
             peers,
             drops: self.drops.clone(),
         }

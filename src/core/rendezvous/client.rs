@@ -4,6 +4,8 @@
 
 use super::channel::{ChannelError, SecureChannel};
 use super::messages::{decode, encode, ClientMessage, PeerInfo, Refusal, ServerMessage};
+use crate::core::nat::NatProfile;
+use crate::core::punch::PunchOffer;
 use super::token::JoinToken;
 use crate::core::keys::{PublicKey, SecretKey};
 use ipnet::Ipv4Net;
@@ -30,6 +32,11 @@ pub enum ControlEvent {
     },
     Peer(PeerInfo),
     PeerGone(PublicKey),
+    /// A punch offer or answer from a peer.
+    Punch {
+        peer: PublicKey,
+        offer: PunchOffer,
+    },
     /// The server refused us; `permanent` refusals stop reconnecting.
     Refused {
         refusal: Refusal,
@@ -58,6 +65,7 @@ pub struct ControlClient {
     servers: Vec<SocketAddr>,
     network: String,
     endpoints: Vec<SocketAddr>,
+    nat: Option<NatProfile>,
     state: State,
     attempt: u32,
     next_server: usize,
@@ -84,6 +92,7 @@ impl ControlClient {
             servers,
             network,
             endpoints: Vec::new(),
+            nat: None,
             state: State::Idle { retry_at: now },
             attempt: 0,
             next_server: 0,
@@ -185,6 +194,7 @@ impl ControlClient {
             let hello = ClientMessage::Hello {
                 network: self.network.clone(),
                 endpoints: self.endpoints.clone(),
+                nat: self.nat.clone(),
             };
             self.send(&hello);
         }
@@ -228,6 +238,9 @@ impl ControlClient {
                 } else {
                     self.schedule_retry(now);
                 }
+            }
+            ServerMessage::Punch { peer, offer } => {
+                self.events.push_back(ControlEvent::Punch { peer, offer })
             }
             ServerMessage::Pong | ServerMessage::Joined { .. } => {}
         }
@@ -280,14 +293,24 @@ impl ControlClient {
         }
     }
 
-    /// The node's UDP endpoints, told to the server now and on every registration.
-    pub fn set_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
-        if endpoints == self.endpoints {
+    /// The node's UDP endpoints and NAT profile, told to the server now and on every
+    /// registration.
+    pub fn set_endpoints(&mut self, endpoints: Vec<SocketAddr>, nat: Option<NatProfile>) {
+        if endpoints == self.endpoints && nat == self.nat {
             return;
         }
         self.endpoints = endpoints.clone();
+        self.nat = nat.clone();
         if self.is_registered() {
-            self.send(&ClientMessage::Endpoints { endpoints });
+            self.send(&ClientMessage::Endpoints { endpoints, nat });
+        }
+    }
+
+    /// Sends a punch offer or answer to `peer` through the server. Lost if not registered; the
+    /// punch session retries.
+    pub fn send_punch(&mut self, peer: PublicKey, offer: PunchOffer) {
+        if self.is_registered() {
+            self.send(&ClientMessage::Punch { peer, offer });
         }
     }
 

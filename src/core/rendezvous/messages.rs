@@ -2,6 +2,8 @@
 //! Unknown fields are ignored so either side can add fields without breaking the other.
 
 use crate::core::keys::PublicKey;
+use crate::core::nat::NatProfile;
+use crate::core::punch::PunchOffer;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -21,11 +23,17 @@ pub enum ClientMessage {
     Hello {
         network: String,
         endpoints: Vec<SocketAddr>,
+        #[serde(default)]
+        nat: Option<NatProfile>,
     },
-    /// The node's UDP endpoints changed.
+    /// The node's UDP endpoints or its measured NAT profile changed.
     Endpoints {
         endpoints: Vec<SocketAddr>,
+        #[serde(default)]
+        nat: Option<NatProfile>,
     },
+    /// Relay a punch offer or answer to `peer` (a member of the same network).
+    Punch { peer: PublicKey, offer: PunchOffer },
     Ping,
 }
 
@@ -54,6 +62,11 @@ pub enum ServerMessage {
     PeerGone {
         public_key: PublicKey,
     },
+    /// A punch offer or answer from `peer`.
+    Punch {
+        peer: PublicKey,
+        offer: PunchOffer,
+    },
     Pong,
 }
 
@@ -65,6 +78,9 @@ pub struct PeerInfo {
     pub virtual_ip: Ipv4Addr,
     pub endpoints: Vec<SocketAddr>,
     pub online: bool,
+    /// The peer's NAT profile as it measured it, once it has.
+    #[serde(default)]
+    pub nat: Option<NatProfile>,
 }
 
 /// Why the server refused a join or a registration. Each message names the fix.
@@ -160,6 +176,7 @@ mod tests {
             virtual_ip: Ipv4Addr::new(10, 0, 0, 2),
             endpoints: vec!["192.0.2.1:5000".parse().unwrap()],
             online: true,
+            nat: None,
         };
         let messages = vec![
             ServerMessage::Peer { peer },
@@ -175,6 +192,7 @@ mod tests {
         let hello = ClientMessage::Hello {
             network: "office".into(),
             endpoints: vec![],
+            nat: Some(NatProfile::default()),
         };
         assert_eq!(decode::<ClientMessage>(&encode(&hello)).unwrap(), hello);
     }

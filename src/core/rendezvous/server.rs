@@ -8,6 +8,8 @@ use super::messages::{decode, encode, ClientMessage, PeerInfo, Refusal, ServerMe
 use super::registry::{Member, Registry};
 use super::token::Credential;
 use crate::core::keys::{PublicKey, SecretKey};
+use crate::core::nat::NatProfile;
+use crate::core::punch::PunchOffer;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -38,6 +40,7 @@ struct Session {
     network: String,
     key: PublicKey,
     endpoints: Vec<SocketAddr>,
+    nat: Option<NatProfile>,
 }
 
 struct Conn {
@@ -158,10 +161,15 @@ impl<R: Registry> ServerCore<R> {
                 credential,
                 name,
             } => self.handle_join(conn, key, &network, &credential, &name, unix_now),
-            ClientMessage::Hello { network, endpoints } => {
-                self.handle_hello(conn, key, network, endpoints)
+            ClientMessage::Hello {
+                network,
+                endpoints,
+                nat,
+            } => self.handle_hello(conn, key, network, endpoints, nat),
+            ClientMessage::Endpoints { endpoints, nat } => {
+                self.handle_endpoints(conn, endpoints, nat)
             }
-            ClientMessage::Endpoints { endpoints } => self.handle_endpoints(conn, endpoints),
+            ClientMessage::Punch { peer, offer } => self.handle_punch(conn, key, peer, offer),
             ClientMessage::Ping => self.send(conn, &ServerMessage::Pong),
         }
     }
@@ -238,6 +246,7 @@ impl<R: Registry> ServerCore<R> {
         key: PublicKey,
         network: String,
         endpoints: Vec<SocketAddr>,
+        nat: Option<NatProfile>,
     ) {
         let lookup = self
             .registry
@@ -275,6 +284,7 @@ impl<R: Registry> ServerCore<R> {
                 network: network.clone(),
                 key,
                 endpoints,
+                nat,
             });
         }
         self.send(
@@ -298,11 +308,19 @@ impl<R: Registry> ServerCore<R> {
         self.broadcast_member(&member);
     }
 
-    fn handle_endpoints(&mut self, conn: ConnId, endpoints: Vec<SocketAddr>) {
+    fn handle_endpoints(
+        &mut self,
+        conn: ConnId,
+        endpoints: Vec<SocketAddr>,
+        nat: Option<NatProfile>,
+    ) {
         let Some(session) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) else {
             return;
         };
         session.endpoints = endpoints;
+        if nat.is_some() {
+            session.nat = nat;
+        }
         let (network, key) = (session.network.clone(), session.key);
         if let Ok(Some(member)) = self.registry.member(&network, &key) {
             self.broadcast_member(&member);
@@ -321,7 +339,27 @@ impl<R: Registry> ServerCore<R> {
             virtual_ip: member.virtual_ip,
             endpoints: session.map(|s| s.endpoints.clone()).unwrap_or_default(),
             online: session.is_some(),
+            nat: session.and_then(|s| s.nat.clone()),
         }
+    }
+
+    /// Relays a punch offer between two online members of one network. The server coordinates
+    /// the start; it cannot forge the probes that follow (they are sealed end to end).
+    fn handle_punch(&mut self, conn: ConnId, from: PublicKey, to: PublicKey, offer: PunchOffer) {
+        let Some(network) = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.session.as_ref())
+            .filter(|s| s.key == from)
+            .map(|s| s.network.clone())
+        else {
+            return;
+        };
+        let Some(&target) = self.online.get(&(network, to)) else {
+            tracing::debug!(from = %from.short(), to = %to.short(), "punch offer for an offline peer dropped");
+            return;
+        };
+        self.send(target, &ServerMessage::Punch { peer: from, offer });
     }
 
     /// Tells every other online member of the network about `member`.

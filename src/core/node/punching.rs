@@ -1,0 +1,196 @@
+//! The node's side of hole punching: it lends each peer's `PeerPunch` the node's clock, RNG,
+//! transmit queue and socket pool, sends offers through the control channel when a session
+//! asks, routes probes to the right session, and turns a nominated path into the peer's endpoint
+//! and a WireGuard handshake. The algorithms live in `core::punch`.
+
+use super::{DatagramOutcome, Node, NodeEvent};
+use crate::core::counters::DropReason;
+use crate::core::keys::PublicKey;
+use crate::core::punch::probe::{sender_of, ProbeError};
+use crate::core::punch::session::{Ctx, LocalInfo, PunchEvent};
+use crate::core::punch::PunchOffer;
+use crate::core::transmit::SocketId;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+impl Node {
+    fn local_info(&mut self) -> LocalInfo {
+        LocalInfo {
+            profile: self.discovery.profile().cloned().unwrap_or_default(),
+            candidates: self.discovery.candidates(&self.local_endpoints),
+            prediction: None,
+            config: self.punch_config,
+        }
+    }
+
+    /// Runs every session's timers and sends the offers they want.
+    pub(super) fn drive_punches(&mut self, now: Instant) {
+        let keys: Vec<PublicKey> = self.peers.iter().map(|p| p.key).collect();
+        for key in keys {
+            let event = {
+                let Some(peer) = self.peers.get_mut(&key) else {
+                    continue;
+                };
+                let mut ctx = Ctx {
+                    now,
+                    rng: &mut self.rng,
+                    transmits: &mut self.transmits,
+                    sockets: &mut self.sockets,
+                };
+                peer.punch.handle_timeout(&mut ctx)
+            };
+            if let Some(event) = event {
+                self.apply_punch_event(&key, event);
+            }
+            self.offer_if_wanted(&key, now);
+        }
+    }
+
+    fn offer_if_wanted(&mut self, key: &PublicKey, now: Instant) {
+        let wants = self
+            .peers
+            .get_mut(key)
+            .is_some_and(|p| p.punch.wants_offer(now) && (p.online || !p.punch.is_probing()));
+        if !wants || !self.control.is_registered() {
+            return;
+        }
+        if !self
+            .discovery
+            .ready_for_offer(&mut self.sockets, &mut self.transmits, now)
+        {
+            return;
+        }
+        let mut local = self.local_info();
+        local.prediction = self.discovery.take_prediction();
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        let mut ctx = Ctx {
+            now,
+            rng: &mut self.rng,
+            transmits: &mut self.transmits,
+            sockets: &mut self.sockets,
+        };
+        if let Some(offer) = peer.punch.make_offer(&local, &mut ctx) {
+            let line = if offer.answer {
+                format!("peer {}: punching (answering its offer)", peer.name)
+            } else {
+                format!("peer {}: punching (attempt {})", peer.name, offer.attempt)
+            };
+            tracing::debug!(peer = peer.name, attempt = offer.attempt, answer = offer.answer, "punch offer");
+            self.events.push_back(NodeEvent::Progress(line));
+            self.control.send_punch(*key, offer);
+        }
+    }
+
+    pub(super) fn handle_punch_offer(&mut self, from: PublicKey, offer: PunchOffer) {
+        let now = self.now_hint;
+        let local = self.local_info();
+        let Some(peer) = self.peers.get_mut(&from) else {
+            tracing::debug!(peer = %from.short(), "punch offer from an unknown peer ignored");
+            return;
+        };
+        let mut ctx = Ctx {
+            now,
+            rng: &mut self.rng,
+            transmits: &mut self.transmits,
+            sockets: &mut self.sockets,
+        };
+        peer.punch.handle_offer(offer, &local, &mut ctx);
+        self.offer_if_wanted(&from, now);
+    }
+
+    pub(super) fn handle_probe_datagram<'a>(
+        &mut self,
+        socket: SocketId,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> DatagramOutcome<'a> {
+        let Ok(key) = sender_of(datagram) else {
+            return DatagramOutcome::Dropped(DropReason::Malformed);
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return DatagramOutcome::Dropped(DropReason::UnknownPeer);
+        };
+        let probe = match peer.punch.key().open(datagram) {
+            Ok(p) => p,
+            Err(ProbeError::Unauthenticated) => {
+                return DatagramOutcome::Dropped(DropReason::DecryptFailed)
+            }
+            Err(_) => return DatagramOutcome::Dropped(DropReason::Malformed),
+        };
+        let mut ctx = Ctx {
+            now,
+            rng: &mut self.rng,
+            transmits: &mut self.transmits,
+            sockets: &mut self.sockets,
+        };
+        if let Some(event) = peer.punch.handle_probe(socket, from, probe, &mut ctx) {
+            self.apply_punch_event(&key, event);
+        }
+        DatagramOutcome::Consumed
+    }
+
+    pub(super) fn handle_stun_datagram<'a>(
+        &mut self,
+        socket: SocketId,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> DatagramOutcome<'a> {
+        let ours = self
+            .discovery
+            .handle_stun(socket, from, datagram, &mut self.sockets, now);
+        self.discovery.flush(&mut self.sockets, &mut self.transmits);
+        self.after_discovery();
+        if ours {
+            DatagramOutcome::Consumed
+        } else {
+            DatagramOutcome::Dropped(DropReason::Malformed)
+        }
+    }
+
+    /// Reports discovery progress and publishes a newly measured profile.
+    pub(super) fn after_discovery(&mut self) {
+        let mut changed = false;
+        while let Some(line) = self.discovery.progress.pop_front() {
+            changed |= line.starts_with("NAT:") || line.starts_with("public address moved");
+            self.events.push_back(NodeEvent::Progress(line));
+        }
+        if changed {
+            self.publish_endpoints();
+        }
+    }
+
+    fn apply_punch_event(&mut self, key: &PublicKey, event: PunchEvent) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        match event {
+            PunchEvent::Nominated {
+                socket,
+                addr,
+                detail,
+            } => {
+                peer.endpoint = Some(addr);
+                peer.socket = socket;
+                let line = format!("peer {}: {detail} via {addr}", peer.name);
+                self.events.push_back(NodeEvent::Progress(line));
+                self.maybe_initiate(key);
+            }
+            PunchEvent::Lost { addr } => {
+                if peer.endpoint == Some(addr) {
+                    peer.endpoint = None;
+                    peer.socket = SocketId::MAIN;
+                }
+                let line = format!("peer {}: path via {addr} stopped answering; punching again", peer.name);
+                self.events.push_back(NodeEvent::Progress(line));
+            }
+            PunchEvent::Failed { reason } => {
+                let line = format!("peer {}: no direct path yet: {reason}", peer.name);
+                self.events.push_back(NodeEvent::Progress(line));
+            }
+        }
+    }
+}
