@@ -10,5 +10,6 @@ pub mod nat;
 pub mod node;
 pub mod peers;
 pub mod rendezvous;
+pub mod stun;
 pub mod transmit;
 pub mod wire;
