@@ -11,5 +11,6 @@ pub mod node;
 pub mod peers;
 pub mod punch;
 pub mod rendezvous;
+pub mod stun;
 pub mod transmit;
 pub mod wire;
