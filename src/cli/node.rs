@@ -41,6 +41,7 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
         listen_port: 0,
         interface: config::default_interface(&joined.network),
         mtu: config::DEFAULT_MTU,
+        punch: Default::default(),
     };
     let file = config::save(dirs, &settings)?;
     println!(
