@@ -4,6 +4,10 @@
 #![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
 
 mod harness;
+mod nat;
+mod nat_tests;
+mod net;
+mod net_tests;
 
 use harness::{ping_packet, DatagramOutcomeKind, Sim};
 use p2pvpn::core::counters::DropReason;
