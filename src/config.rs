@@ -194,7 +194,7 @@ impl NodeSettings {
             listen_port: self.listen_port,
             interface: Some(self.interface.clone()),
             mtu: Some(self.mtu),
-            punch: (self.punch != PunchConfig::default()).then(|| RawPunchConfig {
+            punch: (self.punch != PunchConfig::default()).then_some(RawPunchConfig {
                 birthday: Some(self.punch.birthday),
                 priming_ttl: Some(self.punch.priming_ttl),
             }),

@@ -48,7 +48,10 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
     let _ = writeln!(out, "key     {}", s.public_key);
     let nat = match &s.nat {
         Some(n) => {
-            let public = n.public.map(|p| format!(", public {p}")).unwrap_or_default();
+            let public = n
+                .public
+                .map(|p| format!(", public {p}"))
+                .unwrap_or_default();
             format!("{}{public}", n.short())
         }
         None => "(not measured yet)".to_string(),

@@ -3,10 +3,10 @@
 //! index to peer, static key to peer.
 
 use super::crypto::PeerTunnel;
-use super::punch::session::PeerPunch;
-use super::transmit::SocketId;
 use super::keys::{PublicKey, SecretKey};
+use super::punch::session::PeerPunch;
 use super::rendezvous::messages::PeerInfo;
+use super::transmit::SocketId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -203,7 +203,10 @@ mod tests {
         let local = SecretKey::generate(&mut rng);
         let mut table = PeerTable::default();
         let now = crate::test_now();
-        assert_eq!(table.upsert(&info(1, [10, 0, 0, 2]), &local, now), Upsert::Added);
+        assert_eq!(
+            table.upsert(&info(1, [10, 0, 0, 2]), &local, now),
+            Upsert::Added
+        );
         assert_eq!(
             table.upsert(&info(1, [10, 0, 0, 2]), &local, now),
             Upsert::Updated

@@ -1,25 +1,36 @@
 //! An in-process network: the real server and node state machines, control streams as in-order
-//! pipes, UDP datagrams delivered by address, all on a virtual clock. Deterministic in ordering
-//! and timing (boringtun's own clock reads are the one exception; see core::crypto).
+//! pipes, UDP datagrams carried by `net::Net` through simulated NAT boxes (`nat::Nat`), and the
+//! server's STUN responder on its two addresses, all on a virtual clock. Deterministic in
+//! ordering and timing (boringtun's own clock reads are the one exception; see core::crypto).
 
+use crate::nat::NatConfig;
+use crate::net::{NatId, Net};
 use p2pvpn::core::keys::SecretKey;
-use p2pvpn::core::node::{DatagramOutcome, Node, NodeConfig, NodeEvent, TunOutcome};
+use p2pvpn::core::node::{
+    DatagramOutcome, Node, NodeConfig, NodeEvent, PunchConfig, SocketCommand, SocketId, TunOutcome,
+};
 use p2pvpn::core::rendezvous::client::{JoinExchange, Joined};
 use p2pvpn::core::rendezvous::messages::Refusal;
 use p2pvpn::core::rendezvous::registry::{MemoryRegistry, TokenRecord};
 use p2pvpn::core::rendezvous::server::{ConnId, ServerCore, ServerOutput};
 use p2pvpn::core::rendezvous::token::{Credential, JoinToken};
+use p2pvpn::core::stun::StunResponder;
 use rand::SeedableRng;
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 pub const SERVER: &str = "198.51.100.1:7400";
+pub const SERVER_ALT: &str = "198.51.100.2:7400";
 pub const UNIX_NOW: u64 = 1_800_000_000;
 
 pub struct SimNode {
     pub node: Node,
+    /// The main socket's address on the host.
     pub udp: SocketAddr,
+    /// Every socket the node has open, the main one included.
+    pub sockets: HashMap<SocketId, SocketAddr>,
+    next_port: u16,
     pub conn: Option<ConnId>,
     pub tun_out: Vec<Vec<u8>>,
     pub events: Vec<NodeEvent>,
@@ -34,8 +45,10 @@ pub struct Sim {
     server_secret: SecretKey,
     next_conn: ConnId,
     rng: rand_chacha::ChaCha8Rng,
-    /// Datagrams in flight: (from, to, bytes).
-    pub wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    pub net: Net,
+    stun: StunResponder,
+    pub punch: PunchConfig,
+    next_public: u8,
 }
 
 impl Sim {
@@ -54,8 +67,16 @@ impl Sim {
                 expires_unix: Some(UNIX_NOW + 3600),
             },
         );
+        let mut net = Net::new(seed);
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let alt: SocketAddr = SERVER_ALT.parse().unwrap();
+        for a in [server, alt] {
+            if let IpAddr::V4(ip) = a.ip() {
+                net.add_public_ip(ip);
+            }
+        }
         Sim {
-            now: Instant::now(),
+            now: crate::nat_tests::t0(),
             server: ServerCore::new(server_secret.clone(), registry),
             server_secret,
             server_up: true,
@@ -63,8 +84,35 @@ impl Sim {
             credential,
             next_conn: 0,
             rng,
-            wire: VecDeque::new(),
+            net,
+            stun: StunResponder::new(&[server, alt], None).unwrap(),
+            punch: PunchConfig::default(),
+            next_public: 1,
         }
+    }
+
+    /// A NAT box with the nat-lab.md profile `profile` (e.g. "PRC", "SEQ", "RND") on a fresh
+    /// public address, optionally inside another NAT (CGN).
+    pub fn add_nat(&mut self, profile: &str, parent: Option<NatId>) -> NatId {
+        let public = match parent {
+            None => Ipv4Addr::new(203, 0, 113, self.next_public),
+            Some(_) => Ipv4Addr::new(100, 64, 0, self.next_public),
+        };
+        self.next_public += 1;
+        let config = NatConfig::profile(profile, public).expect("a known NAT profile");
+        self.net.add_nat(config, parent)
+    }
+
+    /// A joined node on `host` ("ip:port"), behind `nat` or on the open internet.
+    pub fn add_node_at(&mut self, name: &str, host: &str, nat: Option<NatId>) -> usize {
+        let addr: SocketAddr = host.parse().unwrap();
+        if let IpAddr::V4(ip) = addr.ip() {
+            match nat {
+                Some(n) => self.net.add_private_host_ip(ip, n),
+                None => self.net.add_public_ip(ip),
+            }
+        }
+        self.spawn_node(name, addr, true)
     }
 
     pub fn token(&self) -> JoinToken {
@@ -106,13 +154,22 @@ impl Sim {
         panic!("join exchange did not finish");
     }
 
-    /// Creates a node that has joined, listening at `udp`.
+    /// Creates a node that has joined, on the open internet at `udp`.
     pub fn add_node(&mut self, name: &str, udp: &str) -> usize {
-        self.add_node_with(name, udp, true)
+        self.add_node_at(name, udp, None)
     }
 
-    /// A node that may skip the join, to test what a non-member's registration gets.
+    /// A node on the open internet that may skip the join, to test what a non-member's
+    /// registration gets.
     pub fn add_node_with(&mut self, name: &str, udp: &str, joined: bool) -> usize {
+        let addr: SocketAddr = udp.parse().unwrap();
+        if let IpAddr::V4(ip) = addr.ip() {
+            self.net.add_public_ip(ip);
+        }
+        self.spawn_node(name, addr, joined)
+    }
+
+    fn spawn_node(&mut self, name: &str, udp: SocketAddr, joined: bool) -> usize {
         let secret = SecretKey::generate(&mut self.rng);
         let token = self.token();
         if joined {
@@ -123,11 +180,16 @@ impl Sim {
             secret,
             server_key: token.server_key,
             servers: token.servers.clone(),
+            punch: self.punch,
         };
         let rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.nodes.len() as u64 + 100);
+        let mut node = Node::new(config, rng, self.now);
+        node.handle_socket_opened(SocketId::MAIN, udp, self.now);
         self.nodes.push(SimNode {
-            node: Node::new(config, rng, self.now),
-            udp: udp.parse().unwrap(),
+            node,
+            udp,
+            sockets: HashMap::from([(SocketId::MAIN, udp)]),
+            next_port: 40000,
             conn: None,
             tun_out: Vec::new(),
             events: Vec::new(),
@@ -158,8 +220,26 @@ impl Sim {
                     }
                     moved = true;
                 }
+                while let Some(c) = self.nodes[i].node.poll_socket_command() {
+                    let now = self.now;
+                    let n = &mut self.nodes[i];
+                    match c {
+                        SocketCommand::Open(id) => {
+                            let addr = SocketAddr::new(n.udp.ip(), n.next_port);
+                            n.next_port += 1;
+                            n.sockets.insert(id, addr);
+                            n.node.handle_socket_opened(id, addr, now);
+                        }
+                        SocketCommand::Close(id) => {
+                            n.sockets.remove(&id);
+                        }
+                    }
+                    moved = true;
+                }
                 while let Some(t) = self.nodes[i].node.poll_transmit() {
-                    self.wire.push_back((self.nodes[i].udp, t.dst, t.payload));
+                    if let Some(&from) = self.nodes[i].sockets.get(&t.socket) {
+                        self.net.send(from, t.dst, t.payload, t.ttl, self.now);
+                    }
                     moved = true;
                 }
                 while let Some(ev) = self.nodes[i].node.poll_event() {
@@ -189,9 +269,14 @@ impl Sim {
                     }
                 }
             }
-            while let Some((from, to, bytes)) = self.wire.pop_front() {
+            while let Some(d) = self.net.poll_delivery(self.now) {
                 moved = true;
-                self.deliver(from, to, &bytes);
+                if let Some(reply) = self.stun.respond(d.to, d.from, &d.bytes) {
+                    self.net
+                        .send(reply.via, reply.to, reply.bytes, None, self.now);
+                    continue;
+                }
+                self.deliver(d.from, d.to, &d.bytes);
             }
             if !moved {
                 return;
@@ -207,9 +292,17 @@ impl Sim {
         bytes: &[u8],
     ) -> Option<DatagramOutcomeKind> {
         let now = self.now;
-        let n = self.nodes.iter_mut().find(|n| n.udp == to)?;
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.sockets.values().any(|a| *a == to))?;
+        let socket = n
+            .sockets
+            .iter()
+            .find(|(_, a)| **a == to)
+            .map(|(id, _)| *id)?;
         let mut out = vec![0u8; 70000];
-        let kind = match n.node.handle_datagram(from, bytes, now, &mut out) {
+        let kind = match n.node.handle_datagram(socket, from, bytes, now, &mut out) {
             DatagramOutcome::WriteTun(p) => {
                 n.tun_out.push(p.to_vec());
                 DatagramOutcomeKind::Tun
@@ -230,6 +323,7 @@ impl Sim {
                 .iter()
                 .filter_map(|n| n.node.poll_timeout())
                 .chain(self.server.poll_timeout())
+                .chain(self.net.next_delivery_time())
                 .min()
                 .unwrap_or(end)
                 .max(self.now);
@@ -250,10 +344,16 @@ impl Sim {
     pub fn send_from_tun(&mut self, i: usize, packet: &[u8]) -> bool {
         let mut out = vec![0u8; 70000];
         let now = self.now;
-        let udp = self.nodes[i].udp;
+        let sockets = self.nodes[i].sockets.clone();
         let sent = match self.nodes[i].node.handle_tun_packet(packet, now, &mut out) {
-            TunOutcome::Send { dst, datagram } => {
-                self.wire.push_back((udp, dst, datagram.to_vec()));
+            TunOutcome::Send {
+                socket,
+                dst,
+                datagram,
+            } => {
+                if let Some(&from) = sockets.get(&socket) {
+                    self.net.send(from, dst, datagram.to_vec(), None, now);
+                }
                 true
             }
             TunOutcome::Queued => true,

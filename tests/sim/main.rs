@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
 
 mod harness;
+mod matrix;
 mod nat;
 mod nat_tests;
 mod net;
@@ -25,7 +26,9 @@ fn two_nodes() -> Sim {
     let mut sim = Sim::new(1);
     sim.add_node("alice", "198.51.100.11:51000");
     sim.add_node("bob", "198.51.100.12:51000");
-    sim.advance(Duration::from_secs(1));
+    // Netcheck (about 2.5 s, most of it the filtering test's silence), one offer and answer
+    // through the server, priming, then the first round of probes.
+    sim.advance(Duration::from_secs(5));
     sim
 }
 

@@ -80,11 +80,12 @@ impl Discovery {
         let config = NetcheckConfig {
             server,
             first_extra_socket: SocketId(1),
-            allocation_samples: 12,
+            allocation_samples: 16,
             hairpin: true,
             lifetime: false,
         };
-        let rng = ChaCha8Rng::from_rng(&mut self.rng).unwrap_or_else(|_| ChaCha8Rng::seed_from_u64(0));
+        let rng =
+            ChaCha8Rng::from_rng(&mut self.rng).unwrap_or_else(|_| ChaCha8Rng::seed_from_u64(0));
         let mut netcheck = Netcheck::new(config, rng, now);
         if let Some(local) = self.main_local {
             netcheck.handle_socket_opened(SocketId::MAIN, local);
@@ -122,7 +123,12 @@ impl Discovery {
 
     /// Whether an offer can be made now; starts a fresh port measurement when the NAT is
     /// sequential and none is under way.
-    pub fn ready_for_offer(&mut self, pool: &mut SocketPool, out: &mut VecDeque<Transmit>, now: Instant) -> bool {
+    pub fn ready_for_offer(
+        &mut self,
+        pool: &mut SocketPool,
+        out: &mut VecDeque<Transmit>,
+        now: Instant,
+    ) -> bool {
         let Some(profile) = &self.profile else {
             return false;
         };
@@ -200,8 +206,10 @@ impl Discovery {
                 .is_some_and(|p| p.public.is_some_and(|old| old != resp.mapped));
             if moved {
                 // NAT rebinding (RFC 4787 §4.3): measure again; peers learn the new address.
-                self.progress
-                    .push_back(format!("public address moved to {}; probing the NAT again", resp.mapped));
+                self.progress.push_back(format!(
+                    "public address moved to {}; probing the NAT again",
+                    resp.mapped
+                ));
                 if let Some(p) = &mut self.profile {
                     p.public = Some(resp.mapped);
                 }
@@ -234,7 +242,12 @@ impl Discovery {
         }
     }
 
-    pub fn handle_timeout(&mut self, pool: &mut SocketPool, out: &mut VecDeque<Transmit>, now: Instant) {
+    pub fn handle_timeout(
+        &mut self,
+        pool: &mut SocketPool,
+        out: &mut VecDeque<Transmit>,
+        now: Instant,
+    ) {
         if let Some(n) = &mut self.netcheck {
             n.handle_timeout(now);
             while let Some(t) = n.poll_transmit() {
@@ -270,7 +283,10 @@ impl Discovery {
             if let Some(server) = self.server {
                 let tid = TransactionId::random(&mut self.rng);
                 self.keepalive_tid = Some(tid);
-                out.push_back(Transmit::main(server, binding_request(tid, ChangeRequest::NONE, None)));
+                out.push_back(Transmit::main(
+                    server,
+                    binding_request(tid, ChangeRequest::NONE, None),
+                ));
             }
         }
     }

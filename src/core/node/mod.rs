@@ -7,9 +7,9 @@ mod discovery;
 mod punching;
 mod status;
 
-pub use status::{NodeStatus, PeerStatus, ServerStatus};
 pub use crate::core::punch::session::PunchConfig;
 pub use crate::core::transmit::{SocketCommand, SocketId, Transmit};
+pub use status::{NodeStatus, PeerStatus, ServerStatus};
 
 use super::counters::{DropCounters, DropReason};
 use super::crypto::{initiator_of, Decapsulated, Encapsulated};
@@ -19,9 +19,9 @@ use super::peers::{Path, PeerTable, Upsert};
 use super::rendezvous::client::{ControlClient, ControlEvent};
 use super::rendezvous::messages::Refusal;
 use super::wire::{classify, receiver_index, DatagramKind, WgMessage};
-use ipnet::Ipv4Net;
 use crate::core::punch::session::SocketPool;
 use discovery::{Discovery, FIRST_PUNCH_SOCKET};
+use ipnet::Ipv4Net;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
@@ -122,7 +122,8 @@ pub struct Node {
 
 impl Node {
     pub fn new(config: NodeConfig, mut rng: ChaCha8Rng, now: Instant) -> Self {
-        let mut own = ChaCha8Rng::from_rng(&mut rng).unwrap_or_else(|_| ChaCha8Rng::seed_from_u64(1));
+        let mut own =
+            ChaCha8Rng::from_rng(&mut rng).unwrap_or_else(|_| ChaCha8Rng::seed_from_u64(1));
         let discovery_rng =
             ChaCha8Rng::from_rng(&mut own).unwrap_or_else(|_| ChaCha8Rng::seed_from_u64(2));
         let stun_server = config.servers.first().copied();
@@ -264,7 +265,8 @@ impl Node {
                 self.assignment = Some(assignment.clone());
                 self.events.push_back(NodeEvent::Registered(assignment));
             }
-            ControlEvent::Peer(info) => match self.peers.upsert(&info, &self.secret, self.now_hint) {
+            ControlEvent::Peer(info) => match self.peers.upsert(&info, &self.secret, self.now_hint)
+            {
                 Upsert::Added => {
                     self.events.push_back(NodeEvent::PeerAdded {
                         name: info.name.clone(),
@@ -522,8 +524,15 @@ impl Node {
         let control = self.control.poll_timeout();
         let tick = (!self.peers.is_empty()).then_some(self.next_tick);
         let discovery = self.discovery.poll_timeout();
-        let punch = self.peers.iter().filter_map(|p| p.punch.poll_timeout()).min();
-        [control, tick, discovery, punch].into_iter().flatten().min()
+        let punch = self
+            .peers
+            .iter()
+            .filter_map(|p| p.punch.poll_timeout())
+            .min();
+        [control, tick, discovery, punch]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {

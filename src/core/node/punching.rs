@@ -77,7 +77,12 @@ impl Node {
             } else {
                 format!("peer {}: punching (attempt {})", peer.name, offer.attempt)
             };
-            tracing::debug!(peer = peer.name, attempt = offer.attempt, answer = offer.answer, "punch offer");
+            tracing::debug!(
+                peer = peer.name,
+                attempt = offer.attempt,
+                answer = offer.answer,
+                "punch offer"
+            );
             self.events.push_back(NodeEvent::Progress(line));
             self.control.send_punch(*key, offer);
         }
@@ -184,7 +189,10 @@ impl Node {
                     peer.endpoint = None;
                     peer.socket = SocketId::MAIN;
                 }
-                let line = format!("peer {}: path via {addr} stopped answering; punching again", peer.name);
+                let line = format!(
+                    "peer {}: path via {addr} stopped answering; punching again",
+                    peer.name
+                );
                 self.events.push_back(NodeEvent::Progress(line));
             }
             PunchEvent::Failed { reason } => {

@@ -24,6 +24,8 @@ pub enum Technique {
     PeerReflexive,
     /// A port predicted from the peer's sequential allocator (Wei et al.).
     Predicted,
+    /// A port found by sweeping a symmetric NAT's small port block (CGNAT block, hash range).
+    PortBlock,
     /// A random port of a symmetric NAT, hit by many-port (birthday) probing.
     Birthday,
 }
@@ -36,6 +38,7 @@ impl Technique {
             Technique::PeerReflexive => 3,
             Technique::Predicted => 4,
             Technique::Birthday => 5,
+            Technique::PortBlock => 6,
         }
     }
 
@@ -46,6 +49,7 @@ impl Technique {
             3 => Technique::PeerReflexive,
             4 => Technique::Predicted,
             5 => Technique::Birthday,
+            6 => Technique::PortBlock,
             _ => return None,
         })
     }
@@ -56,6 +60,7 @@ impl Technique {
             Technique::ServerReflexive => "server-reflexive",
             Technique::PeerReflexive => "peer-reflexive",
             Technique::Predicted => "predicted",
+            Technique::PortBlock => "port block",
             Technique::Birthday => "birthday",
         }
     }

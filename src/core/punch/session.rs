@@ -371,7 +371,14 @@ impl PeerPunch {
     ) {
         attempt.probes += 1;
         self.status.probes_sent += 1;
-        self.ping(socket, target.addr, target.technique, target.offset, ttl, ctx);
+        self.ping(
+            socket,
+            target.addr,
+            target.technique,
+            target.offset,
+            ttl,
+            ctx,
+        );
     }
 
     fn ping(
@@ -585,10 +592,9 @@ impl PeerPunch {
             Phase::Probing(_) => {}
             _ => return None,
         }
-        let Phase::Probing(mut attempt) = std::mem::replace(
-            &mut self.phase,
-            Phase::Idle { next_attempt: now },
-        ) else {
+        let Phase::Probing(mut attempt) =
+            std::mem::replace(&mut self.phase, Phase::Idle { next_attempt: now })
+        else {
             return None;
         };
         if now >= attempt.deadline {

@@ -4,10 +4,10 @@
 
 use super::channel::{ChannelError, SecureChannel};
 use super::messages::{decode, encode, ClientMessage, PeerInfo, Refusal, ServerMessage};
-use crate::core::nat::NatProfile;
-use crate::core::punch::PunchOffer;
 use super::token::JoinToken;
 use crate::core::keys::{PublicKey, SecretKey};
+use crate::core::nat::NatProfile;
+use crate::core::punch::PunchOffer;
 use ipnet::Ipv4Net;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;

@@ -33,7 +33,10 @@ pub enum ClientMessage {
         nat: Option<NatProfile>,
     },
     /// Relay a punch offer or answer to `peer` (a member of the same network).
-    Punch { peer: PublicKey, offer: PunchOffer },
+    Punch {
+        peer: PublicKey,
+        offer: PunchOffer,
+    },
     Ping,
 }
 
