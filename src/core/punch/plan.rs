@@ -155,14 +155,6 @@ fn describe(p: &NatProfile) -> String {
 
 pub fn plan(input: &PlanInput) -> Plan {
     let mut plan = Plan::default();
-    if input.mine.udp_blocked {
-        plan.hopeless = Some("this node's UDP is blocked".into());
-        return plan;
-    }
-    if input.theirs.udp_blocked {
-        plan.hopeless = Some("the peer's UDP is blocked".into());
-        return plan;
-    }
     let basic: Vec<Target> = input
         .their_candidates
         .iter()
@@ -187,6 +179,18 @@ pub fn plan(input: &PlanInput) -> Plan {
         .or(input.theirs.public.map(|a| a.ip()));
     let me_cone = is_cone(input.mine);
     let they_cone = is_cone(input.theirs);
+    // A side whose STUN went unanswered may still reach the other directly (a LAN, a firewall
+    // that only blocks the server): probe the candidates, and say why nothing more is tried.
+    let blocked = match (input.mine.udp_blocked, input.theirs.udp_blocked) {
+        (true, _) => Some("this node's UDP to the server is blocked"),
+        (_, true) => Some("the peer's UDP to the server is blocked"),
+        _ => None,
+    };
+    if let Some(why) = blocked {
+        plan.targets = basic;
+        plan.hopeless = Some(why.into());
+        return plan;
+    }
 
     match (me_cone, they_cone) {
         (_, true) => {
