@@ -70,10 +70,14 @@ pub struct ServerDir {
 pub enum Command {
     /// Run the rendezvous server in the foreground.
     Server {
-        /// Address to listen on (TCP for the control channel, UDP on the same port). Repeat for
-        /// a second address.
+        /// Address to listen on (TCP for the control channel, UDP on the same port for STUN).
+        /// Repeat for a second address; two with different IPs enable RFC 5780 NAT discovery.
         #[arg(long, required = true, value_name = "ADDR:PORT")]
         listen: Vec<std::net::SocketAddr>,
+        /// Second UDP port for STUN on each listen IP, for RFC 5780 "change port" answers
+        /// (default: the listen port + 1).
+        #[arg(long, value_name = "PORT")]
+        alternate_port: Option<u16>,
         #[command(flatten)]
         dir: ServerDir,
     },
@@ -185,7 +189,11 @@ pub fn run() -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server { listen, dir } => server::run(listen, &dir.state_dir).await,
+            Command::Server {
+                listen,
+                alternate_port,
+                dir,
+            } => server::run(listen, alternate_port, &dir.state_dir).await,
             Command::Network(cmd) => network::run(cmd),
             Command::Join { token, name, dirs } => node::join(&token, name, &dirs.dirs()).await,
             Command::Up { network, dirs } => node::up(&network, &dirs.dirs()).await,

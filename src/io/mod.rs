@@ -8,6 +8,7 @@ pub mod control_socket;
 pub mod join;
 pub mod node;
 pub mod server;
+pub mod server_udp;
 pub mod stream;
 pub mod tun;
 
