@@ -1,6 +1,7 @@
 //! The command line (clap derive). Each subcommand's work lives in its own file; this one only
 //! defines the interface, sets up logging and dispatches.
 
+mod netcheck;
 mod network;
 mod node;
 mod server;
@@ -119,6 +120,27 @@ pub enum Command {
         #[command(flatten)]
         dirs: NodeDirs,
     },
+    /// Measure this host's NAT behaviour with STUN (RFC 5780): public address, mapping,
+    /// filtering, port allocation, hairpinning. Needs no root and no running network.
+    Netcheck {
+        /// STUN server to ask (default: the first server of the joined network).
+        #[arg(long, value_name = "ADDR:PORT")]
+        server: Option<String>,
+        /// Take the server from this network's config (default: the only joined network).
+        #[arg(long, value_name = "NET")]
+        network: Option<String>,
+        /// Print the report as one JSON object for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Also measure how long an idle UDP mapping lives (takes up to two minutes).
+        #[arg(long)]
+        lifetime: bool,
+        /// Fresh mappings made to model port allocation (3-64).
+        #[arg(long, value_name = "N", default_value_t = 12)]
+        samples: u16,
+        #[command(flatten)]
+        dirs: NodeDirs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +225,24 @@ pub fn run() -> Result<()> {
                 dirs,
             } => node::status(network.as_deref(), json, &dirs.dirs()).await,
             Command::Down { network, dirs } => node::down(&network, &dirs.dirs()).await,
+            Command::Netcheck {
+                server,
+                network,
+                json,
+                lifetime,
+                samples,
+                dirs,
+            } => {
+                netcheck::run(
+                    server.as_deref(),
+                    network.as_deref(),
+                    json,
+                    lifetime,
+                    usize::from(samples),
+                    &dirs.dirs(),
+                )
+                .await
+            }
         }
     })
 }

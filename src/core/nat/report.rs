@@ -93,9 +93,10 @@ impl NetcheckReport {
         let low = self.observed_ports.iter().min();
         let high = self.observed_ports.iter().max();
         match (a, low, high) {
-            // The block's bounds are already in the text.
-            (PortAllocation::RandomInRange { .. } | PortAllocation::Unknown, _, _) => a.to_string(),
-            (_, Some(low), Some(high)) => format!("{a} (observed {low}-{high})"),
+            // Preserved ports say nothing, and a block's bounds are already in the text.
+            (PortAllocation::Sequential { .. } | PortAllocation::Random, Some(low), Some(high)) => {
+                format!("{a} (observed {low}-{high})")
+            }
             _ => a.to_string(),
         }
     }
