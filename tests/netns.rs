@@ -40,3 +40,8 @@ fn run_lab_script(script: &str) {
 fn netns_two_hosts_join_ping_and_are_protected() {
     run_lab_script("tests/netns/basic.sh");
 }
+
+#[test]
+fn netns_stun_server_and_netcheck_through_real_nats() {
+    run_lab_script("tests/netns/stun.sh");
+}

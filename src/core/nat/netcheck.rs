@@ -408,9 +408,9 @@ impl Netcheck {
             }
             None => {
                 self.notes.push(format!(
-                    "{server} named no second address (no OTHER-ADDRESS: one IP only), so \
-                     mapping and filtering cannot be measured (RFC 5780 §4.3, §4.4); give the \
-                     server two --listen addresses with different IPs"
+                    "{server} named no second address (no OTHER-ADDRESS), so mapping and \
+                     filtering cannot be measured: RFC 5780 §4.3 and §4.4 need a server with \
+                     two IPs (`p2pvpn server` gets one from a second --listen address)"
                 ));
                 self.close_socket(f);
                 self.start_hairpin(resp.mapped);
