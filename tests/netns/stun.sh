@@ -216,6 +216,20 @@ b_blocked() {
 }
 check "b4 netcheck with UDP blocked: says so and exits 0" b_blocked
 
+b_lifetime() {
+    # RFC 5780 §4.6 through a real conntrack: idle UDP mappings die after 12 s in this router.
+    lab_exec prc sysctl -qw net.netfilter.nf_conntrack_udp_timeout=12 \
+        net.netfilter.nf_conntrack_udp_timeout_stream=12 || why "cannot set conntrack timeouts" || return 1
+    local start=$SECONDS rc=0
+    netcheck prch "198.51.100.1:$PORT" nc-life --lifetime --samples 3 || rc=$?
+    lab_exec prc sysctl -qw net.netfilter.nf_conntrack_udp_timeout=30 \
+        net.netfilter.nf_conntrack_udp_timeout_stream=120 || true
+    [[ $rc -eq 0 ]] || why "netcheck --lifetime failed: $(tail -n 3 "$LAB_TMP/logs/nc-life.log")" || return 1
+    note "netcheck --lifetime took $((SECONDS - start)) s"
+    expect nc-life 'j["lifetime_secs"]' 10
+}
+check "b5 netcheck --lifetime: a 12 s conntrack timeout measures as 10 s" b_lifetime
+
 # ---------------------------------------------------------------- netcheck vs coturn
 c_turn_single() {
     netcheck prch "198.51.100.3:$PORT" nc-turn1 || why "netcheck failed" || return 1
