@@ -3,6 +3,8 @@
 //! RFC 5780 tests (`netcheck`, reporting a `report::NetcheckReport`).
 
 pub mod classify;
+#[cfg(test)]
+mod fake_nat;
 pub mod netcheck;
 pub mod profile;
 pub mod report;

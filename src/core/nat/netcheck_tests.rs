@@ -2,214 +2,11 @@
 //! behaviour the classifier must name, deterministically.
 
 use super::*;
+use crate::core::nat::fake_nat::*;
 use crate::core::nat::Mapping;
 use crate::core::stun::StunResponder;
-use rand::{Rng, SeedableRng};
-use std::net::IpAddr;
+use rand::SeedableRng;
 use std::time::Duration;
-
-const LOCAL_IP: &str = "10.0.0.2";
-const PUBLIC_IP: &str = "203.0.113.5";
-const SERVER: &str = "198.51.100.1:3478";
-const SERVER2: &str = "198.51.100.2:3478";
-const ONE_WAY: Duration = Duration::from_millis(15);
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-#[derive(Clone, Copy)]
-enum Alloc {
-    Preserve,
-    Sequential(i32),
-    Random,
-}
-
-#[derive(Clone, Copy)]
-struct NatSpec {
-    mapping: Mapping,
-    filtering: Filtering,
-    alloc: Alloc,
-    hairpin: bool,
-    lifetime: Option<Duration>,
-}
-
-struct NatMapping {
-    local_port: u16,
-    public_port: u16,
-    contacted: Vec<SocketAddr>,
-    last_out: Instant,
-}
-
-/// A NAT with one public IP, per RFC 4787's knobs.
-struct FakeNat {
-    spec: NatSpec,
-    mappings: Vec<NatMapping>,
-    /// Mapping keys (local port, destination as the mapping behaviour sees it) to index.
-    keys: HashMap<(u16, Option<SocketAddr>), usize>,
-    next_port: i32,
-    rng: ChaCha8Rng,
-}
-
-impl FakeNat {
-    fn new(spec: NatSpec) -> Self {
-        FakeNat {
-            spec,
-            mappings: Vec::new(),
-            keys: HashMap::new(),
-            next_port: 20000,
-            rng: ChaCha8Rng::seed_from_u64(99),
-        }
-    }
-
-    fn key(&self, local_port: u16, dst: SocketAddr) -> (u16, Option<SocketAddr>) {
-        let dst = match self.spec.mapping {
-            Mapping::EndpointIndependent | Mapping::Unknown => None,
-            Mapping::AddressDependent => Some(SocketAddr::new(dst.ip(), 0)),
-            Mapping::AddressAndPortDependent => Some(dst),
-        };
-        (local_port, dst)
-    }
-
-    fn expired(&self, m: &NatMapping, now: Instant) -> bool {
-        self.spec.lifetime.is_some_and(|l| now - m.last_out > l)
-    }
-
-    /// Outbound: the public port the datagram leaves from.
-    fn outbound(&mut self, local_port: u16, dst: SocketAddr, now: Instant) -> u16 {
-        let key = self.key(local_port, dst);
-        if let Some(&i) = self.keys.get(&key) {
-            if !self.expired(&self.mappings[i], now) {
-                let m = &mut self.mappings[i];
-                m.last_out = now;
-                if !m.contacted.contains(&dst) {
-                    m.contacted.push(dst);
-                }
-                return m.public_port;
-            }
-        }
-        let public_port = match self.spec.alloc {
-            Alloc::Preserve => local_port,
-            Alloc::Sequential(delta) => {
-                let p = self.next_port;
-                self.next_port += delta;
-                p as u16
-            }
-            Alloc::Random => self.rng.gen_range(1024..=65535),
-        };
-        self.keys.insert(key, self.mappings.len());
-        self.mappings.push(NatMapping {
-            local_port,
-            public_port,
-            contacted: vec![dst],
-            last_out: now,
-        });
-        public_port
-    }
-
-    /// Inbound to `public_port` from `src`: the local port it reaches, if the filter allows.
-    fn inbound(&self, public_port: u16, src: SocketAddr, now: Instant) -> Option<u16> {
-        let m = self
-            .mappings
-            .iter()
-            .rev()
-            .find(|m| m.public_port == public_port && !self.expired(m, now))?;
-        let allowed = match self.spec.filtering {
-            Filtering::EndpointIndependent | Filtering::Unknown => true,
-            Filtering::AddressDependent => m.contacted.iter().any(|c| c.ip() == src.ip()),
-            Filtering::AddressAndPortDependent => m.contacted.contains(&src),
-        };
-        allowed.then_some(m.local_port)
-    }
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum ServerMode {
-    Normal,
-    /// Answers everything from the socket it arrived on (ignores CHANGE-REQUEST).
-    IgnoresChange,
-    Silent,
-}
-
-struct World {
-    nat: Option<FakeNat>,
-    server: StunResponder,
-    mode: ServerMode,
-    ports: HashMap<SocketId, u16>,
-    in_flight: Vec<(Instant, SocketId, SocketAddr, Vec<u8>)>,
-    now: Instant,
-}
-
-impl World {
-    fn public_ip(&self) -> IpAddr {
-        if self.nat.is_some() {
-            PUBLIC_IP
-        } else {
-            LOCAL_IP
-        }
-        .parse()
-        .unwrap()
-    }
-
-    fn socket_of(&self, local_port: u16) -> Option<SocketId> {
-        self.ports
-            .iter()
-            .find(|(_, p)| **p == local_port)
-            .map(|(id, _)| *id)
-    }
-
-    /// Where a datagram to the host's public `dst` from `src` ends up, after the NAT. Like the
-    /// lab's nftables recipe, hairpinned traffic skips the filter.
-    fn deliver_to_host(&mut self, dst: SocketAddr, src: SocketAddr, bytes: Vec<u8>) {
-        if dst.ip() != self.public_ip() {
-            return;
-        }
-        let hairpin = src.ip() == self.public_ip();
-        let local_port = match &self.nat {
-            Some(nat) if hairpin => match nat.mappings.iter().find(|m| m.public_port == dst.port())
-            {
-                Some(m) => m.local_port,
-                None => return,
-            },
-            Some(nat) => match nat.inbound(dst.port(), src, self.now) {
-                Some(p) => p,
-                None => return,
-            },
-            None => dst.port(),
-        };
-        if let Some(socket) = self.socket_of(local_port) {
-            self.in_flight
-                .push((self.now + ONE_WAY, socket, src, bytes));
-        }
-    }
-
-    fn send(&mut self, t: Transmit) {
-        let Some(&local_port) = self.ports.get(&t.socket) else {
-            return;
-        };
-        let public_port = match &mut self.nat {
-            Some(nat) => nat.outbound(local_port, t.dst, self.now),
-            None => local_port,
-        };
-        let src = SocketAddr::new(self.public_ip(), public_port);
-        if t.dst.ip() == self.public_ip() {
-            // Hairpin: only a NAT that supports it (or no NAT) turns it around.
-            if self.nat.as_ref().is_none_or(|n| n.spec.hairpin) {
-                self.deliver_to_host(t.dst, src, t.payload);
-            }
-            return;
-        }
-        if self.mode == ServerMode::Silent {
-            return;
-        }
-        if let Some(mut reply) = self.server.respond(t.dst, src, &t.payload) {
-            if self.mode == ServerMode::IgnoresChange {
-                reply.via = t.dst;
-            }
-            self.deliver_to_host(reply.to, reply.via, reply.bytes);
-        }
-    }
-}
 
 fn run_with(
     nat: Option<NatSpec>,
@@ -493,6 +290,30 @@ fn lifetime_finds_the_longest_idle_time_that_survives() {
         progress.iter().any(|p| p.contains("gone after 30 s")),
         "{progress:?}"
     );
+}
+
+#[test]
+fn a_server_ignoring_response_port_leaves_lifetime_unmeasured() {
+    let (r, took, _) = run_with(
+        nat(
+            Mapping::EndpointIndependent,
+            Filtering::AddressAndPortDependent,
+            Alloc::Preserve,
+        ),
+        &[SERVER, SERVER2],
+        ServerMode::IgnoresResponsePort,
+        |c| c.lifetime = true,
+    );
+    assert_eq!(r.profile.lifetime_secs, None);
+    assert!(
+        r.notes.iter().any(|n| n.contains("RESPONSE-PORT")),
+        "{:?}",
+        r.notes
+    );
+    // It gives up at the first check instead of waiting for the longest.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // Everything else is still measured.
+    assert_eq!(r.legacy_class, Some(5));
 }
 
 #[test]
