@@ -40,3 +40,23 @@ fn run_lab_script(script: &str) {
 fn netns_two_hosts_join_ping_and_are_protected() {
     run_lab_script("tests/netns/basic.sh");
 }
+
+#[test]
+fn netns_stun_server_and_netcheck_through_real_nats() {
+    run_lab_script("tests/netns/stun.sh");
+}
+
+#[test]
+fn netns_nat_lab_profiles_behave_as_documented() {
+    run_lab_script("tests/netns/lab-selftest.sh");
+}
+
+#[test]
+fn netns_netcheck_classifies_every_nat_profile() {
+    run_lab_script("tests/netns/netcheck.sh");
+}
+
+#[test]
+fn netns_nat_traversal_matrix() {
+    run_lab_script("tests/netns/matrix.sh");
+}

@@ -1,6 +1,7 @@
 //! The command line (clap derive). Each subcommand's work lives in its own file; this one only
 //! defines the interface, sets up logging and dispatches.
 
+mod netcheck;
 mod network;
 mod node;
 mod server;
@@ -70,10 +71,14 @@ pub struct ServerDir {
 pub enum Command {
     /// Run the rendezvous server in the foreground.
     Server {
-        /// Address to listen on (TCP for the control channel, UDP on the same port). Repeat for
-        /// a second address.
+        /// Address to listen on (TCP for the control channel, UDP on the same port for STUN).
+        /// Repeat for a second address; two with different IPs enable RFC 5780 NAT discovery.
         #[arg(long, required = true, value_name = "ADDR:PORT")]
         listen: Vec<std::net::SocketAddr>,
+        /// Second UDP port for STUN on each listen IP, for RFC 5780 "change port" answers
+        /// (default: the listen port + 1).
+        #[arg(long, value_name = "PORT")]
+        alternate_port: Option<u16>,
         #[command(flatten)]
         dir: ServerDir,
     },
@@ -112,6 +117,27 @@ pub enum Command {
     Down {
         #[arg(long)]
         network: String,
+        #[command(flatten)]
+        dirs: NodeDirs,
+    },
+    /// Measure this host's NAT behaviour with STUN (RFC 5780): public address, mapping,
+    /// filtering, port allocation, hairpinning. Needs no root and no running network.
+    Netcheck {
+        /// STUN server to ask (default: the first server of the joined network).
+        #[arg(long, value_name = "ADDR:PORT")]
+        server: Option<String>,
+        /// Take the server from this network's config (default: the only joined network).
+        #[arg(long, value_name = "NET")]
+        network: Option<String>,
+        /// Print the report as one JSON object for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Also measure how long an idle UDP mapping lives (takes up to two minutes).
+        #[arg(long)]
+        lifetime: bool,
+        /// Fresh mappings made to model port allocation (3-64).
+        #[arg(long, value_name = "N", default_value_t = 12)]
+        samples: u16,
         #[command(flatten)]
         dirs: NodeDirs,
     },
@@ -185,7 +211,11 @@ pub fn run() -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server { listen, dir } => server::run(listen, &dir.state_dir).await,
+            Command::Server {
+                listen,
+                alternate_port,
+                dir,
+            } => server::run(listen, alternate_port, &dir.state_dir).await,
             Command::Network(cmd) => network::run(cmd),
             Command::Join { token, name, dirs } => node::join(&token, name, &dirs.dirs()).await,
             Command::Up { network, dirs } => node::up(&network, &dirs.dirs()).await,
@@ -195,6 +225,24 @@ pub fn run() -> Result<()> {
                 dirs,
             } => node::status(network.as_deref(), json, &dirs.dirs()).await,
             Command::Down { network, dirs } => node::down(&network, &dirs.dirs()).await,
+            Command::Netcheck {
+                server,
+                network,
+                json,
+                lifetime,
+                samples,
+                dirs,
+            } => {
+                netcheck::run(
+                    server.as_deref(),
+                    network.as_deref(),
+                    json,
+                    lifetime,
+                    usize::from(samples),
+                    &dirs.dirs(),
+                )
+                .await
+            }
         }
     })
 }

@@ -5,7 +5,11 @@ use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::Path;
 
-pub async fn run(listen: Vec<SocketAddr>, state_dir: &Path) -> Result<()> {
+pub async fn run(
+    listen: Vec<SocketAddr>,
+    alternate_port: Option<u16>,
+    state_dir: &Path,
+) -> Result<()> {
     keyfile::ensure_private_dir(state_dir)?;
     let (secret, created) = keyfile::load_or_create(&state_dir.join("server.key"))?;
     if created {
@@ -15,5 +19,5 @@ pub async fn run(listen: Vec<SocketAddr>, state_dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot open the server database in {}", state_dir.display()))?;
     let listen_text: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
     store.set_setting("listen", &listen_text.join(","))?;
-    io::server::run(listen, store, secret).await
+    io::server::run(listen, alternate_port, store, secret).await
 }

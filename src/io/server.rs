@@ -1,7 +1,8 @@
 //! The server's event loop: TCP listeners for the Noise control channel (one task pair per
-//! connection), a UDP socket on each listen address (STUN and relay will live there; for now it
-//! counts what arrives and drops it), the store watched for changes made by `network` commands.
+//! connection), the UDP sockets that answer STUN (`server_udp`; relay will live there too), the
+//! store watched for changes made by `network` commands.
 
+use super::server_udp::ServerUdp;
 use super::unix_now;
 use crate::core::keys::SecretKey;
 use crate::core::rendezvous::server::{ConnId, ServerCore, ServerOutput};
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -25,7 +26,7 @@ enum ConnEvent {
     Closed(ConnId),
 }
 
-fn bind_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> anyhow::Error {
+pub(super) fn bind_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> anyhow::Error {
     match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow!(
             "{proto} {addr} is already in use by another program; stop it or choose another \
@@ -43,29 +44,37 @@ fn bind_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> anyhow::Error
     }
 }
 
-pub async fn run(listen: Vec<SocketAddr>, store: Store, secret: SecretKey) -> Result<()> {
+/// Runs the server until SIGINT/SIGTERM. `alternate_port` is the second STUN port on each listen
+/// IP (RFC 5780 "change port"); `None` means the listen port + 1.
+pub async fn run(
+    listen: Vec<SocketAddr>,
+    alternate_port: Option<u16>,
+    store: Store,
+    secret: SecretKey,
+) -> Result<()> {
     let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(1024);
-    let mut udp_sockets = Vec::new();
+    // UDP first, so that once TCP accepts, STUN answers too.
+    let udp = ServerUdp::bind(&listen, alternate_port).await?;
+    let mut listeners = Vec::new();
     for addr in &listen {
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|e| bind_error(*addr, "TCP", e))?;
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|e| bind_error(*addr, "UDP", e))?;
-        udp_sockets.push(udp);
+        listeners.push(tcp);
+    }
+    let udp_lines = udp.describe();
+    let udp_stats = udp.spawn();
+    for tcp in listeners {
         tokio::spawn(accept_loop(tcp, ev_tx.clone()));
     }
     let mut core = ServerCore::new(secret, store);
     let mut version = core.registry_mut().data_version().unwrap_or(0);
     let mut writers: HashMap<ConnId, mpsc::Sender<Option<Vec<u8>>>> = HashMap::new();
-    let (udp_tx, mut udp_rx) = mpsc::channel::<usize>(1024);
-    for udp in udp_sockets {
-        tokio::spawn(udp_drop_loop(udp, udp_tx.clone()));
-    }
-    let mut udp_dropped: u64 = 0;
     for addr in &listen {
         println!("p2pvpn server listening on {addr}");
+    }
+    for line in udp_lines {
+        println!("{line}");
     }
     println!("server key {}", core.public_key());
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -92,10 +101,6 @@ pub async fn run(listen: Vec<SocketAddr>, store: Store, secret: SecretKey) -> Re
                         core.handle_closed(id);
                     }
                 }
-            }
-            Some(n) = udp_rx.recv() => {
-                udp_dropped += 1;
-                tracing::debug!(bytes = n, total = udp_dropped, "dropped a UDP datagram the server does not speak yet");
             }
             _ = store_tick.tick() => {
                 match core.registry_mut().data_version() {
@@ -132,7 +137,7 @@ pub async fn run(listen: Vec<SocketAddr>, store: Store, secret: SecretKey) -> Re
         }
     }
     let stats = core.stats();
-    tracing::info!(?stats, udp_dropped, "server stopping");
+    tracing::info!(?stats, ?udp_stats, "server stopping");
     Ok(())
 }
 
@@ -193,13 +198,4 @@ async fn connection(
         }
     }
     let _ = events.send(ConnEvent::Closed(id)).await;
-}
-
-async fn udp_drop_loop(udp: UdpSocket, counter: mpsc::Sender<usize>) {
-    let mut buf = vec![0u8; 2048];
-    while let Ok((n, _from)) = udp.recv_from(&mut buf).await {
-        if counter.send(n).await.is_err() {
-            break;
-        }
-    }
 }

@@ -1,108 +1,127 @@
-//! Netcheck: measures this host's NAT against one STUN server, sans-IO.
+//! NAT behaviour discovery against one STUN server (RFC 5780 §4), sans-IO: measures this host's
+//! `NatProfile` with a handful of short STUN transactions on the main socket and on fresh extra
+//! sockets the driver opens on request.
 //!
-//! The tests are RFC 5780's (§4.3 mapping, §4.4 filtering, §4.5 hairpinning), plus a port
-//! allocation test: fresh sockets, opened one after another, each ask the primary address for
-//! their mapping, so a sequential allocator shows its delta (Wei et al.) and a port block shows
-//! its range. The mapping chain and the filtering test run in parallel on different sockets (the
-//! filtering socket must not have sent to the alternate address, or its filter would be open);
-//! the allocation samples start after the mapping chain so that no other new flow falls between
-//! two samples; hairpinning comes last for the same reason. Requests are retransmitted on a
-//! short schedule (RFC 5389 §7.2.1, shortened: a netcheck should take seconds, not 40 s), and a
-//! filtering test that gets no answer is itself the finding.
+//! Order matters because every new mapping advances a sequential NAT's port counter:
+//! 1. MAIN → primary (test I): public address M1, OTHER-ADDRESS; no answer = UDP blocked.
+//! 2. At once, in this send order: the filtering socket F asks the primary plainly, with "change
+//!    port" and with "change IP and port" (§4.4; F talked only to the primary, so nothing else
+//!    opened its filter); the hairpin socket sends a request to M1 (§4.5); MAIN asks (alternate
+//!    IP, primary port) (test II, §4.3), then (alternate IP, alternate port) if needed (test III).
+//! 3. Then the port-allocation samples, one fresh socket after another, so a sequential NAT shows
+//!    its step undisturbed; then, if asked, the mapping-lifetime probes (§4.6).
+//!
+//! Unanswered requests are findings (filtering, hairpinning), so each transaction gives up after
+//! 2.2 s ([`crate::core::stun::client::Schedule::FAST`]) and the whole run takes about that long.
 
-use super::classify;
-use super::profile::{Mapping, NatProfile};
+use super::classify::{classify_allocation, classify_filtering, classify_mapping, PortSample};
+use super::profile::{Filtering, NatProfile, PortAllocation};
+use super::report::NetcheckReport;
 use crate::core::stun::{
-    binding_request, parse_binding_request, parse_binding_response, ChangeRequest, StunError,
-    TransactionId,
+    binding_request, parse_binding_request, parse_binding_response, BindingResponse, ChangeRequest,
+    ClientTransaction, StunError, TransactionId,
 };
 use crate::core::transmit::{SocketCommand, SocketId, Transmit};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Send times of a request, relative to its first send; after the last it has failed.
-const RETRANSMITS: [u64; 4] = [0, 250, 750, 1500];
-const GIVE_UP: Duration = Duration::from_millis(2250);
+#[path = "netcheck_steps.rs"]
+mod steps;
 
-#[derive(Clone, Debug)]
+/// Idle times tested by `--lifetime`, one fresh mapping each, all in parallel.
+pub const LIFETIME_STEPS_SECS: [u64; 8] = [5, 10, 20, 30, 45, 60, 90, 120];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetcheckConfig {
-    /// The server's primary STUN address.
+    /// The STUN server's primary address.
     pub server: SocketAddr,
-    /// Extra sockets get ids from here up.
+    /// Extra sockets get ids from here upward.
     pub first_extra_socket: SocketId,
-    /// Fresh flows sampled for the port allocation test.
+    /// Fresh mappings made to model port allocation.
     pub allocation_samples: usize,
     pub hairpin: bool,
+    /// Also measure how long an idle mapping lives (takes up to two minutes).
     pub lifetime: bool,
 }
 
-/// The result, as `netcheck --json` prints it.
-#[derive(Clone, Debug, Serialize)]
-pub struct NetcheckReport {
-    pub server: SocketAddr,
-    pub local: Option<SocketAddr>,
-    #[serde(flatten)]
-    pub profile: NatProfile,
-    pub legacy_class: Option<u8>,
-    pub legacy_name: String,
-    /// The server gave an OTHER-ADDRESS, so mapping and filtering could be measured.
-    pub rfc5780: bool,
-    pub other_address: Option<SocketAddr>,
-    /// Mapped ports of the allocation samples, in order.
-    pub observed_ports: Vec<u16>,
-    /// What could not be measured, and why.
-    pub notes: Vec<String>,
-    pub duration_ms: u64,
+impl NetcheckConfig {
+    pub fn new(server: SocketAddr) -> Self {
+        NetcheckConfig {
+            server,
+            first_extra_socket: SocketId(1),
+            allocation_samples: 12,
+            hairpin: true,
+            lifetime: false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Purpose {
     Primary,
-    MapAltIp,
-    MapAltBoth,
-    FilterOpen,
-    FilterBoth,
+    MappingAltIp,
+    MappingAltBoth,
+    FilterControl,
     FilterPort,
+    FilterBoth,
     Sample(usize),
     Hairpin,
+    LifetimeBind(usize),
+    LifetimeCheck(usize),
 }
 
-struct Tx {
-    socket: SocketId,
-    dst: SocketAddr,
-    payload: Vec<u8>,
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Answered {
+        resp: BindingResponse,
+        from: SocketAddr,
+    },
+    Refused(u16),
+    NoAnswer,
+}
+
+struct Probe {
     purpose: Purpose,
-    first_sent: Instant,
-    tries: usize,
+    tx: ClientTransaction,
+    /// Where the answer must arrive (differs from the sending socket for RESPONSE-PORT).
+    receive_on: SocketId,
+}
+
+#[derive(Default)]
+struct FilterAnswers {
+    control: bool,
+    port: bool,
+    both: bool,
+    /// Why the server's answers cannot be trusted for filtering, if so.
+    unusable: Option<String>,
 }
 
 pub struct Netcheck {
     config: NetcheckConfig,
     rng: ChaCha8Rng,
-    started: Instant,
-    next_socket: u16,
-    locals: HashMap<SocketId, SocketAddr>,
-    txs: HashMap<TransactionId, Tx>,
-    transmits: VecDeque<Transmit>,
+    now: Instant,
+    local: HashMap<SocketId, SocketAddr>,
+    open: BTreeSet<SocketId>,
+    next_id: u16,
     commands: VecDeque<SocketCommand>,
+    transmits: VecDeque<Transmit>,
     progress: VecDeque<String>,
-    extra: Vec<SocketId>,
-    // Observations.
-    m1: Option<SocketAddr>,
-    other: Option<SocketAddr>,
+    probes: Vec<Probe>,
+    issued: HashSet<TransactionId>,
+    filter_socket: SocketId,
+    hairpin_socket: Option<SocketId>,
+    sample_sockets: Vec<SocketId>,
+    lifetime_sockets: Vec<SocketId>,
+    m1: Option<BindingResponse>,
     m2: Option<SocketAddr>,
-    m3: Option<SocketAddr>,
-    mapping_done: bool,
-    filter_socket: Option<SocketId>,
-    filter_both: Option<bool>,
-    filter_port: Option<bool>,
-    samples: Vec<(SocketId, Option<(u16, u16)>)>,
-    hairpin: Option<bool>,
-    hairpin_done: bool,
-    udp_blocked: bool,
+    /// Public ports of tests II and III when they differ (a symmetric NAT's step).
+    mapping_ports: Option<(u16, u16)>,
+    filter: FilterAnswers,
+    samples: Vec<PortSample>,
+    lifetime_alive: Vec<Option<bool>>,
+    profile: NatProfile,
     notes: Vec<String>,
     report: Option<NetcheckReport>,
 }
@@ -110,85 +129,62 @@ pub struct Netcheck {
 impl Netcheck {
     pub fn new(config: NetcheckConfig, rng: ChaCha8Rng, now: Instant) -> Self {
         let mut n = Netcheck {
-            next_socket: config.first_extra_socket.0,
+            next_id: config.first_extra_socket.0,
             config,
             rng,
-            started: now,
-            locals: HashMap::new(),
-            txs: HashMap::new(),
-            transmits: VecDeque::new(),
+            now,
+            local: HashMap::new(),
+            open: BTreeSet::new(),
             commands: VecDeque::new(),
+            transmits: VecDeque::new(),
             progress: VecDeque::new(),
-            extra: Vec::new(),
+            probes: Vec::new(),
+            issued: HashSet::new(),
+            filter_socket: SocketId::MAIN,
+            hairpin_socket: None,
+            sample_sockets: Vec::new(),
+            lifetime_sockets: Vec::new(),
             m1: None,
-            other: None,
             m2: None,
-            m3: None,
-            mapping_done: false,
-            filter_socket: None,
-            filter_both: None,
-            filter_port: None,
+            mapping_ports: None,
+            filter: FilterAnswers::default(),
             samples: Vec::new(),
-            hairpin: None,
-            hairpin_done: false,
-            udp_blocked: false,
+            lifetime_alive: Vec::new(),
+            profile: NatProfile::default(),
             notes: Vec::new(),
             report: None,
         };
+        // Binding a socket makes no mapping, so every socket the run needs is opened up front.
+        n.filter_socket = n.open_socket();
+        if n.config.hairpin {
+            n.hairpin_socket = Some(n.open_socket());
+        }
+        n.sample_sockets = (0..n.config.allocation_samples)
+            .map(|_| n.open_socket())
+            .collect();
         let server = n.config.server;
-        n.request(
+        n.progress
+            .push_back(format!("asking {server} for this host's public address"));
+        n.start(
+            Purpose::Primary,
             SocketId::MAIN,
             server,
             ChangeRequest::NONE,
-            Purpose::Primary,
-            now,
         );
+        n.pump(now);
         n
-    }
-
-    fn open_socket(&mut self) -> SocketId {
-        let id = SocketId(self.next_socket);
-        self.next_socket = self.next_socket.wrapping_add(1);
-        self.commands.push_back(SocketCommand::Open(id));
-        self.extra.push(id);
-        id
-    }
-
-    fn request(
-        &mut self,
-        socket: SocketId,
-        dst: SocketAddr,
-        change: ChangeRequest,
-        purpose: Purpose,
-        now: Instant,
-    ) {
-        let tid = TransactionId::random(&mut self.rng);
-        let payload = binding_request(tid, change, None);
-        self.transmits.push_back(Transmit {
-            socket,
-            dst,
-            payload: payload.clone(),
-            ttl: None,
-        });
-        self.txs.insert(
-            tid,
-            Tx {
-                socket,
-                dst,
-                payload,
-                purpose,
-                first_sent: now,
-                tries: 1,
-            },
-        );
-    }
-
-    pub fn handle_socket_opened(&mut self, socket: SocketId, local: SocketAddr) {
-        self.locals.insert(socket, local);
     }
 
     pub fn poll_socket_command(&mut self) -> Option<SocketCommand> {
         self.commands.pop_front()
+    }
+
+    /// The driver opened `id` (or reports MAIN's address) at `local`, whose IP is the one used
+    /// toward the server.
+    pub fn handle_socket_opened(&mut self, id: SocketId, local: SocketAddr) {
+        self.local.insert(id, local);
+        let now = self.now;
+        self.pump(now);
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -203,7 +199,28 @@ impl Netcheck {
         self.report.as_ref()
     }
 
-    /// A datagram on one of our sockets; true when it belonged to netcheck.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.report.is_some() {
+            return None;
+        }
+        self.probes
+            .iter()
+            .map(|p| {
+                if self.can_send(p.tx.socket) {
+                    p.tx.next_timeout()
+                } else {
+                    p.tx.deadline()
+                }
+            })
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.pump(now);
+    }
+
+    /// Returns true if the datagram was a STUN message of this run.
     pub fn handle_datagram(
         &mut self,
         socket: SocketId,
@@ -211,334 +228,253 @@ impl Netcheck {
         bytes: &[u8],
         now: Instant,
     ) -> bool {
-        if self.report.is_some() {
-            return false;
-        }
-        // Our own hairpin request arriving back at the main socket (RFC 5780 §4.5).
-        if let Ok(req) = parse_binding_request(bytes) {
-            let hairpin = self
-                .txs
-                .get(&req.tid)
-                .is_some_and(|t| t.purpose == Purpose::Hairpin);
-            if hairpin && socket == SocketId::MAIN {
-                self.txs.remove(&req.tid);
-                self.hairpin = Some(true);
-                self.hairpin_done = true;
-                self.progress.push_back("hairpinning: yes".into());
-                self.maybe_finish(now);
-                return true;
+        self.now = now;
+        let ours = match parse_binding_response(bytes) {
+            Ok(resp) => self.handle_answer(resp.tid, socket, Outcome::Answered { resp, from }),
+            Err(StunError::ErrorResponse { tid, code }) => {
+                self.handle_answer(tid, socket, Outcome::Refused(code))
             }
-            return false;
-        }
-        let (tid, response) = match parse_binding_response(bytes) {
-            Ok(r) => (r.tid, Ok(r)),
-            Err(StunError::ErrorResponse { tid, code }) => (tid, Err(code)),
-            Err(_) => return false,
+            Err(_) => match parse_binding_request(bytes) {
+                Ok(req) => self.handle_hairpin(socket, req.tid),
+                Err(_) => false,
+            },
         };
-        let Some(tx) = self.txs.get(&tid) else {
-            return false;
-        };
-        if tx.socket != socket {
-            return false;
+        self.pump(now);
+        ours
+    }
+
+    fn open_socket(&mut self) -> SocketId {
+        let id = SocketId(self.next_id);
+        self.next_id = self.next_id.saturating_add(1);
+        self.open.insert(id);
+        self.commands.push_back(SocketCommand::Open(id));
+        id
+    }
+
+    fn close_socket(&mut self, id: SocketId) {
+        if self.open.remove(&id) {
+            self.commands.push_back(SocketCommand::Close(id));
         }
-        let Some(tx) = self.txs.remove(&tid) else {
-            return false;
-        };
-        let _ = from;
-        match response {
-            Ok(r) => self.answered(tx.purpose, r.mapped, r.other_address, now),
-            Err(code) => self.refused(tx.purpose, code, now),
+    }
+
+    fn can_send(&self, socket: SocketId) -> bool {
+        socket == SocketId::MAIN || self.local.contains_key(&socket)
+    }
+
+    fn start(
+        &mut self,
+        purpose: Purpose,
+        socket: SocketId,
+        dst: SocketAddr,
+        change: ChangeRequest,
+    ) {
+        self.start_at(purpose, socket, dst, change, None, socket, self.now);
+    }
+
+    #[allow(clippy::too_many_arguments)] // one call site per shape; a builder would hide less
+    fn start_at(
+        &mut self,
+        purpose: Purpose,
+        socket: SocketId,
+        dst: SocketAddr,
+        change: ChangeRequest,
+        response_port: Option<u16>,
+        receive_on: SocketId,
+        not_before: Instant,
+    ) {
+        let tid = TransactionId::random(&mut self.rng);
+        self.issued.insert(tid);
+        let payload = binding_request(tid, change, response_port);
+        self.probes.push(Probe {
+            purpose,
+            tx: ClientTransaction::new(tid, socket, dst, payload, not_before),
+            receive_on,
+        });
+    }
+
+    /// Fails timed-out transactions (which may start others), sends what is due, and writes
+    /// the report once nothing is left.
+    fn pump(&mut self, now: Instant) {
+        while let Some(i) = self.probes.iter().position(|p| p.tx.timed_out(now)) {
+            let probe = self.probes.remove(i);
+            self.conclude(probe.purpose, Outcome::NoAnswer);
         }
-        self.maybe_finish(now);
+        for i in 0..self.probes.len() {
+            if !self.can_send(self.probes[i].tx.socket) {
+                continue;
+            }
+            if let Some(t) = self.probes[i].tx.poll_transmit(now) {
+                self.transmits.push_back(t);
+            }
+        }
+        if self.probes.is_empty() && self.report.is_none() {
+            self.finish();
+        }
+    }
+
+    fn handle_answer(&mut self, tid: TransactionId, socket: SocketId, outcome: Outcome) -> bool {
+        let Some(i) = self.probes.iter().position(|p| p.tx.tid == tid) else {
+            // A late answer to a retransmission we already counted.
+            return self.issued.contains(&tid);
+        };
+        if self.probes[i].receive_on != socket {
+            if let Purpose::LifetimeCheck(_) = self.probes[i].purpose {
+                self.abandon_lifetime(
+                    "the server answered the mapping-lifetime check itself instead of sending \
+                     it to RESPONSE-PORT (RFC 5780 §7.5), so lifetime was not measured"
+                        .to_string(),
+                );
+            }
+            return true;
+        }
+        let probe = self.probes.remove(i);
+        self.conclude(probe.purpose, outcome);
         true
     }
 
-    fn answered(
-        &mut self,
-        purpose: Purpose,
-        mapped: SocketAddr,
-        other: Option<SocketAddr>,
-        now: Instant,
-    ) {
-        match purpose {
-            Purpose::Primary => {
-                self.m1 = Some(mapped);
-                self.other = other;
-                self.progress.push_back(format!("public address {mapped}"));
-                match other {
-                    Some(alt) => {
-                        let dst = SocketAddr::new(alt.ip(), self.config.server.port());
-                        self.request(
-                            SocketId::MAIN,
-                            dst,
-                            ChangeRequest::NONE,
-                            Purpose::MapAltIp,
-                            now,
-                        );
-                        let f = self.open_socket();
-                        self.filter_socket = Some(f);
-                        let server = self.config.server;
-                        self.request(f, server, ChangeRequest::NONE, Purpose::FilterOpen, now);
-                    }
-                    None => {
-                        self.notes.push(
-                            "the server has one address (no OTHER-ADDRESS): mapping and \
-                             filtering cannot be measured (RFC 5780 §4.3-4.4)"
-                                .into(),
-                        );
-                        self.mapping_done = true;
-                        self.start_samples(now);
-                    }
-                }
-            }
-            Purpose::MapAltIp => {
-                self.m2 = Some(mapped);
-                if Some(mapped) == self.m1 {
-                    self.finish_mapping(now);
-                } else if let Some(alt) = self.other {
-                    self.request(
-                        SocketId::MAIN,
-                        alt,
-                        ChangeRequest::NONE,
-                        Purpose::MapAltBoth,
-                        now,
-                    );
-                }
-            }
-            Purpose::MapAltBoth => {
-                self.m3 = Some(mapped);
-                self.finish_mapping(now);
-            }
-            Purpose::FilterOpen => {
-                if let Some(f) = self.filter_socket {
-                    let server = self.config.server;
-                    self.request(
-                        f,
-                        server,
-                        ChangeRequest::IP_AND_PORT,
-                        Purpose::FilterBoth,
-                        now,
-                    );
-                    self.request(f, server, ChangeRequest::PORT, Purpose::FilterPort, now);
-                }
-            }
-            Purpose::FilterBoth => self.filter_both = Some(true),
-            Purpose::FilterPort => self.filter_port = Some(true),
-            Purpose::Sample(i) => {
-                if let Some((socket, slot)) = self.samples.get_mut(i) {
-                    let local = self.locals.get(socket).map(|l| l.port()).unwrap_or(0);
-                    *slot = Some((local, mapped.port()));
-                }
-                self.next_sample(i + 1, now);
-            }
-            Purpose::Hairpin => {}
-        }
-    }
-
-    fn refused(&mut self, purpose: Purpose, code: u16, now: Instant) {
-        match purpose {
-            Purpose::FilterBoth | Purpose::FilterPort => {
-                self.notes.push(format!(
-                    "the server refused a change request (error {code}); filtering unknown"
-                ));
-                self.filter_both = None;
-                self.filter_port = None;
-                self.txs
-                    .retain(|_, t| !matches!(t.purpose, Purpose::FilterBoth | Purpose::FilterPort));
-                self.filter_socket = None;
-            }
-            other => self.failed(other, now),
-        }
-    }
-
-    /// A request got no answer at all.
-    fn failed(&mut self, purpose: Purpose, now: Instant) {
-        match purpose {
-            Purpose::Primary => {
-                self.udp_blocked = true;
-                self.progress
-                    .push_back("no STUN answer over UDP: UDP looks blocked".into());
-                self.txs.clear();
-            }
-            Purpose::MapAltIp | Purpose::MapAltBoth => {
-                self.notes
-                    .push("the server's alternate address did not answer".into());
-                self.finish_mapping(now);
-            }
-            Purpose::FilterOpen => {
-                self.notes
-                    .push("the filtering test's first request got no answer".into());
-                self.filter_socket = None;
-            }
-            Purpose::FilterBoth => self.filter_both = Some(false),
-            Purpose::FilterPort => self.filter_port = Some(false),
-            Purpose::Sample(i) => self.next_sample(i + 1, now),
-            Purpose::Hairpin => {
-                self.hairpin = Some(false);
-                self.hairpin_done = true;
-                self.progress.push_back("hairpinning: no".into());
-            }
-        }
-    }
-
-    fn finish_mapping(&mut self, now: Instant) {
-        if self.mapping_done {
-            return;
-        }
-        self.mapping_done = true;
-        if let Some(m1) = self.m1 {
-            let mapping = classify::mapping(m1, self.m2, self.m3);
-            self.progress.push_back(format!("mapping: {mapping}"));
-        }
-        self.start_samples(now);
-    }
-
-    fn start_samples(&mut self, now: Instant) {
-        if self.config.allocation_samples == 0 {
-            self.start_hairpin(now);
-            return;
-        }
-        self.next_sample(0, now);
-    }
-
-    fn next_sample(&mut self, i: usize, now: Instant) {
-        if i >= self.config.allocation_samples {
-            let ports: Vec<(u16, u16)> = self.samples.iter().filter_map(|(_, s)| *s).collect();
-            let allocation = classify::allocation(&ports);
-            self.progress
-                .push_back(format!("port allocation: {allocation}"));
-            self.start_hairpin(now);
-            return;
-        }
-        let socket = self.open_socket();
-        self.samples.push((socket, None));
-        let server = self.config.server;
-        self.request(socket, server, ChangeRequest::NONE, Purpose::Sample(i), now);
-    }
-
-    fn start_hairpin(&mut self, now: Instant) {
-        match (self.config.hairpin, self.m1) {
-            (true, Some(m1)) => {
-                let socket = self.open_socket();
-                self.request(socket, m1, ChangeRequest::NONE, Purpose::Hairpin, now);
-            }
-            _ => self.hairpin_done = true,
-        }
-    }
-
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.report.is_some() {
-            return;
-        }
-        let mut failed = Vec::new();
-        for (tid, tx) in &mut self.txs {
-            let age = now.saturating_duration_since(tx.first_sent);
-            if age >= GIVE_UP {
-                failed.push((*tid, tx.purpose));
-                continue;
-            }
-            if let Some(&at) = RETRANSMITS.get(tx.tries) {
-                if age >= Duration::from_millis(at) {
-                    tx.tries += 1;
-                    self.transmits.push_back(Transmit {
-                        socket: tx.socket,
-                        dst: tx.dst,
-                        payload: tx.payload.clone(),
-                        ttl: None,
-                    });
-                }
-            }
-        }
-        failed.sort_by_key(|(_, p)| format!("{p:?}"));
-        for (tid, purpose) in failed {
-            if self.txs.remove(&tid).is_some() {
-                self.failed(purpose, now);
-            }
-        }
-        self.maybe_finish(now);
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.report.is_some() {
-            return None;
-        }
-        self.txs
-            .values()
-            .map(|t| {
-                let next = RETRANSMITS
-                    .get(t.tries)
-                    .map(|ms| Duration::from_millis(*ms))
-                    .unwrap_or(GIVE_UP);
-                t.first_sent + next
-            })
-            .min()
-    }
-
-    fn maybe_finish(&mut self, now: Instant) {
-        if self.report.is_some() {
-            return;
-        }
-        let filtering_pending = self.txs.values().any(|t| {
-            matches!(
-                t.purpose,
-                Purpose::FilterOpen | Purpose::FilterBoth | Purpose::FilterPort
-            )
-        });
-        let done = self.udp_blocked
-            || (self.mapping_done
-                && self.hairpin_done
-                && !filtering_pending
-                && self.txs.is_empty());
-        if !done {
-            return;
-        }
-        for s in self.extra.drain(..) {
-            self.commands.push_back(SocketCommand::Close(s));
-        }
-        let local = self.locals.get(&SocketId::MAIN).copied();
-        let mut profile = NatProfile {
-            udp_blocked: self.udp_blocked,
-            public: self.m1,
-            ..NatProfile::default()
-        };
-        if !self.udp_blocked {
-            profile.behind_nat = match (local, self.m1) {
-                (Some(l), Some(m)) if !l.ip().is_unspecified() => Some(l != m),
-                _ => None,
-            };
-            profile.mapping = self
-                .m1
-                .map(|m1| classify::mapping(m1, self.m2, self.m3))
-                .unwrap_or(Mapping::Unknown);
-            if self.filter_socket.is_some() {
-                profile.filtering = classify::filtering(self.filter_both, self.filter_port);
-                self.progress
-                    .push_back(format!("filtering: {}", profile.filtering));
-            }
-            let ports: Vec<(u16, u16)> = self.samples.iter().filter_map(|(_, s)| *s).collect();
-            profile.allocation = classify::allocation(&ports);
-            profile.hairpin = self.hairpin;
-        }
-        if self.config.lifetime {
-            self.notes
-                .push("mapping lifetime was not measured: not supported yet".into());
-        }
-        let observed_ports = self
-            .samples
+    /// RFC 5780 §4.5: our own request to M1 came back in on MAIN.
+    fn handle_hairpin(&mut self, socket: SocketId, tid: TransactionId) -> bool {
+        let Some(i) = self
+            .probes
             .iter()
-            .filter_map(|(_, s)| s.map(|(_, m)| m))
-            .collect();
-        self.report = Some(NetcheckReport {
-            server: self.config.server,
-            local,
-            legacy_class: profile.legacy_class(),
-            legacy_name: profile.legacy_name().to_string(),
-            rfc5780: self.other.is_some(),
-            other_address: self.other,
-            observed_ports,
-            notes: std::mem::take(&mut self.notes),
-            duration_ms: now.saturating_duration_since(self.started).as_millis() as u64,
-            profile,
-        });
+            .position(|p| p.purpose == Purpose::Hairpin && p.tx.tid == tid)
+        else {
+            return self.issued.contains(&tid);
+        };
+        if socket != SocketId::MAIN {
+            return true;
+        }
+        self.probes.remove(i);
+        self.set_hairpin(true);
+        true
+    }
+
+    fn conclude(&mut self, purpose: Purpose, outcome: Outcome) {
+        match purpose {
+            Purpose::Primary => self.on_primary(outcome),
+            Purpose::MappingAltIp | Purpose::MappingAltBoth => self.on_mapping(purpose, outcome),
+            Purpose::FilterControl | Purpose::FilterPort | Purpose::FilterBoth => {
+                self.on_filter(purpose, outcome)
+            }
+            Purpose::Sample(i) => self.on_sample(i, outcome),
+            Purpose::Hairpin => self.set_hairpin(false),
+            Purpose::LifetimeBind(k) => self.on_lifetime_bind(k, outcome),
+            Purpose::LifetimeCheck(k) => self.on_lifetime_check(k, outcome),
+        }
+    }
+
+    fn on_primary(&mut self, outcome: Outcome) {
+        let server = self.config.server;
+        let resp = match outcome {
+            Outcome::Answered { resp, .. } => resp,
+            Outcome::Refused(code) => {
+                self.notes.push(format!(
+                    "{server} refused a plain Binding request with error {code}; is it a STUN \
+                     server?"
+                ));
+                self.probes.clear();
+                return;
+            }
+            Outcome::NoAnswer => {
+                self.profile.udp_blocked = true;
+                self.notes.push(format!(
+                    "no STUN answer from {server} after 4 tries in 2.2 s: UDP to it is blocked \
+                     (or the server is down)"
+                ));
+                self.progress
+                    .push_back("no answer: UDP looks blocked".to_string());
+                self.probes.clear();
+                return;
+            }
+        };
+        self.m1 = Some(resp);
+        self.profile.public = Some(resp.mapped);
+        self.progress
+            .push_back(format!("public address {}", resp.mapped));
+        let f = self.filter_socket;
+        match resp.other_address {
+            Some(other) => {
+                self.start(Purpose::FilterControl, f, server, ChangeRequest::NONE);
+                self.start(Purpose::FilterPort, f, server, ChangeRequest::PORT);
+                self.start(Purpose::FilterBoth, f, server, ChangeRequest::IP_AND_PORT);
+                self.start_hairpin(resp.mapped);
+                let alt_ip = SocketAddr::new(other.ip(), server.port());
+                self.start(
+                    Purpose::MappingAltIp,
+                    SocketId::MAIN,
+                    alt_ip,
+                    ChangeRequest::NONE,
+                );
+            }
+            None => {
+                self.notes.push(format!(
+                    "{server} named no second address (no OTHER-ADDRESS), so mapping and \
+                     filtering cannot be measured: RFC 5780 §4.3 and §4.4 need a server with \
+                     two IPs (`p2pvpn server` gets one from a second --listen address)"
+                ));
+                self.close_socket(f);
+                self.start_hairpin(resp.mapped);
+                self.start_sample(0);
+            }
+        }
+    }
+
+    fn start_hairpin(&mut self, m1: SocketAddr) {
+        if let Some(h) = self.hairpin_socket {
+            self.start(Purpose::Hairpin, h, m1, ChangeRequest::NONE);
+        }
+    }
+
+    fn set_hairpin(&mut self, works: bool) {
+        self.profile.hairpin = Some(works);
+        self.progress
+            .push_back(format!("hairpinning: {}", if works { "yes" } else { "no" }));
+        if let Some(h) = self.hairpin_socket {
+            self.close_socket(h);
+        }
+    }
+
+    fn on_mapping(&mut self, purpose: Purpose, outcome: Outcome) {
+        let (Some(m1), Some(other)) = (self.m1, self.m1.and_then(|r| r.other_address)) else {
+            return;
+        };
+        let mapped = match outcome {
+            Outcome::Answered { resp, .. } => Some(resp.mapped),
+            _ => {
+                self.notes.push(format!(
+                    "no answer from the server's other address ({}), so mapping is unknown",
+                    other.ip()
+                ));
+                None
+            }
+        };
+        if purpose == Purpose::MappingAltIp {
+            self.m2 = mapped;
+            if mapped.is_some_and(|m2| m2 != m1.mapped) {
+                self.start(
+                    Purpose::MappingAltBoth,
+                    SocketId::MAIN,
+                    other,
+                    ChangeRequest::NONE,
+                );
+                return;
+            }
+        }
+        let m3 = if purpose == Purpose::MappingAltBoth {
+            mapped
+        } else {
+            None
+        };
+        self.profile.mapping = classify_mapping(m1.mapped, self.m2, m3);
+        if let (Some(m2), Some(m3)) = (self.m2, m3) {
+            self.mapping_ports = Some((m2.port(), m3.port()));
+        }
+        self.progress
+            .push_back(format!("mapping: {}", self.profile.mapping));
+        self.start_sample(0);
     }
 }
+
+#[cfg(test)]
+#[path = "netcheck_tests.rs"]
+mod tests;

@@ -280,6 +280,33 @@ proptest! {
     }
 
     #[test]
+    fn binding_responses_parse_to_what_was_sent(
+        tid in any::<[u8; 12]>(),
+        mapped in socket_addr(),
+        xor in any::<bool>(),
+        other in proptest::option::of(socket_addr()),
+        origin in proptest::option::of(socket_addr()),
+        software in proptest::option::of("\\PC{0,30}"),
+        fingerprint in any::<bool>(),
+    ) {
+        let tid = TransactionId(tid);
+        let mut msg = Message::new(Class::Success, BINDING, MessageId::Rfc5389(tid));
+        if let Some(s) = software {
+            msg.attributes.push(Attribute::Software(s));
+        }
+        msg.attributes.push(if xor {
+            Attribute::XorMappedAddress(mapped)
+        } else {
+            Attribute::MappedAddress(mapped)
+        });
+        msg.attributes.extend(origin.map(Attribute::ResponseOrigin));
+        msg.attributes.extend(other.map(Attribute::OtherAddress));
+        msg.fingerprint = fingerprint;
+        let r = parse_binding_response(&msg.encode()).unwrap();
+        prop_assert_eq!(r, BindingResponse { tid, mapped, other_address: other, response_origin: origin });
+    }
+
+    #[test]
     fn messages_round_trip(msg in message()) {
         let bytes = msg.encode();
         prop_assert_eq!(bytes.len() % 4, 0);

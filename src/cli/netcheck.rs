@@ -1,0 +1,103 @@
+//! `p2pvpn netcheck`: measure this host's NAT behaviour against a STUN server (ours or any RFC
+//! 5389 one; RFC 5780 tests need a server with two IPs). Progress on stderr, the report on
+//! stdout. UDP being blocked is a finding and exits 0; bad arguments exit 1 with the fix.
+
+use crate::config::{self, Dirs};
+use crate::io::netcheck::{self, NetcheckOptions};
+use anyhow::{anyhow, bail, Context, Result};
+use std::net::SocketAddr;
+
+/// The server: `--server`, else the first server of the network's config.
+async fn pick_server(
+    server: Option<&str>,
+    network: Option<&str>,
+    dirs: &Dirs,
+) -> Result<SocketAddr> {
+    if let Some(text) = server {
+        return resolve(text).await;
+    }
+    let network = match network {
+        Some(n) => n.to_string(),
+        None => only_joined_network(dirs)?,
+    };
+    config::validate_network_name(&network)?;
+    let settings = config::load(dirs, &network)?;
+    settings.servers.first().copied().ok_or_else(|| {
+        anyhow!("network {network} lists no server; give one with --server ADDR:PORT")
+    })
+}
+
+/// Host names are allowed; IPv4 answers are preferred (most STUN deployments are IPv4).
+async fn resolve(text: &str) -> Result<SocketAddr> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !text.contains(':') {
+        bail!("--server {text:?} has no port; write it as ADDRESS:PORT, e.g. 198.51.100.1:7400");
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(text)
+        .await
+        .with_context(|| {
+            format!("--server {text:?} does not resolve; give an IP address and port, or a host name DNS knows")
+        })?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| anyhow!("--server {text:?} resolves to no address"))
+}
+
+/// The one network with a config file, when --network is not given.
+fn only_joined_network(dirs: &Dirs) -> Result<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&dirs.config)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".toml").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    match names.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!(
+            "no STUN server to ask: give --server ADDR:PORT, or join a network first (no config \
+             under {})",
+            dirs.config.display()
+        ),
+        many => bail!(
+            "several networks are joined ({}); choose one with --network NAME or give --server \
+             ADDR:PORT",
+            many.join(", ")
+        ),
+    }
+}
+
+pub async fn run(
+    server: Option<&str>,
+    network: Option<&str>,
+    json: bool,
+    lifetime: bool,
+    samples: usize,
+    dirs: &Dirs,
+) -> Result<()> {
+    if !(3..=64).contains(&samples) {
+        bail!("--samples {samples}: use 3 to 64 (it takes three mappings to see a step)");
+    }
+    let server = pick_server(server, network, dirs).await?;
+    let opts = NetcheckOptions {
+        server,
+        samples,
+        lifetime,
+    };
+    let report = netcheck::run(opts, |line| eprintln!("netcheck: {line}")).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}
