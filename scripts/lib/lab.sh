@@ -21,6 +21,42 @@
 # lab_add_host_behind puts a host behind it; NAT profiles (nftables) are later
 # applied inside the router namespace with `lab_exec ROUTER nft ...`.
 #
+# NAT lab (docs: nat-lab.md). A routed internet and NAT routers with nftables profiles:
+#
+#     server ns (198.51.100.1 + .2) ─┐
+#     open host (198.51.100.11, ...) ┴─ br0 198.51.100.254 ┐
+#                                            "inet" ns (ip_forward, no filter/NAT)
+#     host 192.168.N.10 ── NAT router (lan0 192.168.N.1 | wan0 203.0.113.4i+2/30) ┘
+#     host ── home router (PRC) ── CGN router (LAN 100.64.M.0/24) ── inet     (CGN)
+#
+# Between any two NAT routers' WANs there is one routed hop (inet), so a packet with
+# TTL 2 sent by a host leaves its own NAT (and creates the mapping there) but dies in
+# inet before reaching the other NAT (low-TTL priming).
+#
+#     lab_build SPEC...              declarative: "server" "alice:PRC" "bob:SEQ4"
+#                                    "carol:CGN+PRC" "dave" / "dave:OPEN"
+#                                    "erin:PRC@shared" "frank:PRC@shared" (one router,
+#                                    no hairpin), options ",LOSSY[=netem args]",
+#                                    ",TIMEOUT=SECS" (see lab_build below)
+#     lab_host_ip NAME               the host's own address (192.168.N.x behind NAT)
+#     lab_public_ip NAME             the address the internet sees for it
+#     lab_router_of NAME / lab_profile_of NAME / lab_describe / LAB_SERVER_IPS=(ip1 ip2)
+#     lab_internet_routed [NAME]     the routed inet namespace (lab_build calls it)
+#     lab_add_server NAME [IP1 IP2]  server host with two addresses
+#     lab_add_open_host NAME [IP]    public host on the bridge
+#     lab_add_nat_router NAME [UP]   router (WAN /30 on inet, or on router UP's LAN)
+#     lab_add_cgn_router NAME        router whose LAN is 100.64.M.0/24
+#     lab_add_nat_host ROUTER NAME   host on a router's LAN
+#     lab_add_cgn_host NAME [HOME=PRC] [CGN=PRC]   host -> NAME-nat -> NAME-cgn -> inet
+#     lab_nat ROUTER PROFILE [ARG]   PRC PRC_INPUT RC FC RND RNDF BLK [L-H] SEQ SEQk
+#                                    ADM [N] UDPBLK HAIRPIN (see lab_nat below)
+#     lab_lossy ROUTER [NETEM]       netem on wan0+lan0 (loss-only nftables fallback
+#                                    when the kernel has no sch_netem)
+#     lab_nat_timeout ROUTER SECS    nf_conntrack_udp_timeout(_stream) in ROUTER
+#     lab_nat_flush ROUTER           conntrack -F (forces new mappings: rebinding)
+#     lab_remove HOST...             tear down hosts and their now unused routers
+#     lab_del_ns NAME                kill a namespace's processes and delete it
+#
 # Safety: every address used lives only inside namespaces created here, all
 # namespaces carry a per-run prefix (p2p<pid>-), and lab_cleanup (run from the
 # EXIT/INT/TERM traps installed by lab_init) kills every process in them and
@@ -395,4 +431,450 @@ p2p_has_peer() {
 # p2p_drops_total NAME NETWORK : sum of the drops object.
 p2p_drops_total() {
     p2p_field "$1" "$2" "sum(int(v) for v in (j.get('drops') or {}).values())"
+}
+
+# ---------------------------------------------------------------------------
+# The NAT lab: a routed internet, NAT router profiles, a declarative builder
+# (see docs: /work/shared/docs/nat-lab.md and the "NAT lab" part of the header)
+# ---------------------------------------------------------------------------
+
+LAB_INET_GW=""               # 198.51.100.254 once lab_internet_routed ran
+LAB_SERVER_IPS=()            # addresses of the server host (lab_add_server)
+LAB_HOSTS=()                 # short names of hosts made by lab_add_server/open/nat host
+_LAB_WAN_SEQ=0               # /30 links inet <-> NAT router WAN (203.0.113.0/24)
+_LAB_WAN_FREE=()             # /30 indexes given back by lab_remove
+_LAB_LAN_SEQ=0               # 192.168.N.0/24 home LANs, 100.64.N.0/24 CGN LANs
+_LAB_OPEN_SEQ=10             # open hosts 198.51.100.11, .12, ...
+declare -gA LAB_HOST_IP=()        # host -> its own address (eth0)
+declare -gA LAB_PUBLIC_IP=()      # host -> address the internet sees (outermost NAT's WAN)
+declare -gA LAB_ROUTER_OF=()      # host -> first router (its gateway), "" for open hosts
+declare -gA LAB_PROFILE_OF=()     # host -> profile spec as given to lab_build (OPEN, PRC, CGN+PRC...)
+declare -gA LAB_ROUTER_WAN=()     # router -> WAN address
+declare -gA LAB_ROUTER_LAN=()     # router -> LAN prefix, e.g. 192.168.3 (router is .1)
+declare -gA LAB_ROUTER_UP=()      # router -> upstream router ("" = the internet)
+declare -gA LAB_ROUTER_PROFILE=() # router -> installed profile
+declare -gA LAB_ROUTER_NEXT=()    # router -> next host number on its LAN
+declare -gA _LAB_ROUTER_WANIDX=() # router -> its /30 index
+
+# _lab_sysctl NAME KEY=VALUE... : sysctl inside a namespace, ignoring keys that do not exist.
+_lab_sysctl() {
+    local name="$1" kv; shift
+    for kv in "$@"; do
+        lab_exec "$name" sysctl -qw "$kv" >/dev/null 2>&1 || true
+    done
+}
+
+# _lab_no_bridge_nf NAME : bridged frames must not traverse the IP hooks (br_netfilter
+# defaults to on in new namespaces here, and would send LAN-to-LAN frames through the
+# router's forward filter).
+_lab_no_bridge_nf() {
+    _lab_sysctl "$1" net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 \
+        net.bridge.bridge-nf-call-arptables=0
+}
+
+# lab_internet_routed [NAME=inet] : the internet as a router. NAME holds bridge br0
+# (198.51.100.0/24, gateway 198.51.100.254: server and open hosts) and one routed /30
+# per NAT router (203.0.113.4i+1 on inet's side, 203.0.113.4i+2 the router's WAN), with
+# ip_forward on and no filter or NAT. A packet from one NAT's WAN to another's crosses
+# inet as a router (TTL - 1). inet has no link to the root namespace, so anything
+# addressed outside the lab dies there.
+lab_internet_routed() {
+    lab_internet "${1:-inet}"
+    LAB_INET_GW=198.51.100.254
+    lab_addr "$LAB_INTERNET" br0 "$LAB_INET_GW/24"
+    _lab_no_bridge_nf "$LAB_INTERNET"
+    lab_exec "$LAB_INTERNET" sysctl -qw net.ipv4.ip_forward=1
+    # no ICMP rate limit, so that every TTL-expired probe gets its time-exceeded
+    _lab_sysctl "$LAB_INTERNET" net.ipv4.icmp_ratelimit=0
+}
+
+# lab_add_server NAME [IP1=198.51.100.1] [IP2=198.51.100.2] : the server host, on the
+# internet bridge with two addresses (RFC 5780 needs two).
+lab_add_server() {
+    local name="$1" ip1="${2:-198.51.100.1}" ip2="${3:-198.51.100.2}"
+    lab_add_host "$name" "$ip1"
+    lab_addr "$name" eth0 "$ip2/24"
+    [[ -z "$LAB_INET_GW" ]] || lab_default_route "$name" "$LAB_INET_GW"
+    # shellcheck disable=SC2034  # read by the scripts that source this file
+    LAB_SERVER_IPS=("$ip1" "$ip2")
+    LAB_HOSTS+=("$name")
+    LAB_HOST_IP[$name]="$ip1"; LAB_PUBLIC_IP[$name]="$ip1"; LAB_ROUTER_OF[$name]=""
+    LAB_PROFILE_OF[$name]=SERVER
+}
+
+# lab_add_open_host NAME [IP] : a host with a public address on the internet bridge
+# (no NAT, no firewall); IP defaults to the next of 198.51.100.11, .12, ...
+lab_add_open_host() {
+    local name="$1" ip="${2:-}"
+    if [[ -z "$ip" ]]; then _LAB_OPEN_SEQ=$((_LAB_OPEN_SEQ + 1)); ip="198.51.100.$_LAB_OPEN_SEQ"; fi
+    lab_add_host "$name" "$ip"
+    [[ -z "$LAB_INET_GW" ]] || lab_default_route "$name" "$LAB_INET_GW"
+    LAB_HOSTS+=("$name")
+    LAB_HOST_IP[$name]="$ip"; LAB_PUBLIC_IP[$name]="$ip"; LAB_ROUTER_OF[$name]=""
+    LAB_PROFILE_OF[$name]=OPEN
+}
+
+# lab_add_nat_router NAME [UPSTREAM] : a router namespace (wan0, bridge lan0) without
+# rules yet (install them with lab_nat). Without UPSTREAM its WAN is a routed /30 to
+# the internet namespace (lab_internet_routed first); with UPSTREAM (a router made by
+# lab_add_cgn_router) its WAN sits on that router's 100.64.N.0/24 LAN. Its own LAN is
+# 192.168.N.0/24 with the router at .1.
+lab_add_nat_router() { _lab_router "$1" "${2:-}" home; }
+
+# lab_add_cgn_router NAME : like lab_add_nat_router, but its LAN is 100.64.N.0/24
+# (shared address space, RFC 6598) for home routers behind it.
+lab_add_cgn_router() { _lab_router "$1" "" cgn; }
+
+_lab_router() {
+    local name="$1" up="$2" kind="$3" wan lan
+    [[ -n "$LAB_INET_GW" ]] || lab_die "lab_internet_routed first"
+    lab_add_ns "$name"
+    _lab_no_bridge_nf "$name"
+    if [[ -z "$up" ]]; then
+        local i
+        if ((${#_LAB_WAN_FREE[@]})); then
+            i="${_LAB_WAN_FREE[0]}"; _LAB_WAN_FREE=("${_LAB_WAN_FREE[@]:1}")
+        else
+            i=$_LAB_WAN_SEQ
+            ((i < 64)) || lab_die "out of WAN /30s"
+            _LAB_WAN_SEQ=$((i + 1))
+        fi
+        _LAB_ROUTER_WANIDX[$name]=$i
+        wan="203.0.113.$((4 * i + 2))"
+        lab_veth "$name" wan0 "$LAB_INTERNET" "wan$i"
+        lab_addr "$LAB_INTERNET" "wan$i" "203.0.113.$((4 * i + 1))/30"
+        lab_addr "$name" wan0 "$wan/30"
+        lab_default_route "$name" "203.0.113.$((4 * i + 1))"
+    else
+        [[ -n "${LAB_ROUTER_LAN[$up]:-}" ]] || lab_die "unknown upstream router $up"
+        local n="${LAB_ROUTER_NEXT[$up]}"
+        LAB_ROUTER_NEXT[$up]=$((n + 1))
+        wan="${LAB_ROUTER_LAN[$up]}.$n"
+        _LAB_VETH_SEQ=$((_LAB_VETH_SEQ + 1))
+        lab_veth "$name" wan0 "$up" "lan${_LAB_VETH_SEQ}"
+        ip -n "$(lab_ns "$up")" link set "lan${_LAB_VETH_SEQ}" master lan0
+        lab_addr "$name" wan0 "$wan/24"
+        lab_default_route "$name" "${LAB_ROUTER_LAN[$up]}.1"
+    fi
+    _LAB_LAN_SEQ=$((_LAB_LAN_SEQ + 1))
+    if [[ $kind == cgn ]]; then lan="100.64.$_LAB_LAN_SEQ"; else lan="192.168.$_LAB_LAN_SEQ"; fi
+    ip -n "$(lab_ns "$name")" link add lan0 type bridge
+    ip -n "$(lab_ns "$name")" link set lan0 up
+    lab_addr "$name" lan0 "$lan.1/24"
+    lab_exec "$name" sysctl -qw net.ipv4.ip_forward=1
+    LAB_ROUTER_WAN[$name]="$wan"; LAB_ROUTER_LAN[$name]="$lan"; LAB_ROUTER_UP[$name]="$up"
+    LAB_ROUTER_NEXT[$name]=10; LAB_ROUTER_PROFILE[$name]=""
+}
+
+# lab_add_nat_host ROUTER NAME : a host on ROUTER's LAN (next free .10, .11, ...),
+# default route via the router.
+lab_add_nat_host() {
+    local router="$1" name="$2" n ip
+    [[ -n "${LAB_ROUTER_LAN[$router]:-}" ]] || lab_die "unknown router $router"
+    n="${LAB_ROUTER_NEXT[$router]}"; LAB_ROUTER_NEXT[$router]=$((n + 1))
+    ip="${LAB_ROUTER_LAN[$router]}.$n"
+    lab_add_host_behind "$router" "$name" "$ip/24" "${LAB_ROUTER_LAN[$router]}.1"
+    LAB_HOSTS+=("$name")
+    LAB_HOST_IP[$name]="$ip"; LAB_ROUTER_OF[$name]="$router"
+    LAB_PUBLIC_IP[$name]="$(lab_router_public_ip "$router")"
+}
+
+# lab_router_public_ip ROUTER : the WAN address of the outermost router above ROUTER.
+lab_router_public_ip() {
+    local r="$1"
+    while [[ -n "${LAB_ROUTER_UP[$r]:-}" ]]; do r="${LAB_ROUTER_UP[$r]}"; done
+    printf '%s\n' "${LAB_ROUTER_WAN[$r]}"
+}
+
+# _lab_port_map N BASE STEP : "0 : BASE, 1 : BASE+STEP, ..." (N entries) for nft maps.
+_lab_port_map() {
+    local n="$1" base="$2" step="$3" i out=""
+    for ((i = 0; i < n; i++)); do out+="$i : $((base + step * i)), "; done
+    printf '%s' "${out%, }"
+}
+
+# _lab_nat_ruleset PROFILE WANIP LANPREFIX [ARG] : the nftables ruleset of a profile.
+_lab_nat_ruleset() {
+    local profile="$1" wan="$2" lan="$3" arg="${4:-}"
+    local in_policy=drop sets="" fwd="" pre="" post="" masq='oifname "wan0" masquerade'
+    case "$profile" in
+        PRC) post="$masq" ;;
+        PRC_INPUT) in_policy=accept; post="$masq" ;;
+        FC)
+            sets='map fcmap { type inet_service : ipv4_addr; flags dynamic,timeout; timeout 5m; }'
+            fwd='iifname "lan0" oifname "wan0" meta l4proto udp update @fcmap { udp sport : ip saddr }'
+            pre='iifname "wan0" meta l4proto udp dnat ip to udp dport map @fcmap'
+            post="$masq" ;;
+        RC)
+            sets='map rcmap { type ipv4_addr . inet_service : ipv4_addr; flags dynamic,timeout; timeout 5m; }'
+            fwd='iifname "lan0" oifname "wan0" meta l4proto udp update @rcmap { ip daddr . udp sport : ip saddr }'
+            pre='iifname "wan0" meta l4proto udp dnat ip to ip saddr . udp dport map @rcmap'
+            post="$masq" ;;
+        HAIRPIN)
+            sets='map hpmap { type inet_service : ipv4_addr; flags dynamic,timeout; timeout 5m; }'
+            fwd='iifname "lan0" oifname "wan0" meta l4proto udp update @hpmap { udp sport : ip saddr }'
+            pre="iifname \"lan0\" ip daddr $wan meta l4proto udp dnat ip to udp dport map @hpmap"
+            post="iifname \"lan0\" oifname \"lan0\" ip saddr $lan.0/24 snat ip to $wan
+        $masq" ;;
+        RND) post='oifname "wan0" masquerade random' ;;
+        RNDF) post='oifname "wan0" masquerade fully-random' ;;
+        BLK)
+            local range="${arg:-20000-20511}"
+            post="oifname \"wan0\" meta l4proto udp masquerade to :$range random
+        $masq" ;;
+        SEQ*)
+            local k="${profile#SEQ}"
+            k="${arg:-${k:-1}}"
+            [[ "$k" =~ ^[0-9]+$ && "$k" -ge 1 ]] || lab_die "bad SEQ delta: $profile $arg"
+            local n=$(((65535 - 20000) / k + 1)); ((n > 4096)) && n=4096
+            post="oifname \"wan0\" meta l4proto udp snat ip to $wan : numgen inc mod $n map { $(_lab_port_map "$n" 20000 "$k") }
+        $masq" ;;
+        ADM)
+            local n="${arg:-1024}"
+            post="oifname \"wan0\" meta l4proto udp snat ip to $wan : jhash ip saddr . udp sport . ip daddr mod $n seed 0x5 map { $(_lab_port_map "$n" 20000 1) }
+        $masq" ;;
+        UDPBLK)
+            fwd='iifname "lan0" meta l4proto udp udp dport != 53 drop'
+            post="$masq" ;;
+        *) lab_die "unknown NAT profile: $profile" ;;
+    esac
+    cat <<NFT
+table ip lab {
+    $sets
+    chain input {
+        type filter hook input priority 0; policy $in_policy;
+        ct state established,related accept
+        iifname { "lo", "lan0" } accept
+    }
+    chain forward {
+        type filter hook forward priority 0; policy drop;
+        $fwd
+        ct state established,related accept
+        ct status dnat accept
+        iifname "lan0" oifname "wan0" accept
+    }
+    chain prerouting {
+        type nat hook prerouting priority -100; policy accept;
+        $pre
+    }
+    chain postrouting {
+        type nat hook postrouting priority 100; policy accept;
+        $post
+    }
+}
+NFT
+}
+
+# lab_nat ROUTER PROFILE [ARG] : install a NAT profile in a router namespace (replacing
+# any earlier one). PROFILE is one of
+#   PRC        endpoint-independent mapping, port kept, address+port-dependent filtering
+#   PRC_INPUT  PRC, but the router accepts every input (conntrack-poisoning case, row 11)
+#   RC         EIM, address-dependent filtering (restricted cone)
+#   FC         EIM, endpoint-independent filtering (full cone)
+#   RND        symmetric, `masquerade random`;  RNDF: `masquerade fully-random`
+#   BLK [L-H]  symmetric, random in a port block (default 20000-20511)
+#   SEQ, SEQk  symmetric, sequential ports from 20000 with delta 1 / k (SEQ4: delta 4)
+#   ADM [N]    address-dependent mapping, ports 20000..20000+N-1 (default 1024)
+#   UDPBLK     UDP dropped except to port 53; TCP out allowed
+#   HAIRPIN    PRC plus hairpinning (LAN hosts reach each other's public mappings)
+# Every profile has the home-router input filter (policy drop; established,related
+# accept; iifname {lo, lan0} accept), the forward filter and a nat prerouting chain.
+lab_nat() {
+    local router="$1" profile="$2" arg="${3:-}"
+    local wan="${LAB_ROUTER_WAN[$router]:-}" lan="${LAB_ROUTER_LAN[$router]:-}"
+    [[ -n "$wan" ]] || lab_die "lab_nat: unknown router $router"
+    lab_require nft
+    local rules; rules="$(_lab_nat_ruleset "$profile" "$wan" "$lan" "$arg")" || return 1
+    lab_exec "$router" nft flush ruleset
+    lab_exec "$router" nft -f - <<<"$rules" || lab_die "lab_nat $router $profile: nft rejected the ruleset"
+    # shellcheck disable=SC2034  # for callers
+    LAB_ROUTER_PROFILE[$router]="$profile"
+}
+
+# lab_lossy ROUTER [NETEM ARGS="delay 20ms 5ms loss 1%"] : netem on the router's wan0
+# and lan0 (both directions through the router). Kernels without sch_netem (this
+# machine kind: CONFIG_NET_SCH_NETEM unset) get the loss part only, as an nftables
+# `numgen random` drop in the router's forward path (delay/jitter cannot be emulated
+# then; a warning says so). Returns 0 either way.
+lab_lossy() {
+    local router="$1"; shift
+    local args=("$@"); ((${#args[@]})) || args=(delay 20ms 5ms loss 1%)
+    # a single string is split into words
+    ((${#args[@]} == 1)) && read -r -a args <<<"${args[0]}"
+    local dev ok=1
+    for dev in wan0 lan0; do
+        lab_exec "$router" tc qdisc replace dev "$dev" root netem "${args[@]}" 2>/dev/null || { ok=0; break; }
+    done
+    ((ok)) && return 0
+    local i loss=""
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        [[ "${args[$i]}" == loss ]] && loss="${args[$((i + 1))]:-}"
+    done
+    loss="${loss%\%}"
+    lab_log "lab_lossy $router: no netem in this kernel; delay/jitter ignored${loss:+, loss $loss% via nftables}"
+    [[ -n "$loss" ]] || return 0
+    # per ten thousand, so 0.5% works
+    local per10k; per10k="$(awk -v l="$loss" 'BEGIN { printf "%d", l * 100 + 0.5 }')"
+    lab_exec "$router" nft -f - <<NFT
+table ip lab_lossy {
+    chain forward {
+        type filter hook forward priority -10; policy accept;
+        numgen random mod 10000 < $per10k counter drop
+    }
+}
+NFT
+}
+
+# lab_nat_timeout ROUTER SECS : UDP conntrack timeouts (mapping lifetime) in ROUTER.
+lab_nat_timeout() {
+    lab_exec "$1" sysctl -qw "net.netfilter.nf_conntrack_udp_timeout=$2" \
+        "net.netfilter.nf_conntrack_udp_timeout_stream=$2"
+}
+
+# lab_nat_flush ROUTER : forget every conntrack entry (NAT rebinding: mappings change).
+lab_nat_flush() { lab_exec "$1" conntrack -F >/dev/null 2>&1 || true; }
+
+# lab_add_cgn_host NAME [HOME=PRC] [CGN=PRC] : host NAME behind home router NAME-nat
+# (profile HOME, LAN 192.168.N.0/24) behind CGN router NAME-cgn (profile CGN, LAN
+# 100.64.M.0/24, WAN on the internet).
+lab_add_cgn_host() {
+    local name="$1" home="${2:-PRC}" cgn="${3:-PRC}"
+    lab_add_cgn_router "$name-cgn"
+    lab_nat "$name-cgn" "$cgn"
+    lab_add_nat_router "$name-nat" "$name-cgn"
+    lab_nat "$name-nat" "$home"
+    lab_add_nat_host "$name-nat" "$name"
+}
+
+# lab_build SPEC... : build a whole lab declaratively (calls lab_internet_routed first
+# if needed). SPEC is
+#   server                  the server host (198.51.100.1 and .2)
+#   NAME | NAME:OPEN        an open host on the internet bridge
+#   NAME:PROFILE            NAME behind its own router NAME-nat with lab_nat PROFILE
+#   NAME:CGN+PROFILE        NAME behind NAME-nat (PROFILE) behind NAME-cgn (PRC)
+#   NAME:CGN=P2+PROFILE     the same with profile P2 on the CGN router
+#   NAME:PROFILE@ROUTER     NAME behind the shared router ROUTER (made with PROFILE by
+#                           the first host naming it; no hairpin unless PROFILE is HAIRPIN)
+# optionally followed by comma-separated options:
+#   ,LOSSY[=netem args]     lab_lossy on the host's router(s) (default delay 20ms 5ms loss 1%)
+#   ,TIMEOUT=SECS           lab_nat_timeout on the host's router(s)
+# Example: lab_build server alice:PRC bob:SEQ4 carol:CGN+PRC dave:OPEN \
+#              erin:PRC@shared frank:PRC@shared gina:RND,LOSSY=delay\ 50ms
+lab_build() {
+    [[ -n "$LAB_INET_GW" ]] || lab_internet_routed inet
+    local spec name rest opts profile router routers opt
+    for spec in "$@"; do
+        name="${spec%%:*}"; rest=""
+        [[ "$spec" == *:* ]] && rest="${spec#*:}"
+        opts=""
+        if [[ "$rest" == *,* ]]; then opts="${rest#*,}"; rest="${rest%%,*}"; fi
+        profile="${rest:-OPEN}"; router=""
+        if [[ "$profile" == *@* ]]; then router="${profile#*@}"; profile="${profile%%@*}"; fi
+        routers=()
+        if [[ "$name" == server ]]; then
+            lab_add_server server; continue
+        fi
+        case "$profile" in
+            OPEN) lab_add_open_host "$name" ;;
+            CGN+* | CGN=*)
+                local cgnp=PRC homep="${profile#*+}"
+                [[ "$profile" == CGN=* ]] && { cgnp="${profile#CGN=}"; cgnp="${cgnp%%+*}"; }
+                lab_add_cgn_host "$name" "$homep" "$cgnp"
+                routers=("$name-nat" "$name-cgn") ;;
+            *)
+                if [[ -n "$router" ]]; then
+                    if [[ -z "${LAB_ROUTER_WAN[$router]:-}" ]]; then
+                        lab_add_nat_router "$router"; lab_nat "$router" "$profile"
+                    fi
+                else
+                    router="$name-nat"; lab_add_nat_router "$router"; lab_nat "$router" "$profile"
+                fi
+                lab_add_nat_host "$router" "$name"
+                routers=("$router") ;;
+        esac
+        LAB_PROFILE_OF[$name]="$profile"
+        if [[ -n "$opts" ]]; then
+            local r opts_a
+            IFS=',' read -r -a opts_a <<<"$opts"
+            for opt in "${opts_a[@]}"; do
+                case "$opt" in
+                    LOSSY) for r in "${routers[@]}"; do lab_lossy "$r"; done ;;
+                    LOSSY=*) for r in "${routers[@]}"; do lab_lossy "$r" "${opt#LOSSY=}"; done ;;
+                    TIMEOUT=*) for r in "${routers[@]}"; do lab_nat_timeout "$r" "${opt#TIMEOUT=}"; done ;;
+                    *) lab_die "lab_build: unknown option $opt in $spec" ;;
+                esac
+            done
+        fi
+    done
+}
+
+# lab_del_ns NAME : kill every process inside namespace NAME (TERM, then KILL after
+# 2 s) and delete it (and with it its veths; the peer ends vanish too).
+lab_del_ns() {
+    local ns; ns="$(lab_ns "$1")"
+    local pids i
+    pids="$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')"
+    # shellcheck disable=SC2086
+    [[ -n "${pids// /}" ]] && kill -TERM $pids 2>/dev/null
+    for ((i = 0; i < 20; i++)); do
+        pids="$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')"
+        [[ -z "${pids// /}" ]] && break
+        sleep 0.1
+    done
+    # shellcheck disable=SC2086
+    [[ -n "${pids// /}" ]] && kill -KILL $pids 2>/dev/null
+    # delete the veths first: that is synchronous, while a namespace's links vanish
+    # asynchronously after `ip netns del` (and their peer names could be reused at once)
+    local l
+    for l in $(ip -n "$ns" -o link show type veth 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+        ip -n "$ns" link del "$l" 2>/dev/null || true
+    done
+    ip netns del "$ns" 2>/dev/null || true
+    local keep=() n
+    for n in "${LAB_NAMESPACES[@]}"; do [[ "$n" == "$ns" ]] || keep+=("$n"); done
+    LAB_NAMESPACES=("${keep[@]}")
+    return 0
+}
+
+# lab_remove HOST... : tear down hosts made by lab_build / lab_add_*_host and every
+# router above them that no remaining host uses (WAN /30s are reused later).
+lab_remove() {
+    local h r up used other keep=()
+    local routers=()
+    for h in "$@"; do
+        r="${LAB_ROUTER_OF[$h]-}"
+        while [[ -n "$r" ]]; do routers+=("$r"); r="${LAB_ROUTER_UP[$r]-}"; done
+        lab_del_ns "$h"
+        unset "LAB_HOST_IP[$h]" "LAB_PUBLIC_IP[$h]" "LAB_ROUTER_OF[$h]" "LAB_PROFILE_OF[$h]"
+    done
+    for h in "${LAB_HOSTS[@]}"; do [[ -n "${LAB_HOST_IP[$h]:-}" ]] && keep+=("$h"); done
+    LAB_HOSTS=("${keep[@]}")
+    for r in "${routers[@]}"; do
+        [[ -n "${LAB_ROUTER_WAN[$r]:-}" ]] || continue
+        used=0
+        for other in "${LAB_HOSTS[@]}"; do
+            up="${LAB_ROUTER_OF[$other]-}"
+            while [[ -n "$up" ]]; do [[ "$up" == "$r" ]] && used=1; up="${LAB_ROUTER_UP[$up]-}"; done
+        done
+        ((used)) && continue
+        lab_del_ns "$r"
+        [[ -n "${_LAB_ROUTER_WANIDX[$r]:-}" ]] && _LAB_WAN_FREE+=("${_LAB_ROUTER_WANIDX[$r]}")
+        unset "LAB_ROUTER_WAN[$r]" "LAB_ROUTER_LAN[$r]" "LAB_ROUTER_UP[$r]" "LAB_ROUTER_PROFILE[$r]" \
+            "LAB_ROUTER_NEXT[$r]" "_LAB_ROUTER_WANIDX[$r]"
+    done
+}
+
+# lab_host_ip NAME / lab_public_ip NAME / lab_router_of NAME / lab_profile_of NAME
+lab_host_ip() { printf '%s\n' "${LAB_HOST_IP[$1]:?unknown host $1}"; }
+lab_public_ip() { printf '%s\n' "${LAB_PUBLIC_IP[$1]:?unknown host $1}"; }
+lab_router_of() { printf '%s\n' "${LAB_ROUTER_OF[$1]-}"; }
+lab_profile_of() { printf '%s\n' "${LAB_PROFILE_OF[$1]:?unknown host $1}"; }
+
+# lab_describe : one line per host: name, profile, own address, public address, router.
+lab_describe() {
+    local h
+    for h in "${LAB_HOSTS[@]}"; do
+        printf '%-10s %-10s %-15s %-15s %s\n' "$h" "${LAB_PROFILE_OF[$h]}" "${LAB_HOST_IP[$h]}" \
+            "${LAB_PUBLIC_IP[$h]}" "${LAB_ROUTER_OF[$h]:--}"
+    done
 }

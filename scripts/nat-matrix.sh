@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# scripts/nat-matrix.sh - run the NAT traversal matrix (docs: nat-lab.md) in network
+# namespaces with the real binary and print the result table; optionally write it as
+# markdown into a file between the markers
+#     <!-- nat-matrix:start -->
+#     <!-- nat-matrix:end -->
+# together with the command, date and machine that produced it.
+#
+# Usage (as root):  scripts/nat-matrix.sh [--rows 1,3,7] [--markdown FILE] [--timeout S]
+#   P2PVPN_BIN=path   binary to use (default target/release/p2pvpn)
+#   LAB_KEEP=1        keep the temp dir (logs, state)
+# Exit status: 0 if every pair met its expectation, 1 otherwise, 2 on a usage/setup error.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ARGS=("$@")
+ROWS=""
+MD=""
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+while (($#)); do
+    case "$1" in
+        --rows) ROWS="${2:?--rows needs a list}"; shift 2 ;;
+        --rows=*) ROWS="${1#--rows=}"; shift ;;
+        --markdown) MD="${2:?--markdown needs a file}"; shift 2 ;;
+        --markdown=*) MD="${1#--markdown=}"; shift ;;
+        --timeout) MX_TIMEOUT="${2:?--timeout needs seconds}"; shift 2 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+if [[ -n "$MD" ]]; then
+    MD="$(realpath -- "$MD")"
+    [[ -f "$MD" ]] || { echo "no such file: $MD" >&2; exit 2; }
+    if ! grep -q '^<!-- nat-matrix:start -->' "$MD" || ! grep -q '^<!-- nat-matrix:end -->' "$MD"; then
+        echo "$MD has no <!-- nat-matrix:start --> / <!-- nat-matrix:end --> markers" >&2; exit 2
+    fi
+fi
+cd "$ROOT"
+# shellcheck source-path=SCRIPTDIR source=lib/lab.sh
+. "$ROOT/scripts/lib/lab.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/matrix.sh
+. "$ROOT/scripts/lib/matrix.sh"
+
+[[ $EUID -eq 0 ]] || { echo "nat-matrix.sh needs root (network namespaces, TUN devices)" >&2; exit 2; }
+if m="$(lab_missing ip nft python3 ping timeout)"; then echo "missing: $m" >&2; exit 2; fi
+P2P_BIN="$(p2p_bin_default)"
+[[ -x "$P2P_BIN" ]] || { echo "p2pvpn binary not found: $P2P_BIN (build it or set P2PVPN_BIN)" >&2; exit 2; }
+
+# shellcheck disable=SC2317  # called through mx_run_all
+progress() { printf '%s %s\n' "$([[ $2 -eq 0 ]] && echo PASS || echo FAIL)" "$1"; }
+
+T0=$SECONDS
+lab_init
+mx_select_rows "$ROWS"
+mx_note "binary $P2P_BIN, ${#MX_PAIRS[@]} pairs, timeout ${MX_TIMEOUT} s"
+mx_setup || exit 2
+rc=0
+mx_run_all progress || rc=$?
+ELAPSED=$((SECONDS - T0))
+echo
+mx_table
+echo
+echo "$(grep -c $'\tpass\t' < <(printf '%s\n' "${MX_RESULTS[@]}") || true) of ${#MX_PAIRS[@]} pairs as expected, ${ELAPSED} s"
+
+if [[ -n "$MD" ]]; then
+    ver="$("$P2P_BIN" --version 2>/dev/null | head -n 1 || true)"
+    commit="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    dirty=""
+    if git -C "$ROOT" status --porcelain 2>/dev/null | grep -q .; then dirty=", with local changes"; fi
+    block="$(mktemp)"
+    {
+        mx_markdown
+        echo
+        # shellcheck disable=SC2016  # the backticks are markdown
+        printf 'Produced by `scripts/nat-matrix.sh%s` on %s on %s (Linux %s, %s cores, %s, commit %s%s) in %s s.\n' \
+            "$(for a in "${ARGS[@]}"; do [[ "$a" =~ ^[A-Za-z0-9_./,=:+-]+$ ]] && printf ' %s' "$a" || printf " '%s'" "$a"; done)" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(hostname)" "$(uname -r)" \
+            "$(nproc)" "${ver:-p2pvpn}" "$commit" "$dirty" "$ELAPSED"
+    } >"$block"
+    python3 - "$MD" "$block" <<'PY'
+import sys
+path, blockf = sys.argv[1], sys.argv[2]
+text = open(path).read()
+block = open(blockf).read().rstrip("\n")
+start, end = "<!-- nat-matrix:start -->", "<!-- nat-matrix:end -->"
+a = text.index(start) + len(start)
+b = text.index(end, a)
+open(path, "w").write(text[:a] + "\n" + block + "\n" + text[b:])
+PY
+    rm -f -- "$block"
+    echo "wrote the table into $MD"
+fi
+exit "$rc"
