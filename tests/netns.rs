@@ -18,6 +18,8 @@ fn run_lab_script(script: &str) {
     let out = Command::new("bash")
         .arg(script)
         .env("P2PVPN_BIN", env!("CARGO_BIN_EXE_p2pvpn"))
+        // On failure the matrix prints every process log, which CI keeps.
+        .env("MX_DUMP_LOGS", "1")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("bash runs");

@@ -9,7 +9,7 @@
 #   mx_pair IDX ROW A B EXPECT
 #                             one pair: build hosts NAME-a/b behind profiles A and B,
 #                             network create/invite/join/up, wait for a direct path
-#                             (MX_TIMEOUT s, default 30) or, for EXPECT=relay, watch
+#                             (MX_TIMEOUT s, default 30) or, for EXPECT=relay|nodirect, watch
 #                             MX_RELAY_WAIT s (default 20) that it never turns direct,
 #                             ping -c 3 over the VPN, record, tear the pair down
 #   mx_table                  plain-text table of MX_RESULTS
@@ -40,7 +40,8 @@ MX_PAIRS=(
     "5|PRC|RND|direct"
     "5|PRC|ADM|direct"
     "6|SEQ|SEQ|direct"
-    "7|RND|RND|relay"
+    "7|RND|RND|nodirect"
+    "7|SEQ|RND|nodirect"
     "8|CGN+PRC|PRC|direct"
     "10|PRC@shared|PRC@shared|direct"
     "11|PRC_INPUT|PRC_INPUT|direct"
@@ -124,7 +125,7 @@ mx_pair() {
     fa="$(printf -- "-\t%.0s" 1 2 3 4 5 6 7 8)-"; fb="$fa"
     if ((setup_ok)); then
         local t0 now deadline ever_direct=0 wait_s="$MX_TIMEOUT" pathA pathB
-        [[ "$expect" == relay ]] && wait_s="$MX_RELAY_WAIT"
+        [[ "$expect" == relay || "$expect" == nodirect ]] && wait_s="$MX_RELAY_WAIT"
         t0="$(mx_now_ms)"
         p2p_spawn "$a" "$a-up" up --network "$net"
         p2p_spawn "$b" "$b-up" up --network "$net"
@@ -135,7 +136,7 @@ mx_pair() {
             now="$(mx_now_ms)"
             if [[ "$pathA" == direct && "$pathB" == direct ]]; then
                 ever_direct=1; [[ "$ms" == - ]] && ms=$((now - t0))
-                [[ "$expect" == relay ]] || break
+                [[ "$expect" == relay || "$expect" == nodirect ]] || break
             fi
             ((now < deadline)) || break
             lab_alive "$a-up" || { detail="$a's up exited"; break; }
@@ -143,7 +144,18 @@ mx_pair() {
             sleep 0.25
         done
         local vip_b; vip_b="$(p2p_field "$b" "$net" 'j["virtual_ip"]' 2>/dev/null || true)"
-        if [[ "$expect" == direct && $ever_direct -eq 0 ]]; then
+        if [[ "$expect" == nodirect ]]; then
+            # Row 7 before the relay exists: no direct path may be claimed, and the node must
+            # say why (status punch.last_failure).
+            local why; why="$(cut -f7 <<<"$fa")"
+            if ((ever_direct)); then
+                outcome=direct; detail="became direct after ${ms} ms, expected no direct path"
+            elif [[ -z "$why" || "$why" == - ]]; then
+                outcome="no path"; detail="no direct path, but status gives no reason"
+            else
+                outcome="no direct"; result=pass; detail="$why"
+            fi
+        elif [[ "$expect" == direct && $ever_direct -eq 0 ]]; then
             outcome="${pathA:--}/${pathB:--}"
             detail="${detail:-not direct after ${wait_s} s}"
         elif [[ -z "$vip_b" ]]; then
