@@ -32,6 +32,8 @@ pub struct SimNode {
     pub sockets: HashMap<SocketId, SocketAddr>,
     next_port: u16,
     pub conn: Option<ConnId>,
+    /// The node's static key, so tests can seal probes as the node would.
+    pub secret: SecretKey,
     pub tun_out: Vec<Vec<u8>>,
     pub events: Vec<NodeEvent>,
 }
@@ -177,7 +179,7 @@ impl Sim {
         }
         let config = NodeConfig {
             network: "sim".into(),
-            secret,
+            secret: secret.clone(),
             server_key: token.server_key,
             servers: token.servers.clone(),
             punch: self.punch,
@@ -191,6 +193,7 @@ impl Sim {
             sockets: HashMap::from([(SocketId::MAIN, udp)]),
             next_port: 40000,
             conn: None,
+            secret,
             tun_out: Vec::new(),
             events: Vec::new(),
         });

@@ -9,6 +9,7 @@ mod nat;
 mod nat_tests;
 mod net;
 mod net_tests;
+mod punch;
 
 use harness::{ping_packet, DatagramOutcomeKind, Sim};
 use p2pvpn::core::counters::DropReason;
