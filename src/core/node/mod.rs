@@ -281,7 +281,8 @@ impl Node {
                 ),
             },
             ControlEvent::PeerGone(key) => {
-                if let Some(peer) = self.peers.remove(&key) {
+                if let Some(mut peer) = self.peers.remove(&key) {
+                    peer.punch.close(&mut self.sockets);
                     self.events.push_back(NodeEvent::PeerRemoved {
                         name: peer.name,
                         virtual_ip: peer.virtual_ip,
@@ -291,6 +292,9 @@ impl Node {
             ControlEvent::Refused { refusal, permanent } => {
                 if permanent {
                     // Removed or never admitted: no peer may keep a session with us.
+                    for peer in self.peers.iter_mut() {
+                        peer.punch.close(&mut self.sockets);
+                    }
                     self.peers.clear();
                 }
                 self.events

@@ -50,7 +50,7 @@ impl Node {
         let wants = self
             .peers
             .get_mut(key)
-            .is_some_and(|p| p.punch.wants_offer(now) && (p.online || !p.punch.is_probing()));
+            .is_some_and(|p| p.punch.wants_offer(now, p.online));
         if !wants || !self.control.is_registered() {
             return;
         }

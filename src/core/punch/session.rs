@@ -223,16 +223,13 @@ impl PeerPunch {
         &self.status
     }
 
-    pub fn is_probing(&self) -> bool {
-        matches!(self.phase, Phase::Probing(_))
-    }
-
     /// Whether the node should build an offer now (with a fresh prediction if it has a
-    /// sequential NAT): an initiator whose backoff ran out, or an answer owed.
-    pub fn wants_offer(&self, now: Instant) -> bool {
+    /// sequential NAT): an initiator whose backoff ran out and whose peer is online, or an
+    /// answer owed.
+    pub fn wants_offer(&self, now: Instant, peer_online: bool) -> bool {
         match &self.phase {
             Phase::Idle { next_attempt } => {
-                self.initiator && self.nominated.is_none() && now >= *next_attempt
+                self.initiator && peer_online && self.nominated.is_none() && now >= *next_attempt
             }
             Phase::Answering { .. } => true,
             _ => false,
@@ -551,6 +548,24 @@ impl PeerPunch {
             addr: p.addr,
             detail,
         })
+    }
+
+    /// The peer is gone: close every socket this session opened.
+    pub fn close(&mut self, sockets: &mut SocketPool) {
+        if let Phase::Probing(attempt) = &self.phase {
+            for s in &attempt.birthday {
+                sockets.close(*s);
+            }
+        }
+        if let Some(n) = self.nominated.take() {
+            if n.socket != SocketId::MAIN {
+                sockets.close(n.socket);
+            }
+        }
+        self.phase = Phase::Idle {
+            next_attempt: self.created,
+        };
+        self.pending.clear();
     }
 
     /// Closes the attempt's extra sockets except `keep`, and forgets its transactions.
