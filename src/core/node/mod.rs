@@ -438,6 +438,22 @@ impl Node {
             Ok(r) => r,
             Err(reason) => return DatagramOutcome::Dropped(reason),
         };
+        // Anything but our cookie reply means the datagram was authenticated by the session, so
+        // it proves the path as well as a probe would.
+        if !matches!(&result, Decapsulated::Reply(r) if r.first() == Some(&3)) {
+            let mut ctx = crate::core::punch::session::Ctx {
+                now,
+                rng: &mut self.rng,
+                transmits: &mut self.transmits,
+                sockets: &mut self.sockets,
+            };
+            if let Some(crate::core::punch::session::PunchEvent::Nominated { detail, .. }) =
+                peer.punch.handle_authenticated(socket, from, &mut ctx)
+            {
+                let line = format!("peer {}: {detail} via {from}", peer.name);
+                self.events.push_back(NodeEvent::Progress(line));
+            }
+        }
         match result {
             Decapsulated::Tunnel { packet, src } => {
                 peer.endpoint = Some(from);

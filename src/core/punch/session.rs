@@ -453,6 +453,31 @@ impl PeerPunch {
         }
     }
 
+    /// An authenticated session datagram (WireGuard) from the peer on `socket` from `from`: it
+    /// proves the path as a pong would. It keeps a nominated path alive, and adopts the path when
+    /// the peer's handshake found us before our own probes were answered.
+    pub fn handle_authenticated(
+        &mut self,
+        socket: SocketId,
+        from: SocketAddr,
+        ctx: &mut Ctx,
+    ) -> Option<PunchEvent> {
+        if let Some(n) = &mut self.nominated {
+            if n.socket == socket && n.addr == from {
+                n.last_pong = ctx.now;
+            }
+            return None;
+        }
+        let pending = Pending {
+            socket,
+            addr: from,
+            technique: Technique::PeerReflexive,
+            offset: 0,
+            sent: ctx.now,
+        };
+        self.validated(pending, ctx)
+    }
+
     /// The peer reached us from an address we are not probing: probe it back (RFC 8445 §7.3.1.3).
     fn probe_peer_reflexive(&mut self, socket: SocketId, from: SocketAddr, ctx: &mut Ctx) {
         if self.nominated.as_ref().is_some_and(|n| n.addr == from) {
