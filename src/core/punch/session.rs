@@ -192,6 +192,8 @@ pub struct PeerPunch {
     status: PunchStatus,
     /// The peer's last offer, for its NAT profile.
     pub their_nat: Option<NatProfile>,
+    /// The candidates of the peer's last offer, to name a path by what it is.
+    their_candidates: Vec<Candidate>,
 }
 
 impl PeerPunch {
@@ -208,6 +210,7 @@ impl PeerPunch {
             next_attempt_id: 1,
             status: PunchStatus::default(),
             their_nat: None,
+            their_candidates: Vec::new(),
         }
     }
 
@@ -276,6 +279,7 @@ impl PeerPunch {
     /// An offer or answer from the peer.
     pub fn handle_offer(&mut self, offer: PunchOffer, local: &LocalInfo, ctx: &mut Ctx) {
         self.their_nat = Some(offer.nat.clone());
+        self.their_candidates.clone_from(&offer.candidates);
         if !offer.answer {
             // The peer starts a new attempt; whatever we were doing is superseded.
             self.end_attempt(ctx, None);
@@ -538,6 +542,13 @@ impl PeerPunch {
             .get(&p.addr)
             .copied()
             .unwrap_or((Technique::ServerReflexive, 0));
+        // A reflexive path that is in fact one of the peer's candidates is named as such.
+        let mut p = p;
+        if p.technique == Technique::PeerReflexive {
+            if let Some(c) = self.their_candidates.iter().find(|c| c.addr == p.addr) {
+                p.technique = c.technique;
+            }
+        }
         let (technique, offset) = if p.technique == Technique::Lan {
             (Technique::Lan, 0)
         } else if theirs > p.technique {
