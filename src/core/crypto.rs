@@ -145,8 +145,8 @@ impl PeerTunnel {
     }
 
     /// Starts a handshake now (used to bring a path up before any traffic needs it).
-    pub fn initiate<'a>(&mut self, out: &'a mut [u8]) -> Option<&'a [u8]> {
-        match self.tunn.format_handshake_initiation(out, false) {
+    pub fn initiate<'a>(&mut self, out: &'a mut [u8], force: bool) -> Option<&'a [u8]> {
+        match self.tunn.format_handshake_initiation(out, force) {
             TunnResult::WriteToNetwork(bytes) => Some(bytes),
             _ => None,
         }
@@ -263,7 +263,7 @@ mod tests {
         let mut a = PeerTunnel::new(&ka, kb.public_key(), 1);
         let mut c = PeerTunnel::new(&kc, kb.public_key(), 3);
         let mut buf = vec![0u8; 2048];
-        let init = a.initiate(&mut buf).map(|h| h.to_vec()).unwrap();
+        let init = a.initiate(&mut buf, false).map(|h| h.to_vec()).unwrap();
         // C is not B: the initiation was encrypted to B's static key.
         assert!(initiator_of(&kc, &init).is_err());
         let from = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -45,6 +45,9 @@ pub struct Peer {
     /// Which of our sockets reaches `endpoint` (not the main one after birthday probing).
     pub socket: SocketId,
     pub punch: PeerPunch,
+    /// When to send a new handshake initiation if the session is still not up (our own timer:
+    /// boringtun's retransmission follows the real clock, not the node's).
+    pub handshake_retry: Option<Instant>,
     pub online: bool,
     pub tunnel: PeerTunnel,
     pub last_path: Path,
@@ -121,6 +124,7 @@ impl PeerTable {
             candidates: info.endpoints.clone(),
             endpoint: None,
             socket: SocketId::MAIN,
+            handshake_retry: None,
             punch: {
                 let mut punch = PeerPunch::new(local, &info.public_key, now);
                 punch.their_nat.clone_from(&info.nat);

@@ -176,3 +176,31 @@ fn birthday_sockets_are_closed_once_a_path_is_chosen() {
     );
     assert!(ping_crosses(&mut sim));
 }
+
+#[test]
+fn punching_survives_loss_and_delay() {
+    // nat-lab.md's cross-cutting case: 1-5% loss and 20-200 ms delay still connect.
+    for (a, b) in [
+        ("PRC", "PRC"),
+        ("PRC", "SEQ"),
+        ("PRC", "RND"),
+        ("SEQ", "SEQ"),
+        ("PRC", "BLK"),
+    ] {
+        for seed in [21u64, 22] {
+            let mut sim = Sim::new(seed);
+            let na = sim.add_nat(a, None);
+            let nb = sim.add_nat(b, None);
+            sim.net.set_link(na, Duration::from_millis(80), 0.05);
+            sim.net.set_link(nb, Duration::from_millis(20), 0.01);
+            sim.add_node_at("alice", "10.1.0.2:51000", Some(na));
+            sim.add_node_at("bob", "10.2.0.2:51000", Some(nb));
+            assert!(
+                run_until_direct(&mut sim, Duration::from_secs(45)),
+                "{a}-{b} seed {seed}: {:#?}\n{:#?}",
+                sim.nodes[0].node.status(0).peers[0],
+                sim.nodes[1].node.status(0).peers[0]
+            );
+        }
+    }
+}

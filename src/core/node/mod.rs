@@ -30,6 +30,9 @@ use std::time::{Duration, Instant};
 
 /// How often session timers run (boringtun expects a tick every few hundred ms).
 pub const TIMER_TICK: Duration = Duration::from_millis(250);
+/// A new handshake initiation goes out this often while a verified path has no session (the
+/// first may be lost; WireGuard's REKEY_TIMEOUT is 5 s, whitepaper §6.4).
+pub const HANDSHAKE_RETRY: Duration = Duration::from_secs(2);
 /// A buffer this large holds any datagram the node sends or receives.
 pub const MAX_DATAGRAM: usize = 65535;
 
@@ -321,7 +324,8 @@ impl Node {
         if peer.path() == Path::Direct {
             return;
         }
-        if let Some(init) = peer.tunnel.initiate(&mut self.scratch) {
+        peer.handshake_retry = Some(self.now_hint + HANDSHAKE_RETRY);
+        if let Some(init) = peer.tunnel.initiate(&mut self.scratch, false) {
             self.transmits.push_back(Transmit {
                 socket,
                 dst,
@@ -528,6 +532,24 @@ impl Node {
                 Err(_expired) => {}
             }
             let path = peer.path();
+            let retry_due = peer.handshake_retry.is_some_and(|t| now >= t);
+            if path == Path::Direct {
+                peer.handshake_retry = None;
+            } else if retry_due {
+                // Either side may start a handshake (whitepaper §5.1); the higher key waits
+                // longer, so normally only the lower key's initiation is in flight.
+                if let Some((socket, dst)) = peer.primary_target() {
+                    if let Some(init) = peer.tunnel.initiate(&mut self.scratch, true) {
+                        self.transmits.push_back(Transmit {
+                            socket,
+                            dst,
+                            payload: init.to_vec(),
+                            ttl: None,
+                        });
+                    }
+                }
+                peer.handshake_retry = Some(now + HANDSHAKE_RETRY);
+            }
             if path != peer.last_path {
                 peer.last_path = path;
                 self.events.push_back(NodeEvent::PathChanged {

@@ -180,6 +180,8 @@ impl Node {
             } => {
                 peer.endpoint = Some(addr);
                 peer.socket = socket;
+                let wait = if self.public < *key { 1 } else { 2 };
+                peer.handshake_retry = Some(self.now_hint + super::HANDSHAKE_RETRY * wait);
                 let line = format!("peer {}: {detail} via {addr}", peer.name);
                 self.events.push_back(NodeEvent::Progress(line));
                 self.maybe_initiate(key);
