@@ -225,7 +225,9 @@ impl Discovery {
             return;
         };
         while let Some(line) = n.poll_progress() {
-            self.progress.push_back(line);
+            if line != "done" {
+                self.progress.push_back(format!("netcheck: {line}"));
+            }
         }
         if let Some(report) = n.report() {
             let profile = report.profile.clone();
