@@ -35,24 +35,8 @@ ALICE_IP=198.51.100.11
 BOB_IP=198.51.100.12
 PATTERN=deadbeefcafe
 
-PASSED=0
-FAILED=0
-FAILED_NAMES=()
-
-note() { printf '# %s\n' "$*"; }
-# check NAME CMD... : run CMD (a function), print ok / not ok.
-check() {
-    local name="$1"; shift
-    local rc=0
-    "$@" || rc=$?
-    if [[ $rc -eq 0 ]]; then
-        PASSED=$((PASSED + 1)); printf 'ok - %s\n' "$name"
-    else
-        FAILED=$((FAILED + 1)); FAILED_NAMES+=("$name"); printf 'not ok - %s\n' "$name"
-    fi
-}
-# why MSG : explain a failing step (to stdout, TAP comment style), return 1.
-why() { printf '#   %s\n' "$*"; return 1; }
+# shellcheck source-path=SCRIPTDIR source=../../scripts/lib/tap.sh
+. "$ROOT/scripts/lib/tap.sh"
 
 lab_on_exit() {
     local rc="$1"

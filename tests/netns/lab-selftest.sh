@@ -24,21 +24,8 @@ if m="$(lab_missing ip nft python3 timeout conntrack)"; then
 fi
 
 PORT=3478
-PASSED=0
-FAILED=0
-FAILED_NAMES=()
-note() { printf '# %s\n' "$*"; }
-check() {
-    local name="$1"; shift
-    local rc=0
-    "$@" || rc=$?
-    if [[ $rc -eq 0 ]]; then
-        PASSED=$((PASSED + 1)); printf 'ok - %s\n' "$name"
-    else
-        FAILED=$((FAILED + 1)); FAILED_NAMES+=("$name"); printf 'not ok - %s\n' "$name"
-    fi
-}
-why() { printf '#   %s\n' "$*"; return 1; }
+# shellcheck source-path=SCRIPTDIR source=../../scripts/lib/tap.sh
+. "$ROOT/scripts/lib/tap.sh"
 lab_on_exit() {
     if [[ "$1" -ne 0 || "$FAILED" -ne 0 ]]; then lab_dump_logs 20 2>&1 | sed 's/^/# /'; fi
     return 0

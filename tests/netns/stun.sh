@@ -38,22 +38,8 @@ P2P_BIN="$(p2p_bin_default)"
 if [[ ! -x "$P2P_BIN" ]]; then echo "p2pvpn binary not found: $P2P_BIN" >&2; exit 2; fi
 
 PORT=3478
-PASSED=0
-FAILED=0
-FAILED_NAMES=()
-
-note() { printf '# %s\n' "$*"; }
-check() {
-    local name="$1"; shift
-    local rc=0
-    "$@" || rc=$?
-    if [[ $rc -eq 0 ]]; then
-        PASSED=$((PASSED + 1)); printf 'ok - %s\n' "$name"
-    else
-        FAILED=$((FAILED + 1)); FAILED_NAMES+=("$name"); printf 'not ok - %s\n' "$name"
-    fi
-}
-why() { printf '#   %s\n' "$*"; return 1; }
+# shellcheck source-path=SCRIPTDIR source=../../scripts/lib/tap.sh
+. "$ROOT/scripts/lib/tap.sh"
 setup_fail() { echo "# setup failed: $*"; echo "Bail out! $*"; exit 2; }
 
 lab_on_exit() {
