@@ -3,6 +3,19 @@
 //! owns no algorithm of its own beyond that routing and the checks on it: a peer may only send
 //! from its own virtual address, and only to ours.
 
+/// Lends a punch session the node's clock reading, RNG, transmit queue and socket pool. A macro,
+/// not a method, so the borrows stay on those four fields while a peer is borrowed too.
+macro_rules! punch_ctx {
+    ($node:ident, $now:expr) => {
+        $crate::core::punch::session::Ctx {
+            now: $now,
+            rng: &mut $node.rng,
+            transmits: &mut $node.transmits,
+            sockets: &mut $node.sockets,
+        }
+    };
+}
+
 mod discovery;
 mod punching;
 mod status;
@@ -445,12 +458,7 @@ impl Node {
         // Anything but our cookie reply means the datagram was authenticated by the session, so
         // it proves the path as well as a probe would.
         if !matches!(&result, Decapsulated::Reply(r) if r.first() == Some(&3)) {
-            let mut ctx = crate::core::punch::session::Ctx {
-                now,
-                rng: &mut self.rng,
-                transmits: &mut self.transmits,
-                sockets: &mut self.sockets,
-            };
+            let mut ctx = punch_ctx!(self, now);
             if let Some(crate::core::punch::session::PunchEvent::Nominated { detail, .. }) =
                 peer.punch.handle_authenticated(socket, from, &mut ctx)
             {

@@ -7,7 +7,7 @@ use super::{DatagramOutcome, Node, NodeEvent};
 use crate::core::counters::DropReason;
 use crate::core::keys::PublicKey;
 use crate::core::punch::probe::{sender_of, ProbeError};
-use crate::core::punch::session::{Ctx, LocalInfo, PunchEvent};
+use crate::core::punch::session::{LocalInfo, PunchEvent};
 use crate::core::punch::PunchOffer;
 use crate::core::transmit::SocketId;
 use std::net::SocketAddr;
@@ -31,12 +31,7 @@ impl Node {
                 let Some(peer) = self.peers.get_mut(&key) else {
                     continue;
                 };
-                let mut ctx = Ctx {
-                    now,
-                    rng: &mut self.rng,
-                    transmits: &mut self.transmits,
-                    sockets: &mut self.sockets,
-                };
+                let mut ctx = punch_ctx!(self, now);
                 peer.punch.handle_timeout(&mut ctx)
             };
             if let Some(event) = event {
@@ -65,12 +60,7 @@ impl Node {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        let mut ctx = Ctx {
-            now,
-            rng: &mut self.rng,
-            transmits: &mut self.transmits,
-            sockets: &mut self.sockets,
-        };
+        let mut ctx = punch_ctx!(self, now);
         if let Some(offer) = peer.punch.make_offer(&local, &mut ctx) {
             let line = if offer.answer {
                 format!("peer {}: punching (answering its offer)", peer.name)
@@ -95,12 +85,7 @@ impl Node {
             tracing::debug!(peer = %from.short(), "punch offer from an unknown peer ignored");
             return;
         };
-        let mut ctx = Ctx {
-            now,
-            rng: &mut self.rng,
-            transmits: &mut self.transmits,
-            sockets: &mut self.sockets,
-        };
+        let mut ctx = punch_ctx!(self, now);
         peer.punch.handle_offer(offer, &local, &mut ctx);
         self.offer_if_wanted(&from, now);
     }
@@ -125,12 +110,7 @@ impl Node {
             }
             Err(_) => return DatagramOutcome::Dropped(DropReason::Malformed),
         };
-        let mut ctx = Ctx {
-            now,
-            rng: &mut self.rng,
-            transmits: &mut self.transmits,
-            sockets: &mut self.sockets,
-        };
+        let mut ctx = punch_ctx!(self, now);
         if let Some(event) = peer.punch.handle_probe(socket, from, probe, &mut ctx) {
             self.apply_punch_event(&key, event);
         }
