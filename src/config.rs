@@ -23,6 +23,9 @@ pub struct RawNodeConfig {
     pub network: String,
     pub name: String,
     pub servers: Vec<String>,
+    /// The server's TLS addresses, tried when the plain ones fail (written from the token).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_servers: Vec<String>,
     pub server_public_key: String,
     /// UDP port for peer traffic; 0 picks a free one at each start.
     #[serde(default)]
@@ -53,6 +56,7 @@ pub struct NodeSettings {
     pub network: String,
     pub name: String,
     pub servers: Vec<SocketAddr>,
+    pub tls_servers: Vec<SocketAddr>,
     pub server_key: PublicKey,
     pub listen_port: u16,
     pub interface: String,
@@ -138,6 +142,15 @@ impl RawNodeConfig {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let tls_servers = self
+            .tls_servers
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>().with_context(|| {
+                    format!("{}: TLS server {s:?} is not ADDRESS:PORT", file.display())
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let server_key = PublicKey::from_base64(&self.server_public_key).with_context(|| {
             format!(
                 "{}: `server_public_key` is not a key; run `p2pvpn join TOKEN` again",
@@ -176,6 +189,7 @@ impl RawNodeConfig {
             network: self.network,
             name: self.name,
             servers,
+            tls_servers,
             server_key,
             listen_port: self.listen_port,
             interface,
@@ -190,6 +204,7 @@ impl NodeSettings {
             network: self.network.clone(),
             name: self.name.clone(),
             servers: self.servers.iter().map(|s| s.to_string()).collect(),
+            tls_servers: self.tls_servers.iter().map(|s| s.to_string()).collect(),
             server_public_key: self.server_key.to_base64(),
             listen_port: self.listen_port,
             interface: Some(self.interface.clone()),

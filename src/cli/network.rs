@@ -112,9 +112,18 @@ fn invite(
     let credential = Credential::generate(&mut rand::rngs::OsRng);
     let expires_unix = crate::io::unix_now() + expires.as_secs();
     store.create_token(name, &credential.hash(), uses, Some(expires_unix))?;
+    // TLS addresses the running server recorded (`server --tls-listen`), if any.
+    let tls_servers: Vec<SocketAddr> = store
+        .setting("tls_listen")?
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .filter(|a: &SocketAddr| !a.ip().is_unspecified())
+        .collect();
     let token = JoinToken {
         network: name.to_string(),
         servers,
+        tls_servers,
         server_key: secret.public_key(),
         credential,
     };

@@ -37,6 +37,7 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
         network: joined.network.clone(),
         name: joined.name.clone(),
         servers: token.servers.clone(),
+        tls_servers: token.tls_servers.clone(),
         server_key: token.server_key,
         listen_port: 0,
         interface: config::default_interface(&joined.network),

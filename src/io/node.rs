@@ -86,6 +86,7 @@ pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
         secret,
         server_key: settings.server_key,
         servers: settings.servers.clone(),
+        tls_servers: settings.tls_servers.clone(),
         punch: settings.punch,
     };
     let rng = rand_chacha::ChaCha8Rng::from_entropy();
@@ -211,7 +212,12 @@ impl Driver {
         if let Some(server) = self.node.poll_connect(std::time::Instant::now()) {
             self.stream_gen += 1;
             tracing::info!(%server, "connecting to the server");
-            stream::spawn(server, self.stream_gen, self.stream_tx.clone());
+            stream::spawn(
+                server.addr,
+                server.tls,
+                self.stream_gen,
+                self.stream_tx.clone(),
+            );
         }
     }
 

@@ -25,9 +25,15 @@ pub enum WriterCommand {
     Close,
 }
 
-/// Connects to `server` and pumps the stream until it ends; every event is tagged with `gen`.
-pub fn spawn(server: SocketAddr, gen: u64, events: mpsc::Sender<(u64, StreamEvent)>) {
+/// Connects to `server` (inside TLS when `tls`) and pumps the stream until it ends; every event
+/// is tagged with `gen`.
+pub fn spawn(server: SocketAddr, tls: bool, gen: u64, events: mpsc::Sender<(u64, StreamEvent)>) {
     tokio::spawn(async move {
+        if tls {
+            let msg = "TLS transport is not built into this binary yet".to_string();
+            let _ = events.send((gen, StreamEvent::Failed(msg))).await;
+            return;
+        }
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {

@@ -121,6 +121,7 @@ impl Sim {
         JoinToken {
             network: "sim".into(),
             servers: vec![SERVER.parse().unwrap()],
+            tls_servers: Vec::new(),
             server_key: self.server.public_key(),
             credential: self.credential.clone(),
         }
@@ -182,6 +183,7 @@ impl Sim {
             secret: secret.clone(),
             server_key: token.server_key,
             servers: token.servers.clone(),
+            tls_servers: token.tls_servers.clone(),
             punch: self.punch,
         };
         let rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.nodes.len() as u64 + 100);

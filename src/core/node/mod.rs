@@ -29,7 +29,7 @@ use super::crypto::{initiator_of, Decapsulated, Encapsulated};
 use super::ip::{ipv4_endpoints, IpError};
 use super::keys::{PublicKey, SecretKey};
 use super::peers::{Path, PeerTable, Upsert};
-use super::rendezvous::client::{ControlClient, ControlEvent};
+use super::rendezvous::client::{ControlClient, ControlEvent, ServerAddr};
 use super::rendezvous::messages::Refusal;
 use super::wire::{classify, receiver_index, DatagramKind, WgMessage};
 use crate::core::punch::session::SocketPool;
@@ -55,6 +55,8 @@ pub struct NodeConfig {
     pub secret: SecretKey,
     pub server_key: PublicKey,
     pub servers: Vec<SocketAddr>,
+    /// TLS addresses of the server, tried when the plain ones fail.
+    pub tls_servers: Vec<SocketAddr>,
     pub punch: PunchConfig,
 }
 
@@ -146,7 +148,7 @@ impl Node {
         let control = ControlClient::new(
             config.secret.clone(),
             config.server_key,
-            config.servers,
+            ServerAddr::list(&config.servers, &config.tls_servers),
             config.network.clone(),
             rng,
             now,
@@ -228,7 +230,7 @@ impl Node {
 
     // ---- control stream -------------------------------------------------------------------
 
-    pub fn poll_connect(&mut self, now: Instant) -> Option<SocketAddr> {
+    pub fn poll_connect(&mut self, now: Instant) -> Option<ServerAddr> {
         self.control.poll_connect(now)
     }
 

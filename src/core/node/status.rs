@@ -14,6 +14,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServerStatus {
     pub address: Option<SocketAddr>,
+    /// The control channel runs inside TLS (the node's plain TCP attempts failed).
+    #[serde(default)]
+    pub tls: bool,
     pub connected: bool,
 }
 
@@ -97,7 +100,8 @@ impl Node {
             listen_port: 0,
             interface: String::new(),
             server: ServerStatus {
-                address: self.control.current_server(),
+                address: self.control.current_server().map(|s| s.addr),
+                tls: self.control.current_server().is_some_and(|s| s.tls),
                 connected: self.control.is_registered(),
             },
             nat: self.discovery.profile().cloned(),

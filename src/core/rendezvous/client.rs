@@ -59,17 +59,44 @@ enum State {
     Stopped,
 }
 
+/// One way to reach the server: its plain TCP control port, or its TLS port (443 in most
+/// configs) for networks that let nothing else out. The Noise channel runs inside either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerAddr {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.tls {
+            write!(f, "{} (TLS)", self.addr)
+        } else {
+            write!(f, "{}", self.addr)
+        }
+    }
+}
+
+impl ServerAddr {
+    /// Plain addresses first, then TLS ones: a node tries TLS only when plain TCP fails.
+    pub fn list(plain: &[SocketAddr], tls: &[SocketAddr]) -> Vec<ServerAddr> {
+        let plain = plain.iter().map(|&addr| ServerAddr { addr, tls: false });
+        let tls = tls.iter().map(|&addr| ServerAddr { addr, tls: true });
+        plain.chain(tls).collect()
+    }
+}
+
 pub struct ControlClient {
     secret: SecretKey,
     server_key: PublicKey,
-    servers: Vec<SocketAddr>,
+    servers: Vec<ServerAddr>,
     network: String,
     endpoints: Vec<SocketAddr>,
     nat: Option<NatProfile>,
     state: State,
     attempt: u32,
     next_server: usize,
-    current_server: Option<SocketAddr>,
+    current_server: Option<ServerAddr>,
     last_rx: Instant,
     next_ping: Instant,
     rng: ChaCha8Rng,
@@ -81,7 +108,7 @@ impl ControlClient {
     pub fn new(
         secret: SecretKey,
         server_key: PublicKey,
-        servers: Vec<SocketAddr>,
+        servers: Vec<ServerAddr>,
         network: String,
         rng: ChaCha8Rng,
         now: Instant,
@@ -115,12 +142,12 @@ impl ControlClient {
         )
     }
 
-    pub fn current_server(&self) -> Option<SocketAddr> {
+    pub fn current_server(&self) -> Option<ServerAddr> {
         self.current_server
     }
 
     /// The server to open a stream to now, if it is time to.
-    pub fn poll_connect(&mut self, now: Instant) -> Option<SocketAddr> {
+    pub fn poll_connect(&mut self, now: Instant) -> Option<ServerAddr> {
         match self.state {
             State::Idle { retry_at } if retry_at <= now && !self.servers.is_empty() => {
                 let server = self.servers[self.next_server % self.servers.len()];

@@ -49,6 +49,8 @@ impl std::fmt::Debug for Credential {
 struct Body {
     n: String,
     s: Vec<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    t: Vec<SocketAddr>,
     k: PublicKey,
     c: String,
 }
@@ -58,6 +60,8 @@ struct Body {
 pub struct JoinToken {
     pub network: String,
     pub servers: Vec<SocketAddr>,
+    /// The server's TLS addresses (e.g. port 443), for networks that allow nothing else.
+    pub tls_servers: Vec<SocketAddr>,
     pub server_key: PublicKey,
     pub credential: Credential,
 }
@@ -80,6 +84,7 @@ impl JoinToken {
         let body = Body {
             n: self.network.clone(),
             s: self.servers.clone(),
+            t: self.tls_servers.clone(),
             k: self.server_key,
             c: self.credential.to_base64(),
         };
@@ -105,6 +110,7 @@ impl JoinToken {
         Ok(JoinToken {
             network: body.n,
             servers: body.s,
+            tls_servers: body.t,
             server_key: body.k,
             credential,
         })
@@ -120,6 +126,7 @@ mod tests {
         JoinToken {
             network: "office".into(),
             servers: vec!["203.0.113.1:7400".parse().unwrap()],
+            tls_servers: vec!["203.0.113.1:443".parse().unwrap()],
             server_key: PublicKey([7; 32]),
             credential: Credential([1; 32]),
         }
