@@ -80,6 +80,8 @@ pub enum Command {
         #[arg(long, value_name = "PORT")]
         alternate_port: Option<u16>,
         #[command(flatten)]
+        relay: RelayArgs,
+        #[command(flatten)]
         dir: ServerDir,
     },
     /// Manage networks on the server host.
@@ -141,6 +143,30 @@ pub enum Command {
         #[command(flatten)]
         dirs: NodeDirs,
     },
+}
+
+/// Limits of the relay that carries traffic between nodes with no direct path.
+#[derive(Debug, clap::Args)]
+pub struct RelayArgs {
+    /// Relay bandwidth one node may use, in Mbit/s (beyond it its packets are dropped).
+    #[arg(long, value_name = "MBIT/S", default_value_t = 100)]
+    relay_node_mbps: u64,
+    /// Relay bandwidth of all nodes together, in Mbit/s.
+    #[arg(long, value_name = "MBIT/S", default_value_t = 1000)]
+    relay_total_mbps: u64,
+    /// Nodes that may use the relay at once (others still register, without a relay).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    relay_max_nodes: usize,
+}
+
+impl RelayArgs {
+    fn limits(&self) -> crate::core::relay::server::RelayLimits {
+        crate::core::relay::server::RelayLimits {
+            node_bytes_per_sec: self.relay_node_mbps.saturating_mul(125_000),
+            total_bytes_per_sec: self.relay_total_mbps.saturating_mul(125_000),
+            max_nodes: self.relay_max_nodes,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -214,8 +240,9 @@ pub fn run() -> Result<()> {
             Command::Server {
                 listen,
                 alternate_port,
+                relay,
                 dir,
-            } => server::run(listen, alternate_port, &dir.state_dir).await,
+            } => server::run(listen, alternate_port, relay.limits(), &dir.state_dir).await,
             Command::Network(cmd) => network::run(cmd),
             Command::Join { token, name, dirs } => node::join(&token, name, &dirs.dirs()).await,
             Command::Up { network, dirs } => node::up(&network, &dirs.dirs()).await,

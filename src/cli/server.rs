@@ -8,6 +8,7 @@ use std::path::Path;
 pub async fn run(
     listen: Vec<SocketAddr>,
     alternate_port: Option<u16>,
+    relay: crate::core::relay::server::RelayLimits,
     state_dir: &Path,
 ) -> Result<()> {
     keyfile::ensure_private_dir(state_dir)?;
@@ -19,5 +20,5 @@ pub async fn run(
         .with_context(|| format!("cannot open the server database in {}", state_dir.display()))?;
     let listen_text: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
     store.set_setting("listen", &listen_text.join(","))?;
-    io::server::run(listen, alternate_port, store, secret).await
+    io::server::run(listen, alternate_port, relay, store, secret).await
 }

@@ -63,9 +63,10 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
         "PEER", "ADDRESS", "PATH", "ENDPOINT", "RTT", "RX", "TX", "HANDSHAKE"
     );
     for p in &s.peers {
-        let path = match (&p.path, &p.technique_detail) {
-            (crate::core::peers::Path::Direct, Some(detail)) => detail.clone(),
-            (path, _) => path.as_str().to_string(),
+        let path = match (&p.path, &p.technique_detail, &p.relay) {
+            (crate::core::peers::Path::Direct, Some(detail), _) => detail.clone(),
+            (crate::core::peers::Path::Relay, _, Some(transport)) => format!("relay ({transport})"),
+            (path, _, _) => path.as_str().to_string(),
         };
         let _ = writeln!(
             out,

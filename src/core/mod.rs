@@ -10,6 +10,7 @@ pub mod nat;
 pub mod node;
 pub mod peers;
 pub mod punch;
+pub mod relay;
 pub mod rendezvous;
 pub mod stun;
 pub mod transmit;

@@ -21,6 +21,8 @@ const SESSION_FRESH: Duration = Duration::from_secs(180);
 #[serde(rename_all = "lowercase")]
 pub enum Path {
     Direct,
+    /// Through the server's relay (no direct path verified yet, or it stopped answering).
+    Relay,
     Connecting,
 }
 
@@ -28,6 +30,7 @@ impl Path {
     pub fn as_str(self) -> &'static str {
         match self {
             Path::Direct => "direct",
+            Path::Relay => "relay",
             Path::Connecting => "connecting",
         }
     }
@@ -44,6 +47,8 @@ pub struct Peer {
     pub endpoint: Option<SocketAddr>,
     /// Which of our sockets reaches `endpoint` (not the main one after birthday probing).
     pub socket: SocketId,
+    /// The peer's relay id while it is online with the server's relay.
+    pub relay_id: Option<u32>,
     pub punch: PeerPunch,
     /// When to send a new handshake initiation if the session is still not up (our own timer:
     /// boringtun's retransmission follows the real clock, not the node's).
@@ -54,17 +59,12 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn path(&self) -> Path {
-        let fresh = self
-            .tunnel
+    /// The WireGuard session completed a handshake recently enough to carry traffic.
+    pub fn session_fresh(&self) -> bool {
+        self.tunnel
             .stats()
             .since_handshake
-            .is_some_and(|d| d < SESSION_FRESH);
-        if fresh && self.endpoint.is_some() {
-            Path::Direct
-        } else {
-            Path::Connecting
-        }
+            .is_some_and(|d| d < SESSION_FRESH)
     }
 
     /// Where data and handshakes go: only a verified path. Sending a handshake to unverified
@@ -89,6 +89,7 @@ pub struct PeerTable {
     peers: HashMap<PublicKey, Peer>,
     by_ip: HashMap<Ipv4Addr, PublicKey>,
     by_index: HashMap<u32, PublicKey>,
+    by_relay: HashMap<u32, PublicKey>,
     next_index: u32,
 }
 
@@ -113,6 +114,15 @@ impl PeerTable {
             if info.nat.is_some() {
                 peer.punch.their_nat.clone_from(&info.nat);
             }
+            if peer.relay_id != info.relay_id {
+                if let Some(old) = peer.relay_id {
+                    self.by_relay.remove(&old);
+                }
+                if let Some(new) = info.relay_id {
+                    self.by_relay.insert(new, info.public_key);
+                }
+                peer.relay_id = info.relay_id;
+            }
             return Upsert::Updated;
         }
         self.next_index = (self.next_index + 1) & 0x00ff_ffff;
@@ -124,6 +134,7 @@ impl PeerTable {
             candidates: info.endpoints.clone(),
             endpoint: None,
             socket: SocketId::MAIN,
+            relay_id: info.relay_id,
             handshake_retry: None,
             punch: {
                 let mut punch = PeerPunch::new(local, &info.public_key, now);
@@ -136,6 +147,9 @@ impl PeerTable {
         };
         self.by_ip.insert(info.virtual_ip, info.public_key);
         self.by_index.insert(index, info.public_key);
+        if let Some(id) = info.relay_id {
+            self.by_relay.insert(id, info.public_key);
+        }
         self.peers.insert(info.public_key, peer);
         Upsert::Added
     }
@@ -144,6 +158,7 @@ impl PeerTable {
         let peer = self.peers.remove(key)?;
         self.by_ip.remove(&peer.virtual_ip);
         self.by_index.retain(|_, k| k != key);
+        self.by_relay.retain(|_, k| k != key);
         Some(peer)
     }
 
@@ -151,6 +166,7 @@ impl PeerTable {
         self.peers.clear();
         self.by_ip.clear();
         self.by_index.clear();
+        self.by_relay.clear();
     }
 
     pub fn get_mut(&mut self, key: &PublicKey) -> Option<&mut Peer> {
@@ -166,6 +182,15 @@ impl PeerTable {
     pub fn by_receiver_index_mut(&mut self, receiver: u32) -> Option<&mut Peer> {
         let key = self.by_index.get(&(receiver >> 8))?;
         self.peers.get_mut(key)
+    }
+
+    /// The peer with a relay id, for packets the server relayed.
+    pub fn by_relay_id(&self, id: u32) -> Option<PublicKey> {
+        self.by_relay.get(&id).copied()
+    }
+
+    pub fn get(&self, key: &PublicKey) -> Option<&Peer> {
+        self.peers.get(key)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Peer> {
@@ -198,6 +223,7 @@ mod tests {
             endpoints: vec!["192.0.2.1:1000".parse().unwrap()],
             online: true,
             nat: None,
+            relay_id: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! - STUN (RFC 5389 §6): the two top bits of the first byte are zero and bytes 4..8 hold the magic
 //!   cookie 0x2112A442.
 //! - Punch probes (`core::punch::probe`): the magic 0xF0 'p' '2' 'p' and a fixed length.
+//! - Relay frames (`core::relay::wire`): the magic 0xF0 'r' 'l' 'y'.
 //! - WireGuard (whitepaper §5.4): a little-endian u32 message type 1-4, i.e. the type byte then
 //!   three zero bytes, with a fixed length for the three handshake messages and at least 32 bytes
 //!   for transport data.
@@ -24,6 +25,8 @@ pub enum WgMessage {
 pub enum DatagramKind {
     Stun,
     Probe,
+    /// The server's relay framing (`core::relay::wire`).
+    Relay,
     WireGuard(WgMessage),
     Unknown,
 }
@@ -42,6 +45,9 @@ pub fn classify(datagram: &[u8]) -> DatagramKind {
     }
     if crate::core::punch::probe::is_probe(datagram) {
         return DatagramKind::Probe;
+    }
+    if crate::core::relay::wire::is_relay(datagram) {
+        return DatagramKind::Relay;
     }
     if datagram.len() < 4 || datagram[1..4] != [0, 0, 0] {
         return DatagramKind::Unknown;

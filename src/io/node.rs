@@ -330,6 +330,14 @@ impl Driver {
         while let Some(event) = self.node.poll_event() {
             self.handle_node_event(event).await?;
         }
+        // Packets relayed through the control stream (UDP to the server is blocked).
+        while let Some(packet) = self.node.poll_tun_packet() {
+            if let Some(tun) = &self.tun {
+                if let Err(e) = tun.send(&packet).await {
+                    tracing::debug!(error = %e, "TUN write failed");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -383,10 +391,12 @@ impl Driver {
                 virtual_ip,
                 path,
                 endpoint,
+                relay,
             } => {
                 let via = endpoint.map(|e| format!(" via {e}")).unwrap_or_default();
+                let transport = relay.map(|r| format!(" ({r})")).unwrap_or_default();
                 progress(&format!(
-                    "p2pvpn {net}: peer {name} ({virtual_ip}) {}{via}",
+                    "p2pvpn {net}: peer {name} ({virtual_ip}) {}{transport}{via}",
                     path.as_str()
                 ));
             }

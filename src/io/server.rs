@@ -2,14 +2,17 @@
 //! connection), the UDP sockets that answer STUN (`server_udp`; relay will live there too), the
 //! store watched for changes made by `network` commands.
 
-use super::server_udp::ServerUdp;
+use super::server_udp::{RelayDatagram, ServerUdp};
 use super::unix_now;
 use crate::core::keys::SecretKey;
-use crate::core::rendezvous::server::{ConnId, ServerCore, ServerOutput};
+use crate::core::relay::server::{RelayLimits, RelayServer};
+use crate::core::rendezvous::server::{ConnId, RelayUdpAction, ServerCore, ServerOutput};
 use crate::store::Store;
 use anyhow::{anyhow, Result};
+use rand::SeedableRng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,6 +52,7 @@ pub(super) fn bind_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> an
 pub async fn run(
     listen: Vec<SocketAddr>,
     alternate_port: Option<u16>,
+    relay_limits: RelayLimits,
     store: Store,
     secret: SecretKey,
 ) -> Result<()> {
@@ -63,11 +67,18 @@ pub async fn run(
         listeners.push(tcp);
     }
     let udp_lines = udp.describe();
-    let udp_stats = udp.spawn();
+    let udp_table = udp.table();
+    let (relay_tx, mut relay_rx) = mpsc::channel::<RelayDatagram>(4096);
+    let udp_stats = udp.spawn(relay_tx);
     for tcp in listeners {
         tokio::spawn(accept_loop(tcp, ev_tx.clone()));
     }
-    let mut core = ServerCore::new(secret, store);
+    let relay = RelayServer::new(
+        relay_limits,
+        rand_chacha::ChaCha8Rng::from_entropy(),
+        std::time::Instant::now(),
+    );
+    let mut core = ServerCore::new(secret, store, relay);
     let mut version = core.registry_mut().data_version().unwrap_or(0);
     let mut writers: HashMap<ConnId, mpsc::Sender<Option<Vec<u8>>>> = HashMap::new();
     for addr in &listen {
@@ -102,6 +113,16 @@ pub async fn run(
                     }
                 }
             }
+            Some((local, from, mut bytes)) = relay_rx.recv() => {
+                let now = std::time::Instant::now();
+                match core.handle_relay_udp(local, from, &mut bytes, now) {
+                    RelayUdpAction::Reply(reply) => send_udp(&udp_table, local, from, &reply).await,
+                    RelayUdpAction::Forward { via, to, len } => {
+                        send_udp(&udp_table, via, to, &bytes[..len]).await
+                    }
+                    RelayUdpAction::Done => {}
+                }
+            }
             _ = store_tick.tick() => {
                 match core.registry_mut().data_version() {
                     Ok(v) if v != version => {
@@ -133,12 +154,34 @@ pub async fn run(
                         let _ = w.try_send(None);
                     }
                 }
+                ServerOutput::Relay(id, bytes) => {
+                    // A full queue drops the frame (the per-node queue limit), never the node.
+                    if let Some(w) = writers.get(&id) {
+                        let _ = w.try_send(Some(bytes));
+                    }
+                }
+                ServerOutput::Udp { via, to, datagram } => {
+                    send_udp(&udp_table, via, to, &datagram).await
+                }
             }
         }
     }
     let stats = core.stats();
     tracing::info!(?stats, ?udp_stats, "server stopping");
     Ok(())
+}
+
+async fn send_udp(
+    table: &HashMap<SocketAddr, Arc<tokio::net::UdpSocket>>,
+    via: SocketAddr,
+    to: SocketAddr,
+    bytes: &[u8],
+) {
+    if let Some(socket) = table.get(&via) {
+        if let Err(e) = socket.send_to(bytes, to).await {
+            tracing::debug!(%via, %to, error = %e, "relay send failed");
+        }
+    }
 }
 
 async fn accept_loop(listener: TcpListener, events: mpsc::Sender<ConnEvent>) {

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 /// What the UDP sockets did, for the shutdown log line.
 #[derive(Debug, Default)]
@@ -18,6 +19,8 @@ pub struct UdpStats {
     pub stun_answered: AtomicU64,
     pub dropped: AtomicU64,
     pub send_errors: AtomicU64,
+    /// Relay datagrams dropped because the server core was behind.
+    pub relay_dropped: AtomicU64,
 }
 
 /// The bound sockets and the responder that decides what to send from which.
@@ -84,8 +87,14 @@ impl ServerUdp {
         lines
     }
 
-    /// Starts one receive task per socket; returns the shared counters.
-    pub fn spawn(self) -> Arc<UdpStats> {
+    /// Every socket by its local address, to send relayed datagrams from the right one.
+    pub fn table(&self) -> Arc<HashMap<SocketAddr, Arc<UdpSocket>>> {
+        self.sockets.clone()
+    }
+
+    /// Starts one receive task per socket; relay datagrams go to `relay` (the server core owns
+    /// the relay's state). Returns the shared counters.
+    pub fn spawn(self, relay: mpsc::Sender<RelayDatagram>) -> Arc<UdpStats> {
         let stats = Arc::new(UdpStats::default());
         for (&local, socket) in self.sockets.iter() {
             tokio::spawn(receive_loop(
@@ -94,11 +103,15 @@ impl ServerUdp {
                 self.sockets.clone(),
                 self.responder.clone(),
                 stats.clone(),
+                relay.clone(),
             ));
         }
         stats
     }
 }
+
+/// A relay datagram for the server core: (our socket, sender, bytes).
+pub type RelayDatagram = (SocketAddr, SocketAddr, Vec<u8>);
 
 async fn receive_loop(
     local: SocketAddr,
@@ -106,6 +119,7 @@ async fn receive_loop(
     table: Arc<HashMap<SocketAddr, Arc<UdpSocket>>>,
     responder: Arc<StunResponder>,
     stats: Arc<UdpStats>,
+    relay: mpsc::Sender<RelayDatagram>,
 ) {
     let mut buf = vec![0u8; 2048];
     loop {
@@ -118,6 +132,13 @@ async fn receive_loop(
                 continue;
             }
         };
+        if crate::core::relay::wire::is_relay(&buf[..n]) {
+            // A full queue means the server is behind: drop, as a router would.
+            if relay.try_send((local, from, buf[..n].to_vec())).is_err() {
+                stats.relay_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
         let Some(reply) = responder.respond(local, from, &buf[..n]) else {
             let total = stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::debug!(bytes = n, %from, total, "dropped a UDP datagram the server does not speak");

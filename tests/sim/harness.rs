@@ -9,10 +9,11 @@ use p2pvpn::core::keys::SecretKey;
 use p2pvpn::core::node::{
     DatagramOutcome, Node, NodeConfig, NodeEvent, PunchConfig, SocketCommand, SocketId, TunOutcome,
 };
+use p2pvpn::core::relay::server::{RelayLimits, RelayServer};
 use p2pvpn::core::rendezvous::client::{JoinExchange, Joined};
 use p2pvpn::core::rendezvous::messages::Refusal;
 use p2pvpn::core::rendezvous::registry::{MemoryRegistry, TokenRecord};
-use p2pvpn::core::rendezvous::server::{ConnId, ServerCore, ServerOutput};
+use p2pvpn::core::rendezvous::server::{ConnId, RelayUdpAction, ServerCore, ServerOutput};
 use p2pvpn::core::rendezvous::token::{Credential, JoinToken};
 use p2pvpn::core::stun::StunResponder;
 use rand::SeedableRng;
@@ -79,7 +80,7 @@ impl Sim {
         }
         Sim {
             now: crate::nat_tests::t0(),
-            server: ServerCore::new(server_secret.clone(), registry),
+            server: ServerCore::new(server_secret.clone(), registry, relay_server(seed)),
             server_secret,
             server_up: true,
             nodes: Vec::new(),
@@ -266,6 +267,17 @@ impl Sim {
                             n.node.handle_control_bytes(&bytes, self.now);
                         }
                     }
+                    ServerOutput::Relay(conn, bytes) => {
+                        if let Some(n) = self.nodes.iter_mut().find(|n| n.conn == Some(conn)) {
+                            n.node.handle_control_bytes(&bytes, self.now);
+                            while let Some(p) = n.node.poll_tun_packet() {
+                                n.tun_out.push(p);
+                            }
+                        }
+                    }
+                    ServerOutput::Udp { via, to, datagram } => {
+                        self.net.send(via, to, datagram, None, self.now);
+                    }
                     ServerOutput::Close(conn) => {
                         if let Some(n) = self.nodes.iter_mut().find(|n| n.conn == Some(conn)) {
                             n.conn = None;
@@ -276,6 +288,24 @@ impl Sim {
             }
             while let Some(d) = self.net.poll_delivery(self.now) {
                 moved = true;
+                let to_server = [SERVER, SERVER_ALT]
+                    .iter()
+                    .any(|a| a.parse::<SocketAddr>().is_ok_and(|a| a.ip() == d.to.ip()));
+                if to_server && self.server_up && p2pvpn::core::relay::wire::is_relay(&d.bytes) {
+                    let mut buf = d.bytes.clone();
+                    match self
+                        .server
+                        .handle_relay_udp(d.to, d.from, &mut buf, self.now)
+                    {
+                        RelayUdpAction::Reply(r) => self.net.send(d.to, d.from, r, None, self.now),
+                        RelayUdpAction::Forward { via, to, len } => {
+                            buf.truncate(len);
+                            self.net.send(via, to, buf, None, self.now)
+                        }
+                        RelayUdpAction::Done => {}
+                    }
+                    continue;
+                }
                 if let Some(reply) = self.stun.respond(d.to, d.from, &d.bytes) {
                     self.net
                         .send(reply.via, reply.to, reply.bytes, None, self.now);
@@ -361,7 +391,7 @@ impl Sim {
                 }
                 true
             }
-            TunOutcome::Queued => true,
+            TunOutcome::Queued | TunOutcome::Stream => true,
             TunOutcome::Dropped(_) => false,
         };
         self.settle();
@@ -392,9 +422,17 @@ impl Sim {
     /// A fresh server process with the same identity and store.
     pub fn restart_server(&mut self) {
         let registry = std::mem::take(self.server.registry_mut());
-        self.server = ServerCore::new(self.server_secret.clone(), registry);
+        self.server = ServerCore::new(self.server_secret.clone(), registry, relay_server(7));
         self.server_up = true;
     }
+}
+
+fn relay_server(seed: u64) -> RelayServer {
+    RelayServer::new(
+        RelayLimits::default(),
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1000),
+        crate::nat_tests::t0(),
+    )
 }
 
 #[derive(Debug, PartialEq, Eq)]

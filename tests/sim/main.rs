@@ -10,6 +10,7 @@ mod nat_tests;
 mod net;
 mod net_tests;
 mod punch;
+mod relay;
 
 use harness::{ping_packet, DatagramOutcomeKind, Sim};
 use p2pvpn::core::counters::DropReason;

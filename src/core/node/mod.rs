@@ -18,6 +18,7 @@ macro_rules! punch_ctx {
 
 mod discovery;
 mod punching;
+mod relaying;
 mod status;
 
 pub use crate::core::punch::session::PunchConfig;
@@ -33,10 +34,13 @@ use super::rendezvous::client::{ControlClient, ControlEvent, ServerAddr};
 use super::rendezvous::messages::Refusal;
 use super::wire::{classify, receiver_index, DatagramKind, WgMessage};
 use crate::core::punch::session::SocketPool;
+use crate::core::relay::client::RelayClient;
+use crate::core::relay::wire as relay_wire;
 use discovery::{Discovery, FIRST_PUNCH_SOCKET};
 use ipnet::Ipv4Net;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+pub use relaying::Route;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -90,6 +94,8 @@ pub enum NodeEvent {
         virtual_ip: Ipv4Addr,
         path: Path,
         endpoint: Option<SocketAddr>,
+        /// The relay transport when `path` is relay ("udp", "tcp", "tls").
+        relay: Option<&'static str>,
     },
     /// A line for the user about a slow step (NAT discovery, punching).
     Progress(String),
@@ -105,6 +111,8 @@ pub enum TunOutcome<'a> {
     },
     /// Held until a handshake completes.
     Queued,
+    /// Handed to the control stream (relay over TCP/TLS): drain `poll_control_bytes`.
+    Stream,
     Dropped(DropReason),
 }
 
@@ -136,6 +144,23 @@ pub struct Node {
     rng: ChaCha8Rng,
     local_endpoints: Vec<SocketAddr>,
     punch_config: PunchConfig,
+    /// The server's UDP address: STUN, and the relay.
+    stun_server: Option<SocketAddr>,
+    relay: RelayClient,
+    /// Packets relayed through the control stream, decrypted, waiting for the TUN device.
+    tun_queue: VecDeque<Vec<u8>>,
+    relay_scratch: Vec<u8>,
+}
+
+/// Where a WireGuard message came from.
+#[derive(Clone, Copy, Debug)]
+enum Origin {
+    Direct {
+        socket: SocketId,
+        from: SocketAddr,
+    },
+    /// Relayed by the server, from this peer.
+    Relay(PublicKey),
 }
 
 impl Node {
@@ -171,6 +196,10 @@ impl Node {
             rng: own,
             local_endpoints: Vec::new(),
             punch_config: config.punch,
+            stun_server,
+            relay: RelayClient::new(stun_server),
+            tun_queue: VecDeque::new(),
+            relay_scratch: vec![0u8; MAX_DATAGRAM],
         }
     }
 
@@ -274,6 +303,7 @@ impl Node {
                 name,
                 virtual_ip,
                 cidr,
+                relay,
             } => {
                 let assignment = Assignment {
                     name,
@@ -282,6 +312,23 @@ impl Node {
                 };
                 self.assignment = Some(assignment.clone());
                 self.events.push_back(NodeEvent::Registered(assignment));
+                if relay.is_none() {
+                    self.events.push_back(NodeEvent::Progress(
+                        "the server's relay is full: peers without a direct path stay unreachable"
+                            .into(),
+                    ));
+                }
+                self.relay.set_ticket(relay, self.now_hint);
+                self.relay
+                    .handle_timeout(self.now_hint, &mut self.transmits);
+                let keys: Vec<PublicKey> = self.peers.iter().map(|p| p.key).collect();
+                for key in keys {
+                    self.maybe_initiate(&key);
+                }
+            }
+            ControlEvent::RelayFrame { src, payload } => {
+                let now = self.now_hint;
+                self.handle_relay_frame(src, &payload, now);
             }
             ControlEvent::Peer(info) => match self.peers.upsert(&info, &self.secret, self.now_hint)
             {
@@ -290,8 +337,10 @@ impl Node {
                         name: info.name.clone(),
                         virtual_ip: info.virtual_ip,
                     });
+                    // Relay first: the session comes up through the relay while punching runs.
+                    self.maybe_initiate(&info.public_key);
                 }
-                Upsert::Updated => {}
+                Upsert::Updated => self.maybe_initiate(&info.public_key),
                 Upsert::AddressConflict => tracing::warn!(
                     peer = info.name,
                     ip = %info.virtual_ip,
@@ -320,33 +369,36 @@ impl Node {
             }
             ControlEvent::Punch { peer, offer } => self.handle_punch_offer(peer, offer),
             ControlEvent::CloseStream => self.events.push_back(NodeEvent::CloseControlStream),
-            ControlEvent::Disconnected => self.events.push_back(NodeEvent::ServerDisconnected),
+            ControlEvent::Disconnected => {
+                // The server forgets our relay identity with the stream; direct paths stay.
+                self.relay.clear();
+                self.events.push_back(NodeEvent::ServerDisconnected)
+            }
         }
     }
 
-    /// Brings the session up as soon as a path is verified, before traffic needs it. Only the
-    /// side with the lower key initiates, so two nodes don't race two handshakes.
+    /// Brings the session up as soon as the peer can be reached, directly or through the relay,
+    /// before traffic needs it. Only the side with the lower key starts, so two nodes don't race
+    /// two handshakes; the other side's retry timer covers a lost first attempt.
     fn maybe_initiate(&mut self, key: &PublicKey) {
         if self.public >= *key {
+            return;
+        }
+        let Some(peer) = self.peers.get(key) else {
+            return;
+        };
+        let Some(route) = self.route_to(peer) else {
+            return;
+        };
+        if peer.session_fresh() || peer.handshake_retry.is_some() {
             return;
         }
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        let Some((socket, dst)) = peer.primary_target() else {
-            return;
-        };
-        if peer.path() == Path::Direct {
-            return;
-        }
         peer.handshake_retry = Some(self.now_hint + HANDSHAKE_RETRY);
         if let Some(init) = peer.tunnel.initiate(&mut self.scratch, false) {
-            self.transmits.push_back(Transmit {
-                socket,
-                dst,
-                payload: init.to_vec(),
-                ttl: None,
-            });
+            relaying::send(route, init, &mut self.transmits, &mut self.control);
         }
     }
 
@@ -356,9 +408,10 @@ impl Node {
     pub fn handle_tun_packet<'a>(
         &mut self,
         packet: &[u8],
-        _now: Instant,
+        now: Instant,
         out: &'a mut [u8],
     ) -> TunOutcome<'a> {
+        self.now_hint = now;
         let outcome = self.route_tun_packet(packet, out);
         if let TunOutcome::Dropped(reason) = outcome {
             self.drops.bump(reason);
@@ -378,28 +431,50 @@ impl Node {
         if !assignment.cidr.contains(&dst) {
             return TunOutcome::Dropped(DropReason::NotInNetwork);
         }
-        let Some(peer) = self.peers.by_ip_mut(dst) else {
+        let Some(key) = self.peers.by_ip_mut(dst).map(|p| p.key) else {
             return TunOutcome::Dropped(DropReason::NoRoute);
         };
-        let Some((socket, primary)) = peer.primary_target() else {
-            return TunOutcome::Dropped(DropReason::PeerUnreachable);
+        let route = match self.peers.get(&key).and_then(|p| self.route_to(p)) {
+            Some(r) => r,
+            None => return TunOutcome::Dropped(DropReason::PeerUnreachable),
         };
-        if out.len() < packet.len() + super::crypto::OVERHEAD || out.len() < 148 {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return TunOutcome::Dropped(DropReason::NoRoute);
+        };
+        let header = match route {
+            Route::RelayUdp { .. } => relay_wire::DATA_HEADER,
+            _ => 0,
+        };
+        if out.len() < header + packet.len() + super::crypto::OVERHEAD || out.len() < header + 148 {
             return TunOutcome::Dropped(DropReason::Malformed);
         }
-        match peer.tunnel.encapsulate(packet, out) {
-            Ok(Encapsulated::Data(datagram)) => TunOutcome::Send {
-                socket,
-                dst: primary,
-                datagram,
-            },
-            Ok(Encapsulated::Handshake(init)) => TunOutcome::Send {
-                socket,
-                dst: primary,
-                datagram: init,
-            },
-            Ok(Encapsulated::Queued) => TunOutcome::Queued,
-            Err(reason) => TunOutcome::Dropped(reason),
+        let len = match peer.tunnel.encapsulate(packet, &mut out[header..]) {
+            Ok(Encapsulated::Data(d)) | Ok(Encapsulated::Handshake(d)) => d.len(),
+            Ok(Encapsulated::Queued) => return TunOutcome::Queued,
+            Err(reason) => return TunOutcome::Dropped(reason),
+        };
+        match route {
+            Route::Direct { socket, dst } => {
+                peer.punch.note_tx(self.now_hint);
+                TunOutcome::Send {
+                    socket,
+                    dst,
+                    datagram: &out[..len],
+                }
+            }
+            Route::RelayUdp { server, id } => {
+                relay_wire::write_to_peer_header(out, id);
+                TunOutcome::Send {
+                    socket: SocketId::MAIN,
+                    dst: server,
+                    datagram: &out[..header + len],
+                }
+            }
+            Route::RelayStream { id } => {
+                self.control
+                    .send_relay_frame(&relay_wire::stream_frame(id, &out[..len]));
+                TunOutcome::Stream
+            }
         }
     }
 
@@ -429,37 +504,74 @@ impl Node {
         now: Instant,
         out: &'a mut [u8],
     ) -> DatagramOutcome<'a> {
-        let kind = match classify(datagram) {
-            DatagramKind::WireGuard(kind) => kind,
+        match classify(datagram) {
+            DatagramKind::WireGuard(_) => {}
             DatagramKind::Stun => return self.handle_stun_datagram(socket, from, datagram, now),
             DatagramKind::Probe => return self.handle_probe_datagram(socket, from, datagram, now),
+            DatagramKind::Relay => return self.handle_relay_datagram(from, datagram, now, out),
             DatagramKind::Unknown => return DatagramOutcome::Dropped(DropReason::Malformed),
         };
-        let peer = if kind == WgMessage::HandshakeInit {
-            let key = match initiator_of(&self.secret, datagram) {
+        self.receive_wireguard(Origin::Direct { socket, from }, datagram, now, out)
+    }
+
+    /// A WireGuard message, received directly or through the relay.
+    fn receive_wireguard<'a>(
+        &mut self,
+        origin: Origin,
+        datagram: &[u8],
+        now: Instant,
+        out: &'a mut [u8],
+    ) -> DatagramOutcome<'a> {
+        let DatagramKind::WireGuard(kind) = classify(datagram) else {
+            return DatagramOutcome::Dropped(DropReason::Malformed);
+        };
+        let key = if kind == WgMessage::HandshakeInit {
+            match initiator_of(&self.secret, datagram) {
                 Ok(key) => key,
                 Err(reason) => return DatagramOutcome::Dropped(reason),
-            };
-            match self.peers.get_mut(&key) {
-                Some(peer) => peer,
-                None => return DatagramOutcome::Dropped(DropReason::UnknownPeer),
             }
         } else {
             let Some(index) = receiver_index(datagram, kind) else {
                 return DatagramOutcome::Dropped(DropReason::Malformed);
             };
             match self.peers.by_receiver_index_mut(index) {
-                Some(peer) => peer,
+                Some(peer) => peer.key,
                 None => return DatagramOutcome::Dropped(DropReason::UnknownSession),
             }
         };
-        let result = match peer.tunnel.decapsulate(from.ip(), datagram, out) {
+        if let Origin::Relay(sender) = origin {
+            // The server vouches for who relayed it; a packet of another peer's session inside
+            // it is not believed.
+            if sender != key {
+                return DatagramOutcome::Dropped(DropReason::DecryptFailed);
+            }
+        }
+        // Replies go back the way the message came: the same socket and address, or the relay.
+        let reply_route = match origin {
+            Origin::Direct { socket, from } => Some(Route::Direct { socket, dst: from }),
+            Origin::Relay(_) => self.peers.get(&key).and_then(|p| {
+                relaying::relay_route(p, &self.relay, &self.control, self.stun_server)
+            }),
+        };
+        let from_ip = match origin {
+            Origin::Direct { from, .. } => from.ip(),
+            Origin::Relay(_) => self
+                .stun_server
+                .map(|s| s.ip())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return DatagramOutcome::Dropped(DropReason::UnknownPeer);
+        };
+        let result = match peer.tunnel.decapsulate(from_ip, datagram, out) {
             Ok(r) => r,
             Err(reason) => return DatagramOutcome::Dropped(reason),
         };
-        // Anything but our cookie reply means the datagram was authenticated by the session, so
-        // it proves the path as well as a probe would.
-        if !matches!(&result, Decapsulated::Reply(r) if r.first() == Some(&3)) {
+        let authenticated = !matches!(&result, Decapsulated::Reply(r) if r.first() == Some(&3));
+        if let (true, Origin::Direct { socket, from }) = (authenticated, origin) {
+            // A session message proves the path as well as a probe would.
+            peer.endpoint = Some(from);
+            peer.socket = socket;
             let mut ctx = punch_ctx!(self, now);
             if let Some(crate::core::punch::session::PunchEvent::Nominated { detail, .. }) =
                 peer.punch.handle_authenticated(socket, from, &mut ctx)
@@ -470,8 +582,6 @@ impl Node {
         }
         match result {
             Decapsulated::Tunnel { packet, src } => {
-                peer.endpoint = Some(from);
-                peer.socket = socket;
                 if src != IpAddr::V4(peer.virtual_ip) {
                     return DatagramOutcome::Dropped(DropReason::SpoofedSource);
                 }
@@ -482,33 +592,15 @@ impl Node {
                 }
             }
             Decapsulated::Reply(reply) => {
-                // A cookie reply (type 3) answers an unauthenticated message under load: it
-                // proves nothing about the sender, so it must not move the endpoint.
-                if reply.first() != Some(&3) {
-                    peer.endpoint = Some(from);
-                    peer.socket = socket;
-                }
-                self.transmits.push_back(Transmit {
-                    socket,
-                    dst: from,
-                    payload: reply.to_vec(),
-                    ttl: None,
-                });
-                while let Some(queued) = peer.tunnel.poll_queued(&mut self.scratch) {
-                    self.transmits.push_back(Transmit {
-                        socket,
-                        dst: from,
-                        payload: queued.to_vec(),
-                        ttl: None,
-                    });
+                if let Some(route) = reply_route {
+                    relaying::send(route, reply, &mut self.transmits, &mut self.control);
+                    while let Some(queued) = peer.tunnel.poll_queued(&mut self.scratch) {
+                        relaying::send(route, queued, &mut self.transmits, &mut self.control);
+                    }
                 }
                 DatagramOutcome::Consumed
             }
-            Decapsulated::Nothing => {
-                peer.endpoint = Some(from);
-                peer.socket = socket;
-                DatagramOutcome::Consumed
-            }
+            Decapsulated::Nothing => DatagramOutcome::Consumed,
         }
     }
 
@@ -526,47 +618,56 @@ impl Node {
             return;
         }
         self.next_tick = now + TIMER_TICK;
-        for peer in self.peers.iter_mut() {
-            match peer.tunnel.update_timers(&mut self.scratch) {
-                Ok(Some(message)) => {
-                    if let Some((socket, dst)) = peer.primary_target() {
-                        self.transmits.push_back(Transmit {
-                            socket,
-                            dst,
-                            payload: message.to_vec(),
-                            ttl: None,
-                        });
-                    }
+        self.relay.handle_timeout(now, &mut self.transmits);
+        self.after_relay_progress();
+        let routes: Vec<(PublicKey, Option<Route>)> = self
+            .peers
+            .iter()
+            .map(|p| (p.key, self.route_to(p)))
+            .collect();
+        let tls = self.control.current_server().is_some_and(|s| s.tls);
+        for (key, route) in routes {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            if let Ok(Some(message)) = peer.tunnel.update_timers(&mut self.scratch) {
+                if let Some(route) = route {
+                    relaying::send(route, message, &mut self.transmits, &mut self.control);
                 }
-                Ok(None) => {}
-                Err(_expired) => {}
             }
-            let path = peer.path();
+            let path = relaying::path(peer, route);
             let retry_due = peer.handshake_retry.is_some_and(|t| now >= t);
-            if path == Path::Direct {
+            if peer.session_fresh() {
                 peer.handshake_retry = None;
-            } else if retry_due {
+            } else if let (true, Some(route)) = (retry_due, route) {
                 // Either side may start a handshake (whitepaper §5.1); the higher key waits
                 // longer, so normally only the lower key's initiation is in flight.
-                if let Some((socket, dst)) = peer.primary_target() {
-                    if let Some(init) = peer.tunnel.initiate(&mut self.scratch, true) {
-                        self.transmits.push_back(Transmit {
-                            socket,
-                            dst,
-                            payload: init.to_vec(),
-                            ttl: None,
-                        });
-                    }
+                if let Some(init) = peer.tunnel.initiate(&mut self.scratch, true) {
+                    relaying::send(route, init, &mut self.transmits, &mut self.control);
                 }
                 peer.handshake_retry = Some(now + HANDSHAKE_RETRY);
+            } else if peer.handshake_retry.is_none() && route.is_some() {
+                // A peer became reachable (a relay binding, a nominated path) without a session.
+                let wait = if self.public < key {
+                    Duration::ZERO
+                } else {
+                    HANDSHAKE_RETRY * 2
+                };
+                peer.handshake_retry = Some(now + wait);
             }
             if path != peer.last_path {
                 peer.last_path = path;
+                let endpoint = match route {
+                    Some(Route::Direct { dst, .. }) => Some(dst),
+                    Some(_) => self.stun_server,
+                    None => None,
+                };
                 self.events.push_back(NodeEvent::PathChanged {
                     name: peer.name.clone(),
                     virtual_ip: peer.virtual_ip,
                     path,
-                    endpoint: peer.endpoint,
+                    endpoint,
+                    relay: route.and_then(|r| r.relay_name(tls)),
                 });
             }
         }
@@ -576,12 +677,13 @@ impl Node {
         let control = self.control.poll_timeout();
         let tick = (!self.peers.is_empty()).then_some(self.next_tick);
         let discovery = self.discovery.poll_timeout();
+        let relay = self.relay.poll_timeout();
         let punch = self
             .peers
             .iter()
             .filter_map(|p| p.punch.poll_timeout())
             .min();
-        [control, tick, discovery, punch]
+        [control, tick, discovery, relay, punch]
             .into_iter()
             .flatten()
             .min()
@@ -593,5 +695,10 @@ impl Node {
 
     pub fn poll_event(&mut self) -> Option<NodeEvent> {
         self.events.pop_front()
+    }
+
+    /// A packet that came through the relay stream, for the TUN device.
+    pub fn poll_tun_packet(&mut self) -> Option<Vec<u8>> {
+        self.tun_queue.pop_front()
     }
 }

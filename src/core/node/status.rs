@@ -26,6 +26,9 @@ pub struct PeerStatus {
     pub virtual_ip: Ipv4Addr,
     pub public_key: PublicKey,
     pub path: Path,
+    /// The relay transport ("udp", "tcp", "tls") when `path` is relay.
+    #[serde(default)]
+    pub relay: Option<String>,
     pub online: bool,
     pub endpoint: Option<SocketAddr>,
     pub rtt_ms: Option<u32>,
@@ -65,18 +68,30 @@ pub struct NodeStatus {
 impl Node {
     /// A snapshot; `unix_now` turns handshake ages into timestamps.
     pub fn status(&self, unix_now: u64) -> NodeStatus {
+        let tls = self.control.current_server().is_some_and(|s| s.tls);
         let mut peers: Vec<PeerStatus> = self
             .peers
             .iter()
             .map(|p| {
                 let stats = p.tunnel.stats();
+                let route = self.route_to(p);
+                let path = super::relaying::path(p, route);
                 PeerStatus {
                     name: p.name.clone(),
                     virtual_ip: p.virtual_ip,
                     public_key: p.key,
-                    path: p.path(),
+                    path,
+                    relay: match path {
+                        Path::Relay => route.and_then(|r| r.relay_name(tls)),
+                        _ => None,
+                    }
+                    .map(String::from),
                     online: p.online,
-                    endpoint: p.endpoint,
+                    endpoint: match (path, route) {
+                        (Path::Relay, _) => self.stun_server,
+                        (_, Some(super::Route::Direct { dst, .. })) => Some(dst),
+                        _ => p.endpoint,
+                    },
                     rtt_ms: stats.rtt_ms,
                     rx_bytes: stats.rx_bytes,
                     tx_bytes: stats.tx_bytes,
@@ -114,6 +129,6 @@ impl Node {
         self.peers
             .iter()
             .find(|p| p.virtual_ip == ip)
-            .map(|p| p.path())
+            .map(|p| super::relaying::path(p, self.route_to(p)))
     }
 }

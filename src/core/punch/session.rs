@@ -33,9 +33,17 @@ pub const SWEEP_PACE: Duration = Duration::from_millis(2);
 pub const ATTEMPT: Duration = Duration::from_secs(10);
 /// How long to wait for the answer to an offer.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(5);
-/// Keepalive probes on the nominated path, and when to give the path up.
+/// Keepalive probes on the nominated path, and when to give it up: fast while traffic flows (so
+/// it falls back to the relay within about 2.5 s), slow when idle.
 pub const KEEPALIVE: Duration = Duration::from_secs(5);
 pub const PATH_TIMEOUT: Duration = Duration::from_secs(16);
+pub const ACTIVE_KEEPALIVE: Duration = Duration::from_millis(500);
+pub const ACTIVE_PATH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Traffic sent this recently makes the path "active".
+const ACTIVE_WINDOW: Duration = Duration::from_secs(5);
+/// A path that dies sooner than this after nomination doubles the wait before the next attempt
+/// (hysteresis: a flapping path does not bounce traffic back and forth).
+const FLAP_WINDOW: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
 /// Bounds on state a flood of probes could grow.
@@ -147,8 +155,11 @@ pub struct Nominated {
     pub addr: SocketAddr,
     pub technique: Technique,
     pub detail: String,
+    since: Instant,
     last_pong: Instant,
     next_keepalive: Instant,
+    /// The first keepalive sent after the last answer.
+    unanswered_since: Option<Instant>,
 }
 
 struct SweepState {
@@ -194,6 +205,8 @@ pub struct PeerPunch {
     pub their_nat: Option<NatProfile>,
     /// The candidates of the peer's last offer, to name a path by what it is.
     their_candidates: Vec<Candidate>,
+    /// When data last went out on the direct path.
+    last_tx: Option<Instant>,
 }
 
 impl PeerPunch {
@@ -211,6 +224,7 @@ impl PeerPunch {
             status: PunchStatus::default(),
             their_nat: None,
             their_candidates: Vec::new(),
+            last_tx: None,
         }
     }
 
@@ -469,6 +483,7 @@ impl PeerPunch {
         if let Some(n) = &mut self.nominated {
             if n.socket == socket && n.addr == from {
                 n.last_pong = ctx.now;
+                n.unanswered_since = None;
             }
             return None;
         }
@@ -530,6 +545,7 @@ impl PeerPunch {
         if let Some(n) = &mut self.nominated {
             if n.socket == p.socket && n.addr == p.addr {
                 n.last_pong = now;
+                n.unanswered_since = None;
                 return None;
             }
             // Only a LAN path replaces a working one.
@@ -567,14 +583,15 @@ impl PeerPunch {
                 Some(now.saturating_duration_since(self.created).as_millis() as u64);
         }
         self.status.last_failure = None;
-        self.backoff = FIRST_BACKOFF;
         self.nominated = Some(Nominated {
             socket: p.socket,
             addr: p.addr,
             technique,
             detail: detail.clone(),
+            since: now,
             last_pong: now,
             next_keepalive: now + KEEPALIVE,
+            unanswered_since: None,
         });
         self.end_attempt(ctx, Some(p.socket));
         self.phase = Phase::Idle { next_attempt: now };
@@ -714,22 +731,55 @@ impl PeerPunch {
         }
     }
 
+    /// Data went out on the direct path: keep a closer watch on it.
+    pub fn note_tx(&mut self, now: Instant) {
+        let was_active = self.is_active(now);
+        self.last_tx = Some(now);
+        if let (false, Some(n)) = (was_active, &mut self.nominated) {
+            n.next_keepalive = n.next_keepalive.min(now + ACTIVE_KEEPALIVE);
+        }
+    }
+
+    fn is_active(&self, now: Instant) -> bool {
+        self.last_tx
+            .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_WINDOW)
+    }
+
     fn keepalive(&mut self, ctx: &mut Ctx) -> Option<PunchEvent> {
         let now = ctx.now;
+        let active = self.is_active(now);
         let n = self.nominated.as_mut()?;
-        if now.saturating_duration_since(n.last_pong) >= PATH_TIMEOUT {
+        let (interval, timeout) = if active {
+            (ACTIVE_KEEPALIVE, ACTIVE_PATH_TIMEOUT)
+        } else {
+            (KEEPALIVE, PATH_TIMEOUT)
+        };
+        let dead = n
+            .unanswered_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= timeout);
+        if dead {
             let addr = n.addr;
             let socket = n.socket;
+            let lived = now.saturating_duration_since(n.since);
             self.nominated = None;
             if socket != SocketId::MAIN {
                 ctx.sockets.close(socket);
             }
             self.pending.clear();
-            self.phase = Phase::Idle { next_attempt: now };
+            // Punch again after a pause; a path that keeps dying waits longer each time.
+            if lived < FLAP_WINDOW {
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            } else {
+                self.backoff = FIRST_BACKOFF;
+            }
+            self.phase = Phase::Idle {
+                next_attempt: now + self.backoff,
+            };
             return Some(PunchEvent::Lost { addr });
         }
         if now >= n.next_keepalive {
-            n.next_keepalive = now + KEEPALIVE;
+            n.next_keepalive = now + interval;
+            n.unanswered_since.get_or_insert(now);
             let (socket, addr) = (n.socket, n.addr);
             // Forget keepalives nobody answered, so the table stays small on a dead path.
             self.pending

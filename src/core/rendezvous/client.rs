@@ -8,6 +8,8 @@ use super::token::JoinToken;
 use crate::core::keys::{PublicKey, SecretKey};
 use crate::core::nat::NatProfile;
 use crate::core::punch::PunchOffer;
+use crate::core::relay::server::RelayTicket;
+use crate::core::relay::wire;
 use ipnet::Ipv4Net;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -29,8 +31,14 @@ pub enum ControlEvent {
         name: String,
         virtual_ip: Ipv4Addr,
         cidr: Ipv4Net,
+        relay: Option<RelayTicket>,
     },
     Peer(PeerInfo),
+    /// A packet the server relayed to us through the control stream.
+    RelayFrame {
+        src: u32,
+        payload: Vec<u8>,
+    },
     PeerGone(PublicKey),
     /// A punch offer or answer from a peer.
     Punch {
@@ -226,6 +234,13 @@ impl ControlClient {
             self.send(&hello);
         }
         for m in inbound {
+            if let Some((src, payload)) = wire::parse_stream_frame(&m) {
+                self.events.push_back(ControlEvent::RelayFrame {
+                    src,
+                    payload: payload.to_vec(),
+                });
+                continue;
+            }
             match decode::<ServerMessage>(&m) {
                 Ok(message) => self.handle_message(message, now),
                 Err(e) => tracing::warn!(error = %e, "ignoring an undecodable server message"),
@@ -239,6 +254,7 @@ impl ControlClient {
                 name,
                 virtual_ip,
                 cidr,
+                relay,
                 ..
             } => {
                 if let State::Open { registered, .. } = &mut self.state {
@@ -249,6 +265,7 @@ impl ControlClient {
                     name,
                     virtual_ip,
                     cidr,
+                    relay,
                 });
             }
             ServerMessage::Peer { peer } => self.events.push_back(ControlEvent::Peer(peer)),
@@ -330,6 +347,22 @@ impl ControlClient {
         self.nat = nat.clone();
         if self.is_registered() {
             self.send(&ClientMessage::Endpoints { endpoints, nat });
+        }
+    }
+
+    /// Sends a relay frame (`relay::wire::stream_frame`) through the control stream. Dropped
+    /// when not registered: relayed traffic is datagrams, and loss is theirs to handle.
+    pub fn send_relay_frame(&mut self, frame: &[u8]) {
+        if !self.is_registered() {
+            return;
+        }
+        let State::Open { channel, .. } = &mut self.state else {
+            return;
+        };
+        if channel.send(frame).is_ok() {
+            if let Some(bytes) = channel.take_outgoing() {
+                self.out.push_back(bytes);
+            }
         }
     }
 

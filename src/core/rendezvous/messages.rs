@@ -4,6 +4,7 @@
 use crate::core::keys::PublicKey;
 use crate::core::nat::NatProfile;
 use crate::core::punch::PunchOffer;
+use crate::core::relay::server::RelayTicket;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -55,6 +56,9 @@ pub enum ServerMessage {
         name: String,
         virtual_ip: Ipv4Addr,
         cidr: Ipv4Net,
+        /// This node's relay identity; none when the relay is full.
+        #[serde(default)]
+        relay: Option<RelayTicket>,
     },
     Refused {
         refusal: Refusal,
@@ -84,6 +88,9 @@ pub struct PeerInfo {
     /// The peer's NAT profile as it measured it, once it has.
     #[serde(default)]
     pub nat: Option<NatProfile>,
+    /// The peer's relay id while it is online and has one.
+    #[serde(default)]
+    pub relay_id: Option<u32>,
 }
 
 /// Why the server refused a join or a registration. Each message names the fix.
@@ -180,6 +187,7 @@ mod tests {
             endpoints: vec!["192.0.2.1:5000".parse().unwrap()],
             online: true,
             nat: None,
+            relay_id: None,
         };
         let messages = vec![
             ServerMessage::Peer { peer },

@@ -10,6 +10,8 @@ use super::token::Credential;
 use crate::core::keys::{PublicKey, SecretKey};
 use crate::core::nat::NatProfile;
 use crate::core::punch::PunchOffer;
+use crate::core::relay::server::{FrameVerdict, RelayServer, RelayTicket, UdpVerdict};
+use crate::core::relay::wire;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,6 +25,15 @@ pub type ConnId = u64;
 #[derive(Debug, PartialEq, Eq)]
 pub enum ServerOutput {
     Send(ConnId, Vec<u8>),
+    /// A relay frame for a node's control stream: dropped, not waited for, when that node's
+    /// queue is full (the relay never lets one slow node hold the server up).
+    Relay(ConnId, Vec<u8>),
+    /// A relayed datagram for a node bound over UDP, sent from our socket `via`.
+    Udp {
+        via: SocketAddr,
+        to: SocketAddr,
+        datagram: Vec<u8>,
+    },
     /// Close after writing everything queued before it.
     Close(ConnId),
 }
@@ -41,6 +52,7 @@ struct Session {
     key: PublicKey,
     endpoints: Vec<SocketAddr>,
     nat: Option<NatProfile>,
+    relay: Option<RelayTicket>,
 }
 
 struct Conn {
@@ -59,11 +71,28 @@ pub struct ServerCore<R> {
     known: HashMap<String, HashSet<PublicKey>>,
     out: VecDeque<ServerOutput>,
     stats: ServerStats,
+    relay: RelayServer,
+}
+
+/// What the driver does with a relay datagram that arrived on UDP.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RelayUdpAction {
+    /// Send these bytes back to the sender.
+    Reply(Vec<u8>),
+    /// Send the first `len` bytes of the rewritten buffer to `to`, from our socket `via`.
+    Forward {
+        via: SocketAddr,
+        to: SocketAddr,
+        len: usize,
+    },
+    /// Handled (queued into a control stream, or dropped).
+    Done,
 }
 
 impl<R: Registry> ServerCore<R> {
-    pub fn new(secret: SecretKey, registry: R) -> Self {
+    pub fn new(secret: SecretKey, registry: R, relay: RelayServer) -> Self {
         ServerCore {
+            relay,
             secret,
             registry,
             conns: HashMap::new(),
@@ -134,11 +163,15 @@ impl<R: Registry> ServerCore<R> {
             }
         }
         for m in messages {
-            self.handle_message(conn, &m, unix_now);
+            if let Some((dst, payload)) = wire::parse_stream_frame(&m) {
+                self.handle_relay_frame(conn, dst, payload, now);
+            } else {
+                self.handle_message(conn, &m, unix_now, now);
+            }
         }
     }
 
-    fn handle_message(&mut self, conn: ConnId, bytes: &[u8], unix_now: u64) {
+    fn handle_message(&mut self, conn: ConnId, bytes: &[u8], unix_now: u64, now: Instant) {
         let Some(key) = self
             .conns
             .get(&conn)
@@ -165,7 +198,7 @@ impl<R: Registry> ServerCore<R> {
                 network,
                 endpoints,
                 nat,
-            } => self.handle_hello(conn, key, network, endpoints, nat),
+            } => self.handle_hello(conn, key, network, endpoints, nat, now),
             ClientMessage::Endpoints { endpoints, nat } => {
                 self.handle_endpoints(conn, endpoints, nat)
             }
@@ -247,6 +280,7 @@ impl<R: Registry> ServerCore<R> {
         network: String,
         endpoints: Vec<SocketAddr>,
         nat: Option<NatProfile>,
+        now: Instant,
     ) {
         let lookup = self
             .registry
@@ -272,12 +306,18 @@ impl<R: Registry> ServerCore<R> {
         // A node that reconnects before its old connection timed out replaces it.
         if let Some(old) = self.online.insert((network.clone(), key), conn) {
             if old != conn {
-                if let Some(c) = self.conns.get_mut(&old) {
-                    c.session = None;
+                let old_relay = self
+                    .conns
+                    .get_mut(&old)
+                    .and_then(|c| c.session.take())
+                    .and_then(|s| s.relay);
+                if let Some(t) = old_relay {
+                    self.relay.unregister(t.id);
                 }
                 self.close(old);
             }
         }
+        let relay = self.relay.register(conn, &network, key, now);
         if let Some(c) = self.conns.get_mut(&conn) {
             tracing::info!(network, name = member.name, remote = %c.remote, "node online");
             c.session = Some(Session {
@@ -285,6 +325,7 @@ impl<R: Registry> ServerCore<R> {
                 key,
                 endpoints,
                 nat,
+                relay,
             });
         }
         self.send(
@@ -294,6 +335,7 @@ impl<R: Registry> ServerCore<R> {
                 name: member.name.clone(),
                 virtual_ip: member.virtual_ip,
                 cidr: net.cidr,
+                relay,
             },
         );
         let members = self.registry.members(&network).unwrap_or_default();
@@ -340,6 +382,63 @@ impl<R: Registry> ServerCore<R> {
             endpoints: session.map(|s| s.endpoints.clone()).unwrap_or_default(),
             online: session.is_some(),
             nat: session.and_then(|s| s.nat.clone()),
+            relay_id: session.and_then(|s| s.relay.map(|t| t.id)),
+        }
+    }
+
+    /// A relay frame from a node's control stream (its UDP to us is blocked).
+    fn handle_relay_frame(&mut self, conn: ConnId, dst: u32, payload: &[u8], now: Instant) {
+        let Some(src) = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.session.as_ref())
+            .and_then(|s| s.relay)
+            .map(|t| t.id)
+        else {
+            return;
+        };
+        match self.relay.handle_frame(src, dst, payload, now) {
+            FrameVerdict::Udp { via, to, datagram } => {
+                self.out.push_back(ServerOutput::Udp { via, to, datagram })
+            }
+            FrameVerdict::ToStream { conn, frame } => self.send_raw(conn, &frame),
+            FrameVerdict::Drop(_) => {}
+        }
+    }
+
+    /// A relay datagram on the server's UDP port (`wire::is_relay`); `buf` may be rewritten in
+    /// place for forwarding.
+    pub fn handle_relay_udp(
+        &mut self,
+        local: SocketAddr,
+        from: SocketAddr,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> RelayUdpAction {
+        match self.relay.handle_udp(local, from, buf, now) {
+            UdpVerdict::Reply(bytes) => RelayUdpAction::Reply(bytes),
+            UdpVerdict::Forward { via, to, len } => RelayUdpAction::Forward { via, to, len },
+            UdpVerdict::ToStream { conn, frame } => {
+                self.send_raw(conn, &frame);
+                RelayUdpAction::Done
+            }
+            UdpVerdict::Drop(_) => RelayUdpAction::Done,
+        }
+    }
+
+    pub fn relay(&self) -> &RelayServer {
+        &self.relay
+    }
+
+    fn send_raw(&mut self, conn: ConnId, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.channel.send(bytes).is_err() {
+            return;
+        }
+        if let Some(bytes) = c.channel.take_outgoing() {
+            self.out.push_back(ServerOutput::Relay(conn, bytes));
         }
     }
 
@@ -421,6 +520,9 @@ impl<R: Registry> ServerCore<R> {
         let Some(session) = c.session else {
             return;
         };
+        if let Some(t) = session.relay {
+            self.relay.unregister(t.id);
+        }
         let slot = (session.network.clone(), session.key);
         if self.online.get(&slot) == Some(&conn) {
             self.online.remove(&slot);

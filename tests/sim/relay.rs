@@ -1,0 +1,142 @@
+//! The relay in the simulator: relay first, then a live upgrade to direct; pairs no punch can
+//! cross (row 7) and nodes whose UDP is blocked (row 9) stay reachable through the server; a
+//! direct path that goes dark falls back to the relay within 3 s and comes back after; a server
+//! restart leaves direct tunnels alone and relayed peers reconnect on their own.
+
+use crate::harness::{ping_packet, Sim};
+use p2pvpn::core::peers::Path;
+use std::time::Duration;
+
+fn pair(a: &str, b: &str, seed: u64) -> (Sim, crate::net::NatId, crate::net::NatId) {
+    let mut sim = Sim::new(seed);
+    let na = sim.add_nat(a, None);
+    let nb = sim.add_nat(b, None);
+    sim.add_node_at("alice", "10.1.0.2:51000", Some(na));
+    sim.add_node_at("bob", "10.2.0.2:51000", Some(nb));
+    (sim, na, nb)
+}
+
+fn path(sim: &Sim, i: usize) -> (Option<Path>, Option<String>) {
+    let s = sim.nodes[i].node.status(0);
+    let p = s.peers.first();
+    (p.map(|p| p.path), p.and_then(|p| p.relay.clone()))
+}
+
+/// Sends one ping each way; true when both arrive.
+fn ping_both(sim: &mut Sim, tag: u8) -> bool {
+    let ip = |sim: &Sim, i: usize| sim.nodes[i].node.status(0).virtual_ip.map(|v| v.octets());
+    let (Some(a), Some(b)) = (ip(sim, 0), ip(sim, 1)) else {
+        return false;
+    };
+    let ab = ping_packet(a, b, tag);
+    let ba = ping_packet(b, a, tag);
+    sim.send_from_tun(0, &ab);
+    sim.send_from_tun(1, &ba);
+    sim.advance(Duration::from_millis(100));
+    sim.nodes[1].tun_out.contains(&ab) && sim.nodes[0].tun_out.contains(&ba)
+}
+
+#[test]
+fn traffic_flows_through_the_relay_before_any_punch_and_then_moves_direct() {
+    let (mut sim, _, _) = pair("PRC", "PRC", 31);
+    sim.advance(Duration::from_millis(800));
+    assert_eq!(path(&sim, 0), (Some(Path::Relay), Some("udp".into())));
+    assert!(ping_both(&mut sim, 1), "relay-first ping");
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(path(&sim, 0).0, Some(Path::Direct));
+    assert!(ping_both(&mut sim, 2));
+    // One WireGuard session the whole time: the move did not need a new handshake.
+    assert!(sim.nodes[0].node.status(0).peers[0]
+        .punch
+        .time_to_direct_ms
+        .is_some());
+}
+
+#[test]
+fn two_random_nats_talk_through_the_udp_relay_and_say_why() {
+    let (mut sim, _, _) = pair("RND", "RND", 32);
+    sim.advance(Duration::from_secs(20));
+    for i in [0, 1] {
+        assert_eq!(path(&sim, i), (Some(Path::Relay), Some("udp".into())));
+        let why = sim.nodes[i].node.status(0).peers[0]
+            .punch
+            .last_failure
+            .clone();
+        assert!(why.is_some_and(|w| w.contains("both sides symmetric")));
+    }
+    for tag in 0..5 {
+        assert!(ping_both(&mut sim, tag));
+    }
+}
+
+#[test]
+fn a_node_with_udp_blocked_is_relayed_through_its_control_stream() {
+    let (mut sim, _, _) = pair("UDPBLK", "PRC", 33);
+    sim.advance(Duration::from_secs(8));
+    assert_eq!(path(&sim, 0), (Some(Path::Relay), Some("tcp".into())));
+    // Bob's UDP works: he sends over UDP, the server puts it into alice's stream.
+    assert_eq!(path(&sim, 1), (Some(Path::Relay), Some("udp".into())));
+    for tag in 0..5 {
+        assert!(ping_both(&mut sim, tag), "ping {tag}");
+    }
+    let nat = sim.nodes[0].node.status(0).nat;
+    assert!(nat.is_some_and(|n| n.udp_blocked));
+}
+
+#[test]
+fn a_dark_direct_path_falls_back_to_the_relay_within_three_seconds_and_returns() {
+    let (mut sim, na, nb) = pair("PRC", "PRC", 34);
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(path(&sim, 0).0, Some(Path::Direct));
+    // Traffic flows (10 pings a second each way) when the path between the NATs goes dark.
+    sim.net.block(na, nb, true);
+    let blocked_at = sim.now;
+    let mut relay_after = None;
+    let mut lost = 0;
+    for tag in 0..60u8 {
+        if !ping_both(&mut sim, tag) {
+            lost += 1;
+        }
+        if relay_after.is_none()
+            && path(&sim, 0).0 == Some(Path::Relay)
+            && path(&sim, 1).0 == Some(Path::Relay)
+        {
+            relay_after = Some(sim.now.duration_since(blocked_at));
+        }
+    }
+    let took = relay_after.expect("fell back to the relay");
+    eprintln!("fallback took {took:?}, lost {lost}");
+    assert!(took <= Duration::from_secs(3), "took {took:?}");
+    assert!(lost <= 30, "lost {lost} of 60 round trips");
+    // Punching resumes with backoff; once the block lifts the path comes back.
+    sim.net.block(na, nb, false);
+    let mut back = false;
+    for _ in 0..120 {
+        sim.advance(Duration::from_millis(500));
+        if path(&sim, 0).0 == Some(Path::Direct) && path(&sim, 1).0 == Some(Path::Direct) {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "direct again within 60 s of the block lifting");
+    assert!(ping_both(&mut sim, 99));
+}
+
+#[test]
+fn a_server_restart_keeps_direct_tunnels_and_relayed_peers_come_back() {
+    let (mut sim, _, _) = pair("RND", "RND", 35);
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(path(&sim, 0).0, Some(Path::Relay));
+    sim.stop_server();
+    sim.advance(Duration::from_secs(3));
+    sim.restart_server();
+    let mut back = false;
+    for _ in 0..60 {
+        sim.advance(Duration::from_secs(1));
+        if ping_both(&mut sim, 7) {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "relayed peers did not reconnect");
+}
