@@ -272,7 +272,8 @@ where
     }
     let mut writer = tokio::spawn(async move {
         while let Some(Some(bytes)) = rx.recv().await {
-            if write.write_all(&bytes).await.is_err() {
+            // The flush pushes out what TLS may still hold; plain TCP ignores it.
+            if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
                 break;
             }
         }
