@@ -241,3 +241,55 @@ fn a_tls_port_in_use_names_the_flag() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_wildcard_tls_address_is_left_out_of_tokens_with_the_fix() {
+    let dir = temp_dir("wildcard");
+    let state = dir.join("server");
+    let plain = free_addr();
+    let mut child = Command::new(BIN)
+        .args(["server", "--listen", &plain.to_string()])
+        .args(["--tls-listen", "0.0.0.0:0", "--state-dir"])
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(plain).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let env = [("P2PVPN_SERVER_STATE_DIR", state.as_path())];
+    let out = run(
+        &["network", "create", "lab", "--cidr", "10.66.0.0/24"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["network", "invite", "lab"], &env);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--tls-server PUBLIC_IP:0"),
+        "{}",
+        stderr(&out)
+    );
+    let token = JoinToken::decode(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert!(token.tls_servers.is_empty());
+    // Named explicitly, the TLS address goes into the token.
+    let out = run(
+        &[
+            "network",
+            "invite",
+            "lab",
+            "--tls-server",
+            "198.51.100.1:443",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = JoinToken::decode(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(token.tls_servers, vec!["198.51.100.1:443".parse().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

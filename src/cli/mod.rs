@@ -201,6 +201,10 @@ pub enum NetworkCommand {
         /// Repeat for several.
         #[arg(long, value_name = "ADDR:PORT")]
         server: Vec<std::net::SocketAddr>,
+        /// TLS server address to put in the token, tried by nodes when no --server address
+        /// answers (default: the server's --tls-listen addresses). Repeat for several.
+        #[arg(long, value_name = "ADDR:PORT")]
+        tls_server: Vec<std::net::SocketAddr>,
         #[command(flatten)]
         dir: ServerDir,
     },
