@@ -1,6 +1,7 @@
 //! The server's event loop: TCP listeners for the Noise control channel, plain or inside TLS
-//! (one task pair per connection, the same for both), the UDP sockets that answer STUN (`server_udp`; relay will live there too), the
-//! store watched for changes made by `network` commands.
+//! (one task pair per connection, the same for both), the UDP sockets that answer STUN
+//! (`server_udp`; relay will live there too), the store watched for changes made by `network`
+//! commands.
 
 use super::server_udp::{RelayDatagram, ServerUdp};
 use super::unix_now;
