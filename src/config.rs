@@ -279,6 +279,14 @@ server_public_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
         assert_eq!(s.listen_port, 0);
     }
 
+    /// The documented example is a valid config, TLS addresses included.
+    #[test]
+    fn the_example_file_parses() {
+        let text = include_str!("../config/node.example.toml");
+        let s = parse(text, Path::new("config/node.example.toml")).unwrap();
+        assert_eq!(s.tls_servers, vec!["203.0.113.1:443".parse().unwrap()]);
+    }
+
     #[test]
     fn errors_name_file_and_line() {
         let bad = GOOD.replace("name = \"alice\"", "name = \"alice\"\ncolour = \"blue\"");

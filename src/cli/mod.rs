@@ -75,6 +75,14 @@ pub enum Command {
         /// Repeat for a second address; two with different IPs enable RFC 5780 NAT discovery.
         #[arg(long, required = true, value_name = "ADDR:PORT")]
         listen: Vec<std::net::SocketAddr>,
+        /// Also accept the control channel inside TLS on this TCP address, for nodes on networks
+        /// that let nothing out but TLS (HTTPS) on port 443, e.g. 198.51.100.1:443. Repeatable.
+        /// Tokens from `network invite` carry these addresses; nodes try them when the plain
+        /// ones fail. The certificate is self-signed and kept in the state directory
+        /// (tls-cert.pem, tls-key.pem): nodes check the server's identity through the key in
+        /// their token, not through the certificate.
+        #[arg(long, value_name = "ADDR:PORT")]
+        tls_listen: Vec<std::net::SocketAddr>,
         /// Second UDP port for STUN on each listen IP, for RFC 5780 "change port" answers
         /// (default: the listen port + 1).
         #[arg(long, value_name = "PORT")]
@@ -193,6 +201,10 @@ pub enum NetworkCommand {
         /// Repeat for several.
         #[arg(long, value_name = "ADDR:PORT")]
         server: Vec<std::net::SocketAddr>,
+        /// TLS server address to put in the token, tried by nodes when no --server address
+        /// answers (default: the server's --tls-listen addresses). Repeat for several.
+        #[arg(long, value_name = "ADDR:PORT")]
+        tls_server: Vec<std::net::SocketAddr>,
         #[command(flatten)]
         dir: ServerDir,
     },
@@ -239,10 +251,20 @@ pub fn run() -> Result<()> {
         match cli.command {
             Command::Server {
                 listen,
+                tls_listen,
                 alternate_port,
                 relay,
                 dir,
-            } => server::run(listen, alternate_port, relay.limits(), &dir.state_dir).await,
+            } => {
+                server::run(
+                    listen,
+                    tls_listen,
+                    alternate_port,
+                    relay.limits(),
+                    &dir.state_dir,
+                )
+                .await
+            }
             Command::Network(cmd) => network::run(cmd),
             Command::Join { token, name, dirs } => node::join(&token, name, &dirs.dirs()).await,
             Command::Up { network, dirs } => node::up(&network, &dirs.dirs()).await,

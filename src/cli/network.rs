@@ -34,8 +34,16 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             uses,
             expires,
             server,
+            tls_server,
             dir,
-        } => invite(&name, uses, expires.into(), server, &dir.state_dir),
+        } => invite(
+            &name,
+            uses,
+            expires.into(),
+            server,
+            tls_server,
+            &dir.state_dir,
+        ),
         NetworkCommand::List { dir } => {
             let store = open(&dir.state_dir)?;
             println!("{:<20} {:<18} MEMBERS", "NETWORK", "CIDR");
@@ -81,6 +89,7 @@ fn invite(
     uses: u32,
     expires: std::time::Duration,
     servers: Vec<SocketAddr>,
+    tls_servers: Vec<SocketAddr>,
     state_dir: &Path,
 ) -> Result<()> {
     if uses == 0 {
@@ -112,14 +121,11 @@ fn invite(
     let credential = Credential::generate(&mut rand::rngs::OsRng);
     let expires_unix = crate::io::unix_now() + expires.as_secs();
     store.create_token(name, &credential.hash(), uses, Some(expires_unix))?;
-    // TLS addresses the running server recorded (`server --tls-listen`), if any.
-    let tls_servers: Vec<SocketAddr> = store
-        .setting("tls_listen")?
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|s| s.parse().ok())
-        .filter(|a: &SocketAddr| !a.ip().is_unspecified())
-        .collect();
+    let tls_servers = if tls_servers.is_empty() {
+        recorded_tls_servers(&store)?
+    } else {
+        tls_servers
+    };
     let token = JoinToken {
         network: name.to_string(),
         servers,
@@ -133,4 +139,23 @@ fn invite(
     );
     println!("{}", token.encode());
     Ok(())
+}
+
+/// The TLS addresses the server recorded (`server --tls-listen`), if any. Unlike the plain ones
+/// they are optional, so an address nodes cannot dial (0.0.0.0) is left out with a warning
+/// instead of refusing the invite.
+fn recorded_tls_servers(store: &Store) -> Result<Vec<SocketAddr>> {
+    let recorded = store.setting("tls_listen")?.unwrap_or_default();
+    let (dialable, unspecified): (Vec<SocketAddr>, Vec<SocketAddr>) = recorded
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .partition(|a: &SocketAddr| !a.ip().is_unspecified());
+    for addr in unspecified {
+        eprintln!(
+            "note: the server's TLS address {addr} is not one nodes can dial, so the token has \
+             no TLS fallback for it; pass --tls-server PUBLIC_IP:{} to include one",
+            addr.port()
+        );
+    }
+    Ok(dialable)
 }

@@ -3,6 +3,7 @@
 use super::table;
 use crate::config::{self, Dirs, NodeSettings};
 use crate::core::node::NodeStatus;
+use crate::core::rendezvous::client::ServerAddr;
 use crate::core::rendezvous::token::JoinToken;
 use crate::io::control_socket::{self, Request};
 use crate::{io, keyfile};
@@ -31,7 +32,11 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
             key_path.display()
         );
     }
-    eprintln!("joining {} via {} ...", token.network, token.servers[0]);
+    let via: Vec<String> = ServerAddr::list(&token.servers, &token.tls_servers)
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    eprintln!("joining {} via {} ...", token.network, via.join(", "));
     let joined = io::join::join(&token, &secret, &name).await?;
     let settings = NodeSettings {
         network: joined.network.clone(),

@@ -1,24 +1,51 @@
-//! `p2pvpn server`: open the state, load or create the identity key, and run the server loop.
+//! `p2pvpn server`: open the state, load or create the identity key (and, with `--tls-listen`,
+//! the TLS certificate), record where the server listens for `network invite`, and run the
+//! server loop.
 
 use crate::{io, keyfile, store::Store};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::path::Path;
 
 pub async fn run(
     listen: Vec<SocketAddr>,
+    tls_listen: Vec<SocketAddr>,
     alternate_port: Option<u16>,
     relay: crate::core::relay::server::RelayLimits,
     state_dir: &Path,
 ) -> Result<()> {
+    if let Some(both) = tls_listen.iter().find(|a| listen.contains(a)) {
+        bail!(
+            "{both} is given both as --listen and as --tls-listen; one TCP port carries either \
+             plain or TLS connections, so pick another port for one of them"
+        );
+    }
     keyfile::ensure_private_dir(state_dir)?;
     let (secret, created) = keyfile::load_or_create(&state_dir.join("server.key"))?;
     if created {
         tracing::info!(key = %secret.public_key(), "generated the server identity key");
     }
+    let tls = if tls_listen.is_empty() {
+        None
+    } else {
+        Some(io::server::TlsListen {
+            addrs: tls_listen.clone(),
+            acceptor: io::tls::acceptor(state_dir)?,
+        })
+    };
     let store = Store::open(state_dir)
         .with_context(|| format!("cannot open the server database in {}", state_dir.display()))?;
-    let listen_text: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
-    store.set_setting("listen", &listen_text.join(","))?;
-    io::server::run(listen, alternate_port, relay, store, secret).await
+    store.set_setting("listen", &join(&listen))?;
+    // Written even when empty, so tokens stop naming TLS addresses from an earlier run.
+    store.set_setting("tls_listen", &join(&tls_listen))?;
+    io::server::run(listen, tls, alternate_port, relay, store, secret).await
+}
+
+/// The comma-separated form `network invite` reads back.
+fn join(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -31,9 +31,11 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
         (Some(ip), Some(c)) => format!("{ip}/{}", c.prefix_len()),
         _ => "(not registered yet)".to_string(),
     };
+    // Said out loud because TLS means the plain control port is blocked from here.
+    let via = if s.server.tls { ", TLS" } else { "" };
     let server = match (s.server.address, s.server.connected) {
-        (Some(a), true) => format!("{a} (connected)"),
-        (Some(a), false) => format!("{a} (connecting)"),
+        (Some(a), true) => format!("{a} (connected{via})"),
+        (Some(a), false) => format!("{a} (connecting{via})"),
         (None, _) => "(none)".to_string(),
     };
     let _ = writeln!(

@@ -1,23 +1,45 @@
-//! Drives one join exchange over TCP: try each server in the token in turn, with timeouts, and
-//! turn the answer into a clear result.
+//! Drives one join exchange over TCP: try each server in the token in turn (plain addresses,
+//! then TLS ones), with timeouts, and turn the answer into a clear result.
 
+use super::tls;
 use crate::core::keys::SecretKey;
-use crate::core::rendezvous::client::{JoinExchange, Joined};
+use crate::core::rendezvous::client::{JoinExchange, Joined, ServerAddr};
 use crate::core::rendezvous::token::JoinToken;
 use anyhow::{anyhow, bail, Result};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn join(token: &JoinToken, secret: &SecretKey, name: &str) -> Result<Joined> {
     let mut errors = Vec::new();
-    for server in &token.servers {
-        match tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(server)).await {
+    // The same order as the running node: TLS only when no plain address answers.
+    for server in ServerAddr::list(&token.servers, &token.tls_servers) {
+        if !errors.is_empty() {
+            tracing::info!(%server, "trying the next server address");
+        }
+        let stream = match tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(server.addr)).await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                errors.push(format!("{server}: {e}"));
+                continue;
+            }
+            Err(_) => {
+                errors.push(format!("{server}: no answer within {STEP_TIMEOUT:?}"));
+                continue;
+            }
+        };
+        if !server.tls {
+            return exchange(stream, token, secret, name).await;
+        }
+        match tokio::time::timeout(STEP_TIMEOUT, tls::connect(stream, server.addr)).await {
             Ok(Ok(stream)) => return exchange(stream, token, secret, name).await,
-            Ok(Err(e)) => errors.push(format!("{server}: {e}")),
-            Err(_) => errors.push(format!("{server}: no answer within {STEP_TIMEOUT:?}")),
+            Ok(Err(e)) => errors.push(format!("{server}: TLS handshake failed: {e}")),
+            Err(_) => errors.push(format!(
+                "{server}: no TLS handshake within {STEP_TIMEOUT:?}"
+            )),
         }
     }
     bail!(
@@ -27,18 +49,23 @@ pub async fn join(token: &JoinToken, secret: &SecretKey, name: &str) -> Result<J
     )
 }
 
-async fn exchange(
-    mut stream: TcpStream,
+async fn exchange<S>(
+    mut stream: S,
     token: &JoinToken,
     secret: &SecretKey,
     name: &str,
-) -> Result<Joined> {
+) -> Result<Joined>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut ex = JoinExchange::new(secret, token, name)?;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         while let Some(bytes) = ex.take_outgoing() {
             stream.write_all(&bytes).await?;
         }
+        // TLS may hold the last record back until flushed; plain TCP ignores this.
+        stream.flush().await?;
         let n = match tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut buf)).await {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => return Err(anyhow!("lost the server during the join: {e}")),

@@ -11,6 +11,7 @@ pub mod node;
 pub mod server;
 pub mod server_udp;
 pub mod stream;
+pub mod tls;
 pub mod tun;
 
 /// Seconds since the Unix epoch, for token expiry and handshake timestamps.

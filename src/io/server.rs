@@ -1,6 +1,7 @@
-//! The server's event loop: TCP listeners for the Noise control channel (one task pair per
-//! connection), the UDP sockets that answer STUN (`server_udp`; relay will live there too), the
-//! store watched for changes made by `network` commands.
+//! The server's event loop: TCP listeners for the Noise control channel, plain or inside TLS
+//! (one task pair per connection, the same for both), the UDP sockets that answer STUN
+//! (`server_udp`; relay will live there too), the store watched for changes made by `network`
+//! commands.
 
 use super::server_udp::{RelayDatagram, ServerUdp};
 use super::unix_now;
@@ -12,16 +13,26 @@ use anyhow::{anyhow, Result};
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How often the store is checked for changes made by other processes.
 const STORE_POLL: Duration = Duration::from_secs(1);
+/// How long a client may take over its TLS handshake before the connection is dropped, so that
+/// silent or slow connections cannot pile up.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `server --tls-listen`: the addresses and the acceptor holding the certificate.
+pub struct TlsListen {
+    pub addrs: Vec<SocketAddr>,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
 
 enum ConnEvent {
     Open(ConnId, SocketAddr, mpsc::Sender<Option<Vec<u8>>>),
@@ -29,11 +40,17 @@ enum ConnEvent {
     Closed(ConnId),
 }
 
-pub(super) fn bind_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> anyhow::Error {
+/// The bind error for `addr` in words that name the fix; `flag` is the option that asked for it.
+pub(super) fn bind_error(
+    addr: SocketAddr,
+    proto: &str,
+    flag: &str,
+    e: std::io::Error,
+) -> anyhow::Error {
     match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow!(
             "{proto} {addr} is already in use by another program; stop it or choose another \
-             --listen address"
+             {flag} address"
         ),
         std::io::ErrorKind::AddrNotAvailable => anyhow!(
             "{proto} {addr}: no interface on this machine has that address; use one it has, or \
@@ -48,9 +65,11 @@ pub(super) fn bind_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> an
 }
 
 /// Runs the server until SIGINT/SIGTERM. `alternate_port` is the second STUN port on each listen
-/// IP (RFC 5780 "change port"); `None` means the listen port + 1.
+/// IP (RFC 5780 "change port"); `None` means the listen port + 1. `tls` adds TCP listeners that
+/// carry the same control channel inside TLS.
 pub async fn run(
     listen: Vec<SocketAddr>,
+    tls: Option<TlsListen>,
     alternate_port: Option<u16>,
     relay_limits: RelayLimits,
     store: Store,
@@ -63,15 +82,27 @@ pub async fn run(
     for addr in &listen {
         let tcp = TcpListener::bind(addr)
             .await
-            .map_err(|e| bind_error(*addr, "TCP", e))?;
-        listeners.push(tcp);
+            .map_err(|e| bind_error(*addr, "TCP", "--listen", e))?;
+        listeners.push((tcp, None));
+    }
+    let tls_addrs = tls.as_ref().map(|t| t.addrs.clone()).unwrap_or_default();
+    if let Some(tls) = tls {
+        for addr in &tls.addrs {
+            let tcp = TcpListener::bind(addr)
+                .await
+                .map_err(|e| bind_error(*addr, "TCP", "--tls-listen", e))?;
+            listeners.push((tcp, Some(tls.acceptor.clone())));
+        }
     }
     let udp_lines = udp.describe();
     let udp_table = udp.table();
     let (relay_tx, mut relay_rx) = mpsc::channel::<RelayDatagram>(4096);
     let udp_stats = udp.spawn(relay_tx);
-    for tcp in listeners {
-        tokio::spawn(accept_loop(tcp, ev_tx.clone()));
+    // One counter for every listener: connection ids must be unique across all of them, however
+    // their addresses and ports relate.
+    let ids = Arc::new(AtomicU64::new(0));
+    for (tcp, tls) in listeners {
+        tokio::spawn(accept_loop(tcp, tls, ids.clone(), ev_tx.clone()));
     }
     let relay = RelayServer::new(
         relay_limits,
@@ -83,6 +114,9 @@ pub async fn run(
     let mut writers: HashMap<ConnId, mpsc::Sender<Option<Vec<u8>>>> = HashMap::new();
     for addr in &listen {
         println!("p2pvpn server listening on {addr}");
+    }
+    for addr in &tls_addrs {
+        println!("p2pvpn server listening on {addr} (TLS)");
     }
     for line in udp_lines {
         println!("{line}");
@@ -184,17 +218,39 @@ async fn send_udp(
     }
 }
 
-async fn accept_loop(listener: TcpListener, events: mpsc::Sender<ConnEvent>) {
-    let mut next_id: ConnId = 0;
-    let base = listener
-        .local_addr()
-        .map(|a| u64::from(a.port()) << 40)
-        .unwrap_or(0);
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    ids: Arc<AtomicU64>,
+    events: mpsc::Sender<ConnEvent>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
-                next_id += 1;
-                tokio::spawn(connection(base | next_id, stream, remote, events.clone()));
+                let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
+                let _ = stream.set_nodelay(true);
+                let events = events.clone();
+                match &tls {
+                    None => {
+                        tokio::spawn(connection(id, stream, remote, events));
+                    }
+                    Some(acceptor) => {
+                        // The handshake runs in the connection's own task so a slow client
+                        // holds up nobody else; the core hears of it only once TLS is up.
+                        let handshake = acceptor.accept(stream);
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                                Ok(Ok(tls)) => connection(id, tls, remote, events).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%remote, "TLS handshake timed out");
+                                }
+                            }
+                        });
+                    }
+                }
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -205,21 +261,20 @@ async fn accept_loop(listener: TcpListener, events: mpsc::Sender<ConnEvent>) {
     }
 }
 
-async fn connection(
-    id: ConnId,
-    stream: TcpStream,
-    remote: SocketAddr,
-    events: mpsc::Sender<ConnEvent>,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut read, mut write) = stream.into_split();
+/// Pumps one control connection, plain TCP or TLS, between the socket and the event loop.
+async fn connection<S>(id: ConnId, stream: S, remote: SocketAddr, events: mpsc::Sender<ConnEvent>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut read, mut write) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Option<Vec<u8>>>(256);
     if events.send(ConnEvent::Open(id, remote, tx)).await.is_err() {
         return;
     }
     let mut writer = tokio::spawn(async move {
         while let Some(Some(bytes)) = rx.recv().await {
-            if write.write_all(&bytes).await.is_err() {
+            // The flush pushes out what TLS may still hold; plain TCP ignores it.
+            if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
                 break;
             }
         }

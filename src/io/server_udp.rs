@@ -43,7 +43,7 @@ impl ServerUdp {
         for addr in responder.sockets() {
             let socket = UdpSocket::bind(addr).await.map_err(|e| {
                 if listen.contains(&addr) {
-                    bind_error(addr, "UDP", e)
+                    bind_error(addr, "UDP", "--listen", e)
                 } else if e.kind() == std::io::ErrorKind::AddrInUse {
                     anyhow!(
                         "UDP {addr} (the alternate STUN port) is already in use by another \

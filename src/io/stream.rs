@@ -1,16 +1,20 @@
-//! A TCP stream to the server run as two small tasks, so the node's event loop never blocks on
-//! the control channel: a reader that forwards received bytes, and a writer fed by a channel.
-//! Events carry a generation number so the loop can ignore a stream it already gave up on.
+//! A TCP stream to the server, plain or inside TLS, run as two small tasks so the node's event
+//! loop never blocks on the control channel: a reader that forwards received bytes, and a writer
+//! fed by a channel. Events carry a generation number so the loop can ignore a stream it already
+//! gave up on.
 
+use super::tls;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+/// Bound on the TCP connect, and separately on the TLS handshake that may follow it.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub enum StreamEvent {
+    /// `local` is the TCP socket's local address, also when TLS runs on top.
     Connected {
         local: SocketAddr,
         writer: mpsc::Sender<WriterCommand>,
@@ -29,24 +33,13 @@ pub enum WriterCommand {
 /// is tagged with `gen`.
 pub fn spawn(server: SocketAddr, tls: bool, gen: u64, events: mpsc::Sender<(u64, StreamEvent)>) {
     tokio::spawn(async move {
-        if tls {
-            let msg = "TLS transport is not built into this binary yet".to_string();
-            let _ = events.send((gen, StreamEvent::Failed(msg))).await;
-            return;
-        }
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let _ = events.send((gen, StreamEvent::Failed(e.to_string()))).await;
-                return;
-            }
-            Err(_) => {
-                let msg = format!("no answer within {CONNECT_TIMEOUT:?}");
+        let stream = match connect_tcp(server).await {
+            Ok(s) => s,
+            Err(msg) => {
                 let _ = events.send((gen, StreamEvent::Failed(msg))).await;
                 return;
             }
         };
-        let _ = stream.set_nodelay(true);
         let local = match stream.local_addr() {
             Ok(a) => a,
             Err(e) => {
@@ -54,43 +47,77 @@ pub fn spawn(server: SocketAddr, tls: bool, gen: u64, events: mpsc::Sender<(u64,
                 return;
             }
         };
-        let (mut read, mut write) = stream.into_split();
-        let (tx, mut rx) = mpsc::channel::<WriterCommand>(64);
-        if events
-            .send((gen, StreamEvent::Connected { local, writer: tx }))
-            .await
-            .is_err()
-        {
+        if !tls {
+            pump(stream, local, gen, events).await;
             return;
         }
-        tokio::spawn(async move {
-            while let Some(cmd) = rx.recv().await {
-                match cmd {
-                    WriterCommand::Write(bytes) => {
-                        if write.write_all(&bytes).await.is_err() {
-                            break;
-                        }
-                    }
-                    WriterCommand::Close => break,
-                }
+        match tokio::time::timeout(CONNECT_TIMEOUT, tls::connect(stream, server)).await {
+            Ok(Ok(stream)) => pump(stream, local, gen, events).await,
+            Ok(Err(e)) => {
+                let msg = format!("TLS handshake failed: {e}");
+                let _ = events.send((gen, StreamEvent::Failed(msg))).await;
             }
-            let _ = write.shutdown().await;
-        });
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if events
-                        .send((gen, StreamEvent::Bytes(buf[..n].to_vec())))
-                        .await
-                        .is_err()
-                    {
-                        return;
+            Err(_) => {
+                let msg = format!("no TLS handshake within {CONNECT_TIMEOUT:?}");
+                let _ = events.send((gen, StreamEvent::Failed(msg))).await;
+            }
+        }
+    });
+}
+
+async fn connect_tcp(server: SocketAddr) -> Result<TcpStream, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+    }
+}
+
+/// Reports the stream as connected, then moves bytes both ways until either side ends it.
+async fn pump<S>(stream: S, local: SocketAddr, gen: u64, events: mpsc::Sender<(u64, StreamEvent)>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut read, mut write) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<WriterCommand>(64);
+    if events
+        .send((gen, StreamEvent::Connected { local, writer: tx }))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    tokio::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                WriterCommand::Write(bytes) => {
+                    // The flush pushes out what TLS may still hold; plain TCP ignores it.
+                    if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
+                        break;
                     }
+                }
+                WriterCommand::Close => break,
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if events
+                    .send((gen, StreamEvent::Bytes(buf[..n].to_vec())))
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
             }
         }
-        let _ = events.send((gen, StreamEvent::Closed)).await;
-    });
+    }
+    let _ = events.send((gen, StreamEvent::Closed)).await;
 }
