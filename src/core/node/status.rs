@@ -88,6 +88,9 @@ impl Node {
                     .map(String::from),
                     online: p.online,
                     endpoint: match (path, route) {
+                        (Path::Relay, Some(super::Route::RelayStream { .. })) => {
+                            self.control.current_server().map(|s| s.addr)
+                        }
                         (Path::Relay, _) => self.stun_server,
                         (_, Some(super::Route::Direct { dst, .. })) => Some(dst),
                         _ => p.endpoint,
