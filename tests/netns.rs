@@ -62,3 +62,8 @@ fn netns_netcheck_classifies_every_nat_profile() {
 fn netns_nat_traversal_matrix() {
     run_lab_script("tests/netns/matrix.sh");
 }
+
+#[test]
+fn netns_relay_first_then_upgrade() {
+    run_lab_script("tests/netns/relay.sh");
+}

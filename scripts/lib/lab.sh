@@ -49,7 +49,9 @@
 #     lab_add_nat_host ROUTER NAME   host on a router's LAN
 #     lab_add_cgn_host NAME [HOME=PRC] [CGN=PRC]   host -> NAME-nat -> NAME-cgn -> inet
 #     lab_nat ROUTER PROFILE [ARG]   PRC PRC_INPUT RC FC RND RNDF BLK [L-H] SEQ SEQk
-#                                    ADM [N] UDPBLK HAIRPIN (see lab_nat below)
+#                                    ADM [N] UDPBLK UDPBLK443 HAIRPIN (see lab_nat below)
+#     lab_block_udp IP1 IP2 [TABLE]  drop UDP between two public addresses in inet
+#     lab_unblock [TABLE]            remove such a drop again
 #     lab_lossy ROUTER [NETEM]       netem on wan0+lan0 (loss-only nftables fallback
 #                                    when the kernel has no sch_netem)
 #     lab_nat_timeout ROUTER SECS    nf_conntrack_udp_timeout(_stream) in ROUTER
@@ -423,6 +425,27 @@ p2p_peer_path() {
 # p2p_peer_is_direct NAME NETWORK PEER
 p2p_peer_is_direct() { [[ "$(p2p_peer_path "$@")" == direct ]]; }
 
+# p2p_peer_relay NAME NETWORK PEER : the relay transport ("udp"/"tcp"/"tls") NAME uses
+# to PEER while its path is "relay", or empty (direct, not listed, or no such field).
+p2p_peer_relay() {
+    p2p_field "$1" "$2" "next(((p.get('relay') or '') for p in j.get('peers', []) if p.get('name') == '$3'), '')"
+}
+
+# p2p_peer_route NAME NETWORK PEER : "PATH RELAY" from one status call, "-" for what
+# is missing ("relay udp", "direct -", "connecting -", "- -" when PEER is not listed).
+p2p_peer_route() {
+    p2p_field "$1" "$2" "(lambda p: (p.get('path') or '-') + ' ' + (p.get('relay') or '-'))(next((p for p in j.get('peers', []) if p.get('name') == '$3'), {}))" 2>/dev/null ||
+        echo "- -"
+}
+
+# p2p_peer_is NAME NETWORK PEER PATH [RELAY] : true if NAME's path to PEER is PATH (and,
+# if given, the relay transport is RELAY). For lab_wait_for.
+p2p_peer_is() {
+    local r; r="$(p2p_peer_route "$1" "$2" "$3")"
+    [[ "${r% *}" == "$4" ]] || return 1
+    [[ -z "${5:-}" || "${r#* }" == "$5" ]]
+}
+
 # p2p_has_peer NAME NETWORK PEER
 p2p_has_peer() {
     [[ "$(p2p_field "$1" "$2" "any(p.get('name') == '$3' for p in j.get('peers', []))")" == true ]]
@@ -636,6 +659,10 @@ _lab_nat_ruleset() {
         UDPBLK)
             fwd='iifname "lan0" meta l4proto udp udp dport != 53 drop'
             post="$masq" ;;
+        UDPBLK443)
+            fwd='iifname "lan0" meta l4proto udp udp dport != 53 drop
+        iifname "lan0" meta l4proto tcp tcp dport != { 80, 443 } drop'
+            post="$masq" ;;
         *) lab_die "unknown NAT profile: $profile" ;;
     esac
     cat <<NFT
@@ -676,6 +703,7 @@ NFT
 #   SEQ, SEQk  symmetric, sequential ports from 20000 with delta 1 / k (SEQ4: delta 4)
 #   ADM [N]    address-dependent mapping, ports 20000..20000+N-1 (default 1024)
 #   UDPBLK     UDP dropped except to port 53; TCP out allowed
+#   UDPBLK443  UDPBLK, and TCP out only to ports 80 and 443 (row 9: relay over TLS)
 #   HAIRPIN    PRC plus hairpinning (LAN hosts reach each other's public mappings)
 # Every profile has the home-router input filter (policy drop; established,related
 # accept; iifname {lo, lan0} accept), the forward filter and a nat prerouting chain.
@@ -733,6 +761,34 @@ lab_nat_timeout() {
 
 # lab_nat_flush ROUTER : forget every conntrack entry (NAT rebinding: mappings change).
 lab_nat_flush() { lab_exec "$1" conntrack -F >/dev/null 2>&1 || true; }
+
+# lab_block_udp IP1 IP2 [TABLE=lab_block] : in the routed internet namespace, drop every
+# UDP datagram between IP1 and IP2 (both directions; e.g. two NATs' public addresses,
+# so a direct path goes dark while both still reach the server). Other traffic passes.
+lab_block_udp() {
+    local a="$1" b="$2" t="${3:-lab_block}"
+    [[ -n "$LAB_INTERNET" ]] || lab_die "lab_block_udp: no internet namespace"
+    lab_exec "$LAB_INTERNET" nft -f - <<NFT
+table ip $t {
+    chain forward {
+        type filter hook forward priority -5; policy accept;
+        ip saddr $a ip daddr $b meta l4proto udp counter drop
+        ip saddr $b ip daddr $a meta l4proto udp counter drop
+    }
+}
+NFT
+}
+
+# lab_unblock [TABLE=lab_block] : remove a lab_block_udp table (no error if absent).
+lab_unblock() {
+    lab_exec "$LAB_INTERNET" nft delete table ip "${1:-lab_block}" 2>/dev/null || true
+}
+
+# lab_blocked_packets [TABLE=lab_block] : datagrams the block dropped so far.
+lab_blocked_packets() {
+    lab_exec "$LAB_INTERNET" nft list table ip "${1:-lab_block}" 2>/dev/null |
+        awk '/counter packets/ { for (i = 1; i <= NF; i++) if ($i == "packets") n += $(i + 1) } END { print n + 0 }'
+}
 
 # lab_add_cgn_host NAME [HOME=PRC] [CGN=PRC] : host NAME behind home router NAME-nat
 # (profile HOME, LAN 192.168.N.0/24) behind CGN router NAME-cgn (profile CGN, LAN
