@@ -19,7 +19,11 @@ pub async fn join(token: &JoinToken, secret: &SecretKey, name: &str) -> Result<J
         if !errors.is_empty() {
             tracing::info!(%server, "trying the next server address");
         }
-        let stream = match tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(server.addr)).await
+        let stream = match tokio::time::timeout(
+            super::stream::CONNECT_TIMEOUT,
+            TcpStream::connect(server.addr),
+        )
+        .await
         {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {

@@ -272,9 +272,21 @@ where
         return;
     }
     let mut writer = tokio::spawn(async move {
-        while let Some(Some(bytes)) = rx.recv().await {
+        while let Some(Some(mut batch)) = rx.recv().await {
+            // Coalesce what is queued (relay frames arrive in bursts): one write, one flush.
+            let mut close = false;
+            while batch.len() < super::stream::WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(Some(more)) => batch.extend_from_slice(&more),
+                    Ok(None) => {
+                        close = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
             // The flush pushes out what TLS may still hold; plain TCP ignores it.
-            if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
+            if write.write_all(&batch).await.is_err() || write.flush().await.is_err() || close {
                 break;
             }
         }

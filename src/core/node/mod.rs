@@ -659,7 +659,10 @@ impl Node {
                 peer.last_path = path;
                 let endpoint = match route {
                     Some(Route::Direct { dst, .. }) => Some(dst),
-                    Some(_) => self.stun_server,
+                    Some(Route::RelayUdp { server, .. }) => Some(server),
+                    Some(Route::RelayStream { .. }) => {
+                        self.control.current_server().map(|s| s.addr)
+                    }
                     None => None,
                 };
                 self.events.push_back(NodeEvent::PathChanged {

@@ -86,11 +86,20 @@ impl std::fmt::Display for ServerAddr {
 }
 
 impl ServerAddr {
-    /// Plain addresses first, then TLS ones: a node tries TLS only when plain TCP fails.
+    /// The order to try: the first plain address, then the first TLS one, then the next of each.
+    /// A node behind a firewall that only lets 443 out reaches TLS after one failed attempt, and
+    /// a node that can use plain TCP normally never gets past the first.
     pub fn list(plain: &[SocketAddr], tls: &[SocketAddr]) -> Vec<ServerAddr> {
-        let plain = plain.iter().map(|&addr| ServerAddr { addr, tls: false });
-        let tls = tls.iter().map(|&addr| ServerAddr { addr, tls: true });
-        plain.chain(tls).collect()
+        let mut out = Vec::with_capacity(plain.len() + tls.len());
+        for i in 0..plain.len().max(tls.len()) {
+            if let Some(&addr) = plain.get(i) {
+                out.push(ServerAddr { addr, tls: false });
+            }
+            if let Some(&addr) = tls.get(i) {
+                out.push(ServerAddr { addr, tls: true });
+            }
+        }
+        out
     }
 }
 
