@@ -165,7 +165,11 @@ mx_pair() {
             out="$(lab_exec "$a" ping -c 3 -W 2 "$vip_b" 2>&1)" || true
             if grep -q ' 3 received' <<<"$out"; then
                 if ((ever_direct)); then outcome=direct; else outcome=relay; fi
-                if [[ "$outcome" == "$expect" ]]; then result=pass; else
+                if [[ "$outcome" == "$expect" ]]; then
+                    result=pass
+                    # A relayed pair: say why no direct path (status punch.last_failure).
+                    if [[ "$outcome" == relay ]]; then detail="$(cut -f7 <<<"$fa")"; fi
+                else
                     detail="${detail:-became direct after ${ms} ms, expected relay}"
                 fi
             else
