@@ -4,6 +4,7 @@
 mod netcheck;
 mod network;
 mod node;
+mod ping;
 mod server;
 mod table;
 
@@ -120,6 +121,23 @@ pub enum Command {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        dirs: NodeDirs,
+    },
+    /// Ping a peer through the running node, showing the path each reply took (direct, and how
+    /// it was found, or relay) and its round trip.
+    Ping {
+        /// The peer's name or virtual address.
+        peer: String,
+        /// Stop after this many requests (0: until interrupted).
+        #[arg(long, short = 'c', value_name = "N", default_value_t = 4)]
+        count: u32,
+        /// The network (default: the only running one).
+        #[arg(long, value_name = "NET")]
+        network: Option<String>,
+        /// Seconds between requests.
+        #[arg(long, short = 'i', value_name = "S", default_value_t = 1.0)]
+        interval: f64,
         #[command(flatten)]
         dirs: NodeDirs,
     },
@@ -273,6 +291,13 @@ pub fn run() -> Result<()> {
                 json,
                 dirs,
             } => node::status(network.as_deref(), json, &dirs.dirs()).await,
+            Command::Ping {
+                peer,
+                count,
+                network,
+                interval,
+                dirs,
+            } => ping::run(&peer, count, network.as_deref(), interval, &dirs.dirs()).await,
             Command::Down { network, dirs } => node::down(&network, &dirs.dirs()).await,
             Command::Netcheck {
                 server,

@@ -1,4 +1,4 @@
-//! `p2pvpn join | up | status | down`: the node's commands.
+//! `p2pvpn join | up | status | down`: the node's commands (`ping` is in ping.rs).
 
 use super::table;
 use crate::config::{self, Dirs, NodeSettings};
@@ -72,7 +72,7 @@ pub async fn up(network: &str, dirs: &Dirs) -> Result<()> {
 }
 
 /// Networks with a control socket under the state directory.
-fn running_networks(dirs: &Dirs) -> Vec<String> {
+pub(super) fn running_networks(dirs: &Dirs) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(&dirs.state)
         .into_iter()
         .flatten()

@@ -57,6 +57,8 @@ struct Driver {
     writer: Option<mpsc::Sender<WriterCommand>>,
     stream_gen: u64,
     stream_tx: mpsc::Sender<(u64, StreamEvent)>,
+    /// `ping` requests awaiting their echo reply, by (peer, seq).
+    pings: HashMap<(Ipv4Addr, u16), tokio::sync::oneshot::Sender<String>>,
 }
 
 pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
@@ -110,6 +112,7 @@ pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
         writer: None,
         stream_gen: 0,
         stream_tx,
+        pings: HashMap::new(),
     };
     progress(&format!(
         "p2pvpn {network}: key {}, UDP port {udp_port}",
@@ -181,6 +184,7 @@ pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
                     Request::Status => {
                         let _ = req.reply.send(d.status_json());
                     }
+                    Request::Ping { peer, seq } => d.start_ping(&peer, seq, req.reply),
                     Request::Down => {
                         let _ = req.reply.send("stopping\n".to_string());
                         progress(&format!("p2pvpn {network}: stopping (down requested)"));
@@ -238,6 +242,23 @@ impl Driver {
             StreamEvent::Closed => {
                 self.writer = None;
                 self.node.handle_control_closed(now);
+            }
+        }
+    }
+
+    fn start_ping(&mut self, peer: &str, seq: u16, reply: tokio::sync::oneshot::Sender<String>) {
+        // A closed sender is a request the control socket already answered with "timeout".
+        self.pings.retain(|_, r| !r.is_closed());
+        if self.pings.len() >= crate::core::node::MAX_PINGS {
+            let _ = reply.send("error: too many pings in flight\n".to_string());
+            return;
+        }
+        match self.node.ping(peer, seq, std::time::Instant::now()) {
+            Ok(ip) => {
+                self.pings.insert((ip, seq), reply);
+            }
+            Err(e) => {
+                let _ = reply.send(format!("error: {e}\n"));
             }
         }
     }
@@ -325,6 +346,11 @@ impl Driver {
         while let Some(bytes) = self.node.poll_control_bytes() {
             if let Some(w) = &self.writer {
                 let _ = w.send(WriterCommand::Write(bytes)).await;
+            }
+        }
+        while let Some(r) = self.node.poll_ping_reply() {
+            if let Some(reply) = self.pings.remove(&(r.virtual_ip, r.seq)) {
+                let _ = reply.send(serde_json::to_string(&r).unwrap_or_default() + "\n");
             }
         }
         while let Some(event) = self.node.poll_event() {

@@ -24,7 +24,7 @@ mod status;
 
 pub use crate::core::punch::session::PunchConfig;
 pub use crate::core::transmit::{SocketCommand, SocketId, Transmit};
-pub use pinging::{PingError, PingReply};
+pub use pinging::{PingError, PingReply, MAX_OUTSTANDING as MAX_PINGS, PING_TIMEOUT};
 pub use status::{NodeStatus, PeerStatus, ServerStatus};
 
 use super::counters::{DropCounters, DropReason};
