@@ -111,6 +111,15 @@ ping3() {  # ping3 FROM TO : 3 packets, each must answer
 }
 check "b1 ping alice -> bob over the VPN (3/3)" ping3 alice "$BOB_VIP"
 check "b2 ping bob -> alice over the VPN (3/3)" ping3 bob "$ALICE_VIP"
+b_path_ping() {  # the node's own pings name the path of every reply
+    local out
+    out="$(p2p alice ping bob --count 3 --interval 0.2 2>&1)" || { why "p2pvpn ping failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"; return 1; }
+    note "$(head -n 1 <<<"$out")"
+    [[ "$(grep -c "^reply from bob ($BOB_VIP): seq=[0-9]* time=[0-9.]* ms path=direct" <<<"$out")" -eq 3 ]] \
+        || { why "expected 3 direct replies: $(tr '\n' ' ' <<<"$out")"; return 1; }
+    grep -q '3 sent, 3 received, 0% loss' <<<"$out" || { why "summary: $(tr '\n' ' ' <<<"$out")"; return 1; }
+}
+check "b3 p2pvpn ping alice -> bob: 3 replies, each naming the direct path" b_path_ping
 
 # ---------------------------------------------------------------- c
 PCAP="$LAB_TMP/alice-underlay.pcap"
