@@ -337,3 +337,34 @@ fn the_server_keeps_members_across_a_restart() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("10.66.0.2"));
 }
+
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_real_options() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell], &[]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("netcheck"),
+            "{shell} completions lack netcheck"
+        );
+        assert!(
+            text.contains("interval"),
+            "{shell} completions lack ping --interval"
+        );
+    }
+    let out = run(&["man"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH p2pvpn 1"),
+        "{page}"
+    );
+    assert!(page.contains("netcheck"), "man page lacks netcheck");
+    let out = run(&["man", "netcheck"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH p2pvpn-netcheck 1"), "{page}");
+    assert!(page.contains("lifetime"), "netcheck page lacks its options");
+    assert_refused(&run(&["man", "nosuch"], &[]), &["no subcommand \"nosuch\""]);
+}

@@ -8,8 +8,8 @@ mod ping;
 mod server;
 mod table;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand, ValueEnum};
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -169,6 +169,19 @@ pub enum Command {
         #[command(flatten)]
         dirs: NodeDirs,
     },
+    /// Print a shell completion script, e.g. `p2pvpn completions bash >
+    /// /etc/bash_completion.d/p2pvpn`.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `p2pvpn man > /usr/share/man/man1/p2pvpn.1`.
+    #[command(hide = true)]
+    Man {
+        /// A subcommand's own page instead, e.g. `p2pvpn man up > p2pvpn-up.1`.
+        subcommand: Option<String>,
+    },
 }
 
 /// Limits of the relay that carries traffic between nodes with no direct path.
@@ -259,8 +272,57 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
+/// Writes the completion script for `shell` (generated from the clap definition, so it never
+/// falls behind the real options).
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> Result<()> {
+    // Generated into memory first: clap_complete panics on a failed write.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "p2pvpn", &mut script);
+    quiet_on_broken_pipe(out.write_all(&script)).context("writing the completion script")
+}
+
+/// `p2pvpn man | head` is not an error: the reader just stopped reading.
+fn quiet_on_broken_pipe(r: std::io::Result<()>) -> std::io::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
+/// Writes the man page in roff: p2pvpn(1), or with `subcommand` that command's own page
+/// (p2pvpn-up(1) and so on), since p2pvpn(1) lists subcommands without their options.
+pub fn write_man(subcommand: Option<&str>, out: &mut dyn std::io::Write) -> Result<()> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let page = match subcommand {
+        None => cmd,
+        Some(name) => {
+            let Some(sub) = cmd
+                .get_subcommands()
+                .find(|s| s.get_name() == name && !s.is_hide_set())
+            else {
+                anyhow::bail!("no subcommand {name:?}; see `p2pvpn --help`");
+            };
+            // After build() a subcommand carries its display name (p2pvpn-up), the page's title,
+            // and its bin name (p2pvpn up) for the synopsis.
+            sub.clone()
+        }
+    };
+    quiet_on_broken_pipe(clap_mangen::Man::new(page).render(out)).context("writing the man page")
+}
+
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
+    // Output-only commands need no logging and no runtime.
+    match cli.command {
+        Command::Completions { shell } => {
+            return write_completions(shell, &mut std::io::stdout());
+        }
+        Command::Man { subcommand } => {
+            return write_man(subcommand.as_deref(), &mut std::io::stdout())
+        }
+        _ => {}
+    }
     init_logging(&cli.log_level, cli.log_format);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -299,6 +361,8 @@ pub fn run() -> Result<()> {
                 dirs,
             } => ping::run(&peer, count, network.as_deref(), interval, &dirs.dirs()).await,
             Command::Down { network, dirs } => node::down(&network, &dirs.dirs()).await,
+            // Answered above, before the runtime started.
+            Command::Completions { .. } | Command::Man { .. } => Ok(()),
             Command::Netcheck {
                 server,
                 network,
