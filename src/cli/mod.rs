@@ -90,6 +90,10 @@ pub enum Command {
         alternate_port: Option<u16>,
         #[command(flatten)]
         relay: RelayArgs,
+        /// Serve Prometheus metrics (online nodes, relay traffic per node, STUN answers) on
+        /// http://ADDR:PORT/metrics; loopback addresses only, e.g. 127.0.0.1:9102.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
         #[command(flatten)]
         dir: ServerDir,
     },
@@ -110,6 +114,10 @@ pub enum Command {
     Up {
         #[arg(long)]
         network: String,
+        /// Serve Prometheus metrics (peers by path, bytes per peer, drops, punching) on
+        /// http://ADDR:PORT/metrics; loopback addresses only, e.g. 127.0.0.1:9101.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
         #[command(flatten)]
         dirs: NodeDirs,
     },
@@ -334,6 +342,7 @@ pub fn run() -> Result<()> {
                 tls_listen,
                 alternate_port,
                 relay,
+                metrics,
                 dir,
             } => {
                 server::run(
@@ -342,12 +351,17 @@ pub fn run() -> Result<()> {
                     alternate_port,
                     relay.limits(),
                     &dir.state_dir,
+                    metrics,
                 )
                 .await
             }
             Command::Network(cmd) => network::run(cmd),
             Command::Join { token, name, dirs } => node::join(&token, name, &dirs.dirs()).await,
-            Command::Up { network, dirs } => node::up(&network, &dirs.dirs()).await,
+            Command::Up {
+                network,
+                metrics,
+                dirs,
+            } => node::up(&network, &dirs.dirs(), metrics).await,
             Command::Status {
                 network,
                 json,

@@ -65,10 +65,13 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
     Ok(())
 }
 
-pub async fn up(network: &str, dirs: &Dirs) -> Result<()> {
+pub async fn up(network: &str, dirs: &Dirs, metrics: Option<std::net::SocketAddr>) -> Result<()> {
     config::validate_network_name(network)?;
+    if let Some(addr) = metrics {
+        io::metrics::check_loopback(addr, "--metrics")?;
+    }
     let settings = config::load(dirs, network)?;
-    io::node::run(settings, dirs.clone()).await
+    io::node::run(settings, dirs.clone(), metrics).await
 }
 
 /// Networks with a control socket under the state directory.

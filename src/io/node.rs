@@ -61,7 +61,8 @@ struct Driver {
     pings: HashMap<(Ipv4Addr, u16), tokio::sync::oneshot::Sender<String>>,
 }
 
-pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
+/// Runs the node until a signal or `down`; `metrics` serves Prometheus text on that address.
+pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>) -> Result<()> {
     let network = settings.network.clone();
     let secret = keyfile::load(&dirs.key_file(&network))?;
     let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, settings.listen_port))
@@ -82,6 +83,11 @@ pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
     let local_ip = route_source(settings.servers.first().copied());
     let (req_tx, mut req_rx) = mpsc::channel::<ControlRequest>(16);
     let _socket = control_socket::serve(&dirs.control_socket(&network), &network, req_tx).await?;
+    // Without --metrics the sender is dropped here and the loop's scrape branch never fires.
+    let (scrape_tx, mut scrape_rx) = mpsc::channel::<super::metrics::Scrape>(8);
+    if let Some(addr) = metrics {
+        super::metrics::serve(addr, "--metrics", scrape_tx).await?;
+    }
 
     let config = NodeConfig {
         network: network.clone(),
@@ -192,6 +198,9 @@ pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
                     }
                 }
             }
+            Some(scrape) = scrape_rx.recv() => {
+                let _ = scrape.send(super::metrics::render_node(&d.status()));
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 d.node.handle_timeout(std::time::Instant::now());
             }
@@ -263,11 +272,15 @@ impl Driver {
         }
     }
 
-    fn status_json(&self) -> String {
+    fn status(&self) -> crate::core::node::NodeStatus {
         let mut status = self.node.status(super::unix_now());
         status.listen_port = self.udp_port;
         status.interface = self.settings.interface.clone();
-        serde_json::to_string(&status).unwrap_or_default()
+        status
+    }
+
+    fn status_json(&self) -> String {
+        serde_json::to_string(&self.status()).unwrap_or_default()
     }
 
     fn socket(&self, id: SocketId) -> Option<&UdpSocket> {
