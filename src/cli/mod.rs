@@ -1,6 +1,7 @@
 //! The command line (clap derive). Each subcommand's work lives in its own file; this one only
 //! defines the interface, sets up logging and dispatches.
 
+mod doctor;
 mod netcheck;
 mod network;
 mod node;
@@ -107,6 +108,16 @@ pub enum Command {
     },
     /// Bring a network up in the foreground until SIGINT/SIGTERM or `p2pvpn down`.
     Up {
+        #[arg(long)]
+        network: String,
+        #[command(flatten)]
+        dirs: NodeDirs,
+    },
+    /// Check this host and the running node, and explain a peer's path: both NAT profiles, the
+    /// techniques tried for the pair and their outcome, and what would fix a relayed path.
+    Doctor {
+        /// A peer's name or 10.x address to explain.
+        peer: Option<String>,
         #[arg(long)]
         network: String,
         #[command(flatten)]
@@ -268,6 +279,11 @@ pub fn run() -> Result<()> {
             Command::Network(cmd) => network::run(cmd),
             Command::Join { token, name, dirs } => node::join(&token, name, &dirs.dirs()).await,
             Command::Up { network, dirs } => node::up(&network, &dirs.dirs()).await,
+            Command::Doctor {
+                peer,
+                network,
+                dirs,
+            } => doctor::run(&network, peer.as_deref(), &dirs.dirs()).await,
             Command::Status {
                 network,
                 json,
