@@ -1,6 +1,7 @@
 //! The command line (clap derive). Each subcommand's work lives in its own file; this one only
 //! defines the interface, sets up logging and dispatches.
 
+mod doctor;
 mod netcheck;
 mod network;
 mod node;
@@ -118,6 +119,16 @@ pub enum Command {
         /// http://ADDR:PORT/metrics; loopback addresses only, e.g. 127.0.0.1:9101.
         #[arg(long, value_name = "ADDR:PORT")]
         metrics: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        dirs: NodeDirs,
+    },
+    /// Check this host and the running node, and explain a peer's path: both NAT profiles, the
+    /// techniques tried for the pair and their outcome, and what would fix a relayed path.
+    Doctor {
+        /// A peer's name or 10.x address to explain.
+        peer: Option<String>,
+        #[arg(long)]
+        network: String,
         #[command(flatten)]
         dirs: NodeDirs,
     },
@@ -362,6 +373,11 @@ pub fn run() -> Result<()> {
                 metrics,
                 dirs,
             } => node::up(&network, &dirs.dirs(), metrics).await,
+            Command::Doctor {
+                peer,
+                network,
+                dirs,
+            } => doctor::run(&network, peer.as_deref(), &dirs.dirs()).await,
             Command::Status {
                 network,
                 json,
