@@ -87,13 +87,16 @@ pub async fn run(
     let socket = dirs.control_socket(&network);
     let mut tally = Tally::default();
     let ping_all = async {
+        // The node matches replies by (peer, wire seq); starting from the process id keeps two
+        // `p2pvpn ping` runs at once from claiming each other's replies. Lines show 1, 2, ...
+        let base = std::process::id() as u16;
         let mut seq: u16 = 0;
         loop {
             seq = seq.wrapping_add(1);
             let started = Instant::now();
             let request = Request::Ping {
                 peer: peer.to_string(),
-                seq,
+                seq: base.wrapping_add(seq),
             };
             let reply = control_socket::request(&socket, &network, request).await?;
             let reply = reply.trim();
@@ -105,8 +108,9 @@ pub async fn run(
             } else if reply == "stopping" {
                 bail!("the node for {network} stopped");
             } else {
-                let r: PingReply = serde_json::from_str(reply)
+                let mut r: PingReply = serde_json::from_str(reply)
                     .with_context(|| format!("the node for {network} sent {reply:?}"))?;
+                r.seq = seq;
                 println!("{}", reply_line(&r));
                 tally.rtts_ms.push(r.rtt_us as f64 / 1000.0);
             }
