@@ -122,6 +122,16 @@ pub async fn run(
         println!("{line}");
     }
     println!("server key {}", core.public_key());
+    // Every listener is bound by now (binding failed above otherwise), so nodes can connect.
+    super::service::ready(&format!(
+        "listening on {}",
+        listen
+            .iter()
+            .chain(&tls_addrs)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut store_tick = tokio::time::interval(STORE_POLL);
@@ -200,6 +210,7 @@ pub async fn run(
             }
         }
     }
+    super::service::stopping("stopping");
     let stats = core.stats();
     tracing::info!(?stats, ?udp_stats, "server stopping");
     Ok(())
