@@ -153,8 +153,8 @@ c_simulate_use() {
         echo key >/var/lib/p2pvpn/office/private.key &&
         mkdir -p /etc/systemd/system/multi-user.target.wants &&
         ln -sf /lib/systemd/system/p2pvpn@.service \
-            /etc/systemd/system/multi-user.target.wants/p2pvpn@office.service &&
-        [[ -n "$(ls -A /var/lib/p2pvpn-server)" ]] || why "network create wrote nothing"
+            /etc/systemd/system/multi-user.target.wants/p2pvpn@office.service || return 1
+    if [[ -z "$(ls -A /var/lib/p2pvpn-server)" ]]; then why "network create wrote nothing"; fi
 }
 check "the server's user can create a network in /var/lib/p2pvpn-server" c_simulate_use
 
