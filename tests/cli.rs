@@ -339,6 +339,108 @@ fn the_server_keeps_members_across_a_restart() {
 }
 
 #[test]
+fn completions_and_the_man_page_are_generated_from_the_real_options() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell], &[]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("netcheck"),
+            "{shell} completions lack netcheck"
+        );
+        assert!(
+            text.contains("interval"),
+            "{shell} completions lack ping --interval"
+        );
+    }
+    let out = run(&["man"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH p2pvpn 1"),
+        "{page}"
+    );
+    assert!(page.contains("netcheck"), "man page lacks netcheck");
+    let out = run(&["man", "netcheck"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH p2pvpn-netcheck 1"), "{page}");
+    assert!(page.contains("lifetime"), "netcheck page lacks its options");
+    assert_refused(&run(&["man", "nosuch"], &[]), &["no subcommand \"nosuch\""]);
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn the_server_serves_prometheus_metrics_on_loopback_only() {
+    let dir = temp_dir("metrics");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            &addr,
+            "--metrics",
+            &metrics,
+            "--state-dir",
+        ])
+        .arg(dir.join("server"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&metrics).is_err() {
+        assert!(Instant::now() < deadline, "metrics did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = http_get(&metrics, "/metrics");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("text/plain; version=0.0.4"), "{text}");
+    assert!(text.contains("\np2pvpn_server_online_nodes 0\n"), "{text}");
+    assert!(
+        text.contains("\np2pvpn_server_stun_answers_total 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE p2pvpn_server_relay_bytes_total counter"),
+        "{text}"
+    );
+
+    let state = dir.join("server2");
+    let out = run(
+        &[
+            "server",
+            "--listen",
+            &addr,
+            "--metrics",
+            "0.0.0.0:9102",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_refused(&out, &["--metrics 0.0.0.0:9102", "loopback only"]);
+    let out = run(
+        &["up", "--network", "lab", "--metrics", "192.0.2.1:9101"],
+        &[("P2PVPN_CONFIG_DIR", &dir), ("P2PVPN_STATE_DIR", &dir)],
+    );
+    assert_refused(&out, &["--metrics 192.0.2.1:9101", "loopback only"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn the_server_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
     use std::os::unix::net::UnixDatagram;
     let dir = temp_dir("notify");

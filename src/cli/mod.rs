@@ -1,14 +1,16 @@
 //! The command line (clap derive). Each subcommand's work lives in its own file; this one only
 //! defines the interface, sets up logging and dispatches.
 
+mod doctor;
 mod netcheck;
 mod network;
 mod node;
+mod ping;
 mod server;
 mod table;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand, ValueEnum};
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -89,6 +91,10 @@ pub enum Command {
         alternate_port: Option<u16>,
         #[command(flatten)]
         relay: RelayArgs,
+        /// Serve Prometheus metrics (online nodes, relay traffic per node, STUN answers) on
+        /// http://ADDR:PORT/metrics; loopback addresses only, e.g. 127.0.0.1:9102.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
         #[command(flatten)]
         dir: ServerDir,
     },
@@ -109,6 +115,20 @@ pub enum Command {
     Up {
         #[arg(long)]
         network: String,
+        /// Serve Prometheus metrics (peers by path, bytes per peer, drops, punching) on
+        /// http://ADDR:PORT/metrics; loopback addresses only, e.g. 127.0.0.1:9101.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        dirs: NodeDirs,
+    },
+    /// Check this host and the running node, and explain a peer's path: both NAT profiles, the
+    /// techniques tried for the pair and their outcome, and what would fix a relayed path.
+    Doctor {
+        /// A peer's name or 10.x address to explain.
+        peer: Option<String>,
+        #[arg(long)]
+        network: String,
         #[command(flatten)]
         dirs: NodeDirs,
     },
@@ -120,6 +140,23 @@ pub enum Command {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        dirs: NodeDirs,
+    },
+    /// Ping a peer through the running node, showing the path each reply took (direct, and how
+    /// it was found, or relay) and its round trip.
+    Ping {
+        /// The peer's name or virtual address.
+        peer: String,
+        /// Stop after this many requests (0: until interrupted).
+        #[arg(long, short = 'c', value_name = "N", default_value_t = 4)]
+        count: u32,
+        /// The network (default: the only running one).
+        #[arg(long, value_name = "NET")]
+        network: Option<String>,
+        /// Seconds between requests.
+        #[arg(long, short = 'i', value_name = "S", default_value_t = 1.0)]
+        interval: f64,
         #[command(flatten)]
         dirs: NodeDirs,
     },
@@ -150,6 +187,19 @@ pub enum Command {
         samples: u16,
         #[command(flatten)]
         dirs: NodeDirs,
+    },
+    /// Print a shell completion script, e.g. `p2pvpn completions bash >
+    /// /etc/bash_completion.d/p2pvpn`.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `p2pvpn man > /usr/share/man/man1/p2pvpn.1`.
+    #[command(hide = true)]
+    Man {
+        /// A subcommand's own page instead, e.g. `p2pvpn man up > p2pvpn-up.1`.
+        subcommand: Option<String>,
     },
 }
 
@@ -241,8 +291,57 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
+/// Writes the completion script for `shell` (generated from the clap definition, so it never
+/// falls behind the real options).
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> Result<()> {
+    // Generated into memory first: clap_complete panics on a failed write.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "p2pvpn", &mut script);
+    quiet_on_broken_pipe(out.write_all(&script)).context("writing the completion script")
+}
+
+/// `p2pvpn man | head` is not an error: the reader just stopped reading.
+fn quiet_on_broken_pipe(r: std::io::Result<()>) -> std::io::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
+/// Writes the man page in roff: p2pvpn(1), or with `subcommand` that command's own page
+/// (p2pvpn-up(1) and so on), since p2pvpn(1) lists subcommands without their options.
+pub fn write_man(subcommand: Option<&str>, out: &mut dyn std::io::Write) -> Result<()> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let page = match subcommand {
+        None => cmd,
+        Some(name) => {
+            let Some(sub) = cmd
+                .get_subcommands()
+                .find(|s| s.get_name() == name && !s.is_hide_set())
+            else {
+                anyhow::bail!("no subcommand {name:?}; see `p2pvpn --help`");
+            };
+            // After build() a subcommand carries its display name (p2pvpn-up), the page's title,
+            // and its bin name (p2pvpn up) for the synopsis.
+            sub.clone()
+        }
+    };
+    quiet_on_broken_pipe(clap_mangen::Man::new(page).render(out)).context("writing the man page")
+}
+
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
+    // Output-only commands need no logging and no runtime.
+    match cli.command {
+        Command::Completions { shell } => {
+            return write_completions(shell, &mut std::io::stdout());
+        }
+        Command::Man { subcommand } => {
+            return write_man(subcommand.as_deref(), &mut std::io::stdout())
+        }
+        _ => {}
+    }
     init_logging(&cli.log_level, cli.log_format);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -254,6 +353,7 @@ pub fn run() -> Result<()> {
                 tls_listen,
                 alternate_port,
                 relay,
+                metrics,
                 dir,
             } => {
                 server::run(
@@ -262,18 +362,37 @@ pub fn run() -> Result<()> {
                     alternate_port,
                     relay.limits(),
                     &dir.state_dir,
+                    metrics,
                 )
                 .await
             }
             Command::Network(cmd) => network::run(cmd),
             Command::Join { token, name, dirs } => node::join(&token, name, &dirs.dirs()).await,
-            Command::Up { network, dirs } => node::up(&network, &dirs.dirs()).await,
+            Command::Up {
+                network,
+                metrics,
+                dirs,
+            } => node::up(&network, &dirs.dirs(), metrics).await,
+            Command::Doctor {
+                peer,
+                network,
+                dirs,
+            } => doctor::run(&network, peer.as_deref(), &dirs.dirs()).await,
             Command::Status {
                 network,
                 json,
                 dirs,
             } => node::status(network.as_deref(), json, &dirs.dirs()).await,
+            Command::Ping {
+                peer,
+                count,
+                network,
+                interval,
+                dirs,
+            } => ping::run(&peer, count, network.as_deref(), interval, &dirs.dirs()).await,
             Command::Down { network, dirs } => node::down(&network, &dirs.dirs()).await,
+            // Answered above, before the runtime started.
+            Command::Completions { .. } | Command::Man { .. } => Ok(()),
             Command::Netcheck {
                 server,
                 network,

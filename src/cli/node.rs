@@ -1,4 +1,4 @@
-//! `p2pvpn join | up | status | down`: the node's commands.
+//! `p2pvpn join | up | status | down`: the node's commands (`ping` is in ping.rs).
 
 use super::table;
 use crate::config::{self, Dirs, NodeSettings};
@@ -65,14 +65,17 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
     Ok(())
 }
 
-pub async fn up(network: &str, dirs: &Dirs) -> Result<()> {
+pub async fn up(network: &str, dirs: &Dirs, metrics: Option<std::net::SocketAddr>) -> Result<()> {
     config::validate_network_name(network)?;
+    if let Some(addr) = metrics {
+        io::metrics::check_loopback(addr, "--metrics")?;
+    }
     let settings = config::load(dirs, network)?;
-    io::node::run(settings, dirs.clone()).await
+    io::node::run(settings, dirs.clone(), metrics).await
 }
 
 /// Networks with a control socket under the state directory.
-fn running_networks(dirs: &Dirs) -> Vec<String> {
+pub(super) fn running_networks(dirs: &Dirs) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(&dirs.state)
         .into_iter()
         .flatten()

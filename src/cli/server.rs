@@ -13,7 +13,11 @@ pub async fn run(
     alternate_port: Option<u16>,
     relay: crate::core::relay::server::RelayLimits,
     state_dir: &Path,
+    metrics: Option<SocketAddr>,
 ) -> Result<()> {
+    if let Some(addr) = metrics {
+        io::metrics::check_loopback(addr, "--metrics")?;
+    }
     if let Some(both) = tls_listen.iter().find(|a| listen.contains(a)) {
         bail!(
             "{both} is given both as --listen and as --tls-listen; one TCP port carries either \
@@ -38,7 +42,7 @@ pub async fn run(
     store.set_setting("listen", &join(&listen))?;
     // Written even when empty, so tokens stop naming TLS addresses from an earlier run.
     store.set_setting("tls_listen", &join(&tls_listen))?;
-    io::server::run(listen, tls, alternate_port, relay, store, secret).await
+    io::server::run(listen, tls, alternate_port, relay, store, secret, metrics).await
 }
 
 /// The comma-separated form `network invite` reads back.

@@ -1,4 +1,4 @@
-//! The node's local control socket (`status`, `down`): a Unix socket of mode 0600 in the node's
+//! The node's local control socket (`status`, `down`, `ping PEER SEQ`): a Unix socket of mode 0600 in the node's
 //! private state directory, and the peer's uid checked on every connection, so only root (or the
 //! user running the node) can use it. One request line in, one reply out.
 
@@ -9,18 +9,42 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Status,
     Down,
+    /// One ICMP echo to a peer (name or virtual address) from the node itself; the reply is a
+    /// `PingReply` as JSON, "timeout" or "error: ...".
+    Ping {
+        peer: String,
+        seq: u16,
+    },
 }
 
+/// How long a ping request waits for its echo reply before the answer is "timeout".
+pub const PING_TIMEOUT: std::time::Duration = crate::core::node::PING_TIMEOUT;
+
 impl Request {
-    fn as_line(self) -> &'static str {
+    fn as_line(&self) -> String {
         match self {
-            Request::Status => "status\n",
-            Request::Down => "down\n",
+            Request::Status => "status\n".to_string(),
+            Request::Down => "down\n".to_string(),
+            Request::Ping { peer, seq } => format!("ping {peer} {seq}\n"),
         }
+    }
+
+    fn parse(line: &str) -> Option<Request> {
+        let mut words = line.split_whitespace();
+        let request = match words.next()? {
+            "status" => Request::Status,
+            "down" => Request::Down,
+            "ping" => Request::Ping {
+                peer: words.next()?.to_string(),
+                seq: words.next()?.parse().ok()?,
+            },
+            _ => return None,
+        };
+        words.next().is_none().then_some(request)
     }
 }
 
@@ -79,19 +103,24 @@ async fn answer(stream: UnixStream, requests: mpsc::Sender<ControlRequest>) -> R
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read.take(256)).read_line(&mut line).await?;
-    let request = match line.trim() {
-        "status" => Request::Status,
-        "down" => Request::Down,
-        other => {
-            write
-                .write_all(format!("error: unknown request {other:?}\n").as_bytes())
-                .await?;
-            return Ok(());
-        }
+    let Some(request) = Request::parse(&line) else {
+        write
+            .write_all(format!("error: unknown request {:?}\n", line.trim()).as_bytes())
+            .await?;
+        return Ok(());
     };
+    let is_ping = matches!(request, Request::Ping { .. });
     let (tx, rx) = oneshot::channel();
     requests.send(ControlRequest { request, reply: tx }).await?;
-    let reply = rx.await.unwrap_or_else(|_| "stopping\n".to_string());
+    let reply = if is_ping {
+        // The node forgets unanswered pings on its own; dropping `rx` here tells it so sooner.
+        match tokio::time::timeout(PING_TIMEOUT, rx).await {
+            Ok(r) => r.unwrap_or_else(|_| "stopping\n".to_string()),
+            Err(_) => "timeout\n".to_string(),
+        }
+    } else {
+        rx.await.unwrap_or_else(|_| "stopping\n".to_string())
+    };
     write.write_all(reply.as_bytes()).await?;
     Ok(())
 }
@@ -114,4 +143,27 @@ pub async fn request(path: &Path, network: &str, request: Request) -> Result<Str
     let mut reply = String::new();
     stream.read_to_string(&mut reply).await?;
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_through_their_lines() {
+        for r in [
+            Request::Status,
+            Request::Down,
+            Request::Ping {
+                peer: "bob".into(),
+                seq: 9,
+            },
+        ] {
+            assert_eq!(Request::parse(&r.as_line()), Some(r));
+        }
+        assert_eq!(Request::parse("ping bob"), None);
+        assert_eq!(Request::parse("ping bob x"), None);
+        assert_eq!(Request::parse("ping bob 1 2"), None);
+        assert_eq!(Request::parse("reboot"), None);
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod control_socket;
 pub mod join;
+pub mod metrics;
 pub mod netcheck;
 pub mod node;
 pub mod server;

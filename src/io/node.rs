@@ -57,9 +57,12 @@ struct Driver {
     writer: Option<mpsc::Sender<WriterCommand>>,
     stream_gen: u64,
     stream_tx: mpsc::Sender<(u64, StreamEvent)>,
+    /// `ping` requests awaiting their echo reply, by (peer, seq).
+    pings: HashMap<(Ipv4Addr, u16), tokio::sync::oneshot::Sender<String>>,
 }
 
-pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
+/// Runs the node until a signal or `down`; `metrics` serves Prometheus text on that address.
+pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>) -> Result<()> {
     let network = settings.network.clone();
     let secret = keyfile::load(&dirs.key_file(&network))?;
     let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, settings.listen_port))
@@ -80,6 +83,11 @@ pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
     let local_ip = route_source(settings.servers.first().copied());
     let (req_tx, mut req_rx) = mpsc::channel::<ControlRequest>(16);
     let _socket = control_socket::serve(&dirs.control_socket(&network), &network, req_tx).await?;
+    // Without --metrics the sender is dropped here and the loop's scrape branch never fires.
+    let (scrape_tx, mut scrape_rx) = mpsc::channel::<super::metrics::Scrape>(8);
+    if let Some(addr) = metrics {
+        super::metrics::serve(addr, "--metrics", scrape_tx).await?;
+    }
 
     let config = NodeConfig {
         network: network.clone(),
@@ -110,6 +118,7 @@ pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
         writer: None,
         stream_gen: 0,
         stream_tx,
+        pings: HashMap::new(),
     };
     progress(&format!(
         "p2pvpn {network}: key {}, UDP port {udp_port}",
@@ -181,12 +190,16 @@ pub async fn run(settings: NodeSettings, dirs: Dirs) -> Result<()> {
                     Request::Status => {
                         let _ = req.reply.send(d.status_json());
                     }
+                    Request::Ping { peer, seq } => d.start_ping(&peer, seq, req.reply),
                     Request::Down => {
                         let _ = req.reply.send("stopping\n".to_string());
                         progress(&format!("p2pvpn {network}: stopping (down requested)"));
                         break;
                     }
                 }
+            }
+            Some(scrape) = scrape_rx.recv() => {
+                let _ = scrape.send(super::metrics::render_node(&d.status()));
             }
             _ = tokio::time::sleep_until(deadline) => {
                 d.node.handle_timeout(std::time::Instant::now());
@@ -243,11 +256,32 @@ impl Driver {
         }
     }
 
-    fn status_json(&self) -> String {
+    fn start_ping(&mut self, peer: &str, seq: u16, reply: tokio::sync::oneshot::Sender<String>) {
+        // A closed sender is a request the control socket already answered with "timeout".
+        self.pings.retain(|_, r| !r.is_closed());
+        if self.pings.len() >= crate::core::node::MAX_PINGS {
+            let _ = reply.send("error: too many pings in flight\n".to_string());
+            return;
+        }
+        match self.node.ping(peer, seq, std::time::Instant::now()) {
+            Ok(ip) => {
+                self.pings.insert((ip, seq), reply);
+            }
+            Err(e) => {
+                let _ = reply.send(format!("error: {e}\n"));
+            }
+        }
+    }
+
+    fn status(&self) -> crate::core::node::NodeStatus {
         let mut status = self.node.status(super::unix_now());
         status.listen_port = self.udp_port;
         status.interface = self.settings.interface.clone();
-        serde_json::to_string(&status).unwrap_or_default()
+        status
+    }
+
+    fn status_json(&self) -> String {
+        serde_json::to_string(&self.status()).unwrap_or_default()
     }
 
     fn socket(&self, id: SocketId) -> Option<&UdpSocket> {
@@ -326,6 +360,11 @@ impl Driver {
         while let Some(bytes) = self.node.poll_control_bytes() {
             if let Some(w) = &self.writer {
                 let _ = w.send(WriterCommand::Write(bytes)).await;
+            }
+        }
+        while let Some(r) = self.node.poll_ping_reply() {
+            if let Some(reply) = self.pings.remove(&(r.virtual_ip, r.seq)) {
+                let _ = reply.send(serde_json::to_string(&r).unwrap_or_default() + "\n");
             }
         }
         while let Some(event) = self.node.poll_event() {

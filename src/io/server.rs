@@ -74,7 +74,13 @@ pub async fn run(
     relay_limits: RelayLimits,
     store: Store,
     secret: SecretKey,
+    metrics: Option<SocketAddr>,
 ) -> Result<()> {
+    // Without --metrics the sender is dropped here and the loop's scrape branch never fires.
+    let (scrape_tx, mut scrape_rx) = mpsc::channel::<super::metrics::Scrape>(8);
+    if let Some(addr) = metrics {
+        super::metrics::serve(addr, "--metrics", scrape_tx).await?;
+    }
     let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(1024);
     // UDP first, so that once TCP accepts, STUN answers too.
     let udp = ServerUdp::bind(&listen, alternate_port).await?;
@@ -176,6 +182,20 @@ pub async fn run(
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "cannot read the store"),
                 }
+            }
+            Some(scrape) = scrape_rx.recv() => {
+                let figures = super::metrics::ServerFigures {
+                    online_nodes: core.online_count(),
+                    relay: core
+                        .relay_stats()
+                        .into_iter()
+                        .map(|(net, key, stats)| (net, key.to_string(), stats))
+                        .collect(),
+                    stun_answered: udp_stats.stun_answered.load(Ordering::Relaxed),
+                    udp_dropped: udp_stats.dropped.load(Ordering::Relaxed),
+                    relay_queue_dropped: udp_stats.relay_dropped.load(Ordering::Relaxed),
+                };
+                let _ = scrape.send(super::metrics::render_server(&figures));
             }
             _ = tokio::time::sleep_until(deadline) => core.handle_timeout(std::time::Instant::now()),
         }

@@ -82,7 +82,9 @@ for n in alice bob; do
     mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
     p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1 || setup_fail "$n join"
 done
-for n in alice bob; do p2p_spawn "$n" "$n-up" up --network "$NET"; done
+# Alice also serves metrics on her namespace's loopback (b4).
+p2p_spawn alice alice-up up --network "$NET" --metrics 127.0.0.1:9101
+p2p_spawn bob bob-up up --network "$NET"
 lab_wait_for 30 p2p_peer_is_direct alice "$NET" bob || note "alice->bob not direct after 30 s: '$(p2p_peer_path alice "$NET" bob 2>/dev/null || true)'"
 lab_wait_for 30 p2p_peer_is_direct bob "$NET" alice || note "bob->alice not direct after 30 s: '$(p2p_peer_path bob "$NET" alice 2>/dev/null || true)'"
 ALICE_VIP="$(p2p_field alice "$NET" 'j["virtual_ip"]' 2>/dev/null || true)"
@@ -111,6 +113,25 @@ ping3() {  # ping3 FROM TO : 3 packets, each must answer
 }
 check "b1 ping alice -> bob over the VPN (3/3)" ping3 alice "$BOB_VIP"
 check "b2 ping bob -> alice over the VPN (3/3)" ping3 bob "$ALICE_VIP"
+b_path_ping() {  # the node's own pings name the path of every reply
+    local out
+    out="$(p2p alice ping bob --count 3 --interval 0.2 2>&1)" || { why "p2pvpn ping failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"; return 1; }
+    note "$(head -n 1 <<<"$out")"
+    [[ "$(grep -c "^reply from bob ($BOB_VIP): seq=[0-9]* time=[0-9.]* ms path=direct" <<<"$out")" -eq 3 ]] \
+        || { why "expected 3 direct replies: $(tr '\n' ' ' <<<"$out")"; return 1; }
+    grep -q '3 sent, 3 received, 0% loss' <<<"$out" || { why "summary: $(tr '\n' ' ' <<<"$out")"; return 1; }
+}
+check "b3 p2pvpn ping alice -> bob: 3 replies, each naming the direct path" b_path_ping
+b_metrics() {  # Prometheus text on alice's loopback: bob direct, traffic counted
+    local out
+    out="$(lab_exec alice python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9101/metrics", timeout=5).read().decode())' 2>&1)" \
+        || { why "scrape failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"; return 1; }
+    grep -q '^p2pvpn_peers{network="demo",path="direct"} 1$' <<<"$out" || { why "no direct peer: $(grep '^p2pvpn_peers' <<<"$out" | tr '\n' ' ')"; return 1; }
+    grep -q "^p2pvpn_peer_rx_bytes_total{network=\"demo\",peer=\"bob\",virtual_ip=\"$BOB_VIP\"} [1-9]" <<<"$out" \
+        || { why "no rx bytes for bob: $(grep rx_bytes <<<"$out" | tr '\n' ' ')"; return 1; }
+    grep -q '^p2pvpn_drops_total{network="demo",reason="malformed"} ' <<<"$out" || { why "no drop counters"; return 1; }
+}
+check "b4 alice's --metrics 127.0.0.1:9101 serves peers by path, bytes per peer and drops" b_metrics
 
 # ---------------------------------------------------------------- c
 PCAP="$LAB_TMP/alice-underlay.pcap"

@@ -193,6 +193,14 @@ a_ping() {
     FIG="A->B $x, B->A $y"
     ((rc == 0)) || why "ping over the relay: $FIG"
 }
+# path_ping FROM NET PEER WANT : `p2pvpn ping` 3 times; every reply must name path WANT.
+path_ping() {
+    local out n
+    out="$(p2p "$1" ping "$3" --network "$2" --count 3 --interval 0.2 2>&1)" || { why "p2pvpn ping $3 failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"; return 1; }
+    n="$(grep -cF "path=$4" <<<"$out" || true)"
+    FIG="$(head -n 1 <<<"$out")"
+    ((n == 3)) || { why "expected 3 replies with path=$4: $(tr '\n' ' ' <<<"$out")"; return 1; }
+}
 if want a; then
     note "--- a: row 7, RND - RND through the UDP relay"
     lab_build r7a:RND r7b:RND
@@ -200,6 +208,7 @@ if want a; then
         rcheck a1 "row 7 RND-RND: ping answers within 20 s of up" a_ttfr
         rcheck a2 "row 7 RND-RND: both sides show path relay over udp" a_relay_udp
         rcheck a3 "row 7 RND-RND: ping both ways over the relay (5/5)" a_ping
+        rcheck a4 "row 7 RND-RND: p2pvpn ping names the path relay (udp)" path_ping r7a r7 r7b "relay (udp)"
         A_OK=1
     else
         rcheck a0 "row 7 RND-RND: network and joins" false
@@ -257,6 +266,7 @@ if want b; then
         rcheck b1 "row 9 UDPBLK443-PRC: first ping reply < 20 s after up" b_ttfr
         rcheck b2 "row 9 UDPBLK443-PRC: server.tls true, path relay over tls" b_tls
         rcheck b3 "row 9 UDPBLK443-PRC: ping both ways over the TLS relay (5/5)" b_ping
+        rcheck b4 "row 9 UDPBLK443-PRC: p2pvpn ping names the path relay (tls)" path_ping r9a r9 r9b "relay (tls)"
     else
         rcheck b0 "row 9: network and joins" false
     fi

@@ -9,6 +9,7 @@ mod nat;
 mod nat_tests;
 mod net;
 mod net_tests;
+mod ping;
 mod punch;
 mod relay;
 

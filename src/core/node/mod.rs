@@ -17,12 +17,14 @@ macro_rules! punch_ctx {
 }
 
 mod discovery;
+mod pinging;
 mod punching;
 mod relaying;
 mod status;
 
 pub use crate::core::punch::session::PunchConfig;
 pub use crate::core::transmit::{SocketCommand, SocketId, Transmit};
+pub use pinging::{PingError, PingReply, MAX_OUTSTANDING as MAX_PINGS, PING_TIMEOUT};
 pub use status::{NodeStatus, PeerStatus, ServerStatus};
 
 use super::counters::{DropCounters, DropReason};
@@ -150,6 +152,7 @@ pub struct Node {
     /// Packets relayed through the control stream, decrypted, waiting for the TUN device.
     tun_queue: VecDeque<Vec<u8>>,
     relay_scratch: Vec<u8>,
+    pings: pinging::Pings,
 }
 
 /// Where a WireGuard message came from.
@@ -159,8 +162,8 @@ enum Origin {
         socket: SocketId,
         from: SocketAddr,
     },
-    /// Relayed by the server, from this peer.
-    Relay(PublicKey),
+    /// Relayed by the server, from this peer, over this relay transport ("udp", "tcp", "tls").
+    Relay(PublicKey, &'static str),
 }
 
 impl Node {
@@ -200,6 +203,7 @@ impl Node {
             relay: RelayClient::new(stun_server),
             tun_queue: VecDeque::new(),
             relay_scratch: vec![0u8; MAX_DATAGRAM],
+            pings: pinging::Pings::default(),
         }
     }
 
@@ -539,7 +543,7 @@ impl Node {
                 None => return DatagramOutcome::Dropped(DropReason::UnknownSession),
             }
         };
-        if let Origin::Relay(sender) = origin {
+        if let Origin::Relay(sender, _) = origin {
             // The server vouches for who relayed it; a packet of another peer's session inside
             // it is not believed.
             if sender != key {
@@ -549,13 +553,13 @@ impl Node {
         // Replies go back the way the message came: the same socket and address, or the relay.
         let reply_route = match origin {
             Origin::Direct { socket, from } => Some(Route::Direct { socket, dst: from }),
-            Origin::Relay(_) => self.peers.get(&key).and_then(|p| {
+            Origin::Relay(..) => self.peers.get(&key).and_then(|p| {
                 relaying::relay_route(p, &self.relay, &self.control, self.stun_server)
             }),
         };
         let from_ip = match origin {
             Origin::Direct { from, .. } => from.ip(),
-            Origin::Relay(_) => self
+            Origin::Relay(..) => self
                 .stun_server
                 .map(|s| s.ip())
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
@@ -585,11 +589,26 @@ impl Node {
                 if src != IpAddr::V4(peer.virtual_ip) {
                     return DatagramOutcome::Dropped(DropReason::SpoofedSource);
                 }
+                let peer_ip = peer.virtual_ip;
                 let ours = self.assignment.as_ref().map(|a| a.virtual_ip);
                 match ipv4_endpoints(packet) {
-                    Ok(ends) if Some(ends.dst) == ours => DatagramOutcome::WriteTun(packet),
-                    _ => DatagramOutcome::Dropped(DropReason::WrongDestination),
+                    Ok(ends) if Some(ends.dst) == ours => {}
+                    _ => return DatagramOutcome::Dropped(DropReason::WrongDestination),
                 }
+                // The answer to `p2pvpn ping` is ours, not the TUN device's.
+                let path = |node: &Node| match origin {
+                    Origin::Direct { .. } => node
+                        .peers
+                        .get(&key)
+                        .and_then(|p| p.punch.nominated())
+                        .map(|n| n.detail.clone())
+                        .unwrap_or_else(|| "direct".to_string()),
+                    Origin::Relay(_, transport) => format!("relay ({transport})"),
+                };
+                if self.take_ping_reply(packet, peer_ip, path, now) {
+                    return DatagramOutcome::Consumed;
+                }
+                DatagramOutcome::WriteTun(packet)
             }
             Decapsulated::Reply(reply) => {
                 if let Some(route) = reply_route {

@@ -131,7 +131,7 @@ impl Node {
                 DatagramOutcome::Consumed
             }
             Some(RelayDatagram::FromPeer { src, payload }) => {
-                self.receive_relayed(src, payload, now, out)
+                self.receive_relayed(src, payload, "udp", now, out)
             }
             _ => DatagramOutcome::Dropped(DropReason::Malformed),
         }
@@ -140,7 +140,12 @@ impl Node {
     /// A packet relayed through the control stream: decrypted here, queued for the TUN device.
     pub(super) fn handle_relay_frame(&mut self, src: u32, payload: &[u8], now: Instant) {
         let mut out = std::mem::take(&mut self.relay_scratch);
-        if let DatagramOutcome::WriteTun(packet) = self.receive_relayed(src, payload, now, &mut out)
+        let transport = match self.control.current_server() {
+            Some(s) if s.tls => "tls",
+            _ => "tcp",
+        };
+        if let DatagramOutcome::WriteTun(packet) =
+            self.receive_relayed(src, payload, transport, now, &mut out)
         {
             if self.tun_queue.len() < 1024 {
                 self.tun_queue.push_back(packet.to_vec());
@@ -153,6 +158,7 @@ impl Node {
         &mut self,
         src: u32,
         payload: &[u8],
+        transport: &'static str,
         now: Instant,
         out: &'a mut [u8],
     ) -> DatagramOutcome<'a> {
@@ -160,7 +166,8 @@ impl Node {
             self.drops.bump(DropReason::UnknownPeer);
             return DatagramOutcome::Dropped(DropReason::UnknownPeer);
         };
-        let outcome = self.receive_wireguard(super::Origin::Relay(key), payload, now, out);
+        let outcome =
+            self.receive_wireguard(super::Origin::Relay(key, transport), payload, now, out);
         if let DatagramOutcome::Dropped(reason) = outcome {
             self.drops.bump(reason);
         }

@@ -115,6 +115,24 @@ impl<R: Registry> ServerCore<R> {
         self.stats
     }
 
+    /// The relay figures of every registered node holding a relay binding, for metrics.
+    pub fn relay_stats(
+        &self,
+    ) -> Vec<(
+        String,
+        PublicKey,
+        crate::core::relay::server::RelayNodeStats,
+    )> {
+        self.conns
+            .values()
+            .filter_map(|c| c.session.as_ref())
+            .filter_map(|s| {
+                let stats = self.relay.stats(s.relay?.id)?;
+                Some((s.network.clone(), s.key, stats))
+            })
+            .collect()
+    }
+
     pub fn online_count(&self) -> usize {
         self.online.len()
     }

@@ -8,16 +8,19 @@
 
 use super::plan::{plan, Plan, PlanInput, Sweep, Target};
 use super::probe::{Probe, ProbeKey, ProbeKind};
-use super::{Candidate, Prediction, PunchOffer, Technique};
+use super::{Candidate, PunchOffer, Technique};
 use crate::core::keys::{PublicKey, SecretKey};
 use crate::core::nat::NatProfile;
-use crate::core::transmit::{SocketCommand, SocketId, Transmit};
+use crate::core::transmit::{SocketId, Transmit};
 use rand::Rng;
-use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+mod context;
+mod path;
+
+pub use context::{Ctx, LocalInfo, PunchConfig, PunchEvent, PunchStatus, SocketPool};
 
 /// Priming packets go out this long before the first real probe, so that each side's own NAT
 /// holds the mapping before the other side's probes arrive (nat-lab.md, conntrack poisoning). It
@@ -51,93 +54,6 @@ const MAX_PENDING: usize = 16_384;
 const MAX_PEER_REFLEXIVE: usize = 16;
 /// Probes sent in one timer call at most (a late timer must not turn pacing into a burst).
 const MAX_BURST: u32 = 32;
-
-/// Settings from the node's config.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PunchConfig {
-    pub birthday: bool,
-    /// TTL of priming packets: enough to leave our own NAT, not enough to reach theirs.
-    pub priming_ttl: u8,
-}
-
-impl Default for PunchConfig {
-    fn default() -> Self {
-        PunchConfig {
-            birthday: true,
-            priming_ttl: 2,
-        }
-    }
-}
-
-/// This node's side of an offer.
-#[derive(Clone, Debug)]
-pub struct LocalInfo {
-    pub profile: NatProfile,
-    pub candidates: Vec<Candidate>,
-    pub prediction: Option<Prediction>,
-    pub config: PunchConfig,
-}
-
-/// Sockets the node must open or close, and the ids to use.
-#[derive(Debug, Default)]
-pub struct SocketPool {
-    next: u16,
-    pub commands: VecDeque<SocketCommand>,
-}
-
-impl SocketPool {
-    /// Ids from `first` up; below it belong to someone else (discovery).
-    pub fn new(first: u16) -> Self {
-        SocketPool {
-            next: first,
-            commands: VecDeque::new(),
-        }
-    }
-
-    pub fn open(&mut self) -> SocketId {
-        let id = SocketId(self.next);
-        self.next = self.next.wrapping_add(1).max(1);
-        self.commands.push_back(SocketCommand::Open(id));
-        id
-    }
-
-    pub fn close(&mut self, id: SocketId) {
-        self.commands.push_back(SocketCommand::Close(id));
-    }
-}
-
-/// What a session needs from the node for one call.
-pub struct Ctx<'a> {
-    pub now: Instant,
-    pub rng: &'a mut ChaCha8Rng,
-    pub transmits: &'a mut VecDeque<Transmit>,
-    pub sockets: &'a mut SocketPool,
-}
-
-/// What happened, for the node to act on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PunchEvent {
-    Nominated {
-        socket: SocketId,
-        addr: SocketAddr,
-        detail: String,
-    },
-    Lost {
-        addr: SocketAddr,
-    },
-    Failed {
-        reason: String,
-    },
-}
-
-/// Per-peer punching figures for `status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PunchStatus {
-    pub attempts: u32,
-    pub probes_sent: u64,
-    pub time_to_direct_ms: Option<u64>,
-    pub last_failure: Option<String>,
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Pending {
@@ -471,32 +387,6 @@ impl PeerPunch {
         }
     }
 
-    /// An authenticated session datagram (WireGuard) from the peer on `socket` from `from`: it
-    /// proves the path as a pong would. It keeps a nominated path alive, and adopts the path when
-    /// the peer's handshake found us before our own probes were answered.
-    pub fn handle_authenticated(
-        &mut self,
-        socket: SocketId,
-        from: SocketAddr,
-        ctx: &mut Ctx,
-    ) -> Option<PunchEvent> {
-        if let Some(n) = &mut self.nominated {
-            if n.socket == socket && n.addr == from {
-                n.last_pong = ctx.now;
-                n.unanswered_since = None;
-            }
-            return None;
-        }
-        let pending = Pending {
-            socket,
-            addr: from,
-            technique: Technique::PeerReflexive,
-            offset: 0,
-            sent: ctx.now,
-        };
-        self.validated(pending, ctx)
-    }
-
     /// The peer reached us from an address we are not probing: probe it back (RFC 8445 §7.3.1.3).
     fn probe_peer_reflexive(&mut self, socket: SocketId, from: SocketAddr, ctx: &mut Ctx) {
         if self.nominated.as_ref().is_some_and(|n| n.addr == from) {
@@ -538,69 +428,6 @@ impl PeerPunch {
         };
         self.send_ping(&mut attempt, socket, target, None, ctx);
         self.phase = Phase::Probing(attempt);
-    }
-
-    fn validated(&mut self, p: Pending, ctx: &mut Ctx) -> Option<PunchEvent> {
-        let now = ctx.now;
-        if let Some(n) = &mut self.nominated {
-            if n.socket == p.socket && n.addr == p.addr {
-                n.last_pong = now;
-                n.unanswered_since = None;
-                return None;
-            }
-            // Only a LAN path replaces a working one.
-            if !(p.technique == Technique::Lan && n.technique != Technique::Lan) {
-                return None;
-            }
-        }
-        let (theirs, their_offset) = self
-            .seen
-            .get(&p.addr)
-            .copied()
-            .unwrap_or((Technique::ServerReflexive, 0));
-        // A reflexive path that is in fact one of the peer's candidates is named as such.
-        let mut p = p;
-        if p.technique == Technique::PeerReflexive {
-            if let Some(c) = self.their_candidates.iter().find(|c| c.addr == p.addr) {
-                p.technique = c.technique;
-            }
-        }
-        let (technique, offset) = if p.technique == Technique::Lan {
-            (Technique::Lan, 0)
-        } else if theirs > p.technique {
-            (theirs, their_offset)
-        } else {
-            (p.technique, p.offset)
-        };
-        let probes = self.status.probes_sent;
-        let detail = match technique {
-            Technique::Predicted => format!("direct (predicted, {offset:+})"),
-            Technique::Birthday => format!("direct (birthday, {probes} probes)"),
-            t => format!("direct ({t})"),
-        };
-        if self.status.time_to_direct_ms.is_none() {
-            self.status.time_to_direct_ms =
-                Some(now.saturating_duration_since(self.created).as_millis() as u64);
-        }
-        self.status.last_failure = None;
-        self.nominated = Some(Nominated {
-            socket: p.socket,
-            addr: p.addr,
-            technique,
-            detail: detail.clone(),
-            since: now,
-            last_pong: now,
-            next_keepalive: now + KEEPALIVE,
-            unanswered_since: None,
-        });
-        self.end_attempt(ctx, Some(p.socket));
-        self.phase = Phase::Idle { next_attempt: now };
-        tracing::debug!(addr = %p.addr, %detail, "path nominated");
-        Some(PunchEvent::Nominated {
-            socket: p.socket,
-            addr: p.addr,
-            detail,
-        })
     }
 
     /// The peer is gone: close every socket this session opened.
@@ -729,64 +556,6 @@ impl PeerPunch {
             };
             self.send_ping(attempt, SocketId::MAIN, target, None, ctx);
         }
-    }
-
-    /// Data went out on the direct path: keep a closer watch on it.
-    pub fn note_tx(&mut self, now: Instant) {
-        let was_active = self.is_active(now);
-        self.last_tx = Some(now);
-        if let (false, Some(n)) = (was_active, &mut self.nominated) {
-            n.next_keepalive = n.next_keepalive.min(now + ACTIVE_KEEPALIVE);
-        }
-    }
-
-    fn is_active(&self, now: Instant) -> bool {
-        self.last_tx
-            .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_WINDOW)
-    }
-
-    fn keepalive(&mut self, ctx: &mut Ctx) -> Option<PunchEvent> {
-        let now = ctx.now;
-        let active = self.is_active(now);
-        let n = self.nominated.as_mut()?;
-        let (interval, timeout) = if active {
-            (ACTIVE_KEEPALIVE, ACTIVE_PATH_TIMEOUT)
-        } else {
-            (KEEPALIVE, PATH_TIMEOUT)
-        };
-        let dead = n
-            .unanswered_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= timeout);
-        if dead {
-            let addr = n.addr;
-            let socket = n.socket;
-            let lived = now.saturating_duration_since(n.since);
-            self.nominated = None;
-            if socket != SocketId::MAIN {
-                ctx.sockets.close(socket);
-            }
-            self.pending.clear();
-            // Punch again after a pause; a path that keeps dying waits longer each time.
-            if lived < FLAP_WINDOW {
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-            } else {
-                self.backoff = FIRST_BACKOFF;
-            }
-            self.phase = Phase::Idle {
-                next_attempt: now + self.backoff,
-            };
-            return Some(PunchEvent::Lost { addr });
-        }
-        if now >= n.next_keepalive {
-            n.next_keepalive = now + interval;
-            n.unanswered_since.get_or_insert(now);
-            let (socket, addr) = (n.socket, n.addr);
-            // Forget keepalives nobody answered, so the table stays small on a dead path.
-            self.pending
-                .retain(|_, p| now.saturating_duration_since(p.sent) < PATH_TIMEOUT);
-            self.ping(socket, addr, Technique::PeerReflexive, 0, None, ctx);
-        }
-        None
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

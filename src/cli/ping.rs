@@ -1,0 +1,160 @@
+//! `p2pvpn ping PEER`: asks the running node to send ICMP echo requests from its own virtual
+//! address (one control-socket request per echo), so each reply line can say which path it took,
+//! which the kernel's `ping` cannot know. Ends with ping's usual summary.
+
+use crate::config::{self, Dirs};
+use crate::core::node::PingReply;
+use crate::io::control_socket::{self, Request};
+use anyhow::{bail, Context, Result};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The network to use: the one named, else the only running one.
+fn pick_network(network: Option<&str>, dirs: &Dirs) -> Result<String> {
+    if let Some(n) = network {
+        config::validate_network_name(n)?;
+        return Ok(n.to_string());
+    }
+    let running = super::node::running_networks(dirs);
+    match running.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!(
+            "no network is running (no control socket under {}); start one with `p2pvpn up \
+             --network NAME`",
+            dirs.state.display()
+        ),
+        many => bail!(
+            "several networks are running ({}); pick one with --network",
+            many.join(", ")
+        ),
+    }
+}
+
+/// Round trips seen so far, for the summary.
+#[derive(Default)]
+struct Tally {
+    sent: u32,
+    rtts_ms: Vec<f64>,
+}
+
+impl Tally {
+    fn summary(&self, peer: &str) -> String {
+        let received = self.rtts_ms.len() as u32;
+        let loss = if self.sent == 0 {
+            0.0
+        } else {
+            100.0 * f64::from(self.sent - received) / f64::from(self.sent)
+        };
+        let mut text = format!(
+            "--- {peer} p2pvpn ping statistics ---\n{} sent, {received} received, {loss:.0}% \
+             loss\n",
+            self.sent
+        );
+        if received > 0 {
+            let min = self.rtts_ms.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = self.rtts_ms.iter().copied().fold(0.0, f64::max);
+            let avg = self.rtts_ms.iter().sum::<f64>() / f64::from(received);
+            text += &format!("rtt min/avg/max = {min:.2}/{avg:.2}/{max:.2} ms\n");
+        }
+        text
+    }
+}
+
+/// One reply line, e.g. `reply from bob (10.77.0.2): seq=1 time=0.41 ms path=relay (udp)`.
+pub fn reply_line(r: &PingReply) -> String {
+    format!(
+        "reply from {} ({}): seq={} time={:.2} ms path={}",
+        r.name,
+        r.virtual_ip,
+        r.seq,
+        r.rtt_us as f64 / 1000.0,
+        r.path
+    )
+}
+
+pub async fn run(
+    peer: &str,
+    count: u32,
+    network: Option<&str>,
+    interval: f64,
+    dirs: &Dirs,
+) -> Result<()> {
+    if !(0.01..=3600.0).contains(&interval) {
+        bail!("--interval must be between 0.01 and 3600 seconds, not {interval}");
+    }
+    let interval = Duration::from_secs_f64(interval);
+    let network = pick_network(network, dirs)?;
+    let socket = dirs.control_socket(&network);
+    let mut tally = Tally::default();
+    let ping_all = async {
+        // The node matches replies by (peer, wire seq); starting from the process id keeps two
+        // `p2pvpn ping` runs at once from claiming each other's replies. Lines show 1, 2, ...
+        let base = std::process::id() as u16;
+        let mut seq: u16 = 0;
+        loop {
+            seq = seq.wrapping_add(1);
+            let started = Instant::now();
+            let request = Request::Ping {
+                peer: peer.to_string(),
+                seq: base.wrapping_add(seq),
+            };
+            let reply = control_socket::request(&socket, &network, request).await?;
+            let reply = reply.trim();
+            tally.sent += 1;
+            if let Some(err) = reply.strip_prefix("error: ") {
+                bail!("cannot ping {peer} in {network}: {err}");
+            } else if reply == "timeout" {
+                println!("no reply from {peer}: seq={seq} timeout");
+            } else if reply == "stopping" {
+                bail!("the node for {network} stopped");
+            } else {
+                let mut r: PingReply = serde_json::from_str(reply)
+                    .with_context(|| format!("the node for {network} sent {reply:?}"))?;
+                r.seq = seq;
+                println!("{}", reply_line(&r));
+                tally.rtts_ms.push(r.rtt_us as f64 / 1000.0);
+            }
+            if count != 0 && tally.sent >= count {
+                return Ok(());
+            }
+            tokio::time::sleep(interval.saturating_sub(started.elapsed())).await;
+        }
+    };
+    let result = tokio::select! {
+        r = ping_all => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    result?;
+    print!("{}", tally.summary(peer));
+    if tally.rtts_ms.is_empty() {
+        bail!("no reply from {peer}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_and_summary_read_like_ping() {
+        let r = PingReply {
+            name: "bob".into(),
+            virtual_ip: "10.77.0.2".parse().unwrap(),
+            seq: 1,
+            rtt_us: 410,
+            path: "direct (predicted, +1)".into(),
+        };
+        assert_eq!(
+            reply_line(&r),
+            "reply from bob (10.77.0.2): seq=1 time=0.41 ms path=direct (predicted, +1)"
+        );
+        let t = Tally {
+            sent: 4,
+            rtts_ms: vec![0.3, 0.5, 0.4],
+        };
+        let s = t.summary("bob");
+        assert!(s.contains("4 sent, 3 received, 25% loss"), "{s}");
+        assert!(s.contains("rtt min/avg/max = 0.30/0.40/0.50 ms"), "{s}");
+    }
+}

@@ -1,0 +1,154 @@
+//! The nominated path's life: validation of a probe's round trip (or of an authenticated session
+//! packet) into a nominated path, the keepalive that watches it (fast while traffic flows, slow
+//! when idle), and giving it up with backoff when it stops answering.
+
+use super::*;
+
+impl PeerPunch {
+    /// An authenticated session datagram (WireGuard) from the peer on `socket` from `from`: it
+    /// proves the path as a pong would. It keeps a nominated path alive, and adopts the path when
+    /// the peer's handshake found us before our own probes were answered.
+    pub fn handle_authenticated(
+        &mut self,
+        socket: SocketId,
+        from: SocketAddr,
+        ctx: &mut Ctx,
+    ) -> Option<PunchEvent> {
+        if let Some(n) = &mut self.nominated {
+            if n.socket == socket && n.addr == from {
+                n.last_pong = ctx.now;
+                n.unanswered_since = None;
+            }
+            return None;
+        }
+        let pending = Pending {
+            socket,
+            addr: from,
+            technique: Technique::PeerReflexive,
+            offset: 0,
+            sent: ctx.now,
+        };
+        self.validated(pending, ctx)
+    }
+
+    pub(super) fn validated(&mut self, p: Pending, ctx: &mut Ctx) -> Option<PunchEvent> {
+        let now = ctx.now;
+        if let Some(n) = &mut self.nominated {
+            if n.socket == p.socket && n.addr == p.addr {
+                n.last_pong = now;
+                n.unanswered_since = None;
+                return None;
+            }
+            // Only a LAN path replaces a working one.
+            if !(p.technique == Technique::Lan && n.technique != Technique::Lan) {
+                return None;
+            }
+        }
+        let (theirs, their_offset) = self
+            .seen
+            .get(&p.addr)
+            .copied()
+            .unwrap_or((Technique::ServerReflexive, 0));
+        // A reflexive path that is in fact one of the peer's candidates is named as such.
+        let mut p = p;
+        if p.technique == Technique::PeerReflexive {
+            if let Some(c) = self.their_candidates.iter().find(|c| c.addr == p.addr) {
+                p.technique = c.technique;
+            }
+        }
+        let (technique, offset) = if p.technique == Technique::Lan {
+            (Technique::Lan, 0)
+        } else if theirs > p.technique {
+            (theirs, their_offset)
+        } else {
+            (p.technique, p.offset)
+        };
+        let probes = self.status.probes_sent;
+        let detail = match technique {
+            Technique::Predicted => format!("direct (predicted, {offset:+})"),
+            Technique::Birthday => format!("direct (birthday, {probes} probes)"),
+            t => format!("direct ({t})"),
+        };
+        if self.status.time_to_direct_ms.is_none() {
+            self.status.time_to_direct_ms =
+                Some(now.saturating_duration_since(self.created).as_millis() as u64);
+        }
+        self.status.last_failure = None;
+        self.nominated = Some(Nominated {
+            socket: p.socket,
+            addr: p.addr,
+            technique,
+            detail: detail.clone(),
+            since: now,
+            last_pong: now,
+            next_keepalive: now + KEEPALIVE,
+            unanswered_since: None,
+        });
+        self.end_attempt(ctx, Some(p.socket));
+        self.phase = Phase::Idle { next_attempt: now };
+        tracing::debug!(addr = %p.addr, %detail, "path nominated");
+        Some(PunchEvent::Nominated {
+            socket: p.socket,
+            addr: p.addr,
+            detail,
+        })
+    }
+
+    /// Data went out on the direct path: keep a closer watch on it.
+    pub fn note_tx(&mut self, now: Instant) {
+        let was_active = self.is_active(now);
+        self.last_tx = Some(now);
+        if let (false, Some(n)) = (was_active, &mut self.nominated) {
+            n.next_keepalive = n.next_keepalive.min(now + ACTIVE_KEEPALIVE);
+        }
+    }
+
+    pub(super) fn is_active(&self, now: Instant) -> bool {
+        self.last_tx
+            .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_WINDOW)
+    }
+
+    pub(super) fn keepalive(&mut self, ctx: &mut Ctx) -> Option<PunchEvent> {
+        let now = ctx.now;
+        let active = self.is_active(now);
+        let n = self.nominated.as_mut()?;
+        let (interval, timeout) = if active {
+            (ACTIVE_KEEPALIVE, ACTIVE_PATH_TIMEOUT)
+        } else {
+            (KEEPALIVE, PATH_TIMEOUT)
+        };
+        let dead = n
+            .unanswered_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= timeout);
+        if dead {
+            let addr = n.addr;
+            let socket = n.socket;
+            let lived = now.saturating_duration_since(n.since);
+            self.nominated = None;
+            if socket != SocketId::MAIN {
+                ctx.sockets.close(socket);
+            }
+            self.pending.clear();
+            // Punch again after a pause; a path that keeps dying waits longer each time.
+            if lived < FLAP_WINDOW {
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            } else {
+                self.backoff = FIRST_BACKOFF;
+            }
+            self.phase = Phase::Idle {
+                next_attempt: now + self.backoff,
+            };
+            return Some(PunchEvent::Lost { addr });
+        }
+        if now >= n.next_keepalive {
+            n.next_keepalive = now + interval;
+            n.unanswered_since.get_or_insert(now);
+            let (socket, addr) = (n.socket, n.addr);
+            // Forget keepalives nobody answered, so the table stays small on a dead path.
+            self.pending
+                .retain(|_, p| now.saturating_duration_since(p.sent) < PATH_TIMEOUT);
+            self.ping(socket, addr, Technique::PeerReflexive, 0, None, ctx);
+        }
+        None
+    }
+}
