@@ -128,7 +128,10 @@ pub async fn run(
         println!("{line}");
     }
     println!("server key {}", core.public_key());
-    // Every listener is bound by now (binding failed above otherwise), so nodes can connect.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    // Every listener is bound by now (binding failed above otherwise), so nodes can connect; and
+    // SIGTERM is handled, so a manager that stops us right after READY=1 gets a clean exit.
     super::service::ready(&format!(
         "listening on {}",
         listen
@@ -138,8 +141,6 @@ pub async fn run(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     let mut store_tick = tokio::time::interval(STORE_POLL);
     loop {
         let deadline = core
