@@ -439,3 +439,42 @@ fn the_server_serves_prometheus_metrics_on_loopback_only() {
     assert_refused(&out, &["--metrics 192.0.2.1:9101", "loopback only"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_server_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = temp_dir("notify");
+    // Stands in for systemd's notification socket (Type=notify units).
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BIN)
+        .args(["server", "--listen", &addr, "--state-dir"])
+        .arg(dir.join("server"))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Owns the child from here, so that a failed assertion still kills it.
+    let mut server = Server { child, addr, dir };
+    let mut buf = [0u8; 1024];
+
+    let n = notify.recv(&mut buf).expect("no notification within 10 s");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.starts_with("READY=1\nSTATUS="), "{ready}");
+    assert!(ready.contains(&server.addr), "{ready}");
+    // READY=1 promises a bound listener: the first connection must succeed, without retrying.
+    TcpStream::connect(&server.addr).expect("READY=1 before the listener accepts");
+
+    let pid = i32::try_from(server.child.id()).unwrap();
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let n = notify.recv(&mut buf).expect("no STOPPING=1 after SIGTERM");
+    let stopping = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(stopping.starts_with("STOPPING=1\n"), "{stopping}");
+    assert!(server.child.wait().unwrap().success());
+}

@@ -11,6 +11,7 @@ pub mod netcheck;
 pub mod node;
 pub mod server;
 pub mod server_udp;
+pub mod service;
 pub mod stream;
 pub mod tls;
 pub mod tun;

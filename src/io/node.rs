@@ -207,6 +207,7 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
         }
         d.drain().await?;
     }
+    super::service::stopping(&format!("p2pvpn {network}: stopping"));
     if let Some(w) = d.writer.take() {
         let _ = w.send(WriterCommand::Close).await;
     }
@@ -392,13 +393,17 @@ impl Driver {
                         self.settings.mtu,
                     )?;
                     self.tun = Some(tun);
-                    progress(&format!(
+                    let line = format!(
                         "p2pvpn {net}: registered as {} with {}/{} on {}",
                         a.name,
                         a.virtual_ip,
                         a.cidr.prefix_len(),
                         self.settings.interface
-                    ));
+                    );
+                    progress(&line);
+                    // Ready only now: units ordered after this one expect the interface and
+                    // its address to exist, not merely a process that is still connecting.
+                    super::service::ready(&line);
                 }
                 Some(_) => progress(&format!("p2pvpn {net}: registered again with the server")),
             },

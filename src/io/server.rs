@@ -130,6 +130,17 @@ pub async fn run(
     println!("server key {}", core.public_key());
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    // Every listener is bound by now (binding failed above otherwise), so nodes can connect; and
+    // SIGTERM is handled, so a manager that stops us right after READY=1 gets a clean exit.
+    super::service::ready(&format!(
+        "listening on {}",
+        listen
+            .iter()
+            .chain(&tls_addrs)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     let mut store_tick = tokio::time::interval(STORE_POLL);
     loop {
         let deadline = core
@@ -220,6 +231,7 @@ pub async fn run(
             }
         }
     }
+    super::service::stopping("stopping");
     let stats = core.stats();
     tracing::info!(?stats, ?udp_stats, "server stopping");
     Ok(())

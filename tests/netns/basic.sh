@@ -282,6 +282,46 @@ g_unprivileged() {
 }
 check "g1 unprivileged up exits non-zero within 10 s naming CAP_NET_ADMIN or root" g_unprivileged
 
+# As p2pvpn@.service runs it: root with CAP_NET_ADMIN as its only capability, NOTIFY_SOCKET set.
+# READY=1 must come only once p2p-demo exists, STOPPING=1 on SIGTERM.
+g_service() {
+    local d="$LAB_TMP/carol" sock="$LAB_TMP/carol-notify.sock" nlog
+    nlog="$(lab_logfile carol-notify)"
+    # g1 left carol's files to nobody; `join` as root would have left them to root.
+    chown -R 0:0 "$d"
+    # (A file, not stdin: lab_spawn gives its command /dev/null as stdin.)
+    cat >"$LAB_TMP/notify-recv.py" <<'PY'
+import socket, subprocess, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print("BOUND", flush=True)
+while True:
+    msg = s.recv(4096).decode()
+    print("MSG " + msg.replace("\n", " | "), flush=True)
+    if "READY=1" in msg.split("\n"):
+        link = subprocess.run(["ip", "link", "show", "dev", "p2p-demo"], capture_output=True)
+        print("LINK " + ("yes" if link.returncode == 0 else "no"), flush=True)
+PY
+    lab_spawn carol carol-notify -- python3 -u "$LAB_TMP/notify-recv.py" "$sock"
+    lab_wait_ready 10 carol-notify '^BOUND' || { why "notify receiver did not start"; return 1; }
+    lab_spawn carol carol-up -- setpriv --inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin \
+        --bounding-set=-all,+net_admin \
+        env HOME="$d" P2PVPN_CONFIG_DIR="$d/etc" P2PVPN_STATE_DIR="$d/state" NOTIFY_SOCKET="$sock" \
+        "$P2P_BIN" up --network "$NET"
+    local rc=0
+    lab_wait_ready 20 carol-up 'registered as' || rc=$?
+    lab_wait_log 5 carol-notify '^LINK ' || { why "no READY=1 within 20 s (up: $rc)"; lab_stop carol-notify; return 1; }
+    note "notifications: $(tr '\n' ' ' <"$nlog")"
+    grep -q '^LINK yes' "$nlog" || { why "READY=1 arrived before p2p-demo existed"; lab_stop carol-notify; return 1; }
+    rc=0
+    lab_stop carol-up TERM 10 || rc=$?
+    lab_wait_log 5 carol-notify 'STOPPING=1' || { why "no STOPPING=1 after SIGTERM"; lab_stop carol-notify; return 1; }
+    lab_stop carol-notify || true
+    [[ $rc -eq 0 ]] || { why "up exited $rc on SIGTERM"; return 1; }
+    if lab_exec carol ip link show dev p2p-demo >/dev/null 2>&1; then why "p2p-demo left behind"; return 1; fi
+}
+check "g2 up as root with only CAP_NET_ADMIN notifies READY=1 after p2p-demo exists, STOPPING=1 on SIGTERM" g_service
+
 # ---------------------------------------------------------------- f
 f_remove() {
     srv network remove-member "$NET" bob --state-dir "$SERVER_STATE" >"$LAB_TMP/logs/remove-member.log" 2>&1 ||

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds the Debian package with cargo-deb (metadata in Cargo.toml, [package.metadata.deb]) and
+# prints the .deb's path as the last line.
+#
+#   scripts/package-deb.sh              release build, then the package
+#   scripts/package-deb.sh --no-build   package the existing target/release/p2pvpn
+#   PROFILE=dev scripts/package-deb.sh --no-build
+#                                       package target/debug/p2pvpn (CI: reuses the test build
+#                                       instead of a ~6 min LTO release build)
+# Needs cargo-deb: cargo install cargo-deb --locked (about 2-3 min of compiling on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "package-deb: cargo-deb missing; install it with: cargo install cargo-deb --locked" >&2
+    exit 2
+fi
+profile="${PROFILE:-release}"
+# --strip: the release profile keeps debug info for profiling (about 45 MB of the binary).
+# Status goes to stderr so that stdout is just the path.
+deb="$(cargo deb --profile "$profile" --strip --locked "$@" | tail -n 1)"
+if [[ ! -f "$deb" ]]; then
+    echo "package-deb: cargo deb did not report a package (got: $deb)" >&2
+    exit 1
+fi
+echo "$deb"

@@ -1,0 +1,141 @@
+//! Readiness notification for service managers (the systemd `sd_notify` protocol): one datagram
+//! of `KEY=VALUE` lines to the Unix socket named by `NOTIFY_SOCKET`. Written here rather than
+//! pulled in as a crate because the protocol is a single `sendto`. Without `NOTIFY_SOCKET` (run
+//! by hand, in tests, under another supervisor) every call is a no-op.
+
+use anyhow::{bail, Context, Result};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+/// The environment variable systemd sets for `Type=notify` services.
+const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+
+/// Sends `state` (newline-separated `KEY=VALUE` assignments such as `READY=1`) to the service
+/// manager. Returns whether anything was sent: `false` when no manager is listening.
+pub fn notify(state: &str) -> Result<bool> {
+    let Some(socket) = std::env::var_os(NOTIFY_SOCKET) else {
+        return Ok(false);
+    };
+    if socket.is_empty() {
+        return Ok(false);
+    }
+    notify_to(&socket, state)?;
+    Ok(true)
+}
+
+/// Tells the manager the service is ready, with a human-readable status line
+/// (`systemctl status` shows it).
+pub fn ready(status: &str) {
+    send_or_warn(&format!("READY=1\nSTATUS={}", one_line(status)));
+}
+
+/// Tells the manager the service is shutting down, so that `systemctl` reports "deactivating"
+/// rather than a crash while the TUN device and routes are removed.
+pub fn stopping(status: &str) {
+    send_or_warn(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
+}
+
+/// A failed notification must not stop a working VPN: systemd's start timeout reports a missing
+/// READY=1 on its own, so a warning in the log is enough here.
+fn send_or_warn(state: &str) {
+    if let Err(e) = notify(state) {
+        tracing::warn!(error = %format!("{e:#}"), "cannot notify the service manager");
+    }
+}
+
+/// A newline would start a new assignment; status text must stay one line.
+fn one_line(status: &str) -> String {
+    status.replace('\n', " ")
+}
+
+/// Sends to the socket at `path`: a filesystem path, or an abstract socket name when it starts
+/// with '@' (systemd uses those inside some containers and for user managers).
+fn notify_to(path: &OsStr, state: &str) -> Result<()> {
+    let bytes = path.as_bytes();
+    let addr = match bytes.first() {
+        Some(b'@') => abstract_addr(&bytes[1..])?,
+        Some(b'/') => SocketAddr::from_pathname(path)
+            .with_context(|| format!("bad {NOTIFY_SOCKET} path {path:?}"))?,
+        _ => bail!("{NOTIFY_SOCKET}={path:?} is neither an absolute path nor an abstract name"),
+    };
+    let sock = UnixDatagram::unbound().context("creating a Unix datagram socket")?;
+    let sent = sock
+        .send_to_addr(state.as_bytes(), &addr)
+        .with_context(|| format!("sending to {NOTIFY_SOCKET} {path:?}"))?;
+    if sent != state.len() {
+        bail!(
+            "short write to {NOTIFY_SOCKET} {path:?}: {sent} of {}",
+            state.len()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn abstract_addr(name: &[u8]) -> Result<SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    SocketAddr::from_abstract_name(name).context("bad abstract socket name in NOTIFY_SOCKET")
+}
+
+#[cfg(not(target_os = "linux"))]
+fn abstract_addr(_name: &[u8]) -> Result<SocketAddr> {
+    bail!("abstract Unix sockets exist only on Linux")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn recv(sock: &UnixDatagram) -> String {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "p2pvpn-notify-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn sends_to_a_path_socket() {
+        let dir = temp_dir("path");
+        let path = dir.join("notify.sock");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        notify_to(path.as_os_str(), "READY=1\nSTATUS=up").unwrap();
+        assert_eq!(recv(&listener), "READY=1\nSTATUS=up");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn sends_to_an_abstract_socket() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("p2pvpn-notify-test-{}", rand::random::<u64>());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let listener = UnixDatagram::bind_addr(&addr).unwrap();
+        notify_to(&OsString::from(format!("@{name}")), "STOPPING=1").unwrap();
+        assert_eq!(recv(&listener), "STOPPING=1");
+    }
+
+    #[test]
+    fn rejects_relative_names_and_missing_sockets() {
+        assert!(notify_to(OsStr::new("relative.sock"), "READY=1").is_err());
+        let dir = temp_dir("missing");
+        let missing = dir.join("nobody-listens.sock");
+        assert!(notify_to(missing.as_os_str(), "READY=1").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn status_stays_one_line() {
+        assert_eq!(one_line("a\nb"), "a b");
+    }
+}
