@@ -9,6 +9,7 @@ pub mod join;
 pub mod metrics;
 pub mod netcheck;
 pub mod node;
+pub mod progress;
 pub mod server;
 pub mod server_udp;
 pub mod service;

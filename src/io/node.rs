@@ -22,9 +22,28 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tun_rs::AsyncDevice;
 
-/// Prints the short progress lines `up` shows.
+/// Prints one of the short progress lines `up` shows (see `progress` for the spinner).
 fn progress(line: &str) {
-    println!("{line}");
+    super::progress::line(line);
+}
+
+/// Node progress: slow steps drive the spinner, outcomes are lines.
+fn node_progress(line: &str) {
+    let body = line.split_once(": ").map(|(_, b)| b).unwrap_or(line);
+    if body.starts_with("probing the NAT")
+        || body.starts_with("netcheck: ")
+        || body.contains(": punching")
+    {
+        super::progress::step(line);
+    } else if body.starts_with("NAT: ")
+        || body.contains(": direct (")
+        || body.contains("no direct path")
+    {
+        super::progress::done();
+        super::progress::line(line);
+    } else {
+        super::progress::line(line);
+    }
 }
 
 async fn tun_recv(tun: &Option<AsyncDevice>, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -124,6 +143,12 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
         "p2pvpn {network}: key {}, UDP port {udp_port}",
         d.node.public_key().short()
     ));
+    if let Some(server) = d.settings.servers.first() {
+        super::progress::step(&format!(
+            "p2pvpn {network}: registering with the server at {server}"
+        ));
+    }
+    let mut spinner = tokio::time::interval(Duration::from_millis(100));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut tun_buf = vec![0u8; MAX_DATAGRAM];
@@ -140,6 +165,7 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
+            _ = spinner.tick(), if super::progress::active() => super::progress::tick(),
             r = d.udp.recv_from(&mut udp_buf) => {
                 let Ok((n, from)) = r else { continue };
                 let now = std::time::Instant::now();
@@ -400,6 +426,7 @@ impl Driver {
                         a.cidr.prefix_len(),
                         self.settings.interface
                     );
+                    super::progress::done();
                     progress(&line);
                     // Ready only now: units ordered after this one expect the interface and
                     // its address to exist, not merely a process that is still connecting.
@@ -423,7 +450,7 @@ impl Driver {
                 }
                 tracing::warn!(%refusal, "server refused; will retry");
             }
-            NodeEvent::Progress(line) => progress(&format!("p2pvpn {net}: {line}")),
+            NodeEvent::Progress(line) => node_progress(&format!("p2pvpn {net}: {line}")),
             NodeEvent::PeerAdded { name, virtual_ip } => progress(&format!(
                 "p2pvpn {net}: peer {name} ({virtual_ip}) connecting"
             )),
