@@ -253,8 +253,14 @@ else:
             bad.append("control reply for the filtering test lost")
         a = e["alloc"]
         ports = [x[1] for x in j["alloc"]]
-        if None in ports:
-            bad.append("allocation probe lost a reply")
+        # ADM's hashed port map can give two source ports the same public port; the kernel then
+        # drops the second flow (no free tuple in a one-port range). That is the profile's real
+        # behaviour (about 3% per run for 8 samples over 1024 ports), so one lost reply is
+        # allowed there; anywhere else a lost reply is a fault.
+        lost = ports.count(None)
+        ports = [x for x in ports if x is not None]
+        if lost > (1 if p == "ADM" else 0):
+            bad.append("allocation probe lost %d replies" % lost)
         elif a == "preserving":
             if not j["preserved"] or any(l != o for l, o in j["alloc"]):
                 bad.append("ports not preserved: %s" % j["alloc"])
