@@ -4,6 +4,7 @@
 //! commands.
 
 use super::server_udp::{RelayDatagram, ServerUdp};
+use super::stream::WriterCommand;
 use super::unix_now;
 use crate::core::keys::SecretKey;
 use crate::core::relay::server::{RelayLimits, RelayServer};
@@ -16,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -35,7 +36,7 @@ pub struct TlsListen {
 }
 
 enum ConnEvent {
-    Open(ConnId, SocketAddr, mpsc::Sender<Option<Vec<u8>>>),
+    Open(ConnId, SocketAddr, mpsc::Sender<WriterCommand>),
     Bytes(ConnId, Vec<u8>),
     Closed(ConnId),
 }
@@ -117,7 +118,7 @@ pub async fn run(
     );
     let mut core = ServerCore::new(secret, store, relay);
     let mut version = core.registry_mut().data_version().unwrap_or(0);
-    let mut writers: HashMap<ConnId, mpsc::Sender<Option<Vec<u8>>>> = HashMap::new();
+    let mut writers: HashMap<ConnId, mpsc::Sender<WriterCommand>> = HashMap::new();
     for addr in &listen {
         println!("p2pvpn server listening on {addr}");
     }
@@ -204,7 +205,7 @@ pub async fn run(
             match out {
                 ServerOutput::Send(id, bytes) => {
                     if let Some(w) = writers.get(&id) {
-                        if w.try_send(Some(bytes)).is_err() {
+                        if w.try_send(WriterCommand::Write(bytes)).is_err() {
                             tracing::warn!(
                                 conn = id,
                                 "node is not reading; closing its connection"
@@ -216,13 +217,13 @@ pub async fn run(
                 }
                 ServerOutput::Close(id) => {
                     if let Some(w) = writers.remove(&id) {
-                        let _ = w.try_send(None);
+                        let _ = w.try_send(WriterCommand::Close);
                     }
                 }
                 ServerOutput::Relay(id, bytes) => {
                     // A full queue drops the frame (the per-node queue limit), never the node.
                     if let Some(w) = writers.get(&id) {
-                        let _ = w.try_send(Some(bytes));
+                        let _ = w.try_send(WriterCommand::Write(bytes));
                     }
                 }
                 ServerOutput::Udp { via, to, datagram } => {
@@ -298,32 +299,12 @@ async fn connection<S>(id: ConnId, stream: S, remote: SocketAddr, events: mpsc::
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut read, mut write) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<Option<Vec<u8>>>(256);
+    let (mut read, write) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel::<WriterCommand>(256);
     if events.send(ConnEvent::Open(id, remote, tx)).await.is_err() {
         return;
     }
-    let mut writer = tokio::spawn(async move {
-        while let Some(Some(mut batch)) = rx.recv().await {
-            // Coalesce what is queued (relay frames arrive in bursts): one write, one flush.
-            let mut close = false;
-            while batch.len() < super::stream::WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(Some(more)) => batch.extend_from_slice(&more),
-                    Ok(None) => {
-                        close = true;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            // The flush pushes out what TLS may still hold; plain TCP ignores it.
-            if write.write_all(&batch).await.is_err() || write.flush().await.is_err() || close {
-                break;
-            }
-        }
-        let _ = write.shutdown().await;
-    });
+    let mut writer = tokio::spawn(super::stream::write_loop(rx, write));
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         tokio::select! {

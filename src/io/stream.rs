@@ -33,6 +33,34 @@ pub enum WriterCommand {
     Close,
 }
 
+/// Writes what the channel brings until it closes or says `Close`, then shuts the stream down.
+/// Everything already queued goes out in one write and one flush: under relay load that is one
+/// TLS record and one syscall for many frames, not one each. Shared by the node's stream and the
+/// server's connections.
+pub async fn write_loop<W: AsyncWrite + Unpin>(
+    mut rx: mpsc::Receiver<WriterCommand>,
+    mut write: W,
+) {
+    while let Some(WriterCommand::Write(mut batch)) = rx.recv().await {
+        let mut close = false;
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(WriterCommand::Write(more)) => batch.extend_from_slice(&more),
+                Ok(WriterCommand::Close) => {
+                    close = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        // The flush pushes out what TLS may still hold; plain TCP ignores it.
+        if write.write_all(&batch).await.is_err() || write.flush().await.is_err() || close {
+            break;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
 /// Connects to `server` (inside TLS when `tls`) and pumps the stream until it ends; every event
 /// is tagged with `gen`.
 pub fn spawn(server: SocketAddr, tls: bool, gen: u64, events: mpsc::Sender<(u64, StreamEvent)>) {
@@ -85,8 +113,8 @@ async fn pump<S>(stream: S, local: SocketAddr, gen: u64, events: mpsc::Sender<(u
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut read, mut write) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<WriterCommand>(64);
+    let (mut read, write) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel::<WriterCommand>(64);
     if events
         .send((gen, StreamEvent::Connected { local, writer: tx }))
         .await
@@ -94,31 +122,7 @@ where
     {
         return;
     }
-    tokio::spawn(async move {
-        while let Some(cmd) = rx.recv().await {
-            let WriterCommand::Write(mut batch) = cmd else {
-                break;
-            };
-            // Everything already queued goes out in one write and one flush: under relay load
-            // that is one TLS record and one syscall for many frames, not one each.
-            let mut close = false;
-            while batch.len() < WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(WriterCommand::Write(more)) => batch.extend_from_slice(&more),
-                    Ok(WriterCommand::Close) => {
-                        close = true;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            // The flush pushes out what TLS may still hold; plain TCP ignores it.
-            if write.write_all(&batch).await.is_err() || write.flush().await.is_err() || close {
-                break;
-            }
-        }
-        let _ = write.shutdown().await;
-    });
+    tokio::spawn(write_loop(rx, write));
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match read.read(&mut buf).await {
