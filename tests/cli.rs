@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_p2pvpn");
+mod common;
+
+use common::{run, stderr, BIN};
 
 struct Server {
     child: Child,
@@ -26,10 +28,7 @@ impl Drop for Server {
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("p2pvpn-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir("cli", tag)
 }
 
 fn free_port() -> u16 {
@@ -38,19 +37,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn run(args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).env_remove("RUST_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The command failed and its error says each of `needles`.

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_p2pvpn");
+mod common;
+
+use common::BIN;
 
 struct Server {
     child: Child,
@@ -35,10 +37,7 @@ impl Server {
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("p2pvpn-stun-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir("stun", tag)
 }
 
 /// A port P with TCP and UDP P and UDP P+1 free on both loopback IPs (checked, then released).

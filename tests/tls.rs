@@ -9,11 +9,13 @@ use p2pvpn::core::rendezvous::client::JoinExchange;
 use p2pvpn::core::rendezvous::token::JoinToken;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_p2pvpn");
+mod common;
+
+use common::{run, stderr, BIN};
 
 struct Server {
     child: Child,
@@ -31,10 +33,7 @@ impl Drop for Server {
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("p2pvpn-tls-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir("tls", tag)
 }
 
 fn bind_any() -> TcpListener {
@@ -44,19 +43,6 @@ fn bind_any() -> TcpListener {
 /// A loopback address nothing listens on (the port was free a moment ago).
 fn free_addr() -> SocketAddr {
     bind_any().local_addr().unwrap()
-}
-
-fn run(args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).env_remove("RUST_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Starts `p2pvpn server --listen P --tls-listen Q`, waits (bounded) until both ports accept,
