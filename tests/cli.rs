@@ -11,20 +11,11 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{run, stderr, BIN};
+use common::{run, stderr, Spawned, BIN};
 
 struct Server {
-    child: Child,
+    p: Spawned,
     addr: String,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -69,7 +60,10 @@ fn start_server(tag: &str) -> Server {
     let dir = temp_dir(tag);
     let addr = format!("127.0.0.1:{}", free_port());
     let child = spawn_server(&addr, &dir.join("server"));
-    let s = Server { child, addr, dir };
+    let s = Server {
+        p: Spawned { child, dir },
+        addr,
+    };
     let out = run(
         &[
             "network",
@@ -88,7 +82,7 @@ fn start_server(tag: &str) -> Server {
 
 impl Server {
     fn state(&self) -> PathBuf {
-        self.dir.join("server")
+        self.p.dir.join("server")
     }
 
     fn invite(&self, extra: &[&str]) -> String {
@@ -107,12 +101,7 @@ impl Server {
     }
 
     fn join(&self, token: &str, node: &str) -> Output {
-        let etc = self.dir.join(node).join("etc");
-        let state = self.dir.join(node).join("state");
-        run(
-            &["join", token, "--name", node],
-            &[("P2PVPN_CONFIG_DIR", &etc), ("P2PVPN_STATE_DIR", &state)],
-        )
+        common::join(&self.p.dir, token, node)
     }
 }
 
@@ -127,9 +116,9 @@ fn join_writes_a_config_and_a_private_key_and_keeps_the_address_on_rejoin() {
         stdout.contains("joined network lab as alice (10.66.0.1/24)"),
         "{stdout}"
     );
-    let config = std::fs::read_to_string(server.dir.join("alice/etc/lab.toml")).unwrap();
+    let config = std::fs::read_to_string(server.p.dir.join("alice/etc/lab.toml")).unwrap();
     assert!(config.contains(&server.addr), "{config}");
-    let key = server.dir.join("alice/state/lab/private.key");
+    let key = server.p.dir.join("alice/state/lab/private.key");
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
     // The same machine joining again keeps its address.
@@ -309,8 +298,8 @@ fn the_server_keeps_members_across_a_restart() {
     // A second server process on the same state answers with the same identity.
     let addr = server.addr.clone();
     let mut server = server;
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    let _ = server.p.child.kill();
+    let _ = server.p.child.wait();
     let mut child = spawn_server(&addr, &state);
     let etc = state.parent().unwrap().join("bob/etc");
     let st = state.parent().unwrap().join("bob/state");
@@ -446,7 +435,10 @@ fn the_server_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
         .spawn()
         .unwrap();
     // Owns the child from here, so that a failed assertion still kills it.
-    let mut server = Server { child, addr, dir };
+    let mut server = Server {
+        p: Spawned { child, dir },
+        addr,
+    };
     let mut buf = [0u8; 1024];
 
     let n = notify.recv(&mut buf).expect("no notification within 10 s");
@@ -456,11 +448,11 @@ fn the_server_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
     // READY=1 promises a bound listener: the first connection must succeed, without retrying.
     TcpStream::connect(&server.addr).expect("READY=1 before the listener accepts");
 
-    let pid = i32::try_from(server.child.id()).unwrap();
+    let pid = i32::try_from(server.p.child.id()).unwrap();
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let n = notify.recv(&mut buf).expect("no STOPPING=1 after SIGTERM");
     let stopping = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(stopping.starts_with("STOPPING=1\n"), "{stopping}");
-    assert!(server.child.wait().unwrap().success());
+    assert!(server.p.child.wait().unwrap().success());
 }

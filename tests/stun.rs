@@ -9,25 +9,17 @@ use p2pvpn::core::stun::{
 };
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::BIN;
+use common::{Spawned, BIN};
 
 struct Server {
-    child: Child,
-    dir: PathBuf,
+    /// Kills the server and removes its directory when the test ends.
+    _guard: Spawned,
     port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 impl Server {
@@ -79,7 +71,10 @@ fn start(tag: &str, ips: &[&str], extra: &[&str]) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let server = Server { child, dir, port };
+    let server = Server {
+        _guard: Spawned { child, dir },
+        port,
+    };
     // UDP is bound before TCP, so accepting TCP on every address means STUN answers too.
     let deadline = Instant::now() + Duration::from_secs(10);
     for ip in ips {

@@ -10,26 +10,17 @@ use p2pvpn::core::rendezvous::token::JoinToken;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{run, stderr, BIN};
+use common::{run, stderr, Spawned, BIN};
 
 struct Server {
-    child: Child,
+    p: Spawned,
     plain: SocketAddr,
     tls: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -63,10 +54,9 @@ fn start_server(tag: &str) -> Server {
         .spawn()
         .unwrap();
     let server = Server {
-        child,
+        p: Spawned { child, dir },
         plain,
         tls,
-        dir,
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(plain).is_err() || TcpStream::connect(tls).is_err() {
@@ -84,7 +74,7 @@ fn start_server(tag: &str) -> Server {
 
 impl Server {
     fn state(&self) -> PathBuf {
-        self.dir.join("server")
+        self.p.dir.join("server")
     }
 
     fn invite(&self) -> JoinToken {
@@ -98,12 +88,7 @@ impl Server {
     }
 
     fn join(&self, token: &JoinToken, node: &str) -> Output {
-        let etc = self.dir.join(node).join("etc");
-        let state = self.dir.join(node).join("state");
-        run(
-            &["join", &token.encode(), "--name", node],
-            &[("P2PVPN_CONFIG_DIR", &etc), ("P2PVPN_STATE_DIR", &state)],
-        )
+        common::join(&self.p.dir, &token.encode(), node)
     }
 
     /// The invite's credential and key, but only a TLS way in: the plain address is closed.
@@ -148,7 +133,7 @@ fn send_and_expect_hangup(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn a_node_joins_through_tls_when_the_plain_port_is_closed() {
     let server = start_server("join");
-    let printed = std::fs::read_to_string(server.dir.join("server.out")).unwrap();
+    let printed = std::fs::read_to_string(server.p.dir.join("server.out")).unwrap();
     assert!(
         printed.contains(&format!("listening on {} (TLS)", server.tls)),
         "{printed}"
@@ -164,7 +149,7 @@ fn a_node_joins_through_tls_when_the_plain_port_is_closed() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let config = std::fs::read_to_string(server.dir.join("alice/etc/lab.toml")).unwrap();
+    let config = std::fs::read_to_string(server.p.dir.join("alice/etc/lab.toml")).unwrap();
     assert!(
         config.contains(&format!("tls_servers = [\"{}\"]", server.tls)),
         "{config}"

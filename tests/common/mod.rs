@@ -29,3 +29,28 @@ pub fn run(args: &[&str], env: &[(&str, &Path)]) -> Output {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A spawned server and its directory: killed and removed on drop, so a failed assertion
+/// leaves nothing behind.
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub dir: PathBuf,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `p2pvpn join TOKEN --name NODE` with the node's config and state under `dir/NODE`.
+pub fn join(dir: &Path, token: &str, node: &str) -> Output {
+    let etc = dir.join(node).join("etc");
+    let state = dir.join(node).join("state");
+    run(
+        &["join", token, "--name", node],
+        &[("P2PVPN_CONFIG_DIR", &etc), ("P2PVPN_STATE_DIR", &state)],
+    )
+}
