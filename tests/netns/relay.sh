@@ -161,17 +161,26 @@ SERVER_STATE="$LAB_TMP/server/state"
 lab_build server
 server_start || setup_fail "server did not start: $(tail -n 5 "$(lab_logfile server)" | tr '\n' ' ')"
 
+# up_and_time_first_reply A B NET LABEL : bring A and B up on NET and ping B from A from that
+# moment (20 s at most); sets TTFR_MS to the ms from `up` to the first reply, or empty. (Not a
+# command substitution: the processes it starts must stay the script's own.)
+up_and_time_first_reply() {
+    local t0
+    t0="$(now_ms)"
+    up "$1" "$3"; up "$2" "$3"
+    pinger "$1" "${VIP[$2]}" 20 "$4"
+    lab_wait_for 21 has_reply "$4" || true
+    sleep 1
+    lab_stop "$4" TERM 3 || true
+    TTFR_MS="$(first_reply_ms "$4" "$t0")"
+}
+
 # ================================================================ a: row 7, RND - RND
 A_OK=0
 a_ttfr() {
-    local t0 ms
-    t0="$(now_ms)"
-    up r7a r7; up r7b r7
-    pinger r7a "${VIP[r7b]}" 20 r7-ping
-    lab_wait_for 21 has_reply r7-ping || true
-    sleep 1
-    lab_stop r7-ping TERM 3 || true
-    ms="$(first_reply_ms r7-ping "$t0")"
+    local ms
+    up_and_time_first_reply r7a r7b r7 r7-ping
+    ms="$TTFR_MS"
     [[ -n "$ms" ]] || { why "no reply from ${VIP[r7b]} within 20 s of up; A sees $(route_of r7a r7 r7b), B sees $(route_of r7b r7 r7a)"; return 1; }
     FIG="first reply ${ms} ms after up"
     note "r7a -> r7b: $FIG"
@@ -226,14 +235,9 @@ b_lab() {
     FIG="443 open, $PORT blocked"
 }
 b_ttfr() {
-    local t0 ms
-    t0="$(now_ms)"
-    up r9a r9; up r9b r9
-    pinger r9a "${VIP[r9b]}" 20 r9-ping
-    lab_wait_for 21 has_reply r9-ping || true
-    sleep 1
-    lab_stop r9-ping TERM 3 || true
-    ms="$(first_reply_ms r9-ping "$t0")"
+    local ms
+    up_and_time_first_reply r9a r9b r9 r9-ping
+    ms="$TTFR_MS"
     [[ -n "$ms" ]] || { why "no reply from ${VIP[r9b]} within 20 s of up; A sees $(route_of r9a r9 r9b), server.tls $(p2p_field r9a r9 "(j.get('server') or {}).get('tls')" 2>/dev/null || echo '?')"; return 1; }
     FIG="first reply ${ms} ms after up"
     note "r9a -> r9b: $FIG"
