@@ -140,3 +140,23 @@ fn a_server_restart_keeps_direct_tunnels_and_relayed_peers_come_back() {
     }
     assert!(back, "relayed peers did not reconnect");
 }
+
+#[test]
+fn a_bad_relayed_datagram_is_dropped_and_counted_once() {
+    let (mut sim, _, _) = pair("PRC", "PRC", 36);
+    sim.advance(Duration::from_secs(1));
+    let server = crate::harness::SERVER.parse().unwrap();
+    let to = sim.nodes[0].udp;
+    let mut frame = vec![0u8; p2pvpn::core::relay::wire::DATA_HEADER + 40];
+    p2pvpn::core::relay::wire::write_to_peer_header(&mut frame, 0);
+    p2pvpn::core::relay::wire::rewrite_to_from_peer(&mut frame, 0xdead_beef);
+    assert_eq!(
+        sim.deliver(server, to, &frame),
+        Some(crate::harness::DatagramOutcomeKind::Dropped)
+    );
+    let drops = sim.nodes[0].node.drops();
+    assert_eq!(
+        drops.get(p2pvpn::core::counters::DropReason::UnknownPeer),
+        1
+    );
+}

@@ -508,27 +508,26 @@ impl Node {
         now: Instant,
         out: &'a mut [u8],
     ) -> DatagramOutcome<'a> {
-        match classify(datagram) {
-            DatagramKind::WireGuard(_) => {}
+        let kind = match classify(datagram) {
+            DatagramKind::WireGuard(kind) => kind,
             DatagramKind::Stun => return self.handle_stun_datagram(socket, from, datagram, now),
             DatagramKind::Probe => return self.handle_probe_datagram(socket, from, datagram, now),
             DatagramKind::Relay => return self.handle_relay_datagram(from, datagram, now, out),
             DatagramKind::Unknown => return DatagramOutcome::Dropped(DropReason::Malformed),
         };
-        self.receive_wireguard(Origin::Direct { socket, from }, datagram, now, out)
+        self.receive_wireguard(Origin::Direct { socket, from }, kind, datagram, now, out)
     }
 
-    /// A WireGuard message, received directly or through the relay.
+    /// A WireGuard message of `kind` (as `classify` framed it), received directly or through the
+    /// relay.
     fn receive_wireguard<'a>(
         &mut self,
         origin: Origin,
+        kind: WgMessage,
         datagram: &[u8],
         now: Instant,
         out: &'a mut [u8],
     ) -> DatagramOutcome<'a> {
-        let DatagramKind::WireGuard(kind) = classify(datagram) else {
-            return DatagramOutcome::Dropped(DropReason::Malformed);
-        };
         let key = if kind == WgMessage::HandshakeInit {
             match initiator_of(&self.secret, datagram) {
                 Ok(key) => key,

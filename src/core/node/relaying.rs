@@ -11,6 +11,7 @@ use crate::core::relay::client::{RelayClient, RelayTransport};
 use crate::core::relay::wire::{self, RelayDatagram};
 use crate::core::rendezvous::client::ControlClient;
 use crate::core::transmit::SocketId;
+use crate::core::wire::{classify, DatagramKind};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -144,12 +145,15 @@ impl Node {
             Some(s) if s.tls => "tls",
             _ => "tcp",
         };
-        if let DatagramOutcome::WriteTun(packet) =
-            self.receive_relayed(src, payload, transport, now, &mut out)
-        {
-            if self.tun_queue.len() < 1024 {
-                self.tun_queue.push_back(packet.to_vec());
+        // Counted here: unlike datagrams, these do not pass through `handle_datagram`.
+        match self.receive_relayed(src, payload, transport, now, &mut out) {
+            DatagramOutcome::WriteTun(packet) => {
+                if self.tun_queue.len() < 1024 {
+                    self.tun_queue.push_back(packet.to_vec());
+                }
             }
+            DatagramOutcome::Dropped(reason) => self.drops.bump(reason),
+            DatagramOutcome::Consumed => {}
         }
         self.relay_scratch = out;
     }
@@ -163,15 +167,18 @@ impl Node {
         out: &'a mut [u8],
     ) -> DatagramOutcome<'a> {
         let Some(key) = self.peers.by_relay_id(src) else {
-            self.drops.bump(DropReason::UnknownPeer);
             return DatagramOutcome::Dropped(DropReason::UnknownPeer);
         };
-        let outcome =
-            self.receive_wireguard(super::Origin::Relay(key, transport), payload, now, out);
-        if let DatagramOutcome::Dropped(reason) = outcome {
-            self.drops.bump(reason);
-        }
-        outcome
+        let DatagramKind::WireGuard(kind) = classify(payload) else {
+            return DatagramOutcome::Dropped(DropReason::Malformed);
+        };
+        self.receive_wireguard(
+            super::Origin::Relay(key, transport),
+            kind,
+            payload,
+            now,
+            out,
+        )
     }
 
     pub(super) fn after_relay_progress(&mut self) {
