@@ -24,10 +24,3 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
-
-/// A starting instant for the unit tests of `core`, which may not read the clock themselves
-/// (CI greps `src/core` for it); their virtual time runs from here.
-#[cfg(test)]
-pub fn test_epoch() -> std::time::Instant {
-    std::time::Instant::now()
-}

@@ -14,7 +14,7 @@ fn run_with(
     mode: ServerMode,
     tweak: impl FnOnce(&mut NetcheckConfig),
 ) -> (NetcheckReport, Duration, Vec<String>) {
-    let start = crate::io::test_epoch();
+    let start = crate::test_now();
     let server_addrs: Vec<SocketAddr> = servers.iter().map(|s| addr(s)).collect();
     let mut world = World {
         nat: nat.map(FakeNat::new),
@@ -328,7 +328,7 @@ fn same_seed_same_run() {
 
 #[test]
 fn extra_sockets_are_numbered_from_the_configured_id_and_all_closed() {
-    let start = crate::io::test_epoch();
+    let start = crate::test_now();
     let mut config = NetcheckConfig::new(addr(SERVER));
     config.first_extra_socket = SocketId(100);
     config.allocation_samples = 3;

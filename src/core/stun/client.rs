@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn retransmits_on_schedule_then_gives_up() {
-        let t0 = crate::io::test_epoch();
+        let t0 = crate::test_now();
         let mut tx = ClientTransaction::new(
             TransactionId([1; 12]),
             SocketId(3),
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn waits_for_not_before() {
-        let t0 = crate::io::test_epoch();
+        let t0 = crate::test_now();
         let later = t0 + Duration::from_secs(5);
         let mut tx = ClientTransaction::new(
             TransactionId([1; 12]),
