@@ -492,4 +492,58 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn tokens_are_named_by_id_and_revoked_and_networks_deleted_whole() {
+        let dir = std::env::temp_dir().join(format!("p2pvpn-store-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut store = Store::open(&dir).unwrap();
+        store
+            .create_network("lab", "10.9.0.0/24".parse().unwrap())
+            .unwrap();
+        // Two hashes whose ids share their first hex digit "a".
+        let (h1, h2) = ([0xa1; 32], [0xa2; 32]);
+        store.create_token("lab", &h1, 1, None).unwrap();
+        store.create_token("lab", &h2, 1, Some(5)).unwrap();
+        let ids: Vec<String> = store
+            .tokens_of("lab")
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(ids, ["a1a1a1a1", "a2a2a2a2"]);
+        assert!(matches!(
+            store.revoke_token("lab", "a"),
+            Err(StoreError::AmbiguousToken { count: 2, .. })
+        ));
+        assert!(matches!(
+            store.revoke_token("lab", ""),
+            Err(StoreError::NoSuchToken { .. })
+        ));
+        assert_eq!(store.revoke_token("lab", "A2").unwrap().id, "a2a2a2a2");
+        assert!(store.token("lab", &h2).unwrap().is_none());
+        assert!(store.token("lab", &h1).unwrap().is_some());
+
+        // A token carries the server key, so the database now depends on it.
+        assert!(store.depends_on_identity().unwrap());
+        assert_eq!(store.identity().unwrap(), None);
+        store.record_identity(&PublicKey([4; 32])).unwrap();
+        assert_eq!(store.identity().unwrap(), Some(PublicKey([4; 32])));
+        let deleted = store.delete_network("lab").unwrap();
+        assert_eq!(
+            deleted,
+            Deleted {
+                members: 0,
+                tokens: 1
+            }
+        );
+        assert!(store.networks().unwrap().is_empty());
+        assert!(matches!(
+            store.delete_network("lab"),
+            Err(StoreError::NoSuchNetwork(_))
+        ));
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
