@@ -4,6 +4,7 @@
 
 use crate::core::keys::PublicKey;
 use crate::core::punch::session::PunchConfig;
+use crate::core::rendezvous::names;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -89,31 +90,25 @@ impl Dirs {
     }
 }
 
-/// Network names become file names and interface names: keep them short and plain.
+/// Network names become file names and interface names: keep them short and plain. The rule
+/// itself is shared with the server (`core::rendezvous::names`).
 pub fn validate_network_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 32
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !ok {
-        bail!(
-            "network name {name:?} is not allowed: use 1-32 characters from a-z, 0-9, '-' and '_'"
-        );
-    }
-    Ok(())
+    Ok(names::check_network_name(name)?)
 }
 
 pub fn validate_node_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
+    Ok(names::check_node_name(name)?)
+}
+
+/// What the Linux kernel accepts as an interface name (`dev_valid_name` in net/core/dev.c).
+fn interface_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= IFNAME_MAX
+        && name != "."
+        && name != ".."
+        && !name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if !ok {
-        bail!("node name {name:?} is not allowed: use 1-63 characters from A-Z, a-z, 0-9, '-', '_' and '.'");
-    }
-    Ok(())
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
 }
 
 pub fn default_interface(network: &str) -> String {
@@ -160,10 +155,12 @@ impl RawNodeConfig {
         let interface = self
             .interface
             .unwrap_or_else(|| default_interface(&self.network));
-        if interface.is_empty() || interface.len() > IFNAME_MAX {
+        if !interface_name_ok(&interface) {
             bail!(
-                "{}: `interface` must be 1-{IFNAME_MAX} characters",
-                file.display()
+                "{}: `interface` {interface:?} is not a usable interface name: use 1-{IFNAME_MAX} \
+                 characters without '/', ':' or spaces, or remove the line for the default {}",
+                file.display(),
+                default_interface(&self.network)
             );
         }
         let mtu = self.mtu.unwrap_or(DEFAULT_MTU);
@@ -304,6 +301,17 @@ server_public_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
         assert!(validate_network_name("office-1").is_ok());
         assert!(validate_network_name("Office").is_err());
         assert!(validate_network_name("../etc").is_err());
+        for bad in ["", "a/b", "eth0:1", "..", "two words", "sixteen-chars-xx"] {
+            let text = GOOD.replace(
+                "name = \"alice\"",
+                &format!("name = \"alice\"\ninterface = {bad:?}"),
+            );
+            let err = format!("{:#}", parse(&text, Path::new("o.toml")).unwrap_err());
+            assert!(
+                err.contains("not a usable interface name"),
+                "{bad:?}: {err}"
+            );
+        }
         assert_eq!(
             default_interface("averyveryverylongname"),
             "p2p-averyveryve"

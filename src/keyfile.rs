@@ -37,13 +37,22 @@ pub fn load_or_create(path: &Path) -> Result<(SecretKey, bool)> {
     Ok((key, true))
 }
 
+/// What a key file holds, said when it holds something else.
+const KEY_FORMAT: &str = "one line of base64 encoding 32 bytes, as p2pvpn writes it";
+
 pub fn load(path: &Path) -> Result<SecretKey> {
-    let text = fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read key file {} (run as root, or set P2PVPN_STATE_DIR to a directory you own)",
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        // Only a refused open means "not allowed": EACCES and EPERM both map to PermissionDenied.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "cannot read key file {}: permission denied (run as root, or set P2PVPN_STATE_DIR to \
+             a directory you own)",
             path.display()
-        )
-    })?;
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read key file {}", path.display()))
+        }
+    };
     let meta = fs::metadata(path)?;
     if meta.mode() & 0o077 != 0 {
         bail!(
@@ -53,7 +62,16 @@ pub fn load(path: &Path) -> Result<SecretKey> {
             path.display()
         );
     }
-    SecretKey::from_base64(&text).with_context(|| format!("key file {} is damaged", path.display()))
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| SecretKey::from_base64(text).ok())
+        .with_context(|| {
+            format!(
+                "{} is not a valid p2pvpn key (expected {KEY_FORMAT}): restore it from a backup, \
+                 or delete it to generate a new one",
+                path.display()
+            )
+        })
 }
 
 #[cfg(test)]
@@ -77,6 +95,15 @@ mod tests {
         fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
         let err = load(&path).unwrap_err().to_string();
         assert!(err.contains("chmod 600"), "{err}");
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        // Not UTF-8, and not base64: both are a damaged key, not a permission problem.
+        for junk in [&b"\xff\xfe\x00garbage"[..], b"not a key\n"] {
+            fs::write(&path, junk).unwrap();
+            let err = format!("{:#}", load(&path).unwrap_err());
+            assert!(err.contains("is not a valid p2pvpn key"), "{err}");
+            assert!(err.contains("delete it to generate a new one"), "{err}");
+            assert!(!err.contains("root"), "{err}");
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 }

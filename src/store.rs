@@ -5,6 +5,7 @@
 
 use crate::core::keys::PublicKey;
 use crate::core::rendezvous::registry::{Member, Network, Registry, RegistryError, TokenRecord};
+use crate::core::rendezvous::token::token_id;
 use ipnet::Ipv4Net;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -20,7 +21,53 @@ pub enum StoreError {
     NoSuchNetwork(String),
     #[error("a stored value is damaged: {0}")]
     Damaged(&'static str),
+    #[error(
+        "{0} is empty (0 bytes), so its networks and members are gone (a failed copy or a full \
+         disk?); restore it from a backup, or delete it to start afresh with no networks (every \
+         node must then join again)"
+    )]
+    Truncated(std::path::PathBuf),
+    #[error(
+        "network {network:?} has no token with id {id:?} (see `p2pvpn network invites {network}`)"
+    )]
+    NoSuchToken { network: String, id: String },
+    #[error(
+        "token id {id:?} matches {count} tokens of network {network:?}; give more of the id \
+         (see `p2pvpn network invites {network}`)"
+    )]
+    AmbiguousToken {
+        network: String,
+        id: String,
+        count: usize,
+    },
 }
+
+/// A join token as `network invites` lists it (the credential itself is never stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// [`token_id`]: the first hex digits of the credential's hash.
+    pub id: String,
+    /// The stored hash itself, which names the row exactly.
+    pub hash: [u8; 32],
+    pub uses: u32,
+    pub max_uses: u32,
+    pub expires_unix: Option<u64>,
+    pub created_unix: u64,
+}
+
+/// What `network delete` removed along with the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deleted {
+    pub members: usize,
+    pub tokens: usize,
+}
+
+/// The settings key under which the server records its identity (its public key, base64) on
+/// first start, so that a lost `server.key` is noticed instead of silently replaced.
+const IDENTITY_SETTING: &str = "server_public_key";
+
+/// The database's file name in the state directory.
+pub const DB_FILE: &str = "server.db";
 
 pub struct Store {
     conn: Connection,
@@ -85,8 +132,14 @@ fn registry_err(e: StoreError) -> RegistryError {
 }
 
 impl Store {
+    /// Opens `server.db` in `dir`, creating it if missing. A zero-byte file is refused: SQLite
+    /// would take it for a new database and quietly start over with no networks.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(dir.join("server.db"))?;
+        let path = dir.join(DB_FILE);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Err(StoreError::Truncated(path));
+        }
+        let conn = Connection::open(&path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -180,6 +233,114 @@ impl Store {
             )?;
         }
         Ok(found)
+    }
+
+    /// The network's tokens, oldest first, spent and expired ones included.
+    pub fn tokens_of(&self, network: &str) -> Result<Vec<TokenInfo>, StoreError> {
+        if self.network_row(network)?.is_none() {
+            return Err(StoreError::NoSuchNetwork(network.to_string()));
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT hash, uses, max_uses, expires_unix, created_unix FROM tokens
+             WHERE network = ?1 ORDER BY created_unix, rowid",
+        )?;
+        let rows = stmt.query_map([network], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (hash, uses, max_uses, expires, created) = row?;
+            let hash: [u8; 32] = hash
+                .try_into()
+                .map_err(|_| StoreError::Damaged("token hash"))?;
+            out.push(TokenInfo {
+                id: token_id(&hash),
+                hash,
+                uses,
+                max_uses,
+                expires_unix: expires.map(|e| e.max(0) as u64),
+                created_unix: created.max(0) as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes the one token of `network` whose id starts with `id`; a join with it is then
+    /// refused as a wrong or revoked credential. Returns the token as it was.
+    pub fn revoke_token(&self, network: &str, id: &str) -> Result<TokenInfo, StoreError> {
+        let wanted = id.trim().to_ascii_lowercase();
+        let matches: Vec<TokenInfo> = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            self.tokens_of(network)?
+                .into_iter()
+                .filter(|t| t.id.starts_with(&wanted))
+                .collect()
+        };
+        let [token] = matches.as_slice() else {
+            return Err(if matches.is_empty() {
+                StoreError::NoSuchToken {
+                    network: network.to_string(),
+                    id: id.to_string(),
+                }
+            } else {
+                StoreError::AmbiguousToken {
+                    network: network.to_string(),
+                    id: id.to_string(),
+                    count: matches.len(),
+                }
+            });
+        };
+        self.conn.execute(
+            "DELETE FROM tokens WHERE network = ?1 AND hash = ?2",
+            params![network, &token.hash[..]],
+        )?;
+        Ok(token.clone())
+    }
+
+    /// Deletes a network with its members and tokens, in one transaction. A running server sees
+    /// the change and cuts the members off as removed.
+    pub fn delete_network(&mut self, name: &str) -> Result<Deleted, StoreError> {
+        if self.network_row(name)?.is_none() {
+            return Err(StoreError::NoSuchNetwork(name.to_string()));
+        }
+        let tx = self.conn.transaction()?;
+        // Explicit rather than through ON DELETE CASCADE, which needs foreign keys enabled on
+        // this connection and a schema that declared them.
+        let members = tx.execute("DELETE FROM members WHERE network = ?1", [name])?;
+        let tokens = tx.execute("DELETE FROM tokens WHERE network = ?1", [name])?;
+        tx.execute("DELETE FROM networks WHERE name = ?1", [name])?;
+        tx.commit()?;
+        Ok(Deleted { members, tokens })
+    }
+
+    /// The server identity recorded on first start, if any.
+    pub fn identity(&self) -> Result<Option<PublicKey>, StoreError> {
+        self.setting(IDENTITY_SETTING)?
+            .map(|k| PublicKey::from_base64(&k).map_err(|_| StoreError::Damaged("server identity")))
+            .transpose()
+    }
+
+    pub fn record_identity(&self, key: &PublicKey) -> Result<(), StoreError> {
+        self.set_setting(IDENTITY_SETTING, &key.to_base64())
+    }
+
+    /// Whether anything here was made for a particular server key: members joined with tokens
+    /// that carried it, and tokens carry it. Networks alone were not (`network create` works
+    /// before the server first starts).
+    pub fn depends_on_identity(&self) -> Result<bool, StoreError> {
+        let count: i64 = self.conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM members) + (SELECT COUNT(*) FROM tokens)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(count > 0)
     }
 
     pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
@@ -329,6 +490,60 @@ mod tests {
                 .uses,
             1
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tokens_are_named_by_id_and_revoked_and_networks_deleted_whole() {
+        let dir = std::env::temp_dir().join(format!("p2pvpn-store-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut store = Store::open(&dir).unwrap();
+        store
+            .create_network("lab", "10.9.0.0/24".parse().unwrap())
+            .unwrap();
+        // Two hashes whose ids share their first hex digit "a".
+        let (h1, h2) = ([0xa1; 32], [0xa2; 32]);
+        store.create_token("lab", &h1, 1, None).unwrap();
+        store.create_token("lab", &h2, 1, Some(5)).unwrap();
+        let ids: Vec<String> = store
+            .tokens_of("lab")
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(ids, ["a1a1a1a1", "a2a2a2a2"]);
+        assert!(matches!(
+            store.revoke_token("lab", "a"),
+            Err(StoreError::AmbiguousToken { count: 2, .. })
+        ));
+        assert!(matches!(
+            store.revoke_token("lab", ""),
+            Err(StoreError::NoSuchToken { .. })
+        ));
+        assert_eq!(store.revoke_token("lab", "A2").unwrap().id, "a2a2a2a2");
+        assert!(store.token("lab", &h2).unwrap().is_none());
+        assert!(store.token("lab", &h1).unwrap().is_some());
+
+        // A token carries the server key, so the database now depends on it.
+        assert!(store.depends_on_identity().unwrap());
+        assert_eq!(store.identity().unwrap(), None);
+        store.record_identity(&PublicKey([4; 32])).unwrap();
+        assert_eq!(store.identity().unwrap(), Some(PublicKey([4; 32])));
+        let deleted = store.delete_network("lab").unwrap();
+        assert_eq!(
+            deleted,
+            Deleted {
+                members: 0,
+                tokens: 1
+            }
+        );
+        assert!(store.networks().unwrap().is_empty());
+        assert!(matches!(
+            store.delete_network("lab"),
+            Err(StoreError::NoSuchNetwork(_))
+        ));
+        drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

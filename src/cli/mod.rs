@@ -6,6 +6,7 @@ mod netcheck;
 mod network;
 mod node;
 mod ping;
+mod printable;
 mod server;
 mod table;
 
@@ -273,6 +274,29 @@ pub enum NetworkCommand {
     RemoveMember {
         name: String,
         peer: String,
+        #[command(flatten)]
+        dir: ServerDir,
+    },
+    /// List a network's join tokens: id, uses, expiry.
+    Invites {
+        name: String,
+        #[command(flatten)]
+        dir: ServerDir,
+    },
+    /// Revoke a join token by its id (from `network invites`); joins with it are then refused.
+    Revoke {
+        name: String,
+        /// The token's id, or enough of its start to tell it apart.
+        token_id: String,
+        #[command(flatten)]
+        dir: ServerDir,
+    },
+    /// Delete a network with its members and tokens; a running server cuts the members off.
+    Delete {
+        name: String,
+        /// Delete it even though it has members (they are cut off and must join again).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         dir: ServerDir,
     },

@@ -1,9 +1,10 @@
 //! `p2pvpn network ...`: manage networks, tokens and members in the server's store. These work
 //! whether or not the server is running; a running server picks the changes up within a second.
 
+use super::printable::printable;
 use super::NetworkCommand;
 use crate::config::validate_network_name;
-use crate::core::rendezvous::token::{Credential, JoinToken};
+use crate::core::rendezvous::token::{token_id, Credential, JoinToken};
 use crate::{keyfile, store::Store};
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
@@ -44,11 +45,16 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             tls_server,
             &dir.state_dir,
         ),
+        // Names are printed through `printable`: an older server stored whatever a node sent.
         NetworkCommand::List { dir } => {
             let store = open(&dir.state_dir)?;
             println!("{:<20} {:<18} MEMBERS", "NETWORK", "CIDR");
             for (net, members) in store.networks()? {
-                println!("{:<20} {:<18} {members}", net.name, net.cidr.to_string());
+                println!(
+                    "{:<20} {:<18} {members}",
+                    printable(&net.name),
+                    net.cidr.to_string()
+                );
             }
             Ok(())
         }
@@ -59,7 +65,7 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             for m in members {
                 println!(
                     "{:<20} {:<16} {}",
-                    m.name,
+                    printable(&m.name),
                     m.virtual_ip.to_string(),
                     m.public_key
                 );
@@ -71,7 +77,8 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
                 Some(m) => {
                     println!(
                         "removed {} ({}) from {name}; a running server cuts it off within seconds",
-                        m.name, m.virtual_ip
+                        printable(&m.name),
+                        m.virtual_ip
                     );
                     Ok(())
                 }
@@ -81,7 +88,69 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
                 ),
             }
         }
+        NetworkCommand::Invites { name, dir } => invites(&open(&dir.state_dir)?, &name),
+        NetworkCommand::Revoke {
+            name,
+            token_id,
+            dir,
+        } => {
+            let token = open(&dir.state_dir)?.revoke_token(&name, &token_id)?;
+            println!(
+                "revoked token {} of {name} ({} of {} uses spent); joins with it are refused \
+                 from now on",
+                token.id, token.uses, token.max_uses
+            );
+            Ok(())
+        }
+        NetworkCommand::Delete { name, force, dir } => {
+            let mut store = open(&dir.state_dir)?;
+            let members = store.members_of(&name)?.len();
+            if members > 0 && !force {
+                bail!(
+                    "network {name} has {members} member(s) (see `p2pvpn network members {name}`); \
+                     deleting it cuts them off and they must join again. To go ahead, run \
+                     `p2pvpn network delete {name} --force`"
+                );
+            }
+            let deleted = store.delete_network(&name)?;
+            println!(
+                "deleted network {name} with {} member(s) and {} token(s); a running server cuts \
+                 its members off within seconds",
+                deleted.members, deleted.tokens
+            );
+            Ok(())
+        }
     }
+}
+
+/// `network invites NAME`: every stored token with what is left of it.
+fn invites(store: &Store, name: &str) -> Result<()> {
+    let now = crate::io::unix_now();
+    println!("{:<10} {:>9}  {:<22} STATE", "ID", "USES", "EXPIRES (UTC)");
+    for t in store.tokens_of(name)? {
+        let expired = t.expires_unix.is_some_and(|e| now >= e);
+        let state = if expired {
+            "expired"
+        } else if t.uses >= t.max_uses {
+            "used up"
+        } else {
+            "valid"
+        };
+        let expires = t
+            .expires_unix
+            .map(|e| {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(e);
+                humantime::format_rfc3339_seconds(at).to_string()
+            })
+            .unwrap_or_else(|| "never".into());
+        println!(
+            "{:<10} {:>9}  {:<22} {state}",
+            t.id,
+            format!("{}/{}", t.uses, t.max_uses),
+            expires
+        );
+    }
+    Ok(())
 }
 
 fn invite(
@@ -95,6 +164,10 @@ fn invite(
     if uses == 0 {
         bail!("--uses must be at least 1");
     }
+    // A token that is dead on arrival helps nobody: `--expires 0s` used to print one.
+    if expires.as_secs() == 0 {
+        bail!("--expires must be at least 1s (e.g. 30m, 24h, 7d)");
+    }
     let key_path = state_dir.join("server.key");
     if !key_path.exists() {
         bail!(
@@ -105,6 +178,15 @@ fn invite(
     }
     let secret = keyfile::load(&key_path)?;
     let store = open(state_dir)?;
+    if let Some(recorded) = store.identity()? {
+        if recorded != secret.public_key() {
+            bail!(
+                "{} is not the identity the server's database was made with ({recorded}); a \
+                 token with it would not work. Restore the original key (see `p2pvpn server`)",
+                key_path.display()
+            );
+        }
+    }
     let servers = if servers.is_empty() {
         let listen = store.setting("listen")?.unwrap_or_default();
         let addrs: Vec<SocketAddr> = listen.split(',').filter_map(|s| s.parse().ok()).collect();
@@ -119,8 +201,9 @@ fn invite(
         servers
     };
     let credential = Credential::generate(&mut rand::rngs::OsRng);
-    let expires_unix = crate::io::unix_now() + expires.as_secs();
+    let expires_unix = crate::io::unix_now().saturating_add(expires.as_secs());
     store.create_token(name, &credential.hash(), uses, Some(expires_unix))?;
+    let id = token_id(&credential.hash());
     let tls_servers = if tls_servers.is_empty() {
         recorded_tls_servers(&store)?
     } else {
@@ -134,7 +217,8 @@ fn invite(
         credential,
     };
     eprintln!(
-        "token for {name}: {uses} use(s), expires in {}",
+        "token {id} for {name}: {uses} use(s), expires in {}; revoke it with `p2pvpn network \
+         revoke {name} {id}`",
         humantime::format_duration(expires)
     );
     println!("{}", token.encode());

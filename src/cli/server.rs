@@ -1,9 +1,9 @@
-//! `p2pvpn server`: open the state, load or create the identity key (and, with `--tls-listen`,
+//! `p2pvpn server`: lock the state directory, load or create the identity key (and, with `--tls-listen`,
 //! the TLS certificate), record where the server listens for `network invite`, and run the
 //! server loop.
 
-use crate::{io, keyfile, store::Store};
-use anyhow::{bail, Context, Result};
+use crate::io;
+use anyhow::{bail, Result};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -24,11 +24,8 @@ pub async fn run(
              plain or TLS connections, so pick another port for one of them"
         );
     }
-    keyfile::ensure_private_dir(state_dir)?;
-    let (secret, created) = keyfile::load_or_create(&state_dir.join("server.key"))?;
-    if created {
-        tracing::info!(key = %secret.public_key(), "generated the server identity key");
-    }
+    // Locked, and the key checked against the database, before anything in it is written.
+    let state = io::server_state::open(state_dir)?;
     let tls = if tls_listen.is_empty() {
         None
     } else {
@@ -37,12 +34,21 @@ pub async fn run(
             acceptor: io::tls::acceptor(state_dir)?,
         })
     };
-    let store = Store::open(state_dir)
-        .with_context(|| format!("cannot open the server database in {}", state_dir.display()))?;
+    let store = state.store;
     store.set_setting("listen", &join(&listen))?;
     // Written even when empty, so tokens stop naming TLS addresses from an earlier run.
     store.set_setting("tls_listen", &join(&tls_listen))?;
-    io::server::run(listen, tls, alternate_port, relay, store, secret, metrics).await
+    let _lock = state.lock;
+    io::server::run(
+        listen,
+        tls,
+        alternate_port,
+        relay,
+        store,
+        state.secret,
+        metrics,
+    )
+    .await
 }
 
 /// The comma-separated form `network invite` reads back.

@@ -1,5 +1,7 @@
-//! The human-readable form of `status`.
+//! The human-readable form of `status`. Names come from the server (and, through it, from other
+//! members), so they are printed through [`printable`].
 
+use super::printable::printable;
 use crate::core::node::NodeStatus;
 use std::fmt::Write;
 
@@ -41,9 +43,9 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
     let _ = writeln!(
         out,
         "network {}  node {}  address {addr}  interface {}  udp port {}",
-        s.network,
-        s.name.as_deref().unwrap_or("?"),
-        s.interface,
+        printable(&s.network),
+        printable(s.name.as_deref().unwrap_or("?")),
+        printable(&s.interface),
         s.listen_port
     );
     let _ = writeln!(out, "server  {server}");
@@ -73,7 +75,7 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
         let _ = writeln!(
             out,
             "{:<16} {:<15} {:<30} {:<22} {:>7} {:>10} {:>10} {:>14}",
-            p.name,
+            printable(&p.name),
             p.virtual_ip.to_string(),
             path,
             p.endpoint
@@ -123,4 +125,54 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
         }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::keys::PublicKey;
+    use crate::core::node::{PeerStatus, ServerStatus};
+
+    /// A peer name from an older server's database cannot forge a line or move the cursor.
+    #[test]
+    fn names_are_printed_escaped() {
+        let peer = PeerStatus {
+            name: "evil\n\x1b[2Jbob".into(),
+            virtual_ip: "10.0.0.2".parse().unwrap(),
+            public_key: PublicKey([2; 32]),
+            path: crate::core::peers::Path::Connecting,
+            relay: None,
+            online: true,
+            endpoint: None,
+            rtt_ms: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            last_handshake_unix: None,
+            technique: None,
+            technique_detail: None,
+            nat: None,
+            punch: Default::default(),
+        };
+        let status = NodeStatus {
+            network: "lab".into(),
+            name: Some("me\r".into()),
+            virtual_ip: None,
+            cidr: None,
+            public_key: PublicKey([1; 32]),
+            listen_port: 0,
+            interface: "p2p-lab".into(),
+            server: ServerStatus {
+                address: None,
+                tls: false,
+                connected: false,
+            },
+            nat: None,
+            peers: vec![peer],
+            drops: Default::default(),
+        };
+        let text = render(&status, 0);
+        assert!(!text.contains('\x1b') && !text.contains('\r'), "{text:?}");
+        assert!(text.contains("evil\\n\\x1b[2Jbob"), "{text}");
+        assert!(text.contains("node me\\r "), "{text}");
+    }
 }

@@ -5,14 +5,17 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod control_socket;
+pub mod interface_check;
 pub mod join;
 pub mod metrics;
 pub mod netcheck;
 pub mod node;
 pub mod progress;
 pub mod server;
+pub mod server_state;
 pub mod server_udp;
 pub mod service;
+pub mod state_lock;
 pub mod stream;
 pub mod tls;
 pub mod tun;

@@ -84,6 +84,11 @@ struct Driver {
 pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>) -> Result<()> {
     let network = settings.network.clone();
     let secret = keyfile::load(&dirs.key_file(&network))?;
+    super::interface_check::check_free(
+        &settings.interface,
+        &crate::config::default_interface(&network),
+        &dirs.config_file(&network),
+    )?;
     let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, settings.listen_port))
         .await
         .map_err(|e| {

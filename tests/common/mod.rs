@@ -54,3 +54,64 @@ pub fn join(dir: &Path, token: &str, node: &str) -> Output {
         &[("P2PVPN_CONFIG_DIR", &etc), ("P2PVPN_STATE_DIR", &state)],
     )
 }
+
+/// A free TCP port on loopback (closed again at once; good enough for a test's own server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `p2pvpn server --listen addr --state-dir state` and waits (bounded) until it accepts
+/// connections.
+pub fn spawn_server(addr: &str, state: &Path) -> std::process::Child {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let child = Command::new(BIN)
+        .args(["server", "--listen", addr, "--state-dir"])
+        .arg(state)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// Runs the binary like [`run`], but gives up after `limit`: a command that should stop at once
+/// and instead keeps running (a server that should have refused to start) is killed, and
+/// `None` is returned with what it printed so far discarded.
+pub fn run_bounded(
+    args: &[&str],
+    env: &[(&str, &Path)],
+    limit: std::time::Duration,
+) -> Option<Output> {
+    use std::process::Stdio;
+    use std::time::Instant;
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}

@@ -2,6 +2,7 @@
 //! live here once, whichever registry backs them.
 
 use super::messages::Refusal;
+use super::names::{check_node_name, NameError};
 use super::registry::{Member, Registry, RegistryError};
 use super::token::Credential;
 use crate::core::keys::PublicKey;
@@ -24,13 +25,17 @@ pub fn allocate_address(cidr: Ipv4Net, used: &HashSet<Ipv4Addr>) -> Option<Ipv4A
     cidr.hosts().find(|a| !used.contains(a))
 }
 
-/// Checks the token and admits the key. A key that is already a member gets its existing record
-/// back (same name, same address), so re-running `join` on a machine is harmless.
+/// Checks the name and the token and admits the key. A key that is already a member gets its
+/// existing record back (same name, same address), so re-running `join` on a machine is harmless.
 pub fn redeem<R: Registry>(
     registry: &mut R,
     req: &JoinRequest<'_>,
     unix_now: u64,
 ) -> Result<Result<Member, Refusal>, RegistryError> {
+    // First, and whatever else is wrong: the name is what gets printed on other members' screens.
+    if let Err(NameError::Node(name) | NameError::Network(name)) = check_node_name(req.name) {
+        return Ok(Err(Refusal::InvalidName { name }));
+    }
     let Some(network) = registry.network(req.network)? else {
         return Ok(Err(Refusal::UnknownNetwork {
             network: req.network.to_string(),
@@ -144,5 +149,22 @@ mod tests {
         redeem(&mut reg, &req(&cred, "a", 1), 0).unwrap().unwrap();
         let dup = redeem(&mut reg, &req(&cred, "a", 2), 0).unwrap();
         assert!(matches!(dup, Err(Refusal::NameTaken { .. })));
+    }
+
+    #[test]
+    fn names_the_cli_would_refuse_are_refused_and_not_stored() {
+        let (mut reg, cred) = setup(9, None);
+        let long = "x".repeat(5000);
+        for (i, bad) in ["", "a\nb", "\x1b[2J", long.as_str()]
+            .into_iter()
+            .enumerate()
+        {
+            let out = redeem(&mut reg, &req(&cred, bad, i as u8 + 1), 0).unwrap();
+            let Err(Refusal::InvalidName { name }) = out else {
+                panic!("{bad:?} admitted: {out:?}");
+            };
+            assert!(name.len() < 100, "quoted back whole: {} bytes", name.len());
+        }
+        assert!(reg.members("office").unwrap().is_empty());
     }
 }

@@ -97,14 +97,34 @@ pub struct PeerInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Refusal {
-    UnknownNetwork { network: String },
-    BadCredential { network: String },
-    TokenExpired { expired_unix: u64 },
-    TokenUsedUp { uses: u32 },
-    NotAMember { network: String },
-    Removed { network: String },
-    NameTaken { name: String },
-    NetworkFull { cidr: Ipv4Net },
+    UnknownNetwork {
+        network: String,
+    },
+    BadCredential {
+        network: String,
+    },
+    TokenExpired {
+        expired_unix: u64,
+    },
+    TokenUsedUp {
+        uses: u32,
+    },
+    NotAMember {
+        network: String,
+    },
+    Removed {
+        network: String,
+    },
+    NameTaken {
+        name: String,
+    },
+    /// The node name breaks the shared rule (`names`); `name` is quoted back shortened.
+    InvalidName {
+        name: String,
+    },
+    NetworkFull {
+        cidr: Ipv4Net,
+    },
     ServerError,
 }
 
@@ -145,6 +165,13 @@ impl fmt::Display for Refusal {
                 f,
                 "another node in this network is already named {name:?}; choose another with \
                  `p2pvpn join TOKEN --name OTHER`"
+            ),
+            Refusal::InvalidName { name } => write!(
+                f,
+                "the server does not accept the node name {name:?}: use 1-{} characters from \
+                 A-Z, a-z, 0-9, '-', '_' and '.'; choose another with `p2pvpn join TOKEN --name \
+                 OTHER`",
+                super::names::NODE_NAME_MAX
             ),
             Refusal::NetworkFull { cidr } => write!(
                 f,

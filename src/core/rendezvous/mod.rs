@@ -6,6 +6,7 @@ pub mod admission;
 pub mod channel;
 pub mod client;
 pub mod messages;
+pub mod names;
 pub mod registry;
 pub mod server;
 pub mod token;

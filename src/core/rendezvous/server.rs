@@ -275,7 +275,9 @@ impl<R: Registry> ServerCore<R> {
                     }
                     Ok(Err(refusal)) => {
                         self.stats.connections_refused += 1;
-                        tracing::info!(network, name, %refusal, "join refused");
+                        // Quoted and cut short: these strings come from the client unchecked.
+                        let name: String = name.chars().take(64).collect();
+                        tracing::info!(?network, ?name, %refusal, "join refused");
                         ServerMessage::Refused { refusal }
                     }
                     Err(e) => {

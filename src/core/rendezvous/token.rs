@@ -39,6 +39,18 @@ impl Credential {
     }
 }
 
+/// How many hex digits of a token's stored hash name it (`network invites`, `network revoke`).
+pub const TOKEN_ID_LEN: usize = 8;
+
+/// The short name of a stored token: the first hex digits of its hash. The hash is of a 256-bit
+/// random credential, so showing part of it gives nothing away.
+pub fn token_id(hash: &[u8; 32]) -> String {
+    hash.iter()
+        .take(TOKEN_ID_LEN / 2)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Credential(..)")
@@ -138,6 +150,13 @@ mod tests {
         let text = token.encode();
         assert!(text.starts_with(TOKEN_PREFIX));
         assert_eq!(JoinToken::decode(&format!("  {text}\n")), Ok(token));
+    }
+
+    #[test]
+    fn a_token_id_is_the_start_of_its_hash_in_hex() {
+        let mut hash = [0u8; 32];
+        hash[..5].copy_from_slice(&[0x0a, 0xbc, 0xde, 0xf0, 0x12]);
+        assert_eq!(token_id(&hash), "0abcdef0");
     }
 
     #[test]
