@@ -5,6 +5,7 @@
 //! (`core::punch::plan`) from the two profiles `status` reports, so it cannot drift from what
 //! the node does.
 
+use super::printable::printable;
 use crate::config::{self, Dirs};
 use crate::core::nat::{NatProfile, PortAllocation};
 use crate::core::node::{NodeStatus, PeerStatus};
@@ -239,7 +240,7 @@ fn has_route(iface: &str, dst: Ipv4Addr, mask: Ipv4Addr) -> bool {
 }
 
 fn explain_peer(r: &mut Report, s: &NodeStatus, p: &PeerStatus) {
-    println!("\npeer {} ({})", p.name, p.virtual_ip);
+    println!("\npeer {} ({})", printable(&p.name), p.virtual_ip);
     let path = match (&p.path, &p.technique_detail, &p.relay) {
         (Path::Direct, Some(d), _) => d.clone(),
         (Path::Relay, _, Some(t)) => format!("relay ({t})"),
@@ -281,11 +282,11 @@ fn explain_peer(r: &mut Report, s: &NodeStatus, p: &PeerStatus) {
     }
     if p.path != Path::Direct {
         r.fail(
-            &format!("no direct path to {}", p.name),
+            &format!("no direct path to {}", printable(&p.name)),
             &fix_for(&mine, &theirs, s.listen_port),
         );
     } else {
-        r.ok(&format!("direct path to {}", p.name));
+        r.ok(&format!("direct path to {}", printable(&p.name)));
     }
 }
 

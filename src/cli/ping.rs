@@ -2,6 +2,7 @@
 //! address (one control-socket request per echo), so each reply line can say which path it took,
 //! which the kernel's `ping` cannot know. Ends with ping's usual summary.
 
+use super::printable::printable;
 use crate::config::{self, Dirs};
 use crate::core::node::PingReply;
 use crate::io::control_socket::{self, Request};
@@ -64,7 +65,7 @@ impl Tally {
 pub fn reply_line(r: &PingReply) -> String {
     format!(
         "reply from {} ({}): seq={} time={:.2} ms path={}",
-        r.name,
+        printable(&r.name),
         r.virtual_ip,
         r.seq,
         r.rtt_us as f64 / 1000.0,
@@ -156,5 +157,19 @@ mod tests {
         let s = t.summary("bob");
         assert!(s.contains("4 sent, 3 received, 25% loss"), "{s}");
         assert!(s.contains("rtt min/avg/max = 0.30/0.40/0.50 ms"), "{s}");
+    }
+
+    #[test]
+    fn a_peer_name_with_an_escape_sequence_is_printed_escaped() {
+        let r = PingReply {
+            name: "bob\x1b[2J\nforged".into(),
+            virtual_ip: "10.77.0.2".parse().unwrap(),
+            seq: 1,
+            rtt_us: 410,
+            path: "relay (udp)".into(),
+        };
+        let line = reply_line(&r);
+        assert!(!line.contains('\x1b') && !line.contains('\n'), "{line:?}");
+        assert!(line.contains("bob\\x1b[2J\\nforged"), "{line}");
     }
 }
