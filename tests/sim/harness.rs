@@ -52,6 +52,11 @@ pub struct Sim {
     stun: StunResponder,
     pub punch: PunchConfig,
     next_public: u8,
+    /// Control bytes the server sent on connections no simulated node owns (a test's raw
+    /// client reads them here).
+    pub unclaimed: Vec<(ConnId, Vec<u8>)>,
+    /// Datagrams handed to each destination address, whether or not a node lives there.
+    pub arrivals: HashMap<IpAddr, u64>,
 }
 
 impl Sim {
@@ -91,6 +96,8 @@ impl Sim {
             stun: StunResponder::new(&[server, alt], None).unwrap(),
             punch: PunchConfig::default(),
             next_public: 1,
+            unclaimed: Vec::new(),
+            arrivals: HashMap::new(),
         }
     }
 
@@ -125,6 +132,29 @@ impl Sim {
             tls_servers: Vec::new(),
             server_key: self.server.public_key(),
             credential: self.credential.clone(),
+        }
+    }
+
+    /// A control connection from `remote` that no simulated node owns; what the server sends
+    /// on it lands in `unclaimed`.
+    pub fn open_raw_conn(&mut self, remote: SocketAddr) -> ConnId {
+        self.open_conn(remote)
+    }
+
+    /// The NAT gets a new public address. Its hosts' TCP control streams die with the old
+    /// address (the server's segments go to an address nobody holds), so they reconnect.
+    pub fn rebind_nat(&mut self, id: NatId, public_ip: Ipv4Addr) {
+        self.net.rebind_nat(id, public_ip);
+        for i in 0..self.nodes.len() {
+            let behind = match self.nodes[i].udp.ip() {
+                IpAddr::V4(ip) => self.net.public_ip_of(ip) == Some(public_ip),
+                IpAddr::V6(_) => false,
+            };
+            if let (true, Some(conn)) = (behind, self.nodes[i].conn) {
+                self.nodes[i].conn = None;
+                self.server.handle_closed(conn);
+                self.nodes[i].node.handle_control_closed(self.now);
+            }
         }
     }
 
@@ -211,7 +241,13 @@ impl Sim {
                 if let Some(_server) = self.nodes[i].node.poll_connect(self.now) {
                     if self.server_up {
                         let udp = self.nodes[i].udp;
-                        let conn = self.open_conn(udp);
+                        // The server sees the stream come from the NAT's public address.
+                        let seen = match udp.ip() {
+                            IpAddr::V4(ip) => self.net.public_ip_of(ip).map(IpAddr::V4),
+                            IpAddr::V6(_) => None,
+                        };
+                        let remote = SocketAddr::new(seen.unwrap_or(udp.ip()), 40000 + i as u16);
+                        let conn = self.open_conn(remote);
                         self.nodes[i].conn = Some(conn);
                         self.nodes[i].node.set_local_endpoints(vec![udp]);
                         self.nodes[i].node.handle_control_connected(self.now);
@@ -265,6 +301,8 @@ impl Sim {
                     ServerOutput::Send(conn, bytes) => {
                         if let Some(n) = self.nodes.iter_mut().find(|n| n.conn == Some(conn)) {
                             n.node.handle_control_bytes(&bytes, self.now);
+                        } else {
+                            self.unclaimed.push((conn, bytes));
                         }
                     }
                     ServerOutput::Relay(conn, bytes) => {
@@ -273,6 +311,8 @@ impl Sim {
                             while let Some(p) = n.node.poll_tun_packet() {
                                 n.tun_out.push(p);
                             }
+                        } else {
+                            self.unclaimed.push((conn, bytes));
                         }
                     }
                     ServerOutput::Udp { via, to, datagram } => {
@@ -288,6 +328,7 @@ impl Sim {
             }
             while let Some(d) = self.net.poll_delivery(self.now) {
                 moved = true;
+                *self.arrivals.entry(d.to.ip()).or_default() += 1;
                 let to_server = [SERVER, SERVER_ALT]
                     .iter()
                     .any(|a| a.parse::<SocketAddr>().is_ok_and(|a| a.ip() == d.to.ip()));

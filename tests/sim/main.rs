@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
 
 mod harness;
+mod hostile;
 mod matrix;
 mod nat;
 mod nat_tests;

@@ -175,6 +175,19 @@ impl Net {
         self.routers[id.0].nat.set_public_ip(public_ip);
     }
 
+    /// The address the internet sees a host at: its own if public, else its outermost NAT's
+    /// public address (what a server sees as the source of the host's TCP connection).
+    pub fn public_ip_of(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        let mut realm = *self.hosts.get(&ip)?;
+        let mut seen = ip;
+        while let Realm::Lan(id) = realm {
+            let router = &self.routers[id.0];
+            seen = router.nat.public_ip();
+            realm = router.wan;
+        }
+        Some(seen)
+    }
+
     pub fn stats(&self) -> &NetStats {
         &self.stats
     }

@@ -64,8 +64,7 @@ fn nat_rebinding_is_detected_and_the_path_rebuilt() {
     assert!(direct);
     let before = sim.nodes[1].node.status(0).peers[0].endpoint;
     // Alice's NAT reboots onto a new public address: every mapping is gone.
-    sim.net
-        .rebind_nat(crate::net::NatId(0), Ipv4Addr::new(203, 0, 113, 99));
+    sim.rebind_nat(crate::net::NatId(0), Ipv4Addr::new(203, 0, 113, 99));
     let start = sim.now;
     let mut recovered = None;
     while sim.now.duration_since(start) < Duration::from_secs(60) {

@@ -85,6 +85,9 @@ impl Node {
             tracing::debug!(peer = %from.short(), "punch offer from an unknown peer ignored");
             return;
         };
+        // The server passes no public address in a member's endpoints but the one it saw the
+        // member at, so that is where sweeps may aim (core::punch::budget).
+        peer.punch.set_vouched(&peer.candidates);
         let mut ctx = punch_ctx!(self, now);
         peer.punch.handle_offer(offer, &local, &mut ctx);
         self.offer_if_wanted(&from, now);

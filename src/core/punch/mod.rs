@@ -3,6 +3,7 @@
 //! state machine that sends them, nominates the first path with a verified round trip and keeps it
 //! alive (`session`).
 
+pub mod budget;
 pub mod plan;
 pub mod probe;
 pub mod session;

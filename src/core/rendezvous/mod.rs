@@ -3,6 +3,7 @@
 //! and learning the peer map as it changes.
 
 pub mod admission;
+pub mod candidates;
 pub mod channel;
 pub mod client;
 pub mod messages;

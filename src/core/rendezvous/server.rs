@@ -3,6 +3,7 @@
 //! sockets; this owns who is online and what each node is told.
 
 use super::admission::{redeem, JoinRequest};
+use super::candidates;
 use super::channel::SecureChannel;
 use super::messages::{decode, encode, ClientMessage, PeerInfo, Refusal, ServerMessage};
 use super::registry::{Member, Registry};
@@ -45,6 +46,8 @@ pub struct ServerStats {
     pub bad_handshakes: u64,
     pub bad_messages: u64,
     pub joins: u64,
+    /// Endpoints and punch candidates removed because the member does not hold them.
+    pub candidates_dropped: u64,
 }
 
 struct Session {
@@ -205,6 +208,14 @@ impl<R: Registry> ServerCore<R> {
                 self.close(conn);
                 return;
             }
+        };
+        let message = match self.conns.get(&conn) {
+            Some(c) => {
+                let (message, dropped) = candidates::vet_message(message, &key, c.remote);
+                self.stats.candidates_dropped += dropped as u64;
+                message
+            }
+            None => message,
         };
         match message {
             ClientMessage::Join {

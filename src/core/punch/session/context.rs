@@ -95,4 +95,10 @@ pub struct PunchStatus {
     pub probes_sent: u64,
     pub time_to_direct_ms: Option<u64>,
     pub last_failure: Option<String>,
+    /// Candidates ignored in the peer's offers (beyond the cap, or unusable).
+    #[serde(default)]
+    pub candidates_dropped: u64,
+    /// Probes not sent because their address never answered and had used up its budget.
+    #[serde(default)]
+    pub probes_withheld: u64,
 }

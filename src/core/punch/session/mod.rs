@@ -6,6 +6,7 @@
 //! at once run one attempt, not two. The other side answers; both start probing as soon as each
 //! holds the other's offer, which the server relays within one round trip of each other.
 
+use super::budget::{self, ProbeBudget};
 use super::plan::{plan, Plan, PlanInput, Sweep, Target};
 use super::probe::{Probe, ProbeKey, ProbeKind};
 use super::{Candidate, PunchOffer, Technique};
@@ -123,6 +124,8 @@ pub struct PeerPunch {
     their_candidates: Vec<Candidate>,
     /// When data last went out on the direct path.
     last_tx: Option<Instant>,
+    /// What this side spends on addresses that never answered.
+    budget: ProbeBudget,
 }
 
 impl PeerPunch {
@@ -141,6 +144,7 @@ impl PeerPunch {
             their_nat: None,
             their_candidates: Vec::new(),
             last_tx: None,
+            budget: ProbeBudget::default(),
         }
     }
 
@@ -206,8 +210,30 @@ impl PeerPunch {
         Some(offer)
     }
 
+    /// The peer's endpoints as the server passed them: their public IP is the one address that
+    /// may receive sweeps and birthday probes before it answers (see `budget`).
+    pub fn set_vouched(&mut self, endpoints: &[SocketAddr]) {
+        self.budget.set_vouched(endpoints);
+    }
+
     /// An offer or answer from the peer.
-    pub fn handle_offer(&mut self, offer: PunchOffer, local: &LocalInfo, ctx: &mut Ctx) {
+    pub fn handle_offer(&mut self, mut offer: PunchOffer, local: &LocalInfo, ctx: &mut Ctx) {
+        let offered = offer.candidates.len();
+        let dropped = budget::trim_candidates(&mut offer.candidates);
+        let implausible = offer.prediction.filter(|p| !budget::plausible(p));
+        if implausible.is_some() {
+            offer.prediction = None;
+        }
+        if dropped > 0 || implausible.is_some() {
+            self.status.candidates_dropped += dropped as u64;
+            tracing::info!(
+                offered,
+                dropped,
+                prediction = ?implausible,
+                "ignored part of a peer's punch offer (too many or unusable candidates, or an \
+                 implausible port prediction)"
+            );
+        }
         self.their_nat = Some(offer.nat.clone());
         self.their_candidates.clone_from(&offer.candidates);
         if !offer.answer {
@@ -234,17 +260,22 @@ impl PeerPunch {
         });
         self.status.attempts += 1;
         let now = ctx.now;
+        let mut plan = plan;
+        let mut birthday_dst = theirs
+            .candidates
+            .iter()
+            .find(|c| c.technique == Technique::ServerReflexive)
+            .map(|c| c.addr);
+        if let Some(why) = budget::confine(&mut plan, &mut birthday_dst, &self.budget) {
+            tracing::info!(attempt = theirs.attempt, "{why}; not probing there");
+            plan.hopeless.get_or_insert(why);
+        }
         let Plan {
             targets,
             sweep,
             birthday_sockets,
             hopeless,
         } = plan;
-        let birthday_dst = theirs
-            .candidates
-            .iter()
-            .find(|c| c.technique == Technique::ServerReflexive)
-            .map(|c| c.addr);
         let birthday: Vec<SocketId> = match birthday_dst {
             Some(_) => (0..birthday_sockets).map(|_| ctx.sockets.open()).collect(),
             None => Vec::new(),
@@ -300,18 +331,20 @@ impl PeerPunch {
         ttl: Option<u8>,
         ctx: &mut Ctx,
     ) {
-        attempt.probes += 1;
-        self.status.probes_sent += 1;
-        self.ping(
+        if self.ping(
             socket,
             target.addr,
             target.technique,
             target.offset,
             ttl,
             ctx,
-        );
+        ) {
+            attempt.probes += 1;
+            self.status.probes_sent += 1;
+        }
     }
 
+    /// Sends a ping unless `addr` has used up its budget; returns whether it went out.
     fn ping(
         &mut self,
         socket: SocketId,
@@ -320,7 +353,11 @@ impl PeerPunch {
         offset: i16,
         ttl: Option<u8>,
         ctx: &mut Ctx,
-    ) {
+    ) -> bool {
+        if !self.budget.allow(addr.ip(), ctx.now) {
+            self.status.probes_withheld += 1;
+            return false;
+        }
         let tx: [u8; 12] = ctx.rng.gen();
         if self.pending.len() < MAX_PENDING {
             self.pending.insert(
@@ -347,6 +384,7 @@ impl PeerPunch {
             payload: self.key.seal(&probe, ctx.rng),
             ttl,
         });
+        true
     }
 
     /// An authenticated probe from the peer, on `socket` from `from`.
@@ -382,6 +420,8 @@ impl PeerPunch {
                     return None;
                 }
                 self.pending.remove(&probe.tx);
+                // Our transaction id came back from there: it consents to probes (RFC 7675).
+                self.budget.answered(from.ip());
                 self.validated(pending, ctx)
             }
         }
@@ -590,3 +630,6 @@ impl PeerPunch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

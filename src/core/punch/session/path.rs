@@ -14,6 +14,7 @@ impl PeerPunch {
         from: SocketAddr,
         ctx: &mut Ctx,
     ) -> Option<PunchEvent> {
+        self.budget.answered(from.ip());
         if let Some(n) = &mut self.nominated {
             if n.socket == socket && n.addr == from {
                 n.last_pong = ctx.now;
