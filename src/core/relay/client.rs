@@ -8,7 +8,8 @@
 //! why). When the server answers with a Challenge (the first bind, or after the node's NAT gave
 //! it a new public address) the node repeats the Bind, with the Challenge's cookie, at once; it
 //! answers each Challenge at most once and only for a Bind it sent since its last answer, so a
-//! forged or repeated Challenge cannot make it loop.
+//! forged or repeated Challenge cannot make it loop, and forgets the cookie once a Bind is
+//! confirmed.
 
 use super::auth::{self, COOKIE_LEN};
 use super::server::RelayTicket;
@@ -50,7 +51,9 @@ pub struct RelayClient {
     answered: u64,
     /// The counter of the last BindOk accepted.
     confirmed: u64,
-    /// The cookie of the last Challenge, echoed in every Bind.
+    /// The cookie of the last Challenge, echoed in every Bind until one is confirmed. Then it
+    /// is dropped: a refresh from the bound address needs none, and a refresh that carried it
+    /// would be a ready-made move to that address for anyone who out-raced it from there.
     cookie: [u8; COOKIE_LEN],
     last_bind: Option<Vec<u8>>,
     pub progress: VecDeque<String>,
@@ -169,6 +172,7 @@ impl RelayClient {
             return;
         }
         self.confirmed = ok.counter;
+        self.cookie = [0; COOKIE_LEN];
         if !matches!(self.bind, Bind::Bound { .. }) {
             self.progress
                 .push_back("relay: UDP to the server works; relaying over UDP".into());
@@ -338,9 +342,13 @@ mod tests {
         // The same challenge again (replayed, or duplicated on the way) is not answered again.
         c.handle_challenge(&challenge, &mut out);
         assert_eq!(out.len(), 2);
-        // Later binds echo the cookie.
+        // Later binds echo the cookie until one is confirmed; refreshes after that carry none.
         c.handle_timeout(now + BIND_RETRY, &mut out);
         assert_eq!(bind_of(&out[2]).cookie, cookie);
+        c.handle_bind_ok(&ok_for(&ticket, 3), now + BIND_RETRY);
+        assert_eq!(c.transport(false), Some(RelayTransport::Udp));
+        c.handle_timeout(now + BIND_RETRY + REFRESH, &mut out);
+        assert_eq!(bind_of(&out[3]).cookie, [0; COOKIE_LEN]);
     }
 
     #[test]

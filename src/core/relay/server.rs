@@ -863,4 +863,22 @@ mod tests {
             UdpVerdict::Drop(RelayDrop::NotBound)
         );
     }
+
+    #[test]
+    fn tickets_decode_across_versions_and_never_print_the_key() {
+        // From a server that predates keyed binds: no key, so the node will not bind UDP.
+        let old: RelayTicket = serde_json::from_str(&format!(
+            r#"{{"id":5,"token":{:?}}}"#,
+            [1u8; LEGACY_TOKEN_LEN]
+        ))
+        .unwrap();
+        assert_eq!((old.id, old.key), (5, [0; KEY_LEN]));
+        // An older node reads only id and token; both are there.
+        let (mut r, now) = server(RelayLimits::default());
+        let t = r.register(1, "n", PublicKey([1; 32]), now).unwrap();
+        let json: serde_json::Value = serde_json::to_value(t).unwrap();
+        assert!(json.get("id").is_some() && json.get("token").is_some());
+        let shown = format!("{t:?}");
+        assert!(shown.contains("redacted") && !shown.contains(&format!("{:?}", t.key)));
+    }
 }
