@@ -5,10 +5,14 @@
 //! - The bind key is 32 random bytes the server hands a node in its relay ticket over the Noise
 //!   control channel; it never appears on UDP. Bind, Challenge and BindOk datagrams carry a tag
 //!   under it, so only the node and the server can make them.
-//! - The cookie (like a TURN NONCE, RFC 8656 §9.2, or QUIC's PATH_CHALLENGE, RFC 9000 §8.2) is
-//!   a tag under a secret only the server knows, over the relay id and the source address it is
-//!   sent to. It is stateless: the server recomputes it for the address an answer comes from,
-//!   so a cookie seen at one address is worthless at another.
+//! - The cookie (like the server NONCE of STUN's long-term credentials, RFC 8489 §9.2, or
+//!   QUIC's PATH_CHALLENGE, RFC 9000 §8.2) is a tag under a secret only the server knows, over
+//!   the relay id and the source address it is sent to. It is stateless: the server recomputes
+//!   it for the address an answer comes from, so a cookie seen at one address is worthless at
+//!   another.
+//!
+//! Labels and fields have fixed lengths, and every label is a different length, so no two
+//! kinds of message ever feed HMAC the same bytes.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -10,8 +10,8 @@
 //! every ticket; a connection holds at most one ticket (a repeated registration replaces it). A
 //! log line says when a limit bites, at most every 10 s per node.
 //!
-//! Binding a UDP address to a relay id (like a TURN allocation, RFC 8656 §2.2, whose relayed
-//! traffic is tied to the client's 5-tuple): the ticket carries a random bind key, sent over the
+//! Binding a UDP address to a relay id (like a TURN allocation, which RFC 8656 §7 ties to the
+//! client's 5-tuple): the ticket carries a random bind key, sent over the
 //! Noise control channel only. A Bind is accepted only when
 //! 1. its tag verifies under that key (only the node and the server hold it),
 //! 2. its counter is higher than that of every Bind accepted before, so no captured Bind can be
@@ -19,7 +19,7 @@
 //!    change a peer's address), and
 //! 3. it comes from the address already bound, or it echoes the cookie the server sent to that
 //!    very address in a Challenge (return routability, as QUIC's path validation, RFC 9000
-//!    §8.2, and TURN's NONCE, RFC 8656 §9.2): a binding is created or moved only to an address
+//!    §8.2, and the server NONCE of STUN's long-term credentials, RFC 8489 §9.2): a binding is created or moved only to an address
 //!    where the key holder demonstrably receives.
 //!
 //! A Bind that fails 3 gets a Challenge and does not use up its counter, so an observer's copy
@@ -28,7 +28,7 @@
 //! next refresh comes from the new address, is challenged, and its answer moves the binding
 //! (one round trip). What this does not stop: an attacker on the path that can both out-race
 //! the node's datagrams and relay a Challenge to it can move the binding, as it could by
-//! acting as the node's NAT (RFC 9000 §9.3.3 says the same of QUIC); it still cannot read or
+//! acting as the node's NAT (RFC 9000 §9.3.2-9.3.3 says the same of QUIC); it still cannot read or
 //! forge the relayed WireGuard messages, and the node's next refresh moves the binding back.
 
 use super::auth::{self, KEY_LEN};
