@@ -216,6 +216,10 @@ pub struct RelayArgs {
     /// Nodes that may use the relay at once (others still register, without a relay).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     relay_max_nodes: usize,
+    /// Nodes of one network that may use the relay at once, so one network cannot take the
+    /// whole --relay-max-nodes.
+    #[arg(long, value_name = "N", default_value_t = 250)]
+    relay_max_nodes_per_network: usize,
 }
 
 impl RelayArgs {
@@ -224,6 +228,7 @@ impl RelayArgs {
             node_bytes_per_sec: self.relay_node_mbps.saturating_mul(125_000),
             total_bytes_per_sec: self.relay_total_mbps.saturating_mul(125_000),
             max_nodes: self.relay_max_nodes,
+            max_nodes_per_network: self.relay_max_nodes_per_network,
         }
     }
 }

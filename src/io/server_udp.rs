@@ -1,7 +1,8 @@
 //! The server's UDP side: one socket per primary listen address and one on its alternate port,
 //! all in one table so a request that arrives on one socket can be answered from another (RFC
-//! 5780 CHANGE-REQUEST). Every datagram goes to the sans-IO `StunResponder`; whatever it does
-//! not answer is counted and dropped (relay traffic will live here later).
+//! 5780 CHANGE-REQUEST). Relay datagrams (`relay::wire::is_relay`) go to the server core, which
+//! owns the relay's bindings; every other datagram goes to the sans-IO `StunResponder`, and
+//! whatever it does not answer is counted and dropped.
 
 use super::server::bind_error;
 use crate::core::stun::StunResponder;

@@ -1,10 +1,20 @@
 //! The relay in the simulator: relay first, then a live upgrade to direct; pairs no punch can
 //! cross (row 7) and nodes whose UDP is blocked (row 9) stay reachable through the server; a
 //! direct path that goes dark falls back to the relay within 3 s and comes back after; a server
-//! restart leaves direct tunnels alone and relayed peers reconnect on their own.
+//! restart leaves direct tunnels alone and relayed peers reconnect on their own. The relay's
+//! tickets and bindings hold against a member that repeats its registration and against anyone
+//! replaying a node's Bind from elsewhere, while a real NAT rebinding still moves the binding.
 
-use crate::harness::{ping_packet, Sim};
+use crate::harness::{ping_packet, Sim, SERVER, UNIX_NOW};
+use p2pvpn::core::keys::SecretKey;
+use p2pvpn::core::node::NodeEvent;
 use p2pvpn::core::peers::Path;
+use p2pvpn::core::relay::wire::{self, RelayDatagram};
+use p2pvpn::core::rendezvous::channel::SecureChannel;
+use p2pvpn::core::rendezvous::messages::{encode, ClientMessage};
+use p2pvpn::core::rendezvous::server::ServerOutput;
+use rand::SeedableRng;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 fn pair(a: &str, b: &str, seed: u64) -> (Sim, crate::net::NatId, crate::net::NatId) {
@@ -159,4 +169,127 @@ fn a_bad_relayed_datagram_is_dropped_and_counted_once() {
         drops.get(p2pvpn::core::counters::DropReason::UnknownPeer),
         1
     );
+}
+
+/// Moves bytes between a hand-driven control channel on connection `conn` and the server until
+/// neither has more to say (the server's answers to other connections are dropped).
+fn pump(sim: &mut Sim, conn: u64, ch: &mut SecureChannel) {
+    for _ in 0..100 {
+        while let Some(bytes) = ch.take_outgoing() {
+            sim.server.handle_bytes(conn, &bytes, sim.now, UNIX_NOW);
+        }
+        let mut answered = false;
+        while let Some(out) = sim.server.poll_output() {
+            if let ServerOutput::Send(c, bytes) | ServerOutput::Relay(c, bytes) = out {
+                if c == conn {
+                    ch.handle_bytes(&bytes).expect("server bytes decrypt");
+                    while ch.poll_message().is_some() {}
+                    answered = true;
+                }
+            }
+        }
+        if !answered {
+            return;
+        }
+    }
+}
+
+/// Node `i`'s relay id and the address the server has bound to it.
+fn binding(sim: &Sim, i: usize) -> (u32, Option<SocketAddr>) {
+    let bind = sim.nodes[i].node.last_relay_bind().expect("the node bound");
+    let Some(RelayDatagram::Bind(b)) = wire::parse(&bind) else {
+        panic!("not a Bind")
+    };
+    (b.id, sim.server.relay().bound_addr(b.id))
+}
+
+fn relay_full(sim: &Sim, i: usize) -> bool {
+    sim.nodes[i]
+        .events
+        .iter()
+        .any(|e| matches!(e, NodeEvent::Progress(l) if l.contains("relay is full")))
+}
+
+#[test]
+fn a_member_that_says_hello_a_thousand_times_holds_one_relay_ticket() {
+    let mut sim = Sim::new(37);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(37);
+    let mallory = SecretKey::generate(&mut rng);
+    let token = sim.token();
+    sim.join(&mallory, &token, "mallory")
+        .expect("join accepted");
+    let conn = 1_000_000;
+    sim.server
+        .handle_open(conn, "192.0.2.66:40000".parse().unwrap(), sim.now);
+    let mut ch = SecureChannel::initiator(&mallory, &token.server_key).unwrap();
+    pump(&mut sim, conn, &mut ch);
+    assert!(ch.is_established());
+    let hello = encode(&ClientMessage::Hello {
+        network: "sim".into(),
+        endpoints: vec![],
+        nat: None,
+    });
+    for _ in 0..1000 {
+        ch.send(&hello).unwrap();
+        pump(&mut sim, conn, &mut ch);
+    }
+    // The relay's default cap is 1000: before the fix these Hellos alone filled it.
+    assert_eq!(sim.server.relay().node_count(), 1);
+    let bob = sim.add_node("bob", "198.51.100.12:51000");
+    sim.advance(Duration::from_secs(1));
+    assert!(!relay_full(&sim, bob), "bob was told the relay is full");
+    assert_eq!(sim.server.relay().node_count(), 2);
+    assert_eq!(sim.server.relay().network_count("sim"), 2);
+}
+
+#[test]
+fn a_replayed_bind_from_another_address_does_not_take_a_nodes_relayed_traffic() {
+    let (mut sim, _, _) = pair("RND", "RND", 38);
+    sim.advance(Duration::from_secs(20));
+    assert_eq!(path(&sim, 0), (Some(Path::Relay), Some("udp".into())));
+    // An observer saw alice's last Bind and replays it from its own address every 0.45 s.
+    let seen = sim.nodes[0].node.last_relay_bind().expect("alice bound");
+    let thief: SocketAddr = "192.0.2.66:6666".parse().unwrap();
+    if let std::net::IpAddr::V4(ip) = thief.ip() {
+        sim.net.add_public_ip(ip);
+    }
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let (_, home) = binding(&sim, 0);
+    assert!(home.is_some());
+    let mut received = 0;
+    let rounds = 80; // 36 s: more than two of alice's 15 s refreshes
+    for tag in 0..rounds {
+        sim.net.send(thief, server, seen.clone(), None, sim.now);
+        if ping_both(&mut sim, tag as u8) {
+            received += 1;
+        }
+        sim.advance(Duration::from_millis(350));
+        assert_eq!(binding(&sim, 0).1, home, "the binding moved in round {tag}");
+    }
+    eprintln!("{received} of {rounds} relayed round trips arrived under the replay");
+    assert_eq!(received, rounds);
+    assert_eq!(path(&sim, 0), (Some(Path::Relay), Some("udp".into())));
+}
+
+#[test]
+fn a_nat_rebinding_still_moves_the_relay_binding() {
+    let (mut sim, na, _) = pair("RND", "RND", 39);
+    sim.advance(Duration::from_secs(20));
+    assert_eq!(path(&sim, 0), (Some(Path::Relay), Some("udp".into())));
+    assert!(ping_both(&mut sim, 1));
+    let (_, before) = binding(&sim, 0);
+    // Alice's NAT gets a new public address: her next refresh (within 15 s) comes from it, is
+    // challenged, answered, and the binding follows her.
+    sim.net.rebind_nat(na, Ipv4Addr::new(203, 0, 113, 200));
+    sim.advance(Duration::from_secs(16));
+    let (_, after) = binding(&sim, 0);
+    assert_eq!(
+        after.map(|a| a.ip()),
+        Some(Ipv4Addr::new(203, 0, 113, 200).into())
+    );
+    assert_ne!(after, before);
+    for tag in 2..7 {
+        assert!(ping_both(&mut sim, tag), "ping {tag} after the rebinding");
+    }
+    assert_eq!(path(&sim, 0), (Some(Path::Relay), Some("udp".into())));
 }

@@ -126,9 +126,13 @@ impl Node {
             return DatagramOutcome::Dropped(DropReason::Malformed);
         }
         match wire::parse(datagram) {
-            Some(RelayDatagram::BindOk { token }) => {
-                self.relay.handle_bind_ok(&token, now);
+            Some(RelayDatagram::BindOk(ok)) => {
+                self.relay.handle_bind_ok(&ok, now);
                 self.after_relay_progress();
+                DatagramOutcome::Consumed
+            }
+            Some(RelayDatagram::Challenge(c)) => {
+                self.relay.handle_challenge(&c, &mut self.transmits);
                 DatagramOutcome::Consumed
             }
             Some(RelayDatagram::FromPeer { src, payload }) => {
@@ -179,6 +183,13 @@ impl Node {
             now,
             out,
         )
+    }
+
+    /// The last relay Bind this node sent, byte for byte as on the wire: what someone watching
+    /// its traffic would see (tests replay it).
+    #[doc(hidden)]
+    pub fn last_relay_bind(&self) -> Option<Vec<u8>> {
+        self.relay.last_bind().map(<[u8]>::to_vec)
     }
 
     pub(super) fn after_relay_progress(&mut self) {

@@ -6,10 +6,33 @@
 //! relayed traffic shares a total bucket; what exceeds either is dropped and counted, never
 //! queued, so one node cannot build a backlog that delays the others. Stream-bound frames are
 //! further bounded by the driver's per-connection queue. The number of nodes that may use the
-//! relay at once is capped as well. A log line says when a limit bites, at most every 10 s per
-//! node.
+//! relay at once is capped in total and per network, so the members of one network cannot take
+//! every ticket; a connection holds at most one ticket (a repeated registration replaces it). A
+//! log line says when a limit bites, at most every 10 s per node.
+//!
+//! Binding a UDP address to a relay id (like a TURN allocation, which RFC 8656 §7 ties to the
+//! client's 5-tuple): the ticket carries a random bind key, sent over the
+//! Noise control channel only. A Bind is accepted only when
+//! 1. its tag verifies under that key (only the node and the server hold it),
+//! 2. its counter is higher than that of every Bind accepted before, so no captured Bind can be
+//!    replayed, from anywhere (the rule of RFC 9000 §9.3: only the highest-numbered packet may
+//!    change a peer's address), and
+//! 3. it comes from the address already bound, or it echoes the cookie the server sent to that
+//!    very address in a Challenge (return routability, as QUIC's path validation, RFC 9000
+//!    §8.2, and the server NONCE of STUN's long-term credentials, RFC 8489 §9.2): a binding is created or moved only to an address
+//!    where the key holder demonstrably receives.
+//!
+//! A Bind that fails 3 gets a Challenge and does not use up its counter, so an observer's copy
+//! that arrives before the node's own Bind costs the node nothing. The node cannot know its
+//! public address behind a NAT, so a legitimate NAT rebinding looks just like a move: the node's
+//! next refresh comes from the new address, is challenged, and its answer moves the binding
+//! (one round trip). What this does not stop: an attacker on the path that can both out-race
+//! the node's datagrams and relay a Challenge to it can move the binding, as it could by
+//! acting as the node's NAT (RFC 9000 §9.3.2-9.3.3 says the same of QUIC); it still cannot read or
+//! forge the relayed WireGuard messages, and the node's next refresh moves the binding back.
 
-use super::wire::{self, RelayDatagram, TOKEN_LEN};
+use super::auth::{self, KEY_LEN};
+use super::wire::{self, RelayDatagram, Signed};
 use crate::core::keys::PublicKey;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -29,6 +52,8 @@ pub struct RelayLimits {
     pub node_bytes_per_sec: u64,
     pub total_bytes_per_sec: u64,
     pub max_nodes: usize,
+    /// Relay tickets the members of one network may hold at once.
+    pub max_nodes_per_network: usize,
 }
 
 impl Default for RelayLimits {
@@ -37,15 +62,35 @@ impl Default for RelayLimits {
             node_bytes_per_sec: 100_000_000 / 8,
             total_bytes_per_sec: 1_000_000_000 / 8,
             max_nodes: 1000,
+            max_nodes_per_network: 250,
         }
     }
 }
 
 /// What a node is told over the control channel to use the relay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayTicket {
     pub id: u32,
-    pub token: [u8; TOKEN_LEN],
+    /// The bind key: Bind datagrams are tagged under it. All zeros when the ticket came from a
+    /// server that predates keyed binds; the node then relays through its control stream.
+    #[serde(default)]
+    pub key: [u8; KEY_LEN],
+    /// Random bytes for nodes that predate keyed binds: they need this field to decode the
+    /// ticket; their unkeyed Bind is refused and they relay through their control stream.
+    #[serde(default)]
+    pub token: [u8; LEGACY_TOKEN_LEN],
+}
+
+const LEGACY_TOKEN_LEN: usize = 16;
+
+/// Never prints the key (tickets end up in debug logs).
+impl std::fmt::Debug for RelayTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayTicket")
+            .field("id", &self.id)
+            .field("key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Per-node relay figures.
@@ -63,12 +108,16 @@ pub enum RelayDrop {
     NotBound,
     UnknownPeer,
     RateLimited,
+    /// A Bind whose tag does not verify under the ticket's key.
+    BadTag,
+    /// A Bind whose counter is not higher than one already accepted.
+    Replayed,
 }
 
 /// What to do with a relay datagram that arrived on UDP.
 #[derive(Debug, PartialEq, Eq)]
 pub enum UdpVerdict {
-    /// Send these bytes back to the sender (a BindOk).
+    /// Send these bytes back to the sender (a BindOk or a Challenge).
     Reply(Vec<u8>),
     /// Send the first `len` bytes of the (rewritten) buffer to `to`, from our socket `via` (the
     /// one the destination bound to, which its NAT lets through).
@@ -136,38 +185,52 @@ struct Session {
     network: String,
     key: PublicKey,
     conn: u64,
-    token: [u8; TOKEN_LEN],
+    bind_key: [u8; KEY_LEN],
+    /// The counter of the last accepted Bind; only a higher one is accepted.
+    counter: u64,
     /// (node's address, our socket it bound to, last seen).
     udp: Option<(SocketAddr, SocketAddr, Instant)>,
     bucket: Bucket,
     stats: RelayNodeStats,
     last_log: Option<Instant>,
+    last_refused_log: Option<Instant>,
 }
 
 pub struct RelayServer {
     limits: RelayLimits,
     sessions: HashMap<u32, Session>,
     by_udp: HashMap<SocketAddr, u32>,
-    by_token: HashMap<[u8; TOKEN_LEN], u32>,
+    /// The ticket each control connection holds (at most one).
+    by_conn: HashMap<u64, u32>,
+    /// Tickets held per network.
+    per_network: HashMap<String, usize>,
+    /// The server's secret for Challenge cookies; never leaves this struct.
+    cookie_secret: [u8; KEY_LEN],
     total: Bucket,
     last_total_log: Option<Instant>,
+    last_full_log: Option<Instant>,
     rng: ChaCha8Rng,
 }
 
 impl RelayServer {
-    pub fn new(limits: RelayLimits, rng: ChaCha8Rng, now: Instant) -> Self {
+    pub fn new(limits: RelayLimits, mut rng: ChaCha8Rng, now: Instant) -> Self {
         RelayServer {
             total: Bucket::new(limits.total_bytes_per_sec, now),
             limits,
             sessions: HashMap::new(),
             by_udp: HashMap::new(),
-            by_token: HashMap::new(),
+            by_conn: HashMap::new(),
+            per_network: HashMap::new(),
+            cookie_secret: rng.gen(),
             last_total_log: None,
+            last_full_log: None,
             rng,
         }
     }
 
-    /// Gives an online node a relay identity; `None` when the relay is full.
+    /// Gives an online node on connection `conn` a relay identity, replacing (and freeing) any
+    /// ticket that connection held; `None` when the relay, or this network's share of it, is
+    /// full.
     pub fn register(
         &mut self,
         conn: u64,
@@ -175,41 +238,77 @@ impl RelayServer {
         key: PublicKey,
         now: Instant,
     ) -> Option<RelayTicket> {
-        if self.sessions.len() >= self.limits.max_nodes {
-            tracing::warn!(
-                max = self.limits.max_nodes,
-                node = %key.short(),
-                "relay is full (--relay-max-nodes); this node gets no relay"
-            );
+        if let Some(old) = self.by_conn.get(&conn).copied() {
+            self.unregister(old);
+        }
+        let in_network = self.per_network.get(network).copied().unwrap_or(0);
+        let full = if self.sessions.len() >= self.limits.max_nodes {
+            Some(("--relay-max-nodes", self.limits.max_nodes))
+        } else if in_network >= self.limits.max_nodes_per_network {
+            Some((
+                "--relay-max-nodes-per-network",
+                self.limits.max_nodes_per_network,
+            ))
+        } else {
+            None
+        };
+        if let Some((flag, max)) = full {
+            let due = self
+                .last_full_log
+                .is_none_or(|t| now.saturating_duration_since(t) >= LOG_EVERY);
+            if due {
+                self.last_full_log = Some(now);
+                tracing::warn!(network, max, node = %key.short(), held_in_network = in_network,
+                    held_total = self.sessions.len(),
+                    "relay is full ({flag} {max}); this node gets no relay; raise {flag} to admit more");
+            }
             return None;
         }
         let mut id: u32 = self.rng.gen();
         while id == 0 || self.sessions.contains_key(&id) {
             id = self.rng.gen();
         }
-        let token: [u8; TOKEN_LEN] = self.rng.gen();
+        let bind_key: [u8; KEY_LEN] = self.rng.gen();
+        let token: [u8; LEGACY_TOKEN_LEN] = self.rng.gen();
         self.sessions.insert(
             id,
             Session {
                 network: network.to_string(),
                 key,
                 conn,
-                token,
+                bind_key,
+                counter: 0,
                 udp: None,
                 bucket: Bucket::new(self.limits.node_bytes_per_sec, now),
                 stats: RelayNodeStats::default(),
                 last_log: None,
+                last_refused_log: None,
             },
         );
-        self.by_token.insert(token, id);
-        Some(RelayTicket { id, token })
+        self.by_conn.insert(conn, id);
+        *self.per_network.entry(network.to_string()).or_default() += 1;
+        Some(RelayTicket {
+            id,
+            key: bind_key,
+            token,
+        })
     }
 
     pub fn unregister(&mut self, id: u32) {
         if let Some(s) = self.sessions.remove(&id) {
-            self.by_token.remove(&s.token);
+            if self.by_conn.get(&s.conn) == Some(&id) {
+                self.by_conn.remove(&s.conn);
+            }
+            if let Some(n) = self.per_network.get_mut(&s.network) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_network.remove(&s.network);
+                }
+            }
             if let Some((addr, _, _)) = s.udp {
-                self.by_udp.remove(&addr);
+                if self.by_udp.get(&addr) == Some(&id) {
+                    self.by_udp.remove(&addr);
+                }
             }
             if s.stats.packets > 0 {
                 tracing::info!(node = %s.key.short(), bytes = s.stats.bytes, packets = s.stats.packets,
@@ -226,6 +325,16 @@ impl RelayServer {
         self.sessions.len()
     }
 
+    /// Tickets held by members of `network`.
+    pub fn network_count(&self, network: &str) -> usize {
+        self.per_network.get(network).copied().unwrap_or(0)
+    }
+
+    /// The address relay id `id` is bound to over UDP, if any.
+    pub fn bound_addr(&self, id: u32) -> Option<SocketAddr> {
+        self.sessions.get(&id)?.udp.map(|(addr, _, _)| addr)
+    }
+
     /// A datagram on the server's UDP port that `wire::is_relay` accepted. `buf` is rewritten in
     /// place when it is forwarded.
     pub fn handle_udp(
@@ -236,20 +345,7 @@ impl RelayServer {
         now: Instant,
     ) -> UdpVerdict {
         let (dst, payload_len) = match wire::parse(buf) {
-            Some(RelayDatagram::Bind { token }) => {
-                let Some(&id) = self.by_token.get(&token) else {
-                    return UdpVerdict::Drop(RelayDrop::NotBound);
-                };
-                if let Some(s) = self.sessions.get_mut(&id) {
-                    if let Some((old, _, _)) = s.udp.replace((from, local, now)) {
-                        if old != from {
-                            self.by_udp.remove(&old);
-                        }
-                    }
-                }
-                self.by_udp.insert(from, id);
-                return UdpVerdict::Reply(wire::bind_ok(&token));
-            }
+            Some(RelayDatagram::Bind(b)) => return self.handle_bind(local, from, &b, now),
             Some(RelayDatagram::ToPeer { dst, payload }) => (dst, payload.len()),
             _ => return UdpVerdict::Drop(RelayDrop::Malformed),
         };
@@ -271,6 +367,70 @@ impl RelayServer {
                 frame: wire::stream_frame(src, &buf[wire::DATA_HEADER..]),
             },
         }
+    }
+
+    /// A Bind from `from` (the rules are in the module header).
+    fn handle_bind(
+        &mut self,
+        local: SocketAddr,
+        from: SocketAddr,
+        b: &Signed,
+        now: Instant,
+    ) -> UdpVerdict {
+        let Some(s) = self.sessions.get_mut(&b.id) else {
+            return UdpVerdict::Drop(RelayDrop::NotBound);
+        };
+        if !auth::bind_valid(&s.bind_key, b.id, b.counter, &b.cookie, &b.tag) {
+            tracing::debug!(node = %s.key.short(), %from, "relay: a Bind with a bad tag; ignored");
+            return UdpVerdict::Drop(RelayDrop::BadTag);
+        }
+        let bound = s.udp.map(|(addr, _, _)| addr);
+        if b.counter <= s.counter {
+            let due = s
+                .last_refused_log
+                .is_none_or(|t| now.saturating_duration_since(t) >= LOG_EVERY);
+            if due && bound != Some(from) {
+                s.last_refused_log = Some(now);
+                tracing::warn!(node = %s.key.short(), %from, bound = ?bound,
+                    "relay: refused a replayed Bind from another address; someone who saw this \
+                     node's traffic tried to take over its relay binding");
+            }
+            return UdpVerdict::Drop(RelayDrop::Replayed);
+        }
+        let cookie = auth::cookie(&self.cookie_secret, b.id, from);
+        if bound != Some(from) && !auth::same_cookie(&cookie, &b.cookie) {
+            // A new address: it must show it receives before anything is bound to it. The
+            // counter is not used up, so the node's own copy of this Bind still counts.
+            let challenge = Signed {
+                id: b.id,
+                counter: b.counter,
+                cookie,
+                tag: auth::challenge_tag(&s.bind_key, b.id, b.counter, &cookie),
+            };
+            return UdpVerdict::Reply(wire::challenge(&challenge));
+        }
+        s.counter = b.counter;
+        let key = s.key;
+        let ok = wire::BindOk {
+            id: b.id,
+            counter: b.counter,
+            tag: auth::bind_ok_tag(&s.bind_key, b.id, b.counter),
+        };
+        if let Some((old, _, _)) = s.udp.replace((from, local, now)) {
+            if old != from {
+                tracing::info!(node = %key.short(), %old, new = %from, "relay binding moved");
+                if self.by_udp.get(&old) == Some(&b.id) {
+                    self.by_udp.remove(&old);
+                }
+            }
+        }
+        // An earlier session at this address (the node reconnected) no longer owns it.
+        if let Some(prev) = self.by_udp.insert(from, b.id).filter(|p| *p != b.id) {
+            if let Some(p) = self.sessions.get_mut(&prev) {
+                p.udp = None;
+            }
+        }
+        UdpVerdict::Reply(wire::bind_ok(&ok))
     }
 
     /// A relay frame from the control stream of node `src`.
@@ -374,13 +534,62 @@ mod tests {
         )
     }
 
+    /// A node's side of the bind: counters and the cookie, as `client` keeps them.
+    struct Binder {
+        t: RelayTicket,
+        counter: u64,
+        cookie: [u8; auth::COOKIE_LEN],
+    }
+
+    impl Binder {
+        fn new(t: RelayTicket) -> Self {
+            Binder {
+                t,
+                counter: 0,
+                cookie: [0; auth::COOKIE_LEN],
+            }
+        }
+
+        fn datagram(&mut self) -> Vec<u8> {
+            self.counter += 1;
+            wire::bind(&Signed {
+                id: self.t.id,
+                counter: self.counter,
+                cookie: self.cookie,
+                tag: auth::bind_tag(&self.t.key, self.t.id, self.counter, &self.cookie),
+            })
+        }
+
+        /// Sends one Bind from `from`; answers a Challenge once. Returns the last verdict.
+        fn bind(&mut self, r: &mut RelayServer, from: SocketAddr, now: Instant) -> UdpVerdict {
+            let mut d = self.datagram();
+            let v = r.handle_udp(LOCAL, from, &mut d, now);
+            let UdpVerdict::Reply(reply) = &v else {
+                return v;
+            };
+            let Some(RelayDatagram::Challenge(c)) = wire::parse(reply) else {
+                return v;
+            };
+            assert!(auth::challenge_valid(
+                &self.t.key,
+                c.id,
+                c.counter,
+                &c.cookie,
+                &c.tag
+            ));
+            self.cookie = c.cookie;
+            let mut d = self.datagram();
+            r.handle_udp(LOCAL, from, &mut d, now)
+        }
+    }
+
+    fn is_bind_ok(v: &UdpVerdict) -> bool {
+        matches!(v, UdpVerdict::Reply(b) if matches!(wire::parse(b), Some(RelayDatagram::BindOk(_))))
+    }
+
     fn bind(r: &mut RelayServer, t: &RelayTicket, from: &str, now: Instant) -> SocketAddr {
         let from: SocketAddr = from.parse().unwrap();
-        let mut b = wire::bind(&t.token);
-        assert!(matches!(
-            r.handle_udp(LOCAL, from, &mut b, now),
-            UdpVerdict::Reply(_)
-        ));
+        assert!(is_bind_ok(&Binder::new(*t).bind(r, from, now)));
         from
     }
 
@@ -432,10 +641,13 @@ mod tests {
             r.handle_udp(LOCAL, stranger, &mut d, now),
             UdpVerdict::Drop(RelayDrop::NotBound)
         );
-        let mut bad = wire::bind(&[0; TOKEN_LEN]);
+        let forged = RelayTicket {
+            key: [0; KEY_LEN],
+            ..b
+        };
         assert_eq!(
-            r.handle_udp(LOCAL, stranger, &mut bad, now),
-            UdpVerdict::Drop(RelayDrop::NotBound)
+            Binder::new(forged).bind(&mut r, stranger, now),
+            UdpVerdict::Drop(RelayDrop::BadTag)
         );
         // C never bound UDP: frames to it go into its stream.
         let d = r.handle_frame(c.id, c.id, b"x", now);
@@ -453,6 +665,7 @@ mod tests {
             node_bytes_per_sec: 10_000,
             total_bytes_per_sec: 1_000_000,
             max_nodes: 10,
+            max_nodes_per_network: 10,
         };
         let (mut r, now) = server(limits);
         let a = r.register(1, "n", PublicKey([1; 32]), now).unwrap();
@@ -506,5 +719,166 @@ mod tests {
         assert!(r.register(3, "n", PublicKey([3; 32]), now).is_none());
         r.unregister(b.id);
         assert!(r.register(3, "n", PublicKey([3; 32]), now).is_some());
+    }
+
+    #[test]
+    fn a_network_holds_at_most_its_share_and_others_still_get_tickets() {
+        let limits = RelayLimits {
+            max_nodes: 10,
+            max_nodes_per_network: 2,
+            ..RelayLimits::default()
+        };
+        let (mut r, now) = server(limits);
+        assert!(r.register(1, "a", PublicKey([1; 32]), now).is_some());
+        let second = r.register(2, "a", PublicKey([2; 32]), now).unwrap();
+        assert!(r.register(3, "a", PublicKey([3; 32]), now).is_none());
+        assert!(r.register(4, "b", PublicKey([4; 32]), now).is_some());
+        assert_eq!((r.network_count("a"), r.network_count("b")), (2, 1));
+        r.unregister(second.id);
+        assert!(r.register(3, "a", PublicKey([3; 32]), now).is_some());
+    }
+
+    #[test]
+    fn a_connection_holds_one_ticket_however_often_it_registers() {
+        let (mut r, now) = server(RelayLimits::default());
+        let mut last = None;
+        for _ in 0..1000 {
+            last = r.register(1, "n", PublicKey([1; 32]), now);
+        }
+        assert!(last.is_some());
+        assert_eq!(r.node_count(), 1);
+        assert_eq!(r.network_count("n"), 1);
+        assert!(r.register(2, "n", PublicKey([2; 32]), now).is_some());
+        // Only the newest ticket of connection 1 is alive; freeing it frees the network's count.
+        r.unregister(last.unwrap().id);
+        assert_eq!(r.network_count("n"), 1);
+    }
+
+    #[test]
+    fn a_replayed_bind_from_elsewhere_moves_nothing_and_is_refused() {
+        let (mut r, now) = server(RelayLimits::default());
+        let a = r.register(1, "n", PublicKey([1; 32]), now).unwrap();
+        let b = r.register(2, "n", PublicKey([2; 32]), now).unwrap();
+        let home: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let thief: SocketAddr = "198.51.100.66:6666".parse().unwrap();
+        let mut node = Binder::new(a);
+        // The first bind from a fresh address is challenged before anything is bound.
+        let mut first = node.datagram();
+        let v = r.handle_udp(LOCAL, home, &mut first, now);
+        assert!(
+            matches!(&v, UdpVerdict::Reply(x) if matches!(wire::parse(x), Some(RelayDatagram::Challenge(_))))
+        );
+        assert_eq!(r.bound_addr(a.id), None);
+        assert!(is_bind_ok(&node.bind(&mut r, home, now)));
+        assert_eq!(r.bound_addr(a.id), Some(home));
+        // A refresh, seen by the thief and replayed from its address every 0.45 s.
+        let mut refresh = node.datagram();
+        let seen = refresh.clone();
+        assert!(is_bind_ok(&r.handle_udp(LOCAL, home, &mut refresh, now)));
+        let mut t = now;
+        // 60 tries over 27 s, inside the binding's lifetime (the node would refresh meanwhile).
+        for _ in 0..60 {
+            t += Duration::from_millis(450);
+            let mut replay = seen.clone();
+            assert_eq!(
+                r.handle_udp(LOCAL, thief, &mut replay, t),
+                UdpVerdict::Drop(RelayDrop::Replayed)
+            );
+        }
+        assert_eq!(r.bound_addr(a.id), Some(home));
+        // Relayed traffic for A still goes home.
+        let fb = bind(&mut r, &b, "192.0.2.2:2000", t);
+        let mut d = to_peer(a.id, 10);
+        assert!(matches!(
+            r.handle_udp(LOCAL, fb, &mut d, t),
+            UdpVerdict::Forward { to, .. } if to == home
+        ));
+        // Replaying it from home does not refresh either.
+        let mut replay = seen.clone();
+        assert_eq!(
+            r.handle_udp(LOCAL, home, &mut replay, t),
+            UdpVerdict::Drop(RelayDrop::Replayed)
+        );
+    }
+
+    #[test]
+    fn a_copy_that_outruns_the_node_gets_only_a_challenge_and_costs_the_node_nothing() {
+        let (mut r, now) = server(RelayLimits::default());
+        let a = r.register(1, "n", PublicKey([1; 32]), now).unwrap();
+        let home: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let thief: SocketAddr = "198.51.100.66:6666".parse().unwrap();
+        let mut node = Binder::new(a);
+        assert!(is_bind_ok(&node.bind(&mut r, home, now)));
+        let mut genuine = node.datagram();
+        let mut copy = genuine.clone();
+        // The copy arrives first, from elsewhere: challenged, binding unmoved.
+        let v = r.handle_udp(LOCAL, thief, &mut copy, now);
+        let UdpVerdict::Reply(ch) = v else {
+            panic!("expected a challenge, got {v:?}")
+        };
+        let Some(RelayDatagram::Challenge(c)) = wire::parse(&ch) else {
+            panic!("not a challenge")
+        };
+        assert_eq!(r.bound_addr(a.id), Some(home));
+        // The genuine Bind still refreshes.
+        assert!(is_bind_ok(&r.handle_udp(LOCAL, home, &mut genuine, now)));
+        // Without the key the thief cannot answer: a cookie alone, glued to the old tag, fails.
+        let forged = wire::bind(&Signed {
+            id: a.id,
+            counter: node.counter + 1,
+            cookie: c.cookie,
+            tag: [0; auth::TAG_LEN],
+        });
+        let mut f = forged;
+        assert_eq!(
+            r.handle_udp(LOCAL, thief, &mut f, now),
+            UdpVerdict::Drop(RelayDrop::BadTag)
+        );
+        assert_eq!(r.bound_addr(a.id), Some(home));
+    }
+
+    #[test]
+    fn a_nat_rebinding_moves_the_binding_after_one_challenge() {
+        let (mut r, now) = server(RelayLimits::default());
+        let a = r.register(1, "n", PublicKey([1; 32]), now).unwrap();
+        let b = r.register(2, "n", PublicKey([2; 32]), now).unwrap();
+        let old: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let new: SocketAddr = "192.0.2.77:4242".parse().unwrap();
+        let mut node = Binder::new(a);
+        assert!(is_bind_ok(&node.bind(&mut r, old, now)));
+        // The NAT now maps the node elsewhere: its next refresh carries the old cookie.
+        let later = now + Duration::from_secs(15);
+        assert!(is_bind_ok(&node.bind(&mut r, new, later)));
+        assert_eq!(r.bound_addr(a.id), Some(new));
+        let fb = bind(&mut r, &b, "192.0.2.2:2000", later);
+        let mut d = to_peer(a.id, 10);
+        assert!(matches!(
+            r.handle_udp(LOCAL, fb, &mut d, later),
+            UdpVerdict::Forward { to, .. } if to == new
+        ));
+        // The old address no longer sends as A.
+        let mut d = to_peer(b.id, 10);
+        assert_eq!(
+            r.handle_udp(LOCAL, old, &mut d, later),
+            UdpVerdict::Drop(RelayDrop::NotBound)
+        );
+    }
+
+    #[test]
+    fn tickets_decode_across_versions_and_never_print_the_key() {
+        // From a server that predates keyed binds: no key, so the node will not bind UDP.
+        let old: RelayTicket = serde_json::from_str(&format!(
+            r#"{{"id":5,"token":{:?}}}"#,
+            [1u8; LEGACY_TOKEN_LEN]
+        ))
+        .unwrap();
+        assert_eq!((old.id, old.key), (5, [0; KEY_LEN]));
+        // An older node reads only id and token; both are there.
+        let (mut r, now) = server(RelayLimits::default());
+        let t = r.register(1, "n", PublicKey([1; 32]), now).unwrap();
+        let json: serde_json::Value = serde_json::to_value(t).unwrap();
+        assert!(json.get("id").is_some() && json.get("token").is_some());
+        let shown = format!("{t:?}");
+        assert!(shown.contains("redacted") && !shown.contains(&format!("{:?}", t.key)));
     }
 }

@@ -1,19 +1,29 @@
 //! Relay framing.
 //!
 //! On UDP (the server's control port, shared with STUN): `magic 0xF0 'r' 'l' 'y' | type | ...`
-//! - 1 Bind `token(16)`: node to server, binds this source address to the node's relay id (the
-//!   token came over the authenticated control channel, like a TURN allocation's credentials).
-//! - 2 BindOk `token(16)`: server to node.
+//! - 5 Bind `id(4) counter(8) cookie(16) tag(16)`: node to server, asks to bind this source
+//!   address to relay id `id`. `tag` is an HMAC under the bind key from the relay ticket (sent
+//!   over the Noise control channel, never on UDP) over id, counter and cookie; the counter
+//!   grows with every Bind. `cookie` is the last one the server sent this node, or zeros.
+//! - 6 BindOk `id(4) counter(8) tag(16)`: server to node, the Bind with `counter` was accepted.
+//! - 7 Challenge `id(4) counter(8) cookie(16) tag(16)`: server to a new source address, "prove
+//!   you receive here": the node repeats its Bind with this cookie from the same address.
 //! - 3 ToPeer `dst id(4)` + WireGuard message: node to server.
 //! - 4 FromPeer `src id(4)` + WireGuard message: server to node.
+//!
+//! Types 1 and 2 were the unkeyed Bind/BindOk of earlier versions (a fixed token in the clear,
+//! which anyone who saw it could replay); they are no longer accepted. A Challenge is exactly as
+//! long as the Bind that caused it, so a spoofed Bind reflects no more bytes than it cost (RFC
+//! 9000 §8 limits amplification for the same reason). See `server` for the binding rules.
 //!
 //! ToPeer and FromPeer have the same header length, so the server rewrites the header in place
 //! and forwards the very buffer it received. Inside the Noise control stream a relayed packet is
 //! one message `0x01 | peer id(4) | WireGuard message` (control messages are JSON and start with
 //! '{', so the first byte tells them apart).
 
+use super::auth::{COOKIE_LEN, TAG_LEN};
+
 pub const MAGIC: [u8; 4] = [0xF0, b'r', b'l', b'y'];
-pub const TOKEN_LEN: usize = 16;
 /// Header of ToPeer / FromPeer datagrams.
 pub const DATA_HEADER: usize = 9;
 /// First byte of a relay frame inside the control stream.
@@ -21,16 +31,38 @@ pub const STREAM_TAG: u8 = 0x01;
 /// Header of a relay frame inside the control stream.
 pub const STREAM_HEADER: usize = 5;
 
-const BIND: u8 = 1;
-const BIND_OK: u8 = 2;
 const TO_PEER: u8 = 3;
 const FROM_PEER: u8 = 4;
+const BIND: u8 = 5;
+const BIND_OK: u8 = 6;
+const CHALLENGE: u8 = 7;
+
+const SIGNED_LEN: usize = 4 + 8 + COOKIE_LEN + TAG_LEN;
+const BIND_OK_LEN: usize = 4 + 8 + TAG_LEN;
+
+/// The fields of a Bind (node to server) or a Challenge (server to node).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signed {
+    pub id: u32,
+    pub counter: u64,
+    pub cookie: [u8; COOKIE_LEN],
+    pub tag: [u8; TAG_LEN],
+}
+
+/// The fields of a BindOk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BindOk {
+    pub id: u32,
+    pub counter: u64,
+    pub tag: [u8; TAG_LEN],
+}
 
 /// A relay datagram, parsed without copying the payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelayDatagram<'a> {
-    Bind { token: [u8; TOKEN_LEN] },
-    BindOk { token: [u8; TOKEN_LEN] },
+    Bind(Signed),
+    BindOk(BindOk),
+    Challenge(Signed),
     ToPeer { dst: u32, payload: &'a [u8] },
     FromPeer { src: u32, payload: &'a [u8] },
 }
@@ -39,22 +71,39 @@ pub fn is_relay(datagram: &[u8]) -> bool {
     datagram.len() >= 5 && datagram[..4] == MAGIC
 }
 
+fn array<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
+    bytes.get(at..at + N)?.try_into().ok()
+}
+
+fn parse_signed(body: &[u8]) -> Option<Signed> {
+    (body.len() == SIGNED_LEN).then_some(())?;
+    Some(Signed {
+        id: u32::from_be_bytes(array(body, 0)?),
+        counter: u64::from_be_bytes(array(body, 4)?),
+        cookie: array(body, 12)?,
+        tag: array(body, 12 + COOKIE_LEN)?,
+    })
+}
+
+fn parse_bind_ok(body: &[u8]) -> Option<BindOk> {
+    (body.len() == BIND_OK_LEN).then_some(())?;
+    Some(BindOk {
+        id: u32::from_be_bytes(array(body, 0)?),
+        counter: u64::from_be_bytes(array(body, 4)?),
+        tag: array(body, 12)?,
+    })
+}
+
 pub fn parse(datagram: &[u8]) -> Option<RelayDatagram<'_>> {
     if !is_relay(datagram) {
         return None;
     }
     let body = &datagram[5..];
-    let token = || -> Option<[u8; TOKEN_LEN]> {
-        (body.len() == TOKEN_LEN).then(|| {
-            let mut t = [0u8; TOKEN_LEN];
-            t.copy_from_slice(body);
-            t
-        })
-    };
-    let id = || -> Option<u32> { Some(u32::from_be_bytes(body.get(..4)?.try_into().ok()?)) };
+    let id = || -> Option<u32> { Some(u32::from_be_bytes(array(body, 0)?)) };
     match datagram[4] {
-        BIND => Some(RelayDatagram::Bind { token: token()? }),
-        BIND_OK => Some(RelayDatagram::BindOk { token: token()? }),
+        BIND => Some(RelayDatagram::Bind(parse_signed(body)?)),
+        BIND_OK => Some(RelayDatagram::BindOk(parse_bind_ok(body)?)),
+        CHALLENGE => Some(RelayDatagram::Challenge(parse_signed(body)?)),
         TO_PEER => Some(RelayDatagram::ToPeer {
             dst: id()?,
             payload: &body[4..],
@@ -67,20 +116,33 @@ pub fn parse(datagram: &[u8]) -> Option<RelayDatagram<'_>> {
     }
 }
 
-fn control(kind: u8, token: &[u8; TOKEN_LEN]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + TOKEN_LEN);
+fn signed(kind: u8, s: &Signed) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + SIGNED_LEN);
     out.extend_from_slice(&MAGIC);
     out.push(kind);
-    out.extend_from_slice(token);
+    out.extend_from_slice(&s.id.to_be_bytes());
+    out.extend_from_slice(&s.counter.to_be_bytes());
+    out.extend_from_slice(&s.cookie);
+    out.extend_from_slice(&s.tag);
     out
 }
 
-pub fn bind(token: &[u8; TOKEN_LEN]) -> Vec<u8> {
-    control(BIND, token)
+pub fn bind(b: &Signed) -> Vec<u8> {
+    signed(BIND, b)
 }
 
-pub fn bind_ok(token: &[u8; TOKEN_LEN]) -> Vec<u8> {
-    control(BIND_OK, token)
+pub fn challenge(c: &Signed) -> Vec<u8> {
+    signed(CHALLENGE, c)
+}
+
+pub fn bind_ok(ok: &BindOk) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + BIND_OK_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.push(BIND_OK);
+    out.extend_from_slice(&ok.id.to_be_bytes());
+    out.extend_from_slice(&ok.counter.to_be_bytes());
+    out.extend_from_slice(&ok.tag);
+    out
 }
 
 /// Writes a ToPeer header into `buf[..DATA_HEADER]` (the payload already follows it).
@@ -126,12 +188,30 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_rewrite_in_place() {
-        let token = [7u8; TOKEN_LEN];
-        assert_eq!(parse(&bind(&token)), Some(RelayDatagram::Bind { token }));
-        assert_eq!(
-            parse(&bind_ok(&token)),
-            Some(RelayDatagram::BindOk { token })
-        );
+        let b = Signed {
+            id: 0x0102_0304,
+            counter: 1 << 40,
+            cookie: [7; COOKIE_LEN],
+            tag: [8; TAG_LEN],
+        };
+        assert_eq!(parse(&bind(&b)), Some(RelayDatagram::Bind(b)));
+        assert_eq!(parse(&challenge(&b)), Some(RelayDatagram::Challenge(b)));
+        // No amplification: a Challenge is as long as the Bind it answers.
+        assert_eq!(challenge(&b).len(), bind(&b).len());
+        let ok = BindOk {
+            id: 9,
+            counter: 3,
+            tag: [1; TAG_LEN],
+        };
+        assert_eq!(parse(&bind_ok(&ok)), Some(RelayDatagram::BindOk(ok)));
+        // The unkeyed Bind of earlier versions (type 1, a 16-byte token) is not accepted.
+        let mut old = MAGIC.to_vec();
+        old.push(1);
+        old.extend_from_slice(&[7; 16]);
+        assert_eq!(parse(&old), None);
+        // A truncated Bind is not a Bind.
+        let short = bind(&b);
+        assert_eq!(parse(&short[..short.len() - 1]), None);
         let mut buf = vec![0u8; DATA_HEADER + 3];
         buf[DATA_HEADER..].copy_from_slice(b"abc");
         write_to_peer_header(&mut buf, 42);

@@ -334,6 +334,12 @@ impl<R: Registry> ServerCore<R> {
                 return;
             }
         };
+        // A repeated Hello on this connection replaces its session: free the relay ticket the
+        // old one held (else each Hello would take another, until the relay is full).
+        let previous = self.conns.get_mut(&conn).and_then(|c| c.session.take());
+        if let Some(t) = previous.and_then(|s| s.relay) {
+            self.relay.unregister(t.id);
+        }
         // A node that reconnects before its old connection timed out replaces it.
         if let Some(old) = self.online.insert((network.clone(), key), conn) {
             if old != conn {
