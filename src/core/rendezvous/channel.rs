@@ -16,6 +16,9 @@ pub const MAX_MESSAGE: usize = 65535;
 const TAG_LEN: usize = 16;
 /// Largest plaintext that fits one message.
 pub const MAX_PLAINTEXT: usize = MAX_MESSAGE - TAG_LEN;
+/// Room for one IK handshake message with an empty payload (the longest, the first, is
+/// 32 + 48 + 16 = 96 bytes; Noise spec §7.5).
+const HANDSHAKE_SCRATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -42,7 +45,16 @@ pub struct SecureChannel {
     outbuf: Vec<u8>,
     inbox: VecDeque<Vec<u8>>,
     remote: Option<PublicKey>,
+    /// Grown on demand to the largest message seen: a connection that never gets past the
+    /// handshake costs a few hundred bytes here, not a whole 64 KB message.
     scratch: Vec<u8>,
+}
+
+/// Makes `buf` at least `len` bytes long.
+fn grow(buf: &mut Vec<u8>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
 }
 
 fn params() -> snow::params::NoiseParams {
@@ -82,7 +94,7 @@ impl SecureChannel {
             outbuf: Vec::new(),
             inbox: VecDeque::new(),
             remote: None,
-            scratch: vec![0u8; MAX_MESSAGE],
+            scratch: Vec::new(),
         }
     }
 
@@ -101,6 +113,7 @@ impl SecureChannel {
     }
 
     fn write_handshake(&mut self) -> Result<(), ChannelError> {
+        grow(&mut self.scratch, HANDSHAKE_SCRATCH);
         let Phase::Handshake(hs) = &mut self.phase else {
             return Err(ChannelError::Failed);
         };
@@ -153,6 +166,8 @@ impl SecureChannel {
     }
 
     fn handle_frame(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
+        // A payload is never longer than the message that carries it.
+        grow(&mut self.scratch, frame.len());
         match &mut self.phase {
             Phase::Handshake(hs) => {
                 hs.read_message(frame, &mut self.scratch)?;
@@ -185,6 +200,7 @@ impl SecureChannel {
         let Phase::Transport(ts) = &mut self.phase else {
             return Err(ChannelError::NotEstablished);
         };
+        grow(&mut self.scratch, plaintext.len() + TAG_LEN);
         let len = ts.write_message(plaintext, &mut self.scratch)?;
         self.frame(len);
         Ok(())
@@ -240,6 +256,23 @@ mod tests {
         pump(&mut client, &mut server);
         assert_eq!(server.poll_message().as_deref(), Some(&b"hello"[..]));
         assert_eq!(client.poll_message().as_deref(), Some(&b"welcome"[..]));
+    }
+
+    #[test]
+    fn buffers_grow_on_demand_up_to_the_largest_message() {
+        let (mut client, mut server, _) = pair();
+        // A responder that has heard nothing holds no message-sized buffer.
+        assert!(server.scratch.capacity() < 1024);
+        pump(&mut client, &mut server);
+        assert!(server.scratch.capacity() < 1024);
+        let big = vec![7u8; MAX_PLAINTEXT];
+        client.send(b"small").unwrap();
+        client.send(&big).unwrap();
+        server.send(&big).unwrap();
+        pump(&mut client, &mut server);
+        assert_eq!(server.poll_message().as_deref(), Some(&b"small"[..]));
+        assert_eq!(server.poll_message(), Some(big.clone()));
+        assert_eq!(client.poll_message(), Some(big));
     }
 
     #[test]
