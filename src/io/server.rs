@@ -373,8 +373,8 @@ async fn accept_loop(
                         ),
                         Refused::Total => tracing::warn!(
                             count,
-                            "refused connections: --max-conns registered nodes are connected; \
-                             raise --max-conns"
+                            "refused connections at --max-conns (all registered nodes, or \
+                             evicted ones still closing); raise --max-conns if it persists"
                         ),
                     }
                 }
@@ -429,7 +429,13 @@ async fn connection<S>(
     if events.send(ConnEvent::Open(id, remote, tx)).await.is_err() {
         return;
     }
-    let mut writer = tokio::spawn(super::stream::write_loop(rx, write));
+    // The permit goes back when both halves are dropped, i.e. when the socket is closed.
+    let permit = Arc::new(permit);
+    let held = permit.clone();
+    let mut writer = tokio::spawn(async move {
+        super::stream::write_loop(rx, write).await;
+        drop(held);
+    });
     let mut buf = vec![0u8; READ_BUF_MIN];
     loop {
         tokio::select! {
@@ -448,6 +454,8 @@ async fn connection<S>(
             _ = &mut writer => break,
             _ = permit.kill.notified() => {
                 tracing::debug!(conn = id, %remote, "closing: evicted for a newcomer");
+                // Close the socket now, not once the event loop gets round to it.
+                writer.abort();
                 break;
             }
         }

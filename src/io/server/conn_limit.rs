@@ -7,6 +7,13 @@
 //! every connection is a member's is the newcomer refused. So connections that send nothing
 //! cannot lock nodes out: to keep a node from registering, an attacker would have to open more
 //! than `total` connections within the node's one round trip.
+//!
+//! A place is given back only when the connection's socket is closed (its `Permit` is dropped
+//! by the last task holding part of it), so the count is of descriptors really in use. An
+//! evicted connection keeps its place until its tasks have closed it; during a burst, at most
+//! `headroom` such connections may be closing at once beyond `total`, after which newcomers
+//! are refused until they are gone. `fd_limit` keeps `total + headroom` below the descriptor
+//! limit.
 
 use crate::core::rendezvous::server::ConnId;
 use std::collections::{BTreeSet, HashMap};
@@ -54,7 +61,7 @@ impl std::fmt::Display for Source {
 pub enum Refused {
     /// `--max-conns-per-ip` reached for this source.
     PerSource(Source),
-    /// `--max-conns` reached, and every connection is a member's.
+    /// `--max-conns` reached, and every connection is a member's or still closing.
     Total,
 }
 
@@ -87,7 +94,14 @@ impl State {
 
 pub struct ConnLimiter {
     limits: ConnLimits,
+    /// `limits.total` plus the evicted connections that may still be closing.
+    ceiling: usize,
     state: Mutex<State>,
+}
+
+/// How many evicted connections may still be closing beyond the total cap.
+pub fn headroom(total: usize) -> usize {
+    16 + total / 16
 }
 
 /// A connection's place under the caps, given back when dropped. `kill` fires when a newcomer
@@ -114,6 +128,7 @@ impl ConnLimiter {
     pub fn new(limits: ConnLimits) -> Arc<Self> {
         Arc::new(ConnLimiter {
             limits,
+            ceiling: limits.total.saturating_add(headroom(limits.total)),
             state: Mutex::new(State::default()),
         })
     }
@@ -131,10 +146,15 @@ impl ConnLimiter {
         if st.per_source.get(&source).copied().unwrap_or(0) >= self.limits.per_source {
             return Err(Refused::PerSource(source));
         }
+        let live = st.conns.len();
+        if live >= self.ceiling {
+            return Err(Refused::Total);
+        }
         let mut evicted = None;
-        if st.conns.len() >= self.limits.total {
-            let oldest = st.pending.first().copied().ok_or(Refused::Total)?;
-            if let Some(entry) = st.remove(oldest) {
+        if live >= self.limits.total {
+            let oldest = st.pending.pop_first().ok_or(Refused::Total)?;
+            // It keeps its place (and its descriptor) until its tasks have closed it.
+            if let Some(entry) = st.conns.get(&oldest) {
                 entry.kill.notify_one();
             }
             evicted = Some(oldest);
@@ -226,11 +246,11 @@ mod tests {
         let _newer = l.admit(3, ip("192.0.2.3")).unwrap();
         let admitted = l.admit(4, ip("192.0.2.4")).unwrap();
         assert_eq!(admitted.evicted, Some(2));
-        assert_eq!(l.open(), 3);
         tokio::time::timeout(Duration::from_secs(1), oldest.permit.kill.notified())
             .await
             .expect("the evicted connection is told to close");
-        // Its permit, dropped later, gives back nothing twice.
+        // Until its socket is closed it still counts.
+        assert_eq!(l.open(), 4);
         drop(oldest);
         assert_eq!(l.open(), 3);
         // The member is never evicted: with only members left, newcomers are refused.
@@ -239,5 +259,23 @@ mod tests {
         assert_eq!(l.admit(5, ip("192.0.2.5")).err(), Some(Refused::Total));
         drop(member);
         assert!(l.admit(6, ip("192.0.2.5")).is_ok());
+    }
+
+    #[test]
+    fn a_burst_cannot_pile_up_closing_connections_past_the_ceiling() {
+        let total = 32;
+        let l = ConnLimiter::new(ConnLimits {
+            total,
+            per_source: 1000,
+        });
+        let ceiling = total + headroom(total);
+        // Nobody closes anything: every newcomer past the cap evicts one that is still closing.
+        let held: Vec<_> = (0..ceiling as u64)
+            .map(|id| l.admit(id, ip("192.0.2.1")).unwrap())
+            .collect();
+        assert_eq!(l.admit(999, ip("192.0.2.2")).err(), Some(Refused::Total));
+        assert_eq!(l.open(), ceiling);
+        drop(held);
+        assert_eq!(l.open(), 0);
     }
 }

@@ -35,7 +35,8 @@ pub fn raise_nofile() -> Option<u64> {
 }
 
 /// Descriptors kept free of connections: listeners, UDP sockets, the database, metrics scrapes,
-/// and an over-cap connection between its accept and its close.
+/// an over-cap connection between its accept and its close, and the evicted connections still
+/// closing (`conn_limit::headroom`, at most 16 + 1/16 of the cap).
 fn reserve(nofile: u64) -> u64 {
     32 + nofile / 8
 }
@@ -64,6 +65,16 @@ mod tests {
         assert_eq!(conn_cap(10_000, Some(u64::MAX)), 10_000);
         assert_eq!(conn_cap(10_000, None), 10_000);
         assert_eq!(conn_cap(10_000, Some(8)), 1);
+    }
+
+    #[test]
+    fn connections_still_closing_fit_too() {
+        // 32 descriptors for everything else: listeners, UDP, the database, the runtime.
+        for nofile in [256, 1024, 4096, 65_536, 1 << 20] {
+            let cap = conn_cap(usize::MAX, Some(nofile)) as u64;
+            let closing = super::super::conn_limit::headroom(cap as usize) as u64;
+            assert!(cap + closing + 32 <= nofile, "{nofile}: {cap} + {closing}");
+        }
     }
 
     #[test]
