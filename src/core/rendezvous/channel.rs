@@ -33,6 +33,9 @@ pub enum ChannelError {
 }
 
 enum Phase {
+    /// A responder that has received nothing yet: its handshake state (a few kilobytes) is
+    /// built from the first frame, so a connection that never speaks costs only the key.
+    Waiting(Box<SecretKey>),
     Handshake(Box<snow::HandshakeState>),
     Transport(Box<snow::TransportState>),
     Failed,
@@ -80,11 +83,14 @@ impl SecureChannel {
 
     /// The server's side; waits for the first handshake message.
     pub fn responder(local: &SecretKey) -> Result<Self, ChannelError> {
-        let hs = snow::Builder::new(params())
+        Ok(SecureChannel::new(Phase::Waiting(Box::new(local.clone()))))
+    }
+
+    fn build_responder(local: &SecretKey) -> Result<snow::HandshakeState, ChannelError> {
+        Ok(snow::Builder::new(params())
             .prologue(PROLOGUE)
             .local_private_key(local.as_bytes())
-            .build_responder()?;
-        Ok(SecureChannel::new(Phase::Handshake(Box::new(hs))))
+            .build_responder()?)
     }
 
     fn new(phase: Phase) -> Self {
@@ -168,6 +174,10 @@ impl SecureChannel {
     fn handle_frame(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
         // A payload is never longer than the message that carries it.
         grow(&mut self.scratch, frame.len());
+        if let Phase::Waiting(local) = &self.phase {
+            let hs = Self::build_responder(local)?;
+            self.phase = Phase::Handshake(Box::new(hs));
+        }
         match &mut self.phase {
             Phase::Handshake(hs) => {
                 hs.read_message(frame, &mut self.scratch)?;
@@ -188,7 +198,7 @@ impl SecureChannel {
                 self.inbox.push_back(self.scratch[..len].to_vec());
                 Ok(())
             }
-            Phase::Failed => Err(ChannelError::Failed),
+            Phase::Waiting(_) | Phase::Failed => Err(ChannelError::Failed),
         }
     }
 
