@@ -24,7 +24,7 @@ mod common;
 
 use common::{run, stderr, Spawned, BIN};
 
-/// The server's default deadlines (`ConnDeadlines::default`).
+/// The server's deadlines (`ConnDeadlines::DEFAULT`).
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 const JOIN_DEADLINE: Duration = Duration::from_secs(10);
 

@@ -79,7 +79,6 @@ pub struct ServerCore<R> {
     out: VecDeque<ServerOutput>,
     stats: ServerStats,
     relay: RelayServer,
-    deadlines: ConnDeadlines,
 }
 
 /// What the driver does with a relay datagram that arrived on UDP.
@@ -108,7 +107,6 @@ impl<R: Registry> ServerCore<R> {
             known: HashMap::new(),
             out: VecDeque::new(),
             stats: ServerStats::default(),
-            deadlines: ConnDeadlines::default(),
         }
     }
 
@@ -597,7 +595,7 @@ impl<R: Registry> ServerCore<R> {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let limits = self.deadlines;
+        let limits = ConnDeadlines::DEFAULT;
         let due: Vec<(ConnId, Stage)> = self
             .conns
             .iter()
@@ -614,7 +612,10 @@ impl<R: Registry> ServerCore<R> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.conns
             .values()
-            .map(|c| c.clock.deadline(&self.deadlines, c.session.is_some()))
+            .map(|c| {
+                c.clock
+                    .deadline(&ConnDeadlines::DEFAULT, c.session.is_some())
+            })
             .min()
     }
 

@@ -18,16 +18,14 @@ pub struct ConnDeadlines {
     pub idle: Duration,
 }
 
-impl Default for ConnDeadlines {
+impl ConnDeadlines {
     /// A node completes the handshake in one round trip and sends `Join`/`Hello` in the same
     /// flight, so 10 s leaves room for a slow link; `idle` is four missed 15 s pings.
-    fn default() -> Self {
-        ConnDeadlines {
-            handshake: Duration::from_secs(10),
-            join: Duration::from_secs(10),
-            idle: super::IDLE_TIMEOUT,
-        }
-    }
+    pub const DEFAULT: ConnDeadlines = ConnDeadlines {
+        handshake: Duration::from_secs(10),
+        join: Duration::from_secs(10),
+        idle: super::IDLE_TIMEOUT,
+    };
 }
 
 /// The stage a connection is in, for the log line when it is closed.
@@ -104,7 +102,7 @@ mod tests {
     #[test]
     fn each_stage_has_its_own_deadline() {
         let t0 = crate::test_now();
-        let limits = ConnDeadlines::default();
+        let limits = ConnDeadlines::DEFAULT;
         let mut clock = ConnClock::new(t0);
         assert_eq!(clock.stage(false), Stage::Handshake);
         assert_eq!(clock.deadline(&limits, false), t0 + 10 * S);
@@ -121,7 +119,7 @@ mod tests {
     #[test]
     fn messages_before_a_session_do_not_move_the_join_deadline() {
         let t0 = crate::test_now();
-        let limits = ConnDeadlines::default();
+        let limits = ConnDeadlines::DEFAULT;
         let mut clock = ConnClock::new(t0);
         clock.established(t0 + S);
         clock.message(t0 + 5 * S);
