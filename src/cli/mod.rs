@@ -92,6 +92,8 @@ pub enum Command {
         alternate_port: Option<u16>,
         #[command(flatten)]
         relay: RelayArgs,
+        #[command(flatten)]
+        conns: server::ConnArgs,
         /// Serve Prometheus metrics (online nodes, relay traffic per node, STUN answers) on
         /// http://ADDR:PORT/metrics; loopback addresses only, e.g. 127.0.0.1:9102.
         #[arg(long, value_name = "ADDR:PORT")]
@@ -382,6 +384,7 @@ pub fn run() -> Result<()> {
                 tls_listen,
                 alternate_port,
                 relay,
+                conns,
                 metrics,
                 dir,
             } => {
@@ -390,6 +393,7 @@ pub fn run() -> Result<()> {
                     tls_listen,
                     alternate_port,
                     relay.limits(),
+                    conns.limits(),
                     &dir.state_dir,
                     metrics,
                 )

@@ -7,11 +7,35 @@ use anyhow::{bail, Result};
 use std::net::SocketAddr;
 use std::path::Path;
 
+/// Caps on control connections (TCP, plain and TLS together), so that connections that send
+/// nothing cannot use up the server's file descriptors and lock nodes out.
+#[derive(Debug, clap::Args)]
+pub struct ConnArgs {
+    /// Control connections open at once, in all. Lowered to fit the file descriptor limit. At the
+    /// cap, a new connection replaces the oldest one that has not registered yet.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_conns: u32,
+    /// Control connections open at once from one IPv4 address or IPv6 /64; raise it if more
+    /// nodes than this share one public address.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_conns_per_ip: u32,
+}
+
+impl ConnArgs {
+    pub fn limits(&self) -> io::server::ConnLimits {
+        io::server::ConnLimits {
+            total: self.max_conns as usize,
+            per_source: self.max_conns_per_ip as usize,
+        }
+    }
+}
+
 pub async fn run(
     listen: Vec<SocketAddr>,
     tls_listen: Vec<SocketAddr>,
     alternate_port: Option<u16>,
     relay: crate::core::relay::server::RelayLimits,
+    conns: io::server::ConnLimits,
     state_dir: &Path,
     metrics: Option<SocketAddr>,
 ) -> Result<()> {
@@ -43,7 +67,7 @@ pub async fn run(
         listen,
         tls,
         alternate_port,
-        relay,
+        io::server::Limits { relay, conns },
         store,
         state.secret,
         metrics,

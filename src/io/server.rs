@@ -1,7 +1,14 @@
 //! The server's event loop: TCP listeners for the Noise control channel, plain or inside TLS
 //! (one task pair per connection, the same for both), the UDP sockets that answer STUN
 //! (`server_udp`; relay will live there too), the store watched for changes made by `network`
-//! commands.
+//! commands. Connections are capped per source and in total (`conn_limit`), below the
+//! file-descriptor limit (`fd_limit`); the core closes those that stall (`ConnDeadlines`).
+
+mod conn_limit;
+mod fd_limit;
+mod throttle;
+
+pub use conn_limit::ConnLimits;
 
 use super::server_udp::{RelayDatagram, ServerUdp};
 use super::stream::WriterCommand;
@@ -11,12 +18,14 @@ use crate::core::relay::server::{RelayLimits, RelayServer};
 use crate::core::rendezvous::server::{ConnId, RelayUdpAction, ServerCore, ServerOutput};
 use crate::store::Store;
 use anyhow::{anyhow, Result};
+use conn_limit::{ConnLimiter, Permit, Refused};
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use throttle::Throttle;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -28,6 +37,25 @@ const STORE_POLL: Duration = Duration::from_secs(1);
 /// How long a client may take over its TLS handshake before the connection is dropped, so that
 /// silent or slow connections cannot pile up.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection's first read buffer: enough for a Noise handshake and the Join or Hello. It grows
+/// to `READ_BUF_MAX` once a read fills it, i.e. for a node that relays traffic.
+const READ_BUF_MIN: usize = 2 * 1024;
+const READ_BUF_MAX: usize = 16 * 1024;
+/// At most one log line per this period for accept failures and refused connections.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// The driver's handle on one connection.
+struct ConnHandle {
+    writer: mpsc::Sender<WriterCommand>,
+    /// Told to the limiter once, when the core registers the node.
+    member: bool,
+}
+
+/// What the server lets nodes use: the relay, and control connections.
+pub struct Limits {
+    pub relay: RelayLimits,
+    pub conns: ConnLimits,
+}
 
 /// `server --tls-listen`: the addresses and the acceptor holding the certificate.
 pub struct TlsListen {
@@ -72,11 +100,36 @@ pub async fn run(
     listen: Vec<SocketAddr>,
     tls: Option<TlsListen>,
     alternate_port: Option<u16>,
-    relay_limits: RelayLimits,
+    limits: Limits,
     store: Store,
     secret: SecretKey,
     metrics: Option<SocketAddr>,
 ) -> Result<()> {
+    let Limits {
+        relay: relay_limits,
+        conns: conn_limits,
+    } = limits;
+    let nofile = fd_limit::raise_nofile();
+    let total = fd_limit::conn_cap(conn_limits.total, nofile);
+    if total < conn_limits.total {
+        tracing::warn!(
+            nofile,
+            "the file descriptor limit allows only {total} connections, not --max-conns {}; raise \
+             it (LimitNOFILE= in the unit, or ulimit -n) to allow more",
+            conn_limits.total
+        );
+    }
+    let conn_limits = ConnLimits {
+        total,
+        ..conn_limits
+    };
+    tracing::info!(
+        max_conns = conn_limits.total,
+        max_conns_per_ip = conn_limits.per_source,
+        nofile,
+        "connection limits"
+    );
+    let limiter = ConnLimiter::new(conn_limits);
     // Without --metrics the sender is dropped here and the loop's scrape branch never fires.
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<super::metrics::Scrape>(8);
     if let Some(addr) = metrics {
@@ -109,7 +162,13 @@ pub async fn run(
     // their addresses and ports relate.
     let ids = Arc::new(AtomicU64::new(0));
     for (tcp, tls) in listeners {
-        tokio::spawn(accept_loop(tcp, tls, ids.clone(), ev_tx.clone()));
+        tokio::spawn(accept_loop(
+            tcp,
+            tls,
+            ids.clone(),
+            limiter.clone(),
+            ev_tx.clone(),
+        ));
     }
     let relay = RelayServer::new(
         relay_limits,
@@ -118,7 +177,7 @@ pub async fn run(
     );
     let mut core = ServerCore::new(secret, store, relay);
     let mut version = core.registry_mut().data_version().unwrap_or(0);
-    let mut writers: HashMap<ConnId, mpsc::Sender<WriterCommand>> = HashMap::new();
+    let mut writers: HashMap<ConnId, ConnHandle> = HashMap::new();
     for addr in &listen {
         println!("p2pvpn server listening on {addr}");
     }
@@ -155,10 +214,18 @@ pub async fn run(
                 let now = std::time::Instant::now();
                 match event {
                     ConnEvent::Open(id, remote, writer) => {
-                        writers.insert(id, writer);
+                        writers.insert(id, ConnHandle { writer, member: false });
                         core.handle_open(id, remote, now);
                     }
-                    ConnEvent::Bytes(id, bytes) => core.handle_bytes(id, &bytes, now, unix_now()),
+                    ConnEvent::Bytes(id, bytes) => {
+                        core.handle_bytes(id, &bytes, now, unix_now());
+                        if let Some(h) = writers.get_mut(&id).filter(|h| !h.member) {
+                            if core.is_member(id) {
+                                h.member = true;
+                                limiter.mark_member(id);
+                            }
+                        }
+                    }
                     ConnEvent::Closed(id) => {
                         writers.remove(&id);
                         core.handle_closed(id);
@@ -204,8 +271,8 @@ pub async fn run(
         while let Some(out) = core.poll_output() {
             match out {
                 ServerOutput::Send(id, bytes) => {
-                    if let Some(w) = writers.get(&id) {
-                        if w.try_send(WriterCommand::Write(bytes)).is_err() {
+                    if let Some(h) = writers.get(&id) {
+                        if h.writer.try_send(WriterCommand::Write(bytes)).is_err() {
                             tracing::warn!(
                                 conn = id,
                                 "node is not reading; closing its connection"
@@ -216,14 +283,14 @@ pub async fn run(
                     }
                 }
                 ServerOutput::Close(id) => {
-                    if let Some(w) = writers.remove(&id) {
-                        let _ = w.try_send(WriterCommand::Close);
+                    if let Some(h) = writers.remove(&id) {
+                        let _ = h.writer.try_send(WriterCommand::Close);
                     }
                 }
                 ServerOutput::Relay(id, bytes) => {
                     // A full queue drops the frame (the per-node queue limit), never the node.
-                    if let Some(w) = writers.get(&id) {
-                        let _ = w.try_send(WriterCommand::Write(bytes));
+                    if let Some(h) = writers.get(&id) {
+                        let _ = h.writer.try_send(WriterCommand::Write(bytes));
                     }
                 }
                 ServerOutput::Udp { via, to, datagram } => {
@@ -234,7 +301,7 @@ pub async fn run(
     }
     super::service::stopping("stopping");
     let stats = core.stats();
-    tracing::info!(?stats, ?udp_stats, "server stopping");
+    tracing::info!(?stats, ?udp_stats, open = limiter.open(), "server stopping");
     Ok(())
 }
 
@@ -251,52 +318,110 @@ async fn send_udp(
     }
 }
 
+/// Accepts connections on one listener, admits each under the caps and gives it its own task.
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     ids: Arc<AtomicU64>,
+    limiter: Arc<ConnLimiter>,
     events: mpsc::Sender<ConnEvent>,
 ) {
+    let mut failures = Throttle::new(LOG_EVERY);
+    let mut refusals = Throttle::new(LOG_EVERY);
+    let mut evictions = Throttle::new(LOG_EVERY);
     loop {
-        match listener.accept().await {
-            Ok((stream, remote)) => {
-                let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
-                let _ = stream.set_nodelay(true);
-                let events = events.clone();
-                match &tls {
-                    None => {
-                        tokio::spawn(connection(id, stream, remote, events));
-                    }
-                    Some(acceptor) => {
-                        // The handshake runs in the connection's own task so a slow client
-                        // holds up nobody else; the core hears of it only once TLS is up.
-                        let handshake = acceptor.accept(stream);
-                        tokio::spawn(async move {
-                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-                                Ok(Ok(tls)) => connection(id, tls, remote, events).await,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%remote, "TLS handshake timed out");
-                                }
-                            }
-                        });
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning, and say so
+                // once per period, not ten times a second.
+                if let Some(count) = failures.hit(std::time::Instant::now()) {
+                    tracing::warn!(
+                        error = %e,
+                        count,
+                        "accept failed; if this says too many open files, raise the file \
+                         descriptor limit (LimitNOFILE=) or lower --max-conns"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
+        let permit = match limiter.admit(id, remote.ip()) {
+            Ok(admitted) => {
+                if let Some(old) = admitted.evicted {
+                    tracing::debug!(conn = old, "evicted for a newcomer at --max-conns");
+                    if let Some(count) = evictions.hit(std::time::Instant::now()) {
+                        tracing::warn!(
+                            count,
+                            "at --max-conns: closed the oldest connections that had not \
+                             registered yet to make room for new ones"
+                        );
                     }
                 }
+                admitted.permit
             }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(refused) => {
+                // Dropping the stream closes it at once.
+                if let Some(count) = refusals.hit(std::time::Instant::now()) {
+                    match refused {
+                        Refused::PerSource(source) => tracing::warn!(
+                            %source,
+                            count,
+                            "refused connections over --max-conns-per-ip"
+                        ),
+                        Refused::Total => tracing::warn!(
+                            count,
+                            "refused connections at --max-conns (all registered nodes, or \
+                             evicted ones still closing); raise --max-conns if it persists"
+                        ),
+                    }
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let events = events.clone();
+        match &tls {
+            None => {
+                tokio::spawn(connection(id, stream, remote, events, permit));
+            }
+            Some(acceptor) => {
+                // The handshake runs in the connection's own task so a slow client holds up
+                // nobody else; the core hears of it only once TLS is up.
+                let handshake = acceptor.accept(stream);
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake);
+                    let result = tokio::select! {
+                        r = handshake => r,
+                        _ = permit.kill.notified() => return,
+                    };
+                    match result {
+                        Ok(Ok(tls)) => connection(id, tls, remote, events, permit).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "TLS handshake timed out");
+                        }
+                    }
+                });
             }
         }
     }
 }
 
-/// Pumps one control connection, plain TCP or TLS, between the socket and the event loop.
-async fn connection<S>(id: ConnId, stream: S, remote: SocketAddr, events: mpsc::Sender<ConnEvent>)
-where
+/// Pumps one control connection, plain TCP or TLS, between the socket and the event loop, until
+/// either side ends it or a newcomer evicts it (`permit.kill`). The permit is given back when
+/// this returns.
+async fn connection<S>(
+    id: ConnId,
+    stream: S,
+    remote: SocketAddr,
+    events: mpsc::Sender<ConnEvent>,
+    permit: Permit,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut read, write) = tokio::io::split(stream);
@@ -304,8 +429,14 @@ where
     if events.send(ConnEvent::Open(id, remote, tx)).await.is_err() {
         return;
     }
-    let mut writer = tokio::spawn(super::stream::write_loop(rx, write));
-    let mut buf = vec![0u8; 16 * 1024];
+    // The permit goes back when both halves are dropped, i.e. when the socket is closed.
+    let permit = Arc::new(permit);
+    let held = permit.clone();
+    let mut writer = tokio::spawn(async move {
+        super::stream::write_loop(rx, write).await;
+        drop(held);
+    });
+    let mut buf = vec![0u8; READ_BUF_MIN];
     loop {
         tokio::select! {
             r = read.read(&mut buf) => match r {
@@ -314,10 +445,19 @@ where
                     if events.send(ConnEvent::Bytes(id, buf[..n].to_vec())).await.is_err() {
                         break;
                     }
+                    if n == buf.len() && buf.len() < READ_BUF_MAX {
+                        buf.resize(READ_BUF_MAX, 0);
+                    }
                 }
             },
-            // The server closed this connection (refusal, idle, removed member).
+            // The server closed this connection (refusal, deadline, removed member).
             _ = &mut writer => break,
+            _ = permit.kill.notified() => {
+                tracing::debug!(conn = id, %remote, "closing: evicted for a newcomer");
+                // Close the socket now, not once the event loop gets round to it.
+                writer.abort();
+                break;
+            }
         }
     }
     let _ = events.send(ConnEvent::Closed(id)).await;

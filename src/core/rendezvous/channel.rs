@@ -16,6 +16,9 @@ pub const MAX_MESSAGE: usize = 65535;
 const TAG_LEN: usize = 16;
 /// Largest plaintext that fits one message.
 pub const MAX_PLAINTEXT: usize = MAX_MESSAGE - TAG_LEN;
+/// Room for one IK handshake message with an empty payload (the longest, the first, is
+/// 32 + 48 + 16 = 96 bytes; Noise spec §7.5).
+const HANDSHAKE_SCRATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -30,6 +33,9 @@ pub enum ChannelError {
 }
 
 enum Phase {
+    /// A responder that has received nothing yet: its handshake state (a few kilobytes) is
+    /// built from the first frame, so a connection that never speaks costs only the key.
+    Waiting(Box<SecretKey>),
     Handshake(Box<snow::HandshakeState>),
     Transport(Box<snow::TransportState>),
     Failed,
@@ -42,7 +48,16 @@ pub struct SecureChannel {
     outbuf: Vec<u8>,
     inbox: VecDeque<Vec<u8>>,
     remote: Option<PublicKey>,
+    /// Grown on demand to the largest message seen: a connection that never gets past the
+    /// handshake costs a few hundred bytes here, not a whole 64 KB message.
     scratch: Vec<u8>,
+}
+
+/// Makes `buf` at least `len` bytes long.
+fn grow(buf: &mut Vec<u8>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
 }
 
 fn params() -> snow::params::NoiseParams {
@@ -68,11 +83,14 @@ impl SecureChannel {
 
     /// The server's side; waits for the first handshake message.
     pub fn responder(local: &SecretKey) -> Result<Self, ChannelError> {
-        let hs = snow::Builder::new(params())
+        Ok(SecureChannel::new(Phase::Waiting(Box::new(local.clone()))))
+    }
+
+    fn build_responder(local: &SecretKey) -> Result<snow::HandshakeState, ChannelError> {
+        Ok(snow::Builder::new(params())
             .prologue(PROLOGUE)
             .local_private_key(local.as_bytes())
-            .build_responder()?;
-        Ok(SecureChannel::new(Phase::Handshake(Box::new(hs))))
+            .build_responder()?)
     }
 
     fn new(phase: Phase) -> Self {
@@ -82,7 +100,7 @@ impl SecureChannel {
             outbuf: Vec::new(),
             inbox: VecDeque::new(),
             remote: None,
-            scratch: vec![0u8; MAX_MESSAGE],
+            scratch: Vec::new(),
         }
     }
 
@@ -101,6 +119,7 @@ impl SecureChannel {
     }
 
     fn write_handshake(&mut self) -> Result<(), ChannelError> {
+        grow(&mut self.scratch, HANDSHAKE_SCRATCH);
         let Phase::Handshake(hs) = &mut self.phase else {
             return Err(ChannelError::Failed);
         };
@@ -153,6 +172,12 @@ impl SecureChannel {
     }
 
     fn handle_frame(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
+        // A payload is never longer than the message that carries it.
+        grow(&mut self.scratch, frame.len());
+        if let Phase::Waiting(local) = &self.phase {
+            let hs = Self::build_responder(local)?;
+            self.phase = Phase::Handshake(Box::new(hs));
+        }
         match &mut self.phase {
             Phase::Handshake(hs) => {
                 hs.read_message(frame, &mut self.scratch)?;
@@ -173,7 +198,7 @@ impl SecureChannel {
                 self.inbox.push_back(self.scratch[..len].to_vec());
                 Ok(())
             }
-            Phase::Failed => Err(ChannelError::Failed),
+            Phase::Waiting(_) | Phase::Failed => Err(ChannelError::Failed),
         }
     }
 
@@ -185,6 +210,7 @@ impl SecureChannel {
         let Phase::Transport(ts) = &mut self.phase else {
             return Err(ChannelError::NotEstablished);
         };
+        grow(&mut self.scratch, plaintext.len() + TAG_LEN);
         let len = ts.write_message(plaintext, &mut self.scratch)?;
         self.frame(len);
         Ok(())
@@ -240,6 +266,23 @@ mod tests {
         pump(&mut client, &mut server);
         assert_eq!(server.poll_message().as_deref(), Some(&b"hello"[..]));
         assert_eq!(client.poll_message().as_deref(), Some(&b"welcome"[..]));
+    }
+
+    #[test]
+    fn buffers_grow_on_demand_up_to_the_largest_message() {
+        let (mut client, mut server, _) = pair();
+        // A responder that has heard nothing holds no message-sized buffer.
+        assert!(server.scratch.capacity() < 1024);
+        pump(&mut client, &mut server);
+        assert!(server.scratch.capacity() < 1024);
+        let big = vec![7u8; MAX_PLAINTEXT];
+        client.send(b"small").unwrap();
+        client.send(&big).unwrap();
+        server.send(&big).unwrap();
+        pump(&mut client, &mut server);
+        assert_eq!(server.poll_message().as_deref(), Some(&b"small"[..]));
+        assert_eq!(server.poll_message(), Some(big.clone()));
+        assert_eq!(client.poll_message(), Some(big));
     }
 
     #[test]

@@ -17,7 +17,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// A connection with no message for this long is closed (nodes ping every 15 s).
+mod deadlines;
+use deadlines::ConnClock;
+pub use deadlines::{ConnDeadlines, Stage};
+
+/// A registered node's connection with no message for this long is closed (nodes ping every
+/// 15 s). Connections without a session have shorter deadlines (`ConnDeadlines`).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub type ConnId = u64;
@@ -48,6 +53,8 @@ pub struct ServerStats {
     pub joins: u64,
     /// Endpoints and punch candidates removed because the member does not hold them.
     pub candidates_dropped: u64,
+    /// Connections closed by a deadline (handshake, join or idle).
+    pub timed_out: u64,
 }
 
 struct Session {
@@ -61,7 +68,7 @@ struct Session {
 struct Conn {
     channel: SecureChannel,
     remote: SocketAddr,
-    last_rx: Instant,
+    clock: ConnClock,
     session: Option<Session>,
 }
 
@@ -106,6 +113,11 @@ impl<R: Registry> ServerCore<R> {
         }
     }
 
+    /// Whether `conn` belongs to a registered node (the driver never evicts those for newcomers).
+    pub fn is_member(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.session.is_some())
+    }
+
     pub fn public_key(&self) -> PublicKey {
         self.secret.public_key()
     }
@@ -148,7 +160,7 @@ impl<R: Registry> ServerCore<R> {
                     Conn {
                         channel,
                         remote,
-                        last_rx: now,
+                        clock: ConnClock::new(now),
                         session: None,
                     },
                 );
@@ -164,7 +176,6 @@ impl<R: Registry> ServerCore<R> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.last_rx = now;
         let was_established = c.channel.is_established();
         if let Err(e) = c.channel.handle_bytes(bytes) {
             if was_established {
@@ -176,6 +187,9 @@ impl<R: Registry> ServerCore<R> {
             self.close(conn);
             return;
         }
+        if !was_established && c.channel.is_established() {
+            c.clock.established(now);
+        }
         self.flush(conn);
         let mut messages = Vec::new();
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -185,11 +199,30 @@ impl<R: Registry> ServerCore<R> {
         }
         for m in messages {
             if let Some((dst, payload)) = wire::parse_stream_frame(&m) {
+                if !self.is_member(conn) {
+                    self.close_stranger(conn, "relay frame");
+                    return;
+                }
                 self.handle_relay_frame(conn, dst, payload, now);
             } else {
                 self.handle_message(conn, &m, unix_now, now);
             }
+            // Only whole messages of a registered node move its idle deadline; a stranger's
+            // join deadline stays where the handshake put it.
+            match self.conns.get_mut(&conn) {
+                Some(c) if c.session.is_some() => c.clock.message(now),
+                Some(_) => {}
+                None => return,
+            }
         }
+    }
+
+    /// A connection without a session sent something other than `Join` or `Hello`: it is not
+    /// answered (a ping from a random key must not keep a connection alive), but closed.
+    fn close_stranger(&mut self, conn: ConnId, what: &str) {
+        self.stats.bad_messages += 1;
+        tracing::debug!(%conn, what, "message before Join/Hello; closing the connection");
+        self.close(conn);
     }
 
     fn handle_message(&mut self, conn: ConnId, bytes: &[u8], unix_now: u64, now: Instant) {
@@ -228,6 +261,7 @@ impl<R: Registry> ServerCore<R> {
                 endpoints,
                 nat,
             } => self.handle_hello(conn, key, network, endpoints, nat, now),
+            _ if !self.is_member(conn) => self.close_stranger(conn, "control message"),
             ClientMessage::Endpoints { endpoints, nat } => {
                 self.handle_endpoints(conn, endpoints, nat)
             }
@@ -580,20 +614,28 @@ impl<R: Registry> ServerCore<R> {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let idle: Vec<ConnId> = self
+        let limits = ConnDeadlines::DEFAULT;
+        let due: Vec<(ConnId, Stage)> = self
             .conns
             .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.last_rx) >= IDLE_TIMEOUT)
-            .map(|(id, _)| *id)
+            .filter(|(_, c)| now >= c.clock.deadline(&limits, c.session.is_some()))
+            .map(|(id, c)| (*id, c.clock.stage(c.session.is_some())))
             .collect();
-        for conn in idle {
-            tracing::debug!(%conn, "closing idle connection");
+        for (conn, stage) in due {
+            self.stats.timed_out += 1;
+            tracing::debug!(%conn, reason = stage.reason(), "closing connection");
             self.close(conn);
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.values().map(|c| c.last_rx + IDLE_TIMEOUT).min()
+        self.conns
+            .values()
+            .map(|c| {
+                c.clock
+                    .deadline(&ConnDeadlines::DEFAULT, c.session.is_some())
+            })
+            .min()
     }
 
     /// Membership changed in the store (e.g. `network remove-member`): cut removed nodes off and
@@ -638,3 +680,6 @@ impl<R: Registry> ServerCore<R> {
         self.out.pop_front()
     }
 }
+
+#[cfg(test)]
+mod tests;
