@@ -11,8 +11,9 @@
 # Then, until SOAK_SECONDS have passed, events in turn:
 #   restart   a churned node leaves (`p2pvpn down`) and comes back (`up`): it must ping n1
 #             again within 30 s
-#   rejoin    a churned node leaves for good (`network remove-member`, its `up` stopped) and
-#             joins again with a new invite: it must ping n1 within 30 s of `up`
+#   rejoin    a churned node leaves for good (its `up` stopped, `network remove-member`), and
+#             once n1 no longer lists it, joins again with a new invite and the same name: it
+#             must ping n1 within 30 s of `up`
 #   blackhole every UDP datagram between n5's and n6's public addresses is dropped in the
 #             internet router (nft): n5 must show path relay to n6 and ping it; the drop goes
 #             and the path must be direct again within 30 s. At most once per 65 s: a path
@@ -20,7 +21,7 @@
 #             longer before each new punch (FLAP_WINDOW in src/core/punch/session/mod.rs)
 #   server    every SOAK_SERVER_EVERY seconds (default: half the run, so once) the server
 #             restarts (SIGTERM, same state dir); every node must be connected again within 40 s
-# Every event is bounded (the last one may end up to ~60 s after SOAK_SECONDS). Then:
+# Every event is bounded (the last one may end up to ~100 s after SOAK_SECONDS). Then:
 #   - every node pings every other over the VPN: 90 ordered pairs, 3 pings each, all answered
 #     (after a 60 s convergence bound)
 #   - no growth of a long-lived process beyond the tolerance: the stable nodes from baseline to
@@ -43,6 +44,8 @@
 #   SOAK_SERVER_EVERY  seconds between server restarts (default SOAK_SECONDS / 2)
 #   SOAK_WARMUP        seconds between the mesh being up and the baseline (default 20)
 #   SOAK_RSS_TOL_KB / SOAK_FD_TOL   tolerances (see above)
+#   SOAK_FAST_REJOIN=1 rejoin at once after remove-member, without waiting until the mesh
+#                      dropped the member (a known failure: see ev_rejoin)
 #   LAB_KEEP=1         keep the temp dir (logs, samples, status JSON)
 #   MX_DUMP_LOGS=0     do not print the process logs when a check failed (default: print)
 set -euo pipefail
@@ -294,10 +297,13 @@ ev_rejoin() {
     if ! srv network remove-member "$NET" "$n" --state-dir "$SERVER_STATE" >>"$log" 2>&1; then
         ev_fail "rejoin $n: remove-member failed: $(tail -n 2 "$log" | tr '\n' ' ')"; node_up "$n"; return 0
     fi
-    # the documented contract: the running mesh cuts a removed member off within seconds;
-    # joining again before that is a different case (see the report of the soak's first runs)
-    lab_wait_for 15 lab_not p2p_has_peer n1 "$NET" "$n" ||
-        ev_fail "rejoin $n: n1 still lists $n 15 s after remove-member"
+    # The documented contract: the running mesh cuts a removed member off within seconds.
+    # Joining again before the mesh saw the removal (SOAK_FAST_REJOIN=1) fails today: the
+    # peers keep the old key and drop the new one's handshakes as unknown_peer.
+    if [[ "${SOAK_FAST_REJOIN:-0}" != 1 ]]; then
+        lab_wait_for 15 lab_not p2p_has_peer n1 "$NET" "$n" ||
+            ev_fail "rejoin $n: n1 still lists $n 15 s after remove-member"
+    fi
     rm -rf "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
     if ! join "$n" >"$LAB_TMP/rejoin-why" 2>&1; then
         ev_fail "rejoin $n: $(cat "$LAB_TMP/rejoin-why")"; return 0
