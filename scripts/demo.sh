@@ -26,12 +26,12 @@ if [[ $EUID -ne 0 ]]; then
     echo "demo.sh needs root (it creates network namespaces and TUN devices)" >&2
     exit 1
 fi
+# the package list README's commands and CI share (scripts/setup-deps.sh)
+if command -v apt-get >/dev/null 2>&1; then
+    bash "$ROOT/scripts/setup-deps.sh" demo || fail "cannot install what the demo needs (see above)"
+fi
 if m="$(lab_missing ip ping python3 timeout)"; then
-    say "installing what the demo needs (missing: $m)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-        iproute2 iputils-ping python3 coreutils >/dev/null \
-        || fail "cannot install iproute2 iputils-ping python3; install them and run again"
+    fail "$m not found; install iproute2, iputils-ping, python3 and coreutils, and run again"
 fi
 
 if [[ -z "${P2PVPN_BIN:-}" ]]; then
