@@ -24,6 +24,8 @@ pub enum Path {
     /// Through the server's relay (no direct path verified yet, or it stopped answering).
     Relay,
     Connecting,
+    /// The server says the peer is not connected and nothing has come from it since.
+    Offline,
 }
 
 impl Path {
@@ -32,6 +34,7 @@ impl Path {
             Path::Direct => "direct",
             Path::Relay => "relay",
             Path::Connecting => "connecting",
+            Path::Offline => "offline",
         }
     }
 }
@@ -56,6 +59,14 @@ pub struct Peer {
     pub online: bool,
     pub tunnel: PeerTunnel,
     pub last_path: Path,
+    /// When we last knew the peer was up: the server said it was online, or it sent an
+    /// authenticated packet. `None` for a peer not seen up since this node started.
+    pub last_seen: Option<Instant>,
+    /// When the server told us the peer left (or, for a peer first learnt offline, when we
+    /// learnt of it). Cleared when it comes back.
+    pub offline_since: Option<Instant>,
+    /// The last authenticated packet from the peer.
+    pub last_heard: Option<Instant>,
 }
 
 impl Peer {
@@ -72,6 +83,39 @@ impl Peer {
     /// (nat-lab.md, conntrack poisoning).
     pub fn primary_target(&self) -> Option<(SocketId, SocketAddr)> {
         self.endpoint.map(|e| (self.socket, e))
+    }
+
+    /// The server says the peer is gone and nothing authenticated came from it since: a direct
+    /// path that still carries its packets (the peer only lost the server) is not offline.
+    pub fn is_offline(&self) -> bool {
+        if self.online {
+            return false;
+        }
+        match (self.last_heard, self.offline_since) {
+            (Some(heard), Some(since)) => heard <= since,
+            _ => true,
+        }
+    }
+
+    /// An authenticated packet came from the peer: it is up, whatever the server last said.
+    pub fn note_heard(&mut self, now: Instant) {
+        self.last_heard = Some(now);
+        self.last_seen = Some(now);
+    }
+
+    /// Applies the server's online flag, remembering when the peer was last known up.
+    fn set_online(&mut self, online: bool, now: Instant) {
+        if online {
+            self.last_seen = Some(now);
+            self.offline_since = None;
+        } else if self.online || self.offline_since.is_none() {
+            // It was up until the server noticed it leave.
+            if self.online {
+                self.last_seen = Some(now);
+            }
+            self.offline_since = Some(now);
+        }
+        self.online = online;
     }
 }
 
@@ -107,7 +151,7 @@ impl PeerTable {
                 peer.virtual_ip = info.virtual_ip;
             }
             peer.name.clone_from(&info.name);
-            peer.online = info.online;
+            peer.set_online(info.online, now);
             if !info.endpoints.is_empty() {
                 peer.candidates.clone_from(&info.endpoints);
             }
@@ -144,6 +188,9 @@ impl PeerTable {
             online: info.online,
             tunnel: PeerTunnel::new(local, info.public_key, index),
             last_path: Path::Connecting,
+            last_seen: info.online.then_some(now),
+            offline_since: (!info.online).then_some(now),
+            last_heard: None,
         };
         self.by_ip.insert(info.virtual_ip, info.public_key);
         self.by_index.insert(index, info.public_key);
@@ -251,5 +298,44 @@ mod tests {
         assert!(table.by_ip_mut(Ipv4Addr::new(10, 0, 0, 2)).is_none());
         assert!(table.by_receiver_index_mut(1 << 8).is_none());
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_peer_that_leaves_is_offline_from_then_until_it_is_heard_again() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let local = SecretKey::generate(&mut rng);
+        let mut table = PeerTable::default();
+        let t0 = crate::test_now();
+        let key = PublicKey([1; 32]);
+        table.upsert(&info(1, [10, 0, 0, 2]), &local, t0);
+        assert!(!table.get(&key).unwrap().is_offline());
+        let t1 = t0 + Duration::from_secs(60);
+        let gone = PeerInfo {
+            online: false,
+            ..info(1, [10, 0, 0, 2])
+        };
+        table.upsert(&gone, &local, t1);
+        let peer = table.get(&key).unwrap();
+        assert!(peer.is_offline());
+        assert_eq!(peer.last_seen, Some(t1));
+        // A repeated "offline" record does not move the time it left.
+        table.upsert(&gone, &local, t1 + Duration::from_secs(30));
+        assert_eq!(table.get(&key).unwrap().last_seen, Some(t1));
+        // Its packets still arrive directly: it lost the server, not us.
+        let peer = table.get_mut(&key).unwrap();
+        peer.note_heard(t1 + Duration::from_secs(31));
+        assert!(!peer.is_offline());
+        // A peer first learnt offline was never seen by this node.
+        table.upsert(
+            &PeerInfo {
+                online: false,
+                ..info(2, [10, 0, 0, 3])
+            },
+            &local,
+            t1,
+        );
+        let never = table.get(&PublicKey([2; 32])).unwrap();
+        assert!(never.is_offline());
+        assert_eq!(never.last_seen, None);
     }
 }
