@@ -67,6 +67,11 @@ pub struct Peer {
     pub offline_since: Option<Instant>,
     /// The last authenticated packet from the peer.
     pub last_heard: Option<Instant>,
+    /// When we, as the responder, sent our last handshake response not yet confirmed.
+    response_sent: Option<Instant>,
+    /// The round trip from our handshake response to the initiator's first transport message.
+    /// WireGuard's own figure only exists on the side that initiated; this is the other side's.
+    responder_rtt_ms: Option<u32>,
 }
 
 impl Peer {
@@ -101,6 +106,25 @@ impl Peer {
     pub fn note_heard(&mut self, now: Instant) {
         self.last_heard = Some(now);
         self.last_seen = Some(now);
+    }
+
+    /// We answered the peer's handshake initiation (whitepaper §5.4.3).
+    pub fn note_response_sent(&mut self, now: Instant) {
+        self.response_sent = Some(now);
+    }
+
+    /// A transport message arrived. The first after our response is the initiator confirming
+    /// the session (boringtun sends a keepalive at once), so the time between is a round trip.
+    pub fn note_transport(&mut self, now: Instant) {
+        if let Some(sent) = self.response_sent.take() {
+            let ms = now.saturating_duration_since(sent).as_millis();
+            self.responder_rtt_ms = Some(u32::try_from(ms).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// The round trip to show: WireGuard's own when we initiated, else the responder's.
+    pub fn rtt_ms(&self) -> Option<u32> {
+        self.tunnel.stats().rtt_ms.or(self.responder_rtt_ms)
     }
 
     /// Applies the server's online flag, remembering when the peer was last known up.
@@ -191,6 +215,8 @@ impl PeerTable {
             last_seen: info.online.then_some(now),
             offline_since: (!info.online).then_some(now),
             last_heard: None,
+            response_sent: None,
+            responder_rtt_ms: None,
         };
         self.by_ip.insert(info.virtual_ip, info.public_key);
         self.by_index.insert(index, info.public_key);
@@ -337,5 +363,22 @@ mod tests {
         let never = table.get(&PublicKey([2; 32])).unwrap();
         assert!(never.is_offline());
         assert_eq!(never.last_seen, None);
+    }
+
+    #[test]
+    fn the_responder_measures_the_round_trip_to_the_first_transport_message() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let local = SecretKey::generate(&mut rng);
+        let mut table = PeerTable::default();
+        let t0 = crate::test_now();
+        let key = PublicKey([1; 32]);
+        table.upsert(&info(1, [10, 0, 0, 2]), &local, t0);
+        let peer = table.get_mut(&key).unwrap();
+        assert_eq!(peer.rtt_ms(), None);
+        peer.note_response_sent(t0);
+        peer.note_transport(t0 + Duration::from_millis(42));
+        // Later messages do not move it: only the confirmation times the round trip.
+        peer.note_transport(t0 + Duration::from_millis(900));
+        assert_eq!(peer.rtt_ms(), Some(42));
     }
 }

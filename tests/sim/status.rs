@@ -94,3 +94,17 @@ fn a_server_that_was_down_is_not_blamed_on_udp_and_the_verdict_is_measured_again
     assert!(nat.udp_blocked && !nat.server_unreachable, "{nat:?}");
     assert!(said_blocked(&sim));
 }
+
+#[test]
+fn both_sides_show_a_round_trip_time() {
+    let sim = crate::two_nodes();
+    for n in &sim.nodes {
+        let s = n.node.status(UNIX_NOW);
+        assert!(
+            s.peers[0].rtt_ms.is_some(),
+            "{:?}: {:?}",
+            s.name,
+            s.peers[0]
+        );
+    }
+}

@@ -576,6 +576,11 @@ impl Node {
         let authenticated = !matches!(&result, Decapsulated::Reply(r) if r.first() == Some(&3));
         if authenticated {
             peer.note_heard(now);
+            match (kind, &result) {
+                (WgMessage::Data, _) => peer.note_transport(now),
+                (WgMessage::HandshakeInit, Decapsulated::Reply(_)) => peer.note_response_sent(now),
+                _ => {}
+            }
             if matches!(origin, Origin::Direct { .. }) {
                 self.discovery.note_udp_works(now);
             }

@@ -115,7 +115,7 @@ impl Node {
                         (_, Some(super::Route::Direct { dst, .. })) => Some(dst),
                         _ => p.endpoint,
                     },
-                    rtt_ms: stats.rtt_ms,
+                    rtt_ms: p.rtt_ms(),
                     rx_bytes: stats.rx_bytes,
                     tx_bytes: stats.tx_bytes,
                     last_handshake_unix,
