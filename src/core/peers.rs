@@ -90,14 +90,17 @@ impl Peer {
         self.endpoint.map(|e| (self.socket, e))
     }
 
-    /// The server says the peer is gone and nothing authenticated came from it since: a direct
-    /// path that still carries its packets (the peer only lost the server) is not offline.
-    pub fn is_offline(&self) -> bool {
+    /// The server says the peer is gone and nothing authenticated came from it since (or not
+    /// for a session's lifetime): a direct path that still carries its packets (the peer only
+    /// lost the server) is not offline, until it too falls silent.
+    pub fn is_offline(&self, now: Instant) -> bool {
         if self.online {
             return false;
         }
         match (self.last_heard, self.offline_since) {
-            (Some(heard), Some(since)) => heard <= since,
+            (Some(heard), Some(since)) => {
+                heard <= since || now.saturating_duration_since(heard) >= SESSION_FRESH
+            }
             _ => true,
         }
     }
@@ -334,7 +337,7 @@ mod tests {
         let t0 = crate::test_now();
         let key = PublicKey([1; 32]);
         table.upsert(&info(1, [10, 0, 0, 2]), &local, t0);
-        assert!(!table.get(&key).unwrap().is_offline());
+        assert!(!table.get(&key).unwrap().is_offline(t0));
         let t1 = t0 + Duration::from_secs(60);
         let gone = PeerInfo {
             online: false,
@@ -342,7 +345,7 @@ mod tests {
         };
         table.upsert(&gone, &local, t1);
         let peer = table.get(&key).unwrap();
-        assert!(peer.is_offline());
+        assert!(peer.is_offline(t1));
         assert_eq!(peer.last_seen, Some(t1));
         // A repeated "offline" record does not move the time it left.
         table.upsert(&gone, &local, t1 + Duration::from_secs(30));
@@ -350,7 +353,9 @@ mod tests {
         // Its packets still arrive directly: it lost the server, not us.
         let peer = table.get_mut(&key).unwrap();
         peer.note_heard(t1 + Duration::from_secs(31));
-        assert!(!peer.is_offline());
+        assert!(!peer.is_offline(t1 + Duration::from_secs(32)));
+        // Until that path falls silent too.
+        assert!(peer.is_offline(t1 + Duration::from_secs(31) + SESSION_FRESH));
         // A peer first learnt offline was never seen by this node.
         table.upsert(
             &PeerInfo {
@@ -361,7 +366,7 @@ mod tests {
             t1,
         );
         let never = table.get(&PublicKey([2; 32])).unwrap();
-        assert!(never.is_offline());
+        assert!(never.is_offline(t1));
         assert_eq!(never.last_seen, None);
     }
 

@@ -667,7 +667,7 @@ impl Node {
                     relaying::send(route, message, &mut self.transmits, &mut self.control);
                 }
             }
-            let path = status::shown_path(peer, route);
+            let path = status::shown_path(peer, route, now);
             let retry_due = peer.handshake_retry.is_some_and(|t| now >= t);
             if peer.session_fresh() {
                 peer.handshake_retry = None;

@@ -86,9 +86,9 @@ impl Node {
             .map(|p| {
                 let stats = p.tunnel.stats();
                 let route = self.route_to(p);
-                let path = shown_path(p, route);
+                let path = shown_path(p, route, self.now_hint);
                 let ago = |t: Instant| self.now_hint.saturating_duration_since(t).as_secs();
-                let last_seen_unix = if p.is_offline() {
+                let last_seen_unix = if p.is_offline(self.now_hint) {
                     p.last_seen.map(|t| unix_now.saturating_sub(ago(t)))
                 } else {
                     Some(unix_now)
@@ -153,15 +153,15 @@ impl Node {
         self.peers
             .iter()
             .find(|p| p.virtual_ip == ip)
-            .map(|p| shown_path(p, self.route_to(p)))
+            .map(|p| shown_path(p, self.route_to(p), self.now_hint))
     }
 }
 
 /// The path `status` and the path-change log show: `offline` once the server says the peer
 /// left and nothing came from it since (its old direct path would otherwise read `direct`, then
 /// `connecting` for ever), else the route's.
-pub(super) fn shown_path(peer: &Peer, route: Option<super::Route>) -> Path {
-    if peer.is_offline() {
+pub(super) fn shown_path(peer: &Peer, route: Option<super::Route>, now: Instant) -> Path {
+    if peer.is_offline(now) {
         Path::Offline
     } else {
         super::relaying::path(peer, route)
