@@ -34,6 +34,7 @@ fn a_peer_that_leaves_is_offline_at_once_with_the_time_it_was_last_seen() {
     let bob = &sim.nodes[0].node.status(UNIX_NOW).peers[0];
     assert_eq!(bob.path, Path::Offline, "{bob:?}");
     assert!(!bob.online);
+    assert_eq!(bob.endpoint, None, "no address to reach an offline peer at");
     // A minute later it still reads offline, seen a minute ago: not `connecting`.
     sim.advance(Duration::from_secs(60));
     let bob = &sim.nodes[0].node.status(UNIX_NOW).peers[0];
@@ -42,15 +43,20 @@ fn a_peer_that_leaves_is_offline_at_once_with_the_time_it_was_last_seen() {
     assert!((60..=62).contains(&ago), "last seen {ago} s ago");
     assert!(bob.last_seen.as_deref().is_some_and(|d| d.ends_with('Z')));
     // The log says it once, with the peer's name, and never `connecting`.
-    let changes: Vec<Path> = sim.nodes[0]
+    let changes: Vec<_> = sim.nodes[0]
         .events
         .iter()
         .filter_map(|e| match e {
-            NodeEvent::PathChanged { name, path, .. } if name == "bob" => Some(*path),
+            NodeEvent::PathChanged {
+                name,
+                path,
+                endpoint,
+                ..
+            } if name == "bob" => Some((*path, *endpoint)),
             _ => None,
         })
         .collect();
-    assert_eq!(changes, vec![Path::Offline]);
+    assert_eq!(changes, vec![(Path::Offline, None)]);
 }
 
 #[test]

@@ -689,6 +689,8 @@ impl Node {
             }
             if path != peer.last_path {
                 peer.last_path = path;
+                // An offline peer has no endpoint to name, whatever path it last had.
+                let route = route.filter(|_| path != Path::Offline);
                 let endpoint = match route {
                     Some(Route::Direct { dst, .. }) => Some(dst),
                     Some(Route::RelayUdp { server, .. }) => Some(server),

@@ -108,6 +108,8 @@ impl Node {
                     .map(String::from),
                     online: p.online,
                     endpoint: match (path, route) {
+                        // Where it was is no address to reach it at.
+                        (Path::Offline, _) => None,
                         (Path::Relay, Some(super::Route::RelayStream { .. })) => {
                             self.control.current_server().map(|s| s.addr)
                         }
