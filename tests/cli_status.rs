@@ -245,3 +245,28 @@ fn netcheck_tells_an_unreachable_server_from_blocked_udp_and_exits_non_zero() {
     assert!(j.get("server_unreachable").is_none(), "{j}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn doctor_blames_a_down_server_not_blocked_udp() {
+    let root = common::temp_dir("cli_status", "doctor-down");
+    let (etc, state) = dirs(&root);
+    std::fs::create_dir_all(&etc).unwrap();
+    // A joined network whose server is not running (nothing listens on the port).
+    let server = format!("127.0.0.1:{}", common::free_port());
+    let config = format!(
+        "network = \"lab\"\nname = \"me\"\nservers = [\"{server}\"]\ntls_servers = []\n\
+         server_public_key = \"{}\"\nlisten_port = 0\ninterface = \"p2p-lab\"\nmtu = 1420\n",
+        PublicKey([7; 32]).to_base64()
+    );
+    std::fs::write(etc.join("lab.toml"), config).unwrap();
+    let env = [("P2PVPN_CONFIG_DIR", &*etc), ("P2PVPN_STATE_DIR", &*state)];
+    let out = run(&["doctor", "--network", "lab"], &env);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(&format!("FAIL  server {server} unreachable")),
+        "{text}"
+    );
+    assert!(!text.contains("outbound UDP is blocked"), "{text}");
+    let _ = std::fs::remove_dir_all(&root);
+}
