@@ -291,15 +291,23 @@ fn netcheck_refuses_bad_servers_with_the_fix() {
 }
 
 #[test]
-fn netcheck_reports_blocked_udp_and_exits_zero() {
-    // A bound socket that never answers stands in for a firewall dropping UDP.
+fn netcheck_reports_blocked_udp_and_exits_four() {
+    // A bound socket that never answers stands in for a firewall dropping UDP; the server's TCP
+    // port on the same address answers, so the silence is UDP's, not a server that is down.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let out = netcheck(&[
-        "--server",
-        &silent.local_addr().unwrap().to_string(),
-        "--json",
-    ]);
-    let j = json_report(&out);
+    let addr = silent.local_addr().unwrap();
+    let _tcp = std::net::TcpListener::bind(addr).unwrap();
+    let out = netcheck(&["--server", &addr.to_string(), "--json"]);
+    // No STUN answer is exit 4 (src/cli/exit_code.rs), with the report still printed.
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let j: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(j["udp_blocked"], true, "{j}");
     assert_eq!(j["legacy_class"], serde_json::Value::Null);
 }

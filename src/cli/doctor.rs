@@ -60,8 +60,8 @@ pub async fn run(network: &str, peer: Option<&str>, dirs: &Dirs) -> Result<()> {
     };
     if let Some(s) = &settings {
         if let Some(server) = s.servers.first().copied() {
-            check_server_tcp(&mut r, server).await;
-            check_server_udp(&mut r, server).await;
+            let tcp = check_server_tcp(&mut r, server).await;
+            check_server_udp(&mut r, server, tcp).await;
         }
     }
     let status =
@@ -102,10 +102,16 @@ pub async fn run(network: &str, peer: Option<&str>, dirs: &Dirs) -> Result<()> {
     println!();
     if r.failed == 0 {
         println!("no problems found");
-    } else {
-        println!("{} problem(s) found", r.failed);
+        return Ok(());
     }
-    Ok(())
+    let found = format!("{} found", super::table::count(r.failed as u64, "problem"));
+    println!("{found}");
+    // A non-zero exit lets scripts and monitoring act on it (`doctor --help`, Exit status).
+    Err(super::exit_code::Exit {
+        code: super::exit_code::PROBLEMS_FOUND,
+        message: format!("doctor: {found}"),
+    }
+    .into())
 }
 
 fn check_privileges(r: &mut Report) {
@@ -141,8 +147,11 @@ fn check_tun(r: &mut Report) {
     }
 }
 
-async fn check_server_tcp(r: &mut Report, server: SocketAddr) {
-    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(server)).await {
+/// Whether the server's control port accepts a TCP connection.
+async fn check_server_tcp(r: &mut Report, server: SocketAddr) -> bool {
+    let outcome = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(server)).await;
+    let answered = matches!(outcome, Ok(Ok(_)));
+    match outcome {
         Ok(Ok(_)) => r.ok(&format!(
             "server {server} answers over TCP (control channel)"
         )),
@@ -156,9 +165,11 @@ async fn check_server_tcp(r: &mut Report, server: SocketAddr) {
              address on 443 (`server --tls-listen`) and join again",
         ),
     }
+    answered
 }
 
-async fn check_server_udp(r: &mut Report, server: SocketAddr) {
+/// `tcp`: the server answered over TCP; without that, silence over UDP says nothing about UDP.
+async fn check_server_udp(r: &mut Report, server: SocketAddr, tcp: bool) {
     let outcome = async {
         let socket = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
         let tid = TransactionId::random(&mut rand::rngs::OsRng);
@@ -183,6 +194,13 @@ async fn check_server_udp(r: &mut Report, server: SocketAddr) {
         Ok(Some(mapped)) => r.ok(&format!(
             "server {server} answers over UDP (STUN); this host is seen as {mapped}"
         )),
+        Ok(None) if !tcp => r.fail(
+            &format!(
+                "server {server} unreachable: no STUN answer over UDP and no TCP connection \
+                 either, so the server is down or the address is wrong (not a UDP block)"
+            ),
+            "start the server, or check its address in the network's config",
+        ),
         Ok(None) => r.fail(
             &format!("server {server} over UDP: no STUN answer in 3 s"),
             "outbound UDP is blocked: allow UDP to the server's port for direct paths and the \
@@ -252,17 +270,18 @@ fn explain_peer(r: &mut Report, s: &NodeStatus, p: &PeerStatus) {
     println!("  this node  {}", describe(&mine));
     println!("  the peer   {}", describe(&theirs));
     println!(
-        "  punching   {} attempt(s), {} probe(s){}",
-        p.punch.attempts,
-        p.punch.probes_sent,
+        "  punching   {}, {}{}",
+        super::table::count(p.punch.attempts, "attempt"),
+        super::table::count(p.punch.probes_sent, "probe"),
         p.punch
             .time_to_direct_ms
             .map(|ms| format!(", direct after {ms} ms"))
             .unwrap_or_default()
     );
-    if !p.online {
+    if p.path == Path::Offline {
+        let seen = super::table::ago(p.last_seen_unix, crate::io::unix_now());
         r.fail(
-            "the peer is offline",
+            &format!("{} is offline (last seen {seen})", printable(&p.name)),
             "start the node on the peer (`p2pvpn up`)",
         );
         return;
@@ -376,6 +395,11 @@ fn techniques(mine: &NatProfile, theirs: &NatProfile) -> Vec<(Technique, String)
 }
 
 fn fix_for(mine: &NatProfile, theirs: &NatProfile, listen_port: u16) -> String {
+    if mine.server_unreachable {
+        return "the server was unreachable when this node measured its NAT: start the server or \
+                check its address; the node measures again once it answers"
+            .into();
+    }
     if mine.udp_blocked {
         return "UDP from this host is blocked: allow outbound UDP (the node then punches and uses \
                 the UDP relay); until then traffic takes the TCP/TLS relay"

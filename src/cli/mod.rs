@@ -2,6 +2,7 @@
 //! defines the interface, sets up logging and dispatches.
 
 mod doctor;
+pub mod exit_code;
 mod netcheck;
 mod network;
 mod node;
@@ -127,6 +128,7 @@ pub enum Command {
     },
     /// Check this host and the running node, and explain a peer's path: both NAT profiles, the
     /// techniques tried for the pair and their outcome, and what would fix a relayed path.
+    #[command(after_help = exit_code::DOCTOR_HELP)]
     Doctor {
         /// A peer's name or 10.x address to explain.
         peer: Option<String>,
@@ -136,6 +138,7 @@ pub enum Command {
         dirs: NodeDirs,
     },
     /// Show peers, paths and counters of running networks.
+    #[command(after_help = exit_code::STATUS_HELP)]
     Status {
         /// Only this network (default: every running one).
         #[arg(long)]
@@ -148,6 +151,7 @@ pub enum Command {
     },
     /// Ping a peer through the running node, showing the path each reply took (direct, and how
     /// it was found, or relay) and its round trip.
+    #[command(after_help = exit_code::PING_HELP)]
     Ping {
         /// The peer's name or virtual address.
         peer: String,
@@ -172,6 +176,7 @@ pub enum Command {
     },
     /// Measure this host's NAT behaviour with STUN (RFC 5780): public address, mapping,
     /// filtering, port allocation, hairpinning. Needs no root and no running network.
+    #[command(after_help = exit_code::NETCHECK_HELP)]
     Netcheck {
         /// STUN server to ask (default: the first server of the joined network).
         #[arg(long, value_name = "ADDR:PORT")]

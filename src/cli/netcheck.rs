@@ -1,8 +1,12 @@
 //! `p2pvpn netcheck`: measure this host's NAT behaviour against a STUN server (ours or any RFC
 //! 5389 one; RFC 5780 tests need a server with two IPs). Progress on stderr, the report on
-//! stdout. UDP being blocked is a finding and exits 0; bad arguments exit 1 with the fix.
+//! stdout. No STUN answer at all exits 4 (`exit_code::NO_ANSWER`) after the report, which tells
+//! "UDP blocked" (the server answers over TCP) from "server unreachable" (TCP fails too); bad
+//! arguments exit 1 with the fix.
 
+use super::exit_code::{self, Exit};
 use crate::config::{self, Dirs};
+use crate::core::nat::NatProfile;
 use crate::io::netcheck::{self, NetcheckOptions};
 use anyhow::{anyhow, bail, Context, Result};
 use std::net::SocketAddr;
@@ -93,11 +97,42 @@ pub async fn run(
         samples,
         lifetime,
     };
-    let report = netcheck::run(opts, |line| eprintln!("netcheck: {line}")).await?;
+    let mut report = netcheck::run(opts, |line| eprintln!("netcheck: {line}")).await?;
+    let no_answer = report.profile.udp_blocked;
+    if no_answer {
+        // Silence over UDP only means UDP is blocked if the server is there at all.
+        let tcp = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            tokio::net::TcpStream::connect(server),
+        )
+        .await;
+        let answers_tcp = matches!(tcp, Ok(Ok(_)));
+        report.profile = NatProfile::no_answer(answers_tcp);
+        report.legacy_name = report.profile.legacy_name().to_string();
+        // netcheck's own note cannot tell the two apart; the verdict below replaces it.
+        report
+            .notes
+            .retain(|n| !n.starts_with("no STUN answer from"));
+        report.notes.push(if answers_tcp {
+            format!("no STUN answer from {server}, which accepts TCP: UDP is blocked on the way")
+        } else {
+            format!(
+                "no STUN answer from {server}, which refuses or drops TCP as well: the server \
+                 is down or the address is wrong, so nothing is known about UDP yet"
+            )
+        });
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.render());
+    }
+    if no_answer {
+        return Err(Exit {
+            code: exit_code::NO_ANSWER,
+            message: format!("no STUN answer from {server}: {}", report.profile.short()),
+        }
+        .into());
     }
     Ok(())
 }

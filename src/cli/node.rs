@@ -74,23 +74,16 @@ pub async fn up(network: &str, dirs: &Dirs, metrics: Option<std::net::SocketAddr
     io::node::run(settings, dirs.clone(), metrics).await
 }
 
-/// Networks with a control socket under the state directory.
-pub(super) fn running_networks(dirs: &Dirs) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(&dirs.state)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("control.sock").exists())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    names.sort();
-    names
+/// Networks with a control socket under the state directory ("run with sudo" when it is
+/// root's).
+pub(super) fn running_networks(dirs: &Dirs) -> Result<Vec<String>> {
+    control_socket::running_networks(&dirs.state)
 }
 
 pub async fn status(network: Option<&str>, json: bool, dirs: &Dirs) -> Result<()> {
     let networks = match network {
         Some(n) => vec![n.to_string()],
-        None => running_networks(dirs),
+        None => running_networks(dirs)?,
     };
     if networks.is_empty() {
         bail!(

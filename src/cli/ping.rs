@@ -4,7 +4,8 @@
 
 use super::printable::printable;
 use crate::config::{self, Dirs};
-use crate::core::node::PingReply;
+use crate::core::node::{NodeStatus, PingReply};
+use crate::core::peers::Path;
 use crate::io::control_socket::{self, Request};
 use anyhow::{bail, Context, Result};
 use std::time::Duration;
@@ -16,7 +17,7 @@ fn pick_network(network: Option<&str>, dirs: &Dirs) -> Result<String> {
         config::validate_network_name(n)?;
         return Ok(n.to_string());
     }
-    let running = super::node::running_networks(dirs);
+    let running = super::node::running_networks(dirs)?;
     match running.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!(
@@ -73,6 +74,26 @@ pub fn reply_line(r: &PingReply) -> String {
     )
 }
 
+/// "bob is offline (last seen 5 min ago)" when the node knows `peer` is offline, so the user
+/// reads that rather than a timeout or the name of a drop counter.
+async fn offline_message(socket: &std::path::Path, network: &str, peer: &str) -> Option<String> {
+    let reply = control_socket::request(socket, network, Request::Status)
+        .await
+        .ok()?;
+    let status: NodeStatus = serde_json::from_str(&reply).ok()?;
+    let p = status
+        .peers
+        .iter()
+        .find(|p| p.name == peer || p.virtual_ip.to_string() == peer)?;
+    (p.path == Path::Offline).then(|| {
+        format!(
+            "{} is offline (last seen {}); it is reachable again once `p2pvpn up` runs on it",
+            printable(&p.name),
+            super::table::ago(p.last_seen_unix, crate::io::unix_now())
+        )
+    })
+}
+
 pub async fn run(
     peer: &str,
     count: u32,
@@ -86,6 +107,9 @@ pub async fn run(
     let interval = Duration::from_secs_f64(interval);
     let network = pick_network(network, dirs)?;
     let socket = dirs.control_socket(&network);
+    if let Some(offline) = offline_message(&socket, &network, peer).await {
+        bail!("{offline}");
+    }
     let mut tally = Tally::default();
     let ping_all = async {
         // The node matches replies by (peer, wire seq); starting from the process id keeps two
@@ -103,6 +127,10 @@ pub async fn run(
             let reply = reply.trim();
             tally.sent += 1;
             if let Some(err) = reply.strip_prefix("error: ") {
+                // The peer may have left since the last request: say so, not the drop reason.
+                if let Some(offline) = offline_message(&socket, &network, peer).await {
+                    bail!("{offline}");
+                }
                 bail!("cannot ping {peer} in {network}: {err}");
             } else if reply == "timeout" {
                 println!("no reply from {peer}: seq={seq} timeout");
@@ -128,6 +156,9 @@ pub async fn run(
     result?;
     print!("{}", tally.summary(peer));
     if tally.rtts_ms.is_empty() {
+        if let Some(offline) = offline_message(&socket, &network, peer).await {
+            bail!("no reply from {peer}: {offline}");
+        }
         bail!("no reply from {peer}");
     }
     Ok(())

@@ -24,6 +24,8 @@ pub enum Path {
     /// Through the server's relay (no direct path verified yet, or it stopped answering).
     Relay,
     Connecting,
+    /// The server says the peer is not connected and nothing has come from it since.
+    Offline,
 }
 
 impl Path {
@@ -32,6 +34,7 @@ impl Path {
             Path::Direct => "direct",
             Path::Relay => "relay",
             Path::Connecting => "connecting",
+            Path::Offline => "offline",
         }
     }
 }
@@ -56,6 +59,19 @@ pub struct Peer {
     pub online: bool,
     pub tunnel: PeerTunnel,
     pub last_path: Path,
+    /// When we last knew the peer was up: the server said it was online, or it sent an
+    /// authenticated packet. `None` for a peer not seen up since this node started.
+    pub last_seen: Option<Instant>,
+    /// When the server told us the peer left (or, for a peer first learnt offline, when we
+    /// learnt of it). Cleared when it comes back.
+    pub offline_since: Option<Instant>,
+    /// The last authenticated packet from the peer.
+    pub last_heard: Option<Instant>,
+    /// When we, as the responder, sent our last handshake response not yet confirmed.
+    response_sent: Option<Instant>,
+    /// The round trip from our handshake response to the initiator's first transport message.
+    /// WireGuard's own figure only exists on the side that initiated; this is the other side's.
+    responder_rtt_ms: Option<u32>,
 }
 
 impl Peer {
@@ -72,6 +88,61 @@ impl Peer {
     /// (nat-lab.md, conntrack poisoning).
     pub fn primary_target(&self) -> Option<(SocketId, SocketAddr)> {
         self.endpoint.map(|e| (self.socket, e))
+    }
+
+    /// The server says the peer is gone and nothing authenticated came from it since (or not
+    /// for a session's lifetime): a direct path that still carries its packets (the peer only
+    /// lost the server) is not offline, until it too falls silent.
+    pub fn is_offline(&self, now: Instant) -> bool {
+        if self.online {
+            return false;
+        }
+        match (self.last_heard, self.offline_since) {
+            (Some(heard), Some(since)) => {
+                heard <= since || now.saturating_duration_since(heard) >= SESSION_FRESH
+            }
+            _ => true,
+        }
+    }
+
+    /// An authenticated packet came from the peer: it is up, whatever the server last said.
+    pub fn note_heard(&mut self, now: Instant) {
+        self.last_heard = Some(now);
+        self.last_seen = Some(now);
+    }
+
+    /// We answered the peer's handshake initiation (whitepaper §5.4.3).
+    pub fn note_response_sent(&mut self, now: Instant) {
+        self.response_sent = Some(now);
+    }
+
+    /// A transport message arrived. The first after our response is the initiator confirming
+    /// the session (boringtun sends a keepalive at once), so the time between is a round trip.
+    pub fn note_transport(&mut self, now: Instant) {
+        if let Some(sent) = self.response_sent.take() {
+            let ms = now.saturating_duration_since(sent).as_millis();
+            self.responder_rtt_ms = Some(u32::try_from(ms).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// The round trip to show: WireGuard's own when we initiated, else the responder's.
+    pub fn rtt_ms(&self) -> Option<u32> {
+        self.tunnel.stats().rtt_ms.or(self.responder_rtt_ms)
+    }
+
+    /// Applies the server's online flag, remembering when the peer was last known up.
+    fn set_online(&mut self, online: bool, now: Instant) {
+        if online {
+            self.last_seen = Some(now);
+            self.offline_since = None;
+        } else if self.online || self.offline_since.is_none() {
+            // It was up until the server noticed it leave.
+            if self.online {
+                self.last_seen = Some(now);
+            }
+            self.offline_since = Some(now);
+        }
+        self.online = online;
     }
 }
 
@@ -107,7 +178,7 @@ impl PeerTable {
                 peer.virtual_ip = info.virtual_ip;
             }
             peer.name.clone_from(&info.name);
-            peer.online = info.online;
+            peer.set_online(info.online, now);
             if !info.endpoints.is_empty() {
                 peer.candidates.clone_from(&info.endpoints);
             }
@@ -144,6 +215,11 @@ impl PeerTable {
             online: info.online,
             tunnel: PeerTunnel::new(local, info.public_key, index),
             last_path: Path::Connecting,
+            last_seen: info.online.then_some(now),
+            offline_since: (!info.online).then_some(now),
+            last_heard: None,
+            response_sent: None,
+            responder_rtt_ms: None,
         };
         self.by_ip.insert(info.virtual_ip, info.public_key);
         self.by_index.insert(index, info.public_key);
@@ -251,5 +327,63 @@ mod tests {
         assert!(table.by_ip_mut(Ipv4Addr::new(10, 0, 0, 2)).is_none());
         assert!(table.by_receiver_index_mut(1 << 8).is_none());
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_peer_that_leaves_is_offline_from_then_until_it_is_heard_again() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let local = SecretKey::generate(&mut rng);
+        let mut table = PeerTable::default();
+        let t0 = crate::test_now();
+        let key = PublicKey([1; 32]);
+        table.upsert(&info(1, [10, 0, 0, 2]), &local, t0);
+        assert!(!table.get(&key).unwrap().is_offline(t0));
+        let t1 = t0 + Duration::from_secs(60);
+        let gone = PeerInfo {
+            online: false,
+            ..info(1, [10, 0, 0, 2])
+        };
+        table.upsert(&gone, &local, t1);
+        let peer = table.get(&key).unwrap();
+        assert!(peer.is_offline(t1));
+        assert_eq!(peer.last_seen, Some(t1));
+        // A repeated "offline" record does not move the time it left.
+        table.upsert(&gone, &local, t1 + Duration::from_secs(30));
+        assert_eq!(table.get(&key).unwrap().last_seen, Some(t1));
+        // Its packets still arrive directly: it lost the server, not us.
+        let peer = table.get_mut(&key).unwrap();
+        peer.note_heard(t1 + Duration::from_secs(31));
+        assert!(!peer.is_offline(t1 + Duration::from_secs(32)));
+        // Until that path falls silent too.
+        assert!(peer.is_offline(t1 + Duration::from_secs(31) + SESSION_FRESH));
+        // A peer first learnt offline was never seen by this node.
+        table.upsert(
+            &PeerInfo {
+                online: false,
+                ..info(2, [10, 0, 0, 3])
+            },
+            &local,
+            t1,
+        );
+        let never = table.get(&PublicKey([2; 32])).unwrap();
+        assert!(never.is_offline(t1));
+        assert_eq!(never.last_seen, None);
+    }
+
+    #[test]
+    fn the_responder_measures_the_round_trip_to_the_first_transport_message() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let local = SecretKey::generate(&mut rng);
+        let mut table = PeerTable::default();
+        let t0 = crate::test_now();
+        let key = PublicKey([1; 32]);
+        table.upsert(&info(1, [10, 0, 0, 2]), &local, t0);
+        let peer = table.get_mut(&key).unwrap();
+        assert_eq!(peer.rtt_ms(), None);
+        peer.note_response_sent(t0);
+        peer.note_transport(t0 + Duration::from_millis(42));
+        // Later messages do not move it: only the confirmation times the round trip.
+        peer.note_transport(t0 + Duration::from_millis(900));
+        assert_eq!(peer.rtt_ms(), Some(42));
     }
 }

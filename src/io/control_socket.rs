@@ -125,14 +125,53 @@ async fn answer(stream: UnixStream, requests: mpsc::Sender<ControlRequest>) -> R
     Ok(())
 }
 
+/// What every command says when the node's files are root's: the fix first, then the detail.
+fn permission_denied(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "permission denied: run with sudo (only root can talk to the node; {} is root's)",
+        path.display()
+    )
+}
+
+/// Networks whose node answers under the state directory `state` (a `NAME/control.sock` in
+/// it), sorted. A state directory this user may not read is an error that says to use sudo,
+/// never an empty list: "no network is running" would be false while one runs.
+pub fn running_networks(state: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(state) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(permission_denied(state))
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", state.display())),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {}", state.display()))?;
+        let socket = entry.path().join("control.sock");
+        match socket.try_exists() {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(permission_denied(&entry.path()))
+            }
+            Err(_) => continue,
+        }
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 /// Sends one request to the node for `network` and returns its reply.
 pub async fn request(path: &Path, network: &str, request: Request) -> Result<String> {
     let mut stream = match UnixStream::connect(path).await {
         Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
-            "permission denied on {}: only root can talk to the node; run with sudo",
-            path.display()
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(permission_denied(path))
+        }
         Err(_) => bail!(
             "p2pvpn is not running for network {network:?} (nothing answers on {}); start it \
              with `p2pvpn up --network {network}`",

@@ -13,6 +13,7 @@ mod net_tests;
 mod ping;
 mod punch;
 mod relay;
+mod status;
 
 use harness::{ping_packet, DatagramOutcomeKind, Sim};
 use p2pvpn::core::counters::DropReason;

@@ -51,9 +51,14 @@ pub enum PortAllocation {
 /// One NAT's measured behaviour.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatProfile {
-    /// No STUN answer at all over UDP.
+    /// No STUN answer at all over UDP while the server answered over TCP.
     #[serde(default)]
     pub udp_blocked: bool,
+    /// No STUN answer, but the server's TCP port did not answer either: the server is down or
+    /// unreachable, so nothing is known about UDP. Omitted from JSON when false, so peers and
+    /// servers that predate it read the profile unchanged.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub server_unreachable: bool,
     /// The mapped address differs from the local one.
     #[serde(default)]
     pub behind_nat: Option<bool>,
@@ -73,7 +78,26 @@ pub struct NatProfile {
     pub lifetime_secs: Option<u64>,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 impl NatProfile {
+    /// The verdict for a netcheck that got no answer at all over UDP: `UDP blocked` only when
+    /// the server answered over TCP; otherwise the server itself is unreachable.
+    pub fn no_answer(server_answers_tcp: bool) -> NatProfile {
+        NatProfile {
+            udp_blocked: server_answers_tcp,
+            server_unreachable: !server_answers_tcp,
+            ..NatProfile::default()
+        }
+    }
+
+    /// Nothing came back, for whatever reason: the verdict is worth measuring again.
+    pub fn is_doubtful(&self) -> bool {
+        self.udp_blocked || self.server_unreachable
+    }
+
     /// The mapping is the same for every destination, so the server-reflexive address is what
     /// peers can reach (no NAT counts as endpoint-independent).
     pub fn is_cone(&self) -> bool {
@@ -85,7 +109,7 @@ impl NatProfile {
     /// (sequential) ports and address / address+port filtering, 8 symmetric unpredictable.
     /// `None` when UDP is blocked or too little is known.
     pub fn legacy_class(&self) -> Option<u8> {
-        if self.udp_blocked {
+        if self.udp_blocked || self.server_unreachable {
             return None;
         }
         let nat = self.behind_nat?;
@@ -124,6 +148,9 @@ impl NatProfile {
         if self.udp_blocked {
             return "UDP blocked";
         }
+        if self.server_unreachable {
+            return "unknown (server unreachable)";
+        }
         match self.legacy_class() {
             Some(0) => "open internet",
             Some(1) => "full cone",
@@ -144,10 +171,20 @@ impl NatProfile {
         if self.udp_blocked {
             return "UDP blocked".into();
         }
+        if self.server_unreachable {
+            return "not measured: server unreachable".into();
+        }
         let class = self
             .legacy_class()
             .map(|c| format!(" ({c})"))
             .unwrap_or_default();
+        if self.behind_nat == Some(false) {
+            // No NAT at all; a stateful firewall may still filter what comes in.
+            return match self.legacy_class() {
+                Some(0) | None => "none (public address)".into(),
+                Some(c) => format!("none (public address), {} ({c})", self.legacy_name()),
+            };
+        }
         match (self.is_cone(), self.allocation) {
             (false, PortAllocation::Sequential { delta }) => {
                 format!("symmetric, sequential {delta:+}{class}")
@@ -270,6 +307,38 @@ mod tests {
         };
         assert_eq!(blocked.legacy_class(), None);
         assert_eq!(blocked.short(), "UDP blocked");
+    }
+
+    #[test]
+    fn a_public_host_reads_as_no_nat() {
+        let open = NatProfile {
+            behind_nat: Some(false),
+            filtering: Filtering::EndpointIndependent,
+            ..NatProfile::default()
+        };
+        assert_eq!(open.short(), "none (public address)");
+        let firewalled = NatProfile {
+            filtering: Filtering::AddressAndPortDependent,
+            ..open
+        };
+        assert_eq!(
+            firewalled.short(),
+            "none (public address), port-restricted firewall (4)"
+        );
+    }
+
+    #[test]
+    fn no_answer_blames_the_server_when_tcp_fails_too() {
+        let down = NatProfile::no_answer(false);
+        assert!(!down.udp_blocked && down.server_unreachable);
+        assert_eq!(down.short(), "not measured: server unreachable");
+        assert_eq!(NatProfile::no_answer(true).short(), "UDP blocked");
+        // Old readers and writers see the field only when it is set.
+        let json = serde_json::to_string(&NatProfile::default()).unwrap();
+        assert!(!json.contains("server_unreachable"), "{json}");
+        let back: NatProfile =
+            serde_json::from_str(&serde_json::to_string(&down).unwrap()).unwrap();
+        assert_eq!(back, down);
     }
 
     #[test]

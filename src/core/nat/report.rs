@@ -62,6 +62,13 @@ impl NetcheckReport {
                 "UDP",
                 "blocked: no STUN answer at all (peers will need a relay over TCP)".into(),
             );
+        } else if p.server_unreachable {
+            line(
+                "UDP",
+                "not measured: the server does not answer over UDP or TCP (it is down or the \
+                 address is wrong)"
+                    .into(),
+            );
         } else {
             let public = match (p.public, p.behind_nat) {
                 (Some(a), Some(false)) => format!("{a} (no NAT: same as local)"),
@@ -148,5 +155,23 @@ legacy class      7 (symmetric, predictable ports, address+port filtering)
         assert_eq!(json["rfc5780"], true);
         let back: NetcheckReport = serde_json::from_value(json).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn an_unreachable_server_is_not_reported_as_blocked_udp() {
+        let r = NetcheckReport::new(
+            "198.51.100.1:7400".parse().unwrap(),
+            NatProfile::no_answer(false),
+        );
+        let text = r.render();
+        assert!(!text.contains("blocked"), "{text}");
+        assert!(
+            text.contains("UDP               not measured: the server does not answer"),
+            "{text}"
+        );
+        assert!(
+            text.contains("legacy class      unknown (server unreachable)"),
+            "{text}"
+        );
     }
 }

@@ -3,6 +3,11 @@
 //! server-reflexive mapping open and notice rebinding, and the fresh port measurement a
 //! sequential NAT needs right before each punch offer (Wei et al.: predict from the newest
 //! allocation, not an old one).
+//!
+//! A netcheck that hears nothing is only "UDP blocked" when the server answers over TCP; with
+//! the control channel down too it is the server that is unreachable. Either verdict is measured
+//! again when the server comes back, when UDP visibly works (a STUN keepalive answer, a direct
+//! packet from a peer), and every [`RECHECK_AFTER`] while it stands.
 
 use crate::core::nat::netcheck::{Netcheck, NetcheckConfig};
 use crate::core::nat::{NatProfile, PortAllocation};
@@ -22,6 +27,8 @@ pub const STUN_KEEPALIVE: Duration = Duration::from_secs(20);
 /// Netcheck sockets take ids below this; punch sockets from here up.
 pub const FIRST_PUNCH_SOCKET: u16 = 1000;
 const MEASURE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How often a "no answer" verdict is measured again while nothing else prompts it.
+pub const RECHECK_AFTER: Duration = Duration::from_secs(60);
 
 struct Measure {
     socket: SocketId,
@@ -40,6 +47,10 @@ pub struct Discovery {
     prediction: Option<Prediction>,
     rng: ChaCha8Rng,
     pub progress: VecDeque<String>,
+    /// The control channel (TCP) is registered with the server.
+    server_answers_tcp: bool,
+    /// The earliest time a doubtful verdict is measured again.
+    next_recheck: Instant,
 }
 
 impl Discovery {
@@ -55,6 +66,33 @@ impl Discovery {
             prediction: None,
             rng,
             progress: VecDeque::new(),
+            server_answers_tcp: false,
+            next_recheck: now,
+        }
+    }
+
+    /// The control channel registered (true) or was lost or refused (false). The server's
+    /// return is a reason to measure a "no answer" verdict again at once.
+    pub fn set_server_answers_tcp(&mut self, answers: bool, now: Instant) {
+        let back = answers && !self.server_answers_tcp;
+        self.server_answers_tcp = answers;
+        if back {
+            self.next_recheck = now;
+            self.maybe_recheck(now);
+        }
+    }
+
+    /// Something proved that UDP gets through (a direct packet from a peer).
+    pub fn note_udp_works(&mut self, now: Instant) {
+        self.maybe_recheck(now);
+    }
+
+    /// Measures again when the verdict is "no answer" and the last try is old enough.
+    fn maybe_recheck(&mut self, now: Instant) {
+        let doubtful = self.profile.as_ref().is_some_and(NatProfile::is_doubtful);
+        if doubtful && self.netcheck.is_none() && now >= self.next_recheck {
+            self.next_recheck = now + RECHECK_AFTER;
+            self.start(now);
         }
     }
 
@@ -174,7 +212,7 @@ impl Discovery {
     ) -> bool {
         if let Some(n) = &mut self.netcheck {
             if n.handle_datagram(socket, from, bytes, now) {
-                self.finish_netcheck_if_done();
+                self.finish_netcheck_if_done(now);
                 return true;
             }
         }
@@ -215,12 +253,14 @@ impl Discovery {
                 }
                 self.start(now);
             }
+            // The server answers over UDP: a "no answer" verdict is stale.
+            self.maybe_recheck(now);
             return true;
         }
         false
     }
 
-    fn finish_netcheck_if_done(&mut self) {
+    fn finish_netcheck_if_done(&mut self, now: Instant) {
         let Some(n) = &mut self.netcheck else {
             return;
         };
@@ -230,9 +270,18 @@ impl Discovery {
             }
         }
         if let Some(report) = n.report() {
-            let profile = report.profile.clone();
+            let mut profile = report.profile.clone();
+            if profile.udp_blocked {
+                profile = NatProfile::no_answer(self.server_answers_tcp);
+                self.next_recheck = now + RECHECK_AFTER;
+            }
+            let again = if profile.is_doubtful() {
+                "; measuring again when the server or a peer answers"
+            } else {
+                ""
+            };
             self.progress.push_back(format!(
-                "NAT: {}{}",
+                "NAT: {}{}{again}",
                 profile.short(),
                 profile
                     .public
@@ -258,8 +307,9 @@ impl Discovery {
             while let Some(c) = n.poll_socket_command() {
                 pool.commands.push_back(c);
             }
-            self.finish_netcheck_if_done();
+            self.finish_netcheck_if_done(now);
         }
+        self.maybe_recheck(now);
         if let Some(m) = &self.measure {
             if now >= m.deadline {
                 pool.close(m.socket);
@@ -309,6 +359,64 @@ impl Discovery {
         let netcheck = self.netcheck.as_ref().and_then(|n| n.poll_timeout());
         let measure = self.measure.as_ref().map(|m| m.deadline);
         let keepalive = self.profile.is_some().then_some(self.next_keepalive);
-        [netcheck, measure, keepalive].into_iter().flatten().min()
+        let recheck = (self.netcheck.is_none()
+            && self.profile.as_ref().is_some_and(NatProfile::is_doubtful))
+        .then_some(self.next_recheck);
+        [netcheck, measure, keepalive, recheck]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives discovery with nothing answering until the netcheck gives up; returns its lines.
+    fn silence(d: &mut Discovery, pool: &mut SocketPool, from: Instant) -> (Vec<String>, Instant) {
+        let mut out = VecDeque::new();
+        let mut now = from;
+        for _ in 0..200 {
+            d.handle_timeout(pool, &mut out, now);
+            if d.netcheck.is_none() {
+                break;
+            }
+            now += Duration::from_millis(100);
+        }
+        (d.progress.drain(..).collect(), now)
+    }
+
+    #[test]
+    fn no_answer_is_the_server_until_it_answers_tcp_and_is_measured_again_at_a_bounded_rate() {
+        let t0 = crate::test_now();
+        let server = "198.51.100.1:7400".parse().ok();
+        let mut d = Discovery::new(server, ChaCha8Rng::seed_from_u64(1), t0);
+        let mut pool = SocketPool::new(FIRST_PUNCH_SOCKET);
+        d.handle_main_socket("192.0.2.10:51000".parse().unwrap(), t0);
+        let (lines, now) = silence(&mut d, &mut pool, t0);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("NAT: not measured: server unreachable")),
+            "{lines:?}"
+        );
+        assert!(d.profile().is_some_and(|p| p.server_unreachable));
+        // The server registers us: measured again at once, and now the silence is UDP's.
+        d.set_server_answers_tcp(true, now);
+        assert!(d.netcheck.is_some(), "a fresh netcheck");
+        let (lines, now) = silence(&mut d, &mut pool, now);
+        assert!(
+            lines.iter().any(|l| l.starts_with("NAT: UDP blocked")),
+            "{lines:?}"
+        );
+        // A direct packet from a peer proves UDP works, but right after a check it waits.
+        d.note_udp_works(now + Duration::from_secs(1));
+        assert!(d.netcheck.is_none());
+        d.note_udp_works(now + RECHECK_AFTER);
+        assert!(
+            d.netcheck.is_some(),
+            "measured again once the interval passed"
+        );
     }
 }

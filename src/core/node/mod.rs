@@ -25,7 +25,7 @@ mod status;
 pub use crate::core::punch::session::PunchConfig;
 pub use crate::core::transmit::{SocketCommand, SocketId, Transmit};
 pub use pinging::{PingError, PingReply, MAX_OUTSTANDING as MAX_PINGS, PING_TIMEOUT};
-pub use status::{NodeStatus, PeerStatus, ServerStatus};
+pub use status::{rfc3339, NodeStatus, PeerStatus, ServerStatus};
 
 use super::counters::{DropCounters, DropReason};
 use super::crypto::{initiator_of, Decapsulated, Encapsulated};
@@ -276,6 +276,7 @@ impl Node {
     pub fn handle_control_connect_failed(&mut self, now: Instant) {
         self.now_hint = now;
         self.control.handle_connect_failed(now);
+        self.discovery.set_server_answers_tcp(false, now);
         self.pump_control();
     }
 
@@ -315,6 +316,7 @@ impl Node {
                     cidr,
                 };
                 self.assignment = Some(assignment.clone());
+                self.discovery.set_server_answers_tcp(true, self.now_hint);
                 self.events.push_back(NodeEvent::Registered(assignment));
                 if relay.is_none() {
                     self.events.push_back(NodeEvent::Progress(
@@ -376,6 +378,7 @@ impl Node {
             ControlEvent::Disconnected => {
                 // The server forgets our relay identity with the stream; direct paths stay.
                 self.relay.clear();
+                self.discovery.set_server_answers_tcp(false, self.now_hint);
                 self.events.push_back(NodeEvent::ServerDisconnected)
             }
         }
@@ -571,6 +574,17 @@ impl Node {
             Err(reason) => return DatagramOutcome::Dropped(reason),
         };
         let authenticated = !matches!(&result, Decapsulated::Reply(r) if r.first() == Some(&3));
+        if authenticated {
+            peer.note_heard(now);
+            match (kind, &result) {
+                (WgMessage::Data, _) => peer.note_transport(now),
+                (WgMessage::HandshakeInit, Decapsulated::Reply(_)) => peer.note_response_sent(now),
+                _ => {}
+            }
+            if matches!(origin, Origin::Direct { .. }) {
+                self.discovery.note_udp_works(now);
+            }
+        }
         if let (true, Origin::Direct { socket, from }) = (authenticated, origin) {
             // A session message proves the path as well as a probe would.
             peer.endpoint = Some(from);
@@ -653,7 +667,7 @@ impl Node {
                     relaying::send(route, message, &mut self.transmits, &mut self.control);
                 }
             }
-            let path = relaying::path(peer, route);
+            let path = status::shown_path(peer, route, now);
             let retry_due = peer.handshake_retry.is_some_and(|t| now >= t);
             if peer.session_fresh() {
                 peer.handshake_retry = None;
@@ -675,6 +689,8 @@ impl Node {
             }
             if path != peer.last_path {
                 peer.last_path = path;
+                // An offline peer has no endpoint to name, whatever path it last had.
+                let route = route.filter(|_| path != Path::Offline);
                 let endpoint = match route {
                     Some(Route::Direct { dst, .. }) => Some(dst),
                     Some(Route::RelayUdp { server, .. }) => Some(server),

@@ -4,12 +4,13 @@ use super::Node;
 use crate::core::counters::DropCounters;
 use crate::core::keys::PublicKey;
 use crate::core::nat::NatProfile;
-use crate::core::peers::Path;
+use crate::core::peers::{Path, Peer};
 use crate::core::punch::session::PunchStatus;
 use crate::core::punch::Technique;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServerStatus {
@@ -35,6 +36,16 @@ pub struct PeerStatus {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub last_handshake_unix: Option<u64>,
+    /// The same instant as a date (RFC 3339, UTC), for people reading the JSON.
+    #[serde(default)]
+    pub last_handshake: Option<String>,
+    /// When the peer was last known up (the server said it was online, or a packet came from
+    /// it); `None` if not since this node started. Now, for an online peer.
+    #[serde(default)]
+    pub last_seen_unix: Option<u64>,
+    /// `last_seen_unix` as a date (RFC 3339, UTC).
+    #[serde(default)]
+    pub last_seen: Option<String>,
     /// How the direct path was found, and a line saying so ("direct (predicted, +3)").
     #[serde(default)]
     pub technique: Option<Technique>,
@@ -75,7 +86,16 @@ impl Node {
             .map(|p| {
                 let stats = p.tunnel.stats();
                 let route = self.route_to(p);
-                let path = super::relaying::path(p, route);
+                let path = shown_path(p, route, self.now_hint);
+                let ago = |t: Instant| self.now_hint.saturating_duration_since(t).as_secs();
+                let last_seen_unix = if p.is_offline(self.now_hint) {
+                    p.last_seen.map(|t| unix_now.saturating_sub(ago(t)))
+                } else {
+                    Some(unix_now)
+                };
+                let last_handshake_unix = stats
+                    .since_handshake
+                    .map(|d| unix_now.saturating_sub(d.as_secs()));
                 PeerStatus {
                     name: p.name.clone(),
                     virtual_ip: p.virtual_ip,
@@ -88,6 +108,8 @@ impl Node {
                     .map(String::from),
                     online: p.online,
                     endpoint: match (path, route) {
+                        // Where it was is no address to reach it at.
+                        (Path::Offline, _) => None,
                         (Path::Relay, Some(super::Route::RelayStream { .. })) => {
                             self.control.current_server().map(|s| s.addr)
                         }
@@ -95,12 +117,13 @@ impl Node {
                         (_, Some(super::Route::Direct { dst, .. })) => Some(dst),
                         _ => p.endpoint,
                     },
-                    rtt_ms: stats.rtt_ms,
+                    rtt_ms: p.rtt_ms(),
                     rx_bytes: stats.rx_bytes,
                     tx_bytes: stats.tx_bytes,
-                    last_handshake_unix: stats
-                        .since_handshake
-                        .map(|d| unix_now.saturating_sub(d.as_secs())),
+                    last_handshake_unix,
+                    last_handshake: last_handshake_unix.map(rfc3339),
+                    last_seen_unix,
+                    last_seen: last_seen_unix.map(rfc3339),
                     technique: p.punch.nominated().map(|n| n.technique),
                     technique_detail: p.punch.nominated().map(|n| n.detail.clone()),
                     nat: p.punch.their_nat.clone(),
@@ -132,6 +155,23 @@ impl Node {
         self.peers
             .iter()
             .find(|p| p.virtual_ip == ip)
-            .map(|p| super::relaying::path(p, self.route_to(p)))
+            .map(|p| shown_path(p, self.route_to(p), self.now_hint))
     }
+}
+
+/// The path `status` and the path-change log show: `offline` once the server says the peer
+/// left and nothing came from it since (its old direct path would otherwise read `direct`, then
+/// `connecting` for ever), else the route's.
+pub(super) fn shown_path(peer: &Peer, route: Option<super::Route>, now: Instant) -> Path {
+    if peer.is_offline(now) {
+        Path::Offline
+    } else {
+        super::relaying::path(peer, route)
+    }
+}
+
+/// Unix seconds as an RFC 3339 date in UTC, e.g. `2026-11-26T13:20:05Z`.
+pub fn rfc3339(unix: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
