@@ -189,6 +189,7 @@ fn a_typo_in_a_network_name_gets_a_did_you_mean_on_every_node_command() {
         &["doctor", "--network", "offcie"],
         &["ping", "bob", "--network", "offcie"],
         &["leave", "offcie"],
+        &["netcheck", "--network", "offcie"],
     ] {
         let out = lab.node("alice", args);
         assert_refused(&out, &[TYPO]);

@@ -531,6 +531,9 @@ pub fn run() -> Result<()> {
                 samples,
                 dirs,
             } => {
+                if let Some(n) = &network {
+                    resolve::check_named(n, &dirs.dirs())?;
+                }
                 netcheck::run(
                     server.as_deref(),
                     network.as_deref(),
