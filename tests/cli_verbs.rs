@@ -321,6 +321,16 @@ fn leave_refuses_while_up_then_deregisters_and_deletes_key_and_config() {
     // The name is free again: a new node can take it.
     let token = lab.invite(&[]);
     assert_ok(&common::join(&lab.dir, &token, "alice"));
+    // Removed on the server already: leave still cleans up, and says so.
+    assert_ok(&lab.net(&["remove-member", "office", "alice"]));
+    let out = lab.node("alice", &["leave", "office"]);
+    assert_ok(&out);
+    assert!(
+        stdout(&out).contains("the server no longer listed alice"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!config.exists() && !key.exists());
 }
 
 #[test]

@@ -45,7 +45,11 @@ async fn deregister(dirs: &Dirs, network: &str) -> String {
         }
     };
     match io::leave::leave(&settings, &secret).await {
-        Ok(()) => format!("deregistered {} from the server", printable(&settings.name)),
+        Ok(true) => format!("deregistered {} from the server", printable(&settings.name)),
+        Ok(false) => format!(
+            "the server no longer listed {} (removed there already)",
+            printable(&settings.name)
+        ),
         Err(e) => format!(
             "not deregistered: {e:#}; the server still lists {name}: remove it there with \
              `p2pvpn network remove-member {network} {name}`",

@@ -6,6 +6,7 @@ use crate::config::NodeSettings;
 use crate::core::keys::SecretKey;
 use crate::core::rendezvous::client::ServerAddr;
 use crate::core::rendezvous::leave::LeaveExchange;
+use crate::core::rendezvous::messages::Refusal;
 use anyhow::{anyhow, bail, Result};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -13,8 +14,9 @@ use tokio::net::TcpStream;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Asks the server to forget this node; an error says why it could not (unreachable, refused).
-pub async fn leave(settings: &NodeSettings, secret: &SecretKey) -> Result<()> {
+/// Asks the server to forget this node: true when it did, false when it had no such member
+/// (removed there already); an error says why it could not (unreachable, refused).
+pub async fn leave(settings: &NodeSettings, secret: &SecretKey) -> Result<bool> {
     let mut errors = Vec::new();
     for server in ServerAddr::list(&settings.servers, &settings.tls_servers) {
         let stream = match tokio::time::timeout(
@@ -45,7 +47,7 @@ pub async fn leave(settings: &NodeSettings, secret: &SecretKey) -> Result<()> {
     bail!("cannot reach the server ({})", errors.join("; "))
 }
 
-async fn exchange<S>(mut stream: S, settings: &NodeSettings, secret: &SecretKey) -> Result<()>
+async fn exchange<S>(mut stream: S, settings: &NodeSettings, secret: &SecretKey) -> Result<bool>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -69,7 +71,8 @@ where
         }
         match ex.handle_bytes(&buf[..n])? {
             None => continue,
-            Some(Ok(())) => return Ok(()),
+            Some(Ok(())) => return Ok(true),
+            Some(Err(Refusal::NotAMember { .. })) => return Ok(false),
             Some(Err(refusal)) => bail!("the server refused: {refusal}"),
         }
     }
