@@ -96,15 +96,6 @@ impl NetworkArg {
             verb,
         )
     }
-
-    /// The name given, if any, checked against the joined and running ones.
-    fn given(&self, dirs: &NodeDirs) -> Result<Option<String>> {
-        let given = self.network_name.as_ref().or(self.network.as_ref());
-        if let Some(name) = given {
-            resolve::check_named(name, &dirs.dirs())?;
-        }
-        Ok(given.cloned())
-    }
 }
 
 /// Where the server keeps its key and database.
@@ -191,8 +182,11 @@ pub enum Command {
     /// Show peers, paths and counters of running networks.
     Status {
         /// Only this network (default: every running one).
-        #[command(flatten)]
-        target: NetworkArg,
+        #[arg(value_name = "NETWORK")]
+        network_name: Option<String>,
+        /// Only this network, as an option (same as the NETWORK argument).
+        #[arg(long, value_name = "NETWORK", conflicts_with = "network_name")]
+        network: Option<String>,
         /// Print JSON for scripts: {"networks": [...]}, one object per network (fields in README,
         /// "JSON output").
         #[arg(long)]
@@ -493,8 +487,17 @@ pub fn run() -> Result<()> {
                 )?;
                 doctor::run(&network, peer.as_deref(), json, &dirs.dirs()).await
             }
-            Command::Status { target, json, dirs } => {
-                node::status(target.given(&dirs)?.as_deref(), json, &dirs.dirs()).await
+            Command::Status {
+                network_name,
+                network,
+                json,
+                dirs,
+            } => {
+                let only = network_name.or(network);
+                if let Some(n) = &only {
+                    resolve::check_named(n, &dirs.dirs())?;
+                }
+                node::status(only.as_deref(), json, &dirs.dirs()).await
             }
             Command::Ping {
                 peer,
