@@ -75,6 +75,16 @@ c_contents() {
 }
 check "contents: binary 0755, units and defaults 0644, all root-owned" c_contents
 
+c_docs() {
+    has_entry -rw-r--r-- usr/share/man/man1/p2pvpn.1.gz &&
+        has_entry -rw-r--r-- usr/share/man/man1/p2pvpn-up.1.gz &&
+        has_entry -rw-r--r-- usr/share/man/man1/p2pvpn-network-invite.1.gz &&
+        has_entry -rw-r--r-- usr/share/bash-completion/completions/p2pvpn &&
+        has_entry -rw-r--r-- usr/share/zsh/vendor-completions/_p2pvpn &&
+        has_entry -rw-r--r-- usr/share/fish/vendor_completions.d/p2pvpn.fish
+}
+check "contents: man pages and bash/zsh/fish completions" c_docs
+
 c_no_state() {
     # State directories are systemd's (StateDirectory=); a shipped one would be package-owned
     # and its keys would sit beside files dpkg manages.
@@ -112,6 +122,16 @@ c_version() {
     [[ "$v" == "p2pvpn "* ]] || why "unexpected: $v"
 }
 check "/usr/bin/p2pvpn --version runs" c_version
+
+c_installed_docs() {
+    zcat /usr/share/man/man1/p2pvpn.1.gz | grep -q '^\.SH "EXIT STATUS"' ||
+        why "p2pvpn(1) has no EXIT STATUS section" || return 1
+    local spec
+    spec="$(bash --norc -c '. /usr/share/bash-completion/completions/p2pvpn && complete -p p2pvpn')" ||
+        return 1
+    [[ "$spec" == *_p2pvpn_with_networks* ]] || why "bash completion not registered: $spec"
+}
+check "installed man page has EXIT STATUS; bash completion registers" c_installed_docs
 
 c_verify() {
     # verify loads unit files directly, so it works without systemd as PID 1; a template is

@@ -61,7 +61,7 @@ settled() {
     for n in "${NAMES[@]}"; do
         p2p_status_json "$n" "$NET" 2>/dev/null | python3 -c '
 import json, sys
-j = json.load(sys.stdin)
+j = json.load(sys.stdin)["networks"][0]
 peers = j.get("peers") or []
 ok = j.get("nat") is not None and all(
     p.get("path") == "direct" or (p.get("punch") or {}).get("last_failure") for p in peers)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian package with cargo-deb (metadata in Cargo.toml, [package.metadata.deb]) and
-# prints the .deb's path as the last line.
+# prints the .deb's path as the last line. The man pages and the shell completions are generated
+# from the built binary first (into target/assets/), so they always match its options.
 #
 #   scripts/package-deb.sh              release build, then the package
 #   scripts/package-deb.sh --no-build   package the existing target/release/p2pvpn
@@ -15,9 +16,20 @@ if ! cargo deb --version >/dev/null 2>&1; then
     exit 2
 fi
 profile="${PROFILE:-release}"
+build=1
+args=()
+for a in "$@"; do
+    if [[ "$a" == --no-build ]]; then build=0; else args+=("$a"); fi
+done
+# Built here rather than by cargo deb, because the assets below come from the binary.
+if ((build)); then cargo build --profile "$profile" --locked >&2; fi
+case "$profile" in dev | test) out=debug ;; *) out="$profile" ;; esac
+bin="${CARGO_TARGET_DIR:-target}/$out/p2pvpn"
+[[ -x "$bin" ]] || { echo "package-deb: no binary at $bin" >&2; exit 2; }
+bash scripts/gen-assets.sh "$bin" target/assets >&2
 # --strip: the release profile keeps debug info for profiling (about 45 MB of the binary).
 # Status goes to stderr so that stdout is just the path.
-deb="$(cargo deb --profile "$profile" --strip --locked "$@" | tail -n 1)"
+deb="$(cargo deb --profile "$profile" --strip --locked --no-build ${args[@]+"${args[@]}"} | tail -n 1)"
 if [[ ! -f "$deb" ]]; then
     echo "package-deb: cargo deb did not report a package (got: $deb)" >&2
     exit 1

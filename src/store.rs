@@ -40,6 +40,8 @@ pub enum StoreError {
         id: String,
         count: usize,
     },
+    #[error("network {network:?} already has a member named {name:?}; choose another name")]
+    NameTaken { network: String, name: String },
 }
 
 /// A join token as `network invites` lists it (the credential itself is never stored).
@@ -235,6 +237,40 @@ impl Store {
         Ok(found)
     }
 
+    /// Renames a member named by node name, public key or virtual address; returns it as it
+    /// was. The caller checks `new` against the name rule.
+    pub fn rename_member(
+        &self,
+        network: &str,
+        who: &str,
+        new: &str,
+    ) -> Result<Option<Member>, StoreError> {
+        if self.network_row(network)?.is_none() {
+            return Err(StoreError::NoSuchNetwork(network.to_string()));
+        }
+        let members = self.members_of(network)?;
+        let found = members.iter().find(|m| {
+            m.name == who || m.public_key.to_base64() == who || m.virtual_ip.to_string() == who
+        });
+        let Some(m) = found else {
+            return Ok(None);
+        };
+        if members
+            .iter()
+            .any(|o| o.name == new && o.public_key != m.public_key)
+        {
+            return Err(StoreError::NameTaken {
+                network: network.to_string(),
+                name: new.to_string(),
+            });
+        }
+        self.conn.execute(
+            "UPDATE members SET name = ?3 WHERE network = ?1 AND public_key = ?2",
+            params![network, m.public_key.to_base64(), new],
+        )?;
+        Ok(Some(m.clone()))
+    }
+
     /// The network's tokens, oldest first, spent and expired ones included.
     pub fn tokens_of(&self, network: &str) -> Result<Vec<TokenInfo>, StoreError> {
         if self.network_row(network)?.is_none() {
@@ -400,6 +436,16 @@ impl Registry for Store {
 
     fn members(&self, network: &str) -> Result<Vec<Member>, RegistryError> {
         self.members_of(network).map_err(registry_err)
+    }
+
+    fn remove(&mut self, network: &str, key: &PublicKey) -> Result<bool, RegistryError> {
+        self.conn
+            .execute(
+                "DELETE FROM members WHERE network = ?1 AND public_key = ?2",
+                params![network, key.to_base64()],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| registry_err(e.into()))
     }
 
     fn token(&self, network: &str, hash: &[u8; 32]) -> Result<Option<TokenRecord>, RegistryError> {

@@ -122,7 +122,7 @@ fn status_shows_an_offline_peer_and_how_long_ago_it_was_seen() {
     let out = run(&["status", "--network", "lab", "--json"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     let j: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let bob = &j["peers"][1];
+    let bob = &j["networks"][0]["peers"][1];
     assert_eq!(bob["path"], "offline", "{j}");
     assert_eq!(bob["online"], false, "{j}");
     assert!(bob["last_seen_unix"].as_u64().is_some(), "{j}");

@@ -388,20 +388,22 @@ p2p_spawn() {
 }
 
 # p2p_json_get FILE|- EXPR [NETWORK] : evaluate a python expression over JSON `j`,
-# print the result. If the JSON is a list of per-network objects, `j` is the one
-# whose "network" is NETWORK (or the only one).
+# print the result. If the JSON is `status --json` ({"networks": [...]}) or a list of
+# per-network objects, `j` is the one whose "network" is NETWORK (or the only one).
 # Example: p2p_json_get status.json 'j["virtual_ip"]'
 p2p_json_get() {
     python3 -c '
 import json, sys
 src = sys.argv[1]
 j = json.load(sys.stdin if src == "-" else open(src))
+if isinstance(j, dict) and isinstance(j.get("networks"), list):
+    j = j["networks"]
 if isinstance(j, list):
-    net = sys.argv[3] if len(sys.argv) > 3 else None
+    net = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
     j = next((x for x in j if net is None or x.get("network") == net), None) if len(j) != 1 else j[0]
 v = eval(sys.argv[2], {"j": j})
 print(json.dumps(v) if isinstance(v, (dict, list, bool)) or v is None else v)
-' "$1" "$2"
+' "$1" "$2" "${3:-}"
 }
 
 # p2p_status_json NAME NETWORK : status --json of a node on stdout (10 s bound).

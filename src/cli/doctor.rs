@@ -20,29 +20,65 @@ use std::time::Duration;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The checks' results: printed as they come, or with `--json` gathered into one object
+/// (fields in README, "JSON output").
 struct Report {
     failed: usize,
+    json: bool,
+    checks: Vec<serde_json::Value>,
+    details: Vec<String>,
 }
 
 impl Report {
     fn ok(&mut self, what: &str) {
-        println!("ok    {what}");
+        if self.json {
+            self.checks
+                .push(serde_json::json!({ "result": "ok", "check": what }));
+        } else {
+            println!("ok    {what}");
+        }
     }
 
     fn fail(&mut self, what: &str, fix: &str) {
         self.failed += 1;
-        println!("FAIL  {what}\n      fix: {fix}");
+        if self.json {
+            self.checks
+                .push(serde_json::json!({ "result": "fail", "check": what, "fix": fix }));
+        } else {
+            println!("FAIL  {what}\n      fix: {fix}");
+        }
     }
 
     fn note(&mut self, what: &str) {
-        println!("      {what}");
+        if self.json {
+            self.checks
+                .push(serde_json::json!({ "result": "note", "check": what }));
+        } else {
+            println!("      {what}");
+        }
+    }
+
+    /// A line of the peer explanation.
+    fn say(&mut self, line: String) {
+        if self.json {
+            self.details.push(line.trim().to_string());
+        } else {
+            println!("{line}");
+        }
     }
 }
 
-pub async fn run(network: &str, peer: Option<&str>, dirs: &Dirs) -> Result<()> {
+pub async fn run(network: &str, peer: Option<&str>, json: bool, dirs: &Dirs) -> Result<()> {
     config::validate_network_name(network)?;
-    let mut r = Report { failed: 0 };
-    println!("p2pvpn doctor: network {network}\n");
+    let mut r = Report {
+        failed: 0,
+        json,
+        checks: Vec::new(),
+        details: Vec::new(),
+    };
+    if !json {
+        println!("p2pvpn doctor: network {network}\n");
+    }
     check_privileges(&mut r);
     check_tun(&mut r);
     let settings = match config::load(dirs, network) {
@@ -98,6 +134,17 @@ pub async fn run(network: &str, peer: Option<&str>, dirs: &Dirs) -> Result<()> {
                 ),
             }
         }
+    }
+    if json {
+        let report = serde_json::json!({
+            "network": network,
+            "peer": peer,
+            "problems": r.failed,
+            "checks": r.checks,
+            "peer_details": r.details,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
     }
     println!();
     if r.failed == 0 {
@@ -258,18 +305,18 @@ fn has_route(iface: &str, dst: Ipv4Addr, mask: Ipv4Addr) -> bool {
 }
 
 fn explain_peer(r: &mut Report, s: &NodeStatus, p: &PeerStatus) {
-    println!("\npeer {} ({})", printable(&p.name), p.virtual_ip);
+    r.say(format!("\npeer {} ({})", printable(&p.name), p.virtual_ip));
     let path = match (&p.path, &p.technique_detail, &p.relay) {
         (Path::Direct, Some(d), _) => d.clone(),
         (Path::Relay, _, Some(t)) => format!("relay ({t})"),
         (path, _, _) => path.as_str().to_string(),
     };
-    println!("  path       {path}");
+    r.say(format!("  path       {path}"));
     let mine = s.nat.clone().unwrap_or_default();
     let theirs = p.nat.clone().unwrap_or_default();
-    println!("  this node  {}", describe(&mine));
-    println!("  the peer   {}", describe(&theirs));
-    println!(
+    r.say(format!("  this node  {}", describe(&mine)));
+    r.say(format!("  the peer   {}", describe(&theirs)));
+    r.say(format!(
         "  punching   {}, {}{}",
         super::table::count(p.punch.attempts, "attempt"),
         super::table::count(p.punch.probes_sent, "probe"),
@@ -277,7 +324,7 @@ fn explain_peer(r: &mut Report, s: &NodeStatus, p: &PeerStatus) {
             .time_to_direct_ms
             .map(|ms| format!(", direct after {ms} ms"))
             .unwrap_or_default()
-    );
+    ));
     if p.path == Path::Offline {
         let seen = super::table::ago(p.last_seen_unix, crate::io::unix_now());
         r.fail(
@@ -286,7 +333,7 @@ fn explain_peer(r: &mut Report, s: &NodeStatus, p: &PeerStatus) {
         );
         return;
     }
-    println!("  techniques for this pair (as the planner chooses them):");
+    r.say("  techniques for this pair (as the planner chooses them):".into());
     for (technique, line) in techniques(&mine, &theirs) {
         let outcome = match (&p.path, p.technique) {
             (Path::Direct, Some(won)) if won == technique => "won",
@@ -294,10 +341,10 @@ fn explain_peer(r: &mut Report, s: &NodeStatus, p: &PeerStatus) {
             _ if p.punch.attempts == 0 => "not tried yet",
             _ => "tried, no answer",
         };
-        println!("    {:<16} {line}: {outcome}", technique.as_str());
+        r.say(format!("    {:<16} {line}: {outcome}", technique.as_str()));
     }
     if let Some(why) = &p.punch.last_failure {
-        println!("  last failure: {why}");
+        r.say(format!("  last failure: {why}"));
     }
     if p.path != Path::Direct {
         r.fail(

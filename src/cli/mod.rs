@@ -1,24 +1,40 @@
 //! The command line (clap derive). Each subcommand's work lives in its own file; this one only
 //! defines the interface, sets up logging and dispatches.
 
+mod completions;
 mod doctor;
 pub mod exit_code;
+mod leave;
+mod man;
 mod netcheck;
 mod network;
 mod node;
 mod ping;
 mod printable;
+mod resolve;
 mod server;
 mod table;
 
-use anyhow::{Context, Result};
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+
+pub use completions::write_completions;
+pub use man::write_man;
+
+/// `p2pvpn --version` and `p2pvpn version`: the crate version and the commit it was built from
+/// (build.rs; "unknown" outside a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("P2PVPN_GIT_COMMIT"),
+    ")"
+);
 
 #[derive(Parser, Debug)]
 #[command(
     name = "p2pvpn",
-    version,
+    version = VERSION,
     about = "Peer-to-peer mesh VPN: nodes join a network through a rendezvous server and talk \
              directly over end-to-end encrypted WireGuard-class tunnels."
 )]
@@ -56,6 +72,30 @@ impl NodeDirs {
             config: self.config_dir.clone(),
             state: self.state_dir.clone(),
         }
+    }
+}
+
+/// The network a node command works on, as wg-quick users type it (`p2pvpn up office`) or as
+/// an option (`--network office`); neither means the only joined network.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NetworkArg {
+    /// The network (default: the only joined one).
+    #[arg(value_name = "NETWORK")]
+    pub network_name: Option<String>,
+    /// The network, as an option (same as the NETWORK argument).
+    #[arg(long, value_name = "NETWORK", conflicts_with = "network_name")]
+    pub network: Option<String>,
+}
+
+impl NetworkArg {
+    /// The network meant, checked against the joined ones (did-you-mean on a typo).
+    fn resolve(&self, dirs: &NodeDirs, verb: &str) -> Result<String> {
+        resolve::node_network(
+            self.network_name.as_deref(),
+            self.network.as_deref(),
+            &dirs.dirs(),
+            verb,
+        )
     }
 }
 
@@ -117,8 +157,8 @@ pub enum Command {
     },
     /// Bring a network up in the foreground until SIGINT/SIGTERM or `p2pvpn down`.
     Up {
-        #[arg(long)]
-        network: String,
+        #[command(flatten)]
+        target: NetworkArg,
         /// Serve Prometheus metrics (peers by path, bytes per peer, drops, punching) on
         /// http://ADDR:PORT/metrics; loopback addresses only, e.g. 127.0.0.1:9101.
         #[arg(long, value_name = "ADDR:PORT")]
@@ -132,8 +172,12 @@ pub enum Command {
     Doctor {
         /// A peer's name or 10.x address to explain.
         peer: Option<String>,
+        /// The network (default: the only joined one).
+        #[arg(long, value_name = "NETWORK")]
+        network: Option<String>,
+        /// Print the checks as one JSON object for scripts (fields in README, "JSON output").
         #[arg(long)]
-        network: String,
+        json: bool,
         #[command(flatten)]
         dirs: NodeDirs,
     },
@@ -141,9 +185,13 @@ pub enum Command {
     #[command(after_help = exit_code::STATUS_HELP)]
     Status {
         /// Only this network (default: every running one).
-        #[arg(long)]
+        #[arg(value_name = "NETWORK")]
+        network_name: Option<String>,
+        /// Only this network, as an option (same as the NETWORK argument).
+        #[arg(long, value_name = "NETWORK", conflicts_with = "network_name")]
         network: Option<String>,
-        /// Print JSON for scripts.
+        /// Print JSON for scripts: {"networks": [...]}, one object per network (fields in README,
+        /// "JSON output").
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -159,17 +207,29 @@ pub enum Command {
         #[arg(long, short = 'c', value_name = "N", default_value_t = 4)]
         count: u32,
         /// The network (default: the only running one).
-        #[arg(long, value_name = "NET")]
+        #[arg(long, value_name = "NETWORK")]
         network: Option<String>,
         /// Seconds between requests.
         #[arg(long, short = 'i', value_name = "S", default_value_t = 1.0)]
         interval: f64,
+        /// Print one JSON object at the end, with every reply, for scripts.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dirs: NodeDirs,
     },
     /// Stop a running network.
     Down {
-        #[arg(long)]
+        #[command(flatten)]
+        target: NetworkArg,
+        #[command(flatten)]
+        dirs: NodeDirs,
+    },
+    /// Leave a network for good: deregister from the server (when it answers), then delete this
+    /// node's key and config for it. The network must be down.
+    Leave {
+        /// The network to leave.
+        #[arg(value_name = "NETWORK")]
         network: String,
         #[command(flatten)]
         dirs: NodeDirs,
@@ -182,7 +242,7 @@ pub enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         server: Option<String>,
         /// Take the server from this network's config (default: the only joined network).
-        #[arg(long, value_name = "NET")]
+        #[arg(long, value_name = "NETWORK")]
         network: Option<String>,
         /// Print the report as one JSON object for scripts.
         #[arg(long)]
@@ -196,18 +256,28 @@ pub enum Command {
         #[command(flatten)]
         dirs: NodeDirs,
     },
+    /// Print the version and the commit it was built from.
+    Version,
     /// Print a shell completion script, e.g. `p2pvpn completions bash >
-    /// /etc/bash_completion.d/p2pvpn`.
-    #[command(hide = true)]
+    /// /etc/bash_completion.d/p2pvpn`. Network names are completed from the joined networks.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `p2pvpn man > /usr/share/man/man1/p2pvpn.1`.
-    #[command(hide = true)]
+    /// Print a man page (roff), e.g. `p2pvpn man | man -l -`; `p2pvpn man network invite` for a
+    /// subcommand's own page; `--out-dir DIR` writes every page.
     Man {
-        /// A subcommand's own page instead, e.g. `p2pvpn man up > p2pvpn-up.1`.
-        subcommand: Option<String>,
+        /// A subcommand's own page instead, e.g. `p2pvpn man up`, `p2pvpn man network invite`.
+        subcommand: Vec<String>,
+        /// Write p2pvpn.1 and every subcommand's page into DIR instead of printing one.
+        #[arg(long, value_name = "DIR", conflicts_with = "subcommand")]
+        out_dir: Option<PathBuf>,
+    },
+    /// The joined networks' names, one per line (for shell completion).
+    #[command(hide = true)]
+    NetworkNames {
+        #[command(flatten)]
+        dirs: NodeDirs,
     },
 }
 
@@ -273,12 +343,29 @@ pub enum NetworkCommand {
     },
     /// List networks.
     List {
+        /// Print JSON for scripts (fields in README, "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: ServerDir,
     },
     /// List a network's members.
     Members {
         name: String,
+        /// Print JSON for scripts (fields in README, "JSON output").
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ServerDir,
+    },
+    /// Rename a member (found by name, key or address); peers see the new name when they next
+    /// hear about it (at their next reconnect at the latest).
+    RenameMember {
+        name: String,
+        /// The member's current name, key or address.
+        old: String,
+        /// The new name (1-63 characters from A-Z, a-z, 0-9, '-', '_' and '.').
+        new: String,
         #[command(flatten)]
         dir: ServerDir,
     },
@@ -292,6 +379,9 @@ pub enum NetworkCommand {
     /// List a network's join tokens: id, uses, expiry.
     Invites {
         name: String,
+        /// Print JSON for scripts (fields in README, "JSON output").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: ServerDir,
     },
@@ -327,45 +417,6 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
-/// Writes the completion script for `shell` (generated from the clap definition, so it never
-/// falls behind the real options).
-pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> Result<()> {
-    // Generated into memory first: clap_complete panics on a failed write.
-    let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "p2pvpn", &mut script);
-    quiet_on_broken_pipe(out.write_all(&script)).context("writing the completion script")
-}
-
-/// `p2pvpn man | head` is not an error: the reader just stopped reading.
-fn quiet_on_broken_pipe(r: std::io::Result<()>) -> std::io::Result<()> {
-    match r {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r,
-    }
-}
-
-/// Writes the man page in roff: p2pvpn(1), or with `subcommand` that command's own page
-/// (p2pvpn-up(1) and so on), since p2pvpn(1) lists subcommands without their options.
-pub fn write_man(subcommand: Option<&str>, out: &mut dyn std::io::Write) -> Result<()> {
-    let mut cmd = Cli::command();
-    cmd.build();
-    let page = match subcommand {
-        None => cmd,
-        Some(name) => {
-            let Some(sub) = cmd
-                .get_subcommands()
-                .find(|s| s.get_name() == name && !s.is_hide_set())
-            else {
-                anyhow::bail!("no subcommand {name:?}; see `p2pvpn --help`");
-            };
-            // After build() a subcommand carries its display name (p2pvpn-up), the page's title,
-            // and its bin name (p2pvpn up) for the synopsis.
-            sub.clone()
-        }
-    };
-    quiet_on_broken_pipe(clap_mangen::Man::new(page).render(out)).context("writing the man page")
-}
-
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     // Output-only commands need no logging and no runtime.
@@ -373,8 +424,24 @@ pub fn run() -> Result<()> {
         Command::Completions { shell } => {
             return write_completions(shell, &mut std::io::stdout());
         }
-        Command::Man { subcommand } => {
-            return write_man(subcommand.as_deref(), &mut std::io::stdout())
+        Command::Man {
+            subcommand,
+            out_dir,
+        } => {
+            return match out_dir {
+                Some(dir) => man::write_all(&dir),
+                None => write_man(&subcommand, &mut std::io::stdout()),
+            };
+        }
+        Command::Version => {
+            println!("p2pvpn {VERSION}");
+            return Ok(());
+        }
+        Command::NetworkNames { dirs } => {
+            for name in resolve::joined_networks(&dirs.dirs()) {
+                println!("{name}");
+            }
+            return Ok(());
         }
         _ => {}
     }
@@ -407,30 +474,63 @@ pub fn run() -> Result<()> {
             Command::Network(cmd) => network::run(cmd),
             Command::Join { token, name, dirs } => node::join(&token, name, &dirs.dirs()).await,
             Command::Up {
-                network,
+                target,
                 metrics,
                 dirs,
-            } => node::up(&network, &dirs.dirs(), metrics).await,
+            } => node::up(&target.resolve(&dirs, "up")?, &dirs.dirs(), metrics).await,
             Command::Doctor {
                 peer,
                 network,
+                json,
                 dirs,
-            } => doctor::run(&network, peer.as_deref(), &dirs.dirs()).await,
+            } => {
+                let network = resolve::node_network(
+                    None,
+                    network.as_deref(),
+                    &dirs.dirs(),
+                    "doctor --network",
+                )?;
+                doctor::run(&network, peer.as_deref(), json, &dirs.dirs()).await
+            }
             Command::Status {
+                network_name,
                 network,
                 json,
                 dirs,
-            } => node::status(network.as_deref(), json, &dirs.dirs()).await,
+            } => {
+                let only = network_name.or(network);
+                if let Some(n) = &only {
+                    resolve::check_named(n, &dirs.dirs())?;
+                }
+                node::status(only.as_deref(), json, &dirs.dirs()).await
+            }
             Command::Ping {
                 peer,
                 count,
                 network,
                 interval,
+                json,
                 dirs,
-            } => ping::run(&peer, count, network.as_deref(), interval, &dirs.dirs()).await,
-            Command::Down { network, dirs } => node::down(&network, &dirs.dirs()).await,
+            } => {
+                if let Some(n) = &network {
+                    resolve::check_named(n, &dirs.dirs())?;
+                }
+                let opts = ping::Options {
+                    count,
+                    interval,
+                    json,
+                };
+                ping::run(&peer, network.as_deref(), opts, &dirs.dirs()).await
+            }
+            Command::Down { target, dirs } => {
+                node::down(&target.resolve(&dirs, "down")?, &dirs.dirs()).await
+            }
+            Command::Leave { network, dirs } => leave::run(&network, &dirs.dirs()).await,
             // Answered above, before the runtime started.
-            Command::Completions { .. } | Command::Man { .. } => Ok(()),
+            Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::Version
+            | Command::NetworkNames { .. } => Ok(()),
             Command::Netcheck {
                 server,
                 network,
@@ -439,6 +539,9 @@ pub fn run() -> Result<()> {
                 samples,
                 dirs,
             } => {
+                if let Some(n) = &network {
+                    resolve::check_named(n, &dirs.dirs())?;
+                }
                 netcheck::run(
                     server.as_deref(),
                     network.as_deref(),

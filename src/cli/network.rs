@@ -16,6 +16,53 @@ fn open(state_dir: &Path) -> Result<Store> {
         .with_context(|| format!("cannot open the server database in {}", state_dir.display()))
 }
 
+/// `name` if the store has that network, else "no network named 'offcie'; networks on this
+/// server: office; did you mean 'office'?" (a typo used to print an empty table and exit 0).
+fn existing(store: &Store, name: &str) -> Result<()> {
+    let names: Vec<String> = store.networks()?.into_iter().map(|(n, _)| n.name).collect();
+    if names.iter().any(|n| n == name) {
+        return Ok(());
+    }
+    let mut msg = super::resolve::unknown_network(name, &names, "networks on this server");
+    if names.is_empty() {
+        msg += "; create one with `p2pvpn network create NAME --cidr 10.77.0.0/24`";
+    }
+    bail!("{msg}")
+}
+
+/// Opens the store and checks that `name` is one of its networks.
+fn open_network(state_dir: &Path, name: &str) -> Result<Store> {
+    let store = open(state_dir)?;
+    existing(&store, name)?;
+    Ok(store)
+}
+
+/// "1 day", "7 days", "1 hour 30 minutes": how long a token lasts, as people say it.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let parts = [
+        (secs / 86_400, "day"),
+        (secs % 86_400 / 3600, "hour"),
+        (secs % 3600 / 60, "minute"),
+        (secs % 60, "second"),
+    ];
+    let words: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n} {unit}{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+    if words.is_empty() {
+        "0 seconds".into()
+    } else {
+        words.join(" ")
+    }
+}
+
+fn print_json(value: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
 pub fn run(cmd: NetworkCommand) -> Result<()> {
     match cmd {
         NetworkCommand::Create { name, cidr, dir } => {
@@ -46,8 +93,18 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             &dir.state_dir,
         ),
         // Names are printed through `printable`: an older server stored whatever a node sent.
-        NetworkCommand::List { dir } => {
+        NetworkCommand::List { json, dir } => {
             let store = open(&dir.state_dir)?;
+            if json {
+                let networks: Vec<serde_json::Value> = store
+                    .networks()?
+                    .into_iter()
+                    .map(|(net, members)| {
+                        serde_json::json!({ "name": net.name, "cidr": net.cidr, "members": members })
+                    })
+                    .collect();
+                return print_json(&serde_json::json!({ "networks": networks }));
+            }
             println!("{:<20} {:<18} MEMBERS", "NETWORK", "CIDR");
             for (net, members) in store.networks()? {
                 println!(
@@ -58,9 +115,22 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             }
             Ok(())
         }
-        NetworkCommand::Members { name, dir } => {
-            let store = open(&dir.state_dir)?;
+        NetworkCommand::Members { name, json, dir } => {
+            let store = open_network(&dir.state_dir, &name)?;
             let members = store.members_of(&name)?;
+            if json {
+                let members: Vec<serde_json::Value> = members
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "name": m.name,
+                            "virtual_ip": m.virtual_ip,
+                            "public_key": m.public_key.to_base64(),
+                        })
+                    })
+                    .collect();
+                return print_json(&serde_json::json!({ "network": name, "members": members }));
+            }
             println!("{:<20} {:<16} PUBLIC KEY", "NAME", "ADDRESS");
             for m in members {
                 println!(
@@ -72,8 +142,14 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             }
             Ok(())
         }
+        NetworkCommand::RenameMember {
+            name,
+            old,
+            new,
+            dir,
+        } => rename_member(&open_network(&dir.state_dir, &name)?, &name, &old, &new),
         NetworkCommand::RemoveMember { name, peer, dir } => {
-            match open(&dir.state_dir)?.remove_member(&name, &peer)? {
+            match open_network(&dir.state_dir, &name)?.remove_member(&name, &peer)? {
                 Some(m) => {
                     println!(
                         "removed {} ({}) from {name}; a running server cuts it off within seconds",
@@ -88,13 +164,15 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
                 ),
             }
         }
-        NetworkCommand::Invites { name, dir } => invites(&open(&dir.state_dir)?, &name),
+        NetworkCommand::Invites { name, json, dir } => {
+            invites(&open_network(&dir.state_dir, &name)?, &name, json)
+        }
         NetworkCommand::Revoke {
             name,
             token_id,
             dir,
         } => {
-            let token = open(&dir.state_dir)?.revoke_token(&name, &token_id)?;
+            let token = open_network(&dir.state_dir, &name)?.revoke_token(&name, &token_id)?;
             println!(
                 "revoked token {} of {name} ({} of {} uses spent); joins with it are refused \
                  from now on",
@@ -103,7 +181,7 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             Ok(())
         }
         NetworkCommand::Delete { name, force, dir } => {
-            let mut store = open(&dir.state_dir)?;
+            let mut store = open_network(&dir.state_dir, &name)?;
             let members = store.members_of(&name)?.len();
             if members > 0 && !force {
                 bail!(
@@ -123,19 +201,57 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
     }
 }
 
+/// `network rename-member NAME OLD NEW`, with the name rule the server applies at join.
+fn rename_member(store: &Store, network: &str, old: &str, new: &str) -> Result<()> {
+    crate::config::validate_node_name(new)?;
+    match store.rename_member(network, old, new)? {
+        Some(m) => {
+            println!(
+                "renamed {} ({}) in {network} to {new}; peers see the new name when they next \
+                 reconnect",
+                printable(&m.name),
+                m.virtual_ip
+            );
+            Ok(())
+        }
+        None => {
+            let names: Vec<String> = store
+                .members_of(network)?
+                .into_iter()
+                .map(|m| m.name)
+                .collect();
+            let mut msg = format!("network {network} has no member named {old:?}");
+            if let Some(near) = super::resolve::did_you_mean(old, &names) {
+                msg += &format!("; did you mean '{}'?", printable(near));
+            }
+            bail!("{msg} (see `p2pvpn network members {network}`)")
+        }
+    }
+}
+
 /// `network invites NAME`: every stored token with what is left of it.
-fn invites(store: &Store, name: &str) -> Result<()> {
+fn invites(store: &Store, name: &str, json: bool) -> Result<()> {
     let now = crate::io::unix_now();
+    let tokens = store.tokens_of(name)?;
+    if json {
+        let tokens: Vec<serde_json::Value> = tokens
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "id": t.id,
+                    "uses": t.uses,
+                    "max_uses": t.max_uses,
+                    "created_unix": t.created_unix,
+                    "expires_unix": t.expires_unix,
+                    "state": token_state(t, now),
+                })
+            })
+            .collect();
+        return print_json(&serde_json::json!({ "network": name, "tokens": tokens }));
+    }
     println!("{:<10} {:>9}  {:<22} STATE", "ID", "USES", "EXPIRES (UTC)");
-    for t in store.tokens_of(name)? {
-        let expired = t.expires_unix.is_some_and(|e| now >= e);
-        let state = if expired {
-            "expired"
-        } else if t.uses >= t.max_uses {
-            "used up"
-        } else {
-            "valid"
-        };
+    for t in tokens {
+        let state = token_state(&t, now);
         let expires = t
             .expires_unix
             .map(|e| {
@@ -151,6 +267,17 @@ fn invites(store: &Store, name: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// "valid", "expired" or "used up".
+fn token_state(t: &crate::store::TokenInfo, now: u64) -> &'static str {
+    if t.expires_unix.is_some_and(|e| now >= e) {
+        "expired"
+    } else if t.uses >= t.max_uses {
+        "used up"
+    } else {
+        "valid"
+    }
 }
 
 fn invite(
@@ -177,7 +304,7 @@ fn invite(
         );
     }
     let secret = keyfile::load(&key_path)?;
-    let store = open(state_dir)?;
+    let store = open_network(state_dir, name)?;
     if let Some(recorded) = store.identity()? {
         if recorded != secret.public_key() {
             bail!(
@@ -219,7 +346,7 @@ fn invite(
     eprintln!(
         "token {id} for {name}: {uses} use(s), expires in {}; revoke it with `p2pvpn network \
          revoke {name} {id}`",
-        humantime::format_duration(expires)
+        human_duration(expires)
     );
     println!("{}", token.encode());
     Ok(())
@@ -242,4 +369,21 @@ fn recorded_tls_servers(store: &Store) -> Result<Vec<SocketAddr>> {
         );
     }
     Ok(dialable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(human_duration(Duration::from_secs(86_400)), "1 day");
+        assert_eq!(human_duration(Duration::from_secs(7 * 86_400)), "7 days");
+        assert_eq!(
+            human_duration(Duration::from_secs(90 * 60)),
+            "1 hour 30 minutes"
+        );
+        assert_eq!(human_duration(Duration::from_secs(1)), "1 second");
+    }
 }

@@ -101,11 +101,8 @@ pub async fn status(network: Option<&str>, json: bool, dirs: &Dirs) -> Result<()
         statuses.push(status);
     }
     if json {
-        let text = if network.is_some() {
-            serde_json::to_string_pretty(&statuses[0])?
-        } else {
-            serde_json::to_string_pretty(&statuses)?
-        };
+        // One shape with or without --network: {"networks": [NodeStatus, ...]}.
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "networks": statuses }))?;
         println!("{text}");
     } else {
         for s in &statuses {

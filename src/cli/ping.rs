@@ -32,11 +32,23 @@ fn pick_network(network: Option<&str>, dirs: &Dirs) -> Result<String> {
     }
 }
 
+/// How `ping` runs (the command-line options).
+pub struct Options {
+    /// Stop after this many requests (0: until interrupted).
+    pub count: u32,
+    /// Seconds between requests.
+    pub interval: f64,
+    /// One JSON object at the end instead of lines.
+    pub json: bool,
+}
+
 /// Round trips seen so far, for the summary.
 #[derive(Default)]
 struct Tally {
     sent: u32,
     rtts_ms: Vec<f64>,
+    /// Every answer, for `--json`: a reply's fields, or `{"seq": N, "timeout": true}`.
+    replies: Vec<serde_json::Value>,
 }
 
 impl Tally {
@@ -59,6 +71,25 @@ impl Tally {
             text += &format!("rtt min/avg/max = {min:.2}/{avg:.2}/{max:.2} ms\n");
         }
         text
+    }
+
+    /// `ping --json`: the summary and every reply (fields in README, "JSON output").
+    fn json(&self, network: &str, peer: &str) -> serde_json::Value {
+        let received = self.rtts_ms.len() as u32;
+        let stat = |f: fn(&[f64]) -> f64| (received > 0).then(|| f(&self.rtts_ms));
+        serde_json::json!({
+            "network": network,
+            "peer": peer,
+            "sent": self.sent,
+            "received": received,
+            "loss_percent": if self.sent == 0 { 0.0 } else {
+                100.0 * f64::from(self.sent - received) / f64::from(self.sent)
+            },
+            "rtt_min_ms": stat(|v| v.iter().copied().fold(f64::INFINITY, f64::min)),
+            "rtt_avg_ms": stat(|v| v.iter().sum::<f64>() / v.len() as f64),
+            "rtt_max_ms": stat(|v| v.iter().copied().fold(0.0, f64::max)),
+            "replies": self.replies,
+        })
     }
 }
 
@@ -94,13 +125,12 @@ async fn offline_message(socket: &std::path::Path, network: &str, peer: &str) ->
     })
 }
 
-pub async fn run(
-    peer: &str,
-    count: u32,
-    network: Option<&str>,
-    interval: f64,
-    dirs: &Dirs,
-) -> Result<()> {
+pub async fn run(peer: &str, network: Option<&str>, opts: Options, dirs: &Dirs) -> Result<()> {
+    let Options {
+        count,
+        interval,
+        json,
+    } = opts;
     if !(0.01..=3600.0).contains(&interval) {
         bail!("--interval must be between 0.01 and 3600 seconds, not {interval}");
     }
@@ -133,14 +163,30 @@ pub async fn run(
                 }
                 bail!("cannot ping {peer} in {network}: {err}");
             } else if reply == "timeout" {
-                println!("no reply from {peer}: seq={seq} timeout");
+                if json {
+                    tally
+                        .replies
+                        .push(serde_json::json!({ "seq": seq, "timeout": true }));
+                } else {
+                    println!("no reply from {peer}: seq={seq} timeout");
+                }
             } else if reply == "stopping" {
                 bail!("the node for {network} stopped");
             } else {
                 let mut r: PingReply = serde_json::from_str(reply)
                     .with_context(|| format!("the node for {network} sent {reply:?}"))?;
                 r.seq = seq;
-                println!("{}", reply_line(&r));
+                if json {
+                    tally.replies.push(serde_json::json!({
+                        "seq": seq,
+                        "name": r.name,
+                        "virtual_ip": r.virtual_ip,
+                        "rtt_ms": r.rtt_us as f64 / 1000.0,
+                        "path": r.path,
+                    }));
+                } else {
+                    println!("{}", reply_line(&r));
+                }
                 tally.rtts_ms.push(r.rtt_us as f64 / 1000.0);
             }
             if count != 0 && tally.sent >= count {
@@ -154,7 +200,14 @@ pub async fn run(
         _ = tokio::signal::ctrl_c() => Ok(()),
     };
     result?;
-    print!("{}", tally.summary(peer));
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&tally.json(&network, peer))?
+        );
+    } else {
+        print!("{}", tally.summary(peer));
+    }
     if tally.rtts_ms.is_empty() {
         if let Some(offline) = offline_message(&socket, &network, peer).await {
             bail!("no reply from {peer}: {offline}");
@@ -184,6 +237,7 @@ mod tests {
         let t = Tally {
             sent: 4,
             rtts_ms: vec![0.3, 0.5, 0.4],
+            ..Default::default()
         };
         let s = t.summary("bob");
         assert!(s.contains("4 sent, 3 received, 25% loss"), "{s}");

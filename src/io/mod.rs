@@ -7,6 +7,7 @@
 pub mod control_socket;
 pub mod interface_check;
 pub mod join;
+pub mod leave;
 pub mod metrics;
 pub mod netcheck;
 pub mod node;

@@ -485,6 +485,8 @@ def load(d, n):
         j = json.load(open(os.path.join(d, n + ".json")))
     except Exception:
         return {}
+    if isinstance(j, dict) and "networks" in j:  # status --json: {"networks": [...]}
+        j = j["networks"]
     if isinstance(j, list):
         j = j[0] if j else {}
     return j

@@ -295,7 +295,7 @@ impl ControlClient {
             ServerMessage::Punch { peer, offer } => {
                 self.events.push_back(ControlEvent::Punch { peer, offer })
             }
-            ServerMessage::Pong | ServerMessage::Joined { .. } => {}
+            ServerMessage::Pong | ServerMessage::Joined { .. } | ServerMessage::Left { .. } => {}
         }
     }
 

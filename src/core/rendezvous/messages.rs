@@ -39,6 +39,10 @@ pub enum ClientMessage {
         offer: PunchOffer,
     },
     Ping,
+    /// Leave `network` for good (`p2pvpn leave`): the server forgets this channel's key there.
+    Leave {
+        network: String,
+    },
 }
 
 /// Server to node.
@@ -75,6 +79,10 @@ pub enum ServerMessage {
         offer: PunchOffer,
     },
     Pong,
+    /// The answer to `Leave`: the node is no longer a member of `network`.
+    Left {
+        network: String,
+    },
 }
 
 /// What a node learns about one peer.

@@ -40,6 +40,8 @@ pub trait Registry {
     fn token(&self, network: &str, hash: &[u8; 32]) -> Result<Option<TokenRecord>, RegistryError>;
     /// Adds `member` and counts one use of the token, atomically.
     fn admit(&mut self, member: &Member, token_hash: &[u8; 32]) -> Result<(), RegistryError>;
+    /// Removes the member with `key` (a node leaving); false when there was none.
+    fn remove(&mut self, network: &str, key: &PublicKey) -> Result<bool, RegistryError>;
 
     fn member(&self, network: &str, key: &PublicKey) -> Result<Option<Member>, RegistryError> {
         Ok(self
@@ -104,5 +106,12 @@ impl Registry for MemoryRegistry {
         }
         self.members.push(member.clone());
         Ok(())
+    }
+
+    fn remove(&mut self, network: &str, key: &PublicKey) -> Result<bool, RegistryError> {
+        let before = self.members.len();
+        self.members
+            .retain(|m| !(m.network == network && m.public_key == *key));
+        Ok(before != self.members.len())
     }
 }

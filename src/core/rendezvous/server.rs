@@ -261,6 +261,7 @@ impl<R: Registry> ServerCore<R> {
                 endpoints,
                 nat,
             } => self.handle_hello(conn, key, network, endpoints, nat, now),
+            ClientMessage::Leave { network } => self.handle_leave(conn, key, &network),
             _ if !self.is_member(conn) => self.close_stranger(conn, "control message"),
             ClientMessage::Endpoints { endpoints, nat } => {
                 self.handle_endpoints(conn, endpoints, nat)
@@ -331,6 +332,39 @@ impl<R: Registry> ServerCore<R> {
                             refusal: Refusal::ServerError,
                         }
                     }
+                }
+            }
+        };
+        self.send(conn, &reply);
+        self.close(conn);
+    }
+
+    /// `p2pvpn leave`: the channel's own key leaves the network (nobody can remove another
+    /// member this way: the key is the one the Noise handshake proved). Its peers are told it is
+    /// gone, as after `network remove-member`.
+    fn handle_leave(&mut self, conn: ConnId, key: PublicKey, network: &str) {
+        let reply = match self.registry.remove(network, &key) {
+            Ok(true) => {
+                tracing::info!(network, key = %key.short(), "member left");
+                if let Some(known) = self.known.get_mut(network) {
+                    known.remove(&key);
+                }
+                self.remove_member(network, key);
+                ServerMessage::Left {
+                    network: network.to_string(),
+                }
+            }
+            Ok(false) => {
+                self.stats.connections_refused += 1;
+                let network = network.chars().take(64).collect();
+                ServerMessage::Refused {
+                    refusal: Refusal::NotAMember { network },
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "leave failed in the store");
+                ServerMessage::Refused {
+                    refusal: Refusal::ServerError,
                 }
             }
         };

@@ -181,3 +181,43 @@ fn a_member_that_pings_stays_and_gets_its_pongs() {
         assert_eq!(decode::<ServerMessage>(&pong).unwrap(), ServerMessage::Pong);
     }
 }
+
+#[test]
+fn a_member_that_leaves_is_forgotten_and_a_stranger_cannot_leave_for_it() {
+    let mut lab = lab();
+    lab.open();
+    let stranger = SecretKey::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(14));
+    let mut node = lab.handshake(&stranger, lab.t0);
+    let leave = ClientMessage::Leave {
+        network: "lab".into(),
+    };
+    assert!(lab.send(&mut node, &leave, lab.t0));
+    let reply = decode::<ServerMessage>(&node.poll_message().unwrap()).unwrap();
+    assert!(
+        matches!(
+            reply,
+            ServerMessage::Refused {
+                refusal: Refusal::NotAMember { .. }
+            }
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(lab.server.registry_mut().members("lab").unwrap().len(), 1);
+
+    lab.server.handle_closed(CONN);
+    lab.open();
+    let member = lab.member.clone();
+    let mut node = lab.handshake(&member, lab.t0 + S);
+    assert!(
+        lab.send(&mut node, &leave, lab.t0 + S),
+        "not closed after Left"
+    );
+    let reply = decode::<ServerMessage>(&node.poll_message().unwrap()).unwrap();
+    assert_eq!(
+        reply,
+        ServerMessage::Left {
+            network: "lab".into()
+        }
+    );
+    assert!(lab.server.registry_mut().members("lab").unwrap().is_empty());
+}
