@@ -254,9 +254,11 @@ fn check_kernel_routes(r: &mut Report, s: &NodeStatus) {
         );
     }
     if bad.is_empty() {
+        let checked: Vec<String> = addrs.iter().take(4).map(|a| a.to_string()).collect();
         r.ok(&format!(
-            "the kernel routes {} peer address(es) of {cidr} via {}",
-            addrs.len(),
+            "the kernel sends {}{} to {} (the main routing table)",
+            checked.join(", "),
+            if addrs.len() > 4 { ", ..." } else { "" },
             s.interface
         ));
     }

@@ -17,7 +17,9 @@ fn open(state_dir: &Path) -> Result<Store> {
     // server reads, and `network list` would print an empty list as if all were well.
     if !state_dir.join(DB_FILE).exists() && !state_dir.join(KEY_FILE).exists() {
         bail!(
-            "no server state in {dir} (no {DB_FILE}, no {KEY_FILE}): no server was set up              there. Start `p2pvpn server --listen ADDR:PORT --state-dir {dir}` once, or pass              --state-dir (P2PVPN_SERVER_STATE_DIR) with the server's state directory",
+            "no server state in {dir} (no {DB_FILE}, no {KEY_FILE}): no server was set up \
+             there. Start `p2pvpn server --listen ADDR:PORT --state-dir {dir}` once, or pass \
+             --state-dir (P2PVPN_SERVER_STATE_DIR) with the server's state directory",
             dir = state_dir.display()
         );
     }

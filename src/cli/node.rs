@@ -33,7 +33,8 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
         // The server gives a key that is already a member its old record back, name included:
         // say so instead of printing "joined as alice" after `--name bob`.
         (Some(new), Some(old)) if new != old.name => bail!(
-            "this host already joined network {net} as {old_name} ({file}); the server keeps a              member's name when the same key joins again, so --name {new} would not rename it. \
+            "this host already joined network {net} as {old_name} ({file}); the server keeps a \
+             member's name when the same key joins again, so --name {new} would not rename it. \
              To join as {new}: on the server run `p2pvpn network remove-member {net} \
              {old_name}`, here delete {file} and {keys}, then join with a new token",
             net = token.network,

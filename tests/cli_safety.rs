@@ -1,0 +1,441 @@
+//! Safety of what users create, as they see it: network ranges that would take the server or
+//! the internet away, overlapping ranges, interface names two networks share, a state directory
+//! no server uses, failed joins and re-joins, and `up` stopping on local preconditions before it
+//! does any network work. The real binary on loopback; `up` is never let past its checks (no
+//! private key exists for it), so no TUN device is created even when the tests run as root.
+
+#![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
+
+use p2pvpn::core::rendezvous::token::JoinToken;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+mod common;
+
+use common::{run, run_bounded, stderr, Spawned};
+
+/// `up` must answer its preconditions at once, long before a registration could time out.
+const FAST: Duration = Duration::from_secs(5);
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Exit status `code`, and stderr says each of `needles`.
+fn assert_fails(out: &Output, code: i32, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "missing {needle:?} in: {err}");
+    }
+    // A message wrapped in the source must not reach the user with the indentation inside.
+    assert!(!err.contains("    "), "ragged message: {err}");
+}
+
+struct Server {
+    p: Spawned,
+}
+
+impl Server {
+    fn start(tag: &str) -> Server {
+        let dir = common::temp_dir("safety", tag);
+        let addr = format!("127.0.0.1:{}", common::free_port());
+        let child = common::spawn_server(&addr, &dir.join("server"));
+        let s = Server {
+            p: Spawned { child, dir },
+        };
+        let out = s.network(&["create", "lab", "--cidr", "10.66.0.0/24"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        s
+    }
+
+    fn state(&self) -> PathBuf {
+        self.p.dir.join("server")
+    }
+
+    fn network(&self, args: &[&str]) -> Output {
+        let state = self.state();
+        let mut all = vec!["network"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--state-dir", state.to_str().unwrap()]);
+        run(&all, &[])
+    }
+
+    fn invite(&self, network: &str) -> String {
+        let out = self.network(&["invite", network, "--uses", "5"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_string()
+    }
+
+    fn join(&self, token: &str, node: &str) -> Output {
+        common::join(&self.p.dir, token, node)
+    }
+
+    fn join_as(&self, token: &str, node: &str, name: Option<&str>) -> Output {
+        let etc = self.p.dir.join(node).join("etc");
+        let state = self.p.dir.join(node).join("state");
+        let mut args = vec!["join", token];
+        if let Some(n) = name {
+            args.extend_from_slice(&["--name", n]);
+        }
+        run(
+            &args,
+            &[("P2PVPN_CONFIG_DIR", &etc), ("P2PVPN_STATE_DIR", &state)],
+        )
+    }
+}
+
+#[test]
+fn ranges_that_would_take_the_server_or_the_internet_are_refused_with_why() {
+    let server = Server::start("ranges");
+    let create = |name: &str, cidr: &str, extra: &[&str]| {
+        let mut args = vec!["create", name, "--cidr", cidr];
+        args.extend_from_slice(extra);
+        server.network(&args)
+    };
+    let cases: [(&str, &[&str]); 5] = [
+        ("0.0.0.0/0", &["every address", "lose the server"]),
+        ("127.0.0.0/24", &["loopback"]),
+        (
+            "8.8.8.0/24",
+            &["public address space", "--allow-public-range"],
+        ),
+        ("169.254.0.0/16", &["link-local", "--allow-public-range"]),
+        ("224.0.0.0/24", &["multicast"]),
+    ];
+    for (cidr, says) in cases {
+        assert_fails(&create("bad", cidr, &[]), 1, says);
+    }
+    // The flag is for public ranges one owns, not for ranges that can never work.
+    assert_fails(
+        &create("bad", "0.0.0.0/0", &["--allow-public-range"]),
+        1,
+        &["every address"],
+    );
+    let out = create("pub", "8.8.8.0/24", &["--allow-public-range"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = create("cgnat", "100.64.0.0/24", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = stdout(&server.network(&["list"]));
+    assert!(!list.contains("bad"), "{list}");
+}
+
+#[test]
+fn cidr_errors_say_what_is_wrong() {
+    // Checked before any state is touched: no server is needed to get these right.
+    let dir = common::temp_dir("safety", "cidr");
+    let state = dir.join("none");
+    let create = |cidr: &str| {
+        run(
+            &[
+                "network",
+                "create",
+                "x",
+                "--cidr",
+                cidr,
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    assert_fails(&create("10.0.0.0/33"), 2, &["/33", "at most /32"]);
+    assert_fails(
+        &create("10.77.0.0"),
+        2,
+        &["no prefix length", "10.77.0.0/24"],
+    );
+    assert_fails(&create("fd00::/64"), 2, &["IPv6", "IPv4 only for now"]);
+    assert_fails(&create("10.0.0.999/24"), 2, &["not an IPv4 address"]);
+    assert_fails(&create("10.0.0.1/24"), 2, &["did you mean 10.0.0.0/24"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_overlapping_range_is_warned_about_at_create() {
+    let server = Server::start("overlap");
+    let out = server.network(&["create", "wide", "--cidr", "10.66.0.0/16"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: 10.66.0.0/16 overlaps network lab (10.66.0.0/24)"),
+        "{err}"
+    );
+    let out = server.network(&["create", "apart", "--cidr", "10.67.0.0/24"]);
+    assert!(!stderr(&out).contains("overlaps"), "{}", stderr(&out));
+}
+
+#[test]
+fn network_commands_refuse_a_directory_no_server_uses() {
+    let dir = common::temp_dir("safety", "nostate");
+    let state = dir.join("not-the-server");
+    let s = state.to_str().unwrap();
+    for args in [
+        vec!["network", "list", "--state-dir", s],
+        vec![
+            "network",
+            "create",
+            "lab",
+            "--cidr",
+            "10.1.0.0/24",
+            "--state-dir",
+            s,
+        ],
+    ] {
+        let out = run(&args, &[]);
+        assert_fails(
+            &out,
+            1,
+            &[
+                &format!("no server state in {s}"),
+                "--state-dir",
+                &format!("p2pvpn server --listen ADDR:PORT --state-dir {s}"),
+            ],
+        );
+        assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    }
+    assert!(!state.join("server.db").exists(), "a database was created");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failed_join_leaves_no_key_behind() {
+    let server = Server::start("failedjoin");
+    let mut token = JoinToken::decode(&server.invite("lab")).unwrap();
+    // Nothing listens there: the join cannot reach a server.
+    token.servers = vec![format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap()];
+    let out = server.join(&token.encode(), "alice");
+    assert_fails(&out, 1, &["cannot reach the server"]);
+    let keys = server.p.dir.join("alice/state/lab");
+    assert!(
+        !keys.join("private.key").exists(),
+        "the key was left behind"
+    );
+    assert!(!keys.exists(), "{} was left behind", keys.display());
+    assert!(!server.p.dir.join("alice/etc/lab.toml").exists());
+    // A refused join (unknown network in a forged token) cleans up too.
+    let mut other = JoinToken::decode(&server.invite("lab")).unwrap();
+    other.network = "nosuch".into();
+    let out = server.join(&other.encode(), "alice");
+    assert!(!out.status.success());
+    assert!(!server.p.dir.join("alice/state/nosuch/private.key").exists());
+}
+
+#[test]
+fn join_name_on_a_joined_network_says_what_it_does() {
+    let server = Server::start("rename");
+    let token = server.invite("lab");
+    let out = server.join_as(&token, "host", Some("alice"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A different --name would be ignored by the server: refuse and say how to rename.
+    let out = server.join_as(&token, "host", Some("bob"));
+    assert_fails(
+        &out,
+        1,
+        &[
+            "already joined network lab as alice",
+            "--name bob would not rename it",
+            "network remove-member lab alice",
+        ],
+    );
+    // Without --name a re-join keeps the joined name (not the host name) and says so.
+    let out = server.join_as(&token, "host", None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already joined network lab as alice"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("joined network lab as alice"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn networks_whose_names_share_a_prefix_get_different_interfaces() {
+    let server = Server::start("ifname");
+    for (net, cidr) in [
+        ("engineering-a", "10.70.0.0/24"),
+        ("engineering-b", "10.71.0.0/24"),
+    ] {
+        let out = server.network(&["create", net, "--cidr", cidr]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = server.join(&server.invite(net), "alice");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let iface = |net: &str| {
+        let text =
+            std::fs::read_to_string(server.p.dir.join(format!("alice/etc/{net}.toml"))).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("interface"))
+            .unwrap_or_default()
+            .to_string();
+        assert!(text.contains("cidr = "), "join records the range: {text}");
+        line
+    };
+    let (a, b) = (iface("engineering-a"), iface("engineering-b"));
+    assert_ne!(a, b);
+    assert!(a.starts_with("interface = \"p2p-engine"), "{a}");
+}
+
+/// A hand-written config (as an older version or a user wrote it) in `dir/etc`.
+fn write_config(dir: &Path, network: &str, extra: &str) {
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let text = format!(
+        "network = \"{network}\"\nname = \"alice\"\nservers = [\"127.0.0.1:{}\"]\n\
+         server_public_key = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\n{extra}",
+        common::free_port()
+    );
+    std::fs::write(etc.join(format!("{network}.toml")), text).unwrap();
+}
+
+fn up(dir: &Path, network: &str, extra: &[&str]) -> Output {
+    let etc = dir.join("etc");
+    let state = dir.join("state");
+    let mut args = vec!["up", "--network", network];
+    args.extend_from_slice(extra);
+    run_bounded(
+        &args,
+        &[("P2PVPN_CONFIG_DIR", &etc), ("P2PVPN_STATE_DIR", &state)],
+        FAST,
+    )
+    .expect("`up` did not stop at its preconditions")
+}
+
+#[test]
+fn up_refuses_an_interface_another_network_uses_before_any_network_work() {
+    let dir = common::temp_dir("safety", "sameif");
+    write_config(&dir, "engineering", "interface = \"p2p-engineering\"\n");
+    write_config(&dir, "engineering-b", "interface = \"p2p-engineering\"\n");
+    let out = up(&dir, "engineering-b", &[]);
+    assert_fails(
+        &out,
+        1,
+        &[
+            "network engineering-b uses interface p2p-engineering, and so does network \
+             engineering",
+            "engineering.toml",
+            "Set `interface = \"p2p-engine",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn up_refuses_a_range_holding_the_servers_address() {
+    let dir = common::temp_dir("safety", "srvrange");
+    write_config(&dir, "lab", "cidr = \"127.0.0.0/8\"\n");
+    let out = up(&dir, "lab", &["--allow-overlap"]);
+    assert_fails(
+        &out,
+        1,
+        &[
+            "the server's address 127.0.0.1:",
+            "inside the network's own range 127.0.0.0/8",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A non-default route this host already has, from the kernel's main table.
+fn existing_route() -> Option<(String, String)> {
+    let text = std::fs::read_to_string("/proc/net/route").ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let hex = |s: &str| u32::from_str_radix(s, 16).ok();
+        let (dst, mask, flags) = (hex(f.get(1)?)?, hex(f.get(7)?)?, hex(f.get(3)?)?);
+        if mask == 0 || flags & 1 == 0 {
+            return None;
+        }
+        let dst = std::net::Ipv4Addr::from(dst.to_ne_bytes());
+        Some((
+            format!("{dst}/{}", mask.count_ones()),
+            f.first()?.to_string(),
+        ))
+    })
+}
+
+#[test]
+fn up_refuses_a_range_that_collides_with_a_route_of_the_host() {
+    let Some((range, iface)) = existing_route() else {
+        eprintln!("skipped: this host has no route but the default one");
+        return;
+    };
+    let dir = common::temp_dir("safety", "route");
+    write_config(&dir, "lab", &format!("cidr = \"{range}\"\n"));
+    let out = up(&dir, "lab", &[]);
+    assert_fails(
+        &out,
+        1,
+        &[
+            &format!("the network's range {range} overlaps a route this host already has"),
+            &format!("{range} dev {iface}"),
+            "--allow-overlap",
+        ],
+    );
+    // With the flag the check lets it through; it then stops at the missing key, still before
+    // anything is sent or created.
+    let out = up(&dir, "lab", &["--allow-overlap"]);
+    assert!(
+        !stderr(&out).contains("overlaps a route"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn up_without_privileges_says_so_before_contacting_the_server() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: dropping to another user needs root");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let dir = common::temp_dir("safety", "nopriv");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(
+        etc.join("lab.toml"),
+        format!(
+            "network = \"lab\"\nname = \"alice\"\nservers = [\"{}\"]\n\
+             server_public_key = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\n\
+             cidr = \"10.66.0.0/24\"\n",
+            listener.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["up", "--network", "lab"])
+        .env_remove("RUST_LOG")
+        .env("P2PVPN_CONFIG_DIR", &etc)
+        .env("P2PVPN_STATE_DIR", dir.join("state"))
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + FAST;
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_fails(&out, 1, &["permission denied", "sudo", "CAP_NET_ADMIN"]);
+    assert!(
+        listener.accept().is_err(),
+        "`up` contacted the server before checking its privileges"
+    );
+}
