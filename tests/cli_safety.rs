@@ -344,7 +344,7 @@ fn up_refuses_a_range_holding_the_servers_address() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A non-default route this host already has, from the kernel's main table.
+/// A non-default unicast route this host already has, from the kernel's main table.
 fn existing_route() -> Option<(String, String)> {
     let text = std::fs::read_to_string("/proc/net/route").ok()?;
     text.lines().skip(1).find_map(|l| {
@@ -355,11 +355,33 @@ fn existing_route() -> Option<(String, String)> {
             return None;
         }
         let dst = std::net::Ipv4Addr::from(dst.to_ne_bytes());
+        // Ranges `network create` never accepts (a multicast route, say) are no use here.
+        if matches!(dst.octets()[0], 0 | 127 | 224..) {
+            return None;
+        }
         Some((
             format!("{dst}/{}", mask.count_ones()),
             f.first()?.to_string(),
         ))
     })
+}
+
+#[test]
+fn create_warns_about_a_range_over_the_server_hosts_own_subnet() {
+    let Some((range, iface)) = existing_route() else {
+        eprintln!("skipped: this host has no route but the default one");
+        return;
+    };
+    let server = Server::start("ownsubnet");
+    let out = server.network(&["create", "over", "--cidr", &range, "--allow-public-range"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: {range} overlaps this host's route {range} dev {iface}"
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -409,8 +431,7 @@ fn up_without_privileges_says_so_before_contacting_the_server() {
         etc.join("lab.toml"),
         format!(
             "network = \"lab\"\nname = \"alice\"\nservers = [\"{}\"]\n\
-             server_public_key = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\n\
-             cidr = \"10.66.0.0/24\"\n",
+             server_public_key = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\n",
             listener.local_addr().unwrap()
         ),
     )

@@ -1,6 +1,7 @@
 //! What `network create` checks about a new network's range before storing it: the range rule
-//! (`cidr.rs`), the server's own addresses (a node given the server's address loses the server)
-//! and the ranges of the networks already in the store (a node in both cannot reach one).
+//! (`cidr.rs`), the server's own addresses (a node given the server's address loses the server),
+//! the server host's own subnets and the ranges of the networks already in the store (a node in
+//! both cannot reach one).
 
 use super::cidr;
 use crate::store::Store;
@@ -38,6 +39,17 @@ pub fn against_store(store: &Store, name: &str, range: Ipv4Net) -> Result<()> {
              would route the server's address into the network and lose the server. Pick a \
              range that does not hold the server's address"
         );
+    }
+    // `network create` runs on the server host: a range over one of its own subnets takes the
+    // server away from members that reach it through that subnet.
+    if let Ok(routes) = crate::io::routes::table() {
+        for route in crate::io::routes::collisions(&routes, range, "") {
+            eprintln!(
+                "warning: {range} overlaps this host's route {route}; if members reach the \
+                 server through that subnet they would lose it, and members in it lose their \
+                 LAN. Pick another range unless that subnet is unrelated to the members"
+            );
+        }
     }
     let networks: Vec<(String, Ipv4Net)> = store
         .networks()?
