@@ -276,12 +276,15 @@ fn networks_whose_names_share_a_prefix_get_different_interfaces() {
             .find(|l| l.starts_with("interface"))
             .unwrap_or_default()
             .to_string();
-        assert!(text.contains("cidr = "), "join records the range: {text}");
-        line
+        (line, text)
     };
-    let (a, b) = (iface("engineering-a"), iface("engineering-b"));
+    let ((a, _), (b, text)) = (iface("engineering-a"), iface("engineering-b"));
     assert_ne!(a, b);
     assert!(a.starts_with("interface = \"p2p-engine"), "{a}");
+    assert!(
+        text.contains("cidr = \"10.71.0.0/24\""),
+        "join records the range: {text}"
+    );
 }
 
 /// A hand-written config (as an older version or a user wrote it) in `dir/etc`.
