@@ -37,6 +37,28 @@ struct Server {
     p: Spawned,
 }
 
+/// A test's own directory, removed on drop so that a failed assertion leaves nothing behind.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        Dir(common::temp_dir("safety", tag))
+    }
+}
+
+impl std::ops::Deref for Dir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Server {
     fn start(tag: &str) -> Server {
         let dir = common::temp_dir("safety", tag);
@@ -124,7 +146,7 @@ fn ranges_that_would_take_the_server_or_the_internet_are_refused_with_why() {
 #[test]
 fn cidr_errors_say_what_is_wrong() {
     // Checked before any state is touched: no server is needed to get these right.
-    let dir = common::temp_dir("safety", "cidr");
+    let dir = Dir::new("cidr");
     let state = dir.join("none");
     let create = |cidr: &str| {
         run(
@@ -149,7 +171,6 @@ fn cidr_errors_say_what_is_wrong() {
     assert_fails(&create("fd00::/64"), 2, &["IPv6", "IPv4 only for now"]);
     assert_fails(&create("10.0.0.999/24"), 2, &["not an IPv4 address"]);
     assert_fails(&create("10.0.0.1/24"), 2, &["did you mean 10.0.0.0/24"]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -168,7 +189,7 @@ fn an_overlapping_range_is_warned_about_at_create() {
 
 #[test]
 fn network_commands_refuse_a_directory_no_server_uses() {
-    let dir = common::temp_dir("safety", "nostate");
+    let dir = Dir::new("nostate");
     let state = dir.join("not-the-server");
     let s = state.to_str().unwrap();
     for args in [
@@ -196,7 +217,6 @@ fn network_commands_refuse_a_directory_no_server_uses() {
         assert!(stdout(&out).is_empty(), "{}", stdout(&out));
     }
     assert!(!state.join("server.db").exists(), "a database was created");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -314,7 +334,7 @@ fn up(dir: &Path, network: &str, extra: &[&str]) -> Output {
 
 #[test]
 fn up_refuses_an_interface_another_network_uses_before_any_network_work() {
-    let dir = common::temp_dir("safety", "sameif");
+    let dir = Dir::new("sameif");
     write_config(&dir, "engineering", "interface = \"p2p-engineering\"\n");
     write_config(&dir, "engineering-b", "interface = \"p2p-engineering\"\n");
     let out = up(&dir, "engineering-b", &[]);
@@ -328,12 +348,11 @@ fn up_refuses_an_interface_another_network_uses_before_any_network_work() {
             "Set `interface = \"p2p-engine",
         ],
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn up_refuses_a_range_holding_the_servers_address() {
-    let dir = common::temp_dir("safety", "srvrange");
+    let dir = Dir::new("srvrange");
     write_config(&dir, "lab", "cidr = \"127.0.0.0/8\"\n");
     let out = up(&dir, "lab", &["--allow-overlap"]);
     assert_fails(
@@ -344,7 +363,6 @@ fn up_refuses_a_range_holding_the_servers_address() {
             "inside the network's own range 127.0.0.0/8",
         ],
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A non-default unicast route this host already has, from the kernel's main table.
@@ -393,7 +411,7 @@ fn up_refuses_a_range_that_collides_with_a_route_of_the_host() {
         eprintln!("skipped: this host has no route but the default one");
         return;
     };
-    let dir = common::temp_dir("safety", "route");
+    let dir = Dir::new("route");
     write_config(&dir, "lab", &format!("cidr = \"{range}\"\n"));
     let out = up(&dir, "lab", &[]);
     assert_fails(
@@ -414,7 +432,6 @@ fn up_refuses_a_range_that_collides_with_a_route_of_the_host() {
         stderr(&out)
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -425,7 +442,7 @@ fn up_without_privileges_says_so_before_contacting_the_server() {
         return;
     }
     use std::os::unix::process::CommandExt;
-    let dir = common::temp_dir("safety", "nopriv");
+    let dir = Dir::new("nopriv");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let etc = dir.join("etc");
@@ -456,7 +473,6 @@ fn up_without_privileges_says_so_before_contacting_the_server() {
     }
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     assert_fails(&out, 1, &["permission denied", "sudo", "CAP_NET_ADMIN"]);
     assert!(
         listener.accept().is_err(),
