@@ -479,3 +479,74 @@ fn up_without_privileges_says_so_before_contacting_the_server() {
         "`up` contacted the server before checking its privileges"
     );
 }
+
+/// A network namespace of this test's own, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    /// Creates it with `ip`; `None` when that is not possible here (not root, no iproute2).
+    fn new(tag: &str) -> Option<Netns> {
+        let name = format!("p2p-safety-{tag}-{}", std::process::id());
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Netns(name))
+    }
+
+    /// `ip -n NS ARGS`, which must succeed.
+    fn ip(&self, args: &[&str]) {
+        let status = std::process::Command::new("ip")
+            .args(["-n", &self.0])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip -n {} {args:?}", self.0);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// A range another VPN routes through a policy rule into its own table (as Tailscale does with
+/// 100.64.0.0/10 in table 52) is not in the main table; `up` asks the kernel and still sees it.
+#[test]
+fn up_sees_a_colliding_route_in_another_table() {
+    let Some(ns) = Netns::new("policy") else {
+        eprintln!("skipped: cannot create a network namespace (needs root and iproute2)");
+        return;
+    };
+    ns.ip(&["link", "set", "lo", "up"]);
+    ns.ip(&["route", "add", "100.64.0.0/10", "dev", "lo", "table", "52"]);
+    ns.ip(&["rule", "add", "to", "100.64.0.0/10", "table", "52"]);
+    let dir = Dir::new("policy");
+    write_config(&dir, "lab", "cidr = \"100.64.5.0/24\"\n");
+    let etc = dir.join("etc");
+    let state = dir.join("state");
+    let args = [
+        "netns",
+        "exec",
+        ns.0.as_str(),
+        common::BIN,
+        "up",
+        "--network",
+        "lab",
+    ];
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env("P2PVPN_CONFIG_DIR", &etc)
+        .env("P2PVPN_STATE_DIR", &state);
+    let out = cmd.output().unwrap();
+    assert_fails(
+        &out,
+        1,
+        &["the network's range 100.64.5.0/24 overlaps a route this host already has (100.64.0.0/10 dev lo)"],
+    );
+}

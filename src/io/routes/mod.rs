@@ -1,10 +1,13 @@
 //! The host's IPv4 routes, for two questions: does a network's range collide with a route the
 //! host already has (checked by `up` before it registers), and which interface does the kernel
 //! really send a peer's address to (checked by `doctor`)? Reading the table is per OS (Linux:
-//! `linux.rs`); the questions are pure functions over the table, unit-tested here.
+//! `linux.rs` for the main table, `netlink.rs` for the kernel's answer for one address); the
+//! questions are pure functions over the table, unit-tested here.
 
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "linux")]
+mod netlink;
 
 use anyhow::{bail, Result};
 use ipnet::Ipv4Net;
@@ -41,6 +44,24 @@ pub fn table() -> Result<Vec<Route>> {
     anyhow::bail!("reading the routing table is implemented on Linux only")
 }
 
+/// The route the kernel uses for `addr`, policy rules and all tables included (`ip route get
+/// fibmatch`); where that cannot be asked, the main table's longest match. `None`: no route.
+#[cfg(target_os = "linux")]
+pub fn kernel_route(addr: Ipv4Addr) -> Result<Option<Route>> {
+    match netlink::route_get(addr) {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            tracing::debug!(error = %e, "netlink route lookup failed; using the main table");
+            Ok(lookup(&table()?, addr).cloned())
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn kernel_route(addr: Ipv4Addr) -> Result<Option<Route>> {
+    Ok(lookup(&table()?, addr).cloned())
+}
+
 /// The route the kernel picks for `addr` from `routes`: longest prefix, then lowest metric (what
 /// `ip route get` answers for the main table; policy rules and other tables are not consulted).
 pub fn lookup(routes: &[Route], addr: Ipv4Addr) -> Option<&Route> {
@@ -63,14 +84,31 @@ pub fn collisions<'a>(routes: &'a [Route], range: Ipv4Net, own: &str) -> Vec<&'a
 /// Refuses `range` when a route the host already has overlaps it: traffic to those addresses
 /// would silently go one way or the other. `allow` (`up --allow-overlap`) only warns.
 pub fn refuse_collisions(range: Ipv4Net, own: &str, allow: bool) -> Result<()> {
-    let routes = match table() {
-        Ok(r) => r,
+    let mut hits: Vec<Route> = match table() {
+        Ok(routes) => collisions(&routes, range, own)
+            .into_iter()
+            .cloned()
+            .collect(),
         Err(e) => {
-            tracing::debug!(error = %e, "cannot read the routing table; overlap not checked");
-            return Ok(());
+            tracing::debug!(error = %e, "cannot read the routing table");
+            Vec::new()
         }
     };
-    let hits = collisions(&routes, range, own);
+    // The main table is not all there is: policy rules can send the range to another table
+    // (Tailscale's 100.64.0.0/10 in table 52). Ask the kernel for the range's first and last
+    // host too.
+    let probes = [range.hosts().next(), range.hosts().next_back()];
+    for addr in probes.into_iter().flatten() {
+        let Ok(Some(route)) = kernel_route(addr) else {
+            continue;
+        };
+        let seen = hits
+            .iter()
+            .any(|h| h.dest == route.dest && h.interface == route.interface);
+        if !seen && !collisions(std::slice::from_ref(&route), range, own).is_empty() {
+            hits.push(route);
+        }
+    }
     if hits.is_empty() {
         return Ok(());
     }
@@ -91,19 +129,6 @@ pub fn refuse_collisions(range: Ipv4Net, own: &str, allow: bool) -> Result<()> {
          range, or pass --allow-overlap to go ahead anyway",
         list.join("; ")
     )
-}
-
-/// Of `addrs`, those the kernel would not send to `interface`, with the route it would take.
-pub fn misrouted<'a>(
-    routes: &'a [Route],
-    interface: &str,
-    addrs: impl IntoIterator<Item = Ipv4Addr>,
-) -> Vec<(Ipv4Addr, Option<&'a Route>)> {
-    addrs
-        .into_iter()
-        .map(|a| (a, lookup(routes, a)))
-        .filter(|(_, r)| r.is_none_or(|r| r.interface != interface))
-        .collect()
 }
 
 #[cfg(test)]
@@ -132,20 +157,6 @@ mod tests {
         assert_eq!(at("10.9.0.1"), Some("tun9"));
         assert_eq!(at("8.8.8.8"), Some("eth0"));
         assert_eq!(lookup(&routes[1..2], "8.8.8.8".parse().unwrap()), None);
-    }
-
-    #[test]
-    fn misrouted_names_the_route_that_wins() {
-        let routes = vec![
-            route("0.0.0.0/0", "eth0", 0),
-            route("10.77.0.0/24", "p2p-office", 0),
-            route("10.77.0.8/29", "wg0", 0),
-        ];
-        let ips = ["10.77.0.2", "10.77.0.9"].map(|a| a.parse().unwrap());
-        let bad = misrouted(&routes, "p2p-office", ips);
-        assert_eq!(bad.len(), 1);
-        assert_eq!(bad[0].0, Ipv4Addr::new(10, 77, 0, 9));
-        assert_eq!(bad[0].1.map(|r| r.interface.as_str()), Some("wg0"));
     }
 
     #[test]
