@@ -17,18 +17,22 @@ fn host_name() -> String {
         .unwrap_or_else(|| "node".to_string())
 }
 
-/// The config of an earlier join of `network`, if there is a readable one.
-fn joined_before(dirs: &Dirs, network: &str) -> Option<NodeSettings> {
-    dirs.config_file(network)
-        .exists()
-        .then(|| config::load(dirs, network).ok())
-        .flatten()
+/// The config of an earlier join of the token's network with the same server, when its key is
+/// still there: joining again is then the same membership (same key, name and address).
+fn joined_before(dirs: &Dirs, token: &JoinToken) -> Option<NodeSettings> {
+    let network = &token.network;
+    if !dirs.config_file(network).exists() || !dirs.key_file(network).exists() {
+        return None;
+    }
+    config::load(dirs, network)
+        .ok()
+        .filter(|s| s.server_key == token.server_key)
 }
 
 pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> {
     let token = JoinToken::decode(token)?;
     config::validate_network_name(&token.network)?;
-    let before = joined_before(dirs, &token.network);
+    let before = joined_before(dirs, &token);
     let name = match (name, &before) {
         // The server gives a key that is already a member its old record back, name included:
         // say so instead of printing "joined as alice" after `--name bob`.
