@@ -550,3 +550,121 @@ fn up_sees_a_colliding_route_in_another_table() {
         &["the network's range 100.64.5.0/24 overlaps a route this host already has (100.64.0.0/10 dev lo)"],
     );
 }
+
+/// A child process killed on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `ready` every 100 ms for at most `limit`.
+fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// `doctor` used to say all was fine while a more specific route (another VPN's) took the
+/// peers' addresses; it now asks the kernel where each address goes. A server and a node in a
+/// namespace of the test's own, on its loopback.
+#[test]
+fn doctor_names_a_route_that_takes_the_networks_addresses() {
+    let Some(ns) = Netns::new("doctor") else {
+        eprintln!("skipped: cannot create a network namespace (needs root and iproute2)");
+        return;
+    };
+    ns.ip(&["link", "set", "lo", "up"]);
+    let dir = Dir::new("doctor");
+    let (srv, etc, state) = (dir.join("srv"), dir.join("etc"), dir.join("state"));
+    let in_ns = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", ns.0.as_str(), common::BIN])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("P2PVPN_CONFIG_DIR", &etc)
+            .env("P2PVPN_STATE_DIR", &state)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let srv_arg = srv.to_str().unwrap();
+    let _server = Killed(
+        in_ns(&[
+            "server",
+            "--listen",
+            "127.0.0.1:7400",
+            "--state-dir",
+            srv_arg,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    assert!(wait_for(Duration::from_secs(10), || srv
+        .join("server.db")
+        .exists()));
+    let out = run(
+        &[
+            "network",
+            "create",
+            "lab",
+            "--cidr",
+            "10.66.0.0/24",
+            "--state-dir",
+            srv_arg,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["network", "invite", "lab", "--state-dir", srv_arg], &[]);
+    let token = stdout(&out).trim().to_string();
+    // The server may not listen yet; a failed join leaves nothing behind, so just retry.
+    assert!(wait_for(Duration::from_secs(10), || {
+        let out = in_ns(&["join", &token, "--name", "alice"])
+            .output()
+            .unwrap();
+        out.status.success()
+    }));
+    let _node = Killed(in_ns(&["up", "--network", "lab"]).spawn().unwrap());
+    let routes = || {
+        let out = std::process::Command::new("ip")
+            .args(["-n", ns.0.as_str(), "route"])
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    assert!(
+        wait_for(Duration::from_secs(15), || routes().contains("dev p2p-lab")),
+        "the node did not come up: {}",
+        routes()
+    );
+    let doctor = || {
+        let out = in_ns(&["doctor", "--network", "lab"]).output().unwrap();
+        stdout(&out)
+    };
+    let healthy = doctor();
+    assert!(
+        healthy.contains("ok    the kernel sends 10.66.0.2 to p2p-lab"),
+        "{healthy}"
+    );
+    // Another VPN claims part of the range with a more specific route.
+    ns.ip(&["route", "add", "10.66.0.0/30", "dev", "lo"]);
+    let report = doctor();
+    assert!(
+        report.contains(
+            "FAIL  the kernel sends 10.66.0.2 to route 10.66.0.0/30 dev lo, not to p2p-lab"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("another VPN or LAN claims part of the network's range"));
+}
