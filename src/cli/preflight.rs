@@ -86,10 +86,16 @@ fn privileges() -> Result<()> {
 
 #[cfg(target_os = "linux")]
 fn tun_device() -> Result<()> {
-    if !Path::new("/dev/net/tun").exists() {
+    tun_device_at(Path::new("/dev/net/tun"))
+}
+
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn tun_device_at(path: &Path) -> Result<()> {
+    if !path.exists() {
         bail!(
-            "/dev/net/tun is missing, so no TUN device can be created. Load the module (`sudo \
-             modprobe tun`), or in a container pass the device in (--device /dev/net/tun)"
+            "{} is missing, so no TUN device can be created. Load the module (`sudo modprobe \
+             tun`), or in a container pass the device in (--device /dev/net/tun)",
+            path.display()
         );
     }
     Ok(())
@@ -112,5 +118,13 @@ mod tests {
         assert!(may_create_tun(1000, with));
         assert!(!may_create_tun(1000, without));
         assert!(!may_create_tun(1000, ""));
+    }
+
+    #[test]
+    fn a_missing_tun_device_says_how_to_get_it() {
+        let err = tun_device_at(Path::new("/nonexistent/net/tun")).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("/nonexistent/net/tun is missing"), "{err}");
+        assert!(err.contains("modprobe tun"), "{err}");
     }
 }
