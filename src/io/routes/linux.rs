@@ -41,7 +41,12 @@ fn parse(text: &str) -> Vec<Route> {
             let dest = Ipv4Net::with_netmask(addr(f[1])?, addr(f[7])?).ok()?;
             Some(Route {
                 dest: dest.trunc(),
-                interface: f[0].to_string(),
+                // A route with no device (blackhole, unreachable, prohibit) shows as `*`.
+                interface: if f[0] == "*" {
+                    super::NO_DEVICE.to_string()
+                } else {
+                    f[0].to_string()
+                },
                 gateway: (flags & RTF_GATEWAY != 0).then(|| addr(f[2])).flatten(),
                 metric: f[6].parse().ok()?,
             })
@@ -60,12 +65,14 @@ mod tests {
                     eth0\t00000000\t010200C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
                     eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
                     down\t00004D0A\t00000000\t0000\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                    *\t00054064\t00000000\t0201\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
                     junk\n";
         let routes = parse(text);
-        assert_eq!(routes.len(), 2);
+        assert_eq!(routes.len(), 3);
         assert_eq!(routes[0].dest, "0.0.0.0/0".parse::<Ipv4Net>().unwrap());
         assert_eq!(routes[0].gateway, Some(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(routes[0].metric, 100);
         assert_eq!(routes[1].to_string(), "192.0.2.0/24 dev eth0");
+        assert_eq!(routes[2].to_string(), "100.64.5.0/24 blackhole/unreachable");
     }
 }

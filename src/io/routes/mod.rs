@@ -22,8 +22,14 @@ pub struct Route {
     pub metric: u32,
 }
 
+/// The interface of a route that has none: a blackhole, unreachable or prohibit route.
+pub const NO_DEVICE: &str = "(none)";
+
 impl std::fmt::Display for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.interface == NO_DEVICE {
+            return write!(f, "{} blackhole/unreachable", self.dest);
+        }
         write!(f, "{} dev {}", self.dest, self.interface)?;
         if let Some(gw) = self.gateway {
             write!(f, " via {gw}")?;

@@ -45,6 +45,8 @@ fn request(addr: Ipv4Addr, seq: u32) -> Vec<u8> {
 #[derive(Debug, PartialEq, Eq)]
 struct Reply {
     dest: Ipv4Net,
+    /// rtm_type: unicast, local, blackhole, unreachable...
+    kind: u8,
     oif: Option<u32>,
     gateway: Option<Ipv4Addr>,
     metric: u32,
@@ -83,6 +85,7 @@ fn parse(buf: &[u8], addr: Ipv4Addr) -> Result<Option<Reply>> {
     let dst_len = rt[1];
     let mut reply = Reply {
         dest: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0)?,
+        kind: rt[7],
         oif: None,
         gateway: None,
         metric: 0,
@@ -173,9 +176,18 @@ pub fn route_get(addr: Ipv4Addr) -> Result<Option<Route>> {
     let reply = parse(&buf[..n as usize], addr)?; // ok: n >= 0 was checked
     Ok(reply.map(|r| Route {
         dest: r.dest,
-        interface: r
-            .oif
-            .map_or_else(|| "(multipath)".to_string(), interface_name),
+        // Routes without a device: RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT (rtnetlink.h),
+        // or a multipath route whose devices are in RTA_MULTIPATH.
+        interface: r.oif.map_or_else(
+            || {
+                match r.kind {
+                    6..=8 => super::NO_DEVICE,
+                    _ => "(multipath)",
+                }
+                .to_string()
+            },
+            interface_name,
+        ),
         gateway: r.gateway,
         metric: r.metric,
     }))
