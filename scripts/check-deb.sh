@@ -166,6 +166,9 @@ fi
 # an enablement symlink.
 c_simulate_use() {
     install -d -o p2pvpn -g p2pvpn -m 0700 /var/lib/p2pvpn-server &&
+        # `network create` refuses a directory no server was set up in: start it once.
+        { runuser -u p2pvpn -- timeout 3 /usr/bin/p2pvpn server --listen 127.0.0.1:47399 \
+            --state-dir /var/lib/p2pvpn-server >/dev/null 2>&1 || true; } &&
         runuser -u p2pvpn -- /usr/bin/p2pvpn network create office --cidr 10.99.0.0/24 \
             --state-dir /var/lib/p2pvpn-server >/dev/null &&
         install -d -m 0700 /var/lib/p2pvpn/office /etc/p2pvpn &&

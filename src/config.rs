@@ -6,6 +6,7 @@ use crate::core::keys::PublicKey;
 use crate::core::punch::session::PunchConfig;
 use crate::core::rendezvous::names;
 use anyhow::{bail, Context, Result};
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,13 @@ pub struct RawNodeConfig {
     pub interface: Option<String>,
     #[serde(default)]
     pub mtu: Option<u16>,
+    /// The network's range, recorded by `join` so that `up` can check it against the host's
+    /// routes before it registers (absent in configs written by older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<String>,
+    /// Bring the network up even though its range overlaps a route the host already has.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_route_overlap: bool,
     #[serde(default)]
     pub punch: Option<RawPunchConfig>,
 }
@@ -63,6 +71,8 @@ pub struct NodeSettings {
     pub interface: String,
     pub mtu: u16,
     pub punch: PunchConfig,
+    pub cidr: Option<Ipv4Net>,
+    pub allow_route_overlap: bool,
 }
 
 /// Where a node keeps its files.
@@ -115,6 +125,54 @@ pub fn default_interface(network: &str) -> String {
     let mut name = format!("p2p-{network}");
     name.truncate(IFNAME_MAX);
     name
+}
+
+/// FNV-1a (32 bit): a stable hash for interface name suffixes (std's hasher may change).
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The interface name `join` gives a network: `p2p-NAME` when it fits in 15 bytes and no other
+/// joined network uses it; otherwise the start of the name and a short hash of the whole, so
+/// `engineering-a` and `engineering-b` do not both become `p2p-engineering`.
+pub fn unique_interface(network: &str, taken: &[String]) -> String {
+    let plain = format!("p2p-{network}");
+    if plain.len() <= IFNAME_MAX && !taken.contains(&plain) {
+        return plain;
+    }
+    let head: String = network.chars().take(6).collect();
+    (0u32..)
+        .map(|i| {
+            let seed = if i == 0 {
+                network.to_string()
+            } else {
+                format!("{network}#{i}")
+            };
+            format!("p2p-{head}-{:04x}", fnv1a(seed.as_bytes()) & 0xffff)
+        })
+        .find(|name| !taken.contains(name))
+        .unwrap_or(plain) // ok: the iterator is endless, `find` returns once a name is free
+}
+
+/// Every other network's config in the config directory, with its file; unreadable ones are
+/// skipped (their own `up` reports them).
+pub fn other_networks(dirs: &Dirs, network: &str) -> Vec<(PathBuf, NodeSettings)> {
+    let mut out: Vec<(PathBuf, NodeSettings)> = std::fs::read_dir(&dirs.config)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(&p).ok()?;
+            let s = parse(&text, &p).ok()?;
+            (s.network != network).then_some((p, s))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 impl RawNodeConfig {
@@ -181,8 +239,19 @@ impl RawNodeConfig {
             birthday: raw_punch.birthday.unwrap_or(defaults.birthday),
             priming_ttl,
         };
+        let cidr = match &self.cidr {
+            None => None,
+            Some(text) => Some(text.parse::<Ipv4Net>().ok().with_context(|| {
+                format!(
+                    "{}: `cidr` {text:?} is not an IPv4 range; remove the line (join writes it)",
+                    file.display()
+                )
+            })?),
+        };
         Ok(NodeSettings {
             punch,
+            cidr,
+            allow_route_overlap: self.allow_route_overlap,
             network: self.network,
             name: self.name,
             servers,
@@ -210,6 +279,8 @@ impl NodeSettings {
                 birthday: Some(self.punch.birthday),
                 priming_ttl: Some(self.punch.priming_ttl),
             }),
+            cidr: self.cidr.map(|c| c.to_string()),
+            allow_route_overlap: self.allow_route_overlap,
         }
     }
 }
@@ -316,5 +387,37 @@ server_public_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
             default_interface("averyveryverylongname"),
             "p2p-averyveryve"
         );
+    }
+
+    /// Two names sharing a prefix used to get the same interface, `p2p-engineering`.
+    #[test]
+    fn interface_names_are_unique_and_fit() {
+        assert_eq!(unique_interface("office", &[]), "p2p-office");
+        let a = unique_interface("engineering-a", &[]);
+        let b = unique_interface("engineering-b", std::slice::from_ref(&a));
+        assert_ne!(a, b);
+        for name in [&a, &b] {
+            assert!(interface_name_ok(name), "{name}");
+            assert!(name.starts_with("p2p-engine"), "{name}");
+        }
+        // Stable: the same network gets the same name on every host.
+        assert_eq!(unique_interface("engineering-a", &[]), a);
+        // Taken even though it fits: a suffix is added.
+        let taken = vec!["p2p-office".to_string()];
+        let other = unique_interface("office", &taken);
+        assert_ne!(other, "p2p-office");
+        assert!(interface_name_ok(&other));
+    }
+
+    #[test]
+    fn the_range_round_trips_and_a_bad_one_is_named() {
+        let text = format!("{GOOD}cidr = \"10.77.0.0/24\"\n");
+        let s = parse(&text, Path::new("o.toml")).unwrap();
+        assert_eq!(s.cidr, Some("10.77.0.0/24".parse().unwrap()));
+        let again = toml::to_string(&s.to_raw()).unwrap();
+        assert_eq!(parse(&again, Path::new("o.toml")).unwrap(), s);
+        let bad = format!("{GOOD}cidr = \"10.77.0.0\"\n");
+        let err = format!("{:#}", parse(&bad, Path::new("o.toml")).unwrap_err());
+        assert!(err.contains("`cidr`"), "{err}");
     }
 }

@@ -461,7 +461,7 @@ fn deleting_a_network_cuts_its_online_members_off() {
     assert_eq!(list.lines().count(), 1, "{list}");
     let out = server.network(&["invites", "lab"]);
     assert!(
-        stderr(&out).contains("no network named \"lab\""),
+        stderr(&out).contains("no network named 'lab'; this server has no networks yet"),
         "{}",
         stderr(&out)
     );

@@ -288,8 +288,49 @@ fn check_node(r: &mut Report, s: &NodeStatus) {
             );
         }
     }
+    check_kernel_routes(r, s);
     if let Some(nat) = &s.nat {
         r.note(&format!("this node's NAT: {}", nat.short()));
+    }
+}
+
+/// Which interface the kernel really sends each peer's address to (as `ip route get` would):
+/// a more specific route of another VPN or LAN steals traffic while the node looks healthy.
+fn check_kernel_routes(r: &mut Report, s: &NodeStatus) {
+    let (Some(cidr), Some(ours)) = (s.cidr, s.virtual_ip) else {
+        return;
+    };
+    // With no peers yet, any other address of the range shows where the kernel sends it.
+    let mut addrs: Vec<Ipv4Addr> = s.peers.iter().map(|p| p.virtual_ip).collect();
+    if addrs.is_empty() {
+        addrs.extend(cidr.hosts().find(|a| *a != ours));
+    }
+    let mut bad = Vec::new();
+    for addr in &addrs {
+        match crate::io::routes::kernel_route(*addr) {
+            Ok(route) if route.as_ref().is_some_and(|r| r.interface == s.interface) => {}
+            Ok(route) => bad.push((*addr, route)),
+            Err(e) => return r.note(&format!("cannot ask the kernel for routes: {e:#}")),
+        }
+    }
+    for (addr, route) in &bad {
+        let via = route
+            .as_ref()
+            .map_or("no route at all".to_string(), |r| format!("route {r}"));
+        r.fail(
+            &format!("the kernel sends {addr} to {via}, not to {}", s.interface),
+            "another VPN or LAN claims part of the network's range: remove that route, or ask \
+             the server's admin for a network with another range",
+        );
+    }
+    if bad.is_empty() {
+        let checked: Vec<String> = addrs.iter().take(4).map(|a| a.to_string()).collect();
+        r.ok(&format!(
+            "the kernel sends {}{} to {}",
+            checked.join(", "),
+            if addrs.len() > 4 { ", ..." } else { "" },
+            s.interface
+        ));
     }
 }
 

@@ -1,7 +1,9 @@
 //! The command line (clap derive). Each subcommand's work lives in its own file; this one only
 //! defines the interface, sets up logging and dispatches.
 
+mod cidr;
 mod completions;
+mod create_check;
 mod doctor;
 pub mod exit_code;
 mod leave;
@@ -10,6 +12,7 @@ mod netcheck;
 mod network;
 mod node;
 mod ping;
+mod preflight;
 mod printable;
 mod resolve;
 mod server;
@@ -163,6 +166,10 @@ pub enum Command {
         /// http://ADDR:PORT/metrics; loopback addresses only, e.g. 127.0.0.1:9101.
         #[arg(long, value_name = "ADDR:PORT")]
         metrics: Option<std::net::SocketAddr>,
+        /// Go ahead even though the network's range overlaps a route this host already has
+        /// (or set `allow_route_overlap = true` in the network's config).
+        #[arg(long)]
+        allow_overlap: bool,
         #[command(flatten)]
         dirs: NodeDirs,
     },
@@ -315,9 +322,14 @@ pub enum NetworkCommand {
     /// Create a network with an address range.
     Create {
         name: String,
-        /// The network's IPv4 range, e.g. 10.77.0.0/24.
-        #[arg(long)]
+        /// The network's IPv4 range, e.g. 10.77.0.0/24: a private range (RFC 1918 10/8,
+        /// 172.16/12, 192.168/16, or 100.64.0.0/10), /30 or larger.
+        #[arg(long, value_parser = cidr::parse)]
         cidr: ipnet::Ipv4Net,
+        /// Accept a public or link-local range (one you own and that no member needs to reach
+        /// on the internet).
+        #[arg(long)]
+        allow_public_range: bool,
         #[command(flatten)]
         dir: ServerDir,
     },
@@ -476,8 +488,12 @@ pub fn run() -> Result<()> {
             Command::Up {
                 target,
                 metrics,
+                allow_overlap,
                 dirs,
-            } => node::up(&target.resolve(&dirs, "up")?, &dirs.dirs(), metrics).await,
+            } => {
+                let network = target.resolve(&dirs, "up")?;
+                node::up(&network, &dirs.dirs(), metrics, allow_overlap).await
+            }
             Command::Doctor {
                 peer,
                 network,

@@ -5,12 +5,24 @@ use super::printable::printable;
 use super::NetworkCommand;
 use crate::config::validate_network_name;
 use crate::core::rendezvous::token::{token_id, Credential, JoinToken};
+use crate::io::server_state::KEY_FILE;
+use crate::store::DB_FILE;
 use crate::{keyfile, store::Store};
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::path::Path;
 
 fn open(state_dir: &Path) -> Result<Store> {
+    // A directory no server was ever started in: opening it would create a database that no
+    // server reads, and `network list` would print an empty list as if all were well.
+    if !state_dir.join(DB_FILE).exists() && !state_dir.join(KEY_FILE).exists() {
+        bail!(
+            "no server state in {dir} (no {DB_FILE}, no {KEY_FILE}): no server was set up \
+             there. Start `p2pvpn server --listen ADDR:PORT --state-dir {dir}` once, or pass \
+             --state-dir (P2PVPN_SERVER_STATE_DIR) with the server's state directory",
+            dir = state_dir.display()
+        );
+    }
     keyfile::ensure_private_dir(state_dir)?;
     Store::open(state_dir)
         .with_context(|| format!("cannot open the server database in {}", state_dir.display()))
@@ -23,11 +35,17 @@ fn existing(store: &Store, name: &str) -> Result<()> {
     if names.iter().any(|n| n == name) {
         return Ok(());
     }
-    let mut msg = super::resolve::unknown_network(name, &names, "networks on this server");
     if names.is_empty() {
-        msg += "; create one with `p2pvpn network create NAME --cidr 10.77.0.0/24`";
+        bail!(
+            "no network named '{}'; this server has no networks yet: create one with \
+             `p2pvpn network create NAME --cidr 10.77.0.0/24`",
+            super::printable::printable(name)
+        );
     }
-    bail!("{msg}")
+    bail!(
+        "{}",
+        super::resolve::unknown_network(name, &names, "networks on this server")
+    )
 }
 
 /// Opens the store and checks that `name` is one of its networks.
@@ -65,15 +83,17 @@ fn print_json(value: &serde_json::Value) -> Result<()> {
 
 pub fn run(cmd: NetworkCommand) -> Result<()> {
     match cmd {
-        NetworkCommand::Create { name, cidr, dir } => {
+        NetworkCommand::Create {
+            name,
+            cidr,
+            allow_public_range,
+            dir,
+        } => {
             validate_network_name(&name)?;
-            if cidr.prefix_len() > 30 {
-                bail!("{cidr} is too small for a network: use a /30 or larger, e.g. /24");
-            }
-            if cidr.trunc() != cidr {
-                bail!("{cidr} has host bits set; did you mean {}?", cidr.trunc());
-            }
-            open(&dir.state_dir)?.create_network(&name, cidr)?;
+            super::create_check::range(cidr, allow_public_range)?;
+            let store = open(&dir.state_dir)?;
+            super::create_check::against_store(&store, &name, cidr)?;
+            store.create_network(&name, cidr)?;
             println!("created network {name} ({cidr})");
             Ok(())
         }

@@ -17,14 +17,68 @@ fn host_name() -> String {
         .unwrap_or_else(|| "node".to_string())
 }
 
+/// The config of an earlier join of the token's network with the same server, when its key is
+/// still there: joining again is then the same membership (same key, name and address).
+fn joined_before(dirs: &Dirs, token: &JoinToken) -> Option<NodeSettings> {
+    let network = &token.network;
+    if !dirs.config_file(network).exists() || !dirs.key_file(network).exists() {
+        return None;
+    }
+    config::load(dirs, network)
+        .ok()
+        .filter(|s| s.server_key == token.server_key)
+}
+
 pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> {
     let token = JoinToken::decode(token)?;
     config::validate_network_name(&token.network)?;
-    let name = name.unwrap_or_else(host_name);
+    let before = joined_before(dirs, &token);
+    let name = match (name, &before) {
+        // The server gives a key that is already a member its old record back, name included:
+        // say so instead of printing "joined as alice" after `--name bob`.
+        (Some(new), Some(old)) if new != old.name => bail!(
+            "this host already joined network {net} as {old_name} ({file}); the server keeps a \
+             member's name when the same key joins again, so --name {new} would not rename it. \
+             To join as {new}: on the server run `p2pvpn network remove-member {net} \
+             {old_name}`, here delete {file} and {keys}, then join with a new token",
+            net = token.network,
+            old_name = old.name,
+            file = dirs.config_file(&token.network).display(),
+            keys = dirs.network_state(&token.network).display(),
+        ),
+        (Some(new), _) => new,
+        (None, Some(old)) => old.name.clone(),
+        (None, None) => host_name(),
+    };
     config::validate_node_name(&name)?;
+    if before.is_some() {
+        eprintln!(
+            "already joined network {} as {name}: joining again with the same key keeps the \
+             name and address and rewrites {}",
+            token.network,
+            dirs.config_file(&token.network).display()
+        );
+    }
     keyfile::ensure_private_dir(&dirs.state)?;
     let key_path = dirs.key_file(&token.network);
     let (secret, created) = keyfile::load_or_create(&key_path)?;
+    let via: Vec<String> = ServerAddr::list(&token.servers, &token.tls_servers)
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    eprintln!("joining {} via {} ...", token.network, via.join(", "));
+    let joined = match io::join::join(&token, &secret, &name).await {
+        Ok(j) => j,
+        Err(e) => {
+            // A key the server never accepted is no membership: leave nothing behind, so that
+            // the host does not look joined and a later join starts clean.
+            if created {
+                let _ = std::fs::remove_file(&key_path);
+                let _ = std::fs::remove_dir(dirs.network_state(&token.network));
+            }
+            return Err(e);
+        }
+    };
     if created {
         eprintln!(
             "generated a key for network {} in {}",
@@ -32,30 +86,37 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
             key_path.display()
         );
     }
-    let via: Vec<String> = ServerAddr::list(&token.servers, &token.tls_servers)
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    eprintln!("joining {} via {} ...", token.network, via.join(", "));
-    let joined = io::join::join(&token, &secret, &name).await?;
+    let interface = match &before {
+        Some(old) => old.interface.clone(),
+        None => {
+            let taken: Vec<String> = config::other_networks(dirs, &joined.network)
+                .into_iter()
+                .map(|(_, s)| s.interface)
+                .collect();
+            config::unique_interface(&joined.network, &taken)
+        }
+    };
     let settings = NodeSettings {
         network: joined.network.clone(),
         name: joined.name.clone(),
         servers: token.servers.clone(),
         tls_servers: token.tls_servers.clone(),
         server_key: token.server_key,
-        listen_port: 0,
-        interface: config::default_interface(&joined.network),
-        mtu: config::DEFAULT_MTU,
-        punch: Default::default(),
+        listen_port: before.as_ref().map_or(0, |b| b.listen_port),
+        interface,
+        mtu: before.as_ref().map_or(config::DEFAULT_MTU, |b| b.mtu),
+        punch: before.as_ref().map(|b| b.punch).unwrap_or_default(),
+        cidr: Some(joined.cidr),
+        allow_route_overlap: before.as_ref().is_some_and(|b| b.allow_route_overlap),
     };
     let file = config::save(dirs, &settings)?;
     println!(
-        "joined network {} as {} ({}/{}); config in {}",
+        "joined network {} as {} ({}/{}) on interface {}; config in {}",
         joined.network,
         joined.name,
         joined.virtual_ip,
         joined.cidr.prefix_len(),
+        settings.interface,
         file.display()
     );
     println!(
@@ -65,12 +126,20 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
     Ok(())
 }
 
-pub async fn up(network: &str, dirs: &Dirs, metrics: Option<std::net::SocketAddr>) -> Result<()> {
+pub async fn up(
+    network: &str,
+    dirs: &Dirs,
+    metrics: Option<std::net::SocketAddr>,
+    allow_overlap: bool,
+) -> Result<()> {
     config::validate_network_name(network)?;
     if let Some(addr) = metrics {
         io::metrics::check_loopback(addr, "--metrics")?;
     }
-    let settings = config::load(dirs, network)?;
+    let mut settings = config::load(dirs, network)?;
+    settings.allow_route_overlap |= allow_overlap;
+    // Every local precondition before registering and the NAT check, which take seconds.
+    super::preflight::check(&settings, dirs)?;
     io::node::run(settings, dirs.clone(), metrics).await
 }
 

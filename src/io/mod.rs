@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod netcheck;
 pub mod node;
 pub mod progress;
+pub mod routes;
 pub mod server;
 pub mod server_state;
 pub mod server_udp;

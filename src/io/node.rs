@@ -417,6 +417,15 @@ impl Driver {
         match event {
             NodeEvent::Registered(a) => match &self.tun {
                 None => {
+                    // A config older than the recorded range was not checked by `up`: do it
+                    // now, still before the TUN device and its route exist.
+                    if self.settings.cidr != Some(a.cidr) {
+                        super::routes::refuse_collisions(
+                            a.cidr,
+                            &self.settings.interface,
+                            self.settings.allow_route_overlap,
+                        )?;
+                    }
                     let tun = super::tun::create(
                         &self.settings.interface,
                         a.virtual_ip,
