@@ -12,6 +12,7 @@ mod net;
 mod net_tests;
 mod ping;
 mod punch;
+mod rejoin;
 mod relay;
 mod status;
 

@@ -33,7 +33,7 @@ use super::ip::{ipv4_endpoints, IpError};
 use super::keys::{PublicKey, SecretKey};
 use super::peers::{Path, PeerTable, Upsert};
 use super::rendezvous::client::{ControlClient, ControlEvent, ServerAddr};
-use super::rendezvous::messages::Refusal;
+use super::rendezvous::messages::{PeerInfo, Refusal};
 use super::wire::{classify, receiver_index, DatagramKind, WgMessage};
 use crate::core::punch::session::SocketPool;
 use crate::core::relay::client::RelayClient;
@@ -302,6 +302,49 @@ impl Node {
         }
     }
 
+    /// A peer record from the server: added, updated, or (when it names an address another key
+    /// holds) the server's newer word wins. The server allocates addresses, so a record for a
+    /// new key at a held address means the old holder was removed and its address given again;
+    /// the update about the new holder can arrive before the removal of the old one (a member
+    /// removed and re-joined within one store poll), and ignoring it would leave the new key
+    /// unknown to this node until its next update.
+    fn handle_peer_info(&mut self, info: &PeerInfo) {
+        let mut outcome = self.peers.upsert(info, &self.secret, self.now_hint);
+        if outcome == Upsert::AddressConflict {
+            if let Some(old) = self.peers.by_ip_mut(info.virtual_ip).map(|p| p.key) {
+                tracing::info!(
+                    peer = ?info.name,
+                    ip = %info.virtual_ip,
+                    "the server gave this address to a new key; replacing the old holder"
+                );
+                self.remove_peer(&old);
+            }
+            outcome = self.peers.upsert(info, &self.secret, self.now_hint);
+        }
+        match outcome {
+            Upsert::Added => {
+                self.events.push_back(NodeEvent::PeerAdded {
+                    name: info.name.clone(),
+                    virtual_ip: info.virtual_ip,
+                });
+                // Relay first: the session comes up through the relay while punching runs.
+                self.maybe_initiate(&info.public_key);
+            }
+            Upsert::Updated => self.maybe_initiate(&info.public_key),
+            Upsert::AddressConflict => {}
+        }
+    }
+
+    fn remove_peer(&mut self, key: &PublicKey) {
+        if let Some(mut peer) = self.peers.remove(key) {
+            peer.punch.close(&mut self.sockets);
+            self.events.push_back(NodeEvent::PeerRemoved {
+                name: peer.name,
+                virtual_ip: peer.virtual_ip,
+            });
+        }
+    }
+
     fn handle_control_event(&mut self, event: ControlEvent) {
         match event {
             ControlEvent::Registered {
@@ -336,32 +379,8 @@ impl Node {
                 let now = self.now_hint;
                 self.handle_relay_frame(src, &payload, now);
             }
-            ControlEvent::Peer(info) => match self.peers.upsert(&info, &self.secret, self.now_hint)
-            {
-                Upsert::Added => {
-                    self.events.push_back(NodeEvent::PeerAdded {
-                        name: info.name.clone(),
-                        virtual_ip: info.virtual_ip,
-                    });
-                    // Relay first: the session comes up through the relay while punching runs.
-                    self.maybe_initiate(&info.public_key);
-                }
-                Upsert::Updated => self.maybe_initiate(&info.public_key),
-                Upsert::AddressConflict => tracing::warn!(
-                    peer = info.name,
-                    ip = %info.virtual_ip,
-                    "server sent a peer claiming an address another peer owns; ignored"
-                ),
-            },
-            ControlEvent::PeerGone(key) => {
-                if let Some(mut peer) = self.peers.remove(&key) {
-                    peer.punch.close(&mut self.sockets);
-                    self.events.push_back(NodeEvent::PeerRemoved {
-                        name: peer.name,
-                        virtual_ip: peer.virtual_ip,
-                    });
-                }
-            }
+            ControlEvent::Peer(info) => self.handle_peer_info(&info),
+            ControlEvent::PeerGone(key) => self.remove_peer(&key),
             ControlEvent::Refused { refusal, permanent } => {
                 if permanent {
                     // Removed or never admitted: no peer may keep a session with us.
