@@ -3,7 +3,7 @@
 //! record of the new key can reach the other nodes before the removal of the old one. They must
 //! end up talking to the new key, not keep the old one and drop the new one's handshakes.
 
-use crate::harness::{ping_packet, Sim, UNIX_NOW};
+use crate::harness::{ping_packet, UNIX_NOW};
 use p2pvpn::core::peers::Path;
 use std::time::Duration;
 
