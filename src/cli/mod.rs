@@ -2,6 +2,7 @@
 //! defines the interface, sets up logging and dispatches.
 
 mod doctor;
+mod logging;
 mod netcheck;
 mod network;
 mod node;
@@ -11,7 +12,7 @@ mod server;
 mod table;
 
 use anyhow::{Context, Result};
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -22,20 +23,10 @@ use std::path::PathBuf;
              directly over end-to-end encrypted WireGuard-class tunnels."
 )]
 pub struct Cli {
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info", env = "P2PVPN_LOG")]
-    pub log_level: String,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: logging::LogArgs,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Where a node keeps its config and state.
@@ -309,19 +300,6 @@ pub enum NetworkCommand {
     },
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// Writes the completion script for `shell` (generated from the clap definition, so it never
 /// falls behind the real options).
 pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> Result<()> {
@@ -373,7 +351,7 @@ pub fn run() -> Result<()> {
         }
         _ => {}
     }
-    init_logging(&cli.log_level, cli.log_format);
+    logging::init(&cli.log)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
