@@ -14,6 +14,7 @@ pub mod progress;
 pub mod server;
 pub mod server_state;
 pub mod server_udp;
+pub mod server_watch;
 pub mod service;
 pub mod state_lock;
 pub mod stream;

@@ -78,6 +78,9 @@ struct Driver {
     stream_tx: mpsc::Sender<(u64, StreamEvent)>,
     /// `ping` requests awaiting their echo reply, by (peer, seq).
     pings: HashMap<(Ipv4Addr, u16), tokio::sync::oneshot::Sender<String>>,
+    /// The server the current stream goes to, and what was logged about reaching it.
+    server: Option<SocketAddr>,
+    server_watch: super::server_watch::ServerWatch,
 }
 
 /// Runs the node until a signal or `down`; `metrics` serves Prometheus text on that address.
@@ -106,7 +109,8 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
     let udp_port = udp.local_addr()?.port();
     let local_ip = route_source(settings.servers.first().copied());
     let (req_tx, mut req_rx) = mpsc::channel::<ControlRequest>(16);
-    let _socket = control_socket::serve(&dirs.control_socket(&network), &network, req_tx).await?;
+    let socket_guard =
+        control_socket::serve(&dirs.control_socket(&network), &network, req_tx).await?;
     // Without --metrics the sender is dropped here and the loop's scrape branch never fires.
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<super::metrics::Scrape>(8);
     if let Some(addr) = metrics {
@@ -143,6 +147,8 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
         stream_gen: 0,
         stream_tx,
         pings: HashMap::new(),
+        server: None,
+        server_watch: Default::default(),
     };
     progress(&format!(
         "p2pvpn {network}: key {}, UDP port {udp_port}",
@@ -159,6 +165,8 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
     let mut tun_buf = vec![0u8; MAX_DATAGRAM];
     let mut udp_buf = vec![0u8; MAX_DATAGRAM];
     let mut out = vec![0u8; MAX_DATAGRAM + 64];
+    // Answered once the node has stopped, so `down` can say it did.
+    let mut down_reply = None;
 
     loop {
         d.connect_if_due();
@@ -223,7 +231,7 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
                     }
                     Request::Ping { peer, seq } => d.start_ping(&peer, seq, req.reply),
                     Request::Down => {
-                        let _ = req.reply.send("stopping\n".to_string());
+                        down_reply = Some(req.reply);
                         progress(&format!("p2pvpn {network}: stopping (down requested)"));
                         break;
                     }
@@ -245,10 +253,22 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
     for (_, extra) in d.extras.drain() {
         extra.reader.abort();
     }
-    progress(&format!(
-        "p2pvpn {network}: stopped; removed {}",
-        d.settings.interface
-    ));
+    let interface = std::mem::take(&mut d.settings.interface);
+    let had_tun = d.tun.is_some();
+    // Dropping the driver closes the TUN device, which removes the interface, and answers
+    // pending requests with "stopping".
+    drop(d);
+    drop(req_rx);
+    let stopped = if had_tun {
+        format!("stopped; removed {interface}")
+    } else {
+        "stopped".to_string()
+    };
+    progress(&format!("p2pvpn {network}: {stopped}"));
+    if let Some(reply) = down_reply {
+        let _ = reply.send(format!("{stopped}\n"));
+    }
+    socket_guard.finish().await;
     Ok(())
 }
 
@@ -256,7 +276,8 @@ impl Driver {
     fn connect_if_due(&mut self) {
         if let Some(server) = self.node.poll_connect(std::time::Instant::now()) {
             self.stream_gen += 1;
-            tracing::info!(%server, "connecting to the server");
+            self.server = Some(server.addr);
+            tracing::debug!(%server, "connecting to the server");
             stream::spawn(
                 server.addr,
                 server.tls,
@@ -270,13 +291,25 @@ impl Driver {
         let now = std::time::Instant::now();
         match event {
             StreamEvent::Connected { local, writer } => {
+                if let Some(line) = self
+                    .server
+                    .and_then(|s| self.server_watch.connected(s, now))
+                {
+                    tracing::info!("{line}");
+                }
                 self.writer = Some(writer);
                 let endpoint = SocketAddr::new(local.ip(), self.udp_port);
                 self.node.set_local_endpoints(vec![endpoint]);
                 self.node.handle_control_connected(now);
             }
             StreamEvent::Failed(reason) => {
-                tracing::warn!(%reason, "cannot reach the server; will retry");
+                let server = self
+                    .server
+                    .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+                if let Some(line) = self.server_watch.failed(server, &reason, now) {
+                    tracing::warn!("{line}");
+                }
+                tracing::debug!(%server, %reason, "cannot reach the server; will retry");
                 self.node.handle_control_connect_failed(now);
             }
             StreamEvent::Bytes(bytes) => self.node.handle_control_bytes(&bytes, now),
@@ -468,12 +501,17 @@ impl Driver {
                 path,
                 endpoint,
                 relay,
+                detail,
             } => {
                 let via = endpoint.map(|e| format!(" via {e}")).unwrap_or_default();
                 let transport = relay.map(|r| format!(" ({r})")).unwrap_or_default();
+                let path = detail.unwrap_or_else(|| path.as_str().to_string());
+                if path.starts_with("direct") {
+                    // The outcome of the punching the spinner showed.
+                    super::progress::done();
+                }
                 progress(&format!(
-                    "p2pvpn {net}: peer {name} ({virtual_ip}) {}{transport}{via}",
-                    path.as_str()
+                    "p2pvpn {net}: peer {name} ({virtual_ip}) {path}{transport}{via}"
                 ));
             }
         }
