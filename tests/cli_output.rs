@@ -1,0 +1,188 @@
+//! What `up` and `down` print, as an operator reads it: one log line per change of the server's
+//! reachability rather than one per retry, the `-v`/`-q` flags, and `down` reporting that the
+//! node stopped. The node runs on loopback against a server that is down, so it never
+//! registers and creates no TUN device; nothing leaves 127.0.0.1.
+
+#![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{run, stderr, Spawned, BIN};
+
+/// A node that joined `network` through a server that has since stopped.
+struct Orphan {
+    dir: PathBuf,
+    network: &'static str,
+}
+
+impl Orphan {
+    fn new(tag: &str, network: &'static str) -> Orphan {
+        let dir = common::temp_dir("cli_output", tag);
+        let addr = format!("127.0.0.1:{}", common::free_port());
+        let state = dir.join("server");
+        let server = Spawned {
+            child: common::spawn_server(&addr, &state),
+            dir: dir.join("server-owned"),
+        };
+        let s = state.to_str().unwrap();
+        let out = run(
+            &[
+                "network",
+                "create",
+                network,
+                "--cidr",
+                "10.67.0.0/24",
+                "--state-dir",
+                s,
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = run(&["network", "invite", network, "--state-dir", s], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let token = String::from_utf8(out.stdout).unwrap();
+        let out = common::join(&dir, token.trim(), "alice");
+        assert!(out.status.success(), "{}", stderr(&out));
+        drop(server); // kills the server: from now on it is unreachable
+        Orphan { dir, network }
+    }
+
+    fn env(&self) -> [(&'static str, PathBuf); 2] {
+        [
+            ("P2PVPN_CONFIG_DIR", self.dir.join("alice/etc")),
+            ("P2PVPN_STATE_DIR", self.dir.join("alice/state")),
+        ]
+    }
+
+    fn control_socket(&self) -> PathBuf {
+        self.dir
+            .join("alice/state")
+            .join(self.network)
+            .join("control.sock")
+    }
+
+    /// `p2pvpn [flags] up --network NET`, output captured.
+    fn up(&self, flags: &[&str]) -> Running {
+        let mut cmd = Command::new(BIN);
+        cmd.args(flags)
+            .args(["up", "--network", self.network])
+            .env_remove("RUST_LOG")
+            .env_remove("P2PVPN_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in self.env() {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        // Bounded wait until the node answers on its control socket.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.control_socket().exists() {
+            assert!(Instant::now() < deadline, "the node did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Running(Some(child))
+    }
+
+    fn down(&self) -> Output {
+        let env = self.env();
+        let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        run(&["down", "--network", self.network], &env)
+    }
+}
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `up`, killed on drop if the test did not stop it.
+struct Running(Option<Child>);
+
+impl Running {
+    /// Waits (bounded) for the process to exit after `down`, and returns its output.
+    fn output(mut self) -> Output {
+        let mut child = self.0.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn down_says_the_node_stopped() {
+    let node = Orphan::new("down", "calm");
+    let up = node.up(&[]);
+    let out = node.down();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "calm: stopped\n");
+    let up = up.output();
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert!(!node.control_socket().exists());
+}
+
+#[test]
+fn an_unreachable_server_is_logged_once_not_at_every_retry() {
+    let node = Orphan::new("unreachable", "quiet");
+    let up = node.up(&[]);
+    // Retries come after about 1, 2 and 4 s (plus up to 50% jitter): 3 or more failed
+    // attempts within this wait.
+    std::thread::sleep(Duration::from_secs(8));
+    let out = node.down();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let up = up.output();
+    let log = stderr(&up);
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("unreachable (connection refused); retrying in the background"),
+        "{log}"
+    );
+    // The attempts themselves are debug detail, not news.
+    assert!(!log.contains("connecting to the server"), "{log}");
+}
+
+#[test]
+fn verbose_shows_each_attempt_and_quiet_hides_the_info_lines() {
+    let node = Orphan::new("verbosity", "loud");
+    let up = node.up(&["-v"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(node.down().status.success());
+    let log = stderr(&up.output());
+    assert!(log.contains("DEBUG"), "{log}");
+    assert!(log.contains("connecting to the server"), "{log}");
+
+    let up = node.up(&["-q"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(node.down().status.success());
+    let log = stderr(&up.output());
+    assert!(!log.contains("INFO") && !log.contains("DEBUG"), "{log}");
+
+    let both = run(&["-v", "-q", "status"], &[]);
+    assert!(!both.status.success());
+    assert!(
+        stderr(&both).contains("cannot be used with"),
+        "{}",
+        stderr(&both)
+    );
+}
