@@ -68,9 +68,21 @@ impl Orphan {
     /// `p2pvpn [flags] up --network NET`, output captured.
     fn up(&self, flags: &[&str]) -> Running {
         let mut cmd = Command::new(BIN);
-        cmd.args(flags)
-            .args(["up", "--network", self.network])
-            .env_remove("RUST_LOG")
+        cmd.args(flags).args(["up", "--network", self.network]);
+        self.spawn(cmd)
+    }
+
+    /// `up` on a terminal (a pseudo-terminal from util-linux `script`), stdout and stderr both
+    /// on it as in an operator's shell; the test's stdout is what the terminal received.
+    fn up_on_a_terminal(&self) -> Running {
+        let mut cmd = Command::new("script");
+        let line = format!("{BIN} up --network {}", self.network);
+        cmd.args(["-qfec", &line, "/dev/null"]);
+        self.spawn(cmd)
+    }
+
+    fn spawn(&self, mut cmd: Command) -> Running {
+        cmd.env_remove("RUST_LOG")
             .env_remove("P2PVPN_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -184,5 +196,73 @@ fn verbose_shows_each_attempt_and_quiet_hides_the_info_lines() {
         stderr(&both).contains("cannot be used with"),
         "{}",
         stderr(&both)
+    );
+}
+
+/// What a terminal shows after receiving `bytes`, line by line: carriage returns move to the
+/// line's start, ESC [ 2 K erases the line, other control sequences (colours) show nothing.
+fn render(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = vec![Vec::<char>::new()];
+    let mut col = 0;
+    let mut chars = text.chars().peekable();
+    while let Some(ch) = chars.next() {
+        let cur = lines.last_mut().unwrap();
+        match ch {
+            '\n' => {
+                lines.push(Vec::new());
+                col = 0;
+            }
+            '\r' => col = 0,
+            '\x1b' if chars.peek() == Some(&'[') => {
+                chars.next();
+                let mut seq = String::new();
+                for c in chars.by_ref() {
+                    seq.push(c);
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+                if seq == "2K" {
+                    cur.clear();
+                }
+            }
+            c => {
+                if col < cur.len() {
+                    cur[col] = c;
+                } else {
+                    cur.push(c);
+                }
+                col += 1;
+            }
+        }
+    }
+    lines.into_iter().map(|l| l.into_iter().collect()).collect()
+}
+
+#[test]
+fn on_a_terminal_a_log_line_never_runs_into_the_spinner() {
+    let node = Orphan::new("spinner", "tty");
+    let up = node.up_on_a_terminal();
+    // The first attempt fails at once; its warning is logged while the spinner shows.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(node.down().status.success());
+    let out = up.output();
+    let screen = render(&out.stdout);
+    let warning = screen
+        .iter()
+        .find(|l| l.contains("WARN"))
+        .unwrap_or_else(|| panic!("no warning shown: {screen:#?}"));
+    assert!(
+        !warning.contains("registering") && warning.contains("unreachable"),
+        "{screen:#?}"
+    );
+    // Every line is whole, and no spinner is left behind once the node has stopped (the
+    // shell's prompt would start after it).
+    let is_spinner = |l: &String| l.starts_with(|c: char| ('\u{2800}'..='\u{28ff}').contains(&c));
+    assert!(!screen.iter().any(is_spinner), "{screen:#?}");
+    assert!(
+        screen.iter().any(|l| l.ends_with(": stopped")),
+        "{screen:#?}"
     );
 }

@@ -85,6 +85,17 @@ struct Driver {
 
 /// Runs the node until a signal or `down`; `metrics` serves Prometheus text on that address.
 pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>) -> Result<()> {
+    let result = run_until_stopped(settings, dirs, metrics).await;
+    // A spinner left on screen would have the shell's prompt (or the error) start after it.
+    super::progress::done();
+    result
+}
+
+async fn run_until_stopped(
+    settings: NodeSettings,
+    dirs: Dirs,
+    metrics: Option<SocketAddr>,
+) -> Result<()> {
     let network = settings.network.clone();
     let secret = keyfile::load(&dirs.key_file(&network))?;
     super::interface_check::check_free(
@@ -232,6 +243,7 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
                     Request::Ping { peer, seq } => d.start_ping(&peer, seq, req.reply),
                     Request::Down => {
                         down_reply = Some(req.reply);
+                        super::progress::done();
                         progress(&format!("p2pvpn {network}: stopping (down requested)"));
                         break;
                     }
@@ -246,6 +258,7 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
         }
         d.drain().await?;
     }
+    super::progress::done();
     super::service::stopping(&format!("p2pvpn {network}: stopping"));
     if let Some(w) = d.writer.take() {
         let _ = w.send(WriterCommand::Close).await;
