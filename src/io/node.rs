@@ -9,6 +9,7 @@ use crate::core::node::{
     DatagramOutcome, Node, NodeConfig, NodeEvent, SocketCommand, SocketId, Transmit, TunOutcome,
     MAX_DATAGRAM,
 };
+use crate::core::peers::Path;
 use crate::keyfile;
 use anyhow::{anyhow, bail, Context, Result};
 use rand::SeedableRng;
@@ -81,6 +82,8 @@ struct Driver {
     /// The server the current stream goes to, and what was logged about reaching it.
     server: Option<SocketAddr>,
     server_watch: super::server_watch::ServerWatch,
+    /// Each peer's path as last announced, to word the next change.
+    paths: HashMap<Ipv4Addr, Path>,
 }
 
 /// Runs the node until a signal or `down`; `metrics` serves Prometheus text on that address.
@@ -160,6 +163,7 @@ async fn run_until_stopped(
         pings: HashMap::new(),
         server: None,
         server_watch: Default::default(),
+        paths: HashMap::new(),
     };
     progress(&format!(
         "p2pvpn {network}: key {}, UDP port {udp_port}",
@@ -505,9 +509,12 @@ impl Driver {
             NodeEvent::PeerAdded { name, virtual_ip } => progress(&format!(
                 "p2pvpn {net}: peer {name} ({virtual_ip}) connecting"
             )),
-            NodeEvent::PeerRemoved { name, virtual_ip } => progress(&format!(
-                "p2pvpn {net}: peer {name} ({virtual_ip}) left the network"
-            )),
+            NodeEvent::PeerRemoved { name, virtual_ip } => {
+                self.paths.remove(&virtual_ip);
+                progress(&format!(
+                    "p2pvpn {net}: peer {name} ({virtual_ip}) left the network"
+                ))
+            }
             NodeEvent::PathChanged {
                 name,
                 virtual_ip,
@@ -516,19 +523,62 @@ impl Driver {
                 relay,
                 detail,
             } => {
-                let via = endpoint.map(|e| format!(" via {e}")).unwrap_or_default();
-                let transport = relay.map(|r| format!(" ({r})")).unwrap_or_default();
-                let path = detail.unwrap_or_else(|| path.as_str().to_string());
-                if path.starts_with("direct") {
+                if path == Path::Direct {
                     // The outcome of the punching the spinner showed.
                     super::progress::done();
                 }
-                progress(&format!(
-                    "p2pvpn {net}: peer {name} ({virtual_ip}) {path}{transport}{via}"
-                ));
+                let was = self.paths.insert(virtual_ip, path);
+                let change = PathLine {
+                    name: &name,
+                    virtual_ip,
+                    path,
+                    was,
+                    detail: detail.as_deref(),
+                    relay,
+                    endpoint,
+                };
+                progress(&format!("p2pvpn {net}: {change}"));
             }
         }
         Ok(())
+    }
+}
+
+/// A peer's path change as `up` announces it.
+struct PathLine<'a> {
+    name: &'a str,
+    virtual_ip: Ipv4Addr,
+    path: Path,
+    /// The path announced before, if any.
+    was: Option<Path>,
+    /// How a direct path was found, e.g. "direct (server-reflexive)".
+    detail: Option<&'a str>,
+    relay: Option<&'static str>,
+    endpoint: Option<SocketAddr>,
+}
+
+impl std::fmt::Display for PathLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "peer {} ({}) ", self.name, self.virtual_ip)?;
+        match (self.path, self.was) {
+            // A working session went quiet: say so, rather than a bare "connecting" that reads
+            // like the first attempt.
+            (Path::Connecting, Some(was @ (Path::Direct | Path::Relay))) => write!(
+                f,
+                "stopped answering (was {}); trying to reach it again",
+                was.as_str()
+            ),
+            (path, _) => {
+                f.write_str(self.detail.unwrap_or(path.as_str()))?;
+                if let Some(r) = self.relay {
+                    write!(f, " ({r})")?;
+                }
+                if let Some(e) = self.endpoint {
+                    write!(f, " via {e}")?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -563,4 +613,38 @@ fn route_source(server: Option<SocketAddr>) -> IpAddr {
         })
         .map(|a| a.ip())
         .unwrap_or(unspecified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(path: Path, was: Option<Path>, detail: Option<&str>) -> String {
+        PathLine {
+            name: "bob",
+            virtual_ip: Ipv4Addr::new(10, 77, 0, 2),
+            path,
+            was,
+            detail,
+            relay: (path == Path::Relay).then_some("udp"),
+            endpoint: "192.0.2.7:51820".parse().ok(),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn path_changes_read_as_what_happened_to_the_peer() {
+        assert_eq!(
+            line(Path::Direct, None, Some("direct (server-reflexive)")),
+            "peer bob (10.77.0.2) direct (server-reflexive) via 192.0.2.7:51820"
+        );
+        assert_eq!(
+            line(Path::Relay, Some(Path::Connecting), None),
+            "peer bob (10.77.0.2) relay (udp) via 192.0.2.7:51820"
+        );
+        assert_eq!(
+            line(Path::Connecting, Some(Path::Direct), None),
+            "peer bob (10.77.0.2) stopped answering (was direct); trying to reach it again"
+        );
+    }
 }
