@@ -17,6 +17,8 @@ use common::{run, stderr, Spawned, BIN};
 struct Orphan {
     dir: PathBuf,
     network: &'static str,
+    /// Where the server listened (nothing does now).
+    addr: String,
 }
 
 impl Orphan {
@@ -48,7 +50,7 @@ impl Orphan {
         let out = common::join(&dir, token.trim(), "alice");
         assert!(out.status.success(), "{}", stderr(&out));
         drop(server); // kills the server: from now on it is unreachable
-        Orphan { dir, network }
+        Orphan { dir, network, addr }
     }
 
     fn env(&self) -> [(&'static str, PathBuf); 2] {
@@ -265,4 +267,47 @@ fn on_a_terminal_a_log_line_never_runs_into_the_spinner() {
         screen.iter().any(|l| l.ends_with(": stopped")),
         "{screen:#?}"
     );
+}
+
+#[test]
+fn a_server_port_that_hangs_up_before_registering_is_logged_once() {
+    let node = Orphan::new("hangup", "hangup");
+    // Something else now holds the server's port: it accepts and closes at once.
+    let listener = std::net::TcpListener::bind(&node.addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let hangup = std::thread::spawn(move || {
+        let mut accepted = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    accepted += 1;
+                    drop(conn);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        accepted
+    });
+    let up = node.up(&[]);
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(node.down().status.success());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let accepted = hangup.join().unwrap();
+    let up = up.output();
+    let (log, shown) = (
+        stderr(&up),
+        String::from_utf8_lossy(&up.stdout).into_owned(),
+    );
+    assert!(accepted >= 3, "only {accepted} attempts");
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("closed the connection before registering this node"),
+        "{log}"
+    );
+    // Not a "lost the server" announcement per attempt: it was never reached.
+    assert!(!shown.contains("lost the server"), "{shown}");
 }

@@ -82,6 +82,9 @@ struct Driver {
     /// The server the current stream goes to, and what was logged about reaching it.
     server: Option<SocketAddr>,
     server_watch: super::server_watch::ServerWatch,
+    /// The current stream got as far as registering (so its end is a lost server, not a
+    /// failed attempt).
+    registered_on_stream: bool,
     /// Each peer's path as last announced, to word the next change.
     paths: HashMap<Ipv4Addr, Path>,
 }
@@ -164,6 +167,7 @@ async fn run_until_stopped(
         server: None,
         server_watch: Default::default(),
         paths: HashMap::new(),
+        registered_on_stream: false,
     };
     progress(&format!(
         "p2pvpn {network}: key {}, UDP port {udp_port}",
@@ -308,25 +312,14 @@ impl Driver {
         let now = std::time::Instant::now();
         match event {
             StreamEvent::Connected { local, writer } => {
-                if let Some(line) = self
-                    .server
-                    .and_then(|s| self.server_watch.connected(s, now))
-                {
-                    tracing::info!("{line}");
-                }
+                self.registered_on_stream = false;
                 self.writer = Some(writer);
                 let endpoint = SocketAddr::new(local.ip(), self.udp_port);
                 self.node.set_local_endpoints(vec![endpoint]);
                 self.node.handle_control_connected(now);
             }
             StreamEvent::Failed(reason) => {
-                let server = self
-                    .server
-                    .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
-                if let Some(line) = self.server_watch.failed(server, &reason, now) {
-                    tracing::warn!("{line}");
-                }
-                tracing::debug!(%server, %reason, "cannot reach the server; will retry");
+                self.server_failed(&reason, now);
                 self.node.handle_control_connect_failed(now);
             }
             StreamEvent::Bytes(bytes) => self.node.handle_control_bytes(&bytes, now),
@@ -334,6 +327,29 @@ impl Driver {
                 self.writer = None;
                 self.node.handle_control_closed(now);
             }
+        }
+    }
+
+    /// An attempt to reach the server failed: logged when it starts an outage (and as a
+    /// reminder a minute at most), debug detail otherwise.
+    fn server_failed(&mut self, reason: &str, now: std::time::Instant) {
+        let server = self
+            .server
+            .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        if let Some(line) = self.server_watch.failed(server, reason, now) {
+            tracing::warn!("{line}");
+        }
+        tracing::debug!(%server, %reason, "cannot reach the server; will retry");
+    }
+
+    /// The server took this node: the end of an outage, if there was one.
+    fn server_registered(&mut self, now: std::time::Instant) {
+        self.registered_on_stream = true;
+        if let Some(line) = self
+            .server
+            .and_then(|s| self.server_watch.connected(s, now))
+        {
+            tracing::info!("{line}");
         }
     }
 
@@ -463,6 +479,9 @@ impl Driver {
     }
 
     async fn handle_node_event(&mut self, event: NodeEvent) -> Result<()> {
+        if matches!(event, NodeEvent::Registered(_)) {
+            self.server_registered(std::time::Instant::now());
+        }
         let net = &self.settings.network;
         match event {
             NodeEvent::Registered(a) => match &self.tun {
@@ -489,9 +508,17 @@ impl Driver {
                 }
                 Some(_) => progress(&format!("p2pvpn {net}: registered again with the server")),
             },
-            NodeEvent::ServerDisconnected => progress(&format!(
-                "p2pvpn {net}: lost the server; reconnecting (existing tunnels keep working)"
-            )),
+            NodeEvent::ServerDisconnected if self.registered_on_stream => {
+                self.registered_on_stream = false;
+                progress(&format!(
+                    "p2pvpn {net}: lost the server; reconnecting (existing tunnels keep working)"
+                ))
+            }
+            // A stream that closes before registering is one more failed attempt, not news.
+            NodeEvent::ServerDisconnected => {
+                let reason = "it closed the connection before registering this node";
+                self.server_failed(reason, std::time::Instant::now());
+            }
             NodeEvent::CloseControlStream => {
                 self.stream_gen += 1;
                 if let Some(w) = self.writer.take() {
