@@ -52,7 +52,8 @@ impl LogArgs {
             (false, 1) => "debug",
             (false, _) => return "trace".to_string(),
         };
-        if level == "trace" {
+        // A level that is already "trace", or names boringtun itself, is taken as asked.
+        if level == "trace" || level.contains("boringtun") {
             level.to_string()
         } else {
             format!("{level},{QUIET_DEPENDENCIES}")
@@ -145,6 +146,10 @@ mod tests {
             "debug,boringtun=off"
         );
         assert_eq!(directives(&["--log-level", "error"]), "error,boringtun=off");
+        assert_eq!(
+            directives(&["--log-level", "info,boringtun=debug"]),
+            "info,boringtun=debug"
+        );
         assert!(Cli::try_parse_from(["p2pvpn", "-v", "-q"]).is_err());
     }
 
