@@ -311,3 +311,154 @@ fn a_server_port_that_hangs_up_before_registering_is_logged_once() {
     // Not a "lost the server" announcement per attempt: it was never reached.
     assert!(!shown.contains("lost the server"), "{shown}");
 }
+
+/// A network namespace of the test's own (only loopback in it), deleted on drop; `None`
+/// without root.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Option<Netns> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("SKIP: needs root for a network namespace");
+            return None;
+        }
+        let name = format!("p2o-{tag}-{}", std::process::id());
+        let ok = |args: &[&str]| Command::new("ip").args(args).status().unwrap().success();
+        assert!(ok(&["netns", "add", &name]), "cannot create netns {name}");
+        let ns = Netns(name);
+        assert!(ok(&["-n", &ns.0, "link", "set", "lo", "up"]));
+        Some(ns)
+    }
+
+    /// The binary with `args`, run inside the namespace (`ip netns exec` execs it, so the
+    /// child is the binary itself).
+    fn command(&self, env: &[(&str, &Path)], args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0, BIN])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("P2PVPN_LOG")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn server(&self, state: &Path) -> Running {
+        let s = state.to_str().unwrap();
+        let mut cmd = self.command(
+            &[],
+            &["server", "--listen", "127.0.0.1:7700", "--state-dir", s],
+        );
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        Running(Some(cmd.spawn().unwrap()))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The server goes away and comes back while a registered node runs: one warning when it
+/// goes, one line when it is back, whatever the number of retries in between. Runs in a
+/// network namespace of its own, since a registered node creates its TUN device.
+#[test]
+fn a_server_outage_is_one_line_down_and_one_line_up() {
+    let Some(ns) = Netns::new("outage") else {
+        return;
+    };
+    let dir = common::temp_dir("cli_output", "outage");
+    let (etc, state, srv) = (dir.join("etc"), dir.join("state"), dir.join("srv"));
+    let env = [
+        ("P2PVPN_CONFIG_DIR", etc.as_path()),
+        ("P2PVPN_STATE_DIR", state.as_path()),
+    ];
+    let s = srv.to_str().unwrap();
+    let server = ns.server(&srv);
+    // Network commands need the server's identity, written as it starts: wait, bounded.
+    for _ in 0..100 {
+        if srv.join("server.key").exists() && srv.join("server.db").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = run(
+        &[
+            "network",
+            "create",
+            "back",
+            "--cidr",
+            "10.69.0.0/24",
+            "--state-dir",
+            s,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        &[
+            "network",
+            "invite",
+            "back",
+            "--state-dir",
+            s,
+            "--server",
+            "127.0.0.1:7700",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = String::from_utf8(out.stdout).unwrap();
+    // The server needs a moment to listen: retry the join, bounded.
+    let mut joined = None;
+    let mut last = String::new();
+    for _ in 0..50 {
+        let out = ns
+            .command(&env, &["join", token.trim(), "--name", "alice"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            joined = Some(out);
+            break;
+        }
+        last = stderr(&out);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(joined.is_some(), "join failed: {last}");
+    drop(server);
+
+    let mut up = ns.command(&env, &["up", "--network", "back"]);
+    up.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let up = Running(Some(up.spawn().unwrap()));
+    // First attempt fails at once; the retries come after about 1 s and 2 s more (+ jitter).
+    std::thread::sleep(Duration::from_millis(2500));
+    let server = ns.server(&srv);
+    // The next retry (4.5 s at the latest) registers; then the server goes away again.
+    std::thread::sleep(Duration::from_secs(4));
+    drop(server);
+    std::thread::sleep(Duration::from_secs(3));
+    let down = run(&["down", "--network", "back"], &env);
+    assert!(down.status.success(), "{}", stderr(&down));
+    let out = up.output();
+    let (log, shown) = (
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(shown.contains("registered as alice"), "{shown}\n{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    let unreachable = lines
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("unreachable"));
+    let back = lines
+        .iter()
+        .filter(|l| l.contains("INFO") && l.contains("reachable again after"));
+    // Down before registering, up, down again after losing it.
+    assert_eq!(unreachable.count(), 2, "{log}");
+    assert_eq!(back.count(), 1, "{log}");
+    assert_eq!(shown.matches("lost the server").count(), 1, "{shown}");
+}
