@@ -134,6 +134,38 @@ impl Running {
     }
 }
 
+/// Output of a running process, gathered by a thread as it comes.
+#[derive(Clone, Default)]
+struct Collected(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Collected {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Running {
+    /// Gathers one of the child's pipes (taken by `pipe`) as it is written.
+    fn collect<R: std::io::Read + Send + 'static>(
+        &mut self,
+        pipe: impl FnOnce(&mut Child) -> Option<R>,
+    ) -> Collected {
+        let mut reader = pipe(self.0.as_mut().unwrap()).unwrap();
+        let c = Collected::default();
+        let sink = c.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.0.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        c
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(mut c) = self.0.take() {
@@ -346,14 +378,26 @@ impl Netns {
         cmd
     }
 
+    /// Starts the server and waits (bounded) until it listens: it prints its key then.
     fn server(&self, state: &Path) -> Running {
         let s = state.to_str().unwrap();
         let mut cmd = self.command(
             &[],
             &["server", "--listen", "127.0.0.1:7700", "--state-dir", s],
         );
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        Running(Some(cmd.spawn().unwrap()))
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut server = Running(Some(cmd.spawn().unwrap()));
+        let out = server.collect(|c| c.stdout.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !out.text().contains("server key") {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not start: {}",
+                out.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
     }
 }
 
@@ -372,6 +416,11 @@ fn a_server_outage_is_one_line_down_and_one_line_up() {
         return;
     };
     let dir = common::temp_dir("cli_output", "outage");
+    let _cleanup = Orphan {
+        dir: dir.clone(),
+        network: "back",
+        addr: String::new(),
+    }; // removes the directory however the test ends
     let (etc, state, srv) = (dir.join("etc"), dir.join("state"), dir.join("srv"));
     let env = [
         ("P2PVPN_CONFIG_DIR", etc.as_path()),
@@ -379,25 +428,18 @@ fn a_server_outage_is_one_line_down_and_one_line_up() {
     ];
     let s = srv.to_str().unwrap();
     let server = ns.server(&srv);
-    // Network commands need the server's identity, written as it starts: wait, bounded.
-    for _ in 0..100 {
-        if srv.join("server.key").exists() && srv.join("server.db").exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = run(
-        &[
-            "network",
-            "create",
-            "back",
-            "--cidr",
-            "10.69.0.0/24",
-            "--state-dir",
-            s,
-        ],
-        &[],
-    );
+    // Network commands need the server's identity and database, written as it starts:
+    // retry, bounded.
+    let create = [
+        "network",
+        "create",
+        "back",
+        "--cidr",
+        "10.69.0.0/24",
+        "--state-dir",
+        s,
+    ];
+    let out = run(&create, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = run(
         &[
@@ -433,22 +475,34 @@ fn a_server_outage_is_one_line_down_and_one_line_up() {
 
     let mut up = ns.command(&env, &["up", "--network", "back"]);
     up.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let up = Running(Some(up.spawn().unwrap()));
-    // First attempt fails at once; the retries come after about 1 s and 2 s more (+ jitter).
-    std::thread::sleep(Duration::from_millis(2500));
+    let mut up = Running(Some(up.spawn().unwrap()));
+    let shown = up.collect(|c| c.stdout.take());
+    let log = up.collect(|c| c.stderr.take());
+    let wait_for = |what: &Collected, needle: &str, times: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while what.text().matches(needle).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in:\n{}",
+                what.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(&log, "unreachable", 1);
+    // Some retries fail before the server is back.
+    std::thread::sleep(Duration::from_secs(2));
     let server = ns.server(&srv);
-    // The next retry (4.5 s at the latest) registers; then the server goes away again.
-    std::thread::sleep(Duration::from_secs(4));
+    wait_for(&shown, "registered as alice", 1);
     drop(server);
+    wait_for(&shown, "lost the server", 1);
+    wait_for(&log, "unreachable", 2);
+    // A few more failed retries, which must log nothing.
     std::thread::sleep(Duration::from_secs(3));
     let down = run(&["down", "--network", "back"], &env);
     assert!(down.status.success(), "{}", stderr(&down));
-    let out = up.output();
-    let (log, shown) = (
-        stderr(&out),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(up.output());
+    let (log, shown) = (log.text(), shown.text());
     assert!(shown.contains("registered as alice"), "{shown}\n{log}");
     let lines: Vec<&str> = log.lines().collect();
     let unreachable = lines
