@@ -380,11 +380,12 @@ impl Netns {
 
     /// Starts the server and waits (bounded) until it listens: it prints its key then.
     fn server(&self, state: &Path) -> Running {
+        self.server_on("127.0.0.1:7700", state)
+    }
+
+    fn server_on(&self, listen: &str, state: &Path) -> Running {
         let s = state.to_str().unwrap();
-        let mut cmd = self.command(
-            &[],
-            &["server", "--listen", "127.0.0.1:7700", "--state-dir", s],
-        );
+        let mut cmd = self.command(&[], &["server", "--listen", listen, "--state-dir", s]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::null());
         let mut server = Running(Some(cmd.spawn().unwrap()));
         let out = server.collect(|c| c.stdout.take());
@@ -515,4 +516,129 @@ fn a_server_outage_is_one_line_down_and_one_line_up() {
     assert_eq!(unreachable.count(), 2, "{log}");
     assert_eq!(back.count(), 1, "{log}");
     assert_eq!(shown.matches("lost the server").count(), 1, "{shown}");
+}
+
+/// Two hosts on one link, each in a namespace of the test's own: alice (with the server) and
+/// bob. Bob gets a direct path, then dies without a word while alice sends him pings. Alice's
+/// output announces the path once, and her log carries none of the WireGuard library's
+/// unnamed `HANDSHAKE(REKEY_TIMEOUT)` lines that used to repeat every 5 s.
+#[test]
+fn a_peer_that_dies_leaves_no_unnamed_handshake_noise_and_its_path_was_announced_once() {
+    let (Some(a), Some(b)) = (Netns::new("a"), Netns::new("b")) else {
+        return;
+    };
+    let ip = |ns: &Netns, args: &[&str]| {
+        let ok = Command::new("ip")
+            .arg("-n")
+            .arg(&ns.0)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip {args:?}");
+    };
+    ip(
+        &a,
+        &[
+            "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.0,
+        ],
+    );
+    ip(&a, &["addr", "add", "192.168.241.1/24", "dev", "va"]);
+    ip(&a, &["link", "set", "va", "up"]);
+    ip(&b, &["addr", "add", "192.168.241.2/24", "dev", "vb"]);
+    ip(&b, &["link", "set", "vb", "up"]);
+
+    let dir = common::temp_dir("cli_output", "peer-dies");
+    let _cleanup = Orphan {
+        dir: dir.clone(),
+        network: "dies",
+        addr: String::new(),
+    };
+    let srv = dir.join("srv");
+    let s = srv.to_str().unwrap();
+    let server = a.server_on("192.168.241.1:7700", &srv);
+    let out = run(
+        &[
+            "network",
+            "create",
+            "dies",
+            "--cidr",
+            "10.70.0.0/24",
+            "--state-dir",
+            s,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        &[
+            "network",
+            "invite",
+            "dies",
+            "--uses",
+            "2",
+            "--state-dir",
+            s,
+            "--server",
+            "192.168.241.1:7700",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let dirs = |n: &str| (dir.join(n).join("etc"), dir.join(n).join("state"));
+    let (alice_etc, alice_state) = dirs("alice");
+    let (bob_etc, bob_state) = dirs("bob");
+    let alice_env = [
+        ("P2PVPN_CONFIG_DIR", alice_etc.as_path()),
+        ("P2PVPN_STATE_DIR", alice_state.as_path()),
+    ];
+    let bob_env = [
+        ("P2PVPN_CONFIG_DIR", bob_etc.as_path()),
+        ("P2PVPN_STATE_DIR", bob_state.as_path()),
+    ];
+    for (ns, env, name) in [(&a, &alice_env, "alice"), (&b, &bob_env, "bob")] {
+        let out = ns
+            .command(env, &["join", token.trim(), "--name", name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let mut alice = a.command(&alice_env, &["up", "--network", "dies"]);
+    alice.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut alice = Running(Some(alice.spawn().unwrap()));
+    let shown = alice.collect(|c| c.stdout.take());
+    let log = alice.collect(|c| c.stderr.take());
+    let mut bob = b.command(&bob_env, &["up", "--network", "dies"]);
+    bob.stdout(Stdio::null()).stderr(Stdio::null());
+    let bob = Running(Some(bob.spawn().unwrap()));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !shown.text().contains("bob (10.70.0.2) direct") {
+        assert!(
+            Instant::now() < deadline,
+            "no direct path:\n{}",
+            shown.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(bob); // SIGKILL: bob says nothing to anyone
+               // Alice keeps trying to reach him: pings, and handshakes on her own (WireGuard retries
+               // an unanswered handshake every 5 s, whitepaper §6.4).
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while Instant::now() < deadline {
+        let _ = run(&["ping", "bob", "-c", "1"], &alice_env);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let down = run(&["down", "--network", "dies"], &alice_env);
+    assert!(down.status.success(), "{}", stderr(&down));
+    drop(alice.output());
+    drop(server);
+    let (log, shown) = (log.text(), shown.text());
+    assert!(!log.contains("REKEY_TIMEOUT"), "{log}");
+    assert!(!log.contains("CONNECTION_EXPIRED"), "{log}");
+    let announced: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.contains("bob") && (l.contains(" direct (") || l.contains(" direct via")))
+        .collect();
+    assert_eq!(announced.len(), 1, "{shown}");
 }
