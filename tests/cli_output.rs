@@ -641,4 +641,14 @@ fn a_peer_that_dies_leaves_no_unnamed_handshake_noise_and_its_path_was_announced
         .filter(|l| l.contains("bob") && (l.contains(" direct (") || l.contains(" direct via")))
         .collect();
     assert_eq!(announced.len(), 1, "{shown}");
+    // Bob's going quiet is told, by name, and not over and over.
+    assert!(
+        shown.contains("peer bob (10.70.0.2) stopped answering (was direct)"),
+        "{shown}"
+    );
+    let mut lines: Vec<&str> = shown.lines().collect();
+    let all = lines.len();
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(lines.len(), all, "a line repeats:\n{shown}");
 }
