@@ -1,7 +1,12 @@
 //! What `up` and `down` print, as an operator reads it: one log line per change of the server's
-//! reachability rather than one per retry, the `-v`/`-q` flags, and `down` reporting that the
-//! node stopped. The node runs on loopback against a server that is down, so it never
-//! registers and creates no TUN device; nothing leaves 127.0.0.1.
+//! reachability rather than one per retry, log lines that never run into the spinner, a peer's
+//! direct path announced once and its loss told once by name (no unnamed WireGuard timer
+//! lines), the `-v`/`-q` flags, and `down` reporting that the node stopped.
+//!
+//! Most tests run a node on loopback against a server that is down, so it never registers and
+//! creates no TUN device. The two that need a registered node run in network namespaces the
+//! test creates (root only; without root they print SKIP). Nothing leaves 127.0.0.1 or those
+//! namespaces.
 
 #![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
 
