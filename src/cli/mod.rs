@@ -7,6 +7,7 @@ mod create_check;
 mod doctor;
 pub mod exit_code;
 mod leave;
+mod logging;
 mod man;
 mod netcheck;
 mod network;
@@ -19,7 +20,7 @@ mod server;
 mod table;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 pub use completions::write_completions;
@@ -42,20 +43,10 @@ pub const VERSION: &str = concat!(
              directly over end-to-end encrypted WireGuard-class tunnels."
 )]
 pub struct Cli {
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info", env = "P2PVPN_LOG")]
-    pub log_level: String,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: logging::LogArgs,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Where a node keeps its config and state.
@@ -416,19 +407,6 @@ pub enum NetworkCommand {
     },
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     // Output-only commands need no logging and no runtime.
@@ -457,7 +435,7 @@ pub fn run() -> Result<()> {
         }
         _ => {}
     }
-    init_logging(&cli.log_level, cli.log_format);
+    logging::init(&cli.log)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

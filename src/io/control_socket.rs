@@ -5,6 +5,7 @@
 use anyhow::{bail, Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
@@ -54,11 +55,28 @@ pub struct ControlRequest {
 }
 
 /// Removes the socket file when the node stops.
-pub struct SocketGuard(PathBuf);
+pub struct SocketGuard {
+    path: PathBuf,
+    accept: tokio::task::JoinHandle<()>,
+    /// Closes when the accept loop and every answering task have ended (each holds a sender).
+    answering: mpsc::Receiver<()>,
+}
+
+impl SocketGuard {
+    /// Stops taking requests and waits (bounded) until the replies already given to the
+    /// answering tasks are written: the node calls this last, so the reply to `down` reaches
+    /// the caller instead of dying with the process.
+    pub async fn finish(mut self) {
+        self.accept.abort();
+        let _ = (&mut self.accept).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.answering.recv()).await;
+    }
+}
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        self.accept.abort();
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -81,7 +99,8 @@ pub async fn serve(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let our_uid = unsafe { libc::geteuid() };
-    tokio::spawn(async move {
+    let (alive, answering) = mpsc::channel::<()>(1);
+    let accept = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let allowed = stream
                 .peer_cred()
@@ -91,12 +110,18 @@ pub async fn serve(
                 continue;
             }
             let requests = requests.clone();
+            let alive = alive.clone();
             tokio::spawn(async move {
                 let _ = answer(stream, requests).await;
+                drop(alive);
             });
         }
     });
-    Ok(SocketGuard(path.to_path_buf()))
+    Ok(SocketGuard {
+        path: path.to_path_buf(),
+        accept,
+        answering,
+    })
 }
 
 async fn answer(stream: UnixStream, requests: mpsc::Sender<ControlRequest>) -> Result<()> {

@@ -16,6 +16,7 @@ pub mod routes;
 pub mod server;
 pub mod server_state;
 pub mod server_udp;
+pub mod server_watch;
 pub mod service;
 pub mod state_lock;
 pub mod stream;

@@ -9,6 +9,7 @@ use crate::core::node::{
     DatagramOutcome, Node, NodeConfig, NodeEvent, SocketCommand, SocketId, Transmit, TunOutcome,
     MAX_DATAGRAM,
 };
+use crate::core::peers::Path;
 use crate::keyfile;
 use anyhow::{anyhow, bail, Context, Result};
 use rand::SeedableRng;
@@ -78,10 +79,29 @@ struct Driver {
     stream_tx: mpsc::Sender<(u64, StreamEvent)>,
     /// `ping` requests awaiting their echo reply, by (peer, seq).
     pings: HashMap<(Ipv4Addr, u16), tokio::sync::oneshot::Sender<String>>,
+    /// The server the current stream goes to, and what was logged about reaching it.
+    server: Option<SocketAddr>,
+    server_watch: super::server_watch::ServerWatch,
+    /// The current stream got as far as registering (so its end is a lost server, not a
+    /// failed attempt).
+    registered_on_stream: bool,
+    /// Each peer's path as last announced, to word the next change.
+    paths: HashMap<Ipv4Addr, Path>,
 }
 
 /// Runs the node until a signal or `down`; `metrics` serves Prometheus text on that address.
 pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>) -> Result<()> {
+    let result = run_until_stopped(settings, dirs, metrics).await;
+    // A spinner left on screen would have the shell's prompt (or the error) start after it.
+    super::progress::done();
+    result
+}
+
+async fn run_until_stopped(
+    settings: NodeSettings,
+    dirs: Dirs,
+    metrics: Option<SocketAddr>,
+) -> Result<()> {
     let network = settings.network.clone();
     let secret = keyfile::load(&dirs.key_file(&network))?;
     super::interface_check::check_free(
@@ -106,7 +126,8 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
     let udp_port = udp.local_addr()?.port();
     let local_ip = route_source(settings.servers.first().copied());
     let (req_tx, mut req_rx) = mpsc::channel::<ControlRequest>(16);
-    let _socket = control_socket::serve(&dirs.control_socket(&network), &network, req_tx).await?;
+    let socket_guard =
+        control_socket::serve(&dirs.control_socket(&network), &network, req_tx).await?;
     // Without --metrics the sender is dropped here and the loop's scrape branch never fires.
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<super::metrics::Scrape>(8);
     if let Some(addr) = metrics {
@@ -143,6 +164,10 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
         stream_gen: 0,
         stream_tx,
         pings: HashMap::new(),
+        server: None,
+        server_watch: Default::default(),
+        paths: HashMap::new(),
+        registered_on_stream: false,
     };
     progress(&format!(
         "p2pvpn {network}: key {}, UDP port {udp_port}",
@@ -159,6 +184,8 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
     let mut tun_buf = vec![0u8; MAX_DATAGRAM];
     let mut udp_buf = vec![0u8; MAX_DATAGRAM];
     let mut out = vec![0u8; MAX_DATAGRAM + 64];
+    // Answered once the node has stopped, so `down` can say it did.
+    let mut down_reply = None;
 
     loop {
         d.connect_if_due();
@@ -223,7 +250,8 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
                     }
                     Request::Ping { peer, seq } => d.start_ping(&peer, seq, req.reply),
                     Request::Down => {
-                        let _ = req.reply.send("stopping\n".to_string());
+                        down_reply = Some(req.reply);
+                        super::progress::done();
                         progress(&format!("p2pvpn {network}: stopping (down requested)"));
                         break;
                     }
@@ -238,6 +266,7 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
         }
         d.drain().await?;
     }
+    super::progress::done();
     super::service::stopping(&format!("p2pvpn {network}: stopping"));
     if let Some(w) = d.writer.take() {
         let _ = w.send(WriterCommand::Close).await;
@@ -245,10 +274,22 @@ pub async fn run(settings: NodeSettings, dirs: Dirs, metrics: Option<SocketAddr>
     for (_, extra) in d.extras.drain() {
         extra.reader.abort();
     }
-    progress(&format!(
-        "p2pvpn {network}: stopped; removed {}",
-        d.settings.interface
-    ));
+    let interface = std::mem::take(&mut d.settings.interface);
+    let had_tun = d.tun.is_some();
+    // Dropping the driver closes the TUN device, which removes the interface, and answers
+    // pending requests with "stopping".
+    drop(d);
+    drop(req_rx);
+    let stopped = if had_tun {
+        format!("stopped; removed {interface}")
+    } else {
+        "stopped".to_string()
+    };
+    progress(&format!("p2pvpn {network}: {stopped}"));
+    if let Some(reply) = down_reply {
+        let _ = reply.send(format!("{stopped}\n"));
+    }
+    socket_guard.finish().await;
     Ok(())
 }
 
@@ -256,7 +297,8 @@ impl Driver {
     fn connect_if_due(&mut self) {
         if let Some(server) = self.node.poll_connect(std::time::Instant::now()) {
             self.stream_gen += 1;
-            tracing::info!(%server, "connecting to the server");
+            self.server = Some(server.addr);
+            tracing::debug!(%server, "connecting to the server");
             stream::spawn(
                 server.addr,
                 server.tls,
@@ -270,13 +312,14 @@ impl Driver {
         let now = std::time::Instant::now();
         match event {
             StreamEvent::Connected { local, writer } => {
+                self.registered_on_stream = false;
                 self.writer = Some(writer);
                 let endpoint = SocketAddr::new(local.ip(), self.udp_port);
                 self.node.set_local_endpoints(vec![endpoint]);
                 self.node.handle_control_connected(now);
             }
             StreamEvent::Failed(reason) => {
-                tracing::warn!(%reason, "cannot reach the server; will retry");
+                self.server_failed(&reason, now);
                 self.node.handle_control_connect_failed(now);
             }
             StreamEvent::Bytes(bytes) => self.node.handle_control_bytes(&bytes, now),
@@ -284,6 +327,29 @@ impl Driver {
                 self.writer = None;
                 self.node.handle_control_closed(now);
             }
+        }
+    }
+
+    /// An attempt to reach the server failed: logged when it starts an outage (and as a
+    /// reminder a minute at most), debug detail otherwise.
+    fn server_failed(&mut self, reason: &str, now: std::time::Instant) {
+        let server = self
+            .server
+            .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        if let Some(line) = self.server_watch.failed(server, reason, now) {
+            tracing::warn!("{line}");
+        }
+        tracing::debug!(%server, %reason, "cannot reach the server; will retry");
+    }
+
+    /// The server took this node: the end of an outage, if there was one.
+    fn server_registered(&mut self, now: std::time::Instant) {
+        self.registered_on_stream = true;
+        if let Some(line) = self
+            .server
+            .and_then(|s| self.server_watch.connected(s, now))
+        {
+            tracing::info!("{line}");
         }
     }
 
@@ -413,6 +479,9 @@ impl Driver {
     }
 
     async fn handle_node_event(&mut self, event: NodeEvent) -> Result<()> {
+        if matches!(event, NodeEvent::Registered(_)) {
+            self.server_registered(std::time::Instant::now());
+        }
         let net = &self.settings.network;
         match event {
             NodeEvent::Registered(a) => match &self.tun {
@@ -448,9 +517,17 @@ impl Driver {
                 }
                 Some(_) => progress(&format!("p2pvpn {net}: registered again with the server")),
             },
-            NodeEvent::ServerDisconnected => progress(&format!(
-                "p2pvpn {net}: lost the server; reconnecting (existing tunnels keep working)"
-            )),
+            NodeEvent::ServerDisconnected if self.registered_on_stream => {
+                self.registered_on_stream = false;
+                progress(&format!(
+                    "p2pvpn {net}: lost the server; reconnecting (existing tunnels keep working)"
+                ))
+            }
+            // A stream that closes before registering is one more failed attempt, not news.
+            NodeEvent::ServerDisconnected => {
+                let reason = "it closed the connection before registering this node";
+                self.server_failed(reason, std::time::Instant::now());
+            }
             NodeEvent::CloseControlStream => {
                 self.stream_gen += 1;
                 if let Some(w) = self.writer.take() {
@@ -468,25 +545,76 @@ impl Driver {
             NodeEvent::PeerAdded { name, virtual_ip } => progress(&format!(
                 "p2pvpn {net}: peer {name} ({virtual_ip}) connecting"
             )),
-            NodeEvent::PeerRemoved { name, virtual_ip } => progress(&format!(
-                "p2pvpn {net}: peer {name} ({virtual_ip}) left the network"
-            )),
+            NodeEvent::PeerRemoved { name, virtual_ip } => {
+                self.paths.remove(&virtual_ip);
+                progress(&format!(
+                    "p2pvpn {net}: peer {name} ({virtual_ip}) left the network"
+                ))
+            }
             NodeEvent::PathChanged {
                 name,
                 virtual_ip,
                 path,
                 endpoint,
                 relay,
+                detail,
             } => {
-                let via = endpoint.map(|e| format!(" via {e}")).unwrap_or_default();
-                let transport = relay.map(|r| format!(" ({r})")).unwrap_or_default();
-                progress(&format!(
-                    "p2pvpn {net}: peer {name} ({virtual_ip}) {}{transport}{via}",
-                    path.as_str()
-                ));
+                if path == Path::Direct {
+                    // The outcome of the punching the spinner showed.
+                    super::progress::done();
+                }
+                let was = self.paths.insert(virtual_ip, path);
+                let change = PathLine {
+                    name: &name,
+                    virtual_ip,
+                    path,
+                    was,
+                    detail: detail.as_deref(),
+                    relay,
+                    endpoint,
+                };
+                progress(&format!("p2pvpn {net}: {change}"));
             }
         }
         Ok(())
+    }
+}
+
+/// A peer's path change as `up` announces it.
+struct PathLine<'a> {
+    name: &'a str,
+    virtual_ip: Ipv4Addr,
+    path: Path,
+    /// The path announced before, if any.
+    was: Option<Path>,
+    /// How a direct path was found, e.g. "direct (server-reflexive)".
+    detail: Option<&'a str>,
+    relay: Option<&'static str>,
+    endpoint: Option<SocketAddr>,
+}
+
+impl std::fmt::Display for PathLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "peer {} ({}) ", self.name, self.virtual_ip)?;
+        match (self.path, self.was) {
+            // A working session went quiet: say so, rather than a bare "connecting" that reads
+            // like the first attempt.
+            (Path::Connecting, Some(was @ (Path::Direct | Path::Relay))) => write!(
+                f,
+                "stopped answering (was {}); trying to reach it again",
+                was.as_str()
+            ),
+            (path, _) => {
+                f.write_str(self.detail.unwrap_or(path.as_str()))?;
+                if let Some(r) = self.relay {
+                    write!(f, " ({r})")?;
+                }
+                if let Some(e) = self.endpoint {
+                    write!(f, " via {e}")?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -521,4 +649,38 @@ fn route_source(server: Option<SocketAddr>) -> IpAddr {
         })
         .map(|a| a.ip())
         .unwrap_or(unspecified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(path: Path, was: Option<Path>, detail: Option<&str>) -> String {
+        PathLine {
+            name: "bob",
+            virtual_ip: Ipv4Addr::new(10, 77, 0, 2),
+            path,
+            was,
+            detail,
+            relay: (path == Path::Relay).then_some("udp"),
+            endpoint: "192.0.2.7:51820".parse().ok(),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn path_changes_read_as_what_happened_to_the_peer() {
+        assert_eq!(
+            line(Path::Direct, None, Some("direct (server-reflexive)")),
+            "peer bob (10.77.0.2) direct (server-reflexive) via 192.0.2.7:51820"
+        );
+        assert_eq!(
+            line(Path::Relay, Some(Path::Connecting), None),
+            "peer bob (10.77.0.2) relay (udp) via 192.0.2.7:51820"
+        );
+        assert_eq!(
+            line(Path::Connecting, Some(Path::Direct), None),
+            "peer bob (10.77.0.2) stopped answering (was direct); trying to reach it again"
+        );
+    }
 }

@@ -103,8 +103,19 @@ async fn connect_tcp(server: SocketAddr) -> Result<TcpStream, String> {
             let _ = s.set_nodelay(true);
             Ok(s)
         }
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(reason(&e)),
         Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+    }
+}
+
+/// A failed connect in words ("connection refused"), without the OS error number that the
+/// log reader can do nothing with; uncommon errors keep the OS's own text.
+fn reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        k @ (ConnectionRefused | ConnectionReset | TimedOut | HostUnreachable
+        | NetworkUnreachable | AddrNotAvailable | PermissionDenied) => k.to_string(),
+        _ => e.to_string(),
     }
 }
 
@@ -139,4 +150,13 @@ where
         }
     }
     let _ = events.send((gen, StreamEvent::Closed)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refused_connect_reads_as_words() {
+        let e = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(super::reason(&e), "connection refused");
+    }
 }

@@ -203,3 +203,34 @@ fn punching_survives_loss_and_delay() {
         }
     }
 }
+
+/// What `up` prints for each direct-path event: the announcement lines about bob at node `i`.
+fn direct_announcements(sim: &Sim, i: usize) -> Vec<String> {
+    use p2pvpn::core::node::NodeEvent;
+    sim.nodes[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::Progress(line) if line.contains("bob: ") && line.contains("direct") => {
+                Some(line.clone())
+            }
+            NodeEvent::PathChanged {
+                name,
+                path: Path::Direct,
+                detail,
+                ..
+            } if name == "bob" => Some(format!("{name} {detail:?}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_direct_path_is_announced_once_with_how_it_was_found() {
+    let (mut sim, direct) = pair("PRC", "PRC", 11, Duration::from_secs(20));
+    assert!(direct);
+    sim.advance(Duration::from_secs(60));
+    let lines = direct_announcements(&sim, 0);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].starts_with("bob Some(\"direct ("), "{lines:#?}");
+}

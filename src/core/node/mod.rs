@@ -98,6 +98,8 @@ pub enum NodeEvent {
         endpoint: Option<SocketAddr>,
         /// The relay transport when `path` is relay ("udp", "tcp", "tls").
         relay: Option<&'static str>,
+        /// How a direct path was found, e.g. "direct (server-reflexive)".
+        detail: Option<String>,
     },
     /// A line for the user about a slow step (NAT discovery, punching).
     Progress(String),
@@ -612,8 +614,7 @@ impl Node {
             if let Some(crate::core::punch::session::PunchEvent::Nominated { detail, .. }) =
                 peer.punch.handle_authenticated(socket, from, &mut ctx)
             {
-                let line = format!("peer {}: {detail} via {from}", peer.name);
-                self.events.push_back(NodeEvent::Progress(line));
+                punching::announce_switch(peer, &detail, from, &mut self.events);
             }
         }
         match result {
@@ -724,6 +725,9 @@ impl Node {
                     path,
                     endpoint,
                     relay: route.and_then(|r| r.relay_name(tls)),
+                    detail: (path == Path::Direct)
+                        .then(|| peer.punch.nominated().map(|n| n.detail.clone()))
+                        .flatten(),
                 });
             }
         }

@@ -165,8 +165,7 @@ impl Node {
                 peer.socket = socket;
                 let wait = if self.public < *key { 1 } else { 2 };
                 peer.handshake_retry = Some(self.now_hint + super::HANDSHAKE_RETRY * wait);
-                let line = format!("peer {}: {detail} via {addr}", peer.name);
-                self.events.push_back(NodeEvent::Progress(line));
+                announce_switch(peer, &detail, addr, &mut self.events);
                 self.maybe_initiate(key);
             }
             PunchEvent::Lost { addr } => {
@@ -185,5 +184,25 @@ impl Node {
                 self.events.push_back(NodeEvent::Progress(line));
             }
         }
+    }
+}
+
+/// A nominated path is announced once: the `PathChanged` event that follows when the session
+/// runs over it carries the detail, so here only a switch between two direct paths (a LAN path
+/// replacing a reflexive one) gets a line, since the path stays "direct" and no `PathChanged`
+/// follows.
+pub(super) fn announce_switch(
+    peer: &crate::core::peers::Peer,
+    detail: &str,
+    addr: SocketAddr,
+    events: &mut std::collections::VecDeque<NodeEvent>,
+) {
+    if peer.last_path == crate::core::peers::Path::Direct {
+        events.push_back(NodeEvent::Progress(format!(
+            "peer {}: now {detail} via {addr}",
+            peer.name
+        )));
+    } else {
+        tracing::debug!(peer = peer.name, %detail, %addr, "path nominated");
     }
 }
