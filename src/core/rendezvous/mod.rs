@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod channel;
 pub mod client;
+pub mod fanout;
 pub mod messages;
 pub mod registry;
 pub mod server;
