@@ -42,7 +42,6 @@ pub struct SecureChannel {
     outbuf: Vec<u8>,
     inbox: VecDeque<Vec<u8>>,
     remote: Option<PublicKey>,
-    scratch: Vec<u8>,
 }
 
 fn params() -> snow::params::NoiseParams {
@@ -82,7 +81,6 @@ impl SecureChannel {
             outbuf: Vec::new(),
             inbox: VecDeque::new(),
             remote: None,
-            scratch: vec![0u8; MAX_MESSAGE],
         }
     }
 
@@ -95,17 +93,14 @@ impl SecureChannel {
         self.remote
     }
 
-    fn frame(&mut self, len: usize) {
-        self.outbuf.extend_from_slice(&(len as u16).to_be_bytes());
-        self.outbuf.extend_from_slice(&self.scratch[..len]);
-    }
-
     fn write_handshake(&mut self) -> Result<(), ChannelError> {
         let Phase::Handshake(hs) = &mut self.phase else {
             return Err(ChannelError::Failed);
         };
-        let len = hs.write_message(&[], &mut self.scratch)?;
-        self.frame(len);
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let len = hs.write_message(&[], &mut buf)?;
+        self.outbuf.extend_from_slice(&(len as u16).to_be_bytes());
+        self.outbuf.extend_from_slice(&buf[..len]);
         self.finish_handshake_if_done()
     }
 
@@ -155,7 +150,8 @@ impl SecureChannel {
     fn handle_frame(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
         match &mut self.phase {
             Phase::Handshake(hs) => {
-                hs.read_message(frame, &mut self.scratch)?;
+                let mut payload = vec![0u8; frame.len()];
+                hs.read_message(frame, &mut payload)?;
                 if self.remote.is_none() {
                     let key: Option<[u8; 32]> =
                         hs.get_remote_static().and_then(|k| k.try_into().ok());
@@ -169,8 +165,10 @@ impl SecureChannel {
                 }
             }
             Phase::Transport(ts) => {
-                let len = ts.read_message(frame, &mut self.scratch)?;
-                self.inbox.push_back(self.scratch[..len].to_vec());
+                let mut plaintext = vec![0u8; frame.len()];
+                let len = ts.read_message(frame, &mut plaintext)?;
+                plaintext.truncate(len);
+                self.inbox.push_back(plaintext);
                 Ok(())
             }
             Phase::Failed => Err(ChannelError::Failed),
@@ -185,9 +183,23 @@ impl SecureChannel {
         let Phase::Transport(ts) = &mut self.phase else {
             return Err(ChannelError::NotEstablished);
         };
-        let len = ts.write_message(plaintext, &mut self.scratch)?;
-        self.frame(len);
-        Ok(())
+        // Encrypted in place at the end of the outgoing bytes: no per-channel scratch buffer,
+        // since a server holds one channel per online node and 64 KiB each was most of its
+        // memory.
+        let max = plaintext.len() + TAG_LEN;
+        let start = self.outbuf.len();
+        self.outbuf.resize(start + 2 + max, 0);
+        match ts.write_message(plaintext, &mut self.outbuf[start + 2..]) {
+            Ok(len) => {
+                self.outbuf.truncate(start + 2 + len);
+                self.outbuf[start..start + 2].copy_from_slice(&(len as u16).to_be_bytes());
+                Ok(())
+            }
+            Err(e) => {
+                self.outbuf.truncate(start);
+                Err(e.into())
+            }
+        }
     }
 
     pub fn poll_message(&mut self) -> Option<Vec<u8>> {
@@ -254,6 +266,24 @@ mod tests {
         }
         assert_eq!(server.poll_message().as_deref(), Some(&b"one"[..]));
         assert_eq!(server.poll_message().as_deref(), Some(&b"two"[..]));
+    }
+
+    #[test]
+    fn the_largest_message_fits_one_frame_and_one_byte_more_is_refused() {
+        let (mut client, mut server, _) = pair();
+        pump(&mut client, &mut server);
+        let big = vec![7u8; MAX_PLAINTEXT];
+        client.send(&big).unwrap();
+        client.send(b"after").unwrap();
+        assert!(matches!(
+            client.send(&vec![0u8; MAX_PLAINTEXT + 1]),
+            Err(ChannelError::TooLarge(_))
+        ));
+        let bytes = client.take_outgoing().unwrap();
+        assert_eq!(bytes.len(), 2 + MAX_MESSAGE + 2 + 5 + TAG_LEN);
+        server.handle_bytes(&bytes).unwrap();
+        assert_eq!(server.poll_message(), Some(big));
+        assert_eq!(server.poll_message().as_deref(), Some(&b"after"[..]));
     }
 
     #[test]
