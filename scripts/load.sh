@@ -161,6 +161,7 @@ row "server RSS online (MB)" server_rss_online_mb
 row "server RSS MB/1000 nodes" server_rss_mb_per_1000
 row "server CPU s, storm" storm_server_cpu_secs
 row "server CPU %, idle" idle_server_cpu_pct
+row "loadgen CPU s, storm" storm_loadgen_cpu_secs
 row "storm update p50/p99 ms" storm_latency_p50_ms storm_latency_p99_ms
 row "update p50/p99 ms" update_latency_p50_ms update_latency_p99_ms
 row "punch delivered" punch_delivered

@@ -155,6 +155,7 @@ async fn run(args: Args) -> Result<()> {
         addr: server,
         tls: false,
     }];
+    let own_base = ProcSample::read(std::process::id());
     let storm_start = Instant::now();
     for (i, secret) in secrets.into_iter().enumerate() {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -212,6 +213,12 @@ async fn run(args: Args) -> Result<()> {
         "loadgen_rss_mb",
         format!("{:.1}", stats::own_rss_kb() as f64 / 1024.0),
     );
+    if let (Some(a), Some(b)) = (&own_base, &ProcSample::read(std::process::id())) {
+        result(
+            "storm_loadgen_cpu_secs",
+            format!("{:.2}", b.cpu_secs - a.cpu_secs),
+        );
+    }
 
     // Idle: only pings (every 15 s per node).
     if let Some(a) = server_sample(&args) {

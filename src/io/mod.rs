@@ -6,6 +6,7 @@
 
 pub mod control_socket;
 pub mod join;
+pub mod listen;
 pub mod metrics;
 pub mod netcheck;
 pub mod node;
