@@ -120,7 +120,7 @@ run_size() {
     GEN_PID=$!
     local restarted=0
     while kill -0 "$GEN_PID" 2>/dev/null; do
-        if ((RESTART && !restarted)) && grep -q "^LOADGEN restart" "$DIR/loadgen.out"; then
+        if ((RESTART && !restarted)) && grep -q "^LOADGEN restart" "$DIR/loadgen.out" 2>/dev/null; then
             log "restarting the server with $n nodes online"
             stop_server
             start_server "$n"
@@ -142,7 +142,7 @@ for n in $SIZES; do run_size "$n"; done
 
 g() { echo "${R[$1.$2]:--}"; }
 printf '\n%-28s' "nodes in one network"
-for n in $SIZES; do printf '%14s' "$n"; done
+for n in $SIZES; do printf '%18s' "$n"; done
 printf '\n'
 row() {
     local label="$1"; shift
@@ -150,7 +150,7 @@ row() {
     for n in $SIZES; do
         local cell=""
         for k in "$@"; do cell="${cell:+$cell/}$(g "$n" "$k")"; done
-        printf '%14s' "$cell"
+        printf '%18s' "$cell"
     done
     printf '\n'
 }

@@ -220,6 +220,14 @@ async fn run(args: Args) -> Result<()> {
         );
     }
 
+    if !all_complete {
+        // The later phases measure a settled network; waiting out their bounds on one that
+        // never settled only makes the run longer.
+        eprintln!("not every node got the full map; skipping the later phases");
+        stop(cmds, tasks).await;
+        return Ok(());
+    }
+
     // Idle: only pings (every 15 s per node).
     if let Some(a) = server_sample(&args) {
         tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
@@ -309,13 +317,17 @@ async fn run(args: Args) -> Result<()> {
         report_hist("restart_latency", &shared.hist[node::PHASE_RESTART]);
     }
 
+    stop(cmds, tasks).await;
+    Ok(())
+}
+
+async fn stop(cmds: Vec<mpsc::UnboundedSender<Cmd>>, tasks: Vec<tokio::task::JoinHandle<()>>) {
     for c in &cmds {
         let _ = c.send(Cmd::Stop);
     }
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-    Ok(())
 }
 
 fn report_hist(name: &str, h: &Hist) {
