@@ -448,6 +448,22 @@ impl Registry for Store {
             .map_err(|e| registry_err(e.into()))
     }
 
+    /// One row by primary key: the server asks this on every registration, and reading the
+    /// whole member list instead made N registrations cost O(N²) rows.
+    fn member(&self, network: &str, key: &PublicKey) -> Result<Option<Member>, RegistryError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT network, public_key, name, virtual_ip FROM members
+                 WHERE network = ?1 AND public_key = ?2",
+                params![network, key.to_base64()],
+                member_from_row,
+            )
+            .optional()
+            .map_err(|e| registry_err(e.into()))?;
+        row.map(to_member).transpose().map_err(registry_err)
+    }
+
     fn token(&self, network: &str, hash: &[u8; 32]) -> Result<Option<TokenRecord>, RegistryError> {
         self.conn
             .query_row(
@@ -519,6 +535,11 @@ mod tests {
         };
         let alice = redeem(&mut store, &req, 0).unwrap().unwrap();
         assert_eq!(alice.virtual_ip.to_string(), "10.9.0.1");
+        assert_eq!(
+            store.member("office", &PublicKey([1; 32])).unwrap(),
+            Some(alice.clone())
+        );
+        assert_eq!(store.member("office", &PublicKey([2; 32])).unwrap(), None);
 
         let before = store.data_version().unwrap();
         let other = Store::open(&dir).unwrap();

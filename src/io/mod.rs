@@ -8,6 +8,7 @@ pub mod control_socket;
 pub mod interface_check;
 pub mod join;
 pub mod leave;
+pub mod listen;
 pub mod metrics;
 pub mod netcheck;
 pub mod node;

@@ -140,16 +140,14 @@ pub async fn run(
     let udp = ServerUdp::bind(&listen, alternate_port).await?;
     let mut listeners = Vec::new();
     for addr in &listen {
-        let tcp = TcpListener::bind(addr)
-            .await
-            .map_err(|e| bind_error(*addr, "TCP", "--listen", e))?;
+        let tcp =
+            super::listen::bind(*addr).map_err(|e| bind_error(*addr, "TCP", "--listen", e))?;
         listeners.push((tcp, None));
     }
     let tls_addrs = tls.as_ref().map(|t| t.addrs.clone()).unwrap_or_default();
     if let Some(tls) = tls {
         for addr in &tls.addrs {
-            let tcp = TcpListener::bind(addr)
-                .await
+            let tcp = super::listen::bind(*addr)
                 .map_err(|e| bind_error(*addr, "TCP", "--tls-listen", e))?;
             listeners.push((tcp, Some(tls.acceptor.clone())));
         }

@@ -178,10 +178,14 @@ impl Sim {
                 self.server.handle_bytes(conn, &bytes, self.now, UNIX_NOW);
             }
             while let Some(out) = self.server.poll_output() {
-                if let ServerOutput::Send(_, bytes) = out {
-                    if let Some(answer) = ex.handle_bytes(&bytes).unwrap() {
-                        return answer;
+                match out {
+                    ServerOutput::Send(c, bytes) if c == conn => {
+                        if let Some(answer) = ex.handle_bytes(&bytes).unwrap() {
+                            return answer;
+                        }
                     }
+                    // Peer-map batches for the online nodes can go out meanwhile.
+                    other => self.dispatch(other),
                 }
             }
         }
@@ -231,6 +235,38 @@ impl Sim {
             events: Vec::new(),
         });
         self.nodes.len() - 1
+    }
+
+    /// Hands one server output to the node that owns its connection (or the network).
+    fn dispatch(&mut self, out: ServerOutput) {
+        match out {
+            ServerOutput::Send(conn, bytes) => {
+                if let Some(n) = self.nodes.iter_mut().find(|n| n.conn == Some(conn)) {
+                    n.node.handle_control_bytes(&bytes, self.now);
+                } else {
+                    self.unclaimed.push((conn, bytes));
+                }
+            }
+            ServerOutput::Relay(conn, bytes) => {
+                if let Some(n) = self.nodes.iter_mut().find(|n| n.conn == Some(conn)) {
+                    n.node.handle_control_bytes(&bytes, self.now);
+                    while let Some(p) = n.node.poll_tun_packet() {
+                        n.tun_out.push(p);
+                    }
+                } else {
+                    self.unclaimed.push((conn, bytes));
+                }
+            }
+            ServerOutput::Udp { via, to, datagram } => {
+                self.net.send(via, to, datagram, None, self.now);
+            }
+            ServerOutput::Close(conn) => {
+                if let Some(n) = self.nodes.iter_mut().find(|n| n.conn == Some(conn)) {
+                    n.conn = None;
+                    n.node.handle_control_closed(self.now);
+                }
+            }
+        }
     }
 
     /// Moves every pending control byte and datagram until nothing is left to deliver.
@@ -297,34 +333,7 @@ impl Sim {
             }
             while let Some(out) = self.server.poll_output() {
                 moved = true;
-                match out {
-                    ServerOutput::Send(conn, bytes) => {
-                        if let Some(n) = self.nodes.iter_mut().find(|n| n.conn == Some(conn)) {
-                            n.node.handle_control_bytes(&bytes, self.now);
-                        } else {
-                            self.unclaimed.push((conn, bytes));
-                        }
-                    }
-                    ServerOutput::Relay(conn, bytes) => {
-                        if let Some(n) = self.nodes.iter_mut().find(|n| n.conn == Some(conn)) {
-                            n.node.handle_control_bytes(&bytes, self.now);
-                            while let Some(p) = n.node.poll_tun_packet() {
-                                n.tun_out.push(p);
-                            }
-                        } else {
-                            self.unclaimed.push((conn, bytes));
-                        }
-                    }
-                    ServerOutput::Udp { via, to, datagram } => {
-                        self.net.send(via, to, datagram, None, self.now);
-                    }
-                    ServerOutput::Close(conn) => {
-                        if let Some(n) = self.nodes.iter_mut().find(|n| n.conn == Some(conn)) {
-                            n.conn = None;
-                            n.node.handle_control_closed(self.now);
-                        }
-                    }
-                }
+                self.dispatch(out);
             }
             while let Some(d) = self.net.poll_delivery(self.now) {
                 moved = true;

@@ -252,14 +252,18 @@ fn the_server_trims_what_a_member_claims_to_what_it_observed() {
         71,
         hello(endpoints, Some(nat.clone())),
     );
+    // Peer-map changes go out in batches at most every 100 ms.
+    sim.advance(std::time::Duration::from_millis(200));
     let seen = watcher.receive(&mut sim);
     let info = seen
         .iter()
-        .rev()
-        .find_map(|m| match m {
-            ServerMessage::Peer { peer } if peer.public_key == mallory.key => Some(peer.clone()),
-            _ => None,
+        .flat_map(|m| match m {
+            ServerMessage::Peer { peer } => vec![peer.clone()],
+            ServerMessage::Peers { peers } => peers.clone(),
+            _ => Vec::new(),
         })
+        .rev()
+        .find(|peer| peer.public_key == mallory.key)
         .expect("the watcher learns of mallory");
     assert!(
         info.endpoints.len() <= 8,

@@ -18,7 +18,7 @@ const TAG_LEN: usize = 16;
 pub const MAX_PLAINTEXT: usize = MAX_MESSAGE - TAG_LEN;
 /// Room for one IK handshake message with an empty payload (the longest, the first, is
 /// 32 + 48 + 16 = 96 bytes; Noise spec §7.5).
-const HANDSHAKE_SCRATCH: usize = 256;
+const HANDSHAKE_MAX: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -48,16 +48,6 @@ pub struct SecureChannel {
     outbuf: Vec<u8>,
     inbox: VecDeque<Vec<u8>>,
     remote: Option<PublicKey>,
-    /// Grown on demand to the largest message seen: a connection that never gets past the
-    /// handshake costs a few hundred bytes here, not a whole 64 KB message.
-    scratch: Vec<u8>,
-}
-
-/// Makes `buf` at least `len` bytes long.
-fn grow(buf: &mut Vec<u8>, len: usize) {
-    if buf.len() < len {
-        buf.resize(len, 0);
-    }
 }
 
 fn params() -> snow::params::NoiseParams {
@@ -100,7 +90,6 @@ impl SecureChannel {
             outbuf: Vec::new(),
             inbox: VecDeque::new(),
             remote: None,
-            scratch: Vec::new(),
         }
     }
 
@@ -113,18 +102,24 @@ impl SecureChannel {
         self.remote
     }
 
-    fn frame(&mut self, len: usize) {
-        self.outbuf.extend_from_slice(&(len as u16).to_be_bytes());
-        self.outbuf.extend_from_slice(&self.scratch[..len]);
-    }
-
     fn write_handshake(&mut self) -> Result<(), ChannelError> {
-        grow(&mut self.scratch, HANDSHAKE_SCRATCH);
         let Phase::Handshake(hs) = &mut self.phase else {
             return Err(ChannelError::Failed);
         };
-        let len = hs.write_message(&[], &mut self.scratch)?;
-        self.frame(len);
+        // Written in place at the end of the outgoing bytes, like `send`: a handshake message
+        // of IK is under 100 bytes, so no message-sized buffer is held for it.
+        let start = self.outbuf.len();
+        self.outbuf.resize(start + 2 + HANDSHAKE_MAX, 0);
+        match hs.write_message(&[], &mut self.outbuf[start + 2..]) {
+            Ok(len) => {
+                self.outbuf.truncate(start + 2 + len);
+                self.outbuf[start..start + 2].copy_from_slice(&(len as u16).to_be_bytes());
+            }
+            Err(e) => {
+                self.outbuf.truncate(start);
+                return Err(e.into());
+            }
+        }
         self.finish_handshake_if_done()
     }
 
@@ -172,15 +167,14 @@ impl SecureChannel {
     }
 
     fn handle_frame(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
-        // A payload is never longer than the message that carries it.
-        grow(&mut self.scratch, frame.len());
         if let Phase::Waiting(local) = &self.phase {
             let hs = Self::build_responder(local)?;
             self.phase = Phase::Handshake(Box::new(hs));
         }
         match &mut self.phase {
             Phase::Handshake(hs) => {
-                hs.read_message(frame, &mut self.scratch)?;
+                let mut payload = vec![0u8; frame.len()];
+                hs.read_message(frame, &mut payload)?;
                 if self.remote.is_none() {
                     let key: Option<[u8; 32]> =
                         hs.get_remote_static().and_then(|k| k.try_into().ok());
@@ -194,8 +188,10 @@ impl SecureChannel {
                 }
             }
             Phase::Transport(ts) => {
-                let len = ts.read_message(frame, &mut self.scratch)?;
-                self.inbox.push_back(self.scratch[..len].to_vec());
+                let mut plaintext = vec![0u8; frame.len()];
+                let len = ts.read_message(frame, &mut plaintext)?;
+                plaintext.truncate(len);
+                self.inbox.push_back(plaintext);
                 Ok(())
             }
             Phase::Waiting(_) | Phase::Failed => Err(ChannelError::Failed),
@@ -210,10 +206,23 @@ impl SecureChannel {
         let Phase::Transport(ts) = &mut self.phase else {
             return Err(ChannelError::NotEstablished);
         };
-        grow(&mut self.scratch, plaintext.len() + TAG_LEN);
-        let len = ts.write_message(plaintext, &mut self.scratch)?;
-        self.frame(len);
-        Ok(())
+        // Encrypted in place at the end of the outgoing bytes: no per-channel scratch buffer,
+        // since a server holds one channel per online node and 64 KiB each was most of its
+        // memory.
+        let max = plaintext.len() + TAG_LEN;
+        let start = self.outbuf.len();
+        self.outbuf.resize(start + 2 + max, 0);
+        match ts.write_message(plaintext, &mut self.outbuf[start + 2..]) {
+            Ok(len) => {
+                self.outbuf.truncate(start + 2 + len);
+                self.outbuf[start..start + 2].copy_from_slice(&(len as u16).to_be_bytes());
+                Ok(())
+            }
+            Err(e) => {
+                self.outbuf.truncate(start);
+                Err(e.into())
+            }
+        }
     }
 
     pub fn poll_message(&mut self) -> Option<Vec<u8>> {
@@ -272,9 +281,9 @@ mod tests {
     fn buffers_grow_on_demand_up_to_the_largest_message() {
         let (mut client, mut server, _) = pair();
         // A responder that has heard nothing holds no message-sized buffer.
-        assert!(server.scratch.capacity() < 1024);
+        assert!(server.inbuf.capacity() < 1024 && server.outbuf.capacity() < 1024);
         pump(&mut client, &mut server);
-        assert!(server.scratch.capacity() < 1024);
+        assert!(server.inbuf.capacity() < 1024 && server.outbuf.capacity() < 1024);
         let big = vec![7u8; MAX_PLAINTEXT];
         client.send(b"small").unwrap();
         client.send(&big).unwrap();
@@ -297,6 +306,24 @@ mod tests {
         }
         assert_eq!(server.poll_message().as_deref(), Some(&b"one"[..]));
         assert_eq!(server.poll_message().as_deref(), Some(&b"two"[..]));
+    }
+
+    #[test]
+    fn the_largest_message_fits_one_frame_and_one_byte_more_is_refused() {
+        let (mut client, mut server, _) = pair();
+        pump(&mut client, &mut server);
+        let big = vec![7u8; MAX_PLAINTEXT];
+        client.send(&big).unwrap();
+        client.send(b"after").unwrap();
+        assert!(matches!(
+            client.send(&vec![0u8; MAX_PLAINTEXT + 1]),
+            Err(ChannelError::TooLarge(_))
+        ));
+        let bytes = client.take_outgoing().unwrap();
+        assert_eq!(bytes.len(), 2 + MAX_MESSAGE + 2 + 5 + TAG_LEN);
+        server.handle_bytes(&bytes).unwrap();
+        assert_eq!(server.poll_message(), Some(big));
+        assert_eq!(server.poll_message().as_deref(), Some(&b"after"[..]));
     }
 
     #[test]

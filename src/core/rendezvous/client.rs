@@ -159,6 +159,11 @@ impl ControlClient {
         )
     }
 
+    /// This node's key, as the server and its peers know it.
+    pub fn public_key(&self) -> PublicKey {
+        self.secret.public_key()
+    }
+
     pub fn current_server(&self) -> Option<ServerAddr> {
         self.current_server
     }
@@ -278,6 +283,9 @@ impl ControlClient {
                 });
             }
             ServerMessage::Peer { peer } => self.events.push_back(ControlEvent::Peer(peer)),
+            ServerMessage::Peers { peers } => self
+                .events
+                .extend(peers.into_iter().map(ControlEvent::Peer)),
             ServerMessage::PeerGone { public_key } => {
                 self.events.push_back(ControlEvent::PeerGone(public_key))
             }

@@ -70,6 +70,11 @@ pub enum ServerMessage {
     Peer {
         peer: PeerInfo,
     },
+    /// Several peer entries at once: the full map on registration and the batched deltas
+    /// after (`fanout`). Each entry means what one `Peer` message means.
+    Peers {
+        peers: Vec<PeerInfo>,
+    },
     PeerGone {
         public_key: PublicKey,
     },
@@ -225,7 +230,10 @@ mod tests {
             relay_id: None,
         };
         let messages = vec![
-            ServerMessage::Peer { peer },
+            ServerMessage::Peer { peer: peer.clone() },
+            ServerMessage::Peers {
+                peers: vec![peer.clone(), peer],
+            },
             ServerMessage::Refused {
                 refusal: Refusal::TokenUsedUp { uses: 1 },
             },

@@ -5,6 +5,7 @@
 use super::admission::{redeem, JoinRequest};
 use super::candidates;
 use super::channel::SecureChannel;
+use super::fanout::PeerMaps;
 use super::messages::{decode, encode, ClientMessage, PeerInfo, Refusal, ServerMessage};
 use super::registry::{Member, Registry};
 use super::token::Credential;
@@ -77,8 +78,11 @@ pub struct ServerCore<R> {
     registry: R,
     conns: HashMap<ConnId, Conn>,
     online: HashMap<(String, PublicKey), ConnId>,
-    /// The members of each network as last read, to tell who was removed when the store changes.
-    known: HashMap<String, HashSet<PublicKey>>,
+    /// The members of each network as last read (to tell who was removed when the store
+    /// changes) and the peer-map changes not yet pushed.
+    maps: PeerMaps,
+    /// The latest clock reading handed in, for events that come without one.
+    last_now: Option<Instant>,
     out: VecDeque<ServerOutput>,
     stats: ServerStats,
     relay: RelayServer,
@@ -107,7 +111,8 @@ impl<R: Registry> ServerCore<R> {
             registry,
             conns: HashMap::new(),
             online: HashMap::new(),
-            known: HashMap::new(),
+            maps: PeerMaps::default(),
+            last_now: None,
             out: VecDeque::new(),
             stats: ServerStats::default(),
         }
@@ -153,6 +158,7 @@ impl<R: Registry> ServerCore<R> {
     }
 
     pub fn handle_open(&mut self, conn: ConnId, remote: SocketAddr, now: Instant) {
+        self.last_now = Some(now);
         match SecureChannel::responder(&self.secret) {
             Ok(channel) => {
                 self.conns.insert(
@@ -173,6 +179,12 @@ impl<R: Registry> ServerCore<R> {
     }
 
     pub fn handle_bytes(&mut self, conn: ConnId, bytes: &[u8], now: Instant, unix_now: u64) {
+        self.last_now = Some(now);
+        self.receive(conn, bytes, now, unix_now);
+        self.flush_peer_maps_if_due();
+    }
+
+    fn receive(&mut self, conn: ConnId, bytes: &[u8], now: Instant, unix_now: u64) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -296,10 +308,7 @@ impl<R: Registry> ServerCore<R> {
                 match redeem(&mut self.registry, &req, unix_now) {
                     Ok(Ok(member)) => {
                         self.stats.joins += 1;
-                        self.known
-                            .entry(network.to_string())
-                            .or_default()
-                            .insert(key);
+                        self.maps.admit(&member);
                         tracing::info!(network, name = member.name, key = %key.short(), ip = %member.virtual_ip, "node joined");
                         let cidr = self
                             .registry
@@ -346,9 +355,6 @@ impl<R: Registry> ServerCore<R> {
         let reply = match self.registry.remove(network, &key) {
             Ok(true) => {
                 tracing::info!(network, key = %key.short(), "member left");
-                if let Some(known) = self.known.get_mut(network) {
-                    known.remove(&key);
-                }
                 self.remove_member(network, key);
                 ServerMessage::Left {
                     network: network.to_string(),
@@ -433,26 +439,28 @@ impl<R: Registry> ServerCore<R> {
                 relay,
             });
         }
-        self.send(
-            conn,
-            &ServerMessage::Welcome {
-                network: network.clone(),
-                name: member.name.clone(),
-                virtual_ip: member.virtual_ip,
-                cidr: net.cidr,
-                relay,
-            },
-        );
-        let members = self.registry.members(&network).unwrap_or_default();
-        self.known.insert(
-            network.clone(),
-            members.iter().map(|m| m.public_key).collect(),
-        );
-        for other in members.iter().filter(|m| m.public_key != key) {
-            let peer = self.peer_info(other);
-            self.send(conn, &ServerMessage::Peer { peer });
+        let welcome = ServerMessage::Welcome {
+            network: network.clone(),
+            name: member.name.clone(),
+            virtual_ip: member.virtual_ip,
+            cidr: net.cidr,
+            relay,
+        };
+        if !self.queue(conn, &encode(&welcome)) {
+            return;
         }
-        self.broadcast_member(&member);
+        if self.maps.is_loaded(&network) {
+            self.maps.admit(&member);
+        } else {
+            match self.registry.members(&network) {
+                Ok(members) => {
+                    self.maps.load(&network, members);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read the member list"),
+            }
+        }
+        self.flush(conn);
+        self.maps.registered(&network, key);
     }
 
     fn handle_endpoints(
@@ -469,26 +477,7 @@ impl<R: Registry> ServerCore<R> {
             session.nat = nat;
         }
         let (network, key) = (session.network.clone(), session.key);
-        if let Ok(Some(member)) = self.registry.member(&network, &key) {
-            self.broadcast_member(&member);
-        }
-    }
-
-    fn peer_info(&self, member: &Member) -> PeerInfo {
-        let session = self
-            .online
-            .get(&(member.network.clone(), member.public_key))
-            .and_then(|c| self.conns.get(c))
-            .and_then(|c| c.session.as_ref());
-        PeerInfo {
-            name: member.name.clone(),
-            public_key: member.public_key,
-            virtual_ip: member.virtual_ip,
-            endpoints: session.map(|s| s.endpoints.clone()).unwrap_or_default(),
-            online: session.is_some(),
-            nat: session.and_then(|s| s.nat.clone()),
-            relay_id: session.and_then(|s| s.relay.map(|t| t.id)),
-        }
+        self.maps.mark(&network, key);
     }
 
     /// A relay frame from a node's control stream (its UDP to us is blocked).
@@ -559,21 +548,80 @@ impl<R: Registry> ServerCore<R> {
         else {
             return;
         };
-        let Some(&target) = self.online.get(&(network, to)) else {
+        let Some(&target) = self.online.get(&(network.clone(), to)) else {
             tracing::debug!(from = %from.short(), to = %to.short(), "punch offer for an offline peer dropped");
             return;
         };
+        // The target aims sweeps only at the public IP the server passed it for the sender
+        // (core::punch::budget), and the sender's new endpoints may still wait for the next
+        // batch (fanout): its current entry goes first, so the offer never outruns it.
+        if let Some(member) = self.maps.member(&network, &from).cloned() {
+            let peer = peer_info(&self.online, &self.conns, &member);
+            self.send(target, &ServerMessage::Peer { peer });
+        }
         self.send(target, &ServerMessage::Punch { peer: from, offer });
     }
 
-    /// Tells every other online member of the network about `member`.
-    fn broadcast_member(&mut self, member: &Member) {
-        let peer = self.peer_info(member);
-        self.broadcast(
-            &member.network,
-            member.public_key,
-            &ServerMessage::Peer { peer },
-        );
+    /// Pushes the pending peer-map changes if a batch is due (`fanout`).
+    fn flush_peer_maps_if_due(&mut self) {
+        match self.last_now {
+            Some(now) if self.maps.is_due(now) => self.flush_peer_maps(now),
+            _ => {}
+        }
+    }
+
+    /// One batch per online member of each network that changed: the changed entries but its
+    /// own, in as few messages as fit, encrypted and handed to the driver as one write.
+    fn flush_peer_maps(&mut self, now: Instant) {
+        let changes = {
+            let (online, conns) = (&self.online, &self.conns);
+            self.maps.take_changes(now, |m| peer_info(online, conns, m))
+        };
+        for change in changes {
+            let shared = super::fanout::batches(change.entries.iter().map(|(_, b)| b.as_slice()));
+            let changed: HashSet<PublicKey> = change.entries.iter().map(|(k, _)| *k).collect();
+            let fresh: HashSet<PublicKey> = change.fresh.iter().copied().collect();
+            let targets: Vec<(PublicKey, ConnId)> = self
+                .online
+                .iter()
+                .filter(|((net, key), _)| *net == change.network && !fresh.contains(key))
+                .map(|((_, key), conn)| (*key, *conn))
+                .collect();
+            for (key, conn) in targets {
+                if changed.contains(&key) {
+                    let own = super::fanout::batches(
+                        change
+                            .entries
+                            .iter()
+                            .filter(|(k, _)| *k != key)
+                            .map(|(_, b)| b.as_slice()),
+                    );
+                    for part in &own {
+                        self.queue(conn, part);
+                    }
+                } else {
+                    for part in &shared {
+                        self.queue(conn, part);
+                    }
+                }
+                self.flush(conn);
+            }
+            // The newly registered, after the others heard of them: the whole map.
+            for key in change.fresh {
+                let Some(&conn) = self.online.get(&(change.network.clone(), key)) else {
+                    continue;
+                };
+                let parts = {
+                    let (online, conns) = (&self.online, &self.conns);
+                    self.maps
+                        .full_map(&change.network, &key, |m| peer_info(online, conns, m))
+                };
+                for part in &parts {
+                    self.queue(conn, part);
+                }
+                self.flush(conn);
+            }
+        }
     }
 
     fn broadcast(&mut self, network: &str, except: PublicKey, message: &ServerMessage) {
@@ -589,15 +637,23 @@ impl<R: Registry> ServerCore<R> {
     }
 
     fn send(&mut self, conn: ConnId, message: &ServerMessage) {
+        if self.queue(conn, &encode(message)) {
+            self.flush(conn);
+        }
+    }
+
+    /// Encrypts one message into `conn`'s outgoing bytes without handing them to the driver yet,
+    /// so several messages become one write. False if the connection is gone or was closed.
+    fn queue(&mut self, conn: ConnId, plaintext: &[u8]) -> bool {
         let Some(c) = self.conns.get_mut(&conn) else {
-            return;
+            return false;
         };
-        if let Err(e) = c.channel.send(&encode(message)) {
+        if let Err(e) = c.channel.send(plaintext) {
             tracing::warn!(%conn, error = %e, "cannot send a control message");
             self.close(conn);
-            return;
+            return false;
         }
-        self.flush(conn);
+        true
     }
 
     fn flush(&mut self, conn: ConnId) {
@@ -631,23 +687,26 @@ impl<R: Registry> ServerCore<R> {
         let slot = (session.network.clone(), session.key);
         if self.online.get(&slot) == Some(&conn) {
             self.online.remove(&slot);
-            if let Ok(Some(member)) = self.registry.member(&session.network, &session.key) {
+            if let Some(member) = self.maps.member(&session.network, &session.key) {
                 tracing::info!(
                     network = session.network,
                     name = member.name,
                     "node offline"
                 );
-                self.broadcast_member(&member);
             }
+            self.maps.mark(&session.network, session.key);
         }
     }
 
     /// The driver saw the stream end.
     pub fn handle_closed(&mut self, conn: ConnId) {
         self.forget(conn);
+        self.flush_peer_maps_if_due();
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        self.flush_peer_maps_if_due();
         let limits = ConnDeadlines::DEFAULT;
         let due: Vec<(ConnId, Stage)> = self
             .conns
@@ -663,13 +722,13 @@ impl<R: Registry> ServerCore<R> {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns
-            .values()
-            .map(|c| {
-                c.clock
-                    .deadline(&ConnDeadlines::DEFAULT, c.session.is_some())
-            })
-            .min()
+        let conns = self.conns.values().map(|c| {
+            c.clock
+                .deadline(&ConnDeadlines::DEFAULT, c.session.is_some())
+        });
+        // A batch that is due now was already flushed at the end of the last event.
+        let batch = self.maps.due().flatten();
+        conns.chain(batch).min()
     }
 
     /// Membership changed in the store (e.g. `network remove-member`): cut removed nodes off and
@@ -684,19 +743,16 @@ impl<R: Registry> ServerCore<R> {
                     continue;
                 }
             };
-            let current: HashSet<PublicKey> = members.iter().map(|m| m.public_key).collect();
-            let known = self
-                .known
-                .insert(network.clone(), current.clone())
-                .unwrap_or_default();
-            for key in known.difference(&current) {
-                self.remove_member(&network, *key);
+            for key in self.maps.load(&network, members) {
+                self.remove_member(&network, key);
             }
         }
+        self.flush_peer_maps_if_due();
     }
 
     fn remove_member(&mut self, network: &str, key: PublicKey) {
         tracing::info!(network, key = %key.short(), "member removed; cutting it off");
+        self.maps.remove(network, &key);
         if let Some(conn) = self.online.remove(&(network.to_string(), key)) {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.session = None;
@@ -712,6 +768,27 @@ impl<R: Registry> ServerCore<R> {
 
     pub fn poll_output(&mut self) -> Option<ServerOutput> {
         self.out.pop_front()
+    }
+}
+
+/// What a node is told about `member`: its registry record and, while it is online, its session.
+fn peer_info(
+    online: &HashMap<(String, PublicKey), ConnId>,
+    conns: &HashMap<ConnId, Conn>,
+    member: &Member,
+) -> PeerInfo {
+    let session = online
+        .get(&(member.network.clone(), member.public_key))
+        .and_then(|c| conns.get(c))
+        .and_then(|c| c.session.as_ref());
+    PeerInfo {
+        name: member.name.clone(),
+        public_key: member.public_key,
+        virtual_ip: member.virtual_ip,
+        endpoints: session.map(|s| s.endpoints.clone()).unwrap_or_default(),
+        online: session.is_some(),
+        nat: session.and_then(|s| s.nat.clone()),
+        relay_id: session.and_then(|s| s.relay.map(|t| t.id)),
     }
 }
 
