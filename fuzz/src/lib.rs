@@ -10,6 +10,7 @@ use p2pvpn::core::relay::server::{RelayLimits, RelayServer, RelayTicket};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 /// The server's relay address in the relay targets.
@@ -33,10 +34,16 @@ pub fn addr(text: &str) -> SocketAddr {
 
 /// A relay with two nodes in one network: A on connection 1, B on connection 2.
 pub fn relay_with_two_nodes(now: Instant) -> (RelayServer, RelayTicket, RelayTicket) {
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let key_a = SecretKey::generate(&mut rng).public_key();
-    let key_b = SecretKey::generate(&mut rng).public_key();
-    let mut relay = RelayServer::new(RelayLimits::default(), rng, now);
+    // The keys once per process (an X25519 multiplication each), the relay afresh per run.
+    static KEYS: OnceLock<(PublicKey, PublicKey, ChaCha8Rng)> = OnceLock::new();
+    let (key_a, key_b, rng) = KEYS.get_or_init(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let key_a = SecretKey::generate(&mut rng).public_key();
+        let key_b = SecretKey::generate(&mut rng).public_key();
+        (key_a, key_b, rng)
+    });
+    let (key_a, key_b) = (*key_a, *key_b);
+    let mut relay = RelayServer::new(RelayLimits::default(), rng.clone(), now);
     let a = relay.register(1, "fuzz", key_a, now);
     let b = relay.register(2, "fuzz", key_b, now);
     match (a, b) {
