@@ -3,7 +3,9 @@
 # committed corpus (fuzz/corpus/TARGET) once, then fuzzes each target for a short slice
 # (FUZZ_SECONDS, default 10 s). A crash, a hang, an assertion of a target or a leak past the
 # limits in scripts/fuzz.sh fails the run; the crashing input is left in fuzz/artifacts/.
-# Budget on a fresh two-core machine: see the figures in the fuzzing section of README.md.
+# Cost on a fresh two-core machine: the cargo-fuzz install (about 1 CPU-minute) and the ASan
+# build of the crate and its dependencies (about 12 CPU-minutes, most of this pass), a few seconds
+# of replay, then 11 targets x FUZZ_SECONDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
