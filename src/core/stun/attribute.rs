@@ -178,10 +178,14 @@ impl Attribute {
                 _ => return Err(bad),
             },
             ERROR_CODE => match value {
-                [_, _, class, number, reason @ ..] => Attribute::ErrorCode(ErrorCode {
-                    code: u16::from(class & 0x07) * 100 + u16::from(*number),
-                    reason: String::from_utf8_lossy(reason).into_owned(),
-                }),
+                // RFC 5389 §15.6: the number is the code modulo 100, so 0-99; a larger one would
+                // decode to a code no encoder can write back (255 made "code 955").
+                [_, _, class, number, reason @ ..] if *number < 100 => {
+                    Attribute::ErrorCode(ErrorCode {
+                        code: u16::from(class & 0x07) * 100 + u16::from(*number),
+                        reason: String::from_utf8_lossy(reason).into_owned(),
+                    })
+                }
                 _ => return Err(bad),
             },
             UNKNOWN_ATTRIBUTES => {

@@ -131,6 +131,26 @@ fn error_responses_decode_to_their_code() {
 }
 
 #[test]
+fn an_error_code_number_over_99_is_malformed() {
+    // Found by fuzzing (fuzz/corpus/stun/regress-error-code-number): number 255 in class 7 used
+    // to decode as code 955, which re-encodes as 155.
+    let tid = TransactionId([3; 12]);
+    let mut bytes = Message::new(Class::Error, BINDING, MessageId::Rfc5389(tid))
+        .with(Attribute::ErrorCode(ErrorCode {
+            code: 499,
+            reason: "x".into(),
+        }))
+        .encode();
+    // The ERROR-CODE value follows the 20-byte header and the 4-byte attribute header.
+    assert_eq!(bytes[20 + 4 + 3], 99);
+    bytes[20 + 4 + 3] = 255;
+    assert_eq!(
+        Message::decode(&bytes),
+        Err(StunError::MalformedAttribute { kind: 0x0009 })
+    );
+}
+
+#[test]
 fn classic_messages_keep_their_128_bit_id() {
     let id = [0x55; 16];
     let msg = Message::new(Class::Request, BINDING, MessageId::Rfc3489(id))
