@@ -93,16 +93,22 @@ debian_mirror() {
 
 # ---------------------------------------------------------------- the cached root
 DEBOOTSTRAP_S=0
+cache_ok() { [[ "$(cat "$CACHE.stamp" 2>/dev/null)" == "$INCLUDE" && -x "$CACHE/lib/systemd/systemd" ]]; }
+
+# A run holds a shared lock on the cache until it exits (its overlays read it); a rebuild
+# holds it exclusively.
 ensure_cache() {
     mkdir -p "$CACHE_DIR"
     exec 9>"$CACHE_DIR/.lock"
-    timeout 1200 flock 9 || bail "cache lock $CACHE_DIR/.lock held for 20 min"
-    if [[ "$(cat "$CACHE.stamp" 2>/dev/null)" == "$INCLUDE" && -x "$CACHE/lib/systemd/systemd" ]]; then
-        note "cached root $CACHE"
+    timeout 1200 flock -s 9 || bail "cache lock $CACHE_DIR/.lock held for 20 min"
+    if cache_ok; then note "cached root $CACHE"; return 0; fi
+    timeout 1200 flock -x 9 || bail "cache lock $CACHE_DIR/.lock held for 20 min"
+    if cache_ok; then
+        note "cached root $CACHE (built by another run)"
     else
         local mirror t0=$SECONDS
         mirror="$(debian_mirror)"
-        note "debootstrap bookworm from $mirror into $CACHE (once; about a minute)"
+        note "debootstrap bookworm from $mirror into $CACHE (once; 1-3 min)"
         rm -rf "$CACHE.new" "$CACHE" "$CACHE.stamp"
         if ! timeout 900 debootstrap --variant=minbase --include="$INCLUDE" bookworm "$CACHE.new" "$mirror" \
             >"$CACHE_DIR/debootstrap.log" 2>&1; then
@@ -117,7 +123,7 @@ ensure_cache() {
         DEBOOTSTRAP_S=$((SECONDS - t0))
         note "debootstrap took ${DEBOOTSTRAP_S}s"
     fi
-    exec 9>&-
+    flock -s 9
 }
 ensure_cache
 
