@@ -110,12 +110,17 @@ ensure_cache() {
         mirror="$(debian_mirror)"
         note "debootstrap bookworm from $mirror into $CACHE (once; 1-3 min)"
         rm -rf "$CACHE.new" "$CACHE" "$CACHE.stamp"
-        if ! timeout 900 debootstrap --variant=minbase --include="$INCLUDE" bookworm "$CACHE.new" "$mirror" \
-            >"$CACHE_DIR/debootstrap.log" 2>&1; then
-            tail -n 20 "$CACHE_DIR/debootstrap.log" | sed 's/^/#   /'
+        # Two attempts: a mirror has been seen failing every download for half a minute.
+        local attempt
+        for attempt in 1 2; do
+            timeout 900 debootstrap --variant=minbase --include="$INCLUDE" bookworm "$CACHE.new" "$mirror" \
+                >"$CACHE_DIR/debootstrap.log" 2>&1 && break
+            tail -n 5 "$CACHE_DIR/debootstrap.log" | sed 's/^/#   /'
             rm -rf "$CACHE.new"
-            bail "debootstrap failed (log: $CACHE_DIR/debootstrap.log)"
-        fi
+            ((attempt == 2)) && bail "debootstrap failed twice (log: $CACHE_DIR/debootstrap.log)"
+            note "debootstrap failed; trying again in 20 s"
+            sleep 20
+        done
         # No apt lists or downloaded .debs in the cache: nothing in a run fetches packages.
         rm -rf "$CACHE.new"/var/cache/apt/archives/*.deb "$CACHE.new"/var/lib/apt/lists/*_Packages
         mv "$CACHE.new" "$CACHE"
@@ -308,6 +313,7 @@ tcheck "dpkg -i installs the package in all three containers" c_install
 # nsenter or systemctl round trip in between: a Type=simple unit would still be starting).
 # Prints CMD's output (whatever its status); fails only if start failed.
 start_probe() {
+    # shellcheck disable=SC2016  # expanded by the inner sh
     CT=150 cexec "$1" sh -c 'systemctl start "$1" || exit 1; shift; "$@" 2>&1; exit 0' sh "$2" "${@:3}"
 }
 
@@ -432,6 +438,7 @@ c_sandbox() {
         why "the node can write /etc/p2pvpn (ReadOnlyPaths=)" || return 1
     cexec alice nsenter -t "$pid" -m -- sh -c "touch /var/lib/p2pvpn/$NET/probe && rm /var/lib/p2pvpn/$NET/probe" ||
         why "the node cannot write its state directory /var/lib/p2pvpn/$NET" || return 1
+    # shellcheck disable=SC2016  # awk's $2
     caps="$(cexec alice awk '/^CapEff:/ {print $2}' "/proc/$pid/status")"
     # CAP_NET_ADMIN is bit 12.
     [[ "$caps" == 0000000000001000 ]] || why "effective capabilities $caps, want only CAP_NET_ADMIN (0000000000001000)"
