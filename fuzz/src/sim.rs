@@ -459,9 +459,7 @@ impl World {
         }
         // A timeout still due once the timers ran and the outputs were taken (a connect is
         // taken with `poll_connect`) makes the real driver spin (`io::node` sleeps until
-        // `poll_timeout`). Opt-in, with P2PVPN_FUZZ_SPIN_CHECK=1: it fails today (a punch
-        // session waiting for an offline peer or for NAT discovery keeps a past deadline), and
-        // on by default it would stop every run before the other invariants are explored.
+        // `poll_timeout`). On by default; P2PVPN_FUZZ_SPIN_CHECK=0 turns it off.
         if spin_check() {
             for n in &self.nodes {
                 if let Some(t) = n.node.poll_timeout() {
@@ -690,7 +688,7 @@ impl Default for World {
 /// Whether the spin check runs (see `World::fire_timers`).
 fn spin_check() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("P2PVPN_FUZZ_SPIN_CHECK").is_some_and(|v| v == "1"))
+    *ON.get_or_init(|| std::env::var_os("P2PVPN_FUZZ_SPIN_CHECK").is_none_or(|v| v != "0"))
 }
 
 /// The control message member C most often needs to say: its `hello`.

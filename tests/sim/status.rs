@@ -114,3 +114,34 @@ fn both_sides_show_a_round_trip_time() {
         );
     }
 }
+
+/// The fuzzer's state-machine target found this: a punch session that would offer to a peer
+/// the server says is offline kept its retry deadline in the past, and the real driver, which
+/// sleeps until `poll_timeout`, would spin at 100% CPU for as long as the peer stayed away.
+#[test]
+fn a_node_with_an_offline_peer_never_asks_to_be_woken_in_the_past() {
+    let mut sim = Sim::new(43);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(43);
+    let alice = sim.add_node("alice", "198.51.100.11:51000");
+    let alice_key = sim.nodes[alice].secret.public_key();
+    // A member whose key sorts above alice's, so alice is the side that starts punching.
+    let carol = std::iter::repeat_with(|| SecretKey::generate(&mut rng))
+        .find(|k| k.public_key() > alice_key)
+        .expect("a higher key");
+    let token = sim.token();
+    sim.join(&carol, &token, "carol").expect("join accepted");
+    for _ in 0..60 {
+        sim.advance(Duration::from_millis(500));
+        // What is due now is handled now, as the driver would; what is left must lie ahead.
+        let now = sim.now;
+        sim.nodes[alice].node.handle_timeout(now);
+        sim.settle();
+        if let Some(t) = sim.nodes[alice].node.poll_timeout() {
+            assert!(
+                t > sim.now,
+                "alice asks to be woken {:?} in the past",
+                sim.now - t
+            );
+        }
+    }
+}

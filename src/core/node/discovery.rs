@@ -159,6 +159,20 @@ impl Discovery {
         out
     }
 
+    /// Whether `ready_for_offer` would do something now: say yes, or start the fresh port
+    /// measurement a sequential NAT needs. False while the profile is unknown or a measurement
+    /// is under way (its own deadline wakes the node).
+    pub fn can_offer_now(&self) -> bool {
+        match &self.profile {
+            None => false,
+            Some(p) => {
+                !matches!(p.allocation, PortAllocation::Sequential { .. })
+                    || self.prediction.is_some()
+                    || self.measure.is_none()
+            }
+        }
+    }
+
     /// Whether an offer can be made now; starts a fresh port measurement when the NAT is
     /// sequential and none is under way.
     pub fn ready_for_offer(

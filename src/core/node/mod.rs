@@ -737,11 +737,14 @@ impl Node {
         let control = self.control.poll_timeout();
         let tick = (!self.peers.is_empty()).then_some(self.next_tick);
         let discovery = self.discovery.poll_timeout();
-        let relay = self.relay.poll_timeout();
+        // The relay is driven on the timer tick (`handle_timeout`), so its deadline counts from
+        // the next tick: reported earlier, it would wake the driver over and over until then.
+        let relay = self.relay.poll_timeout().map(|t| t.max(self.next_tick));
+        let can_offer = self.control.is_registered() && self.discovery.can_offer_now();
         let punch = self
             .peers
             .iter()
-            .filter_map(|p| p.punch.poll_timeout())
+            .filter_map(|p| p.punch.poll_timeout(can_offer && p.online))
             .min();
         [control, tick, discovery, relay, punch]
             .into_iter()

@@ -598,11 +598,15 @@ impl PeerPunch {
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// When the session wants to be called next. `can_offer` says whether the node could send
+    /// an offer now (peer online, registered, NAT discovery ready): the idle retry deadline only
+    /// counts then, since a deadline the node cannot act on stays in the past and would make
+    /// the driver, which sleeps until the earliest timeout, spin.
+    pub fn poll_timeout(&self, can_offer: bool) -> Option<Instant> {
         let keepalive = self.nominated.as_ref().map(|n| n.next_keepalive);
         let phase = match &self.phase {
             Phase::Idle { next_attempt } => {
-                (self.initiator && self.nominated.is_none()).then_some(*next_attempt)
+                (can_offer && self.initiator && self.nominated.is_none()).then_some(*next_attempt)
             }
             Phase::AwaitingAnswer { deadline, .. } => Some(*deadline),
             Phase::Answering { .. } => None,
