@@ -195,6 +195,8 @@ pub struct ServerFigures {
     pub stun_answered: u64,
     pub udp_dropped: u64,
     pub relay_queue_dropped: u64,
+    /// The control plane's counters (refusals, bad handshakes, deadlines, trimmed candidates).
+    pub control: crate::core::rendezvous::server::ServerStats,
 }
 
 pub fn render_server(f: &ServerFigures) -> String {
@@ -231,6 +233,43 @@ pub fn render_server(f: &ServerFigures) -> String {
         "p2pvpn_server_relay_queue_dropped_total {}",
         f.relay_queue_dropped
     );
+    let c = &f.control;
+    let control: [(&str, &str, u64); 6] = [
+        (
+            "p2pvpn_server_joins_total",
+            "Join tokens redeemed.",
+            c.joins,
+        ),
+        (
+            "p2pvpn_server_refused_total",
+            "Joins and registrations refused (bad token, not a member, bad name).",
+            c.connections_refused,
+        ),
+        (
+            "p2pvpn_server_bad_handshakes_total",
+            "Connections dropped during the Noise handshake.",
+            c.bad_handshakes,
+        ),
+        (
+            "p2pvpn_server_bad_messages_total",
+            "Connections dropped for an undecodable or unauthenticated message.",
+            c.bad_messages,
+        ),
+        (
+            "p2pvpn_server_timed_out_total",
+            "Connections closed by a deadline (handshake, join or idle).",
+            c.timed_out,
+        ),
+        (
+            "p2pvpn_server_candidates_dropped_total",
+            "Endpoints and punch candidates removed because the member does not hold them.",
+            c.candidates_dropped,
+        ),
+    ];
+    for (name, help, value) in control {
+        header(&mut o, name, "counter", help);
+        let _ = writeln!(o, "{name} {value}");
+    }
     type RelayFigure = fn(&RelayNodeStats) -> u64;
     let per_node: [(&str, &str, RelayFigure); 4] = [
         (
@@ -303,9 +342,16 @@ mod tests {
             stun_answered: 5,
             udp_dropped: 0,
             relay_queue_dropped: 0,
+            control: crate::core::rendezvous::server::ServerStats {
+                timed_out: 7,
+                candidates_dropped: 4,
+                ..Default::default()
+            },
         };
         let text = render_server(&f);
         assert!(text.contains("p2pvpn_server_online_nodes 2\n"));
+        assert!(text.contains("p2pvpn_server_timed_out_total 7\n"), "{text}");
+        assert!(text.contains("p2pvpn_server_candidates_dropped_total 4\n"));
         assert!(
             text.contains("p2pvpn_server_relay_bytes_total{network=\"demo\",node=\"KEY\"} 10\n")
         );

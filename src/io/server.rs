@@ -261,6 +261,7 @@ pub async fn run(
                     stun_answered: udp_stats.stun_answered.load(Ordering::Relaxed),
                     udp_dropped: udp_stats.dropped.load(Ordering::Relaxed),
                     relay_queue_dropped: udp_stats.relay_dropped.load(Ordering::Relaxed),
+                    control: core.stats(),
                 };
                 let _ = scrape.send(super::metrics::render_server(&figures));
             }
