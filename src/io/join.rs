@@ -1,56 +1,26 @@
 //! Drives one join exchange over TCP: try each server in the token in turn (plain addresses,
 //! then TLS ones), with timeouts, and turn the answer into a clear result.
 
-use super::tls;
 use crate::core::keys::SecretKey;
 use crate::core::rendezvous::client::{JoinExchange, Joined, ServerAddr};
 use crate::core::rendezvous::token::JoinToken;
 use anyhow::{anyhow, bail, Result};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn join(token: &JoinToken, secret: &SecretKey, name: &str) -> Result<Joined> {
-    let mut errors = Vec::new();
     // The same order as the running node: TLS only when no plain address answers.
-    for server in ServerAddr::list(&token.servers, &token.tls_servers) {
-        if !errors.is_empty() {
-            tracing::info!(%server, "trying the next server address");
-        }
-        let stream = match tokio::time::timeout(
-            super::stream::CONNECT_TIMEOUT,
-            TcpStream::connect(server.addr),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                errors.push(format!("{server}: {e}"));
-                continue;
-            }
-            Err(_) => {
-                errors.push(format!("{server}: no answer within {STEP_TIMEOUT:?}"));
-                continue;
-            }
-        };
-        if !server.tls {
-            return exchange(stream, token, secret, name).await;
-        }
-        match tokio::time::timeout(STEP_TIMEOUT, tls::connect(stream, server.addr)).await {
-            Ok(Ok(stream)) => return exchange(stream, token, secret, name).await,
-            Ok(Err(e)) => errors.push(format!("{server}: TLS handshake failed: {e}")),
-            Err(_) => errors.push(format!(
-                "{server}: no TLS handshake within {STEP_TIMEOUT:?}"
-            )),
-        }
+    let servers = ServerAddr::list(&token.servers, &token.tls_servers);
+    match super::dial::first_reachable(servers, STEP_TIMEOUT).await {
+        Ok(stream) => exchange(stream, token, secret, name).await,
+        Err(errors) => bail!(
+            "cannot reach the server ({}); check that `p2pvpn server` runs there and that TCP to \
+             that port is allowed",
+            errors.join("; ")
+        ),
     }
-    bail!(
-        "cannot reach the server ({}); check that `p2pvpn server` runs there and that TCP to \
-         that port is allowed",
-        errors.join("; ")
-    )
 }
 
 async fn exchange<S>(

@@ -1,7 +1,6 @@
 //! Drives one leave exchange over TCP (`p2pvpn leave`): the node's servers in order, plain then
 //! TLS, with timeouts, like `join`.
 
-use super::tls;
 use crate::config::NodeSettings;
 use crate::core::keys::SecretKey;
 use crate::core::rendezvous::client::ServerAddr;
@@ -10,41 +9,17 @@ use crate::core::rendezvous::messages::Refusal;
 use anyhow::{anyhow, bail, Result};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Asks the server to forget this node: true when it did, false when it had no such member
 /// (removed there already); an error says why it could not (unreachable, refused).
 pub async fn leave(settings: &NodeSettings, secret: &SecretKey) -> Result<bool> {
-    let mut errors = Vec::new();
-    for server in ServerAddr::list(&settings.servers, &settings.tls_servers) {
-        let stream = match tokio::time::timeout(
-            super::stream::CONNECT_TIMEOUT,
-            TcpStream::connect(server.addr),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                errors.push(format!("{server}: {e}"));
-                continue;
-            }
-            Err(_) => {
-                errors.push(format!("{server}: no answer"));
-                continue;
-            }
-        };
-        if !server.tls {
-            return exchange(stream, settings, secret).await;
-        }
-        match tokio::time::timeout(STEP_TIMEOUT, tls::connect(stream, server.addr)).await {
-            Ok(Ok(stream)) => return exchange(stream, settings, secret).await,
-            Ok(Err(e)) => errors.push(format!("{server}: TLS handshake failed: {e}")),
-            Err(_) => errors.push(format!("{server}: no TLS handshake")),
-        }
+    let servers = ServerAddr::list(&settings.servers, &settings.tls_servers);
+    match super::dial::first_reachable(servers, STEP_TIMEOUT).await {
+        Ok(stream) => exchange(stream, settings, secret).await,
+        Err(errors) => bail!("cannot reach the server ({})", errors.join("; ")),
     }
-    bail!("cannot reach the server ({})", errors.join("; "))
 }
 
 async fn exchange<S>(mut stream: S, settings: &NodeSettings, secret: &SecretKey) -> Result<bool>

@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod control_socket;
+pub mod dial;
 pub mod interface_check;
 pub mod join;
 pub mod leave;
