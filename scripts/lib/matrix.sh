@@ -87,6 +87,8 @@ try:
     j = json.loads(sys.stdin.read() or "{}")
 except ValueError:
     j = {}
+if isinstance(j, dict) and isinstance(j.get("networks"), list):  # status --json
+    j = j["networks"]
 if isinstance(j, list):
     j = next((x for x in j if x.get("network") == net), j[0] if j else {})
 p = next((x for x in j.get("peers", []) or [] if x.get("name") == peer), {}) or {}
