@@ -460,8 +460,14 @@ impl World {
         // A timeout still due once the timers ran and the outputs were taken (a connect is
         // taken with `poll_connect`) makes the real driver spin (`io::node` sleeps until
         // `poll_timeout`). On by default; P2PVPN_FUZZ_SPIN_CHECK=0 turns it off.
+        // A deadline that came due while outputs were handled (a first peer starts the timer
+        // tick) only wakes the driver once more: it calls `handle_timeout` again, as here. One
+        // still due after that is the spin.
         if spin_check() {
-            for n in &self.nodes {
+            for n in &mut self.nodes {
+                if n.node.poll_timeout().is_some_and(|t| t <= now) {
+                    n.node.handle_timeout(now);
+                }
                 if let Some(t) = n.node.poll_timeout() {
                     assert!(t > now, "a node asks to be woken {:?} in the past", now - t);
                 }
