@@ -48,7 +48,9 @@ if ((check)); then
     echo "build-windows: cargo check for $target passed in $(($(date +%s) - start)) s"
     exit 0
 fi
-cargo build --release "${args[@]}" >&2
+# No debug info: the release profile keeps it for profiling on Linux; in a MinGW PE it would
+# add tens of MB to the shipped file.
+CARGO_PROFILE_RELEASE_DEBUG=0 cargo build --release "${args[@]}" >&2
 exe="$target_dir/$target/release/p2pvpn.exe"
 [[ -f "$exe" ]] || { echo "build-windows: no executable at $exe" >&2; exit 2; }
 echo "build-windows: built $target in $(($(date +%s) - start)) s"

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_PIPE_BUSY, ERROR_SEM_TIMEOUT,
 };
+use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::System::Pipes::WaitNamedPipeW;
 
 /// Generic-all for SYSTEM (SY) and the built-in Administrators (BA), nobody else; `P` keeps the
@@ -55,7 +56,10 @@ fn create(name: &str, first: bool) -> std::io::Result<NamedPipeServer> {
         ServerOptions::new()
             .first_pipe_instance(first)
             .reject_remote_clients(true)
-            .create_with_security_attributes_raw(name, (&mut attributes as *mut _).cast())
+            .create_with_security_attributes_raw(
+                name,
+                (&mut attributes as *mut SECURITY_ATTRIBUTES).cast::<std::ffi::c_void>(),
+            )
     }
 }
 
