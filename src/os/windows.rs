@@ -111,18 +111,17 @@ impl Drop for SecurityDescriptor {
     }
 }
 
-/// Creates `dir` (and parents) and gives it the private DACL, replacing what it inherited, so
-/// that files created in it afterwards are readable by SYSTEM, Administrators and their owner
-/// only.
-pub fn ensure_private_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))?;
-    let sd = SecurityDescriptor::from_sddl(PRIVATE_DIR_SDDL)
-        .context("cannot build the private directory's security descriptor")?;
+/// The DACL of one private file: the same three, without inheritance.
+const PRIVATE_FILE_SDDL: &str = "D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FA;;;OW)";
+
+/// Replaces the DACL of `path` with the protected one in `sddl`.
+fn set_dacl(path: &Path, sddl: &str) -> Result<()> {
+    let sd = SecurityDescriptor::from_sddl(sddl)
+        .context("cannot build the private security descriptor")?;
     let dacl = sd
         .dacl()
-        .context("the private directory's security descriptor has no DACL")?;
-    let name = wide(dir.as_os_str());
+        .context("the private security descriptor has no DACL")?;
+    let name = wide(path.as_os_str());
     // SAFETY: `name` is NUL-terminated and `dacl` lives in `sd`, alive for the call.
     let rc = unsafe {
         SetNamedSecurityInfoW(
@@ -139,20 +138,44 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
         return Err(std::io::Error::from_raw_os_error(rc as i32)).with_context(|| {
             format!(
                 "cannot restrict {} to SYSTEM and Administrators (run from an elevated prompt)",
-                dir.display()
+                path.display()
             )
         });
     }
     Ok(())
 }
 
-/// Creates a new file (failing if it exists). Its ACL is inherited from its directory, which
-/// `ensure_private_dir` made private; `check_private_file` verifies the result.
+/// Creates `dir` (and parents) and gives it the private DACL, replacing what it inherited, so
+/// that files created in it afterwards are readable by SYSTEM, Administrators and their owner
+/// only.
+pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    set_dacl(dir, PRIVATE_DIR_SDDL)
+}
+
+/// Creates a new file (failing if it exists) and sets its own protected DACL before anything is
+/// written to it: inheritance from the private directory is not relied on (Wine, for one,
+/// does not apply it). The DACL is read back; when it still lets others in, the file is
+/// removed and the creation fails.
 pub fn create_private_file(path: &Path) -> std::io::Result<File> {
-    fs::OpenOptions::new()
+    let file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(path)
+        .open(path)?;
+    // Read back before anything secret is written: a file system that does not keep the DACL
+    // must make the write fail, not leave a key others can read.
+    let restricted =
+        set_dacl(path, PRIVATE_FILE_SDDL).and_then(|()| check_private_file(path, "new file"));
+    if let Err(e) = restricted {
+        drop(file);
+        let _ = fs::remove_file(path);
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{e:#}; nothing secret was written to it"),
+        ));
+    }
+    Ok(file)
 }
 
 /// Opens (creating if needed) a file for reading and writing; others may read it (the lock's
