@@ -11,8 +11,6 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_CONFIG_DIR: &str = "/etc/p2pvpn";
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/p2pvpn";
 /// Inner MTU: a 1500-byte underlay minus IPv6 (40), UDP (8) and WireGuard (32) overhead.
 pub const DEFAULT_MTU: u16 = 1420;
 /// Linux interface names hold at most 15 bytes (IFNAMSIZ - 1).

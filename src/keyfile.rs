@@ -1,21 +1,15 @@
-//! Private keys on disk: base64 in a file of mode 0600 inside a directory of mode 0700, the way
-//! WireGuard tools keep them. Reading one back names the file and the fix when it fails.
+//! Private keys on disk: base64 in a file only its owner (and the administrators) can read, the
+//! way WireGuard tools keep them: mode 0600 in a 0700 directory on Unix, a private ACL on
+//! Windows (`crate::os`). Reading one back names the file and the fix when it fails.
 
 use crate::core::keys::SecretKey;
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-/// Creates `dir` (and parents) with mode 0700 if it does not exist.
-pub fn ensure_private_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))
-}
+/// Creates `dir` (and parents), private to its owner, if it does not exist.
+pub use crate::os::ensure_private_dir;
 
 /// Reads the key at `path`, or generates and writes a new one. Returns whether it was created.
 pub fn load_or_create(path: &Path) -> Result<(SecretKey, bool)> {
@@ -26,11 +20,7 @@ pub fn load_or_create(path: &Path) -> Result<(SecretKey, bool)> {
         ensure_private_dir(dir)?;
     }
     let key = SecretKey::generate(&mut rand::rngs::OsRng);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
+    let mut file = crate::os::create_private_file(path)
         .with_context(|| format!("cannot create key file {}", path.display()))?;
     writeln!(file, "{}", key.to_base64())
         .with_context(|| format!("cannot write key file {}", path.display()))?;
@@ -53,15 +43,7 @@ pub fn load(path: &Path) -> Result<SecretKey> {
             return Err(e).with_context(|| format!("cannot read key file {}", path.display()))
         }
     };
-    let meta = fs::metadata(path)?;
-    if meta.mode() & 0o077 != 0 {
-        bail!(
-            "key file {} is readable by other users (mode {:o}); fix it with `chmod 600 {}`",
-            path.display(),
-            meta.mode() & 0o777,
-            path.display()
-        );
-    }
+    crate::os::check_private_file(path, "key file")?;
     std::str::from_utf8(&bytes)
         .ok()
         .and_then(|text| SecretKey::from_base64(text).ok())
@@ -74,9 +56,10 @@ pub fn load(path: &Path) -> Result<SecretKey> {
         })
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn creates_private_files_and_reads_them_back() {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod core;
 pub mod io;
 pub mod keyfile;
+pub mod os;
 pub mod store;
 
 /// A clock reading for unit tests of the sans-IO core, which must not read the clock itself.

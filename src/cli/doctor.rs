@@ -161,36 +161,18 @@ pub async fn run(network: &str, peer: Option<&str>, json: bool, dirs: &Dirs) -> 
     .into())
 }
 
+/// The privilege and the TUN driver `up` needs; what they are is per OS (`crate::os`).
 fn check_privileges(r: &mut Report) {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    // CAP_NET_ADMIN is bit 12 of the effective set (capabilities(7)).
-    let cap = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
-        })
-        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
-        .is_some_and(|bits| bits & (1 << 12) != 0);
-    if root || cap {
-        r.ok("privileges: root or CAP_NET_ADMIN (needed by `up` for the TUN device and routes)");
-    } else {
-        r.fail(
-            "privileges: neither root nor CAP_NET_ADMIN; `up` cannot create its TUN device",
-            "run `sudo p2pvpn up ...`, or `sudo setcap cap_net_admin+ep $(command -v p2pvpn)`",
-        );
+    match crate::os::privilege_report() {
+        Ok(line) => r.ok(line),
+        Err((problem, fix)) => r.fail(problem, fix),
     }
 }
 
 fn check_tun(r: &mut Report) {
-    if std::path::Path::new("/dev/net/tun").exists() {
-        r.ok("/dev/net/tun exists");
-    } else {
-        r.fail(
-            "/dev/net/tun is missing",
-            "load the tun module (`sudo modprobe tun`); in a container, pass the device in",
-        );
+    match crate::os::tun_driver_report() {
+        Ok(line) => r.ok(line),
+        Err((problem, fix)) => r.fail(problem, fix),
     }
 }
 

@@ -12,13 +12,14 @@ use anyhow::{bail, Context, Result};
 /// Whether a node answers on the network's control socket.
 fn running(dirs: &Dirs, network: &str) -> Result<bool> {
     let path = dirs.control_socket(network);
-    match std::os::unix::net::UnixStream::connect(&path) {
-        Ok(_) => Ok(true),
+    match io::control_socket::answers_now(&path) {
+        Ok(up) => Ok(up),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
-            "permission denied on {}: cannot tell whether {network} is running; run with sudo",
+            "permission denied on {}: cannot tell whether {network} is running; run with sudo \
+             (on Windows: from an elevated prompt)",
             path.display()
         ),
-        Err(_) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot tell whether {network} is running")),
     }
 }
 

@@ -53,10 +53,10 @@ pub struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 pub struct NodeDirs {
     /// Directory of per-network config files.
-    #[arg(long, env = "P2PVPN_CONFIG_DIR", default_value = crate::config::DEFAULT_CONFIG_DIR)]
+    #[arg(long, env = "P2PVPN_CONFIG_DIR", default_value_os_t = crate::os::default_config_dir())]
     pub config_dir: PathBuf,
     /// Directory of keys and runtime state.
-    #[arg(long, env = "P2PVPN_STATE_DIR", default_value = crate::config::DEFAULT_STATE_DIR)]
+    #[arg(long, env = "P2PVPN_STATE_DIR", default_value_os_t = crate::os::default_state_dir())]
     pub state_dir: PathBuf,
 }
 
@@ -100,7 +100,7 @@ pub struct ServerDir {
     #[arg(
         long,
         env = "P2PVPN_SERVER_STATE_DIR",
-        default_value = "/var/lib/p2pvpn-server"
+        default_value_os_t = crate::os::default_server_state_dir()
     )]
     pub state_dir: PathBuf,
 }

@@ -59,29 +59,9 @@ fn interface_unique(settings: &NodeSettings, dirs: &Dirs, file: &Path) -> Result
     )
 }
 
-/// Whether a process with effective uid `euid` and `/proc/self/status` text `status` may create
-/// a TUN device: root, or CAP_NET_ADMIN (bit 12 of CapEff, capabilities(7)).
-fn may_create_tun(euid: u32, status: &str) -> bool {
-    euid == 0
-        || status
-            .lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-            .is_some_and(|bits| bits & (1 << 12) != 0)
-}
-
+/// Root or CAP_NET_ADMIN on Unix, an elevated token on Windows (`crate::os`).
 fn privileges() -> Result<()> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if !may_create_tun(euid, &status) {
-        bail!(
-            "permission denied: `up` creates a TUN device and routes, which needs root or \
-             CAP_NET_ADMIN. Run it with sudo, or grant the capability once: `sudo setcap \
-             cap_net_admin+ep $(command -v p2pvpn)`"
-        );
-    }
-    Ok(())
+    crate::os::check_tun_privilege()
 }
 
 #[cfg(target_os = "linux")]
@@ -109,16 +89,6 @@ fn tun_device() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn root_or_cap_net_admin_may_create_a_tun_device() {
-        let with = "Name:\tp2pvpn\nCapEff:\t0000000000001000\n";
-        let without = "Name:\tp2pvpn\nCapEff:\t0000000000000000\n";
-        assert!(may_create_tun(0, without));
-        assert!(may_create_tun(1000, with));
-        assert!(!may_create_tun(1000, without));
-        assert!(!may_create_tun(1000, ""));
-    }
 
     #[test]
     fn a_missing_tun_device_says_how_to_get_it() {

@@ -20,6 +20,7 @@ pub mod server_state;
 pub mod server_udp;
 pub mod server_watch;
 pub mod service;
+pub mod signals;
 pub mod state_lock;
 pub mod stream;
 pub mod tls;

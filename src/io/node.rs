@@ -18,7 +18,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tun_rs::AsyncDevice;
@@ -179,8 +178,7 @@ async fn run_until_stopped(
         ));
     }
     let mut spinner = tokio::time::interval(Duration::from_millis(100));
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut stop = super::signals::Shutdown::new()?;
     let mut tun_buf = vec![0u8; MAX_DATAGRAM];
     let mut udp_buf = vec![0u8; MAX_DATAGRAM];
     let mut out = vec![0u8; MAX_DATAGRAM + 64];
@@ -195,8 +193,7 @@ async fn run_until_stopped(
             .map(Instant::from_std)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = stop.recv() => break,
             _ = spinner.tick(), if super::progress::active() => super::progress::tick(),
             r = d.udp.recv_from(&mut udp_buf) => {
                 let Ok((n, from)) = r else { continue };

@@ -28,7 +28,6 @@ use std::time::Duration;
 use throttle::Throttle;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -186,8 +185,7 @@ pub async fn run(
         println!("{line}");
     }
     println!("server key {}", core.public_key());
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut stop = super::signals::Shutdown::new()?;
     // Every listener is bound by now (binding failed above otherwise), so nodes can connect; and
     // SIGTERM is handled, so a manager that stops us right after READY=1 gets a clean exit.
     super::service::ready(&format!(
@@ -206,8 +204,7 @@ pub async fn run(
             .map(Instant::from_std)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
         tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = stop.recv() => break,
             Some(event) = ev_rx.recv() => {
                 let now = std::time::Instant::now();
                 match event {

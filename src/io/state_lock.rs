@@ -1,15 +1,13 @@
-//! One server per state directory: an exclusive `flock(2)` on `server.lock` there, held for the
-//! server's life and released by the kernel when the process ends however it ends (so a crash
-//! leaves no stale lock to clean up). The file holds the holder's pid, for the refusal message.
+//! One server per state directory: an exclusive lock on `server.lock` there (`flock(2)` on Unix,
+//! `LockFileEx` on Windows, see `crate::os`), held for the server's life and released by the
+//! kernel when the process ends however it ends (so a crash leaves no stale lock to clean up). The file holds the holder's pid, for the refusal message.
 //!
 //! Without it a second server on the same directory rewrote the addresses that `network invite`
 //! puts into tokens and raced the first one's joins in SQLite.
 
 use anyhow::{bail, Context, Result};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const LOCK_FILE: &str = "server.lock";
@@ -25,30 +23,20 @@ impl StateLock {
     /// Takes the lock on `dir`, or says which process holds it.
     pub fn acquire(dir: &Path) -> Result<StateLock> {
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
+        let mut file = crate::os::open_private_rw(&path)
             .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-        // SAFETY: flock(2) on a descriptor this function owns; no memory is passed.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let holder = match holder_pid(&mut file) {
-                    Some(pid) => format!("pid {pid}"),
-                    None => "pid unknown".to_string(),
-                };
-                bail!(
-                    "state directory {} is in use by p2pvpn server ({holder}); stop it or use \
-                     another --state-dir",
-                    dir.display()
-                );
-            }
-            return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+        let locked = crate::os::try_lock_exclusive(&file)
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        if !locked {
+            let holder = match holder_pid(&mut file) {
+                Some(pid) => format!("pid {pid}"),
+                None => "pid unknown".to_string(),
+            };
+            bail!(
+                "state directory {} is in use by p2pvpn server ({holder}); stop it or use \
+                 another --state-dir",
+                dir.display()
+            );
         }
         file.set_len(0)
             .and_then(|()| file.seek(SeekFrom::Start(0)))

@@ -156,7 +156,7 @@ where
 mod tests {
     #[test]
     fn a_refused_connect_reads_as_words() {
-        let e = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let e = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(super::reason(&e), "connection refused");
     }
 }

@@ -7,7 +7,7 @@
 //! on the wire look like what a firewall or proxy that allows "HTTPS only" expects, so the client
 //! accepts the server's self-signed certificate without a CA or a name check.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{self, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
@@ -16,7 +16,6 @@ use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme}
 use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -51,16 +50,7 @@ pub fn load_or_create_cert(
         create_cert(&cert_path, &key_path)?;
         true
     };
-    let meta = fs::metadata(&key_path)
-        .with_context(|| format!("cannot read TLS key file {}", key_path.display()))?;
-    if meta.mode() & 0o077 != 0 {
-        bail!(
-            "TLS key file {} is readable by other users (mode {:o}); fix it with `chmod 600 {}`",
-            key_path.display(),
-            meta.mode() & 0o777,
-            key_path.display()
-        );
-    }
+    crate::os::check_private_file(&key_path, "TLS key file")?;
     let cert = CertificateDer::from_pem_file(&cert_path).with_context(|| {
         format!(
             "cannot read the TLS certificate {}; delete it and {} and the server makes a new pair",
@@ -81,25 +71,18 @@ pub fn load_or_create_cert(
 fn create_cert(cert_path: &Path, key_path: &Path) -> Result<()> {
     let generated = rcgen::generate_simple_self_signed(vec![CERT_NAME.to_string()])
         .context("cannot generate a TLS certificate")?;
-    write_file(
-        key_path,
-        generated.signing_key.serialize_pem().as_bytes(),
-        0o600,
-    )?;
-    write_file(cert_path, generated.cert.pem().as_bytes(), 0o644)?;
+    write_file(key_path, generated.signing_key.serialize_pem().as_bytes())?;
+    // The certificate is no secret, but nobody else needs it either: both files are private.
+    write_file(cert_path, generated.cert.pem().as_bytes())?;
     Ok(())
 }
 
 /// Writes through a temporary file and a rename, so a crash never leaves half a PEM file that
 /// would stop the next start.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
+    let mut file = crate::os::create_private_file(&tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
@@ -232,8 +215,11 @@ mod tests {
         dir
     }
 
+    /// Unix modes; the Windows ACL is checked by the same `crate::os::check_private_file`.
+    #[cfg(unix)]
     #[test]
     fn the_certificate_is_created_once_and_kept() {
+        use std::os::unix::fs::MetadataExt;
         let dir = temp_dir("persist");
         let (cert, key, created) = load_or_create_cert(&dir).unwrap();
         assert!(created);

@@ -33,15 +33,19 @@ fn build(name: &str, addr: Ipv4Addr, prefix: u8, mtu: u16) -> Result<AsyncDevice
         .mtu(mtu)
         .build_async()
         .map_err(|e| match e.kind() {
-            ErrorKind::PermissionDenied => anyhow!(
-                "cannot create TUN device {name}: permission denied. Run as root (sudo p2pvpn \
-                 up ...) or grant the binary CAP_NET_ADMIN (setcap cap_net_admin+ep)"
-            ),
-            ErrorKind::NotFound => anyhow!(
-                "cannot create TUN device {name}: /dev/net/tun is missing. Load the tun module \
-                 (modprobe tun), or in a container pass --device /dev/net/tun"
-            ),
-            _ if e.raw_os_error() == Some(libc::EBUSY) => anyhow!(
+            ErrorKind::PermissionDenied => {
+                anyhow!(
+                    "cannot create TUN device {name}: {}",
+                    crate::os::TUN_PERMISSION
+                )
+            }
+            ErrorKind::NotFound => {
+                anyhow!(
+                    "cannot create TUN device {name}: {}",
+                    crate::os::TUN_MISSING
+                )
+            }
+            _ if crate::os::tun_busy(&e) => anyhow!(
                 "cannot create TUN device {name}: it is busy. Is another `p2pvpn up` running for \
                  this network? Stop it with `p2pvpn down`"
             ),

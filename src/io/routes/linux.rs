@@ -13,10 +13,25 @@ const RTF_UP: u32 = 0x1;
 /// `RTF_GATEWAY`: the route goes through the gateway column.
 const RTF_GATEWAY: u32 = 0x2;
 
-pub fn read() -> Result<Vec<Route>> {
+/// Linux can answer both questions, so `up` checks collisions.
+pub const COLLISION_CHECK_MISSING: Option<&str> = None;
+
+pub fn table() -> Result<Vec<Route>> {
     let text =
         std::fs::read_to_string(PROC_ROUTE).with_context(|| format!("cannot read {PROC_ROUTE}"))?;
     Ok(parse(&text))
+}
+
+/// The kernel's own answer for `addr` over netlink; the main table's longest match when
+/// netlink cannot be asked.
+pub fn kernel_route(addr: Ipv4Addr) -> Result<Option<Route>> {
+    match super::netlink::route_get(addr) {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            tracing::debug!(error = %e, "netlink route lookup failed; using the main table");
+            Ok(super::lookup(&table()?, addr).cloned())
+        }
+    }
 }
 
 fn addr(hex: &str) -> Option<Ipv4Addr> {

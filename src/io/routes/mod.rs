@@ -8,6 +8,13 @@
 mod linux;
 #[cfg(target_os = "linux")]
 mod netlink;
+#[cfg(target_os = "linux")]
+use linux as os;
+
+#[cfg(not(target_os = "linux"))]
+mod other;
+#[cfg(not(target_os = "linux"))]
+use other as os;
 
 use anyhow::{bail, Result};
 use ipnet::Ipv4Net;
@@ -39,33 +46,14 @@ impl std::fmt::Display for Route {
 }
 
 /// The kernel's IPv4 main routing table.
-#[cfg(target_os = "linux")]
 pub fn table() -> Result<Vec<Route>> {
-    linux::read()
-}
-
-/// Elsewhere the table is not read yet: no collision is found and `doctor` says it cannot tell.
-#[cfg(not(target_os = "linux"))]
-pub fn table() -> Result<Vec<Route>> {
-    anyhow::bail!("reading the routing table is implemented on Linux only")
+    os::table()
 }
 
 /// The route the kernel uses for `addr`, policy rules and all tables included (`ip route get
 /// fibmatch`); where that cannot be asked, the main table's longest match. `None`: no route.
-#[cfg(target_os = "linux")]
 pub fn kernel_route(addr: Ipv4Addr) -> Result<Option<Route>> {
-    match netlink::route_get(addr) {
-        Ok(r) => Ok(r),
-        Err(e) => {
-            tracing::debug!(error = %e, "netlink route lookup failed; using the main table");
-            Ok(lookup(&table()?, addr).cloned())
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn kernel_route(addr: Ipv4Addr) -> Result<Option<Route>> {
-    Ok(lookup(&table()?, addr).cloned())
+    os::kernel_route(addr)
 }
 
 /// The route the kernel picks for `addr` from `routes`: longest prefix, then lowest metric (what
@@ -90,6 +78,17 @@ pub fn collisions<'a>(routes: &'a [Route], range: Ipv4Net, own: &str) -> Vec<&'a
 /// Refuses `range` when a route the host already has overlaps it: traffic to those addresses
 /// would silently go one way or the other. `allow` (`up --allow-overlap`) only warns.
 pub fn refuse_collisions(range: Ipv4Net, own: &str, allow: bool) -> Result<()> {
+    if let Some(missing) = os::COLLISION_CHECK_MISSING {
+        if allow {
+            tracing::warn!("{missing}; going ahead unchecked because of --allow-overlap");
+            return Ok(());
+        }
+        bail!(
+            "{missing}, so p2pvpn cannot tell whether the network's range {range} overlaps a \
+             route this host already has. Check `route print` yourself and pass --allow-overlap \
+             to go ahead"
+        );
+    }
     let mut hits: Vec<Route> = match table() {
         Ok(routes) => collisions(&routes, range, own)
             .into_iter()

@@ -3,36 +3,9 @@
 //! opened. So the server raises its soft `RLIMIT_NOFILE` to the hard limit at start and keeps the
 //! total connection cap below it, leaving room for everything else.
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit (allowed without privileges) and returns the
-/// soft limit now in force, or `None` when it cannot be read.
-pub fn raise_nofile() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return None;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the struct. It fails, harmlessly, when the hard limit is
-        // above the kernel's nr_open or a syscall filter forbids it; the soft limit then stays.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim.rlim_cur = lim.rlim_max;
-        } else {
-            tracing::debug!(
-                soft = lim.rlim_cur,
-                hard = lim.rlim_max,
-                "cannot raise the file descriptor limit"
-            );
-        }
-    }
-    Some(lim.rlim_cur)
-}
+/// Raises the soft descriptor limit where the OS has one (`crate::os`) and returns the limit in
+/// force; `None` when there is none to read.
+pub use crate::os::raise_nofile;
 
 /// Descriptors kept free of connections: listeners, UDP sockets, the database, metrics scrapes,
 /// an over-cap connection between its accept and its close, and the evicted connections still
@@ -75,17 +48,5 @@ mod tests {
             let closing = super::super::conn_limit::headroom(cap as usize) as u64;
             assert!(cap + closing + 32 <= nofile, "{nofile}: {cap} + {closing}");
         }
-    }
-
-    #[test]
-    fn the_soft_limit_is_raised_to_the_hard_one() {
-        let soft = raise_nofile().unwrap();
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-        assert_eq!(lim.rlim_cur, soft);
     }
 }

@@ -1,14 +1,28 @@
-//! The node's local control socket (`status`, `down`, `ping PEER SEQ`): a Unix socket of mode 0600 in the node's
-//! private state directory, and the peer's uid checked on every connection, so only root (or the
-//! user running the node) can use it. One request line in, one reply out.
+//! The node's local control channel (`status`, `down`, `ping PEER SEQ`): one request line in,
+//! one reply out. The request language and the answering live here; the channel itself is per
+//! OS: a Unix socket of mode 0600 with the peer's uid checked (`unix.rs`), a named pipe whose
+//! DACL admits only Administrators and SYSTEM on Windows (`windows.rs`). Both are named by
+//! `Dirs::control_socket` (`STATE/NETWORK/control.sock`; on Windows the pipe's name is derived
+//! from that path).
 
 use anyhow::{bail, Context, Result};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as os;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as os;
+
+/// Whether a node answers on `path` right now (without sending it a request).
+pub use os::answers_now;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -54,7 +68,7 @@ pub struct ControlRequest {
     pub reply: oneshot::Sender<String>,
 }
 
-/// Removes the socket file when the node stops.
+/// Ends the channel (and removes the socket file, on Unix) when the node stops.
 pub struct SocketGuard {
     path: PathBuf,
     accept: tokio::task::JoinHandle<()>,
@@ -76,47 +90,18 @@ impl SocketGuard {
 impl Drop for SocketGuard {
     fn drop(&mut self) {
         self.accept.abort();
-        let _ = std::fs::remove_file(&self.path);
+        os::remove(&self.path);
     }
 }
 
-/// Binds the socket (refusing if another node already answers on it) and serves requests.
+/// Opens the channel (refusing if another node already answers on it) and serves requests.
 pub async fn serve(
     path: &Path,
     network: &str,
     requests: mpsc::Sender<ControlRequest>,
 ) -> Result<SocketGuard> {
-    if UnixStream::connect(path).await.is_ok() {
-        bail!(
-            "p2pvpn is already running for network {network:?} (it answers on {}); stop it \
-             first with `p2pvpn down --network {network}`",
-            path.display()
-        );
-    }
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("cannot create control socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let our_uid = unsafe { libc::geteuid() };
     let (alive, answering) = mpsc::channel::<()>(1);
-    let accept = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let allowed = stream
-                .peer_cred()
-                .map(|c| c.uid() == 0 || c.uid() == our_uid)
-                .unwrap_or(false);
-            if !allowed {
-                continue;
-            }
-            let requests = requests.clone();
-            let alive = alive.clone();
-            tokio::spawn(async move {
-                let _ = answer(stream, requests).await;
-                drop(alive);
-            });
-        }
-    });
+    let accept = os::listen(path, network, requests, alive).await?;
     Ok(SocketGuard {
         path: path.to_path_buf(),
         accept,
@@ -124,8 +109,21 @@ pub async fn serve(
     })
 }
 
-async fn answer(stream: UnixStream, requests: mpsc::Sender<ControlRequest>) -> Result<()> {
-    let (read, mut write) = stream.into_split();
+/// The refusal when a node already answers on `path`.
+fn already_running(path: &Path, network: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "p2pvpn is already running for network {network:?} (it answers on {}); stop it first \
+         with `p2pvpn down --network {network}`",
+        path.display()
+    )
+}
+
+/// Answers one connection: reads its request line, hands it to the node, writes the reply.
+async fn answer<S>(stream: S, requests: mpsc::Sender<ControlRequest>) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, mut write) = tokio::io::split(stream);
     let mut line = String::new();
     BufReader::new(read.take(256)).read_line(&mut line).await?;
     let Some(request) = Request::parse(&line) else {
@@ -147,15 +145,8 @@ async fn answer(stream: UnixStream, requests: mpsc::Sender<ControlRequest>) -> R
         rx.await.unwrap_or_else(|_| "stopping\n".to_string())
     };
     write.write_all(reply.as_bytes()).await?;
+    write.flush().await?;
     Ok(())
-}
-
-/// What every command says when the node's files are root's: the fix first, then the detail.
-fn permission_denied(path: &Path) -> anyhow::Error {
-    anyhow::anyhow!(
-        "permission denied: run with sudo (only root can talk to the node; {} is root's)",
-        path.display()
-    )
 }
 
 /// Networks whose node answers under the state directory `state` (a `NAME/control.sock` in
@@ -166,7 +157,7 @@ pub fn running_networks(state: &Path) -> Result<Vec<String>> {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(permission_denied(state))
+            return Err(os::permission_denied(state))
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", state.display())),
     };
@@ -174,11 +165,11 @@ pub fn running_networks(state: &Path) -> Result<Vec<String>> {
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot read {}", state.display()))?;
         let socket = entry.path().join("control.sock");
-        match socket.try_exists() {
+        match os::exists(&socket) {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(permission_denied(&entry.path()))
+                return Err(os::permission_denied(&entry.path()))
             }
             Err(_) => continue,
         }
@@ -192,10 +183,10 @@ pub fn running_networks(state: &Path) -> Result<Vec<String>> {
 
 /// Sends one request to the node for `network` and returns its reply.
 pub async fn request(path: &Path, network: &str, request: Request) -> Result<String> {
-    let mut stream = match UnixStream::connect(path).await {
+    let mut stream = match os::connect(path).await {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(permission_denied(path))
+            return Err(os::permission_denied(path))
         }
         Err(_) => bail!(
             "p2pvpn is not running for network {network:?} (nothing answers on {}); start it \
@@ -204,9 +195,19 @@ pub async fn request(path: &Path, network: &str, request: Request) -> Result<Str
         ),
     };
     stream.write_all(request.as_line().as_bytes()).await?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).await?;
-    Ok(reply)
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+            // A named pipe whose server closed after its reply reads as a broken pipe, not as
+            // end of file: the reply is complete all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(e).context("reading the node's reply"),
+        }
+    }
+    String::from_utf8(reply).context("the node's reply is not UTF-8")
 }
 
 #[cfg(test)]

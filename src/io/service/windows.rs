@@ -1,0 +1,15 @@
+//! `sd_notify` is systemd's protocol over a Unix datagram socket; Windows has neither. A Windows
+//! service reports its state to the service control manager instead, which p2pvpn does not do
+//! yet, so a `NOTIFY_SOCKET` set on Windows is an error rather than silently ignored.
+
+use super::NOTIFY_SOCKET;
+use anyhow::{bail, Result};
+use std::ffi::OsStr;
+
+pub fn notify_to(path: &OsStr, _state: &str) -> Result<()> {
+    bail!(
+        "{NOTIFY_SOCKET}={path:?} is set, but the systemd notification protocol does not exist \
+         on Windows (and reporting to the service control manager is not implemented yet); \
+         unset {NOTIFY_SOCKET}"
+    )
+}

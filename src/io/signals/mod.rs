@@ -1,0 +1,13 @@
+//! The requests to stop that a long-running command (`up`, `server`) obeys, per OS: SIGTERM and
+//! SIGINT on Unix (what systemd and Ctrl-C send), Ctrl-C, Ctrl-Break and system shutdown on
+//! Windows. Callers hold a [`Shutdown`] and `select!` on [`Shutdown::recv`].
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub use unix::Shutdown;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::Shutdown;
