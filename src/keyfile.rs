@@ -56,7 +56,8 @@ pub fn load(path: &Path) -> Result<SecretKey> {
         })
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;

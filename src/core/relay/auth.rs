@@ -31,8 +31,8 @@ const COOKIE: &[u8] = b"p2pvpn relay cookie v1";
 type HmacSha256 = Hmac<Sha256>;
 
 fn hmac(key: &[u8; KEY_LEN], label: &[u8], parts: &[&[u8]]) -> HmacSha256 {
-    // ok: HMAC accepts a key of any length (RFC 2104 §2), so this never fails.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    // HMAC accepts a key of any length (RFC 2104 §2), so this never fails.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("any key length"); // ok: RFC 2104 §2
     mac.update(label);
     for p in parts {
         mac.update(p);

@@ -69,7 +69,8 @@ fn parse(text: &str) -> Vec<Route> {
         .collect()
 }
 
-#[cfg(all(test, target_endian = "little"))]
+#[cfg(test)]
+#[cfg(target_endian = "little")]
 mod tests {
     use super::*;
 
