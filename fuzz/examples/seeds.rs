@@ -16,7 +16,10 @@ use p2pvpn::core::rendezvous::token::{Credential, JoinToken};
 use p2pvpn::core::stun::{binding_request, ChangeRequest, StunResponder, TransactionId};
 use p2pvpn_fuzz::control::{B_SEED, CREDENTIAL, NETWORK, X_SEED};
 use p2pvpn_fuzz::sim::{op, ATTACKER, NODE_ADDRS};
-use p2pvpn_fuzz::{addr, fixed_public, fixed_secret, join_records, relay_with_two_nodes};
+use p2pvpn_fuzz::{
+    addr, bind_udp, fixed_public, fixed_secret, join_records, relay_with_two_nodes, RELAY_A,
+    RELAY_B,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -129,9 +132,10 @@ fn probes() -> Vec<Vec<u8>> {
 fn datagrams() -> Vec<Vec<u8>> {
     let mut seeds = vec![binding_request(tid(4), ChangeRequest::default(), None)];
     seeds.extend(probes().into_iter().take(1));
-    let token = [5u8; wire::TOKEN_LEN];
-    seeds.push(wire::bind(&token));
-    seeds.push(wire::bind_ok(&token));
+    // A keyed Bind, the relay's Challenge, the Bind with its cookie and the BindOk, as a real
+    // node and relay exchange them.
+    let (mut relay, a, _) = relay_with_two_nodes(p2pvpn_fuzz::epoch());
+    seeds.extend(bind_udp(&mut relay, a, addr(RELAY_A), p2pvpn_fuzz::epoch()));
     let mut to_peer = vec![0u8; wire::DATA_HEADER + 32];
     wire::write_to_peer_header(&mut to_peer, 77);
     seeds.push(to_peer.clone());
@@ -148,17 +152,23 @@ fn datagrams() -> Vec<Vec<u8>> {
 }
 
 fn relay_udp() -> Vec<Vec<u8>> {
-    let (_, a, b) = relay_with_two_nodes(p2pvpn_fuzz::epoch());
+    // The relay is built the same way in every run (fixed keys and RNG), so the binds a real
+    // client makes here, Challenge cookies included, are the ones the target's relay accepts.
+    let now = p2pvpn_fuzz::epoch();
+    let (mut relay, a, b) = relay_with_two_nodes(now);
+    let ca = bind_udp(&mut relay, a, addr(RELAY_A), now);
+    let cb = bind_udp(&mut relay, b, addr(RELAY_B), now);
+    let (a1, a2) = (&ca[0][..], &ca[2][..]);
+    let (b1, b2) = (&cb[0][..], &cb[2][..]);
     let mut to_b = vec![0u8; wire::DATA_HEADER + 32];
     wire::write_to_peer_header(&mut to_b, b.id);
     let mut to_a = to_b.clone();
     wire::write_to_peer_header(&mut to_a, a.id);
-    let bind_a = wire::bind(&a.token);
-    let bind_b = wire::bind(&b.token);
     // Records go from A, A, B, A, A, B, ... (see the target).
     vec![
-        join_records([&bind_a[..], &to_b, &bind_b, &to_b, &to_b, &to_a]),
-        join_records([&bind_a[..], &bind_a, &to_a]),
+        join_records([a1, a2, b1, &to_b, &to_b, b2, &to_b, &to_a]),
+        join_records([a1, a2, &to_a]),
+        join_records([a1, a1, &to_b]),
         join_records([&to_b[..]]),
     ]
 }
@@ -249,7 +259,8 @@ fn control() -> Vec<Vec<u8>> {
         cidr: "10.99.0.0/24".parse().expect("constant CIDR"),
         relay: Some(RelayTicket {
             id: 5,
-            token: [6; wire::TOKEN_LEN],
+            key: [6; 32],
+            token: [7; 16],
         }),
     });
     let peer = encode(&ServerMessage::Peer { peer: x });

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use p2pvpn::core::relay::server::UdpVerdict;
-use p2pvpn::core::relay::wire::{self, RelayDatagram, DATA_HEADER, TOKEN_LEN};
+use p2pvpn::core::relay::wire::{self, RelayDatagram, DATA_HEADER};
 use p2pvpn_fuzz::{addr, records, relay_with_two_nodes, RELAY_A, RELAY_B, RELAY_LOCAL};
 use std::time::Duration;
 
@@ -30,10 +30,11 @@ fuzz_target!(|data: &[u8]| {
                 assert!(matches!(forwarded, Some(RelayDatagram::FromPeer { .. })));
             }
             UdpVerdict::Reply(reply) => {
-                assert_eq!(reply.len(), 5 + TOKEN_LEN);
+                // Only an answer to a Bind, and never larger than it (no amplification).
+                assert!(reply.len() <= buf.len(), "{} > {}", reply.len(), buf.len());
                 assert!(matches!(
                     wire::parse(&reply),
-                    Some(RelayDatagram::BindOk { .. })
+                    Some(RelayDatagram::BindOk(_) | RelayDatagram::Challenge(_))
                 ));
             }
             UdpVerdict::ToStream { frame, .. } => {

@@ -6,9 +6,12 @@ pub mod control;
 pub mod sim;
 
 use p2pvpn::core::keys::{PublicKey, SecretKey};
-use p2pvpn::core::relay::server::{RelayLimits, RelayServer, RelayTicket};
+use p2pvpn::core::relay::client::RelayClient;
+use p2pvpn::core::relay::server::{RelayLimits, RelayServer, RelayTicket, UdpVerdict};
+use p2pvpn::core::relay::wire::{self, RelayDatagram};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -50,6 +53,43 @@ pub fn relay_with_two_nodes(now: Instant) -> (RelayServer, RelayTicket, RelayTic
         (Some(a), Some(b)) => (relay, a, b),
         _ => unreachable!("an empty relay with default limits takes two nodes"),
     }
+}
+
+/// Binds `ticket`'s node to `from` as a real node does (`RelayClient`: a keyed Bind, the relay's
+/// Challenge to that address, the Bind again with its cookie, BindOk), and returns the datagrams
+/// that crossed, so targets and seeds start from a working binding. Empty if it did not bind.
+pub fn bind_udp(
+    relay: &mut RelayServer,
+    ticket: RelayTicket,
+    from: SocketAddr,
+    now: Instant,
+) -> Vec<Vec<u8>> {
+    let server = addr(RELAY_LOCAL);
+    let mut client = RelayClient::new(Some(server));
+    client.set_ticket(Some(ticket), now);
+    let mut out = VecDeque::new();
+    client.handle_timeout(now, &mut out);
+    let mut crossed = Vec::new();
+    while let Some(t) = out.pop_front() {
+        crossed.push(t.payload.clone());
+        let mut buf = t.payload;
+        let UdpVerdict::Reply(reply) = relay.handle_udp(server, from, &mut buf, now) else {
+            return Vec::new();
+        };
+        crossed.push(reply.clone());
+        match wire::parse(&reply) {
+            Some(RelayDatagram::Challenge(c)) => client.handle_challenge(&c, &mut out),
+            Some(RelayDatagram::BindOk(ok)) => {
+                client.handle_bind_ok(&ok, now);
+                return crossed;
+            }
+            _ => return Vec::new(),
+        }
+        if crossed.len() > 8 {
+            break;
+        }
+    }
+    Vec::new()
 }
 
 /// A fixed key pair for targets that need a peer's key.
