@@ -77,11 +77,7 @@ impl Server {
     }
 
     fn network(&self, args: &[&str]) -> Output {
-        let state = self.state();
-        let mut all = vec!["network"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--state-dir", state.to_str().unwrap()]);
-        run(&all, &[])
+        common::network(&self.state(), args)
     }
 
     fn invite(&self, network: &str) -> String {

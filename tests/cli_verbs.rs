@@ -72,11 +72,7 @@ impl Lab {
 
     /// `p2pvpn network ARGS --state-dir SERVER_DIR`.
     fn net(&self, args: &[&str]) -> Output {
-        let state = self.dir.join("server");
-        let mut all = vec!["network"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--state-dir", state.to_str().unwrap()]);
-        run(&all, &[])
+        common::network(&self.dir.join("server"), args)
     }
 
     fn invite(&self, extra: &[&str]) -> String {

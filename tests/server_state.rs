@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{run, run_bounded, stderr, Spawned};
+use common::{run_bounded, stderr, Spawned};
 
 /// Long enough for a server that refuses to start to say so; one that starts is killed after it.
 const REFUSE_WITHIN: Duration = Duration::from_secs(5);
@@ -47,11 +47,7 @@ impl Server {
 
     /// `p2pvpn network ARGS --state-dir STATE`.
     fn network(&self, args: &[&str]) -> Output {
-        let state = self.state();
-        let mut all = vec!["network"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--state-dir", state.to_str().unwrap()]);
-        run(&all, &[])
+        common::network(&self.state(), args)
     }
 
     fn invite(&self, extra: &[&str]) -> String {

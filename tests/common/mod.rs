@@ -115,3 +115,11 @@ pub fn run_bounded(
     let _ = child.wait();
     None
 }
+
+/// `p2pvpn network ARGS --state-dir STATE`, as an operator runs it on the server host.
+pub fn network(state: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["network"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--state-dir", state.to_str().unwrap()]);
+    run(&all, &[])
+}
