@@ -10,6 +10,7 @@ pub mod keys;
 pub mod nat;
 pub mod node;
 pub mod peers;
+pub mod pmtu;
 pub mod punch;
 pub mod relay;
 pub mod rendezvous;
