@@ -96,6 +96,25 @@ fn path_text(p: &PeerStatus) -> String {
     }
 }
 
+/// The TUN MTU on the first line (absent from an older node's status).
+fn mtu_text(mtu: u16) -> String {
+    if mtu == 0 {
+        String::new()
+    } else {
+        format!("  mtu {mtu}")
+    }
+}
+
+/// The MTU column: the peer's probed path MTU, `?` when the peer does not answer the probes,
+/// `-` before anything is known.
+fn path_mtu_text(p: &PeerStatus) -> String {
+    match (p.path_mtu, p.path_mtu_search.as_str()) {
+        (Some(m), _) => m.to_string(),
+        (None, "unanswered") => "?".into(),
+        (None, _) => "-".into(),
+    }
+}
+
 /// What the LAST SEEN column says: `online` while the peer is up, else how long ago it was.
 fn seen_text(p: &PeerStatus, now: u64) -> String {
     if p.path != Path::Offline {
@@ -120,11 +139,12 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
     };
     let _ = writeln!(
         out,
-        "network {}  node {}  address {addr}  interface {}  udp port {}",
+        "network {}  node {}  address {addr}  interface {}  udp port {}{}",
         printable(&s.network),
         printable(s.name.as_deref().unwrap_or("?")),
         printable(&s.interface),
-        s.listen_port
+        s.listen_port,
+        mtu_text(s.mtu)
     );
     let _ = writeln!(out, "server  {server}");
     let _ = writeln!(out, "key     {}", s.public_key);
@@ -156,6 +176,7 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
         "PATH",
         "ENDPOINT",
         "RTT",
+        "MTU",
         "RX",
         "TX",
         "HANDSHAKE",
@@ -174,13 +195,14 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
             p.rtt_ms
                 .map(|r| format!("{r}ms"))
                 .unwrap_or_else(|| "-".into()),
+            path_mtu_text(p),
             bytes(p.rx_bytes),
             bytes(p.tx_bytes),
             ago(p.last_handshake_unix, unix_now),
             seen_text(p, unix_now),
         ]);
     }
-    let lines = columns(&rows, &[4, 5, 6]);
+    let lines = columns(&rows, &[4, 5, 6, 7]);
     let _ = writeln!(out, "{}", lines[0]);
     for (p, line) in s.peers.iter().zip(&lines[1..]) {
         let _ = writeln!(out, "{line}");
@@ -253,6 +275,8 @@ mod tests {
             technique_detail: None,
             nat: None,
             punch: Default::default(),
+            path_mtu: None,
+            path_mtu_search: String::new(),
         }
     }
 
@@ -273,6 +297,7 @@ mod tests {
             nat: None,
             peers,
             drops: Default::default(),
+            mtu: 0,
         }
     }
 

@@ -32,10 +32,13 @@ pub enum DropReason {
     PeerUnreachable,
     /// Handshakes refused because the node is under load (WireGuard cookie mechanism).
     RateLimited,
+    /// A TUN packet larger than the peer's path MTU (answered with ICMP "fragmentation needed"
+    /// when it had DF set).
+    TooBig,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::UnknownPeer,
         DropReason::UnknownSession,
@@ -48,6 +51,7 @@ impl DropReason {
         DropReason::UnsupportedProtocol,
         DropReason::PeerUnreachable,
         DropReason::RateLimited,
+        DropReason::TooBig,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +68,7 @@ impl DropReason {
             DropReason::UnsupportedProtocol => "unsupported_protocol",
             DropReason::PeerUnreachable => "peer_unreachable",
             DropReason::RateLimited => "rate_limited",
+            DropReason::TooBig => "too_big",
         }
     }
 

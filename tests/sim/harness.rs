@@ -442,7 +442,8 @@ impl Sim {
                 true
             }
             TunOutcome::Queued | TunOutcome::Stream => true,
-            TunOutcome::Dropped(_) => false,
+            // Answered with ICMP "fragmentation needed": the packet itself does not go.
+            TunOutcome::Reply(_) | TunOutcome::Dropped(_) => false,
         };
         self.settle();
         sent

@@ -18,6 +18,7 @@ macro_rules! punch_ctx {
 
 mod discovery;
 mod pinging;
+mod pmtu;
 mod punching;
 mod relaying;
 mod status;
@@ -25,6 +26,7 @@ mod status;
 pub use crate::core::punch::session::PunchConfig;
 pub use crate::core::transmit::{SocketCommand, SocketId, Transmit};
 pub use pinging::{PingError, PingReply, MAX_OUTSTANDING as MAX_PINGS, PING_TIMEOUT};
+pub use pmtu::PathMtu;
 pub use status::{rfc3339, NodeStatus, PeerStatus, ServerStatus};
 
 use super::counters::{DropCounters, DropReason};
@@ -117,6 +119,8 @@ pub enum TunOutcome<'a> {
     Queued,
     /// Handed to the control stream (relay over TCP/TLS): drain `poll_control_bytes`.
     Stream,
+    /// Too big for the peer's path: write this ICMP answer back to the TUN device (`pmtu`).
+    Reply(&'a [u8]),
     Dropped(DropReason),
 }
 
@@ -155,6 +159,7 @@ pub struct Node {
     tun_queue: VecDeque<Vec<u8>>,
     relay_scratch: Vec<u8>,
     pings: pinging::Pings,
+    pmtu: pmtu::PmtuState,
 }
 
 /// Where a WireGuard message came from.
@@ -206,6 +211,7 @@ impl Node {
             tun_queue: VecDeque::new(),
             relay_scratch: vec![0u8; MAX_DATAGRAM],
             pings: pinging::Pings::default(),
+            pmtu: pmtu::PmtuState::default(),
         }
     }
 
@@ -440,7 +446,7 @@ impl Node {
         out: &'a mut [u8],
     ) -> TunOutcome<'a> {
         self.now_hint = now;
-        let outcome = self.route_tun_packet(packet, out);
+        let outcome = self.gate_and_route(packet, now, out);
         if let TunOutcome::Dropped(reason) = outcome {
             self.drops.bump(reason);
         }
@@ -590,6 +596,8 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&key) else {
             return DatagramOutcome::Dropped(DropReason::UnknownPeer);
         };
+        // Where `out` starts, to find the decrypted packet in it again (see the Tunnel arm).
+        let out_start = out.as_ptr();
         let result = match peer.tunnel.decapsulate(from_ip, datagram, out) {
             Ok(r) => r,
             Err(reason) => return DatagramOutcome::Dropped(reason),
@@ -638,9 +646,20 @@ impl Node {
                         .unwrap_or_else(|| "direct".to_string()),
                     Origin::Relay(_, transport) => format!("relay ({transport})"),
                 };
-                if self.take_ping_reply(packet, peer_ip, path, now) {
+                if self.take_pmtu_answer(packet, peer_ip, now)
+                    || self.answer_pmtu_probe(packet, peer_ip)
+                    || self.take_ping_reply(packet, peer_ip, path, now)
+                {
                     return DatagramOutcome::Consumed;
                 }
+                // `packet` lies inside `out`: find it there by address, so a SYN can be clamped
+                // in place (the borrow through `result` ends here).
+                let start = (packet.as_ptr() as usize).wrapping_sub(out_start as usize);
+                let range = start..start.saturating_add(packet.len());
+                let Some(packet) = out.get_mut(range) else {
+                    return DatagramOutcome::Dropped(DropReason::Malformed);
+                };
+                self.clamp_received_syn(packet, peer_ip);
                 DatagramOutcome::WriteTun(packet)
             }
             Decapsulated::Reply(reply) => {
@@ -670,6 +689,7 @@ impl Node {
             return;
         }
         self.next_tick = now + TIMER_TICK;
+        self.drive_pmtu(now);
         self.relay.handle_timeout(now, &mut self.transmits);
         self.after_relay_progress();
         let routes: Vec<(PublicKey, Option<Route>)> = self

@@ -82,7 +82,7 @@ impl Node {
                 payload: datagram.to_vec(),
                 ttl: None,
             }),
-            TunOutcome::Queued | TunOutcome::Stream => {}
+            TunOutcome::Queued | TunOutcome::Stream | TunOutcome::Reply(_) => {}
             TunOutcome::Dropped(reason) => {
                 self.drops.bump(reason);
                 return Err(PingError::Dropped(reason));

@@ -56,6 +56,14 @@ pub struct PeerStatus {
     pub nat: Option<NatProfile>,
     #[serde(default)]
     pub punch: PunchStatus,
+    /// The largest inner packet the path to the peer carries, as probed (RFC 8899); `None`
+    /// until the search confirms a size.
+    #[serde(default)]
+    pub path_mtu: Option<u16>,
+    /// Where that search is: "idle", "searching", "complete", or "unanswered" (the peer does
+    /// not answer echo requests; nothing is enforced beyond the TUN MTU).
+    #[serde(default)]
+    pub path_mtu_search: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -74,6 +82,9 @@ pub struct NodeStatus {
     pub nat: Option<NatProfile>,
     pub peers: Vec<PeerStatus>,
     pub drops: DropCounters,
+    /// The TUN device's MTU (the largest inner packet, every path search's upper bound).
+    #[serde(default)]
+    pub mtu: u16,
 }
 
 impl Node {
@@ -128,6 +139,8 @@ impl Node {
                     technique_detail: p.punch.nominated().map(|n| n.detail.clone()),
                     nat: p.punch.their_nat.clone(),
                     punch: p.punch.status().clone(),
+                    path_mtu: self.path_mtu(p.virtual_ip).mtu,
+                    path_mtu_search: self.path_mtu(p.virtual_ip).phase.as_str().to_string(),
                 }
             })
             .collect();
@@ -148,6 +161,7 @@ impl Node {
             nat: self.discovery.profile().cloned(),
             peers,
             drops: self.drops.clone(),
+            mtu: self.tun_mtu(),
         }
     }
 
