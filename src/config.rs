@@ -11,8 +11,6 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// Inner MTU: a 1500-byte underlay minus IPv6 (40), UDP (8) and WireGuard (32) overhead.
-pub const DEFAULT_MTU: u16 = 1420;
 /// Linux interface names hold at most 15 bytes (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
 
@@ -32,8 +30,13 @@ pub struct RawNodeConfig {
     pub listen_port: u16,
     #[serde(default)]
     pub interface: Option<String>,
-    #[serde(default)]
+    /// The TUN device's MTU; absent, `up` derives it from the underlay's route MTU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u16>,
+    /// Probe each peer's path MTU (RFC 8899) and fit packets to it; `false` leaves packet sizes
+    /// to the TUN MTU alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_mtu_discovery: Option<bool>,
     /// The network's range, recorded by `join` so that `up` can check it against the host's
     /// routes before it registers (absent in configs written by older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,7 +70,10 @@ pub struct NodeSettings {
     pub server_key: PublicKey,
     pub listen_port: u16,
     pub interface: String,
-    pub mtu: u16,
+    /// The TUN MTU set in the config; `None` derives it from the underlay (`io::underlay_mtu`).
+    pub mtu: Option<u16>,
+    /// Probe each peer's path MTU (default true).
+    pub path_mtu_discovery: bool,
     pub punch: PunchConfig,
     pub cidr: Option<Ipv4Net>,
     pub allow_route_overlap: bool,
@@ -219,10 +225,14 @@ impl RawNodeConfig {
                 default_interface(&self.network)
             );
         }
-        let mtu = self.mtu.unwrap_or(DEFAULT_MTU);
-        if !(576..=9000).contains(&mtu) {
-            bail!("{}: `mtu` {mtu} is outside 576-9000", file.display());
+        if let Some(mtu) = self.mtu.filter(|m| !(576..=9000).contains(m)) {
+            bail!(
+                "{}: `mtu` {mtu} is outside 576-9000; remove the line to derive it from the \
+                 underlay",
+                file.display()
+            );
         }
+        let mtu = self.mtu;
         let defaults = PunchConfig::default();
         let raw_punch = self.punch.unwrap_or_default();
         let priming_ttl = raw_punch.priming_ttl.unwrap_or(defaults.priming_ttl);
@@ -258,6 +268,7 @@ impl RawNodeConfig {
             listen_port: self.listen_port,
             interface,
             mtu,
+            path_mtu_discovery: self.path_mtu_discovery.unwrap_or(true),
         })
     }
 }
@@ -272,7 +283,8 @@ impl NodeSettings {
             server_public_key: self.server_key.to_base64(),
             listen_port: self.listen_port,
             interface: Some(self.interface.clone()),
-            mtu: Some(self.mtu),
+            mtu: self.mtu,
+            path_mtu_discovery: (!self.path_mtu_discovery).then_some(false),
             punch: (self.punch != PunchConfig::default()).then_some(RawPunchConfig {
                 birthday: Some(self.punch.birthday),
                 priming_ttl: Some(self.punch.priming_ttl),
@@ -341,7 +353,7 @@ server_public_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
     fn parses_with_defaults() {
         let s = parse(GOOD, Path::new("office.toml")).unwrap();
         assert_eq!(s.interface, "p2p-office");
-        assert_eq!(s.mtu, DEFAULT_MTU);
+        assert_eq!(s.mtu, None, "derived from the underlay unless set");
         assert_eq!(s.listen_port, 0);
     }
 

@@ -143,6 +143,10 @@ async fn run_until_stopped(
     };
     let rng = rand_chacha::ChaCha8Rng::from_entropy();
     let mut node = Node::new(config, rng, Instant::now().into_std());
+    let (tun_mtu, why) = super::underlay_mtu::choose(settings.mtu, &settings.servers);
+    tracing::info!("TUN MTU {tun_mtu} ({why})");
+    node.set_tun_mtu(tun_mtu);
+    node.set_path_mtu_discovery(settings.path_mtu_discovery);
     node.handle_socket_opened(
         SocketId::MAIN,
         SocketAddr::new(local_ip, udp_port),
@@ -223,16 +227,23 @@ async fn run_until_stopped(
             r = tun_recv(&d.tun, &mut tun_buf) => {
                 let n = r.context("reading the TUN device")?;
                 let now = std::time::Instant::now();
-                if let TunOutcome::Send { socket, dst, datagram } =
-                    d.node.handle_tun_packet(&tun_buf[..n], now, &mut out)
-                {
-                    let result = match d.socket(socket) {
-                        Some(s) => s.send_to(datagram, dst).await,
-                        None => Ok(0),
-                    };
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, %dst, "UDP send failed");
+                match d.node.handle_tun_packet(&tun_buf[..n], now, &mut out) {
+                    TunOutcome::Send { socket, dst, datagram } => {
+                        let result = match d.socket(socket) {
+                            Some(s) => s.send_to(datagram, dst).await,
+                            None => Ok(0),
+                        };
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, %dst, "UDP send failed");
+                        }
                     }
+                    // ICMP "fragmentation needed" for a packet the peer's path cannot carry.
+                    TunOutcome::Reply(packet) => {
+                        if let Some(tun) = &d.tun {
+                            let _ = tun.send(packet).await;
+                        }
+                    }
+                    _ => {}
                 }
             }
             Some((gen, event)) = stream_rx.recv() => {
@@ -496,7 +507,7 @@ impl Driver {
                         &self.settings.interface,
                         a.virtual_ip,
                         a.cidr.prefix_len(),
-                        self.settings.mtu,
+                        self.node.tun_mtu(),
                     )?;
                     self.tun = Some(tun);
                     let line = format!(
