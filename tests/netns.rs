@@ -150,6 +150,12 @@ lab_test!(
 lab_test!(netns_nat_traversal_matrix, "tests/netns/matrix.sh");
 lab_test!(netns_relay_first_then_upgrade, "tests/netns/relay.sh");
 lab_test!(
+    /// A 1300-byte link between the NATs with ICMP filtered: the default (derived TUN MTU and
+    /// path MTU discovery) carries 5 MB of TCP and an SSH-sized exchange; a fixed 1420 stalls.
+    netns_path_mtu_below_the_tunnel,
+    "tests/netns/pmtu.sh"
+);
+lab_test!(
     /// A 10-node mesh under churn for 2 minutes (the CI bound; `scripts/soak.sh --minutes 30`
     /// runs the long one): no RSS or fd growth, every pair pings at the end, counters
     /// consistent. The whole run, setup and end checks included, takes about 3.5 minutes.

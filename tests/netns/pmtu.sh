@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# tests/netns/pmtu.sh - packet sizes on a path below the usual MTU (issue 11, path MTU part).
+#
+# Topology (docs: nat-lab.md): alice behind a PRC NAT, bob behind a PRC NAT, the server on the
+# internet bridge. Bob's router reaches the internet router over a 1300-byte link (both ends of
+# its WAN veth), and the internet router's ICMP "fragmentation needed" toward the NATs' public
+# addresses is filtered (as on many real paths): a WireGuard datagram from alice above 1300
+# bytes vanishes. Each node's own link is 1500 bytes, so its route MTU (and the TUN MTU
+# derived from it) is 1424.
+#
+#   a  default config: both nodes show each other's probed path MTU in `status --json` and in
+#      the `status` table (1200..1240: 1300 minus IPv4/UDP 28 and WireGuard 32, rounded down
+#      by the search), the TUN device has the derived MTU (1424), `status` names it
+#   b  default config: a 5 MB TCP transfer alice -> bob completes (30 s bound), and an
+#      SSH-sized exchange (messages of 21..9000 bytes echoed both ways) completes
+#      and a DF ping above the path MTU gets "fragmentation needed" with it (drops.too_big)
+#   c  `mtu = 1420` and `path_mtu_discovery = false` (today's fixed size): the same 5 MB
+#      transfer stalls (does not complete in 20 s), which shows the lab really has the black
+#      hole that (b) crosses
+#
+# Prints `ok - NAME` / `not ok - NAME` per check; exits 1 if a check failed, 77 (after
+# `SKIP: reason`) when it cannot run here, 2 on a setup error. About 1.5 minutes.
+#   P2PVPN_BIN        binary to test (tests/netns.rs sets the debug binary)
+#   PMTU_ICMP_FILTER  1 (default) drops the routers' "fragmentation needed"; 0 lets it through
+#   LAB_KEEP=1        keep the temp dir (logs, state)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+# shellcheck source-path=SCRIPTDIR source=../../scripts/lib/lab.sh
+. "$ROOT/scripts/lib/lab.sh"
+# shellcheck source-path=SCRIPTDIR source=../../scripts/lib/tap.sh
+. "$ROOT/scripts/lib/tap.sh"
+
+if [[ $EUID -ne 0 ]]; then echo "SKIP: not root"; exit 77; fi
+if m="$(lab_missing ip nft python3 ping timeout)"; then echo "SKIP: $m not installed"; exit 77; fi
+if [[ ! -c /dev/net/tun ]]; then echo "SKIP: no /dev/net/tun"; exit 77; fi
+P2P_BIN="$(p2p_bin_default)"
+if [[ ! -x "$P2P_BIN" ]]; then echo "p2pvpn binary not found: $P2P_BIN" >&2; exit 2; fi
+
+NET=demo
+CIDR=10.77.0.0/24
+PORT=7400
+LINK_MTU=1300
+declare -A VIP=()
+M1=""  # alice's path MTU to bob, from a1
+
+# shellcheck disable=SC2317  # called by the EXIT trap
+lab_on_exit() {
+    if [[ "$1" -ne 0 || "$FAILED" -ne 0 ]]; then
+        echo "# last 25 lines of every process log:"
+        lab_dump_logs 25 2>&1 | sed 's/^/# /'
+    fi
+    return 0
+}
+setup_fail() { echo "# setup failed: $*"; echo "Bail out! $*"; exit 2; }
+srv() { lab_exec server timeout 20 "$P2P_BIN" "$@"; }
+
+lab_init
+note "lab $LAB_TMP, namespaces ${LAB_PREFIX}*, binary $P2P_BIN"
+SERVER_STATE="$LAB_TMP/server/state"
+lab_build server alice:PRC bob:PRC
+
+# ---------------------------------------------------------------- the 1300-byte link
+BOB_NAT="$(lab_router_of bob)"
+WAN_IDX="${_LAB_ROUTER_WANIDX[$BOB_NAT]}"
+ip -n "$(lab_ns "$LAB_INTERNET")" link set "wan$WAN_IDX" mtu "$LINK_MTU"
+ip -n "$(lab_ns "$BOB_NAT")" link set wan0 mtu "$LINK_MTU"
+if [[ "${PMTU_ICMP_FILTER:-1}" == 1 ]]; then
+    # Toward the NATs' public addresses only: the server's own TCP (the control channel, not
+    # the subject here) still learns the link's size; the tunnel's datagrams do not.
+    lab_exec "$LAB_INTERNET" nft -f - <<'NFT'
+table ip pmtu_blackhole {
+    chain from_router {
+        type filter hook output priority 0; policy accept;
+        ip daddr 203.0.113.0/24 icmp type destination-unreachable icmp code frag-needed drop
+    }
+}
+NFT
+fi
+note "bob's WAN link: $LINK_MTU bytes; ICMP frag-needed filtered: ${PMTU_ICMP_FILTER:-1}"
+
+# ---------------------------------------------------------------- server, network, join
+lab_spawn server server -- "$P2P_BIN" server --listen "198.51.100.1:$PORT" --state-dir "$SERVER_STATE"
+rc=0
+lab_wait_ready 30 server "p2pvpn server listening on" || rc=$?
+[[ $rc -eq 0 ]] || setup_fail "server did not start"
+srv network create "$NET" --cidr "$CIDR" --state-dir "$SERVER_STATE" >/dev/null || setup_fail "network create"
+for n in alice bob; do
+    tok="$(srv network invite "$NET" --uses 1 --state-dir "$SERVER_STATE" 2>>"$LAB_TMP/logs/invite.log" | tail -n 1)"
+    [[ -n "$tok" ]] || setup_fail "invite for $n"
+    mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
+    p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1 || setup_fail "$n join"
+    VIP[$n]="$(grep -oE '\(([0-9]+\.){3}[0-9]+/[0-9]+\)' "$LAB_TMP/logs/$n-join.log" | head -n 1 | tr -d '()' | cut -d/ -f1)"
+    [[ -n "${VIP[$n]}" ]] || setup_fail "no virtual address for $n"
+done
+
+# ---------------------------------------------------------------- TCP helpers (bounded)
+TCP_PY="$LAB_TMP/tcp.py"
+cat >"$TCP_PY" <<'PY'
+import socket, sys
+mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def serve():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port)); s.listen(1); s.settimeout(60)
+    c, _ = s.accept(); c.settimeout(30)
+    return c
+def recv_exact(c, n):
+    b = bytearray()
+    while len(b) < n:
+        d = c.recv(n - len(b))
+        if not d: raise SystemExit("short read")
+        b += d
+    return bytes(b)
+if mode == "serve-bulk":
+    c = serve(); n = 0
+    while True:
+        d = c.recv(65536)
+        if not d: break
+        n += len(d)
+    c.sendall(str(n).encode()); c.close()
+elif mode == "send-bulk":
+    total = int(sys.argv[4]); c = socket.create_connection((addr, port), timeout=10)
+    chunk = bytes(range(256)) * 256; sent = 0
+    while sent < total:
+        k = min(len(chunk), total - sent); c.sendall(chunk[:k]); sent += k
+    c.shutdown(socket.SHUT_WR)
+    got = int(c.recv(64).decode() or "0")
+    print(f"sent {sent} received-by-peer {got}")
+    raise SystemExit(0 if got == total else 1)
+elif mode == "serve-echo":
+    c = serve()
+    while True:
+        h = c.recv(4, socket.MSG_WAITALL)
+        if len(h) < 4: break
+        n = int.from_bytes(h, "big"); c.sendall(h + recv_exact(c, n))
+elif mode == "echo":
+    c = socket.create_connection((addr, port), timeout=10)
+    for n in (21, 1600, 3000, 612, 9000, 48):
+        msg = bytes((i * 7) % 256 for i in range(n))
+        c.sendall(n.to_bytes(4, "big") + msg)
+        back = recv_exact(c, 4 + n)
+        if back[4:] != msg: raise SystemExit(f"echo of {n} bytes differs")
+    print("exchange complete"); c.close()
+PY
+
+up() { p2p_spawn "$1" "$1-up$2" up --network "$NET"; }
+down() { P2P_TIMEOUT=10 p2p "$1" down --network "$NET" >/dev/null 2>&1 || true; }
+both_direct() { p2p_peer_is_direct alice "$NET" bob && p2p_peer_is_direct bob "$NET" alice; }
+path_mtu() {  # path_mtu NAME PEER : the probed path MTU NAME shows for PEER ("None" if unknown)
+    p2p_field "$1" "$NET" "next((p.get('path_mtu') for p in j['peers'] if p['name'] == '$2'), None)" 2>/dev/null
+}
+has_path_mtu() { [[ "$(path_mtu "$1" "$2")" =~ ^[0-9]+$ ]]; }
+# Status "searching" or absent once the nodes are direct: the search of the direct path is done.
+search_done() {
+    [[ "$(p2p_field "$1" "$NET" "next((p.get('path_mtu_search') for p in j['peers'] if p['name'] == '$2'), None)" 2>/dev/null)" == complete ]]
+}
+
+# bulk FROM TO BYTES SECS LABEL : a TCP transfer FROM -> TO of BYTES within SECS; 0 if the peer
+# got every byte.
+bulk() {
+    local from="$1" to="$2" bytes="$3" secs="$4" label="$5" out rc=0 t0
+    lab_spawn "$to" "$label-srv" -- timeout "$((secs + 5))" python3 "$TCP_PY" serve-bulk "${VIP[$to]}" 5201
+    sleep 0.5
+    t0=$SECONDS
+    out="$(lab_exec "$from" timeout "$secs" python3 "$TCP_PY" send-bulk "${VIP[$to]}" 5201 "$bytes" 2>&1)" || rc=$?
+    lab_stop "$label-srv" TERM 2 >/dev/null 2>&1 || true
+    BULK_FIG="rc $rc after $((SECONDS - t0)) s: ${out//$'\n'/ }"
+    return "$rc"
+}
+
+# ================================================================ a, b: default config
+up alice ""; up bob ""
+lab_wait_for 40 both_direct || note "not direct after 40 s: alice sees $(p2p_peer_path alice "$NET" bob), bob sees $(p2p_peer_path bob "$NET" alice)"
+lab_wait_for 30 search_done alice bob || true
+lab_wait_for 10 search_done bob alice || true
+
+a_status() {
+    local m1 m2 text
+    m1="$(path_mtu alice bob)"; m2="$(path_mtu bob alice)"; M1="$m1"
+    note "path MTU alice -> bob: $m1, bob -> alice: $m2"
+    [[ "$m1" =~ ^[0-9]+$ && "$m2" =~ ^[0-9]+$ ]] || { why "no path_mtu in status --json"; return 1; }
+    ((m1 >= 1200 && m1 <= 1240)) || { why "alice -> bob path MTU $m1 outside 1200..1240"; return 1; }
+    ((m2 >= 1200 && m2 <= 1240)) || { why "bob -> alice path MTU $m2 outside 1200..1240"; return 1; }
+    text="$(p2p alice status --network "$NET" 2>&1)"
+    grep -qE "^PEER .* MTU " <<<"$text" || { why "no MTU column: $(head -n 6 <<<"$text" | tr '\n' '|')"; return 1; }
+    grep -qE "^bob .* $m1 " <<<"$text" || { why "bob's row does not show $m1: $(grep '^bob' <<<"$text")"; return 1; }
+    grep -q "mtu 1424" <<<"$text" || { why "status does not name the TUN MTU 1424: $(head -n 1 <<<"$text")"; return 1; }
+}
+check "a1 status and status --json show each peer's probed path MTU (1200..1240 over a 1300-byte link)" a_status
+a_tun() {
+    local got
+    got="$(lab_exec alice ip -o link show dev p2p-demo | grep -oE 'mtu [0-9]+')"
+    [[ "$got" == "mtu 1424" ]] || { why "alice's p2p-demo has '$got', expected mtu 1424 (1500 - 28 - 48)"; return 1; }
+}
+check "a2 the TUN MTU is derived from the route MTU (1500 - 28 - 48 = 1424)" a_tun
+
+b_bulk() {
+    bulk alice bob 5000000 30 b-bulk || { why "5 MB alice -> bob: $BULK_FIG"; return 1; }
+    note "5 MB alice -> bob: $BULK_FIG"
+}
+check "b1 default: a 5 MB TCP transfer alice -> bob completes through the tunnel" b_bulk
+b_echo() {
+    local out rc=0
+    lab_spawn bob b-echo-srv -- timeout 30 python3 "$TCP_PY" serve-echo "${VIP[bob]}" 5202
+    sleep 0.5
+    out="$(lab_exec alice timeout 20 python3 "$TCP_PY" echo "${VIP[bob]}" 5202 2>&1)" || rc=$?
+    lab_stop b-echo-srv TERM 2 >/dev/null 2>&1 || true
+    [[ $rc -eq 0 ]] || { why "exchange failed (rc $rc): ${out//$'\n'/ }"; return 1; }
+}
+check "b2 default: an SSH-sized exchange (21..9000-byte messages echoed) completes" b_echo
+b_ptb() {  # a DF packet above the path MTU: the node answers "fragmentation needed"
+    local out too_big
+    [[ -n "$M1" ]] || { why "no path MTU from a1"; return 1; }
+    out="$(lab_exec alice ping -n -M do -s 1372 -c 2 -i 0.3 -W 1 "${VIP[bob]}" 2>&1)" || true
+    note "ping -M do -s 1372: $(grep -iE 'mtu|frag' <<<"$out" | head -n 2 | tr '\n' '|')"
+    grep -Eiq "mtu ?= ?$M1" <<<"$out" || { why "no 'mtu = $M1' in: ${out//$'\n'/ | }"; return 1; }
+    too_big="$(p2p_field alice "$NET" "j['drops'].get('too_big', 0)")"
+    ((too_big >= 1)) || { why "drops.too_big is $too_big"; return 1; }
+    out="$(lab_exec alice ping -n -M do -s "$((M1 - 28))" -c 2 -i 0.3 -W 2 "${VIP[bob]}" 2>&1)" || true
+    grep -q ' 2 received' <<<"$out" || { why "a DF ping of exactly $M1 bytes: ${out//$'\n'/ | }"; return 1; }
+}
+check "b3 a DF packet above the path MTU gets ICMP 'fragmentation needed' naming it (counted too_big); one of exactly the path MTU goes through" b_ptb
+
+# ================================================================ c: fixed 1420, no discovery
+down alice; down bob
+lab_wait_for 10 lab_exited alice-up || true
+lab_wait_for 10 lab_exited bob-up || true
+for n in alice bob; do
+    printf 'mtu = 1420\npath_mtu_discovery = false\n' >>"$LAB_TMP/$n/etc/$NET.toml"
+done
+up alice 2; up bob 2
+lab_wait_for 40 both_direct || note "not direct after 40 s (fixed MTU run)"
+c_stall() {
+    local got
+    got="$(lab_exec alice ip -o link show dev p2p-demo | grep -oE 'mtu [0-9]+')"
+    [[ "$got" == "mtu 1420" ]] || { why "the override did not apply: $got"; return 1; }
+    if bulk alice bob 5000000 20 c-bulk; then
+        why "the transfer completed with a fixed 1420 MTU ($BULK_FIG): the lab has no black hole"
+        return 1
+    fi
+    note "fixed 1420: $BULK_FIG"
+    has_path_mtu alice bob && { why "discovery off, yet a path MTU is shown"; return 1; }
+    return 0
+}
+check "c1 mtu = 1420 without path MTU discovery: the same transfer stalls (20 s)" c_stall
+
+down alice; down bob
+echo "# $PASSED passed, $FAILED failed"
+((FAILED == 0))
