@@ -11,6 +11,7 @@ mod nat_tests;
 mod net;
 mod net_tests;
 mod ping;
+mod pmtu;
 mod punch;
 mod rejoin;
 mod relay;

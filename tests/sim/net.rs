@@ -87,6 +87,8 @@ pub struct NetStats {
     pub unroutable: u64,
     /// Dropped by `Net::block`.
     pub blocked: u64,
+    /// Datagrams above the path MTU (`set_mtu`).
+    pub too_big: u64,
 }
 
 pub struct Net {
@@ -100,6 +102,9 @@ pub struct Net {
     sequence: u64,
     blocked: BTreeSet<(NatId, NatId)>,
     stats: NetStats,
+    /// The smallest link MTU on every path (IPv4 + UDP headers included), if any: a larger
+    /// datagram vanishes without an ICMP message (a black hole).
+    mtu: Option<usize>,
 }
 
 impl Net {
@@ -113,6 +118,7 @@ impl Net {
             sequence: 0,
             blocked: BTreeSet::new(),
             stats: NetStats::default(),
+            mtu: None,
         }
     }
 
@@ -192,6 +198,12 @@ impl Net {
         &self.stats
     }
 
+    /// Every path carries IPv4 datagrams of at most `mtu` bytes (headers included); larger
+    /// ones are dropped silently and counted as `too_big`.
+    pub fn set_mtu(&mut self, mtu: Option<usize>) {
+        self.mtu = mtu;
+    }
+
     /// Sends a datagram from a host socket. The sender's own LAN hop is instant, so its NAT
     /// translates at `now`; every WAN link crossed adds its latency.
     pub fn send(
@@ -202,6 +214,11 @@ impl Net {
         ttl: Option<u8>,
         now: Instant,
     ) {
+        // IPv4 (20) and UDP (8) headers around the payload.
+        if self.mtu.is_some_and(|m| bytes.len() + 28 > m) {
+            self.stats.too_big += 1;
+            return;
+        }
         let Some(realm) = v4(from).and_then(|ip| self.hosts.get(&ip).copied()) else {
             self.stats.unroutable += 1;
             return;
