@@ -121,7 +121,7 @@ pub fn render_node(s: &NodeStatus) -> String {
         );
     }
     type PeerFigure = fn(&crate::core::node::PeerStatus) -> Option<String>;
-    let per_peer: [(&str, &str, &str, PeerFigure); 6] = [
+    let per_peer: [(&str, &str, &str, PeerFigure); 7] = [
         (
             "p2pvpn_peer_rx_bytes_total",
             "counter",
@@ -157,6 +157,12 @@ pub fn render_node(s: &NodeStatus) -> String {
             "counter",
             "Hole-punch probes sent.",
             |p| Some(p.punch.probes_sent.to_string()),
+        ),
+        (
+            "p2pvpn_peer_path_mtu_bytes",
+            "gauge",
+            "Probed path MTU to the peer (largest inner packet), once known.",
+            |p| p.path_mtu.map(|m| m.to_string()),
         ),
     ];
     for (name, kind, help, figure) in per_peer {

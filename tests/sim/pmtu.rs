@@ -172,3 +172,27 @@ fn without_discovery_the_packet_vanishes_and_the_receiver_still_clamps_the_syn()
     sim.advance(Duration::from_millis(100));
     assert_eq!(mss_of(sim.nodes[1].tun_out.last().unwrap()), mb - 40);
 }
+
+#[test]
+fn a_path_that_shrinks_is_noticed_from_the_silence_after_large_packets() {
+    let (mut sim, alice, bob) = pair(73, true);
+    let m = sim.nodes[0].node.status(0).peers[0]
+        .path_mtu
+        .expect("searched");
+    // A tunnel appears in the way: 1280 bytes now, still without ICMP (inner 1220).
+    sim.net.set_mtu(Some(1280));
+    assert!(sim.send_from_tun(0, &udp_packet(alice, bob, usize::from(m))));
+    // Long before the 60 s confirmation: the silence after a large packet (2 s) triggers it,
+    // three lost confirmations (1.8 s) send the search back to the base, and the search
+    // (about 4 failed sizes at 1.8 s each) finds the path.
+    sim.advance(Duration::from_secs(20));
+    let now = sim.nodes[0].node.status(0).peers[0].path_mtu;
+    assert!(
+        now.is_some_and(|n| (1220 - 8..=1220).contains(&n)),
+        "path MTU {now:?} after the path shrank from {m}"
+    );
+    let fits = udp_packet(alice, bob, usize::from(now.unwrap_or(0)));
+    assert!(sim.send_from_tun(0, &fits));
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(sim.nodes[1].tun_out.last().map(Vec::len), Some(fits.len()));
+}
