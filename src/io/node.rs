@@ -122,6 +122,10 @@ async fn run_until_stopped(
                 anyhow!("cannot open the UDP socket: {e}")
             }
         })?;
+    // With discovery off the kernel may fragment, as before; with it on, sizes are the search's.
+    if settings.path_mtu_discovery {
+        super::underlay_mtu::dont_fragment(&udp);
+    }
     let udp_port = udp.local_addr()?.port();
     let local_ip = route_source(settings.servers.first().copied());
     let (req_tx, mut req_rx) = mpsc::channel::<ControlRequest>(16);
@@ -430,6 +434,9 @@ impl Driver {
                         return;
                     }
                 };
+                if self.settings.path_mtu_discovery {
+                    super::underlay_mtu::dont_fragment(&socket);
+                }
                 let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
                 let reader = tokio::spawn(read_extra(id, socket.clone(), self.extra_tx.clone()));
                 self.extras.insert(id, ExtraSocket { socket, reader });

@@ -22,6 +22,8 @@
 # `SKIP: reason`) when it cannot run here, 2 on a setup error. About 1.5 minutes.
 #   P2PVPN_BIN        binary to test (tests/netns.rs sets the debug binary)
 #   PMTU_ICMP_FILTER  1 (default) drops the routers' "fragmentation needed"; 0 lets it through
+#                     (then a and b must hold as well: the node sends with DF and never lets the
+#                     host fragment; c is skipped)
 #   LAB_KEEP=1        keep the temp dir (logs, state)
 set -euo pipefail
 
@@ -243,7 +245,13 @@ c_stall() {
     has_path_mtu alice bob && { why "discovery off, yet a path MTU is shown"; return 1; }
     return 0
 }
-check "c1 mtu = 1420 without path MTU discovery: the same transfer stalls (20 s)" c_stall
+if [[ "${PMTU_ICMP_FILTER:-1}" == 1 ]]; then
+    check "c1 mtu = 1420 without path MTU discovery: the same transfer stalls (20 s)" c_stall
+else
+    # Without discovery the node leaves the kernel's PMTU handling alone, and with the routers'
+    # ICMP let through the kernel fragments the WireGuard datagrams: no black hole to show.
+    note "c1 skipped: ICMP not filtered, the kernel fragments without discovery"
+fi
 
 down alice; down bob
 echo "# $PASSED passed, $FAILED failed"

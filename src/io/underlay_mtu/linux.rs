@@ -1,5 +1,8 @@
 //! Linux: connect a UDP socket to the destination (a route lookup, no packet) and read
-//! IP_MTU / IPV6_MTU, the path MTU the kernel would use for it (ip(7), ipv6(7)).
+//! IP_MTU / IPV6_MTU, the path MTU the kernel would use for it (ip(7), ipv6(7)); and set
+//! IP_PMTUDISC_PROBE on the node's sockets, so datagrams leave with DF and are never fragmented
+//! by this host (RFC 8899 §3: probes must not be fragmented, or a fragmented probe would pass
+//! for a larger path MTU).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -33,4 +36,26 @@ pub fn route_mtu(dst: SocketAddr) -> Option<u32> {
         return None;
     }
     u32::try_from(mtu).ok().filter(|m| *m > 0)
+}
+
+/// DF on every datagram, whatever path MTU the kernel has cached (ip(7) IP_PMTUDISC_PROBE):
+/// sizes are the path MTU search's business, and a fragmented WireGuard datagram is one that
+/// NATs and firewalls often drop.
+pub fn set_dont_fragment(socket: &impl AsRawFd) -> std::io::Result<()> {
+    let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
+    // SAFETY: a valid socket fd, and a c_int option value whose size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

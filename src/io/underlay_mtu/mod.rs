@@ -31,6 +31,18 @@ pub fn choose(configured: Option<u16>, servers: &[SocketAddr]) -> (u16, String) 
     }
 }
 
+/// Sets DF on an IPv4 UDP socket's datagrams and stops the kernel from fragmenting them
+/// (Linux; elsewhere the platform's default stays). Logged, not fatal: the search still works,
+/// it may only settle on a size that needs fragments.
+pub fn dont_fragment(socket: &tokio::net::UdpSocket) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = linux::set_dont_fragment(socket) {
+        tracing::debug!(error = %e, "cannot set IP_PMTUDISC_PROBE on the UDP socket");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
 /// The kernel's MTU for the route to `dst`, if this platform can tell.
 fn route_mtu(dst: SocketAddr) -> Option<u32> {
     #[cfg(target_os = "linux")]
