@@ -214,12 +214,12 @@ check "b2 default: an SSH-sized exchange (21..9000-byte messages echoed) complet
 b_ptb() {  # a DF packet above the path MTU: the node answers "fragmentation needed"
     local out too_big
     [[ -n "$M1" ]] || { why "no path MTU from a1"; return 1; }
-    out="$(lab_exec alice ping -n -M do -s 1372 -c 2 -i 0.3 -W 1 "${VIP[bob]}" 2>&1)" || true
+    out="$(lab_exec alice ping -n -M "do" -s 1372 -c 2 -i 0.3 -W 1 "${VIP[bob]}" 2>&1)" || true
     note "ping -M do -s 1372: $(grep -iE 'mtu|frag' <<<"$out" | head -n 2 | tr '\n' '|')"
     grep -Eiq "mtu ?= ?$M1" <<<"$out" || { why "no 'mtu = $M1' in: ${out//$'\n'/ | }"; return 1; }
     too_big="$(p2p_field alice "$NET" "j['drops'].get('too_big', 0)")"
     ((too_big >= 1)) || { why "drops.too_big is $too_big"; return 1; }
-    out="$(lab_exec alice ping -n -M do -s "$((M1 - 28))" -c 2 -i 0.3 -W 2 "${VIP[bob]}" 2>&1)" || true
+    out="$(lab_exec alice ping -n -M "do" -s "$((M1 - 28))" -c 2 -i 0.3 -W 2 "${VIP[bob]}" 2>&1)" || true
     grep -q ' 2 received' <<<"$out" || { why "a DF ping of exactly $M1 bytes: ${out//$'\n'/ | }"; return 1; }
 }
 check "b3 a DF packet above the path MTU gets ICMP 'fragmentation needed' naming it (counted too_big); one of exactly the path MTU goes through" b_ptb
