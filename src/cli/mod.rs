@@ -161,6 +161,10 @@ pub enum Command {
         /// (or set `allow_route_overlap = true` in the network's config).
         #[arg(long)]
         allow_overlap: bool,
+        /// The TUN device's MTU for this run (576-9000), instead of the config's `mtu` or the
+        /// size derived from the underlay's route MTU.
+        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(576..=9000))]
+        mtu: Option<u16>,
         #[command(flatten)]
         dirs: NodeDirs,
     },
@@ -467,10 +471,11 @@ pub fn run() -> Result<()> {
                 target,
                 metrics,
                 allow_overlap,
+                mtu,
                 dirs,
             } => {
                 let network = target.resolve(&dirs, "up")?;
-                node::up(&network, &dirs.dirs(), metrics, allow_overlap).await
+                node::up(&network, &dirs.dirs(), metrics, allow_overlap, mtu).await
             }
             Command::Doctor {
                 peer,
@@ -548,4 +553,19 @@ pub fn run() -> Result<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod up_mtu_tests {
+    use super::*;
+
+    /// `up --mtu` takes what the config's `mtu` takes, and nothing a TUN device could not use.
+    #[test]
+    fn up_mtu_is_bounded_like_the_config() {
+        let parse = |v: &str| Cli::try_parse_from(["p2pvpn", "up", "--network", "lab", "--mtu", v]);
+        assert!(parse("1280").is_ok());
+        for bad in ["575", "9001", "big"] {
+            assert!(parse(bad).is_err(), "--mtu {bad} accepted");
+        }
+    }
 }

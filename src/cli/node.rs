@@ -132,6 +132,7 @@ pub async fn up(
     dirs: &Dirs,
     metrics: Option<std::net::SocketAddr>,
     allow_overlap: bool,
+    mtu: Option<u16>,
 ) -> Result<()> {
     config::validate_network_name(network)?;
     if let Some(addr) = metrics {
@@ -139,6 +140,7 @@ pub async fn up(
     }
     let mut settings = config::load(dirs, network)?;
     settings.allow_route_overlap |= allow_overlap;
+    settings.mtu = mtu.or(settings.mtu);
     // Every local precondition before registering and the NAT check, which take seconds.
     super::preflight::check(&settings, dirs)?;
     io::node::run(settings, dirs.clone(), metrics).await
