@@ -152,4 +152,21 @@ mod tests {
         assert!(write_probe(&mut buf, US, PEER, 1, 101).is_none());
         assert!(write_probe(&mut buf, US, PEER, 1, 100).is_some());
     }
+
+    proptest::proptest! {
+        /// A peer's decrypted packets can be anything: reading them never panics.
+        #[test]
+        fn any_bytes_are_read_without_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1600),
+        ) {
+            let _ = parse_answer(&bytes, PEER);
+            if is_request(&bytes, PEER, US) {
+                let mut b = bytes.clone();
+                answer_in_place(&mut b);
+                proptest::prop_assert!(parse_echo(&b).is_some());
+            }
+            let mut b = bytes;
+            answer_in_place(&mut b);
+        }
+    }
 }

@@ -176,4 +176,22 @@ mod tests {
             TooBig::Drop
         );
     }
+
+    proptest::proptest! {
+        /// Whatever a local program writes to the TUN device: no panic, and any answer is a
+        /// well-formed ICMP error of at most 576 bytes with both checksums valid.
+        #[test]
+        fn any_bytes_get_a_valid_answer_or_none(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1600),
+            mtu in 576u16..1500,
+        ) {
+            let mut out = [0u8; 1600];
+            if let TooBig::Answer(n) = fragmentation_needed(&bytes, mtu, &mut out) {
+                proptest::prop_assert!(n <= MAX_ICMP_ERROR);
+                proptest::prop_assert_eq!(checksum(&out[..20]), 0);
+                proptest::prop_assert_eq!(checksum(&out[20..n]), 0);
+                proptest::prop_assert_eq!((out[20], out[21]), (3, 4));
+            }
+        }
+    }
 }
