@@ -251,6 +251,7 @@ fn control() -> Vec<Vec<u8>> {
         online: true,
         nat: Some(NatProfile::default()),
         relay_id: Some(7),
+        ipv6: None,
     };
     let welcome = encode(&ServerMessage::Welcome {
         network: NETWORK.into(),

@@ -25,6 +25,7 @@ pub mod state_lock;
 pub mod stream;
 pub mod tls;
 pub mod tun;
+mod tun_ipv6;
 
 /// Seconds since the Unix epoch, for token expiry and handshake timestamps.
 pub fn unix_now() -> u64 {

@@ -497,10 +497,12 @@ impl Driver {
                         a.virtual_ip,
                         a.cidr.prefix_len(),
                         self.settings.mtu,
+                        a.ipv6,
                     )?;
                     self.tun = Some(tun);
+                    let v6 = a.ipv6.map(|n| format!(" and {n}")).unwrap_or_default();
                     let line = format!(
-                        "p2pvpn {net}: registered as {} with {}/{} on {}",
+                        "p2pvpn {net}: registered as {} with {}/{}{v6} on {}",
                         a.name,
                         a.virtual_ip,
                         a.cidr.prefix_len(),
