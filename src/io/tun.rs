@@ -20,13 +20,15 @@ pub fn create(
     match ipv6 {
         None => disable_ipv6(name),
         // IPv4 works without it: say so, and keep the IPv4 overlay up.
-        Some(net) => match super::tun_ipv6::add(&device, name, net) {
-            Ok(()) => {}
-            Err(e) => tracing::warn!(
-                "{e:#}; the overlay carries IPv4 only on this node (peers still reach it over \
-                 IPv4)"
-            ),
-        },
+        Some(net) => {
+            if let Err(e) = super::tun_ipv6::add(&device, name, net) {
+                tracing::warn!(
+                    "{e:#}; the overlay carries IPv4 only on this node (peers still reach it \
+                     over IPv4)"
+                );
+                disable_ipv6(name);
+            }
+        }
     }
     Ok(device)
 }

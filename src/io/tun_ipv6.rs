@@ -22,6 +22,15 @@ mod knobs {
     use anyhow::{Context, Result};
 
     pub fn prepare(name: &str) -> Result<()> {
+        // An administrator's "no IPv6 here" stands: the overlay is not a reason to override it.
+        let all = "/proc/sys/net/ipv6/conf/all/disable_ipv6";
+        if std::fs::read_to_string(all).is_ok_and(|v| v.trim() == "1") {
+            anyhow::bail!(
+                "IPv6 is disabled on this host ({all} is 1), so {name} gets no IPv6 address; \
+                 to use the network's IPv6 overlay, run `sysctl -w \
+                 net.ipv6.conf.all.disable_ipv6=0` and restart `p2pvpn up`"
+            );
+        }
         for (knob, value) in [
             ("disable_ipv6", "0"),
             ("accept_dad", "0"),

@@ -47,7 +47,7 @@ lab_on_exit() {
         echo "# last 30 lines of every process log:"
         lab_dump_logs 30 2>&1 | sed 's/^/# /'
     fi
-    for n in alice bob; do
+    for n in alice bob carol; do
         if [[ -e "$LAB_TMP/pids/$n-up" ]] && lab_alive "$n-up"; then
             P2P_TIMEOUT=5 p2p "$n" down --network "$NET" >/dev/null 2>&1 || true
         fi
@@ -61,9 +61,12 @@ lab_internet inet
 lab_add_host server "$SERVER_IP"
 lab_add_host alice 198.51.100.11
 lab_add_host bob 198.51.100.12
+lab_add_host carol 198.51.100.13
 for n in alice bob; do
     lab_exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0
 done
+# Carol's administrator turned IPv6 off: her node must leave it off and keep IPv4 working.
+lab_exec carol sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 
 SERVER_STATE="$LAB_TMP/server/state"
 srv() { lab_exec server timeout 20 "$P2P_BIN" "$@"; }
@@ -78,7 +81,7 @@ lab_wait_ready 30 server "p2pvpn server listening on" || rc=$?
 srv network create "$NET" --cidr "$CIDR" --state-dir "$SERVER_STATE" >"$LAB_TMP/logs/create.log" 2>&1 ||
     setup_fail "network create: $(cat "$LAB_TMP/logs/create.log")"
 note "$(cat "$LAB_TMP/logs/create.log")"
-for n in alice bob; do
+for n in alice bob carol; do
     tok="$(srv network invite "$NET" --uses 1 --state-dir "$SERVER_STATE" 2>>"$LAB_TMP/logs/invite.log" | tail -n 1)" ||
         setup_fail "invite for $n"
     mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
@@ -87,6 +90,7 @@ for n in alice bob; do
 done
 p2p_spawn alice alice-up up --network "$NET"
 p2p_spawn bob bob-up up --network "$NET"
+p2p_spawn carol carol-up up --network "$NET"
 lab_wait_for 30 p2p_peer_is_direct alice "$NET" bob || note "alice->bob not direct after 30 s"
 lab_wait_for 30 p2p_peer_is_direct bob "$NET" alice || note "bob->alice not direct after 30 s"
 # The node's own address is "ADDR/64"; a peer's is a bare address.
@@ -111,8 +115,10 @@ check "a2 bob's status (JSON and table) shows his IPv4 and IPv6 addresses and al
 a_members() {
     local out
     out="$(srv network members "$NET" --state-dir "$SERVER_STATE" 2>&1)" || { why "members failed: $out"; return 1; }
-    grep -Eq "^alice +10\.78\.0\.[0-9]+ +$ALICE6 " <<<"$out" && grep -Eq "^bob +10\.78\.0\.[0-9]+ +$BOB6 " <<<"$out" ||
-        { why "network members: $(tr '\n' '|' <<<"$out")"; return 1; }
+    if ! grep -Eq "^alice +10\.78\.0\.[0-9]+ +$ALICE6 " <<<"$out" ||
+        ! grep -Eq "^bob +10\.78\.0\.[0-9]+ +$BOB6 " <<<"$out"; then
+        why "network members: $(tr '\n' '|' <<<"$out")"; return 1
+    fi
 }
 check "a3 network members lists both addresses of alice and bob" a_members
 a_iface() {
@@ -197,6 +203,18 @@ d_spoof() {
 }
 check "d1 a spoofed inner IPv6 source gets no reply and bob counts spoofed_source" d_spoof
 check "d2 ping -6 alice -> bob still works after" ping6_3 alice "$BOB6"
+
+# ---------------------------------------------------------------- e: a host without IPv6
+e_no_ipv6() {
+    local addrs out
+    lab_wait_ready 20 carol-up 'registered as carol' || { why "carol did not register"; return 1; }
+    grep -q 'IPv6 is disabled on this host' "$(lab_logfile carol-up)" ||
+        { why "carol's log does not say why she has no IPv6: $(tail -n 5 "$(lab_logfile carol-up)" | tr '\n' '|')"; return 1; }
+    addrs="$(lab_exec carol ip -6 -o addr show dev "$IFACE" scope global 2>&1)"
+    [[ -z "$addrs" ]] || { why "carol's $IFACE has IPv6 addresses: $addrs"; return 1; }
+    out="$(lab_exec alice ping -c 3 -W 2 10.78.0.3 2>&1)" || { why "IPv4 ping alice -> carol: $(tail -n 2 <<<"$out" | tr '\n' ' ')"; return 1; }
+}
+check "e1 with IPv6 disabled on carol's host her node says so, adds no IPv6 address, and IPv4 to her works" e_no_ipv6
 
 # ---------------------------------------------------------------- summary
 if ((FAILED)); then
