@@ -263,6 +263,7 @@ fn control() -> Vec<Vec<u8>> {
             key: [6; 32],
             token: [7; 16],
         }),
+        ipv6: None,
     });
     let peer = encode(&ServerMessage::Peer { peer: x });
     let their_punch = encode(&ServerMessage::Punch {

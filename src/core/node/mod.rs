@@ -317,9 +317,12 @@ impl Node {
     fn handle_peer_info(&mut self, info: &PeerInfo) {
         let mut outcome = self.peers.upsert(info, &self.secret, self.now_hint);
         if outcome == Upsert::AddressConflict {
-            // An IPv6 address is derived from the IPv4 one, so the holders are the same key;
-            // checking both covers a server that changed a network's prefix.
-            while let Some(old) = self.peers.conflicting_owner(info) {
+            // At most two holders: one of the IPv4 address, one of the IPv6 one (the same key
+            // unless the server changed a network's prefix). Bounded all the same.
+            for _ in 0..2 {
+                let Some(old) = self.peers.conflicting_owner(info) else {
+                    break;
+                };
                 tracing::info!(
                     peer = ?info.name,
                     ip = %info.virtual_ip,
