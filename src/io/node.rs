@@ -492,7 +492,7 @@ impl Driver {
                             self.settings.allow_route_overlap,
                         )?;
                     }
-                    let tun = super::tun::create(
+                    let (tun, v6) = super::tun::create(
                         &self.settings.interface,
                         a.virtual_ip,
                         a.cidr.prefix_len(),
@@ -500,7 +500,7 @@ impl Driver {
                         a.ipv6,
                     )?;
                     self.tun = Some(tun);
-                    let v6 = a.ipv6.map(|n| format!(" and {n}")).unwrap_or_default();
+                    let v6 = v6.map(|n| format!(" and {n}")).unwrap_or_default();
                     let line = format!(
                         "p2pvpn {net}: registered as {} with {}/{}{v6} on {}",
                         a.name,

@@ -8,29 +8,28 @@ use std::net::Ipv4Addr;
 use tun_rs::{AsyncDevice, DeviceBuilder};
 
 /// Creates `name` with `addr/prefix`, and `ipv6` (address/prefix length) when the network has
-/// one; the kernel then routes both prefixes to it.
+/// one; the kernel then routes both prefixes to it. Returns the IPv6 address the device got.
 pub fn create(
     name: &str,
     addr: Ipv4Addr,
     prefix: u8,
     mtu: u16,
     ipv6: Option<Ipv6Net>,
-) -> Result<AsyncDevice> {
+) -> Result<(AsyncDevice, Option<Ipv6Net>)> {
     let device = build(name, addr, prefix, mtu)?;
-    match ipv6 {
-        None => disable_ipv6(name),
-        // IPv4 works without it: say so, and keep the IPv4 overlay up.
-        Some(net) => {
-            if let Err(e) = super::tun_ipv6::add(&device, name, net) {
-                tracing::warn!(
-                    "{e:#}; the overlay carries IPv4 only on this node (peers still reach it \
-                     over IPv4)"
-                );
-                disable_ipv6(name);
-            }
-        }
+    let Some(net) = ipv6 else {
+        disable_ipv6(name);
+        return Ok((device, None));
+    };
+    // IPv4 works without it: say so, and keep the IPv4 overlay up.
+    if let Err(e) = super::tun_ipv6::add(&device, name, net) {
+        tracing::warn!(
+            "{e:#}; the overlay carries IPv4 only on this node (peers still reach it over IPv4)"
+        );
+        disable_ipv6(name);
+        return Ok((device, None));
     }
-    Ok(device)
+    Ok((device, Some(net)))
 }
 
 /// A network without IPv6 (an older server): without this the kernel sends IPv6 router

@@ -210,6 +210,9 @@ e_no_ipv6() {
     lab_wait_ready 20 carol-up 'registered as carol' || { why "carol did not register"; return 1; }
     grep -q 'IPv6 is disabled on this host' "$(lab_logfile carol-up)" ||
         { why "carol's log does not say why she has no IPv6: $(tail -n 5 "$(lab_logfile carol-up)" | tr '\n' '|')"; return 1; }
+    if grep -q 'registered as carol with .* and fd' "$(lab_logfile carol-up)"; then
+        why "carol's log claims an IPv6 address: $(grep 'registered as' "$(lab_logfile carol-up)")"; return 1
+    fi
     addrs="$(lab_exec carol ip -6 -o addr show dev "$IFACE" scope global 2>&1)"
     [[ -z "$addrs" ]] || { why "carol's $IFACE has IPv6 addresses: $addrs"; return 1; }
     out="$(lab_exec alice ping -c 3 -W 2 10.78.0.3 2>&1)" || { why "IPv4 ping alice -> carol: $(tail -n 2 <<<"$out" | tr '\n' ' ')"; return 1; }
