@@ -6,7 +6,8 @@
 use crate::core::keys::PublicKey;
 use crate::core::rendezvous::registry::{Member, Network, Registry, RegistryError, TokenRecord};
 use crate::core::rendezvous::token::token_id;
-use ipnet::Ipv4Net;
+use crate::core::ula;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::time::Duration;
@@ -79,7 +80,8 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS networks (
     name TEXT PRIMARY KEY,
     cidr TEXT NOT NULL,
-    created_unix INTEGER NOT NULL
+    created_unix INTEGER NOT NULL,
+    ipv6 TEXT
 );
 CREATE TABLE IF NOT EXISTS members (
     network TEXT NOT NULL REFERENCES networks(name) ON DELETE CASCADE,
@@ -113,20 +115,76 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-fn member_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+/// A member row with its network's IPv6 prefix (the columns of `MEMBER_COLUMNS`).
+type MemberRow = (String, String, String, String, Option<String>);
+
+/// The member columns `member_from_row` reads; `m` is members, `n` its network.
+const MEMBER_COLUMNS: &str = "m.network, m.public_key, m.name, m.virtual_ip, n.ipv6
+     FROM members m JOIN networks n ON n.name = m.network";
+
+fn member_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MemberRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
 }
 
-fn to_member(raw: (String, String, String, String)) -> Result<Member, StoreError> {
-    let (network, key, name, ip) = raw;
-    Ok(Member {
-        network,
-        name,
-        public_key: PublicKey::from_base64(&key).map_err(|_| StoreError::Damaged("member key"))?,
-        virtual_ip: ip
-            .parse()
-            .map_err(|_| StoreError::Damaged("member address"))?,
-    })
+fn to_member(raw: MemberRow) -> Result<Member, StoreError> {
+    let (network, key, name, ip, prefix) = raw;
+    let public_key = PublicKey::from_base64(&key).map_err(|_| StoreError::Damaged("member key"))?;
+    let virtual_ip = ip
+        .parse()
+        .map_err(|_| StoreError::Damaged("member address"))?;
+    Ok(Member::new(
+        &network,
+        &name,
+        public_key,
+        virtual_ip,
+        parse_prefix(prefix)?,
+    ))
+}
+
+/// A stored IPv6 prefix: a ULA /64 (`core::ula`), or none for a network not yet given one.
+fn parse_prefix(text: Option<String>) -> Result<Option<Ipv6Net>, StoreError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    match text.parse::<Ipv6Net>() {
+        Ok(net) if ula::is_node_prefix(&net) => Ok(Some(net)),
+        _ => Err(StoreError::Damaged("network IPv6 prefix")),
+    }
+}
+
+/// Databases from before IPv6 have no `networks.ipv6` column: add it, and give every network
+/// without a prefix a fresh random one (RFC 4193 §3.2). In one write transaction, so a server
+/// and a `network` command opening the file together do it once.
+fn migrate_ipv6(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let has_column: bool = tx.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('networks') WHERE name = 'ipv6'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_column {
+        tx.execute_batch("ALTER TABLE networks ADD COLUMN ipv6 TEXT")?;
+    }
+    let missing: Vec<String> = {
+        let mut stmt = tx.prepare("SELECT name FROM networks WHERE ipv6 IS NULL")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for name in missing {
+        let prefix = ula::random_prefix(&mut rand::rngs::OsRng);
+        tx.execute(
+            "UPDATE networks SET ipv6 = ?2 WHERE name = ?1",
+            params![name, prefix.to_string()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn registry_err(e: StoreError) -> RegistryError {
@@ -146,6 +204,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        let mut conn = conn;
+        migrate_ipv6(&mut conn)?;
         Ok(Store { conn })
     }
 
@@ -166,32 +226,35 @@ impl Store {
         if exists.is_some() {
             return Err(StoreError::NetworkExists(name.to_string()));
         }
+        let ipv6 = ula::random_prefix(&mut rand::rngs::OsRng);
         self.conn.execute(
-            "INSERT INTO networks (name, cidr, created_unix) VALUES (?1, ?2, ?3)",
-            params![name, cidr.to_string(), unix_now()],
+            "INSERT INTO networks (name, cidr, created_unix, ipv6) VALUES (?1, ?2, ?3, ?4)",
+            params![name, cidr.to_string(), unix_now(), ipv6.to_string()],
         )?;
         Ok(())
     }
 
     pub fn networks(&self) -> Result<Vec<(Network, usize)>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT n.name, n.cidr, (SELECT COUNT(*) FROM members m WHERE m.network = n.name)
-             FROM networks n ORDER BY n.name",
+            "SELECT n.name, n.cidr, (SELECT COUNT(*) FROM members m WHERE m.network = n.name),
+             n.ipv6 FROM networks n ORDER BY n.name",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, i64>(2)?,
+                r.get::<_, Option<String>>(3)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (name, cidr, count) = row?;
+            let (name, cidr, count, ipv6) = row?;
             let cidr = cidr
                 .parse()
                 .map_err(|_| StoreError::Damaged("network cidr"))?;
-            out.push((Network { name, cidr }, count as usize));
+            let ipv6 = parse_prefix(ipv6)?;
+            out.push((Network { name, cidr, ipv6 }, count as usize));
         }
         Ok(out)
     }
@@ -226,7 +289,10 @@ impl Store {
             return Err(StoreError::NoSuchNetwork(network.to_string()));
         }
         let found = self.members_of(network)?.into_iter().find(|m| {
-            m.name == who || m.public_key.to_base64() == who || m.virtual_ip.to_string() == who
+            m.name == who
+                || m.public_key.to_base64() == who
+                || m.virtual_ip.to_string() == who
+                || m.ipv6.is_some_and(|a| a.to_string() == who)
         });
         if let Some(m) = &found {
             self.conn.execute(
@@ -250,7 +316,10 @@ impl Store {
         }
         let members = self.members_of(network)?;
         let found = members.iter().find(|m| {
-            m.name == who || m.public_key.to_base64() == who || m.virtual_ip.to_string() == who
+            m.name == who
+                || m.public_key.to_base64() == who
+                || m.virtual_ip.to_string() == who
+                || m.ipv6.is_some_and(|a| a.to_string() == who)
         });
         let Some(m) = found else {
             return Ok(None);
@@ -397,29 +466,36 @@ impl Store {
             .optional()?)
     }
 
+    /// One network's record, `None` if there is no such network.
+    pub fn network_info(&self, name: &str) -> Result<Option<Network>, StoreError> {
+        self.network_row(name)
+    }
+
     fn network_row(&self, name: &str) -> Result<Option<Network>, StoreError> {
-        let row: Option<String> = self
+        let row: Option<(String, Option<String>)> = self
             .conn
-            .query_row("SELECT cidr FROM networks WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT cidr, ipv6 FROM networks WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
-        row.map(|cidr| {
+        row.map(|(cidr, ipv6)| {
             Ok(Network {
                 name: name.to_string(),
                 cidr: cidr
                     .parse()
                     .map_err(|_| StoreError::Damaged("network cidr"))?,
+                ipv6: parse_prefix(ipv6)?,
             })
         })
         .transpose()
     }
 
     pub fn members_of(&self, network: &str) -> Result<Vec<Member>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT network, public_key, name, virtual_ip FROM members WHERE network = ?1
-             ORDER BY joined_unix, name",
-        )?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {MEMBER_COLUMNS} WHERE m.network = ?1 ORDER BY m.joined_unix, m.name"
+        ))?;
         let rows = stmt.query_map([network], member_from_row)?;
         let mut out = Vec::new();
         for row in rows {
@@ -454,8 +530,7 @@ impl Registry for Store {
         let row = self
             .conn
             .query_row(
-                "SELECT network, public_key, name, virtual_ip FROM members
-                 WHERE network = ?1 AND public_key = ?2",
+                &format!("SELECT {MEMBER_COLUMNS} WHERE m.network = ?1 AND m.public_key = ?2"),
                 params![network, key.to_base64()],
                 member_from_row,
             )
@@ -557,6 +632,56 @@ mod tests {
                 .uses,
             1
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A database from before IPv6: its network gets a prefix on open, its members their
+    /// addresses from it, and the prefix stays what it was on the next open.
+    #[test]
+    fn an_old_database_gets_ipv6_on_open_and_keeps_it() {
+        let dir = std::env::temp_dir().join(format!("p2pvpn-store-v6-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let old = Connection::open(dir.join(DB_FILE)).unwrap();
+            old.execute_batch(
+                "CREATE TABLE networks (name TEXT PRIMARY KEY, cidr TEXT NOT NULL,
+                     created_unix INTEGER NOT NULL);
+                 CREATE TABLE members (network TEXT NOT NULL, public_key TEXT NOT NULL,
+                     name TEXT NOT NULL, virtual_ip TEXT NOT NULL, joined_unix INTEGER NOT NULL,
+                     PRIMARY KEY (network, public_key));
+                 INSERT INTO networks VALUES ('office', '10.9.0.0/24', 0);",
+            )
+            .unwrap();
+            old.execute(
+                "INSERT INTO members VALUES ('office', ?1, 'alice', '10.9.0.1', 0)",
+                [PublicKey([1; 32]).to_base64()],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        let net = store.network("office").unwrap().unwrap();
+        let prefix = net.ipv6.expect("a prefix assigned on open");
+        assert!(ula::is_node_prefix(&prefix), "{prefix}");
+        let alice = store
+            .member("office", &PublicKey([1; 32]))
+            .unwrap()
+            .unwrap();
+        let v6 = ula::node_address(prefix, "10.9.0.1".parse().unwrap());
+        assert_eq!(alice.ipv6, Some(v6));
+        assert_eq!(store.members_of("office").unwrap(), vec![alice]);
+        // A new network gets another random prefix; the old one keeps its own.
+        store
+            .create_network("lab", "10.8.0.0/24".parse().unwrap())
+            .unwrap();
+        drop(store);
+        let again = Store::open(&dir).unwrap();
+        assert_eq!(again.network("office").unwrap().unwrap().ipv6, Some(prefix));
+        let lab = again.network("lab").unwrap().unwrap().ipv6.unwrap();
+        assert_ne!(lab, prefix);
+        // And a member can be named by its IPv6 address.
+        let removed = again.remove_member("office", &v6.to_string()).unwrap();
+        assert_eq!(removed.map(|m| m.name), Some("alice".to_string()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -112,10 +112,14 @@ fn join_writes_a_config_and_a_private_key_and_keeps_the_address_on_rejoin() {
     let out = server.join(&token, "alice");
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("joined network lab as alice (10.66.0.1/24)"),
-        "{stdout}"
-    );
+    // Both addresses: the IPv4 one and the IPv6 one in the network's ULA /64 (fd00::/8).
+    let v6 = stdout
+        .split("joined network lab as alice (10.66.0.1/24, ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no addresses in: {stdout}"))
+        .to_string();
+    assert!(v6.starts_with("fd") && v6.ends_with("::a42:1/64"), "{v6}");
     let config = std::fs::read_to_string(server.p.dir.join("alice/etc/lab.toml")).unwrap();
     assert!(config.contains(&server.addr), "{config}");
     let key = server.p.dir.join("alice/state/lab/private.key");
@@ -123,7 +127,8 @@ fn join_writes_a_config_and_a_private_key_and_keeps_the_address_on_rejoin() {
     assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
     // The same machine joining again keeps its address.
     let again = server.join(&token, "alice");
-    assert!(String::from_utf8_lossy(&again.stdout).contains("10.66.0.1/24"));
+    let again = String::from_utf8_lossy(&again.stdout).to_string();
+    assert!(again.contains(&format!("(10.66.0.1/24, {v6})")), "{again}");
     let members = run(
         &[
             "network",
@@ -134,7 +139,12 @@ fn join_writes_a_config_and_a_private_key_and_keeps_the_address_on_rejoin() {
         ],
         &[],
     );
-    assert!(String::from_utf8_lossy(&members.stdout).contains("alice"));
+    let members = String::from_utf8_lossy(&members.stdout).to_string();
+    let v6_addr = v6.trim_end_matches("/64");
+    assert!(
+        members.contains("alice") && members.contains(v6_addr),
+        "{members}"
+    );
 }
 
 #[test]

@@ -156,6 +156,11 @@ lab_test!(
     "tests/netns/pmtu.sh"
 );
 lab_test!(
+    /// The IPv6 overlay: both addresses in status and members, ping -6 and TCP over IPv6.
+    netns_ipv6_overlay_ping_and_tcp,
+    "tests/netns/ipv6.sh"
+);
+lab_test!(
     /// A 10-node mesh under churn for 2 minutes (the CI bound; `scripts/soak.sh --minutes 30`
     /// runs the long one): no RSS or fd growth, every pair pings at the end, counters
     /// consistent. The whole run, setup and end checks included, takes about 3.5 minutes.

@@ -145,7 +145,8 @@ fn a_node_joins_through_tls_when_the_plain_port_is_closed() {
     let out = server.join(&server.tls_only_token(), "alice");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("joined network lab as alice (10.66.0.1/24)"),
+        String::from_utf8_lossy(&out.stdout)
+            .contains("joined network lab as alice (10.66.0.1/24, fd"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

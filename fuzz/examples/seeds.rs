@@ -251,6 +251,7 @@ fn control() -> Vec<Vec<u8>> {
         online: true,
         nat: Some(NatProfile::default()),
         relay_id: Some(7),
+        ipv6: None,
     };
     let welcome = encode(&ServerMessage::Welcome {
         network: NETWORK.into(),
@@ -262,6 +263,7 @@ fn control() -> Vec<Vec<u8>> {
             key: [6; 32],
             token: [7; 16],
         }),
+        ipv6: None,
     });
     let peer = encode(&ServerMessage::Peer { peer: x });
     let their_punch = encode(&ServerMessage::Punch {

@@ -96,6 +96,7 @@ fn member(name: &str, key: PublicKey, last: u8) -> Member {
         name: name.into(),
         public_key: key,
         virtual_ip: Ipv4Addr::new(10, 99, 0, last),
+        ipv6: None,
     }
 }
 

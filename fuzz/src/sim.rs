@@ -152,6 +152,7 @@ fn member(name: &str, secret: &SecretKey, last: u8) -> Member {
         name: name.into(),
         public_key: secret.public_key(),
         virtual_ip: Ipv4Addr::new(10, 99, 0, last),
+        ipv6: None,
     }
 }
 

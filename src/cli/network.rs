@@ -94,7 +94,12 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             let store = open(&dir.state_dir)?;
             super::create_check::against_store(&store, &name, cidr)?;
             store.create_network(&name, cidr)?;
-            println!("created network {name} ({cidr})");
+            let v6 = store
+                .network_info(&name)?
+                .and_then(|n| n.ipv6)
+                .map(|p| format!(", IPv6 {p}"))
+                .unwrap_or_default();
+            println!("created network {name} ({cidr}{v6})");
             Ok(())
         }
         NetworkCommand::Invite {
@@ -120,17 +125,23 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
                     .networks()?
                     .into_iter()
                     .map(|(net, members)| {
-                        serde_json::json!({ "name": net.name, "cidr": net.cidr, "members": members })
+                        serde_json::json!({
+                            "name": net.name,
+                            "cidr": net.cidr,
+                            "ipv6": net.ipv6,
+                            "members": members,
+                        })
                     })
                     .collect();
                 return print_json(&serde_json::json!({ "networks": networks }));
             }
-            println!("{:<20} {:<18} MEMBERS", "NETWORK", "CIDR");
+            println!("{:<20} {:<18} {:<24} MEMBERS", "NETWORK", "CIDR", "IPV6");
             for (net, members) in store.networks()? {
                 println!(
-                    "{:<20} {:<18} {members}",
+                    "{:<20} {:<18} {:<24} {members}",
                     printable(&net.name),
-                    net.cidr.to_string()
+                    net.cidr.to_string(),
+                    net.ipv6.map_or("-".to_string(), |p| p.to_string()),
                 );
             }
             Ok(())
@@ -145,18 +156,20 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
                         serde_json::json!({
                             "name": m.name,
                             "virtual_ip": m.virtual_ip,
+                            "ipv6": m.ipv6,
                             "public_key": m.public_key.to_base64(),
                         })
                     })
                     .collect();
                 return print_json(&serde_json::json!({ "network": name, "members": members }));
             }
-            println!("{:<20} {:<16} PUBLIC KEY", "NAME", "ADDRESS");
+            println!("{:<20} {:<16} {:<24} PUBLIC KEY", "NAME", "ADDRESS", "IPV6");
             for m in members {
                 println!(
-                    "{:<20} {:<16} {}",
+                    "{:<20} {:<16} {:<24} {}",
                     printable(&m.name),
                     m.virtual_ip.to_string(),
+                    m.ipv6.map_or("-".to_string(), |a| a.to_string()),
                     m.public_key
                 );
             }

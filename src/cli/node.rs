@@ -111,8 +111,9 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
         allow_route_overlap: before.as_ref().is_some_and(|b| b.allow_route_overlap),
     };
     let file = config::save(dirs, &settings)?;
+    let v6 = joined.ipv6.map(|n| format!(", {n}")).unwrap_or_default();
     println!(
-        "joined network {} as {} ({}/{}) on interface {}; config in {}",
+        "joined network {} as {} ({}/{}{v6}) on interface {}; config in {}",
         joined.network,
         joined.name,
         joined.virtual_ip,

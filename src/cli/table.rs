@@ -126,8 +126,9 @@ fn seen_text(p: &PeerStatus, now: u64) -> String {
 
 pub fn render(s: &NodeStatus, unix_now: u64) -> String {
     let mut out = String::new();
-    let addr = match (s.virtual_ip, s.cidr) {
-        (Some(ip), Some(c)) => format!("{ip}/{}", c.prefix_len()),
+    let addr = match (s.virtual_ip, s.cidr, s.ipv6) {
+        (Some(ip), Some(c), Some(v6)) => format!("{ip}/{} {v6}", c.prefix_len()),
+        (Some(ip), Some(c), None) => format!("{ip}/{}", c.prefix_len()),
         _ => "(not registered yet)".to_string(),
     };
     // Said out loud because TLS means the plain control port is blocked from here.
@@ -211,8 +212,10 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
             .as_ref()
             .map(|n| n.short())
             .unwrap_or_else(|| "not measured".into());
+        // The IPv6 address is long; it goes on the peer's second line, not in the table.
+        let v6 = p.ipv6.map(|a| format!("ipv6 {a}; ")).unwrap_or_default();
         let mut punch = format!(
-            "  nat: {their_nat}; punch: {}, {}",
+            "  {v6}nat: {their_nat}; punch: {}, {}",
             count(p.punch.attempts, "attempt"),
             count(p.punch.probes_sent, "probe")
         );
@@ -259,6 +262,7 @@ mod tests {
         PeerStatus {
             name: name.into(),
             virtual_ip: ip.parse().unwrap(),
+            ipv6: None,
             public_key: PublicKey([2; 32]),
             path: Path::Connecting,
             relay: None,
@@ -286,6 +290,7 @@ mod tests {
             name: Some("me".into()),
             virtual_ip: None,
             cidr: None,
+            ipv6: None,
             public_key: PublicKey([1; 32]),
             listen_port: 0,
             interface: "p2p-lab".into(),
@@ -306,6 +311,27 @@ mod tests {
         text.lines()
             .find(|l| l.starts_with(name))
             .unwrap_or_else(|| panic!("no row for {name} in:\n{text}"))
+    }
+
+    #[test]
+    fn both_addresses_are_shown() {
+        let mut bob = peer("bob", "10.0.0.2");
+        bob.ipv6 = Some("fd12:3456:789a::a00:2".parse().unwrap());
+        let mut status = node(vec![bob, peer("carol", "10.0.0.3")]);
+        status.virtual_ip = Some("10.0.0.1".parse().unwrap());
+        status.cidr = Some("10.0.0.0/24".parse().unwrap());
+        status.ipv6 = Some("fd12:3456:789a::a00:1/64".parse().unwrap());
+        let text = render(&status, NOW);
+        assert!(
+            text.contains("address 10.0.0.1/24 fd12:3456:789a::a00:1/64 "),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  ipv6 fd12:3456:789a::a00:2; nat: "),
+            "{text}"
+        );
+        // A peer without one (an older server) has no such line.
+        assert_eq!(text.matches("ipv6 ").count(), 1, "{text}");
     }
 
     /// A peer name from an older server's database cannot forge a line or move the cursor.

@@ -1,7 +1,7 @@
-//! The few IPv4 header fields the data path reads (RFC 791 §3.1): version, total length and the
-//! two addresses. Parsing borrows the packet and never allocates.
+//! The few IP header fields the data path reads: the version and the two addresses of IPv4
+//! (RFC 791 §3.1) and IPv6 (RFC 8200 §3). Parsing borrows the packet and never allocates.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Source and destination of an IPv4 packet, if the bytes hold a complete IPv4 header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -10,13 +10,49 @@ pub struct Ipv4Endpoints {
     pub dst: Ipv4Addr,
 }
 
-/// Why a TUN packet cannot be routed as IPv4.
+/// Source and destination of an IPv4 or IPv6 packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpEndpoints {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+}
+
+/// Why a TUN packet cannot be routed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IpError {
     #[error("packet is not IPv4")]
     NotIpv4,
-    #[error("IPv4 header is truncated")]
+    /// Neither version 4 nor version 6.
+    #[error("packet is neither IPv4 nor IPv6")]
+    UnknownVersion,
+    #[error("IP header is truncated")]
     Truncated,
+}
+
+/// The fixed IPv6 header (RFC 8200 §3): addresses at bytes 8..24 and 24..40.
+const IPV6_HEADER: usize = 40;
+
+/// Source and destination of an IPv4 or an IPv6 packet.
+pub fn ip_endpoints(packet: &[u8]) -> Result<IpEndpoints, IpError> {
+    let first = *packet.first().ok_or(IpError::Truncated)?;
+    match first >> 4 {
+        4 => ipv4_endpoints(packet).map(|e| IpEndpoints {
+            src: IpAddr::V4(e.src),
+            dst: IpAddr::V4(e.dst),
+        }),
+        6 => {
+            if packet.len() < IPV6_HEADER {
+                return Err(IpError::Truncated);
+            }
+            let src: [u8; 16] = packet[8..24].try_into().map_err(|_| IpError::Truncated)?;
+            let dst: [u8; 16] = packet[24..40].try_into().map_err(|_| IpError::Truncated)?;
+            Ok(IpEndpoints {
+                src: IpAddr::V6(Ipv6Addr::from(src)),
+                dst: IpAddr::V6(Ipv6Addr::from(dst)),
+            })
+        }
+        _ => Err(IpError::UnknownVersion),
+    }
 }
 
 pub fn ipv4_endpoints(packet: &[u8]) -> Result<Ipv4Endpoints, IpError> {
@@ -54,10 +90,37 @@ mod tests {
         assert_eq!(ipv4_endpoints(&pkt), Err(IpError::NotIpv4));
     }
 
+    #[test]
+    fn reads_ipv6_addresses() {
+        let mut pkt = [0u8; 48];
+        pkt[0] = 0x60;
+        let a: Ipv6Addr = "fd00:1:2::a00:1".parse().unwrap();
+        let b: Ipv6Addr = "fd00:1:2::a00:2".parse().unwrap();
+        pkt[8..24].copy_from_slice(&a.octets());
+        pkt[24..40].copy_from_slice(&b.octets());
+        let ends = ip_endpoints(&pkt).unwrap();
+        assert_eq!((ends.src, ends.dst), (IpAddr::V6(a), IpAddr::V6(b)));
+        assert_eq!(ip_endpoints(&pkt[..39]), Err(IpError::Truncated));
+        pkt[0] = 0x50;
+        assert_eq!(ip_endpoints(&pkt), Err(IpError::UnknownVersion));
+        assert_eq!(ip_endpoints(&[]), Err(IpError::Truncated));
+    }
+
     proptest! {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = ipv4_endpoints(&bytes);
+            let _ = ip_endpoints(&bytes);
+        }
+
+        /// Whatever the version nibble says, the generic parser agrees with the IPv4 one.
+        #[test]
+        fn agrees_with_the_ipv4_parser(bytes in proptest::collection::vec(any::<u8>(), 1..64)) {
+            if let Ok(v4) = ipv4_endpoints(&bytes) {
+                prop_assert_eq!(ip_endpoints(&bytes).ok(), Some(IpEndpoints {
+                    src: IpAddr::V4(v4.src), dst: IpAddr::V4(v4.dst),
+                }));
+            }
         }
     }
 }

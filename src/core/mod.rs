@@ -16,4 +16,5 @@ pub mod relay;
 pub mod rendezvous;
 pub mod stun;
 pub mod transmit;
+pub mod ula;
 pub mod wire;

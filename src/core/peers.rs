@@ -9,7 +9,7 @@ use super::rendezvous::messages::PeerInfo;
 use super::transmit::SocketId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// WireGuard rejects a session this old (whitepaper §6.1, Reject-After-Time); past it the path is
@@ -43,6 +43,8 @@ pub struct Peer {
     pub name: String,
     pub key: PublicKey,
     pub virtual_ip: Ipv4Addr,
+    /// The peer's IPv6 overlay address, when its network has a prefix (`core::ula`).
+    pub ipv6: Option<Ipv6Addr>,
     /// Addresses the server says the peer listens on.
     pub candidates: Vec<SocketAddr>,
     /// Where data goes: the nominated path, then wherever an authenticated packet last came from
@@ -159,6 +161,7 @@ pub enum Upsert {
 pub struct PeerTable {
     peers: HashMap<PublicKey, Peer>,
     by_ip: HashMap<Ipv4Addr, PublicKey>,
+    by_ip6: HashMap<Ipv6Addr, PublicKey>,
     by_index: HashMap<u32, PublicKey>,
     by_relay: HashMap<u32, PublicKey>,
     next_index: u32,
@@ -166,16 +169,23 @@ pub struct PeerTable {
 
 impl PeerTable {
     pub fn upsert(&mut self, info: &PeerInfo, local: &SecretKey, now: Instant) -> Upsert {
-        if let Some(owner) = self.by_ip.get(&info.virtual_ip) {
-            if *owner != info.public_key {
-                return Upsert::AddressConflict;
-            }
+        if self.conflicting_owner(info).is_some() {
+            return Upsert::AddressConflict;
         }
         if let Some(peer) = self.peers.get_mut(&info.public_key) {
             if peer.virtual_ip != info.virtual_ip {
                 self.by_ip.remove(&peer.virtual_ip);
                 self.by_ip.insert(info.virtual_ip, info.public_key);
                 peer.virtual_ip = info.virtual_ip;
+            }
+            if peer.ipv6 != info.ipv6 {
+                if let Some(old) = peer.ipv6 {
+                    self.by_ip6.remove(&old);
+                }
+                if let Some(new) = info.ipv6 {
+                    self.by_ip6.insert(new, info.public_key);
+                }
+                peer.ipv6 = info.ipv6;
             }
             peer.name.clone_from(&info.name);
             peer.set_online(info.online, now);
@@ -202,6 +212,7 @@ impl PeerTable {
             name: info.name.clone(),
             key: info.public_key,
             virtual_ip: info.virtual_ip,
+            ipv6: info.ipv6,
             candidates: info.endpoints.clone(),
             endpoint: None,
             socket: SocketId::MAIN,
@@ -222,6 +233,9 @@ impl PeerTable {
             responder_rtt_ms: None,
         };
         self.by_ip.insert(info.virtual_ip, info.public_key);
+        if let Some(v6) = info.ipv6 {
+            self.by_ip6.insert(v6, info.public_key);
+        }
         self.by_index.insert(index, info.public_key);
         if let Some(id) = info.relay_id {
             self.by_relay.insert(id, info.public_key);
@@ -233,6 +247,9 @@ impl PeerTable {
     pub fn remove(&mut self, key: &PublicKey) -> Option<Peer> {
         let peer = self.peers.remove(key)?;
         self.by_ip.remove(&peer.virtual_ip);
+        if let Some(v6) = peer.ipv6 {
+            self.by_ip6.remove(&v6);
+        }
         self.by_index.retain(|_, k| k != key);
         self.by_relay.retain(|_, k| k != key);
         Some(peer)
@@ -241,6 +258,7 @@ impl PeerTable {
     pub fn clear(&mut self) {
         self.peers.clear();
         self.by_ip.clear();
+        self.by_ip6.clear();
         self.by_index.clear();
         self.by_relay.clear();
     }
@@ -252,6 +270,24 @@ impl PeerTable {
     pub fn by_ip_mut(&mut self, ip: Ipv4Addr) -> Option<&mut Peer> {
         let key = self.by_ip.get(&ip)?;
         self.peers.get_mut(key)
+    }
+
+    /// The peer owning an overlay address of either family.
+    pub fn by_addr(&self, ip: IpAddr) -> Option<PublicKey> {
+        match ip {
+            IpAddr::V4(v4) => self.by_ip.get(&v4).copied(),
+            IpAddr::V6(v6) => self.by_ip6.get(&v6).copied(),
+        }
+    }
+
+    /// Another key holding an address `info` claims (IPv4 or IPv6), if any.
+    pub fn conflicting_owner(&self, info: &PeerInfo) -> Option<PublicKey> {
+        let v4 = self.by_ip.get(&info.virtual_ip);
+        let v6 = info.ipv6.and_then(|a| self.by_ip6.get(&a));
+        v4.into_iter()
+            .chain(v6)
+            .find(|owner| **owner != info.public_key)
+            .copied()
     }
 
     /// The peer owning a WireGuard receiver index (our index, shifted left 8 by boringtun).
@@ -300,7 +336,47 @@ mod tests {
             online: true,
             nat: None,
             relay_id: None,
+            ipv6: None,
         }
+    }
+
+    fn info6(key: u8, ip: [u8; 4]) -> PeerInfo {
+        let prefix = crate::core::ula::prefix_from_global_id([1, 2, 3, 4, 5]);
+        PeerInfo {
+            ipv6: Some(crate::core::ula::node_address(prefix, Ipv4Addr::from(ip))),
+            ..info(key, ip)
+        }
+    }
+
+    #[test]
+    fn ipv6_lookups_follow_adds_moves_and_removes() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let local = SecretKey::generate(&mut rng);
+        let mut table = PeerTable::default();
+        let now = crate::test_now();
+        let a = info6(1, [10, 0, 0, 2]);
+        let v6 = IpAddr::V6(a.ipv6.unwrap());
+        assert_eq!(table.upsert(&a, &local, now), Upsert::Added);
+        assert_eq!(table.by_addr(v6), Some(PublicKey([1; 32])));
+        assert_eq!(
+            table.by_addr(IpAddr::V4(a.virtual_ip)),
+            Some(PublicKey([1; 32]))
+        );
+        // Another key claiming only the IPv6 address conflicts too.
+        let thief = PeerInfo {
+            virtual_ip: Ipv4Addr::new(10, 0, 0, 9),
+            ..info6(2, [10, 0, 0, 2])
+        };
+        assert_eq!(table.upsert(&thief, &local, now), Upsert::AddressConflict);
+        assert_eq!(table.conflicting_owner(&thief), Some(PublicKey([1; 32])));
+        // The address moves with the record, and goes with the peer.
+        let moved = info6(1, [10, 0, 0, 3]);
+        assert_eq!(table.upsert(&moved, &local, now), Upsert::Updated);
+        assert_eq!(table.by_addr(v6), None);
+        let v6_new = IpAddr::V6(moved.ipv6.unwrap());
+        assert_eq!(table.by_addr(v6_new), Some(PublicKey([1; 32])));
+        table.remove(&PublicKey([1; 32]));
+        assert_eq!(table.by_addr(v6_new), None);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod stream;
 pub mod tls;
 pub mod tun;
 pub mod underlay_mtu;
+mod tun_ipv6;
 
 /// Seconds since the Unix epoch, for token expiry and handshake timestamps.
 pub fn unix_now() -> u64 {

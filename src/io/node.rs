@@ -510,15 +510,17 @@ impl Driver {
                             self.settings.allow_route_overlap,
                         )?;
                     }
-                    let tun = super::tun::create(
+                    let (tun, v6) = super::tun::create(
                         &self.settings.interface,
                         a.virtual_ip,
                         a.cidr.prefix_len(),
                         self.node.tun_mtu(),
+                        a.ipv6,
                     )?;
                     self.tun = Some(tun);
+                    let v6 = v6.map(|n| format!(" and {n}")).unwrap_or_default();
                     let line = format!(
-                        "p2pvpn {net}: registered as {} with {}/{} on {}",
+                        "p2pvpn {net}: registered as {} with {}/{}{v6} on {}",
                         a.name,
                         a.virtual_ip,
                         a.cidr.prefix_len(),

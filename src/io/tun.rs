@@ -2,19 +2,38 @@
 //! missing privilege shows up, so the error says how to get it.
 
 use anyhow::{anyhow, Result};
+use ipnet::Ipv6Net;
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
 use tun_rs::{AsyncDevice, DeviceBuilder};
 
-/// Creates `name` with `addr/prefix`; the kernel then routes the whole prefix to it.
-pub fn create(name: &str, addr: Ipv4Addr, prefix: u8, mtu: u16) -> Result<AsyncDevice> {
+/// Creates `name` with `addr/prefix`, and `ipv6` (address/prefix length) when the network has
+/// one; the kernel then routes both prefixes to it. Returns the IPv6 address the device got.
+pub fn create(
+    name: &str,
+    addr: Ipv4Addr,
+    prefix: u8,
+    mtu: u16,
+    ipv6: Option<Ipv6Net>,
+) -> Result<(AsyncDevice, Option<Ipv6Net>)> {
     let device = build(name, addr, prefix, mtu)?;
-    disable_ipv6(name);
-    Ok(device)
+    let Some(net) = ipv6 else {
+        disable_ipv6(name);
+        return Ok((device, None));
+    };
+    // IPv4 works without it: say so, and keep the IPv4 overlay up.
+    if let Err(e) = super::tun_ipv6::add(&device, name, net) {
+        tracing::warn!(
+            "{e:#}; the overlay carries IPv4 only on this node (peers still reach it over IPv4)"
+        );
+        disable_ipv6(name);
+        return Ok((device, None));
+    }
+    Ok((device, Some(net)))
 }
 
-/// The overlay is IPv4 only: without this the kernel sends IPv6 router solicitations into the
-/// tunnel, which the node can only drop.
+/// A network without IPv6 (an older server): without this the kernel sends IPv6 router
+/// solicitations into the tunnel, which the node can only drop.
 #[cfg(target_os = "linux")]
 fn disable_ipv6(name: &str) {
     let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");

@@ -5,6 +5,7 @@
 
 mod harness;
 mod hostile;
+mod ipv6;
 mod matrix;
 mod nat;
 mod nat_tests;

@@ -17,6 +17,7 @@ macro_rules! punch_ctx {
 }
 
 mod discovery;
+mod filter;
 mod pinging;
 mod pmtu;
 mod punching;
@@ -31,7 +32,7 @@ pub use status::{rfc3339, NodeStatus, PeerStatus, ServerStatus};
 
 use super::counters::{DropCounters, DropReason};
 use super::crypto::{initiator_of, Decapsulated, Encapsulated};
-use super::ip::{ipv4_endpoints, IpError};
+use super::ip::{ip_endpoints, IpError};
 use super::keys::{PublicKey, SecretKey};
 use super::peers::{Path, PeerTable, Upsert};
 use super::rendezvous::client::{ControlClient, ControlEvent, ServerAddr};
@@ -41,7 +42,7 @@ use crate::core::punch::session::SocketPool;
 use crate::core::relay::client::RelayClient;
 use crate::core::relay::wire as relay_wire;
 use discovery::{Discovery, FIRST_PUNCH_SOCKET};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 pub use relaying::Route;
@@ -74,6 +75,9 @@ pub struct Assignment {
     pub name: String,
     pub virtual_ip: Ipv4Addr,
     pub cidr: Ipv4Net,
+    /// This node's IPv6 address with the network's prefix length (`core::ula`), when the
+    /// server gave one.
+    pub ipv6: Option<Ipv6Net>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -319,7 +323,12 @@ impl Node {
     fn handle_peer_info(&mut self, info: &PeerInfo) {
         let mut outcome = self.peers.upsert(info, &self.secret, self.now_hint);
         if outcome == Upsert::AddressConflict {
-            if let Some(old) = self.peers.by_ip_mut(info.virtual_ip).map(|p| p.key) {
+            // At most two holders: one of the IPv4 address, one of the IPv6 one (the same key
+            // unless the server changed a network's prefix). Bounded all the same.
+            for _ in 0..2 {
+                let Some(old) = self.peers.conflicting_owner(info) else {
+                    break;
+                };
                 tracing::info!(
                     peer = ?info.name,
                     ip = %info.virtual_ip,
@@ -360,11 +369,13 @@ impl Node {
                 virtual_ip,
                 cidr,
                 relay,
+                ipv6,
             } => {
                 let assignment = Assignment {
                     name,
                     virtual_ip,
                     cidr,
+                    ipv6,
                 };
                 self.assignment = Some(assignment.clone());
                 self.discovery.set_server_answers_tcp(true, self.now_hint);
@@ -454,18 +465,20 @@ impl Node {
     }
 
     fn route_tun_packet<'a>(&mut self, packet: &[u8], out: &'a mut [u8]) -> TunOutcome<'a> {
-        let dst = match ipv4_endpoints(packet) {
+        let dst = match ip_endpoints(packet) {
             Ok(ends) => ends.dst,
-            Err(IpError::NotIpv4) => return TunOutcome::Dropped(DropReason::UnsupportedProtocol),
+            Err(IpError::NotIpv4 | IpError::UnknownVersion) => {
+                return TunOutcome::Dropped(DropReason::UnsupportedProtocol)
+            }
             Err(IpError::Truncated) => return TunOutcome::Dropped(DropReason::Malformed),
         };
         let Some(assignment) = &self.assignment else {
             return TunOutcome::Dropped(DropReason::NoRoute);
         };
-        if !assignment.cidr.contains(&dst) {
-            return TunOutcome::Dropped(DropReason::NotInNetwork);
+        if let Err(reason) = filter::outbound(assignment, dst) {
+            return TunOutcome::Dropped(reason);
         }
-        let Some(key) = self.peers.by_ip_mut(dst).map(|p| p.key) else {
+        let Some(key) = self.peers.by_addr(dst) else {
             return TunOutcome::Dropped(DropReason::NoRoute);
         };
         let route = match self.peers.get(&key).and_then(|p| self.route_to(p)) {
@@ -627,15 +640,10 @@ impl Node {
         }
         match result {
             Decapsulated::Tunnel { packet, src } => {
-                if src != IpAddr::V4(peer.virtual_ip) {
-                    return DatagramOutcome::Dropped(DropReason::SpoofedSource);
+                if let Err(reason) = filter::inbound(peer, self.assignment.as_ref(), src, packet) {
+                    return DatagramOutcome::Dropped(reason);
                 }
                 let peer_ip = peer.virtual_ip;
-                let ours = self.assignment.as_ref().map(|a| a.virtual_ip);
-                match ipv4_endpoints(packet) {
-                    Ok(ends) if Some(ends.dst) == ours => {}
-                    _ => return DatagramOutcome::Dropped(DropReason::WrongDestination),
-                }
                 // The answer to `p2pvpn ping` is ours, not the TUN device's.
                 let path = |node: &Node| match origin {
                     Origin::Direct { .. } => node

@@ -7,9 +7,9 @@ use crate::core::nat::NatProfile;
 use crate::core::peers::{Path, Peer};
 use crate::core::punch::session::PunchStatus;
 use crate::core::punch::Technique;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -25,6 +25,9 @@ pub struct ServerStatus {
 pub struct PeerStatus {
     pub name: String,
     pub virtual_ip: Ipv4Addr,
+    /// The peer's IPv6 overlay address, when its network has a prefix.
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Addr>,
     pub public_key: PublicKey,
     pub path: Path,
     /// The relay transport ("udp", "tcp", "tls") when `path` is relay.
@@ -72,6 +75,9 @@ pub struct NodeStatus {
     pub name: Option<String>,
     pub virtual_ip: Option<Ipv4Addr>,
     pub cidr: Option<Ipv4Net>,
+    /// This node's IPv6 address with the network's prefix length (`fd..::a4d:1/64`).
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Net>,
     pub public_key: PublicKey,
     /// Filled in by the driver, which owns the socket and the device.
     pub listen_port: u16,
@@ -110,6 +116,7 @@ impl Node {
                 PeerStatus {
                     name: p.name.clone(),
                     virtual_ip: p.virtual_ip,
+                    ipv6: p.ipv6,
                     public_key: p.key,
                     path,
                     relay: match path {
@@ -150,6 +157,7 @@ impl Node {
             name: self.assignment.as_ref().map(|a| a.name.clone()),
             virtual_ip: self.assignment.as_ref().map(|a| a.virtual_ip),
             cidr: self.assignment.as_ref().map(|a| a.cidr),
+            ipv6: self.assignment.as_ref().and_then(|a| a.ipv6),
             public_key: self.public,
             listen_port: 0,
             interface: String::new(),

@@ -72,12 +72,7 @@ pub fn redeem<R: Registry>(
     let Some(virtual_ip) = allocate_address(network.cidr, &used) else {
         return Ok(Err(Refusal::NetworkFull { cidr: network.cidr }));
     };
-    let member = Member {
-        network: network.name,
-        name: req.name.to_string(),
-        public_key: req.key,
-        virtual_ip,
-    };
+    let member = Member::new(&network.name, req.name, req.key, virtual_ip, network.ipv6);
     registry.admit(&member, &hash)?;
     Ok(Ok(member))
 }

@@ -10,7 +10,7 @@ use crate::core::nat::NatProfile;
 use crate::core::punch::PunchOffer;
 use crate::core::relay::server::RelayTicket;
 use crate::core::relay::wire;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
@@ -32,6 +32,8 @@ pub enum ControlEvent {
         virtual_ip: Ipv4Addr,
         cidr: Ipv4Net,
         relay: Option<RelayTicket>,
+        /// The node's IPv6 address with its prefix length, when the server gave one.
+        ipv6: Option<Ipv6Net>,
     },
     Peer(PeerInfo),
     /// A packet the server relayed to us through the control stream.
@@ -269,6 +271,7 @@ impl ControlClient {
                 virtual_ip,
                 cidr,
                 relay,
+                ipv6,
                 ..
             } => {
                 if let State::Open { registered, .. } = &mut self.state {
@@ -280,6 +283,7 @@ impl ControlClient {
                     virtual_ip,
                     cidr,
                     relay,
+                    ipv6: ipv6.filter(crate::core::ula::is_node_interface),
                 });
             }
             ServerMessage::Peer { peer } => self.events.push_back(ControlEvent::Peer(peer)),
@@ -407,6 +411,8 @@ pub struct Joined {
     pub name: String,
     pub virtual_ip: Ipv4Addr,
     pub cidr: Ipv4Net,
+    /// The node's IPv6 address with its prefix length, when the server gave one.
+    pub ipv6: Option<Ipv6Net>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -464,11 +470,13 @@ impl JoinExchange {
                 name,
                 virtual_ip,
                 cidr,
+                ipv6,
             }) => Ok(Some(Ok(Joined {
                 network,
                 name,
                 virtual_ip,
                 cidr,
+                ipv6: ipv6.filter(crate::core::ula::is_node_interface),
             }))),
             Ok(ServerMessage::Refused { refusal }) => Ok(Some(Err(refusal))),
             _ => Err(JoinError::Unexpected),

@@ -280,6 +280,9 @@ mod tests {
             online: i % 2 == 0,
             nat: None,
             relay_id: Some(i),
+            ipv6: Some(std::net::Ipv6Addr::new(
+                0xfd12, 0x3456, 0x789a, 0, 0, 0, 0x0a00, i as u16,
+            )),
         }
     }
 

@@ -51,6 +51,7 @@ fn storm(n: usize, now: Instant) -> Storm {
             name: format!("n{i}"),
             public_key: secret.public_key(),
             virtual_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 0, 1)) + i as u32),
+            ipv6: None,
         };
         registry.admit(&member, &[0; 32]).unwrap();
         let mut control = ControlClient::new(

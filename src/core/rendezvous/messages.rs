@@ -5,10 +5,10 @@ use crate::core::keys::PublicKey;
 use crate::core::nat::NatProfile;
 use crate::core::punch::PunchOffer;
 use crate::core::relay::server::RelayTicket;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Node to server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +54,10 @@ pub enum ServerMessage {
         name: String,
         virtual_ip: Ipv4Addr,
         cidr: Ipv4Net,
+        /// The node's IPv6 address with the network's prefix length (`core::ula`). Absent
+        /// from older servers, ignored by older nodes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ipv6: Option<Ipv6Net>,
     },
     Welcome {
         network: String,
@@ -63,6 +67,9 @@ pub enum ServerMessage {
         /// This node's relay identity; none when the relay is full.
         #[serde(default)]
         relay: Option<RelayTicket>,
+        /// As in `Joined`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ipv6: Option<Ipv6Net>,
     },
     Refused {
         refusal: Refusal,
@@ -104,6 +111,9 @@ pub struct PeerInfo {
     /// The peer's relay id while it is online and has one.
     #[serde(default)]
     pub relay_id: Option<u32>,
+    /// The peer's IPv6 overlay address (`core::ula`); none from servers older than IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 /// Why the server refused a join or a registration. Each message names the fix.
@@ -228,6 +238,7 @@ mod tests {
             online: true,
             nat: None,
             relay_id: None,
+            ipv6: Some("fd12:3456:789a::a00:2".parse().unwrap()),
         };
         let messages = vec![
             ServerMessage::Peer { peer: peer.clone() },
@@ -249,6 +260,28 @@ mod tests {
             nat: Some(NatProfile::default()),
         };
         assert_eq!(decode::<ClientMessage>(&encode(&hello)).unwrap(), hello);
+    }
+
+    /// A server from before IPv6 sends no `ipv6` fields; a node from before IPv6 ignores them.
+    #[test]
+    fn ipv6_fields_are_optional_both_ways() {
+        let old = br#"{"type":"welcome","network":"n","name":"a","virtual_ip":"10.0.0.1","cidr":"10.0.0.0/24"}"#;
+        let ServerMessage::Welcome { ipv6, .. } = decode(old).unwrap() else {
+            panic!("not a welcome");
+        };
+        assert_eq!(ipv6, None);
+        let new = ServerMessage::Joined {
+            network: "n".into(),
+            name: "a".into(),
+            virtual_ip: Ipv4Addr::new(10, 0, 0, 1),
+            cidr: "10.0.0.0/24".parse().unwrap(),
+            ipv6: Some("fd00:1:2::a00:1/64".parse().unwrap()),
+        };
+        let text = String::from_utf8(encode(&new)).unwrap();
+        assert!(text.contains(r#""ipv6":"fd00:1:2::a00:1/64""#), "{text}");
+        assert_eq!(decode::<ServerMessage>(text.as_bytes()).unwrap(), new);
+        let peer = br#"{"name":"b","public_key":"CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=","virtual_ip":"10.0.0.2","endpoints":[],"online":false}"#;
+        assert_eq!(decode::<PeerInfo>(peer).unwrap().ipv6, None);
     }
 
     proptest! {

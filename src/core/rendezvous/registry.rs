@@ -3,14 +3,17 @@
 //! in the simulator and in unit tests.
 
 use crate::core::keys::PublicKey;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Network {
     pub name: String,
     pub cidr: Ipv4Net,
+    /// The nodes' IPv6 /64 (`core::ula`); none only for a network stored before IPv6 existed
+    /// and not yet given one.
+    pub ipv6: Option<Ipv6Net>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +22,28 @@ pub struct Member {
     pub name: String,
     pub public_key: PublicKey,
     pub virtual_ip: Ipv4Addr,
+    /// Derived from the network's prefix and `virtual_ip` (`core::ula::node_address`), so it is
+    /// as stable as the IPv4 address.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+impl Member {
+    /// A member record with its IPv6 address derived from the network's prefix.
+    pub fn new(
+        network: &str,
+        name: &str,
+        public_key: PublicKey,
+        virtual_ip: Ipv4Addr,
+        prefix: Option<Ipv6Net>,
+    ) -> Self {
+        Member {
+            network: network.to_string(),
+            name: name.to_string(),
+            public_key,
+            virtual_ip,
+            ipv6: prefix.map(|p| crate::core::ula::node_address(p, virtual_ip)),
+        }
+    }
 }
 
 /// A join token as stored: only the credential's hash, how often it was used, its limits.
@@ -60,12 +85,24 @@ pub struct MemoryRegistry {
 }
 
 impl MemoryRegistry {
+    /// A network whose IPv6 prefix comes from its name: this registry lives in memory (the
+    /// simulator, tests), where a reproducible prefix serves better than a random one.
     pub fn create_network(&mut self, name: &str, cidr: Ipv4Net) {
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(name.as_bytes());
+        let mut global_id = [0u8; 5];
+        global_id.copy_from_slice(&digest[..5]);
+        let ipv6 = Some(crate::core::ula::prefix_from_global_id(global_id));
+        self.create_network_with(name, cidr, ipv6);
+    }
+
+    /// A network with exactly this IPv6 prefix, or none (a network from before IPv6).
+    pub fn create_network_with(&mut self, name: &str, cidr: Ipv4Net, ipv6: Option<Ipv6Net>) {
         self.networks.insert(
             name.to_string(),
             Network {
                 name: name.to_string(),
                 cidr,
+                ipv6,
             },
         );
     }

@@ -7,7 +7,7 @@ use super::candidates;
 use super::channel::SecureChannel;
 use super::fanout::PeerMaps;
 use super::messages::{decode, encode, ClientMessage, PeerInfo, Refusal, ServerMessage};
-use super::registry::{Member, Registry};
+use super::registry::{Member, Network, Registry};
 use super::token::Credential;
 use crate::core::keys::{PublicKey, SecretKey};
 use crate::core::nat::NatProfile;
@@ -310,18 +310,14 @@ impl<R: Registry> ServerCore<R> {
                         self.stats.joins += 1;
                         self.maps.admit(&member);
                         tracing::info!(network, name = member.name, key = %key.short(), ip = %member.virtual_ip, "node joined");
-                        let cidr = self
-                            .registry
-                            .network(network)
-                            .ok()
-                            .flatten()
-                            .map(|n| n.cidr);
-                        match cidr {
-                            Some(cidr) => ServerMessage::Joined {
+                        let net = self.registry.network(network).ok().flatten();
+                        match net {
+                            Some(net) => ServerMessage::Joined {
+                                ipv6: node_ipv6(&net, &member),
                                 network: member.network,
                                 name: member.name,
                                 virtual_ip: member.virtual_ip,
-                                cidr,
+                                cidr: net.cidr,
                             },
                             None => ServerMessage::Refused {
                                 refusal: Refusal::ServerError,
@@ -445,6 +441,7 @@ impl<R: Registry> ServerCore<R> {
             virtual_ip: member.virtual_ip,
             cidr: net.cidr,
             relay,
+            ipv6: node_ipv6(&net, &member),
         };
         if !self.queue(conn, &encode(&welcome)) {
             return;
@@ -789,7 +786,14 @@ fn peer_info(
         online: session.is_some(),
         nat: session.and_then(|s| s.nat.clone()),
         relay_id: session.and_then(|s| s.relay.map(|t| t.id)),
+        ipv6: member.ipv6,
     }
+}
+
+/// The member's IPv6 address with the network's prefix length, when the network has a prefix.
+fn node_ipv6(net: &Network, member: &Member) -> Option<ipnet::Ipv6Net> {
+    let prefix = net.ipv6?;
+    ipnet::Ipv6Net::new(member.ipv6?, prefix.prefix_len()).ok()
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ fn lab() -> Lab {
         name: "alice".into(),
         public_key: member.public_key(),
         virtual_ip: "10.66.0.1".parse().unwrap(), // ok: constant
+        ipv6: None,
     };
     registry.admit(&m, &[0; 32]).unwrap();
     let relay = RelayServer::new(RelayLimits::default(), rng, t0);
