@@ -274,6 +274,12 @@ fn check_node(r: &mut Report, s: &NodeStatus) {
     if let Some(nat) = &s.nat {
         r.note(&format!("this node's NAT: {}", nat.short()));
     }
+    if let Some(m) = &s.port_mapping {
+        r.note(&format!(
+            "the gateway forwards {} to this node ({})",
+            m.addr, m.technique
+        ));
+    }
 }
 
 /// Which interface the kernel really sends each peer's address to (as `ip route get` would):
@@ -357,7 +363,11 @@ fn explain_peer(r: &mut Report, s: &NodeStatus, p: &PeerStatus) {
         return;
     }
     r.say("  techniques for this pair (as the planner chooses them):".into());
-    for (technique, line) in techniques(&mine, &theirs) {
+    let mut rows = techniques(&mine, &theirs);
+    if let Some(t @ Technique::PortMapping(_)) = p.technique {
+        rows.push((t, "a gateway's port mapping, probed right after LAN".into()));
+    }
+    for (technique, line) in rows {
         let outcome = match (&p.path, p.technique) {
             (Path::Direct, Some(won)) if won == technique => "won",
             (Path::Direct, _) => "not needed",

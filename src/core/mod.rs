@@ -10,6 +10,7 @@ pub mod keys;
 pub mod nat;
 pub mod node;
 pub mod peers;
+pub mod portmap;
 pub mod punch;
 pub mod relay;
 pub mod rendezvous;

@@ -17,6 +17,7 @@ macro_rules! punch_ctx {
 }
 
 mod discovery;
+mod mapping;
 mod pinging;
 mod punching;
 mod relaying;
@@ -155,6 +156,9 @@ pub struct Node {
     tun_queue: VecDeque<Vec<u8>>,
     relay_scratch: Vec<u8>,
     pings: pinging::Pings,
+    /// The gateway's mapping of the main socket, as a candidate (`mapping`).
+    port_mapping: Option<crate::core::punch::Candidate>,
+    remap_wanted: bool,
 }
 
 /// Where a WireGuard message came from.
@@ -206,6 +210,8 @@ impl Node {
             tun_queue: VecDeque::new(),
             relay_scratch: vec![0u8; MAX_DATAGRAM],
             pings: pinging::Pings::default(),
+            port_mapping: None,
+            remap_wanted: false,
         }
     }
 
@@ -234,12 +240,7 @@ impl Node {
 
     /// Tells the server our candidates (local, then server-reflexive) and NAT profile.
     fn publish_endpoints(&mut self) {
-        let addrs = self
-            .discovery
-            .candidates(&self.local_endpoints)
-            .into_iter()
-            .map(|c| c.addr)
-            .collect();
+        let addrs = self.own_candidates().into_iter().map(|c| c.addr).collect();
         self.control
             .set_endpoints(addrs, self.discovery.profile().cloned());
     }

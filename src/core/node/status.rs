@@ -72,6 +72,9 @@ pub struct NodeStatus {
     /// This node's NAT, once measured.
     #[serde(default)]
     pub nat: Option<NatProfile>,
+    /// The public address the gateway forwards to this node (`core::portmap`), if any.
+    #[serde(default)]
+    pub port_mapping: Option<crate::core::punch::Candidate>,
     pub peers: Vec<PeerStatus>,
     pub drops: DropCounters,
 }
@@ -146,6 +149,7 @@ impl Node {
                 connected: self.control.is_registered(),
             },
             nat: self.discovery.profile().cloned(),
+            port_mapping: self.port_mapping,
             peers,
             drops: self.drops.clone(),
         }

@@ -252,8 +252,8 @@ impl PeerPunch {
 
     fn start_attempt(&mut self, theirs: &PunchOffer, local: &LocalInfo, ctx: &mut Ctx) {
         let plan = plan(&PlanInput {
-            mine: &local.profile,
-            theirs: &theirs.nat,
+            mine: &super::mapped::effective(&local.profile, &local.candidates),
+            theirs: &super::mapped::effective(&theirs.nat, &theirs.candidates),
             their_candidates: &theirs.candidates,
             their_prediction: theirs.prediction,
             birthday: local.config.birthday,
