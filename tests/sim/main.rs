@@ -11,6 +11,7 @@ mod nat_tests;
 mod net;
 mod net_tests;
 mod ping;
+mod portmap;
 mod punch;
 mod rejoin;
 mod relay;
