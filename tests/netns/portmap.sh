@@ -4,11 +4,12 @@
 # miniupnpd (scripts/lib/upnp.sh) offering one protocol at a time; the pair must turn
 # direct, and both sides' status must name the mapping ("direct (UPnP mapping)").
 # A router whose miniupnpd refuses every mapping must leave the pair relayed as today.
-# Finally `netcheck` behind each router must report which protocols the gateway offers.
+# `netcheck` behind each router must report which protocols the gateway offers. Last, a
+# router that forgets its mappings mid-session (FORGET, below).
 #
 # Prints ok / not ok per check; exits 1 if one failed, 77 (after `SKIP: reason`) when it
 # cannot run here. P2PVPN_BIN, MX_TIMEOUT (30) / MX_RELAY_WAIT (20), LAB_KEEP=1 as in
-# tests/netns/matrix.sh; PM_CASES="IGD,PCP,PMP,DENY" picks cases.
+# tests/netns/matrix.sh; PM_CASES="IGD,PCP,PMP,DENY,FORGET" picks cases.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -45,7 +46,7 @@ CASES=(
     "PMP|UPNP_PMP|NAT-PMP mapping|UPnP no, NAT-PMP yes, PCP no"
     "DENY|UPNP_DENY|-|UPnP yes, NAT-PMP yes, PCP yes"
 )
-want="${PM_CASES:-IGD,PCP,PMP,DENY}"
+want="${PM_CASES:-IGD,PCP,PMP,DENY,FORGET}"
 
 T0=$SECONDS
 lab_init
@@ -80,6 +81,59 @@ for c in "${CASES[@]}"; do
         check "$name: both sides name the technique 'direct ($technique)' (got '${R[8]}')" "$rc"
     fi
 done
+
+# The router forgets (a reboot: miniupnpd restarts with no rules and conntrack is flushed)
+# while a pair is direct through a PCP mapping: the path goes dark, the node asks the gateway
+# again, and the pair is direct through the mapping again within FORGET_WAIT seconds. On `down`
+# the mapping is deleted from the router.
+# forget_pair : run that scenario, one check per step.
+forget_pair() {
+    local a=fga b=fgb net=mxfg tok n rc
+    lab_build "$a:UPNP_PCP" "$b:RND"
+    mx_srv network create "$net" --cidr 10.99.60.0/24 --state-dir "$MX_STATE" >/dev/null 2>&1
+    for n in "$a" "$b"; do
+        tok="$(mx_srv network invite "$net" --uses 1 --state-dir "$MX_STATE" 2>/dev/null | tail -n 1)"
+        mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
+        p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1
+    done
+    p2p_spawn "$a" "$a-up" up --network "$net"
+    p2p_spawn "$b" "$b-up" up --network "$net"
+    rc=0; lab_wait_for "$MX_TIMEOUT" p2p_peer_is "$b" "$net" "$a" direct || rc=$?
+    check "FORGET: $b - $a direct through the PCP mapping" "$rc"
+    ((rc == 0)) || return 0
+    local r="$a-nat"
+    lab_stop "$r-miniupnpd" TERM 5 >/dev/null 2>&1 || true
+    # miniupnpd leaves PCP rules in place when it stops (and adopts them when it starts):
+    # a reboot loses them, so flush its chains
+    local ch
+    for ch in miniupnpd prerouting_miniupnpd postrouting_miniupnpd; do
+        lab_exec "$r" nft flush chain inet filter "$ch"
+    done
+    lab_nat_flush "$r"
+    lab_spawn "$r" "$r-miniupnpd2" -- miniupnpd -d -f "$LAB_TMP/$r/miniupnpd.conf" \
+        -P "$LAB_TMP/$r/miniupnpd.pid"
+    local t0=$SECONDS
+    # keep traffic flowing so the dead path is noticed at the active pace
+    local vip_a; vip_a="$(p2p_field "$a" "$net" 'j["virtual_ip"]')"
+    lab_spawn "$b" "$b-ping" -- ping -i 0.2 -w "$FORGET_WAIT" "$vip_a"
+    rc=0; lab_wait_for 20 lab_not p2p_peer_is "$b" "$net" "$a" direct || rc=$?
+    check "FORGET: the path through the forgotten mapping stops being direct" "$rc"
+    rc=0; lab_wait_for "$FORGET_WAIT" p2p_peer_is "$b" "$net" "$a" direct || rc=$?
+    mx_note "  direct again $((SECONDS - t0)) s after the router forgot"
+    check "FORGET: direct again through a new mapping within $FORGET_WAIT s" "$rc"
+    P2P_TIMEOUT=10 p2p "$a" down --network "$net" >/dev/null 2>&1 || true
+    rc=0; grep -q "port mapping deleted" "$(lab_logfile "$a-up")" || rc=1
+    check "FORGET: down deletes the mapping (node log)" "$rc"
+    rc=0; lab_exec "$r" nft list chain inet filter prerouting_miniupnpd | grep -q dnat && rc=1
+    check "FORGET: no DNAT rule left on the router after down" "$rc"
+    P2P_TIMEOUT=5 p2p "$b" down --network "$net" >/dev/null 2>&1 || true
+    lab_stop "$a-up" TERM 3 >/dev/null 2>&1 || true
+    lab_stop "$b-up" TERM 3 >/dev/null 2>&1 || true
+    lab_remove "$a" "$b"
+}
+FORGET_WAIT="${FORGET_WAIT:-45}"
+if [[ ",$want," == *",FORGET,"* ]]; then forget_pair; fi
+
 echo
 mx_table | sed 's/^/# /'
 echo "netns-portmap: $PASSED passed, $FAILED failed in $((SECONDS - T0)) s"
