@@ -38,7 +38,23 @@ pub async fn search(gateway: Ipv4Addr) -> Result<Gateway> {
         ..SearchOptions::default()
     };
     let gw = blocking(SEARCH + Duration::from_secs(1), "UPnP search", move || {
-        igd_next::search_gateway(options).map_err(|e| anyhow!("{e}"))
+        igd_next::search_gateway(options).map_err(|e| match e {
+            // The socket's read timeout: nobody answered the M-SEARCH.
+            igd_next::SearchError::IoError(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                anyhow!("no answer to the SSDP search (UPnP off on the gateway?)")
+            }
+            igd_next::SearchError::IoError(io)
+                if io.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                anyhow!("the gateway refused the SSDP search (nothing listens on port 1900)")
+            }
+            e => anyhow!("{e}"),
+        })
     })
     .await?;
     if gw.addr.ip() != gateway {
