@@ -47,3 +47,64 @@ impl Node {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::keys::SecretKey;
+    use crate::core::node::{NodeConfig, PunchConfig};
+    use crate::core::portmap::MapProtocol;
+    use rand::SeedableRng;
+    use std::time::Duration;
+
+    fn node() -> Node {
+        let config = NodeConfig {
+            network: "t".into(),
+            secret: SecretKey::from_bytes([1; 32]),
+            server_key: SecretKey::from_bytes([2; 32]).public_key(),
+            servers: vec!["198.51.100.1:7400".parse().unwrap()],
+            tls_servers: Vec::new(),
+            punch: PunchConfig::default(),
+        };
+        Node::new(
+            config,
+            rand_chacha::ChaCha8Rng::seed_from_u64(1),
+            crate::test_now(),
+        )
+    }
+
+    #[test]
+    fn the_mapping_comes_right_after_lan_and_goes_when_lost() {
+        let mut n = node();
+        n.set_local_endpoints(vec!["192.168.1.10:51820".parse().unwrap()]);
+        let m = Mapping {
+            protocol: MapProtocol::NatPmp,
+            external: "11.0.0.2:60000".parse().unwrap(),
+            lifetime: Duration::from_secs(3600),
+        };
+        n.set_port_mapping(Some(m));
+        let c = n.own_candidates();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].technique, Technique::Lan);
+        assert_eq!(c[1].technique, Technique::PortMapping(MapProtocol::NatPmp));
+        assert_eq!(c[1].addr, m.external);
+        n.set_port_mapping(None);
+        assert_eq!(n.own_candidates().len(), 1);
+        assert_eq!(n.port_mapping(), None);
+    }
+
+    #[test]
+    fn a_lost_path_asks_for_a_remap_only_while_a_mapping_is_held() {
+        let mut n = node();
+        n.remap_wanted = true;
+        assert!(!n.take_remap_request(), "no mapping: nothing to renew");
+        n.set_port_mapping(Some(Mapping {
+            protocol: MapProtocol::Pcp,
+            external: "11.0.0.2:60000".parse().unwrap(),
+            lifetime: Duration::from_secs(3600),
+        }));
+        n.remap_wanted = true;
+        assert!(n.take_remap_request());
+        assert!(!n.take_remap_request(), "asked once per loss");
+    }
+}
