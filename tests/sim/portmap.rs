@@ -86,3 +86,63 @@ fn without_the_candidate_row_7_stays_off_direct() {
     let (_, details) = rnd_pair(true, false, 1);
     assert_eq!(details, [None, None]);
 }
+
+/// A mapping granted while the initiator waits out its backoff after failed attempts (UPnP
+/// answering late, a router that came back): the next attempt starts at once, not after the
+/// backoff (10 s and more by then).
+#[test]
+fn a_late_mapping_retries_at_once() {
+    let mut sim = Sim::new(7);
+    let na = sim.add_nat("RND", None);
+    let nb = sim.add_nat("RND", None);
+    let x = sim.add_node_at("xena", "10.1.0.2:51000", Some(na));
+    let y = sim.add_node_at("yuri", "10.2.0.2:51000", Some(nb));
+    // The initiator (lower key) gets the mapping, so it is the one whose backoff matters.
+    let (holder, nat, lan) = if sim.nodes[x].node.public_key() < sim.nodes[y].node.public_key() {
+        (x, na, "10.1.0.2:51000")
+    } else {
+        (y, nb, "10.2.0.2:51000")
+    };
+    // Wait for the second attempt, then for its end (an attempt lasts 10 s): the initiator
+    // then waits out a 10 s backoff.
+    let start = sim.now;
+    while sim.nodes[holder]
+        .node
+        .status(0)
+        .peers
+        .first()
+        .is_none_or(|p| p.punch.attempts < 2)
+    {
+        assert!(
+            sim.now.duration_since(start) < Duration::from_secs(60),
+            "no second attempt"
+        );
+        sim.advance(Duration::from_millis(250));
+    }
+    sim.advance(Duration::from_millis(10_500));
+    let s = sim.nodes[holder].node.status(0);
+    assert_eq!(s.peers[0].punch.attempts, 2, "still in the backoff");
+    assert_ne!(s.peers[0].path, Path::Direct);
+    let public = sim.net.nat(nat).public_ip();
+    sim.net
+        .nat_mut(nat)
+        .set_forward(MAPPED_PORT, Some(lan.parse().unwrap()));
+    sim.nodes[holder].node.set_port_mapping(Some(Mapping {
+        protocol: MapProtocol::Upnp,
+        external: SocketAddr::new(public.into(), MAPPED_PORT),
+        lifetime: Duration::from_secs(3600),
+    }));
+    let granted = sim.now;
+    while sim.now.duration_since(granted) < Duration::from_secs(4) {
+        sim.advance(Duration::from_millis(250));
+        let s = sim.nodes[holder].node.status(0);
+        if s.peers.first().map(|p| p.path) == Some(Path::Direct) {
+            return;
+        }
+    }
+    let s = sim.nodes[holder].node.status(0);
+    panic!(
+        "not direct within 4 s of the mapping: {:?}",
+        s.peers.first().map(|p| (&p.path, &p.punch))
+    );
+}

@@ -8,7 +8,8 @@ use crate::core::punch::{Candidate, Technique};
 
 impl Node {
     /// The gateway granted (`Some`) or lost (`None`) a mapping for the main socket. A change is
-    /// published at once; existing direct paths are kept, new attempts use it.
+    /// published at once; existing direct paths are kept; a peer without one whose next attempt
+    /// waits on a backoff is tried again now, with the mapping.
     pub fn set_port_mapping(&mut self, mapping: Option<Mapping>) {
         let candidate = mapping.map(|m| Candidate {
             addr: m.external,
@@ -19,6 +20,12 @@ impl Node {
         }
         self.port_mapping = candidate;
         self.publish_endpoints();
+        if candidate.is_some() {
+            let now = self.now_hint;
+            for peer in self.peers.iter_mut() {
+                peer.punch.retry_now(now);
+            }
+        }
     }
 
     pub fn port_mapping(&self) -> Option<Candidate> {

@@ -173,6 +173,16 @@ impl PeerPunch {
         }
     }
 
+    /// This side gained a candidate (a port mapping): an initiator waiting out its backoff
+    /// without a path tries again now instead of after the backoff.
+    pub fn retry_now(&mut self, now: Instant) {
+        if let Phase::Idle { next_attempt } = &mut self.phase {
+            if self.nominated.is_none() && *next_attempt > now {
+                *next_attempt = now;
+            }
+        }
+    }
+
     /// Builds the offer the node sends through the server, and starts probing if it answers.
     pub fn make_offer(&mut self, local: &LocalInfo, ctx: &mut Ctx) -> Option<PunchOffer> {
         let phase = std::mem::replace(
