@@ -494,14 +494,14 @@ fn fix_for(mine: &NatProfile, theirs: &NatProfile, listen_port: u16) -> String {
         return format!(
             "this host's NAT picks a random port for every destination: forward UDP port \
              {listen_port} on the router to this host (set `listen_port` in the network's config \
-             if it is 0), or enable UPnP/NAT-PMP on the router; meanwhile the relay carries the \
-             traffic"
+             if it is 0), or enable UPnP, NAT-PMP or PCP on the router (the node then asks it \
+             for a port by itself); meanwhile the relay carries the traffic"
         );
     }
     if unpredictable(theirs) {
         return "the peer's NAT picks a random port for every destination: forward the peer's \
-                UDP listen port on its router, or enable UPnP/NAT-PMP there; meanwhile the relay \
-                carries the traffic"
+                UDP listen port on its router, or enable UPnP, NAT-PMP or PCP there; meanwhile \
+                the relay carries the traffic"
             .into();
     }
     "punching should work for these NATs; it retries with backoff (see the last failure above), \
