@@ -29,7 +29,7 @@ done
 
 # package list (one place); systemd only for systemd-analyze, it does not become init
 demo_pkgs=(iproute2 iputils-ping python3 coreutils)
-test_pkgs=("${demo_pkgs[@]}" tcpdump nftables conntrack iperf3 xxd util-linux procps stun-client coturn)
+test_pkgs=("${demo_pkgs[@]}" tcpdump nftables conntrack iperf3 xxd util-linux procps stun-client coturn miniupnpd-nftables)
 ci_pkgs=("${test_pkgs[@]}" systemd adduser)
 case "$set_name" in
     demo) pkgs=("${demo_pkgs[@]}") ;;

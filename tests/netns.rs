@@ -161,6 +161,12 @@ lab_test!(
     "tests/netns/ipv6.sh"
 );
 lab_test!(
+    /// Row 12: a RND router with miniupnpd (UPnP IGD, PCP, NAT-PMP, each on its own) turns
+    /// RND-RND direct; a router refusing mappings leaves it relayed; netcheck names them.
+    netns_port_mapping_candidate,
+    "tests/netns/portmap.sh"
+);
+lab_test!(
     /// A 10-node mesh under churn for 2 minutes (the CI bound; `scripts/soak.sh --minutes 30`
     /// runs the long one): no RSS or fd growth, every pair pings at the end, counters
     /// consistent. The whole run, setup and end checks included, takes about 3.5 minutes.

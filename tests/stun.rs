@@ -152,6 +152,16 @@ fn netcheck_against_our_server_finds_open_internet() {
         "{text}"
     );
     assert!(text.contains("RFC 5780: yes"), "{text}");
+    // A server on loopback is not behind the default gateway: the gateway is not asked for a
+    // port mapping (and a test never talks to the host's real router).
+    assert_eq!(j["port_mapping"]["gateway"], serde_json::Value::Null, "{j}");
+    assert_eq!(j["port_mapping"]["upnp"], false, "{j}");
+    assert!(
+        text.contains(
+            "port mapping      not asked (the server is not reached through a default gateway)"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

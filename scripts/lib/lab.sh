@@ -811,6 +811,8 @@ lab_add_cgn_host() {
 #   NAME:PROFILE            NAME behind its own router NAME-nat with lab_nat PROFILE
 #   NAME:CGN+PROFILE        NAME behind NAME-nat (PROFILE) behind NAME-cgn (PRC)
 #   NAME:CGN=P2+PROFILE     the same with profile P2 on the CGN router
+#   NAME:UPNP_MODE          NAME behind a RND router running miniupnpd (MODE IGD, PCP,
+#                           PMP or DENY; scripts/lib/upnp.sh)
 #   NAME:PROFILE@ROUTER     NAME behind the shared router ROUTER (made with PROFILE by
 #                           the first host naming it; no hairpin unless PROFILE is HAIRPIN)
 # optionally followed by comma-separated options:
@@ -839,6 +841,7 @@ lab_build() {
                 [[ "$profile" == CGN=* ]] && { cgnp="${profile#CGN=}"; cgnp="${cgnp%%+*}"; }
                 lab_add_cgn_host "$name" "$homep" "$cgnp"
                 routers=("$name-nat" "$name-cgn") ;;
+            UPNP_*) lab_add_upnp_host "$name" "${profile#UPNP_}"; routers=("$name-nat") ;;
             *)
                 if [[ -n "$router" ]]; then
                     if [[ -z "${LAB_ROUTER_WAN[$router]:-}" ]]; then
@@ -936,3 +939,7 @@ lab_describe() {
             "${LAB_PUBLIC_IP[$h]}" "${LAB_ROUTER_OF[$h]:--}"
     done
 }
+
+# The UPNP router profile (miniupnpd in front of a RND NAT): scripts/lib/upnp.sh.
+# shellcheck source-path=SCRIPTDIR source=upnp.sh
+. "$(dirname "${BASH_SOURCE[0]}")/upnp.sh"

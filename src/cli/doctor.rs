@@ -274,6 +274,12 @@ fn check_node(r: &mut Report, s: &NodeStatus) {
     if let Some(nat) = &s.nat {
         r.note(&format!("this node's NAT: {}", nat.short()));
     }
+    if let Some(m) = &s.port_mapping {
+        r.note(&format!(
+            "the gateway forwards {} to this node ({})",
+            m.addr, m.technique
+        ));
+    }
 }
 
 /// Which interface the kernel really sends each peer's address to (as `ip route get` would):
@@ -357,7 +363,11 @@ fn explain_peer(r: &mut Report, s: &NodeStatus, p: &PeerStatus) {
         return;
     }
     r.say("  techniques for this pair (as the planner chooses them):".into());
-    for (technique, line) in techniques(&mine, &theirs) {
+    let mut rows = techniques(&mine, &theirs);
+    if let Some(t @ Technique::PortMapping(_)) = p.technique {
+        rows.push((t, "a gateway's port mapping, probed right after LAN".into()));
+    }
+    for (technique, line) in rows {
         let outcome = match (&p.path, p.technique) {
             (Path::Direct, Some(won)) if won == technique => "won",
             (Path::Direct, _) => "not needed",
@@ -484,14 +494,14 @@ fn fix_for(mine: &NatProfile, theirs: &NatProfile, listen_port: u16) -> String {
         return format!(
             "this host's NAT picks a random port for every destination: forward UDP port \
              {listen_port} on the router to this host (set `listen_port` in the network's config \
-             if it is 0), or enable UPnP/NAT-PMP on the router; meanwhile the relay carries the \
-             traffic"
+             if it is 0), or enable UPnP, NAT-PMP or PCP on the router (the node then asks it \
+             for a port by itself); meanwhile the relay carries the traffic"
         );
     }
     if unpredictable(theirs) {
         return "the peer's NAT picks a random port for every destination: forward the peer's \
-                UDP listen port on its router, or enable UPnP/NAT-PMP there; meanwhile the relay \
-                carries the traffic"
+                UDP listen port on its router, or enable UPnP, NAT-PMP or PCP there; meanwhile \
+                the relay carries the traffic"
             .into();
     }
     "punching should work for these NATs; it retries with backoff (see the last failure above), \

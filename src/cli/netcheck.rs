@@ -97,7 +97,12 @@ pub async fn run(
         samples,
         lifetime,
     };
-    let mut report = netcheck::run(opts, |line| eprintln!("netcheck: {line}")).await?;
+    // The gateway is asked in parallel: its answers take at most a few seconds.
+    let (report, mapping) = tokio::join!(
+        netcheck::run(opts, |line| eprintln!("netcheck: {line}")),
+        crate::io::portmap::probe(server.ip())
+    );
+    let mut report = report?;
     let no_answer = report.profile.udp_blocked;
     if no_answer {
         // Silence over UDP only means UDP is blocked if the server is there at all.
@@ -123,9 +128,13 @@ pub async fn run(
         });
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("port_mapping".into(), serde_json::to_value(mapping)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        print!("{}", report.render());
+        print!("{}{}", report.render(), mapping.render());
     }
     if no_answer {
         return Err(Exit {

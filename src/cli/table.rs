@@ -170,6 +170,9 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
         None => "(not measured yet)".to_string(),
     };
     let _ = writeln!(out, "nat     {nat}");
+    if let Some(m) = &s.port_mapping {
+        let _ = writeln!(out, "mapping {} ({})", m.addr, m.technique);
+    }
     let _ = writeln!(out);
     let mut rows = vec![[
         "PEER",
@@ -300,6 +303,7 @@ mod tests {
                 connected: false,
             },
             nat: None,
+            port_mapping: None,
             peers,
             drops: Default::default(),
             mtu: 0,

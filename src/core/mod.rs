@@ -11,6 +11,7 @@ pub mod nat;
 pub mod node;
 pub mod peers;
 pub mod pmtu;
+pub mod portmap;
 pub mod punch;
 pub mod relay;
 pub mod rendezvous;

@@ -13,6 +13,7 @@ pub mod listen;
 pub mod metrics;
 pub mod netcheck;
 pub mod node;
+pub mod portmap;
 pub mod progress;
 pub mod routes;
 pub mod server;

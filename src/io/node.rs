@@ -185,6 +185,13 @@ async fn run_until_stopped(
             "p2pvpn {network}: registering with the server at {server}"
         ));
     }
+    // Port mapping (io::portmap): the gateway's answers arrive on `map_rx`.
+    let (map_tx, mut map_rx) = mpsc::channel(4);
+    let mapper = d
+        .settings
+        .servers
+        .first()
+        .and_then(|s| super::portmap::PortMapper::spawn(s.ip(), udp_port, map_tx));
     let mut spinner = tokio::time::interval(Duration::from_millis(100));
     let mut stop = super::signals::Shutdown::new()?;
     let mut tun_buf = vec![0u8; MAX_DATAGRAM];
@@ -275,8 +282,20 @@ async fn run_until_stopped(
             _ = tokio::time::sleep_until(deadline) => {
                 d.node.handle_timeout(std::time::Instant::now());
             }
+            Some(mapping) = map_rx.recv() => {
+                super::portmap::announce(&network, d.node.port_mapping(), mapping);
+                d.node.set_port_mapping(mapping);
+            }
         }
         d.drain().await?;
+        if d.node.take_remap_request() {
+            if let Some(m) = &mapper {
+                m.remap();
+            }
+        }
+    }
+    if let Some(m) = mapper {
+        m.stop().await;
     }
     super::progress::done();
     super::service::stopping(&format!("p2pvpn {network}: stopping"));

@@ -13,6 +13,7 @@ mod net;
 mod net_tests;
 mod ping;
 mod pmtu;
+mod portmap;
 mod punch;
 mod rejoin;
 mod relay;

@@ -183,6 +183,12 @@ pub struct Nat {
     sequence: u32,
     /// No entry expires before this, so purging can be skipped until then.
     purge_due: Option<Instant>,
+    /// Port mappings a host asked for (UPnP/NAT-PMP/PCP): public port -> host. Whatever
+    /// arrives there goes to the host, whatever the filter (miniupnpd's DNAT).
+    forwards: BTreeMap<u16, SocketAddr>,
+    /// Conntrack entries such a forward created, (host, remote) -> public port: replies
+    /// leave from the forwarded port, not from a fresh mapping.
+    forward_flows: BTreeMap<(SocketAddr, SocketAddr), u16>,
 }
 
 impl Nat {
@@ -195,7 +201,20 @@ impl Nat {
             router_flows: BTreeMap::new(),
             sequence: 0,
             purge_due: None,
+            forwards: BTreeMap::new(),
+            forward_flows: BTreeMap::new(),
         }
+    }
+
+    /// Forwards `public_port` to `host` (a granted port mapping); `None` removes it, as a
+    /// router that forgets does.
+    pub fn set_forward(&mut self, public_port: u16, host: Option<SocketAddr>) {
+        match host {
+            Some(h) => self.forwards.insert(public_port, h),
+            None => self.forwards.remove(&public_port),
+        };
+        self.forward_flows
+            .retain(|_, p| *p != public_port || host.is_some());
     }
 
     pub fn config(&self) -> &NatConfig {
@@ -249,6 +268,9 @@ impl Nat {
         if self.config.drop_udp {
             return Err(NatDrop::UdpBlocked);
         }
+        if let Some(&port) = self.forward_flows.get(&(src, dst)) {
+            return Ok(SocketAddr::new(self.config.public_ip.into(), port));
+        }
         self.purge(now);
         let expires = now + self.config.timeout;
         let found = self.find_outbound(src, dst);
@@ -289,6 +311,10 @@ impl Nat {
         }
         if to.ip() != IpAddr::V4(self.config.public_ip) {
             return Err(NatDrop::NotOurAddress);
+        }
+        if let Some(&host) = self.forwards.get(&to.port()) {
+            self.forward_flows.insert((host, from), to.port());
+            return Ok(host);
         }
         self.purge(now);
         let expires = now + self.config.timeout;

@@ -18,6 +18,7 @@ macro_rules! punch_ctx {
 
 mod discovery;
 mod filter;
+mod mapping;
 mod pinging;
 mod pmtu;
 mod punching;
@@ -164,6 +165,9 @@ pub struct Node {
     relay_scratch: Vec<u8>,
     pings: pinging::Pings,
     pmtu: pmtu::PmtuState,
+    /// The gateway's mapping of the main socket, as a candidate (`mapping`).
+    port_mapping: Option<crate::core::punch::Candidate>,
+    remap_wanted: bool,
 }
 
 /// Where a WireGuard message came from.
@@ -216,6 +220,8 @@ impl Node {
             relay_scratch: vec![0u8; MAX_DATAGRAM],
             pings: pinging::Pings::default(),
             pmtu: pmtu::PmtuState::default(),
+            port_mapping: None,
+            remap_wanted: false,
         }
     }
 
@@ -244,12 +250,7 @@ impl Node {
 
     /// Tells the server our candidates (local, then server-reflexive) and NAT profile.
     fn publish_endpoints(&mut self) {
-        let addrs = self
-            .discovery
-            .candidates(&self.local_endpoints)
-            .into_iter()
-            .map(|c| c.addr)
-            .collect();
+        let addrs = self.own_candidates().into_iter().map(|c| c.addr).collect();
         self.control
             .set_endpoints(addrs, self.discovery.profile().cloned());
     }

@@ -17,7 +17,7 @@ impl Node {
     fn local_info(&mut self) -> LocalInfo {
         LocalInfo {
             profile: self.discovery.profile().cloned().unwrap_or_default(),
-            candidates: self.discovery.candidates(&self.local_endpoints),
+            candidates: self.own_candidates(),
             prediction: None,
             config: self.punch_config,
         }
@@ -169,6 +169,7 @@ impl Node {
                 self.maybe_initiate(key);
             }
             PunchEvent::Lost { addr } => {
+                self.remap_wanted = true;
                 if peer.endpoint == Some(addr) {
                     peer.endpoint = None;
                     peer.socket = SocketId::MAIN;

@@ -86,6 +86,9 @@ pub struct NodeStatus {
     /// This node's NAT, once measured.
     #[serde(default)]
     pub nat: Option<NatProfile>,
+    /// The public address the gateway forwards to this node (`core::portmap`), if any.
+    #[serde(default)]
+    pub port_mapping: Option<crate::core::punch::Candidate>,
     pub peers: Vec<PeerStatus>,
     pub drops: DropCounters,
     /// The TUN device's MTU (the largest inner packet, every path search's upper bound).
@@ -167,6 +170,7 @@ impl Node {
                 connected: self.control.is_registered(),
             },
             nat: self.discovery.profile().cloned(),
+            port_mapping: self.port_mapping,
             peers,
             drops: self.drops.clone(),
             mtu: self.tun_mtu(),

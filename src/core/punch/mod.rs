@@ -4,11 +4,13 @@
 //! alive (`session`).
 
 pub mod budget;
+pub mod mapped;
 pub mod plan;
 pub mod probe;
 pub mod session;
 
 use crate::core::nat::NatProfile;
+pub use crate::core::portmap::MapProtocol;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +31,9 @@ pub enum Technique {
     PortBlock,
     /// A random port of a symmetric NAT, hit by many-port (birthday) probing.
     Birthday,
+    /// A public port the peer's gateway forwards to it (UPnP IGD, NAT-PMP or PCP;
+    /// `core::portmap`). Strongest: a path through it needs no luck on either side.
+    PortMapping(MapProtocol),
 }
 
 impl Technique {
@@ -40,6 +45,9 @@ impl Technique {
             Technique::Predicted => 4,
             Technique::Birthday => 5,
             Technique::PortBlock => 6,
+            Technique::PortMapping(MapProtocol::Upnp) => 7,
+            Technique::PortMapping(MapProtocol::NatPmp) => 8,
+            Technique::PortMapping(MapProtocol::Pcp) => 9,
         }
     }
 
@@ -51,6 +59,9 @@ impl Technique {
             4 => Technique::Predicted,
             5 => Technique::Birthday,
             6 => Technique::PortBlock,
+            7 => Technique::PortMapping(MapProtocol::Upnp),
+            8 => Technique::PortMapping(MapProtocol::NatPmp),
+            9 => Technique::PortMapping(MapProtocol::Pcp),
             _ => return None,
         })
     }
@@ -63,6 +74,9 @@ impl Technique {
             Technique::Predicted => "predicted",
             Technique::PortBlock => "port block",
             Technique::Birthday => "birthday",
+            Technique::PortMapping(MapProtocol::Upnp) => "UPnP mapping",
+            Technique::PortMapping(MapProtocol::NatPmp) => "NAT-PMP mapping",
+            Technique::PortMapping(MapProtocol::Pcp) => "PCP mapping",
         }
     }
 }

@@ -155,16 +155,16 @@ fn describe(p: &NatProfile) -> String {
 
 pub fn plan(input: &PlanInput) -> Plan {
     let mut plan = Plan::default();
-    let basic: Vec<Target> = input
-        .their_candidates
-        .iter()
-        .filter(|c| matches!(c.technique, Technique::Lan))
-        .chain(
-            input
-                .their_candidates
-                .iter()
-                .filter(|c| !matches!(c.technique, Technique::Lan)),
-        )
+    // LAN first, then a port mapping (it works whatever either NAT does), then the rest.
+    let rank = |c: &&Candidate| match c.technique {
+        Technique::Lan => 0,
+        Technique::PortMapping(_) => 1,
+        _ => 2,
+    };
+    let mut ordered: Vec<&Candidate> = input.their_candidates.iter().collect();
+    ordered.sort_by_key(rank);
+    let basic: Vec<Target> = ordered
+        .into_iter()
         .map(|c| Target {
             addr: c.addr,
             technique: c.technique,

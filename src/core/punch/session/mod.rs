@@ -173,6 +173,16 @@ impl PeerPunch {
         }
     }
 
+    /// This side gained a candidate (a port mapping): an initiator waiting out its backoff
+    /// without a path tries again now instead of after the backoff.
+    pub fn retry_now(&mut self, now: Instant) {
+        if let Phase::Idle { next_attempt } = &mut self.phase {
+            if self.nominated.is_none() && *next_attempt > now {
+                *next_attempt = now;
+            }
+        }
+    }
+
     /// Builds the offer the node sends through the server, and starts probing if it answers.
     pub fn make_offer(&mut self, local: &LocalInfo, ctx: &mut Ctx) -> Option<PunchOffer> {
         let phase = std::mem::replace(
@@ -252,8 +262,8 @@ impl PeerPunch {
 
     fn start_attempt(&mut self, theirs: &PunchOffer, local: &LocalInfo, ctx: &mut Ctx) {
         let plan = plan(&PlanInput {
-            mine: &local.profile,
-            theirs: &theirs.nat,
+            mine: &super::mapped::effective(&local.profile, &local.candidates),
+            theirs: &super::mapped::effective(&theirs.nat, &theirs.candidates),
             their_candidates: &theirs.candidates,
             their_prediction: theirs.prediction,
             birthday: local.config.birthday,
