@@ -9,15 +9,20 @@ use p2pvpn::core::counters::DropReason;
 use p2pvpn::core::icmp::checksum;
 use p2pvpn::core::node::TunOutcome;
 use p2pvpn::core::peers::Path;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 /// IPv4 + UDP (28) + WireGuard data header and tag (32) below the 1300-byte path.
 const INNER_MAX: u16 = 1300 - 28 - 32;
 
 fn pair(seed: u64, alice_discovers: bool) -> (Sim, Ipv4Addr, Ipv4Addr) {
+    pair_on(seed, alice_discovers, 1300)
+}
+
+/// Alice and bob on a path of `path_mtu` bytes, each with its path MTU to the other found.
+fn pair_on(seed: u64, alice_discovers: bool, path_mtu: usize) -> (Sim, Ipv4Addr, Ipv4Addr) {
     let mut sim = Sim::new(seed);
-    sim.net.set_mtu(Some(1300));
+    sim.net.set_mtu(Some(path_mtu));
     let na = sim.add_nat("PRC", None);
     let nb = sim.add_nat("PRC", None);
     sim.add_node_at("alice", "10.1.0.2:51000", Some(na));
@@ -195,4 +200,157 @@ fn a_path_that_shrinks_is_noticed_from_the_silence_after_large_packets() {
     assert!(sim.send_from_tun(0, &fits));
     sim.advance(Duration::from_millis(100));
     assert_eq!(sim.nodes[1].tun_out.last().map(Vec::len), Some(fits.len()));
+}
+
+// ---- IPv6 inside the tunnel ------------------------------------------------------------------
+
+/// Alice's and bob's overlay IPv6 addresses.
+fn addresses6(sim: &Sim) -> (Ipv6Addr, Ipv6Addr) {
+    let a = sim.nodes[0].node.status(0);
+    let a6 = a.ipv6.expect("alice has IPv6").addr();
+    let b6 = a.peers[0].ipv6.expect("alice knows bob's IPv6");
+    (a6, b6)
+}
+
+/// An IPv6 packet of `len` bytes carrying UDP (payload left zero).
+fn udp6_packet(src: Ipv6Addr, dst: Ipv6Addr, len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+    p[6] = 17;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src.octets());
+    p[24..40].copy_from_slice(&dst.octets());
+    p
+}
+
+/// The RFC 1071 sum over the IPv6 pseudo-header (RFC 8200 §8.1) and the upper-layer bytes
+/// after the fixed header; 0 when the checksum in them verifies.
+fn sum6(p: &[u8], next: u8) -> u16 {
+    let mut b = p[8..40].to_vec();
+    b.extend_from_slice(&((p.len() - 40) as u32).to_be_bytes());
+    b.extend_from_slice(&[0, 0, 0, next]);
+    b.extend_from_slice(&p[40..]);
+    checksum(&b)
+}
+
+/// A TCP/IPv6 SYN advertising `mss`, with a valid checksum.
+fn syn6(src: Ipv6Addr, dst: Ipv6Addr, mss: u16) -> Vec<u8> {
+    let mut p = udp6_packet(src, dst, 40 + 24);
+    p[6] = 6;
+    let t = &mut p[40..];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&22u16.to_be_bytes());
+    t[12] = 6 << 4;
+    t[13] = 0x02;
+    t[14..16].copy_from_slice(&64800u16.to_be_bytes());
+    t[20..24].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
+    let sum = sum6(&p, 6);
+    p[56..58].copy_from_slice(&sum.to_be_bytes());
+    p
+}
+
+fn mss6_of(p: &[u8]) -> u16 {
+    assert_eq!(p[6], 6, "a TCP/IPv6 segment");
+    assert_eq!(sum6(p, 6), 0, "TCP checksum after clamping");
+    u16::from_be_bytes([p[62], p[63]])
+}
+
+/// What alice's node does with `packet` from her TUN device, as the ICMPv6 answer it gives.
+fn answer6(sim: &mut Sim, packet: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 70000];
+    let now = sim.now;
+    match sim.nodes[0].node.handle_tun_packet(packet, now, &mut out) {
+        TunOutcome::Reply(icmp) => icmp.to_vec(),
+        TunOutcome::Send { datagram, .. } => panic!(
+            "expected packet too big, got a {}-byte datagram",
+            datagram.len()
+        ),
+        other => panic!("expected packet too big, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_oversized_ipv6_packet_is_answered_with_packet_too_big_and_ipv6_syns_are_clamped() {
+    // 1400 bytes on the path: about 1340 inside, above IPv6's 1280 minimum.
+    let (mut sim, _, _) = pair_on(74, true, 1400);
+    let (alice, bob) = addresses6(&sim);
+    let m = sim.nodes[0].node.status(0).peers[0]
+        .path_mtu
+        .expect("alice knows the path MTU to bob");
+    let mb = sim.nodes[1].node.status(0).peers[0]
+        .path_mtu
+        .expect("bob knows the path MTU to alice");
+    assert!((1400 - 60 - 8..=1400 - 60).contains(&m), "alice: {m}");
+
+    // One byte over: answered from the TUN side, nothing sent into the black hole.
+    let lost_before = sim.net.stats().too_big;
+    let big = udp6_packet(alice, bob, usize::from(m) + 1);
+    let icmp = answer6(&mut sim, &big);
+    assert_eq!(
+        icmp.len(),
+        1280,
+        "as much of the packet as fits in 1280 bytes"
+    );
+    assert_eq!((icmp[6], icmp[40], icmp[41]), (58, 2, 0), "packet too big");
+    assert_eq!(
+        u32::from_be_bytes([icmp[44], icmp[45], icmp[46], icmp[47]]),
+        u32::from(m),
+        "naming the path MTU"
+    );
+    assert_eq!(
+        (&icmp[8..24], &icmp[24..40]),
+        (&bob.octets()[..], &alice.octets()[..])
+    );
+    assert_eq!(sum6(&icmp, 58), 0, "ICMPv6 checksum");
+    assert_eq!(&icmp[48..], &big[..1232], "the invoking packet quoted");
+    assert_eq!(sim.nodes[0].node.drops().get(DropReason::TooBig), 1);
+
+    // An ICMPv6 error is never answered with another, however large.
+    let mut error = udp6_packet(alice, bob, 1400);
+    error[6] = 58;
+    error[40] = 1;
+    assert!(!sim.send_from_tun(0, &error));
+    assert_eq!(sim.nodes[0].node.drops().get(DropReason::TooBig), 2);
+
+    // Exactly the path MTU goes through.
+    let fits = udp6_packet(alice, bob, usize::from(m));
+    assert!(sim.send_from_tun(0, &fits));
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(sim.nodes[1].tun_out.last(), Some(&fits));
+    assert_eq!(sim.net.stats().too_big, lost_before, "nothing was lost");
+
+    // SYNs both ways leave with an MSS of the path MTU less 60.
+    assert!(sim.send_from_tun(0, &syn6(alice, bob, 1440)));
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(mss6_of(sim.nodes[1].tun_out.last().unwrap()), m - 60);
+    assert!(sim.send_from_tun(1, &syn6(bob, alice, 1440)));
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(mss6_of(sim.nodes[0].tun_out.last().unwrap()), mb - 60);
+}
+
+#[test]
+fn below_1280_ipv6_is_told_1280_and_tcp_still_fits_through_the_mss() {
+    // 1300 bytes on the path: about 1240 inside, below what any IPv6 host will go down to.
+    let (mut sim, _, _) = pair(75, true);
+    let (alice, bob) = addresses6(&sim);
+    let m = sim.nodes[0].node.status(0).peers[0]
+        .path_mtu
+        .expect("searched");
+    assert!(m < 1280, "{m}");
+    let icmp = answer6(&mut sim, &udp6_packet(alice, bob, 1281));
+    assert_eq!(
+        u32::from_be_bytes([icmp[44], icmp[45], icmp[46], icmp[47]]),
+        1280,
+        "no host takes less (RFC 8200 §5)"
+    );
+    // 1280 bytes are sent (and lost on this path: the documented limit).
+    let lost_before = sim.net.stats().too_big;
+    assert!(sim.send_from_tun(0, &udp6_packet(alice, bob, 1280)));
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(sim.net.stats().too_big, lost_before + 1);
+    // TCP's segments fit the real path.
+    assert!(sim.send_from_tun(0, &syn6(alice, bob, 1440)));
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(mss6_of(sim.nodes[1].tun_out.last().unwrap()), m - 60);
 }

@@ -4,18 +4,22 @@
 //! than the peer's confirmed path MTU is answered with ICMP "fragmentation needed" (or dropped
 //! and counted without DF), and TCP SYNs both ways get their MSS clamped to fit. A peer whose
 //! path MTU is not known yet (search not started, or echo requests unanswered) is not gated.
+//! IPv6 packets pass the same gate: their destination /128 names the peer (the peers table maps
+//! it), the answer is ICMPv6 "packet too big" (`ptb6`), and SYNs get an MSS for 60 bytes of
+//! headers instead of 40.
 
 use super::{Node, Route, TunOutcome, MAX_DATAGRAM};
 use crate::core::counters::DropReason;
 use crate::core::keys::PublicKey;
-use crate::core::pmtu::mss::{self, TCP_IPV4_HEADERS};
+use crate::core::pmtu::mss;
 use crate::core::pmtu::probe;
 use crate::core::pmtu::ptb::{self, TooBig};
+use crate::core::pmtu::ptb6::{self, IPV6_MIN_MTU};
 use crate::core::pmtu::search::{Phase, Probe, Search, BASE_PLPMTU};
 use crate::core::pmtu::FALLBACK_TUN_MTU;
 use crate::core::transmit::Transmit;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 /// Large packets sent and nothing heard from the peer for this long: a black-hole symptom
@@ -230,29 +234,58 @@ impl Node {
     }
 
     /// The size gate for a TUN packet: the few byte reads every packet pays, a lookup for
-    /// IPv4 ones, and work only for the oversized and for SYNs.
+    /// IPv4 ones (two more for IPv6: the /128 to the peer, the peer to its IPv4 key), and work
+    /// only for the oversized and for SYNs.
     fn pmtu_gate(&mut self, packet: &[u8], now: Instant) -> Gate {
-        let (Some(&first), Some(dst)) = (packet.first(), packet.get(16..20)) else {
+        let Some(&first) = packet.first() else {
             return Gate::Pass;
         };
-        if first >> 4 != 4 {
-            return Gate::Pass;
-        }
-        let dst = Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]);
-        let Some(entry) = self.pmtu.peers.get_mut(&dst) else {
+        let (key, ipv6) = match first >> 4 {
+            4 => match packet.get(16..20) {
+                Some(d) => (Ipv4Addr::new(d[0], d[1], d[2], d[3]), false),
+                None => return Gate::Pass,
+            },
+            6 => {
+                let Some(d) = packet
+                    .get(24..40)
+                    .and_then(|d| <[u8; 16]>::try_from(d).ok())
+                else {
+                    return Gate::Pass;
+                };
+                // The path MTU state is keyed by the peer's IPv4 overlay address.
+                let peer = self
+                    .peers
+                    .by_addr(IpAddr::V6(Ipv6Addr::from(d)))
+                    .and_then(|k| self.peers.get(&k));
+                match peer {
+                    Some(p) => (p.virtual_ip, true),
+                    None => return Gate::Pass,
+                }
+            }
+            _ => return Gate::Pass,
+        };
+        let Some(entry) = self.pmtu.peers.get_mut(&key) else {
             return Gate::Pass;
         };
         let Some(mtu) = entry.search.mtu() else {
             return Gate::Pass;
         };
-        if packet.len() > usize::from(mtu) {
-            return Gate::TooBig(mtu);
+        // No host lowers its IPv6 path MTU below 1280 (RFC 8200 §5, RFC 8201 §4; RFC 8021
+        // retired the atomic fragments that once answered a smaller "packet too big"), but the
+        // search may settle lower (its floor is IPv4's 576). On such a path IPv6 packets up to
+        // 1280 bytes are still sent, and those larger than the path vanish in it (the underlay
+        // never fragments them); larger ones are answered naming 1280. TCP still fits, because
+        // the SYN clamp below uses the real path MTU: only large non-TCP IPv6 packets (a
+        // 1280-byte QUIC datagram, say) are lost on a path that small.
+        let limit = if ipv6 { mtu.max(IPV6_MIN_MTU) } else { mtu };
+        if packet.len() > usize::from(limit) {
+            return Gate::TooBig(limit);
         }
         if packet.len() > usize::from(BASE_PLPMTU) {
             entry.last_big_tx = Some(now);
         }
         if mss::tcp_syn_offset(packet).is_some() {
-            return Gate::ClampSyn(mtu.saturating_sub(TCP_IPV4_HEADERS));
+            return Gate::ClampSyn(mss::max_mss(packet, mtu));
         }
         Gate::Pass
     }
@@ -266,7 +299,7 @@ impl Node {
     ) -> TunOutcome<'a> {
         match self.pmtu_gate(packet, now) {
             Gate::Pass => self.route_tun_packet(packet, out),
-            Gate::TooBig(mtu) => match ptb::fragmentation_needed(packet, mtu, out) {
+            Gate::TooBig(mtu) => match too_big(packet, mtu, out) {
                 TooBig::Answer(n) => {
                     // The packet itself is dropped; the sender hears why.
                     self.drops.bump(DropReason::TooBig);
@@ -292,11 +325,21 @@ impl Node {
         }
     }
 
-    /// Clamps the MSS of a SYN the peer at `from` sent us (in place, before the TUN device
-    /// sees it), so our side's replies fit the path too.
+    /// Clamps the MSS of a SYN (IPv4 or IPv6) the peer at `from` sent us (in place, before the
+    /// TUN device sees it), so our side's replies fit the path too.
     pub(super) fn clamp_received_syn(&self, packet: &mut [u8], from: Ipv4Addr) {
         if let Some(mtu) = self.pmtu.peers.get(&from).and_then(|p| p.search.mtu()) {
-            mss::clamp_mss(packet, mtu.saturating_sub(TCP_IPV4_HEADERS));
+            let max = mss::max_mss(packet, mtu);
+            mss::clamp_mss(packet, max);
         }
+    }
+}
+
+/// The ICMP answer for an oversized packet of either family: "fragmentation needed" for IPv4,
+/// "packet too big" for IPv6 (the gate only lets these two through as too big).
+fn too_big(packet: &[u8], mtu: u16, out: &mut [u8]) -> TooBig {
+    match packet.first().map(|b| b >> 4) {
+        Some(6) => ptb6::packet_too_big(packet, mtu, out),
+        _ => ptb::fragmentation_needed(packet, mtu, out),
     }
 }

@@ -1,11 +1,12 @@
 //! Packet sizes on every path (issue 11): the TUN MTU from the underlay's route MTU, a per-peer
 //! path MTU search (RFC 8899 DPLPMTUD, `search`) with padded authenticated probes (`probe`),
-//! ICMP "fragmentation needed" for inner packets the path cannot carry (`ptb`), and TCP MSS
-//! clamping on SYNs (`mss`). Sans-IO: the node composes these in `core::node::pmtu`.
+//! ICMP "fragmentation needed" and ICMPv6 "packet too big" for inner packets the path cannot
+//! carry (`ptb`, `ptb6`), and TCP MSS clamping on SYNs of both families (`mss`). Sans-IO: the node composes these in `core::node::pmtu`.
 
 pub mod mss;
 pub mod probe;
 pub mod ptb;
+pub mod ptb6;
 pub mod search;
 
 /// WireGuard's data message: 16 bytes of header and a 16-byte tag (whitepaper §5.4.6), plus 16

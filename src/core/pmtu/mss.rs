@@ -2,8 +2,12 @@
 //! opened through the tunnel never agrees on segments larger than the peer's path carries, even
 //! when ICMP is filtered on the hosts. The checksum is updated incrementally (RFC 1624 eqn. 3)
 //! over the 16-bit words the change touches, so no pass over the payload and no allocation.
+//! The same holds for IPv6: the TCP header sits right after the fixed IPv6 header when the next
+//! header is TCP, and the pseudo-header (RFC 8200 §8.1) does not change when the MSS does. A SYN
+//! behind IPv6 extension headers is left alone (none of the stacks we carry sends one so).
 
 const IPV4_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
 const TCP_HEADER: usize = 20;
 const PROTO_TCP: u8 = 6;
 const SYN: u8 = 0x02;
@@ -12,11 +16,33 @@ const OPT_NOP: u8 = 1;
 const OPT_MSS: u8 = 2;
 /// IPv4 (20) and TCP (20) headers: the MSS is the MTU minus these (RFC 879, RFC 6691).
 pub const TCP_IPV4_HEADERS: u16 = 40;
+/// IPv6 (40) and TCP (20) headers (RFC 8200 §8.3: the MSS is the path MTU minus 60).
+pub const TCP_IPV6_HEADERS: u16 = 60;
 
-/// Where the TCP header starts, if `packet` is an unfragmented IPv4 TCP segment with SYN set.
-/// Cheap enough for every packet: a few byte reads.
+/// The largest MSS a SYN in `packet` may announce on a path of `path_mtu` bytes: the path MTU
+/// less the IP and TCP headers of the packet's family. For IPv6 this holds below 1280 too:
+/// hosts never lower their IPv6 path MTU under 1280 (RFC 8200 §5), but they do honour a small
+/// MSS, so on such a path the clamp is what keeps TCP over IPv6 flowing.
+pub fn max_mss(packet: &[u8], path_mtu: u16) -> u16 {
+    let headers = match packet.first().map(|b| b >> 4) {
+        Some(6) => TCP_IPV6_HEADERS,
+        _ => TCP_IPV4_HEADERS,
+    };
+    path_mtu.saturating_sub(headers)
+}
+
+/// Where the TCP header starts, if `packet` is an unfragmented IPv4 TCP segment or an IPv6
+/// packet whose next header is TCP, with SYN set. Cheap enough for every packet: a few byte
+/// reads.
 pub fn tcp_syn_offset(packet: &[u8]) -> Option<usize> {
     let first = *packet.first()?;
+    if first >> 4 == 6 {
+        // Next header TCP directly: no extension headers, so no fragment header either.
+        let tcp = packet.get(6) == Some(&PROTO_TCP);
+        let syn = packet.get(IPV6_HEADER + 13).is_some_and(|f| f & SYN != 0);
+        let whole = packet.len() >= IPV6_HEADER + TCP_HEADER;
+        return (tcp && syn && whole).then_some(IPV6_HEADER);
+    }
     let ihl = usize::from(first & 0x0f) * 4;
     if first >> 4 != 4 || ihl < IPV4_HEADER || packet.len() < ihl + TCP_HEADER {
         return None;
@@ -105,3 +131,7 @@ fn word(b: &[u8], i: usize) -> u16 {
 #[cfg(test)]
 #[path = "mss_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "mss6_tests.rs"]
+mod tests6;
