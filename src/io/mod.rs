@@ -26,8 +26,8 @@ pub mod state_lock;
 pub mod stream;
 pub mod tls;
 pub mod tun;
-pub mod underlay_mtu;
 mod tun_ipv6;
+pub mod underlay_mtu;
 
 /// Seconds since the Unix epoch, for token expiry and handshake timestamps.
 pub fn unix_now() -> u64 {
