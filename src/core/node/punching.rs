@@ -16,7 +16,7 @@ use std::time::Instant;
 impl Node {
     fn local_info(&mut self) -> LocalInfo {
         LocalInfo {
-            profile: self.discovery.profile().cloned().unwrap_or_default(),
+            profile: self.discovery.offer_profile().unwrap_or_default(),
             candidates: self.discovery.candidates(&self.local_endpoints),
             prediction: None,
             config: self.punch_config,
@@ -62,10 +62,19 @@ impl Node {
         };
         let mut ctx = punch_ctx!(self, now);
         if let Some(offer) = peer.punch.make_offer(&local, &mut ctx) {
+            if !offer.answer && offer.prediction.is_none() {
+                // Open our own NAT's mapping toward the peer before it can know to probe us, so
+                // its first probe never finds our router without one (order independence; see
+                // PeerPunch::prime_before_offer).
+                let endpoints = peer.candidates.clone();
+                peer.punch
+                    .prime_before_offer(&endpoints, self.punch_config.priming_ttl, &mut ctx);
+            }
             let line = if offer.answer {
                 format!("peer {}: punching (answering its offer)", peer.name)
             } else {
-                format!("peer {}: punching (attempt {})", peer.name, offer.attempt)
+                let n = crate::core::punch::session::attempt_label(offer.attempt);
+                format!("peer {}: punching (attempt {n})", peer.name)
             };
             tracing::debug!(
                 peer = peer.name,
@@ -141,13 +150,20 @@ impl Node {
 
     /// Reports discovery progress and publishes a newly measured profile.
     pub(super) fn after_discovery(&mut self) {
-        let mut changed = false;
+        let mut changed = self.discovery.take_provisional_news();
         while let Some(line) = self.discovery.progress.pop_front() {
             changed |= line.starts_with("NAT:") || line.starts_with("public address moved");
             self.events.push_back(NodeEvent::Progress(line));
         }
         if changed {
             self.publish_endpoints();
+        }
+        if self.discovery.take_replan_news() {
+            // Attempts made on the provisional profile assumed a cone; a symmetric NAT needs
+            // its prediction window, port block or birthday sockets (core::punch::plan).
+            for peer in self.peers.iter_mut() {
+                peer.punch.request_replan();
+            }
         }
     }
 

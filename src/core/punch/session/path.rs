@@ -129,6 +129,9 @@ impl PeerPunch {
             if socket != SocketId::MAIN {
                 ctx.sockets.close(socket);
             }
+            for s in self.kept.drain(..) {
+                ctx.sockets.close(s);
+            }
             self.pending.clear();
             // Punch again after a pause; a path that keeps dying waits longer each time.
             if lived < FLAP_WINDOW {
