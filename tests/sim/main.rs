@@ -15,6 +15,7 @@ mod ping;
 mod punch;
 mod rejoin;
 mod relay;
+mod roam;
 mod status;
 
 use harness::{ping_packet, DatagramOutcomeKind, Sim};

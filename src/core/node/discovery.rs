@@ -226,6 +226,15 @@ impl Discovery {
         out
     }
 
+    /// Sends the STUN keepalive now rather than when due: a path just died or a peer is about
+    /// to punch, and our NAT may have forgotten the mapping toward the server, which the relay
+    /// and the server-reflexive candidate both ride on (and which may have moved).
+    pub fn keepalive_now(&mut self, now: Instant) {
+        if self.netcheck.is_none() {
+            self.next_keepalive = self.next_keepalive.min(now);
+        }
+    }
+
     /// Whether `ready_for_offer` would do something now: say yes, or start the fresh port
     /// measurement a sequential NAT needs. False while the profile is unknown or a measurement
     /// is under way (its own deadline wakes the node).

@@ -99,6 +99,9 @@ impl Node {
         peer.punch.set_vouched(&peer.candidates);
         let mut ctx = punch_ctx!(self, now);
         peer.punch.handle_offer(offer, &local, &mut ctx);
+        // The peer may be punching because our NAT forgot its mappings: renew ours toward the
+        // server, which the relay rides on, right away.
+        self.discovery.keepalive_now(now);
         self.offer_if_wanted(&from, now);
     }
 
@@ -164,6 +167,11 @@ impl Node {
             for peer in self.peers.iter_mut() {
                 peer.punch.request_replan();
             }
+            // Offer now rather than at the next timer tick.
+            let keys: Vec<PublicKey> = self.peers.iter().map(|p| p.key).collect();
+            for key in keys {
+                self.offer_if_wanted(&key, self.now_hint);
+            }
         }
     }
 
@@ -185,6 +193,7 @@ impl Node {
                 self.maybe_initiate(key);
             }
             PunchEvent::Lost { addr } => {
+                self.discovery.keepalive_now(self.now_hint);
                 if peer.endpoint == Some(addr) {
                     peer.endpoint = None;
                     peer.socket = SocketId::MAIN;

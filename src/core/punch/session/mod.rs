@@ -60,6 +60,9 @@ const ACTIVE_WINDOW: Duration = Duration::from_secs(5);
 /// (hysteresis: a flapping path does not bounce traffic back and forth).
 const FLAP_WINDOW: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+/// A path that lived this long before it died is punched again at once (unless another died
+/// within [`FLAP_WINDOW`]).
+const STABLE_PATH: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
 /// Bounds on state a flood of probes could grow.
 const MAX_PENDING: usize = 16_384;
@@ -159,6 +162,8 @@ pub struct PeerPunch {
     /// peer may have nominated one (each side nominates its own first answered probe, and with
     /// many birthday sockets those can differ). Closed with the path.
     kept: Vec<SocketId>,
+    /// When the last nominated path died.
+    last_lost: Option<Instant>,
 }
 
 impl PeerPunch {
@@ -184,6 +189,7 @@ impl PeerPunch {
             budget: ProbeBudget::default(),
             replan: false,
             kept: Vec::new(),
+            last_lost: None,
         }
     }
 
