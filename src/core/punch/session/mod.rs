@@ -809,4 +809,6 @@ impl PeerPunch {
 }
 
 #[cfg(test)]
+mod replan_tests;
+#[cfg(test)]
 mod tests;
