@@ -259,6 +259,8 @@ for r in rows[1:]:
 }
 
 # mx_summary [--markdown] : aggregate MX_RESULTS per pair (row, A, B) over repeated runs.
+# "nodes ms" is the later of the two nodes' own time_to_direct_ms (status: from learning of the
+# peer to a verified path, so without process start and registration).
 # "ms to direct" is measured from `up` of the first host (both are started one after the other)
 # by polling status every 0.1 s, so it is an upper bound with about that resolution plus the
 # cost of two status calls.
@@ -276,13 +278,16 @@ for line in sys.stdin:
     key = (f[0], f[1], f[2], f[3])
     if key not in agg:
         order.append(key)
-        agg[key] = {"runs": 0, "ok": 0, "direct": 0, "ms": [], "tech": {}}
+        agg[key] = {"runs": 0, "ok": 0, "direct": 0, "ms": [], "ttd": [], "tech": {}}
     a = agg[key]
     a["runs"] += 1
     a["ok"] += f[9] == "pass"
     if f[5] != "-":
         a["direct"] += 1
         a["ms"].append(int(f[5]))
+        ttd = [int(x) for x in f[6].split("/") if x.isdigit()]
+        if len(ttd) == 2:
+            a["ttd"].append(max(ttd))
     t = f[8].split(" / ")[0].split(",")[0] if f[5] != "-" else ""
     if t and t != "-":
         a["tech"][t] = a["tech"].get(t, 0) + 1
@@ -290,13 +295,15 @@ def median(v):
     v = sorted(v)
     n = len(v)
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) // 2
-head = ["row", "A", "B", "expected", "runs", "as expected", "direct", "ms to direct median", "worst", "technique A->B (runs)"]
+head = ["row", "A", "B", "expected", "runs", "as expected", "direct", "ms to direct median", "worst",
+        "nodes ms median", "worst", "technique A->B (runs)"]
 rows = []
 for key in order:
     a = agg[key]
     ms = a["ms"]
     rows.append(list(key) + [str(a["runs"]), "%d/%d (%d%%)" % (a["ok"], a["runs"], round(100 * a["ok"] / a["runs"])),
         "%d/%d" % (a["direct"], a["runs"]), str(median(ms)) if ms else "-", str(max(ms)) if ms else "-",
+        str(median(a["ttd"])) if a["ttd"] else "-", str(max(a["ttd"])) if a["ttd"] else "-",
         ", ".join("%s (%d)" % kv for kv in sorted(a["tech"].items(), key=lambda kv: -kv[1])) or "-"])
 if md:
     print("| " + " | ".join(head) + " |")
