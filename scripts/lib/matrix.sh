@@ -288,7 +288,10 @@ for line in sys.stdin:
         ttd = [int(x) for x in f[6].split("/") if x.isdigit()]
         if len(ttd) == 2:
             a["ttd"].append(max(ttd))
-    t = f[8].split(" / ")[0].split(",")[0] if f[5] != "-" else ""
+    # "direct (birthday, 470 probes)" counts as "direct (birthday)"
+    t = f[8].split(" / ")[0] if f[5] != "-" else ""
+    if "," in t:
+        t = t.split(",")[0] + ")"
     if t and t != "-":
         a["tech"][t] = a["tech"].get(t, 0) + 1
 def median(v):
