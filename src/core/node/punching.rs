@@ -187,10 +187,19 @@ impl Node {
             } => {
                 peer.endpoint = Some(addr);
                 peer.socket = socket;
-                let wait = if self.public < *key { 1 } else { 2 };
+                let lower = self.public < *key;
+                let wait = if lower { 1 } else { 2 };
                 peer.handshake_retry = Some(self.now_hint + super::HANDSHAKE_RETRY * wait);
                 announce_switch(peer, &detail, addr, &mut self.events);
-                self.maybe_initiate(key);
+                if lower && !peer.session_fresh() {
+                    // Punching can win before the relay has carried a handshake (its binding
+                    // may not exist yet, and an initiation sent through it may be lost): the
+                    // lower key starts one over the new path now instead of at the retry.
+                    let route = super::Route::Direct { socket, dst: addr };
+                    if let Some(init) = peer.tunnel.initiate(&mut self.scratch, true) {
+                        super::relaying::send(route, init, &mut self.transmits, &mut self.control);
+                    }
+                }
             }
             PunchEvent::Lost { addr } => {
                 self.discovery.keepalive_now(self.now_hint);
