@@ -6,7 +6,9 @@
 #     <!-- nat-matrix:end -->
 # together with the command, date and machine that produced it.
 #
-# Usage (as root):  scripts/nat-matrix.sh [--rows 1,3,7] [--markdown FILE] [--timeout S]
+# Usage (as root):  scripts/nat-matrix.sh [--rows 1,3,7] [--runs N] [--markdown FILE] [--timeout S]
+#   --runs N          run every pair N times (fresh hosts and routers each time) and report per
+#                     pair the success rate and time to direct (median and worst); default 1
 #   P2PVPN_BIN=path   binary to use (default target/release/p2pvpn)
 #   LAB_KEEP=1        keep the temp dir (logs, state)
 # Exit status: 0 if every pair met its expectation, 1 otherwise, 2 on a usage/setup error.
@@ -16,11 +18,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ARGS=("$@")
 ROWS=""
 MD=""
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+RUNS=1
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case "$1" in
         --rows) ROWS="${2:?--rows needs a list}"; shift 2 ;;
         --rows=*) ROWS="${1#--rows=}"; shift ;;
+        --runs) RUNS="${2:?--runs needs a count}"; shift 2 ;;
+        --runs=*) RUNS="${1#--runs=}"; shift ;;
         --markdown) MD="${2:?--markdown needs a file}"; shift 2 ;;
         --markdown=*) MD="${1#--markdown=}"; shift ;;
         --timeout) MX_TIMEOUT="${2:?--timeout needs seconds}"; shift 2 ;;
@@ -28,6 +33,7 @@ while (($#)); do
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
+[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || { echo "--runs needs a positive count, not '$RUNS'" >&2; exit 2; }
 if [[ -n "$MD" ]]; then
     MD="$(realpath -- "$MD")"
     [[ -f "$MD" ]] || { echo "no such file: $MD" >&2; exit 2; }
@@ -52,15 +58,23 @@ progress() { printf '%s %s\n' "$([[ $2 -eq 0 ]] && echo PASS || echo FAIL)" "$1"
 T0=$SECONDS
 lab_init
 mx_select_rows "$ROWS"
-mx_note "binary $P2P_BIN, ${#MX_PAIRS[@]} pairs, timeout ${MX_TIMEOUT} s"
+# Pair indexes name namespaces, networks and the 10.99.IDX.0/24 overlay: they must stay unique.
+if ((${#MX_PAIRS[@]} * RUNS > 250)); then
+    echo "--runs $RUNS x ${#MX_PAIRS[@]} pairs is more than 250 pair runs; pick fewer rows or runs" >&2; exit 2
+fi
+mx_note "binary $P2P_BIN, ${#MX_PAIRS[@]} pairs x $RUNS runs, timeout ${MX_TIMEOUT} s"
 mx_setup || exit 2
 rc=0
-mx_run_all progress || rc=$?
+for ((run = 1; run <= RUNS; run++)); do
+    ((RUNS == 1)) || mx_note "run $run of $RUNS"
+    MX_IDX_BASE=$(((run - 1) * ${#MX_PAIRS[@]}))
+    mx_run_all progress || rc=$?
+done
 ELAPSED=$((SECONDS - T0))
 echo
-mx_table
+if ((RUNS == 1)); then mx_table; else mx_summary; fi
 echo
-echo "$(grep -c $'\tpass\t' < <(printf '%s\n' "${MX_RESULTS[@]}") || true) of ${#MX_PAIRS[@]} pairs as expected, ${ELAPSED} s"
+echo "$(grep -c $'\tpass\t' < <(printf '%s\n' "${MX_RESULTS[@]}") || true) of $((${#MX_PAIRS[@]} * RUNS)) pair runs as expected, ${ELAPSED} s"
 
 if [[ -n "$MD" ]]; then
     ver="$("$P2P_BIN" --version 2>/dev/null | head -n 1 || true)"
@@ -69,7 +83,7 @@ if [[ -n "$MD" ]]; then
     if git -C "$ROOT" status --porcelain 2>/dev/null | grep -q .; then dirty=", with local changes"; fi
     block="$(mktemp)"
     {
-        mx_markdown
+        if ((RUNS == 1)); then mx_markdown; else mx_summary --markdown; fi
         echo
         # shellcheck disable=SC2016  # the backticks are markdown
         printf 'Produced by `scripts/nat-matrix.sh%s` on %s on %s (Linux %s, %s cores, %s, commit %s%s) in %s s.\n' \

@@ -581,7 +581,9 @@ _lab_router() {
         lab_addr "$name" wan0 "$wan/24"
         lab_default_route "$name" "${LAB_ROUTER_LAN[$up]}.1"
     fi
-    _LAB_LAN_SEQ=$((_LAB_LAN_SEQ + 1))
+    # Wraps after 250 LANs (nat-matrix.sh --runs builds hundreds of routers one pair at a
+    # time), which is safe while fewer than 250 routers are up at once.
+    _LAB_LAN_SEQ=$((_LAB_LAN_SEQ % 250 + 1))
     if [[ $kind == cgn ]]; then lan="100.64.$_LAB_LAN_SEQ"; else lan="192.168.$_LAB_LAN_SEQ"; fi
     ip -n "$(lab_ns "$name")" link add lan0 type bridge
     ip -n "$(lab_ns "$name")" link set lan0 up

@@ -14,6 +14,10 @@
 #                             ping -c 3 over the VPN, record, tear the pair down
 #   mx_table                  plain-text table of MX_RESULTS
 #   mx_markdown               markdown table of MX_RESULTS
+#   mx_summary [--markdown]   one line per pair over all runs in MX_RESULTS: runs, as expected,
+#                             direct, ms to direct median and worst, techniques seen
+#   MX_IDX_BASE               added to each pair's index (names, network, CIDR), so repeated
+#                             runs of the same pairs never share a name (nat-matrix.sh --runs)
 #
 # Each result (MX_RESULTS, tab-separated): row, A, B, expected, outcome, ms to direct
 # (measured from `up` by polling status), time_to_direct_ms reported by A/B, probes
@@ -45,6 +49,7 @@ MX_PAIRS=(
     "8|CGN+PRC|PRC|direct"
     "10|PRC@shared|PRC@shared|direct"
     "11|PRC_INPUT|PRC_INPUT|direct"
+    "11|PRC_INPUT|PRC|direct"
 )
 
 mx_note() { printf '# %s\n' "$*"; }
@@ -133,8 +138,11 @@ mx_pair() {
         p2p_spawn "$b" "$b-up" up --network "$net"
         deadline=$((t0 + wait_s * 1000))
         while :; do
-            fa="$(mx_peer_fields "$a" "$net" "$b")"; fb="$(mx_peer_fields "$b" "$net" "$a")"
-            pathA="${fa%%$'\t'*}"; pathB="${fb%%$'\t'*}"
+            # A cheap check per poll (no python: it costs ~0.2 s a call on a loaded host, which
+            # would be the resolution of "ms to direct"); each host has this one peer.
+            pathA=other; pathB=other
+            [[ "$(p2p_status_json "$a" "$net" 2>/dev/null)" =~ \"path\":\ *\"direct\" ]] && pathA=direct
+            [[ "$(p2p_status_json "$b" "$net" 2>/dev/null)" =~ \"path\":\ *\"direct\" ]] && pathB=direct
             now="$(mx_now_ms)"
             if [[ "$pathA" == direct && "$pathB" == direct ]]; then
                 ever_direct=1; [[ "$ms" == - ]] && ms=$((now - t0))
@@ -143,8 +151,9 @@ mx_pair() {
             ((now < deadline)) || break
             lab_alive "$a-up" || { detail="$a's up exited"; break; }
             lab_alive "$b-up" || { detail="$b's up exited"; break; }
-            sleep 0.25
+            sleep 0.1
         done
+        fa="$(mx_peer_fields "$a" "$net" "$b")"; fb="$(mx_peer_fields "$b" "$net" "$a")"
         local vip_b; vip_b="$(p2p_field "$b" "$net" 'j["virtual_ip"]' 2>/dev/null || true)"
         if [[ "$expect" == nodirect ]]; then
             # Row 7 before the relay exists: no direct path may be claimed, and the node must
@@ -207,7 +216,7 @@ mx_run_all() {
         i=$((i + 1))
         IFS='|' read -r row pa pb ex <<<"$p"
         rc=0
-        mx_pair "$i" "$row" "$pa" "$pb" "$ex" || rc=$?
+        mx_pair "$((${MX_IDX_BASE:-0} + i))" "$row" "$pa" "$pb" "$ex" || rc=$?
         ((rc == 0)) || failed=1
         name="row $row: $pa - $pb"
         [[ "$pa" == *@shared ]] && name="row $row: two PRC hosts behind one NAT (no hairpin)"
@@ -247,4 +256,69 @@ print("|" + "---|" * len(rows[0]))
 for r in rows[1:]:
     print("| " + " | ".join(esc(c) for c in r) + " |")
 '
+}
+
+# mx_summary [--markdown] : aggregate MX_RESULTS per pair (row, A, B) over repeated runs.
+# "nodes ms" is the later of the two nodes' own time_to_direct_ms (status: from learning of the
+# peer to a verified path, so without process start and registration).
+# "ms to direct" is measured from `up` of the first host (both are started one after the other)
+# by polling status every 0.1 s, so it is an upper bound with about that resolution plus the
+# cost of two status calls.
+mx_summary() {
+    local md=0
+    [[ "${1:-}" == --markdown ]] && md=1
+    printf '%s\n' "${MX_RESULTS[@]}" | python3 -c '
+import sys
+md = sys.argv[1] == "1"
+order, agg = [], {}
+for line in sys.stdin:
+    f = line.rstrip("\n").split("\t")
+    if len(f) < 10:
+        continue
+    key = (f[0], f[1], f[2], f[3])
+    if key not in agg:
+        order.append(key)
+        agg[key] = {"runs": 0, "ok": 0, "direct": 0, "ms": [], "ttd": [], "tech": {}}
+    a = agg[key]
+    a["runs"] += 1
+    a["ok"] += f[9] == "pass"
+    if f[5] != "-":
+        a["direct"] += 1
+        a["ms"].append(int(f[5]))
+        ttd = [int(x) for x in f[6].split("/") if x.isdigit()]
+        if len(ttd) == 2:
+            a["ttd"].append(max(ttd))
+    # "direct (birthday, 470 probes)" counts as "direct (birthday)"
+    t = f[8].split(" / ")[0] if f[5] != "-" else ""
+    if "," in t:
+        t = t.split(",")[0] + ")"
+    if t and t != "-":
+        a["tech"][t] = a["tech"].get(t, 0) + 1
+def median(v):
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) // 2
+head = ["row", "A", "B", "expected", "runs", "as expected", "direct", "ms to direct median", "worst",
+        "nodes ms median", "worst", "technique A->B (runs)"]
+rows = []
+for key in order:
+    a = agg[key]
+    ms = a["ms"]
+    rows.append(list(key) + [str(a["runs"]), "%d/%d (%d%%)" % (a["ok"], a["runs"], round(100 * a["ok"] / a["runs"])),
+        "%d/%d" % (a["direct"], a["runs"]), str(median(ms)) if ms else "-", str(max(ms)) if ms else "-",
+        str(median(a["ttd"])) if a["ttd"] else "-", str(max(a["ttd"])) if a["ttd"] else "-",
+        ", ".join("%s (%d)" % kv for kv in sorted(a["tech"].items(), key=lambda kv: -kv[1])) or "-"])
+if md:
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        print("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+else:
+    allr = [head] + rows
+    w = [max(len(r[i]) for r in allr) for i in range(len(head))]
+    for n, r in enumerate(allr):
+        print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
+        if n == 0:
+            print("  ".join("-" * x for x in w))
+' "$md"
 }

@@ -57,6 +57,11 @@ pub struct Sim {
     pub unclaimed: Vec<(ConnId, Vec<u8>)>,
     /// Datagrams handed to each destination address, whether or not a node lives there.
     pub arrivals: HashMap<IpAddr, u64>,
+    /// How long the server's control bytes take to reach node i (default: no time), e.g. a
+    /// slow or loaded path that delivers a punch answer late.
+    pub stream_delay: HashMap<usize, Duration>,
+    /// Control bytes on their way: (due, connection, bytes, relayed frame).
+    delayed: Vec<(Instant, ConnId, Vec<u8>, bool)>,
 }
 
 impl Sim {
@@ -98,6 +103,8 @@ impl Sim {
             next_public: 1,
             unclaimed: Vec::new(),
             arrivals: HashMap::new(),
+            stream_delay: HashMap::new(),
+            delayed: Vec::new(),
         }
     }
 
@@ -238,7 +245,39 @@ impl Sim {
     }
 
     /// Hands one server output to the node that owns its connection (or the network).
+    /// Control bytes for `conn`: handed over now, or queued when its node's stream is slow.
+    fn hand_to_node(&mut self, conn: ConnId, bytes: Vec<u8>, relay: bool) {
+        let delay = self
+            .nodes
+            .iter()
+            .position(|n| n.conn == Some(conn))
+            .and_then(|i| self.stream_delay.get(&i).copied())
+            .unwrap_or_default();
+        if delay.is_zero() {
+            self.dispatch_now(conn, bytes, relay);
+        } else {
+            self.delayed.push((self.now + delay, conn, bytes, relay));
+        }
+    }
+
+    fn dispatch_now(&mut self, conn: ConnId, bytes: Vec<u8>, relay: bool) {
+        let out = if relay {
+            ServerOutput::Relay(conn, bytes)
+        } else {
+            ServerOutput::Send(conn, bytes)
+        };
+        self.dispatch_direct(out);
+    }
+
     fn dispatch(&mut self, out: ServerOutput) {
+        match out {
+            ServerOutput::Send(conn, bytes) => self.hand_to_node(conn, bytes, false),
+            ServerOutput::Relay(conn, bytes) => self.hand_to_node(conn, bytes, true),
+            other => self.dispatch_direct(other),
+        }
+    }
+
+    fn dispatch_direct(&mut self, out: ServerOutput) {
         match out {
             ServerOutput::Send(conn, bytes) => {
                 if let Some(n) = self.nodes.iter_mut().find(|n| n.conn == Some(conn)) {
@@ -335,6 +374,18 @@ impl Sim {
                 moved = true;
                 self.dispatch(out);
             }
+            // Slow streams: what is due now, in the order it was sent.
+            let now = self.now;
+            if self.delayed.iter().any(|d| d.0 <= now) {
+                let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+                    .into_iter()
+                    .partition(|d| d.0 <= now);
+                self.delayed = later;
+                for (_, conn, bytes, relay) in due {
+                    self.dispatch_now(conn, bytes, relay);
+                }
+                moved = true;
+            }
             while let Some(d) = self.net.poll_delivery(self.now) {
                 moved = true;
                 *self.arrivals.entry(d.to.ip()).or_default() += 1;
@@ -409,6 +460,7 @@ impl Sim {
                 .filter_map(|n| n.node.poll_timeout())
                 .chain(self.server.poll_timeout())
                 .chain(self.net.next_delivery_time())
+                .chain(self.delayed.iter().map(|d| d.0))
                 .min()
                 .unwrap_or(end)
                 .max(self.now);

@@ -3,6 +3,7 @@
 
 #![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
 
+mod fast;
 mod harness;
 mod hostile;
 mod ipv6;
@@ -17,6 +18,7 @@ mod portmap;
 mod punch;
 mod rejoin;
 mod relay;
+mod roam;
 mod status;
 
 use harness::{ping_packet, DatagramOutcomeKind, Sim};

@@ -43,6 +43,8 @@ fn a_ping_is_answered_over_the_relay_then_over_the_direct_path_and_names_it() {
     let nb = sim.add_nat("PRC", None);
     sim.add_node_at("alice", "10.1.0.2:51000", Some(na));
     sim.add_node_at("bob", "10.2.0.2:51000", Some(nb));
+    // Punching wins within a round trip or two: hold the direct path shut for the relay part.
+    sim.net.block(na, nb, true);
     sim.advance(Duration::from_millis(800));
     assert_eq!(
         sim.nodes[0].node.status(0).peers[0].path,
@@ -50,6 +52,7 @@ fn a_ping_is_answered_over_the_relay_then_over_the_direct_path_and_names_it() {
         "relay before any punch"
     );
     let relayed = ping(&mut sim, "bob", 1).expect("relayed ping answered");
+    sim.net.block(na, nb, false);
     eprintln!("{relayed:?}");
     assert_eq!((relayed.name.as_str(), relayed.seq), ("bob", 1));
     assert_eq!(relayed.path, "relay (udp)");

@@ -199,6 +199,30 @@ impl Netcheck {
         self.report.as_ref()
     }
 
+    /// What is known before the run ends, for punching that starts before it: the
+    /// server-reflexive address of the main socket (test I answers within one round trip; the
+    /// filtering tests wait for timeouts that are findings) and whether it differs from the
+    /// local one, then mapping and allocation as soon as both are measured (a symmetric mapping
+    /// is only shown with its allocation, which decides between prediction, port block and
+    /// birthday). Unknown fields read to the planner as "try the candidates, assume the
+    /// strictest filter". `None` until test I answered.
+    pub fn provisional(&self) -> Option<NatProfile> {
+        let m1 = self.m1?;
+        let mut p = self.profile.clone();
+        p.public = Some(m1.mapped);
+        p.behind_nat = self
+            .local
+            .get(&SocketId::MAIN)
+            .filter(|l| !l.ip().is_unspecified())
+            .map(|l| *l != m1.mapped);
+        if p.mapping != super::profile::Mapping::EndpointIndependent
+            && p.allocation == PortAllocation::Unknown
+        {
+            p.mapping = super::profile::Mapping::Unknown;
+        }
+        Some(p)
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.report.is_some() {
             return None;

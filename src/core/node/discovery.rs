@@ -4,13 +4,20 @@
 //! sequential NAT needs right before each punch offer (Wei et al.: predict from the newest
 //! allocation, not an old one).
 //!
+//! Punching does not wait for the whole netcheck (about 2.5 s, most of it timeouts that are
+//! findings): as soon as the server names our public address, a provisional profile (public
+//! address known, behaviour unknown) lets the node offer its LAN and server-reflexive candidates,
+//! which is all a cone pair needs. As soon as the netcheck has measured a symmetric mapping and
+//! its port allocation (before the filtering tests time out), the node punches again with that
+//! profile (prediction, port block, birthday).
+//!
 //! A netcheck that hears nothing is only "UDP blocked" when the server answers over TCP; with
 //! the control channel down too it is the server that is unreachable. Either verdict is measured
 //! again when the server comes back, when UDP visibly works (a STUN keepalive answer, a direct
 //! packet from a peer), and every [`RECHECK_AFTER`] while it stands.
 
 use crate::core::nat::netcheck::{Netcheck, NetcheckConfig};
-use crate::core::nat::{NatProfile, PortAllocation};
+use crate::core::nat::{Mapping, NatProfile, PortAllocation};
 use crate::core::punch::session::SocketPool;
 use crate::core::punch::{Candidate, Prediction, Technique};
 use crate::core::stun::{binding_request, parse_binding_response, ChangeRequest, TransactionId};
@@ -51,6 +58,15 @@ pub struct Discovery {
     server_answers_tcp: bool,
     /// The earliest time a doubtful verdict is measured again.
     next_recheck: Instant,
+    /// The provisional public address was announced (progress line, endpoints published).
+    provisional_announced: bool,
+    /// A provisional address became known and is not yet published.
+    provisional_news: bool,
+    /// The profile on offer became symmetric (a verdict that changes the punch plan): attempts
+    /// made on the provisional profile should start again.
+    replan_news: bool,
+    /// This netcheck run already asked for a replan.
+    replanned: bool,
 }
 
 impl Discovery {
@@ -68,6 +84,10 @@ impl Discovery {
             progress: VecDeque::new(),
             server_answers_tcp: false,
             next_recheck: now,
+            provisional_announced: false,
+            provisional_news: false,
+            replan_news: false,
+            replanned: false,
         }
     }
 
@@ -100,6 +120,52 @@ impl Discovery {
         self.profile.as_ref()
     }
 
+    /// The profile to offer peers: the measured one, else the provisional one of the netcheck
+    /// under way (public address only).
+    pub fn offer_profile(&self) -> Option<NatProfile> {
+        self.profile
+            .clone()
+            .or_else(|| self.netcheck.as_ref().and_then(Netcheck::provisional))
+    }
+
+    /// True once after the provisional public address became known: publish it.
+    pub fn take_provisional_news(&mut self) -> bool {
+        std::mem::take(&mut self.provisional_news)
+    }
+
+    /// True once after a netcheck ended with a profile that needs more than the candidates.
+    pub fn take_replan_news(&mut self) -> bool {
+        std::mem::take(&mut self.replan_news)
+    }
+
+    fn note_provisional(&mut self) {
+        if self.profile.is_some() {
+            return;
+        }
+        let Some(provisional) = self.netcheck.as_ref().and_then(Netcheck::provisional) else {
+            return;
+        };
+        if !self.replanned && is_symmetric(&provisional) {
+            self.replanned = true;
+            self.replan_news = true;
+            self.provisional_news = true;
+            self.progress.push_back(format!(
+                "NAT is symmetric ({}); punching again with it while the NAT check finishes",
+                provisional.allocation
+            ));
+        }
+        if self.provisional_announced {
+            return;
+        }
+        if let Some(public) = provisional.public {
+            self.provisional_announced = true;
+            self.provisional_news = true;
+            self.progress.push_back(format!(
+                "public address {public}; punching with it while the NAT check runs"
+            ));
+        }
+    }
+
     /// The driver tells where the main socket is bound (its address toward the server). That
     /// starts discovery.
     pub fn handle_main_socket(&mut self, local: SocketAddr, now: Instant) {
@@ -124,6 +190,7 @@ impl Discovery {
         };
         let rng =
             ChaCha8Rng::from_rng(&mut self.rng).unwrap_or_else(|_| ChaCha8Rng::seed_from_u64(0));
+        self.replanned = false;
         let mut netcheck = Netcheck::new(config, rng, now);
         if let Some(local) = self.main_local {
             netcheck.handle_socket_opened(SocketId::MAIN, local);
@@ -148,7 +215,7 @@ impl Discovery {
                 technique: Technique::Lan,
             })
             .collect();
-        if let Some(public) = self.profile.as_ref().and_then(|p| p.public) {
+        if let Some(public) = self.offer_profile().and_then(|p| p.public) {
             if !local.contains(&public) {
                 out.push(Candidate {
                     addr: public,
@@ -159,11 +226,20 @@ impl Discovery {
         out
     }
 
+    /// Sends the STUN keepalive now rather than when due: a path just died or a peer is about
+    /// to punch, and our NAT may have forgotten the mapping toward the server, which the relay
+    /// and the server-reflexive candidate both ride on (and which may have moved).
+    pub fn keepalive_now(&mut self, now: Instant) {
+        if self.netcheck.is_none() {
+            self.next_keepalive = self.next_keepalive.min(now);
+        }
+    }
+
     /// Whether `ready_for_offer` would do something now: say yes, or start the fresh port
     /// measurement a sequential NAT needs. False while the profile is unknown or a measurement
     /// is under way (its own deadline wakes the node).
     pub fn can_offer_now(&self) -> bool {
-        match &self.profile {
+        match &self.offer_profile() {
             None => false,
             Some(p) => {
                 !matches!(p.allocation, PortAllocation::Sequential { .. })
@@ -181,7 +257,9 @@ impl Discovery {
         out: &mut VecDeque<Transmit>,
         now: Instant,
     ) -> bool {
-        let Some(profile) = &self.profile else {
+        // A provisional profile counts: until its allocation is known there is nothing to
+        // predict, and the candidates are enough to start.
+        let Some(profile) = self.offer_profile() else {
             return false;
         };
         if !matches!(profile.allocation, PortAllocation::Sequential { .. }) {
@@ -226,6 +304,7 @@ impl Discovery {
     ) -> bool {
         if let Some(n) = &mut self.netcheck {
             if n.handle_datagram(socket, from, bytes, now) {
+                self.note_provisional();
                 self.finish_netcheck_if_done(now);
                 return true;
             }
@@ -235,7 +314,7 @@ impl Discovery {
         };
         if let Some(m) = &self.measure {
             if m.tid == resp.tid && m.socket == socket {
-                let delta = match self.profile.as_ref().map(|p| p.allocation) {
+                let delta = match self.offer_profile().map(|p| p.allocation) {
                     Some(PortAllocation::Sequential { delta }) => delta,
                     _ => 1,
                 };
@@ -289,6 +368,9 @@ impl Discovery {
                 profile = NatProfile::no_answer(self.server_answers_tcp);
                 self.next_recheck = now + RECHECK_AFTER;
             }
+            // A symmetric verdict changes what both sides should send; a cone one does not
+            // (the provisional attempt already probes the candidates).
+            self.replan_news |= !self.replanned && is_symmetric(&profile);
             let again = if profile.is_doubtful() {
                 "; measuring again when the server or a peer answers"
             } else {
@@ -321,6 +403,7 @@ impl Discovery {
             while let Some(c) = n.poll_socket_command() {
                 pool.commands.push_back(c);
             }
+            self.note_provisional();
             self.finish_netcheck_if_done(now);
         }
         self.maybe_recheck(now);
@@ -330,7 +413,7 @@ impl Discovery {
                 self.measure = None;
                 // No fresh figure: predict from the mapped port we know, which the window
                 // around it may still cover.
-                self.prediction = self.profile.as_ref().and_then(|p| {
+                self.prediction = self.offer_profile().and_then(|p| {
                     let public = p.public?;
                     let PortAllocation::Sequential { delta } = p.allocation else {
                         return None;
@@ -381,6 +464,16 @@ impl Discovery {
             .flatten()
             .min()
     }
+}
+
+/// Behind a NAT whose mapping depends on the destination: the server-reflexive candidate alone
+/// does not reach it (RFC 4787 §4.1), so the plan needs its allocation.
+fn is_symmetric(p: &NatProfile) -> bool {
+    p.behind_nat != Some(false)
+        && matches!(
+            p.mapping,
+            Mapping::AddressDependent | Mapping::AddressAndPortDependent
+        )
 }
 
 #[cfg(test)]

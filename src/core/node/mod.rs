@@ -252,7 +252,7 @@ impl Node {
     fn publish_endpoints(&mut self) {
         let addrs = self.own_candidates().into_iter().map(|c| c.addr).collect();
         self.control
-            .set_endpoints(addrs, self.discovery.profile().cloned());
+            .set_endpoints(addrs, self.discovery.offer_profile());
     }
 
     /// The driver opened a socket (the main one included) bound at `local`, the address it uses

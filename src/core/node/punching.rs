@@ -16,7 +16,7 @@ use std::time::Instant;
 impl Node {
     fn local_info(&mut self) -> LocalInfo {
         LocalInfo {
-            profile: self.discovery.profile().cloned().unwrap_or_default(),
+            profile: self.discovery.offer_profile().unwrap_or_default(),
             candidates: self.own_candidates(),
             prediction: None,
             config: self.punch_config,
@@ -62,10 +62,19 @@ impl Node {
         };
         let mut ctx = punch_ctx!(self, now);
         if let Some(offer) = peer.punch.make_offer(&local, &mut ctx) {
+            if !offer.answer && offer.prediction.is_none() {
+                // Open our own NAT's mapping toward the peer before it can know to probe us, so
+                // its first probe never finds our router without one (order independence; see
+                // PeerPunch::prime_before_offer).
+                let endpoints = peer.candidates.clone();
+                peer.punch
+                    .prime_before_offer(&endpoints, self.punch_config.priming_ttl, &mut ctx);
+            }
             let line = if offer.answer {
                 format!("peer {}: punching (answering its offer)", peer.name)
             } else {
-                format!("peer {}: punching (attempt {})", peer.name, offer.attempt)
+                let n = crate::core::punch::session::attempt_label(offer.attempt);
+                format!("peer {}: punching (attempt {n})", peer.name)
             };
             tracing::debug!(
                 peer = peer.name,
@@ -90,6 +99,9 @@ impl Node {
         peer.punch.set_vouched(&peer.candidates);
         let mut ctx = punch_ctx!(self, now);
         peer.punch.handle_offer(offer, &local, &mut ctx);
+        // The peer may be punching because our NAT forgot its mappings: renew ours toward the
+        // server, which the relay rides on, right away.
+        self.discovery.keepalive_now(now);
         self.offer_if_wanted(&from, now);
     }
 
@@ -141,13 +153,25 @@ impl Node {
 
     /// Reports discovery progress and publishes a newly measured profile.
     pub(super) fn after_discovery(&mut self) {
-        let mut changed = false;
+        let mut changed = self.discovery.take_provisional_news();
         while let Some(line) = self.discovery.progress.pop_front() {
             changed |= line.starts_with("NAT:") || line.starts_with("public address moved");
             self.events.push_back(NodeEvent::Progress(line));
         }
         if changed {
             self.publish_endpoints();
+        }
+        if self.discovery.take_replan_news() {
+            // Attempts made on the provisional profile assumed a cone; a symmetric NAT needs
+            // its prediction window, port block or birthday sockets (core::punch::plan).
+            for peer in self.peers.iter_mut() {
+                peer.punch.request_replan();
+            }
+            // Offer now rather than at the next timer tick.
+            let keys: Vec<PublicKey> = self.peers.iter().map(|p| p.key).collect();
+            for key in keys {
+                self.offer_if_wanted(&key, self.now_hint);
+            }
         }
     }
 
@@ -163,13 +187,23 @@ impl Node {
             } => {
                 peer.endpoint = Some(addr);
                 peer.socket = socket;
-                let wait = if self.public < *key { 1 } else { 2 };
+                let lower = self.public < *key;
+                let wait = if lower { 1 } else { 2 };
                 peer.handshake_retry = Some(self.now_hint + super::HANDSHAKE_RETRY * wait);
                 announce_switch(peer, &detail, addr, &mut self.events);
-                self.maybe_initiate(key);
+                if lower && !peer.session_fresh() {
+                    // Punching can win before the relay has carried a handshake (its binding
+                    // may not exist yet, and an initiation sent through it may be lost): the
+                    // lower key starts one over the new path now instead of at the retry.
+                    let route = super::Route::Direct { socket, dst: addr };
+                    if let Some(init) = peer.tunnel.initiate(&mut self.scratch, true) {
+                        super::relaying::send(route, init, &mut self.transmits, &mut self.control);
+                    }
+                }
             }
             PunchEvent::Lost { addr } => {
                 self.remap_wanted = true;
+                self.discovery.keepalive_now(self.now_hint);
                 if peer.endpoint == Some(addr) {
                     peer.endpoint = None;
                     peer.socket = SocketId::MAIN;

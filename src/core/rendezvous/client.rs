@@ -112,6 +112,9 @@ pub struct ControlClient {
     network: String,
     endpoints: Vec<SocketAddr>,
     nat: Option<NatProfile>,
+    /// What the last Hello carried: endpoints that changed while it was on its way (a NAT check
+    /// result) are sent again once the server welcomes us.
+    hello_sent: Option<(Vec<SocketAddr>, Option<NatProfile>)>,
     state: State,
     attempt: u32,
     next_server: usize,
@@ -139,6 +142,7 @@ impl ControlClient {
             network,
             endpoints: Vec::new(),
             nat: None,
+            hello_sent: None,
             state: State::Idle { retry_at: now },
             attempt: 0,
             next_server: 0,
@@ -247,6 +251,7 @@ impl ControlClient {
                 endpoints: self.endpoints.clone(),
                 nat: self.nat.clone(),
             };
+            self.hello_sent = Some((self.endpoints.clone(), self.nat.clone()));
             self.send(&hello);
         }
         for m in inbound {
@@ -278,6 +283,11 @@ impl ControlClient {
                     *registered = true;
                 }
                 self.attempt = 0;
+                let current = (self.endpoints.clone(), self.nat.clone());
+                if self.hello_sent.take().is_some_and(|sent| sent != current) {
+                    let (endpoints, nat) = current;
+                    self.send(&ClientMessage::Endpoints { endpoints, nat });
+                }
                 self.events.push_back(ControlEvent::Registered {
                     name,
                     virtual_ip,

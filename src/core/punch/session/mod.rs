@@ -4,7 +4,18 @@
 //!
 //! Only the side with the lower public key starts attempts, so two nodes that learn of each other
 //! at once run one attempt, not two. The other side answers; both start probing as soon as each
-//! holds the other's offer, which the server relays within one round trip of each other.
+//! holds the other's offer, which the server relays within one round trip of each other. The
+//! one exception is a replan: a node whose NAT check ended symmetric after it punched on a
+//! provisional profile offers again whatever its key; when both do at once, the lower key's
+//! offer stands and the other yields (answers it).
+//!
+//! Order independence (nat-lab.md, conntrack poisoning): each side primes its own NAT toward the
+//! other before the other can have learnt to probe it. The initiator primes toward the peer's
+//! server-known endpoints when it offers, the answerer toward the offer's candidates when it
+//! answers; the answerer then waits [`PRIME_LEAD`] for the initiator to start, while the
+//! initiator, which starts last, probes at once. A probe that arrives from a target is answered
+//! by a probe of our own straight away (RFC 8445 §7.3.1.4 triggered check), so the second side's
+//! path is verified one round trip after the first side's.
 
 use super::budget::{self, ProbeBudget};
 use super::plan::{plan, Plan, PlanInput, Sweep, Target};
@@ -49,12 +60,25 @@ const ACTIVE_WINDOW: Duration = Duration::from_secs(5);
 /// (hysteresis: a flapping path does not bounce traffic back and forth).
 const FLAP_WINDOW: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+/// A path that lived this long before it died is punched again at once (unless another died
+/// within [`FLAP_WINDOW`]).
+const STABLE_PATH: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
 /// Bounds on state a flood of probes could grow.
 const MAX_PENDING: usize = 16_384;
 const MAX_PEER_REFLEXIVE: usize = 16;
 /// Probes sent in one timer call at most (a late timer must not turn pacing into a burst).
 const MAX_BURST: u32 = 32;
+/// Extra sockets kept after an attempt because the peer reached them.
+const MAX_KEPT: usize = 4;
+/// Attempt ids of the side with the higher key (replans only) start here, so they never collide
+/// with the initiator's.
+const ANSWERER_IDS: u64 = (1 << 32) + 1;
+
+/// The attempt number to show a user (the low half of the id; see [`ANSWERER_IDS`]).
+pub fn attempt_label(id: u64) -> u64 {
+    id & 0xffff_ffff
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Pending {
@@ -97,6 +121,12 @@ struct Attempt {
     next_birthday: Instant,
     hopeless: Option<String>,
     probes: u64,
+    /// Targets already sent a triggered check (bounded by the targets).
+    triggered: Vec<(SocketId, SocketAddr)>,
+    /// The fresh socket the targets are probed from, when not the main one (a sequential NAT).
+    own: Option<SocketId>,
+    /// Extra sockets a ping from the peer reached: the peer may have chosen one of them.
+    heard: Vec<SocketId>,
 }
 
 enum Phase {
@@ -126,6 +156,14 @@ pub struct PeerPunch {
     last_tx: Option<Instant>,
     /// What this side spends on addresses that never answered.
     budget: ProbeBudget,
+    /// Our NAT check ended symmetric after we offered a provisional profile: offer again.
+    replan: bool,
+    /// Extra sockets kept open after an attempt because the peer's pings reached them: the
+    /// peer may have nominated one (each side nominates its own first answered probe, and with
+    /// many birthday sockets those can differ). Closed with the path.
+    kept: Vec<SocketId>,
+    /// When the last nominated path died.
+    last_lost: Option<Instant>,
 }
 
 impl PeerPunch {
@@ -139,12 +177,49 @@ impl PeerPunch {
             nominated: None,
             backoff: FIRST_BACKOFF,
             created: now,
-            next_attempt_id: 1,
+            next_attempt_id: if local.public_key() < *peer {
+                1
+            } else {
+                ANSWERER_IDS
+            },
             status: PunchStatus::default(),
             their_nat: None,
             their_candidates: Vec::new(),
             last_tx: None,
             budget: ProbeBudget::default(),
+            replan: false,
+            kept: Vec::new(),
+            last_lost: None,
+        }
+    }
+
+    /// The server passed the peer's profile, and with it the endpoints we prime toward before an
+    /// offer: offering earlier could let the peer's probes reach our NAT before our priming.
+    fn peer_published(&self) -> bool {
+        self.their_nat.is_some()
+    }
+
+    /// Our NAT profile turned out symmetric: unless a path is already chosen, offer again with
+    /// it (whichever side we are), so both sides plan with the full profile.
+    pub fn request_replan(&mut self) {
+        if self.nominated.is_none() {
+            self.replan = true;
+        }
+    }
+
+    /// Low-TTL packets toward the peer's endpoints as the server knows them, sent with a new
+    /// offer: our NAT holds a mapping toward the peer before the peer has the offer, so its
+    /// probes can never reach our router first (a router that accepts unsolicited packets for
+    /// itself would otherwise keep that flow and give ours another port). Bounded by the peer's
+    /// endpoint count (the server passes at most 8) and by the probe budget.
+    pub fn prime_before_offer(&mut self, endpoints: &[SocketAddr], ttl: u8, ctx: &mut Ctx) {
+        for &addr in endpoints.iter().take(budget::MAX_OFFER_CANDIDATES) {
+            // A peer on our own LAN may hear it despite the low TTL; name its path right.
+            let technique = match addr.ip() {
+                std::net::IpAddr::V4(ip) if ip.is_private() || ip.is_link_local() => Technique::Lan,
+                _ => Technique::ServerReflexive,
+            };
+            self.ping(SocketId::MAIN, addr, technique, 0, Some(ttl), ctx);
         }
     }
 
@@ -164,9 +239,16 @@ impl PeerPunch {
     /// sequential NAT): an initiator whose backoff ran out and whose peer is online, or an
     /// answer owed.
     pub fn wants_offer(&self, now: Instant, peer_online: bool) -> bool {
+        if self.replan && peer_online && self.nominated.is_none() {
+            return true;
+        }
         match &self.phase {
             Phase::Idle { next_attempt } => {
-                self.initiator && peer_online && self.nominated.is_none() && now >= *next_attempt
+                self.initiator
+                    && peer_online
+                    && self.peer_published()
+                    && self.nominated.is_none()
+                    && now >= *next_attempt
             }
             Phase::Answering { .. } => true,
             _ => false,
@@ -191,6 +273,18 @@ impl PeerPunch {
                 next_attempt: ctx.now,
             },
         );
+        let replan = std::mem::take(&mut self.replan);
+        let phase = match phase {
+            // A replan supersedes the attempt on the provisional profile.
+            Phase::AwaitingAnswer { .. } | Phase::Probing(_) if replan => {
+                self.phase = phase;
+                self.end_attempt(ctx, None);
+                Phase::Idle {
+                    next_attempt: ctx.now,
+                }
+            }
+            other => other,
+        };
         let (attempt, answer) = match phase {
             Phase::Idle { .. } => {
                 let id = self.next_attempt_id;
@@ -215,7 +309,8 @@ impl PeerPunch {
             prediction: local.prediction,
         };
         if let Some(theirs) = answer {
-            self.start_attempt(&theirs, local, ctx);
+            // The initiator starts when our answer reaches it: give it that long to prime.
+            self.start_attempt(&theirs, local, PRIME_LEAD, ctx);
         }
         Some(offer)
     }
@@ -247,20 +342,34 @@ impl PeerPunch {
         self.their_nat = Some(offer.nat.clone());
         self.their_candidates.clone_from(&offer.candidates);
         if !offer.answer {
+            if self.initiator && matches!(self.phase, Phase::AwaitingAnswer { .. }) {
+                // Both offered at once (a replan on each side): ours stands and the peer, on
+                // seeing it, answers it.
+                tracing::debug!(attempt = offer.attempt, "crossing punch offer; ours stands");
+                return;
+            }
             // The peer starts a new attempt; whatever we were doing is superseded.
+            self.replan = false;
             self.end_attempt(ctx, None);
             self.phase = Phase::Answering { theirs: offer };
             return;
         }
         match self.phase {
             Phase::AwaitingAnswer { attempt, .. } if attempt == offer.attempt => {
-                self.start_attempt(&offer, local, ctx);
+                // The peer primed when it answered: probe at once.
+                self.start_attempt(&offer, local, Duration::ZERO, ctx);
             }
             _ => tracing::debug!(attempt = offer.attempt, "stale punch answer ignored"),
         }
     }
 
-    fn start_attempt(&mut self, theirs: &PunchOffer, local: &LocalInfo, ctx: &mut Ctx) {
+    fn start_attempt(
+        &mut self,
+        theirs: &PunchOffer,
+        local: &LocalInfo,
+        lead: Duration,
+        ctx: &mut Ctx,
+    ) {
         let plan = plan(&PlanInput {
             mine: &super::mapped::effective(&local.profile, &local.candidates),
             theirs: &super::mapped::effective(&theirs.nat, &theirs.candidates),
@@ -290,22 +399,35 @@ impl PeerPunch {
             Some(_) => (0..birthday_sockets).map(|_| ctx.sockets.open()).collect(),
             None => Vec::new(),
         };
+        // Behind a sequential allocator the main socket may already hold a mapping toward the
+        // peer (an attempt on the provisional profile made it), which no prediction covers: a
+        // fresh socket's mappings are the predicted ones, in order.
+        let own = (local.profile.mapping != crate::core::nat::Mapping::EndpointIndependent
+            && matches!(
+                local.profile.allocation,
+                crate::core::nat::PortAllocation::Sequential { .. }
+            ))
+        .then(|| ctx.sockets.open());
+        let socket = own.unwrap_or(SocketId::MAIN);
         let mut attempt = Attempt {
             id: theirs.attempt,
             started: now,
             deadline: now + ATTEMPT,
-            targets: targets.into_iter().map(|t| (SocketId::MAIN, t)).collect(),
-            next_round: now + PRIME_LEAD,
+            targets: targets.into_iter().map(|t| (socket, t)).collect(),
+            next_round: now + lead,
             sweep: sweep.map(|sweep| SweepState {
                 sweep,
                 sent: 0,
-                next_at: now + PRIME_LEAD,
+                next_at: now + lead,
             }),
             birthday,
             birthday_dst,
-            next_birthday: now + PRIME_LEAD,
+            next_birthday: now + lead,
             hopeless,
             probes: 0,
+            triggered: Vec::new(),
+            own,
+            heard: Vec::new(),
         };
         tracing::debug!(
             attempt = attempt.id,
@@ -421,6 +543,12 @@ impl PeerPunch {
                 if self.seen.len() < MAX_PENDING || self.seen.contains_key(&from) {
                     self.seen.insert(from, (probe.technique, probe.offset));
                 }
+                if let Phase::Probing(a) = &mut self.phase {
+                    let extra = a.birthday.contains(&socket) || a.own == Some(socket);
+                    if extra && !a.heard.contains(&socket) {
+                        a.heard.push(socket);
+                    }
+                }
                 self.probe_peer_reflexive(socket, from, ctx);
                 None
             }
@@ -458,7 +586,11 @@ impl PeerPunch {
             .iter()
             .filter(|(_, t)| t.technique == Technique::PeerReflexive)
             .count();
-        if known || reflexive >= MAX_PEER_REFLEXIVE {
+        if known {
+            self.triggered_check(socket, from, ctx);
+            return;
+        }
+        if reflexive >= MAX_PEER_REFLEXIVE {
             return;
         }
         let target = Target {
@@ -480,12 +612,47 @@ impl PeerPunch {
         self.phase = Phase::Probing(attempt);
     }
 
+    /// A probe came from a target of this attempt: its path toward us is open, so ours toward it
+    /// is worth one probe now rather than at the next round (RFC 8445 §7.3.1.4). Once per
+    /// target and attempt.
+    fn triggered_check(&mut self, socket: SocketId, from: SocketAddr, ctx: &mut Ctx) {
+        let Phase::Probing(attempt) = &mut self.phase else {
+            return;
+        };
+        if attempt.triggered.contains(&(socket, from)) {
+            return;
+        }
+        attempt.triggered.push((socket, from));
+        let Some(target) = attempt
+            .targets
+            .iter()
+            .find(|(s, t)| *s == socket && t.addr == from)
+            .map(|(_, t)| *t)
+        else {
+            return;
+        };
+        let mut attempt = match std::mem::replace(
+            &mut self.phase,
+            Phase::Idle {
+                next_attempt: ctx.now,
+            },
+        ) {
+            Phase::Probing(a) => a,
+            _ => return,
+        };
+        self.send_ping(&mut attempt, socket, target, None, ctx);
+        self.phase = Phase::Probing(attempt);
+    }
+
     /// The peer is gone: close every socket this session opened.
     pub fn close(&mut self, sockets: &mut SocketPool) {
         if let Phase::Probing(attempt) = &self.phase {
-            for s in &attempt.birthday {
+            for s in attempt.birthday.iter().chain(&attempt.own) {
                 sockets.close(*s);
             }
+        }
+        for s in self.kept.drain(..) {
+            sockets.close(s);
         }
         if let Some(n) = self.nominated.take() {
             if n.socket != SocketId::MAIN {
@@ -501,8 +668,13 @@ impl PeerPunch {
     /// Closes the attempt's extra sockets except `keep`, and forgets its transactions.
     fn end_attempt(&mut self, ctx: &mut Ctx, keep: Option<SocketId>) {
         if let Phase::Probing(attempt) = &self.phase {
-            for s in &attempt.birthday {
-                if Some(*s) != keep {
+            for s in attempt.birthday.iter().chain(&attempt.own) {
+                if Some(*s) == keep {
+                    continue;
+                }
+                if keep.is_some() && attempt.heard.contains(s) && self.kept.len() < MAX_KEPT {
+                    self.kept.push(*s);
+                } else {
                     ctx.sockets.close(*s);
                 }
             }
@@ -616,7 +788,8 @@ impl PeerPunch {
         let keepalive = self.nominated.as_ref().map(|n| n.next_keepalive);
         let phase = match &self.phase {
             Phase::Idle { next_attempt } => {
-                (can_offer && self.initiator && self.nominated.is_none()).then_some(*next_attempt)
+                (can_offer && self.initiator && self.peer_published() && self.nominated.is_none())
+                    .then_some(*next_attempt)
             }
             Phase::AwaitingAnswer { deadline, .. } => Some(*deadline),
             Phase::Answering { .. } => None,
@@ -645,5 +818,7 @@ impl PeerPunch {
     }
 }
 
+#[cfg(test)]
+mod replan_tests;
 #[cfg(test)]
 mod tests;

@@ -129,8 +129,23 @@ impl PeerPunch {
             if socket != SocketId::MAIN {
                 ctx.sockets.close(socket);
             }
+            for s in self.kept.drain(..) {
+                ctx.sockets.close(s);
+            }
             self.pending.clear();
-            // Punch again after a pause; a path that keeps dying waits longer each time.
+            // A path that held and had not died lately (a NAT that forgot its mappings, an
+            // underlay that moved) is punched again at once, by whichever side noticed (as a
+            // replan: the lower key's offer stands if both do). A path that keeps dying waits
+            // longer each time, so it does not bounce traffic back and forth.
+            let calm = self
+                .last_lost
+                .is_none_or(|t| now.saturating_duration_since(t) >= FLAP_WINDOW);
+            self.last_lost = Some(now);
+            if lived >= STABLE_PATH && calm {
+                self.replan = true;
+                self.phase = Phase::Idle { next_attempt: now };
+                return Some(PunchEvent::Lost { addr });
+            }
             if lived < FLAP_WINDOW {
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
             } else {
