@@ -85,6 +85,11 @@ impl TunIo {
 
     /// Writes one packet now (packets from the stream relay and probing sockets).
     pub async fn write_one(&mut self, packet: &[u8]) -> io::Result<()> {
+        // tun-rs calls the virtio-net header mode "TCP GSO"; a device opened without offloads
+        // (the kernel refused them) takes bare packets.
+        if !self.dev.tcp_gso() {
+            return self.dev.send(packet).await.map(|_| ());
+        }
         self.single.clear();
         // A zero virtio header: no offload, checksum already complete.
         self.single.resize(OFFSET, 0);
