@@ -7,6 +7,11 @@ use tun_rs::{AsyncDevice, GROTable, VIRTIO_NET_HDR_LEN};
 /// Where packets start in a write slot: the virtio-net header goes before them.
 const OFFSET: usize = VIRTIO_NET_HDR_LEN;
 
+/// Decrypted packets coalesced per TUN write batch. Every slot can become the head of a GRO
+/// super-packet and grow to 64 KiB, so over time each one is touched in full: 64 slots cap that
+/// at 4 MiB resident (128 measured 16.6 MiB peak RSS on the receiving end of a bulk transfer).
+const WRITE_SLOTS: usize = 64;
+
 pub struct TunIo {
     dev: AsyncDevice,
     /// One raw read: virtio header + a super-packet of up to 64 KiB.
@@ -32,7 +37,7 @@ impl TunIo {
             raw: vec![0u8; OFFSET + usize::from(u16::MAX)],
             packets: (0..BATCH).map(|_| vec![0u8; slot]).collect(),
             sizes: vec![0; BATCH],
-            out: (0..BATCH)
+            out: (0..WRITE_SLOTS)
                 .map(|_| Vec::with_capacity(OFFSET + usize::from(u16::MAX)))
                 .collect(),
             pending: 0,
