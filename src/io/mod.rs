@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod control_socket;
+pub mod dataplane;
 pub mod dial;
 pub mod interface_check;
 pub mod join;
@@ -26,6 +27,8 @@ pub mod state_lock;
 pub mod stream;
 pub mod tls;
 pub mod tun;
+pub mod tun_batch;
+pub mod udp_batch;
 mod tun_ipv6;
 pub mod underlay_mtu;
 

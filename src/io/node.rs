@@ -1,13 +1,16 @@
 //! The node's event loop: one UDP socket, the TUN device, the control stream to the server and
 //! the local control socket, all feeding one `core::node::Node`. Buffers are allocated once; the
-//! per-packet path (TUN read, encrypt, send; receive, decrypt, TUN write) does not allocate.
+//! per-packet path (TUN read, encrypt, send; receive, decrypt, TUN write) does not allocate and
+//! moves packets in batches (`dataplane`, `udp_batch`, `tun_batch`).
 
 use super::control_socket::{self, ControlRequest, Request};
+use super::dataplane;
 use super::stream::{self, StreamEvent, WriterCommand};
+use super::tun_batch::TunIo;
+use super::udp_batch::{RecvBufs, UdpBatch};
 use crate::config::{Dirs, NodeSettings};
 use crate::core::node::{
-    DatagramOutcome, Node, NodeConfig, NodeEvent, SocketCommand, SocketId, Transmit, TunOutcome,
-    MAX_DATAGRAM,
+    DatagramOutcome, Node, NodeConfig, NodeEvent, SocketCommand, SocketId, Transmit, MAX_DATAGRAM,
 };
 use crate::core::peers::Path;
 use crate::keyfile;
@@ -20,7 +23,6 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tun_rs::AsyncDevice;
 
 /// Prints one of the short progress lines `up` shows (see `progress` for the spinner).
 fn progress(line: &str) {
@@ -46,11 +48,17 @@ fn node_progress(line: &str) {
     }
 }
 
-async fn tun_recv(tun: &Option<AsyncDevice>, buf: &mut [u8]) -> std::io::Result<usize> {
+async fn tun_read(tun: &mut Option<TunIo>) -> std::io::Result<usize> {
     match tun {
-        Some(t) => t.recv(buf).await,
+        Some(t) => t.read().await,
         None => std::future::pending().await,
     }
+}
+
+/// A TUN read error from the OS ends the node; one tun-rs raises about a malformed virtio
+/// header or an unsplittable super-packet loses that packet only.
+fn tun_read_fatal(e: &std::io::Error) -> bool {
+    e.raw_os_error().is_some()
 }
 
 /// A datagram read on an extra socket: (socket, sender, bytes).
@@ -66,13 +74,13 @@ struct ExtraSocket {
 struct Driver {
     node: Node,
     settings: NodeSettings,
-    udp: UdpSocket,
+    udp: UdpBatch,
     udp_port: u16,
     /// The local address the kernel uses toward the first server.
     local_ip: IpAddr,
     extras: HashMap<SocketId, ExtraSocket>,
     extra_tx: mpsc::Sender<ExtraDatagram>,
-    tun: Option<AsyncDevice>,
+    tun: Option<TunIo>,
     writer: Option<mpsc::Sender<WriterCommand>>,
     stream_gen: u64,
     stream_tx: mpsc::Sender<(u64, StreamEvent)>,
@@ -122,11 +130,13 @@ async fn run_until_stopped(
                 anyhow!("cannot open the UDP socket: {e}")
             }
         })?;
+    let udp_port = udp.local_addr()?.port();
+    // After UdpBatch::new, which puts the kernel's default back over quinn-udp's DF setting.
+    let udp = UdpBatch::new(udp).context("setting up the UDP socket")?;
     // With discovery off the kernel may fragment, as before; with it on, sizes are the search's.
     if settings.path_mtu_discovery {
-        super::underlay_mtu::dont_fragment(&udp);
+        super::underlay_mtu::dont_fragment(udp.socket());
     }
-    let udp_port = udp.local_addr()?.port();
     let local_ip = route_source(settings.servers.first().copied());
     let (req_tx, mut req_rx) = mpsc::channel::<ControlRequest>(16);
     let socket_guard =
@@ -194,8 +204,8 @@ async fn run_until_stopped(
         .and_then(|s| super::portmap::PortMapper::spawn(s.ip(), udp_port, map_tx));
     let mut spinner = tokio::time::interval(Duration::from_millis(100));
     let mut stop = super::signals::Shutdown::new()?;
-    let mut tun_buf = vec![0u8; MAX_DATAGRAM];
-    let mut udp_buf = vec![0u8; MAX_DATAGRAM];
+    let mut udp_bufs = RecvBufs::default();
+    let mut tx = dataplane::TxBatch::new(d.node.tun_mtu());
     let mut out = vec![0u8; MAX_DATAGRAM + 64];
     // Answered once the node has stopped, so `down` can say it did.
     let mut down_reply = None;
@@ -210,51 +220,50 @@ async fn run_until_stopped(
         tokio::select! {
             _ = stop.recv() => break,
             _ = spinner.tick(), if super::progress::active() => super::progress::tick(),
-            r = d.udp.recv_from(&mut udp_buf) => {
-                let Ok((n, from)) = r else { continue };
+            r = d.udp.recv(&mut udp_bufs) => {
+                let Ok(n) = r else { continue };
                 let now = std::time::Instant::now();
-                if let DatagramOutcome::WriteTun(packet) =
-                    d.node.handle_datagram(SocketId::MAIN, from, &udp_buf[..n], now, &mut out)
-                {
-                    if let Some(tun) = &d.tun {
-                        if let Err(e) = tun.send(packet).await {
-                            tracing::debug!(error = %e, "TUN write failed");
-                        }
-                    }
-                }
+                dataplane::receive(&mut d.node, d.tun.as_mut(), &udp_bufs, n, &mut out, now).await;
             }
             Some((id, from, bytes)) = extra_rx.recv() => {
                 let now = std::time::Instant::now();
                 if let DatagramOutcome::WriteTun(packet) =
                     d.node.handle_datagram(id, from, &bytes, now, &mut out)
                 {
-                    if let Some(tun) = &d.tun {
-                        if let Err(e) = tun.send(packet).await {
+                    if let Some(tun) = &mut d.tun {
+                        if let Err(e) = tun.write_one(packet).await {
                             tracing::debug!(error = %e, "TUN write failed");
                         }
                     }
                 }
             }
-            r = tun_recv(&d.tun, &mut tun_buf) => {
-                let n = r.context("reading the TUN device")?;
-                let now = std::time::Instant::now();
-                match d.node.handle_tun_packet(&tun_buf[..n], now, &mut out) {
-                    TunOutcome::Send { socket, dst, datagram } => {
-                        let result = match d.socket(socket) {
-                            Some(s) => s.send_to(datagram, dst).await,
-                            None => Ok(0),
-                        };
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, %dst, "UDP send failed");
+            r = tun_read(&mut d.tun) => {
+                let n = match r {
+                    Ok(n) => n,
+                    Err(e) if tun_read_fatal(&e) => {
+                        return Err(e).context("reading the TUN device");
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "TUN packet dropped");
+                        continue;
+                    }
+                };
+                if let Some(tun) = &d.tun {
+                    let now = std::time::Instant::now();
+                    let max_segments = d.udp.max_segments();
+                    dataplane::encrypt(&mut d.node, tun, n, &mut tx, max_segments, now);
+                    let extras = &d.extras;
+                    dataplane::send(&tx, &d.udp, |id| extras.get(&id).map(|e| e.socket.as_ref()))
+                        .await;
+                }
+                // ICMP "fragmentation needed" / "packet too big" for packets the peer's path
+                // cannot carry, back to the sender through the TUN device.
+                if let Some(tun) = &mut d.tun {
+                    for reply in tx.replies() {
+                        if let Err(e) = tun.write_one(reply).await {
+                            tracing::debug!(error = %e, "ICMP answer to the TUN device failed");
                         }
                     }
-                    // ICMP "fragmentation needed" for a packet the peer's path cannot carry.
-                    TunOutcome::Reply(packet) => {
-                        if let Some(tun) = &d.tun {
-                            let _ = tun.send(packet).await;
-                        }
-                    }
-                    _ => {}
                 }
             }
             Some((gen, event)) = stream_rx.recv() => {
@@ -414,7 +423,7 @@ impl Driver {
 
     fn socket(&self, id: SocketId) -> Option<&UdpSocket> {
         if id == SocketId::MAIN {
-            Some(&self.udp)
+            Some(self.udp.socket())
         } else {
             self.extras.get(&id).map(|e| e.socket.as_ref())
         }
@@ -503,8 +512,8 @@ impl Driver {
         }
         // Packets relayed through the control stream (UDP to the server is blocked).
         while let Some(packet) = self.node.poll_tun_packet() {
-            if let Some(tun) = &self.tun {
-                if let Err(e) = tun.send(&packet).await {
+            if let Some(tun) = &mut self.tun {
+                if let Err(e) = tun.write_one(&packet).await {
                     tracing::debug!(error = %e, "TUN write failed");
                 }
             }
@@ -536,7 +545,7 @@ impl Driver {
                         self.node.tun_mtu(),
                         a.ipv6,
                     )?;
-                    self.tun = Some(tun);
+                    self.tun = Some(TunIo::new(tun, self.node.tun_mtu()));
                     let v6 = v6.map(|n| format!(" and {n}")).unwrap_or_default();
                     let line = format!(
                         "p2pvpn {net}: registered as {} with {}/{}{v6} on {}",

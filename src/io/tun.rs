@@ -45,29 +45,49 @@ fn disable_ipv6(name: &str) {
 #[cfg(not(target_os = "linux"))]
 fn disable_ipv6(_name: &str) {}
 
-fn build(name: &str, addr: Ipv4Addr, prefix: u8, mtu: u16) -> Result<AsyncDevice> {
+/// On Linux the device is opened with virtio-net headers and TSO/USO offloads (see
+/// `tun_batch`); a kernel that refuses them gets a plain device, which `tun_batch` handles too.
+#[cfg(target_os = "linux")]
+fn open(name: &str, addr: Ipv4Addr, prefix: u8, mtu: u16) -> std::io::Result<AsyncDevice> {
+    let builder = || {
+        DeviceBuilder::new()
+            .name(name)
+            .ipv4(addr, prefix, None)
+            .mtu(mtu)
+    };
+    builder().offload(true).build_async().or_else(|e| {
+        tracing::debug!(error = %e, "TUN offloads refused; opening {name} without them");
+        builder().build_async()
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open(name: &str, addr: Ipv4Addr, prefix: u8, mtu: u16) -> std::io::Result<AsyncDevice> {
     DeviceBuilder::new()
         .name(name)
         .ipv4(addr, prefix, None)
         .mtu(mtu)
         .build_async()
-        .map_err(|e| match e.kind() {
-            ErrorKind::PermissionDenied => {
-                anyhow!(
-                    "cannot create TUN device {name}: {}",
-                    crate::os::TUN_PERMISSION
-                )
-            }
-            ErrorKind::NotFound => {
-                anyhow!(
-                    "cannot create TUN device {name}: {}",
-                    crate::os::TUN_MISSING
-                )
-            }
-            _ if crate::os::tun_busy(&e) => anyhow!(
-                "cannot create TUN device {name}: it is busy. Is another `p2pvpn up` running for \
+}
+
+fn build(name: &str, addr: Ipv4Addr, prefix: u8, mtu: u16) -> Result<AsyncDevice> {
+    open(name, addr, prefix, mtu).map_err(|e| match e.kind() {
+        ErrorKind::PermissionDenied => {
+            anyhow!(
+                "cannot create TUN device {name}: {}",
+                crate::os::TUN_PERMISSION
+            )
+        }
+        ErrorKind::NotFound => {
+            anyhow!(
+                "cannot create TUN device {name}: {}",
+                crate::os::TUN_MISSING
+            )
+        }
+        _ if crate::os::tun_busy(&e) => anyhow!(
+            "cannot create TUN device {name}: it is busy. Is another `p2pvpn up` running for \
                  this network? Stop it with `p2pvpn down`"
-            ),
-            _ => anyhow!("cannot create TUN device {name}: {e}"),
-        })
+        ),
+        _ => anyhow!("cannot create TUN device {name}: {e}"),
+    })
 }

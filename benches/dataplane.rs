@@ -1,0 +1,155 @@
+//! Micro-benchmark of the core's data path without namespaces or sockets: two nodes with a live
+//! session (set up by the in-process simulator, tests/sim), then `Node::handle_tun_packet`
+//! (encrypt) and `Node::handle_datagram` (decrypt) for 1400-byte packets, one at a time and in
+//! batches of 64 the way the driver's batched path calls them. Run with
+//! `cargo bench --bench dataplane`; the figures are per call, with bytes/s alongside.
+
+#![allow(clippy::disallowed_methods)] // the simulator's clock origin
+
+#[allow(dead_code)]
+#[path = "../tests/sim/harness.rs"]
+mod harness;
+#[allow(dead_code)]
+#[path = "../tests/sim/nat.rs"]
+mod nat;
+#[allow(dead_code)]
+#[path = "../tests/sim/net.rs"]
+mod net;
+
+/// The one helper of tests/sim/nat_tests.rs the harness needs.
+mod nat_tests {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    pub fn t0() -> Instant {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now)
+    }
+}
+
+use divan::counter::BytesCount;
+use divan::Bencher;
+use harness::{Sim, SimNode};
+use p2pvpn::core::node::{DatagramOutcome, SocketId, TunOutcome};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const PACKET: usize = 1400;
+const BATCH: usize = 64;
+
+fn main() {
+    divan::main();
+}
+
+/// A 1400-byte IPv4/UDP packet from alice (10.99.0.1) to bob (10.99.0.2).
+fn packet() -> Vec<u8> {
+    let mut p = vec![0x5A; PACKET];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(PACKET as u16).to_be_bytes());
+    p[4..8].fill(0);
+    p[8] = 64;
+    p[9] = 17;
+    p[10..12].fill(0);
+    p[12..16].copy_from_slice(&[10, 99, 0, 1]);
+    p[16..20].copy_from_slice(&[10, 99, 0, 2]);
+    p
+}
+
+/// Alice and bob with a direct session; returns the nodes, alice's address and the clock.
+fn pair() -> (Vec<SimNode>, SocketAddr, Instant) {
+    let mut sim = Sim::new(1);
+    sim.add_node("alice", "198.51.100.11:51000");
+    sim.add_node("bob", "198.51.100.12:51000");
+    sim.advance(Duration::from_secs(5));
+    let from = sim.nodes[0].udp;
+    let now = sim.now;
+    (sim.nodes, from, now)
+}
+
+/// Encrypts one packet at `alice` into `out`, returning the datagram's length.
+fn encrypt(alice: &mut SimNode, packet: &[u8], out: &mut [u8], now: Instant) -> usize {
+    match alice.node.handle_tun_packet(packet, now, out) {
+        TunOutcome::Send { datagram, .. } => datagram.len(),
+        other => panic!("alice did not encrypt: {other:?}"),
+    }
+}
+
+fn decrypt(bob: &mut SimNode, from: SocketAddr, datagram: &[u8], out: &mut [u8], now: Instant) {
+    match bob
+        .node
+        .handle_datagram(SocketId::MAIN, from, datagram, now, out)
+    {
+        DatagramOutcome::WriteTun(p) => {
+            divan::black_box(p);
+        }
+        other => panic!("bob did not decrypt: {other:?}"),
+    }
+}
+
+#[divan::bench]
+fn encrypt_packet(bencher: Bencher) {
+    let (mut nodes, _, now) = pair();
+    let packet = packet();
+    let mut out = vec![0u8; 2048];
+    bencher
+        .counter(BytesCount::new(PACKET))
+        .bench_local(|| encrypt(&mut nodes[0], &packet, &mut out, now));
+}
+
+#[divan::bench]
+fn encrypt_batch_64(bencher: Bencher) {
+    let (mut nodes, _, now) = pair();
+    let packet = packet();
+    // One contiguous buffer, as the driver's GSO runs use.
+    let mut out = vec![0u8; BATCH * 1700];
+    bencher
+        .counter(BytesCount::new(PACKET * BATCH))
+        .bench_local(|| {
+            let mut cursor = 0;
+            for _ in 0..BATCH {
+                cursor += encrypt(&mut nodes[0], &packet, &mut out[cursor..], now);
+            }
+            cursor
+        });
+}
+
+/// Each input is fresh datagrams from alice, so bob's replay window never rejects one.
+#[divan::bench]
+fn decrypt_packet(bencher: Bencher) {
+    let (mut nodes, from, now) = pair();
+    let (alice, bob) = nodes.split_at_mut(1);
+    let packet = packet();
+    let mut enc = vec![0u8; 2048];
+    let mut out = vec![0u8; 2048];
+    bencher
+        .counter(BytesCount::new(PACKET))
+        .with_inputs(|| {
+            let len = encrypt(&mut alice[0], &packet, &mut enc, now);
+            enc[..len].to_vec()
+        })
+        .bench_local_refs(|d| decrypt(&mut bob[0], from, d, &mut out, now));
+}
+
+#[divan::bench]
+fn decrypt_batch_64(bencher: Bencher) {
+    let (mut nodes, from, now) = pair();
+    let (alice, bob) = nodes.split_at_mut(1);
+    let packet = packet();
+    let mut enc = vec![0u8; 2048];
+    let mut out = vec![0u8; 2048];
+    bencher
+        .counter(BytesCount::new(PACKET * BATCH))
+        .with_inputs(|| {
+            (0..BATCH)
+                .map(|_| {
+                    let len = encrypt(&mut alice[0], &packet, &mut enc, now);
+                    enc[..len].to_vec()
+                })
+                .collect::<Vec<_>>()
+        })
+        .bench_local_refs(|batch| {
+            for d in batch.iter() {
+                decrypt(&mut bob[0], from, d, &mut out, now);
+            }
+        });
+}

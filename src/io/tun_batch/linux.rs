@@ -1,0 +1,104 @@
+//! Linux: virtio-net headers with TSO/USO on read and GRO coalescing on write (tun-rs).
+
+use super::{slot_len, BATCH};
+use std::io;
+use tun_rs::{AsyncDevice, GROTable, VIRTIO_NET_HDR_LEN};
+
+/// Where packets start in a write slot: the virtio-net header goes before them.
+const OFFSET: usize = VIRTIO_NET_HDR_LEN;
+
+/// Decrypted packets coalesced per TUN write batch. Every slot can become the head of a GRO
+/// super-packet and grow to 64 KiB, so over time each one is touched in full: 64 slots cap that
+/// at 4 MiB resident (128 measured 16.6 MiB peak RSS on the receiving end of a bulk transfer).
+const WRITE_SLOTS: usize = 64;
+
+pub struct TunIo {
+    dev: AsyncDevice,
+    /// One raw read: virtio header + a super-packet of up to 64 KiB.
+    raw: Vec<u8>,
+    /// The packets the last read split into, and their sizes.
+    packets: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+    /// Decrypted packets waiting to be coalesced and written, `OFFSET` bytes into each slot.
+    /// Each slot's capacity is 64 KiB (untouched until coalescing grows it), so GRO appends
+    /// without allocating.
+    out: Vec<Vec<u8>>,
+    pending: usize,
+    gro: GROTable,
+    /// A single packet written outside a batch, with its header room.
+    single: Vec<u8>,
+}
+
+impl TunIo {
+    pub fn new(dev: AsyncDevice, mtu: u16) -> Self {
+        let slot = slot_len(mtu);
+        TunIo {
+            dev,
+            raw: vec![0u8; OFFSET + usize::from(u16::MAX)],
+            packets: (0..BATCH).map(|_| vec![0u8; slot]).collect(),
+            sizes: vec![0; BATCH],
+            out: (0..WRITE_SLOTS)
+                .map(|_| Vec::with_capacity(OFFSET + usize::from(u16::MAX)))
+                .collect(),
+            pending: 0,
+            gro: GROTable::default(),
+            single: Vec::with_capacity(OFFSET + usize::from(u16::MAX)),
+        }
+    }
+
+    /// Waits for and reads one batch; returns how many packets [`Self::packet`] can give.
+    pub async fn read(&mut self) -> io::Result<usize> {
+        self.dev
+            .recv_multiple(&mut self.raw, &mut self.packets, &mut self.sizes, 0)
+            .await
+    }
+
+    pub fn packet(&self, i: usize) -> &[u8] {
+        &self.packets[i][..self.sizes[i]]
+    }
+
+    /// A zeroed slot of `len` bytes for the next decrypted packet, or `None` when the batch is
+    /// full (flush first).
+    pub fn slot(&mut self, len: usize) -> Option<&mut [u8]> {
+        let buf = self.out.get_mut(self.pending)?;
+        buf.clear();
+        // Within the capacity reserved in `new` for any datagram: no allocation.
+        buf.resize(OFFSET + len, 0);
+        Some(&mut buf[OFFSET..])
+    }
+
+    /// Keeps `len` bytes starting `start` bytes into the slot [`Self::slot`] gave.
+    pub fn commit(&mut self, start: usize, len: usize) {
+        if let Some(buf) = self.out.get_mut(self.pending) {
+            buf.copy_within(OFFSET + start..OFFSET + start + len, OFFSET);
+            buf.truncate(OFFSET + len);
+            self.pending += 1;
+        }
+    }
+
+    /// Coalesces and writes the pending packets.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        let n = std::mem::take(&mut self.pending);
+        if n == 0 {
+            return Ok(());
+        }
+        self.dev
+            .send_multiple(&mut self.gro, &mut self.out[..n], OFFSET)
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes one packet now (packets from the stream relay and probing sockets).
+    pub async fn write_one(&mut self, packet: &[u8]) -> io::Result<()> {
+        // tun-rs calls the virtio-net header mode "TCP GSO"; a device opened without offloads
+        // (the kernel refused them) takes bare packets.
+        if !self.dev.tcp_gso() {
+            return self.dev.send(packet).await.map(|_| ());
+        }
+        self.single.clear();
+        // A zero virtio header: no offload, checksum already complete.
+        self.single.resize(OFFSET, 0);
+        self.single.extend_from_slice(packet);
+        self.dev.send(&self.single).await.map(|_| ())
+    }
+}

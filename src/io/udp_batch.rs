@@ -1,0 +1,231 @@
+//! The node's main UDP socket, batched through quinn-udp: one `recvmmsg` reads up to
+//! [`RECV_BUFS`] messages, each of which may carry several datagrams coalesced by UDP GRO
+//! (`stride` apart); one `sendmsg` with UDP_SEGMENT (GSO) sends a run of same-size datagrams to
+//! one peer. quinn-udp does the cmsg plumbing and probes what the kernel supports; where it does
+//! not (other OSes, old kernels) it degrades to one datagram per call.
+//!
+//! Fallback: some drivers and paths refuse GSO with EIO (or EINVAL when a segment is larger than
+//! the route allows). quinn-udp then turns GSO off for the socket (`max_gso_segments` drops to
+//! 1); this layer resends the refused run one datagram at a time, so nothing is lost.
+
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Messages read per `recvmmsg`. Each buffer holds a whole GRO super-datagram (up to 64 KiB),
+/// so this is the memory knob: 4 x 64 KiB is enough to keep the decrypt loop fed without
+/// holding more than a quarter MiB of receive buffers.
+pub const RECV_BUFS: usize = 4;
+
+/// The largest UDP payload of one IPv4 message (65535 minus the IP and UDP headers); a GSO
+/// run's total must fit in it.
+pub const MAX_GSO_BYTES: usize = 65_507;
+
+/// The main socket and the kernel features quinn-udp found on it.
+pub struct UdpBatch {
+    socket: UdpSocket,
+    state: UdpSocketState,
+}
+
+/// Reusable receive buffers and their metadata, allocated once.
+pub struct RecvBufs {
+    bufs: [Vec<u8>; RECV_BUFS],
+    meta: [RecvMeta; RECV_BUFS],
+}
+
+impl Default for RecvBufs {
+    fn default() -> Self {
+        RecvBufs {
+            bufs: std::array::from_fn(|_| vec![0u8; u16::MAX as usize]),
+            meta: [RecvMeta::default(); RECV_BUFS],
+        }
+    }
+}
+
+impl RecvBufs {
+    /// The datagrams of message `i` of the last batch, with their sender: a GRO message splits
+    /// at `stride` (the last one may be shorter).
+    pub fn datagrams(&self, i: usize) -> (SocketAddr, std::slice::Chunks<'_, u8>) {
+        let meta = &self.meta[i];
+        let stride = meta.stride.max(1);
+        (meta.addr, self.bufs[i][..meta.len].chunks(stride))
+    }
+}
+
+impl UdpBatch {
+    pub fn new(socket: UdpSocket) -> io::Result<Self> {
+        let state = UdpSocketState::new((&socket).into())?;
+        restore_fragmentation(&socket);
+        Ok(UdpBatch { socket, state })
+    }
+
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// How many datagrams one send may carry now (1 without GSO, or after the kernel refused
+    /// it).
+    pub fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Waits for and reads one batch; returns how many messages of `bufs` are filled.
+    pub async fn recv(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
+        loop {
+            self.socket.readable().await?;
+            let mut slices = bufs
+                .bufs
+                .each_mut()
+                .map(|b| IoSliceMut::new(b.as_mut_slice()));
+            let result = self.socket.try_io(Interest::READABLE, || {
+                self.state
+                    .recv((&self.socket).into(), &mut slices, &mut bufs.meta)
+            });
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Sends `contents` to `dst` as datagrams of `segment_size` bytes (the last may be shorter):
+    /// one GSO send when there are several, one at a time if the kernel refuses that.
+    pub async fn send(
+        &self,
+        dst: SocketAddr,
+        contents: &[u8],
+        segment_size: usize,
+    ) -> io::Result<()> {
+        let gso = segment_size > 0 && contents.len() > segment_size;
+        let transmit = Transmit {
+            destination: dst,
+            ecn: None,
+            contents,
+            segment_size: gso.then_some(segment_size),
+            src_ip: None,
+        };
+        match self.send_one(&transmit).await {
+            Err(e) if gso && gso_refused(&e) => {
+                tracing::debug!(error = %e, "UDP GSO refused; sending datagrams one at a time");
+                for chunk in contents.chunks(segment_size) {
+                    let single = Transmit {
+                        contents: chunk,
+                        segment_size: None,
+                        ..transmit.clone()
+                    };
+                    self.send_one(&single).await?;
+                }
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    async fn send_one(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        loop {
+            self.socket.writable().await?;
+            let result = self.socket.try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), transmit)
+            });
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+/// The errors Linux gives for a GSO send the device or route cannot take.
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL))
+}
+
+/// quinn-udp sets IP_PMTUDISC_PROBE (DF on, the kernel's path MTU ignored), which QUIC wants but
+/// this socket did not have before batching: put back the kernel default (IP_PMTUDISC_WANT) so
+/// behaviour on small-MTU paths is unchanged by batching. Path MTU policy belongs to the path
+/// MTU work (issue 11), not to the socket layer.
+#[cfg(target_os = "linux")]
+fn restore_fragmentation(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let value: libc::c_int = libc::IP_PMTUDISC_WANT;
+    // SAFETY: a live socket descriptor, a c_int option value and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            std::ptr::addr_of!(value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "cannot reset IP_MTU_DISCOVER");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn restore_fragmentation(_socket: &UdpSocket) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    async fn pair() -> (UdpBatch, UdpSocket) {
+        let a = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let b = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        (UdpBatch::new(a).unwrap(), b)
+    }
+
+    /// A run sent as one GSO message arrives as separate datagrams of the segment size, the
+    /// last one shorter, in order (loopback; GSO or its per-datagram fallback).
+    #[tokio::test]
+    async fn a_run_arrives_as_its_datagrams() {
+        let (a, b) = pair().await;
+        let dst = b.local_addr().unwrap();
+        let mut contents = Vec::new();
+        for i in 0..5u8 {
+            contents.extend(std::iter::repeat_n(i, if i == 4 { 300 } else { 1200 }));
+        }
+        a.send(dst, &contents, 1200).await.unwrap();
+        let mut buf = [0u8; 2000];
+        for i in 0..5u8 {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(2), b.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(n, if i == 4 { 300 } else { 1200 }, "datagram {i}");
+            assert!(buf[..n].iter().all(|&x| x == i), "datagram {i} content");
+        }
+    }
+
+    /// Several datagrams sent separately come out of one batched receive (possibly GRO
+    /// coalesced), each intact and from the right sender.
+    #[tokio::test]
+    async fn a_batch_receive_yields_every_datagram() {
+        let (a, b) = pair().await;
+        let dst = a.socket().local_addr().unwrap();
+        for i in 0..6u8 {
+            b.send_to(&[i; 100], dst).await.unwrap();
+        }
+        let mut bufs = RecvBufs::default();
+        let mut seen = Vec::new();
+        while seen.len() < 6 {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(2), a.recv(&mut bufs))
+                .await
+                .unwrap()
+                .unwrap();
+            for i in 0..n {
+                let (from, datagrams) = bufs.datagrams(i);
+                assert_eq!(from, b.local_addr().unwrap());
+                for d in datagrams {
+                    assert_eq!(d.len(), 100);
+                    seen.push(d[0]);
+                }
+            }
+        }
+        assert_eq!(seen, vec![0, 1, 2, 3, 4, 5]);
+    }
+}
