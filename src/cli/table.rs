@@ -273,6 +273,7 @@ mod tests {
             nat: None,
             peers,
             drops: Default::default(),
+            dns: None,
         }
     }
 

@@ -17,6 +17,7 @@ macro_rules! punch_ctx {
 }
 
 mod discovery;
+mod names;
 mod pinging;
 mod punching;
 mod relaying;

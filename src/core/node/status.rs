@@ -74,6 +74,9 @@ pub struct NodeStatus {
     pub nat: Option<NatProfile>,
     pub peers: Vec<PeerStatus>,
     pub drops: DropCounters,
+    /// The DNS responder for the network's names, when it runs (filled in by the driver).
+    #[serde(default)]
+    pub dns: Option<crate::core::dns::DnsStatus>,
 }
 
 impl Node {
@@ -148,6 +151,7 @@ impl Node {
             nat: self.discovery.profile().cloned(),
             peers,
             drops: self.drops.clone(),
+            dns: None,
         }
     }
 
