@@ -150,6 +150,12 @@ lab_test!(
 lab_test!(netns_nat_traversal_matrix, "tests/netns/matrix.sh");
 lab_test!(netns_relay_first_then_upgrade, "tests/netns/relay.sh");
 lab_test!(
+    /// Peers' names through the node's DNS responder: getent and ping by name from a peer,
+    /// REFUSED outside the suffix, garbage dropped and counted, nothing left behind by `down`.
+    netns_dns_names,
+    "tests/netns/dns.sh"
+);
+lab_test!(
     /// A 10-node mesh under churn for 2 minutes (the CI bound; `scripts/soak.sh --minutes 30`
     /// runs the long one): no RSS or fd growth, every pair pings at the end, counters
     /// consistent. The whole run, setup and end checks included, takes about 3.5 minutes.
