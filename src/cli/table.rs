@@ -149,6 +149,9 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
         None => "(not measured yet)".to_string(),
     };
     let _ = writeln!(out, "nat     {nat}");
+    if let Some(dns) = &s.dns {
+        let _ = writeln!(out, "dns     {dns}");
+    }
     let _ = writeln!(out);
     let mut rows = vec![[
         "PEER",

@@ -6,9 +6,11 @@
 //! recurses (RA=0), so it cannot be used as an open resolver or to amplify traffic.
 
 mod responder;
+mod status;
 mod suffix;
 #[cfg(test)]
 mod tests;
 
-pub use responder::{DnsCounters, DnsStatus, Host, Responder, MAX_QUERY, TTL};
+pub use responder::{DnsCounters, Host, Responder, MAX_QUERY, TTL};
+pub use status::DnsStatus;
 pub use suffix::{check_suffix, default_suffix, SuffixError};

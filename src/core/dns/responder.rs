@@ -6,7 +6,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use serde::{Deserialize, Serialize};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Queries longer than this are dropped unparsed: a question for one of our names fits in a
 /// few hundred bytes, and 1232 is the EDNS payload size DNS Flag Day 2020 settled on.
@@ -40,16 +40,6 @@ pub struct DnsCounters {
     pub ambiguous: u64,
     /// Not a query we could parse (or a response, or not exactly one question): dropped.
     pub malformed: u64,
-}
-
-/// The responder as `status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DnsStatus {
-    pub suffix: String,
-    /// Where it listens: the node's overlay address, port 53.
-    pub address: SocketAddr,
-    #[serde(flatten)]
-    pub counters: DnsCounters,
 }
 
 pub struct Responder {

@@ -262,3 +262,23 @@ proptest! {
         prop_assert!(reply.len() <= q.len() + 64);
     }
 }
+
+#[test]
+fn status_names_the_suffix_the_address_and_what_happened() {
+    let mut r = office();
+    ask(&mut r, "bob.office.p2p.", RecordType::A);
+    ask(&mut r, "example.com.", RecordType::A);
+    r.answer(&[1, 2, 3], hosts());
+    let status = DnsStatus {
+        suffix: "office.p2p".into(),
+        address: "10.77.0.1:53".parse().unwrap(),
+        counters: r.counters(),
+    };
+    assert_eq!(
+        status.to_string(),
+        "names under office.p2p on 10.77.0.1:53 (1 answered, 1 refused, 1 malformed)"
+    );
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["malformed"], 1);
+    assert_eq!(json["suffix"], "office.p2p");
+}
