@@ -20,7 +20,7 @@
 #   5  kill -9 of a node's main process: systemd restarts it (NRestarts grows) and the peer
 #      answers again
 #   6  the sandbox holds in the running unit's mount namespace: / and /etc/p2pvpn read-only,
-#      the state directory writable, only CAP_NET_ADMIN effective
+#      the state directory writable, only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE effective
 #
 # Prints `ok N - NAME` / `not ok N - NAME`, `N passed, N failed`, and the run time; exits 1 if a
 # check failed, 2 on a setup error, 77 after `SKIP: reason` when it cannot run here. Cleans up
@@ -440,10 +440,10 @@ c_sandbox() {
         why "the node cannot write its state directory /var/lib/p2pvpn/$NET" || return 1
     # shellcheck disable=SC2016  # awk's $2
     caps="$(cexec alice awk '/^CapEff:/ {print $2}' "/proc/$pid/status")"
-    # CAP_NET_ADMIN is bit 12.
-    [[ "$caps" == 0000000000001000 ]] || why "effective capabilities $caps, want only CAP_NET_ADMIN (0000000000001000)"
+    # CAP_NET_ADMIN is bit 12, CAP_NET_BIND_SERVICE (the DNS responder on port 53) bit 10.
+    [[ "$caps" == 0000000000001400 ]] || why "effective capabilities $caps, want only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE (0000000000001400)"
 }
-tcheck "sandbox of the running node: / and /etc/p2pvpn read-only, state dir writable, only CAP_NET_ADMIN" c_sandbox
+tcheck "sandbox of the running node: / and /etc/p2pvpn read-only, state dir writable, only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE" c_sandbox
 
 if ((FAILED)); then printf '# failed: %s\n' "${FAILED_NAMES[@]}"; fi
 echo "check-systemd: $PASSED passed, $FAILED failed"

@@ -5,19 +5,24 @@
 //! node that dies leaves nothing behind once its TUN device is gone.
 //!
 //! Without resolved nothing is changed: one info line says what to add by hand. resolved is
-//! only used when it serves this network namespace: a node in a namespace of its own (the lab,
-//! a container sharing the host's /run) would otherwise configure a host link that happens to
-//! have the same index.
+//! only used when it serves this network namespace: a node in a namespace of its own (`ip netns
+//! exec`, which shares the host's /run and so its resolved) would otherwise configure whichever
+//! host link has the TUN device's index. The test is resolved's stub listener, 127.0.0.53:53,
+//! which exists only in resolved's own namespace: a TCP connect to it sends no DNS at all. (PID
+//! 1's namespace cannot be compared: the systemd unit's ProtectProc= and capability set hide it.)
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
+use tokio::net::TcpStream;
 use tokio::process::Command;
 
 /// resolved's varlink socket, present while it runs (systemd >= 246).
 const RESOLVED_SOCKET: &str = "/run/systemd/resolve/io.systemd.Resolve";
 /// resolvectl answers in milliseconds; a hung D-Bus must not hold up `up` or `down`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// resolved's stub listener (resolved.conf(5), DNSStubListener=).
+const STUB: (Ipv4Addr, u16) = (Ipv4Addr::new(127, 0, 0, 53), 53);
 
 /// What was registered, to be reverted on `down`.
 pub struct Registration {
@@ -50,7 +55,7 @@ pub async fn register(
     suffix: &str,
 ) -> Option<Registration> {
     let ip = addr.ip().to_string();
-    if !resolved_serves_this_namespace() {
+    if !resolved_serves_this_namespace().await {
         tracing::info!(
             "p2pvpn {network}: DNS: names under {suffix} are answered on {addr}; systemd-resolved \
              does not manage this host's DNS, so nothing was registered. To resolve them, add \
@@ -92,19 +97,17 @@ pub async fn register(
     })
 }
 
-/// resolved runs, and in the network namespace of PID 1 (where it runs), which is ours.
-fn resolved_serves_this_namespace() -> bool {
+/// resolved runs, and its stub listener answers in our network namespace. With the stub turned
+/// off (DNSStubListener=no) this says no: nothing is registered and the log says what to add.
+async fn resolved_serves_this_namespace() -> bool {
     if !Path::new(RESOLVED_SOCKET).exists() {
         return false;
     }
-    match (
-        std::fs::read_link("/proc/self/ns/net"),
-        std::fs::read_link("/proc/1/ns/net"),
-    ) {
-        (Ok(ours), Ok(init)) => ours == init,
-        // Cannot tell: do not risk configuring another namespace's link.
-        _ => false,
-    }
+    let connect = TcpStream::connect(SocketAddr::from(STUB));
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), connect).await,
+        Ok(Ok(_))
+    )
 }
 
 async fn resolvectl(args: &[&str]) -> Result<(), String> {
