@@ -18,7 +18,11 @@ pub struct DnsServer {
     responder: Responder,
     suffix: String,
     addr: SocketAddr,
-    registration: Option<Registration>,
+    /// Registering runs beside the event loop: resolvectl waits on D-Bus, and a slow or hung
+    /// resolved must not hold up packets (seen: a 25 s D-Bus activation timeout).
+    registration: tokio::task::JoinHandle<Option<Registration>>,
+    network: String,
+    interface: String,
 }
 
 impl DnsServer {
@@ -50,13 +54,20 @@ impl DnsServer {
             }
         };
         let addr = SocketAddr::from((addr, PORT));
-        let registration = split_dns::register(network, interface, addr, suffix).await;
+        let registration = tokio::spawn(split_dns::register(
+            network.to_string(),
+            interface.to_string(),
+            addr,
+            suffix.to_string(),
+        ));
         Some(DnsServer {
             socket,
             responder,
             suffix: suffix.to_string(),
             addr,
             registration,
+            network: network.to_string(),
+            interface: interface.to_string(),
         })
     }
 
@@ -83,9 +94,20 @@ impl DnsServer {
     }
 
     /// Removes what `start` registered with the host's resolver (on `down` and on signals).
+    /// A registration still under way is cut short and whatever part of it went through is
+    /// reverted.
     pub async fn stop(self) {
-        if let Some(r) = self.registration {
-            r.revert().await;
+        let finished = self.registration.is_finished();
+        self.registration.abort();
+        match self.registration.await {
+            Ok(Some(r)) => r.revert().await,
+            Ok(None) => {}
+            Err(_) if !finished => {
+                Registration::new(self.network, self.interface)
+                    .revert()
+                    .await
+            }
+            Err(_) => {}
         }
     }
 }

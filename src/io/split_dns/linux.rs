@@ -31,6 +31,10 @@ pub struct Registration {
 }
 
 impl Registration {
+    pub fn new(network: String, interface: String) -> Self {
+        Registration { network, interface }
+    }
+
     pub async fn revert(self) {
         match resolvectl(&["revert", &self.interface]).await {
             Ok(()) => tracing::info!(
@@ -49,11 +53,12 @@ impl Registration {
 }
 
 pub async fn register(
-    network: &str,
-    interface: &str,
+    network: String,
+    interface: String,
     addr: SocketAddr,
-    suffix: &str,
+    suffix: String,
 ) -> Option<Registration> {
+    let interface = interface.as_str();
     let ip = addr.ip().to_string();
     if !resolved_serves_this_namespace().await {
         tracing::info!(
@@ -91,10 +96,7 @@ pub async fn register(
         "p2pvpn {network}: DNS: names under {suffix} resolve through {addr} (registered with \
          systemd-resolved on {interface})"
     );
-    Some(Registration {
-        network: network.to_string(),
-        interface: interface.to_string(),
-    })
+    Some(Registration::new(network, interface.to_string()))
 }
 
 /// resolved runs, and its stub listener answers in our network namespace. With the stub turned

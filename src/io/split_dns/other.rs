@@ -8,14 +8,18 @@ use std::net::SocketAddr;
 pub struct Registration;
 
 impl Registration {
+    pub fn new(_network: String, _interface: String) -> Self {
+        Registration
+    }
+
     pub async fn revert(self) {}
 }
 
 pub async fn register(
-    network: &str,
-    _interface: &str,
+    network: String,
+    _interface: String,
     addr: SocketAddr,
-    suffix: &str,
+    suffix: String,
 ) -> Option<Registration> {
     let ip = addr.ip();
     let how = if cfg!(windows) {
