@@ -161,6 +161,13 @@ check "12 random datagrams to port 53 are dropped and counted; the node keeps ru
 check "13 alice still answers after the garbage" \
     expect alice "$ALICE_VIP" bob.demo.p2p A "rcode=NOERROR aa=1 ra=0 answers=$BOB_VIP"
 
+status_line() {
+    local out; out="$(P2P_TIMEOUT=10 p2p alice status --network "$NET" 2>&1)" || { why "status failed: $out"; return 1; }
+    grep -Eq "^dns +names under demo\.p2p on $ALICE_VIP:53 \([0-9]+ answered, .*[0-9]+ malformed\)" <<<"$out" ||
+        { why "no dns line with counters in status: $(grep -i dns <<<"$out" || echo none)"; return 1; }
+}
+check "14 status shows the responder, its suffix and its counters" status_line
+
 # ---------------------------------------------------------------- down
 down_clean() {
     P2P_TIMEOUT=15 p2p alice down --network "$NET" >"$LAB_TMP/logs/alice-down.log" 2>&1 || { why "down failed: $(cat "$LAB_TMP/logs/alice-down.log")"; return 1; }
@@ -172,7 +179,7 @@ down_clean() {
     grep -qx "nameserver $ALICE_VIP" "$NETNS_ETC/resolv.conf" || { why "the lab's own resolv.conf was touched"; return 1; }
     [[ "$(find "$NETNS_ETC" -mindepth 1 | wc -l)" -eq 1 ]] || { why "files appeared in $NETNS_ETC"; return 1; }
 }
-check "14 down: no listener on port 53, no interface, /etc/resolv.conf untouched" down_clean
+check "15 down: no listener on port 53, no interface, /etc/resolv.conf untouched" down_clean
 
 if ((FAILED)); then
     printf '# failed: %s\n' "${FAILED_NAMES[@]}"
