@@ -33,7 +33,8 @@ pub struct DnsCounters {
     pub answered: u64,
     /// A name under the suffix that no member has.
     pub nxdomain: u64,
-    /// A name outside the suffix (we do not recurse), or a class other than IN.
+    /// A name outside the suffix (we do not recurse), a class other than IN, or an opcode
+    /// other than QUERY (answered NOTIMP).
     pub refused: u64,
     /// Two members whose names differ only in case: answering either could hand one member's
     /// traffic to the other, so neither is answered (SERVFAIL) until one is renamed.
