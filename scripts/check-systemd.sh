@@ -16,11 +16,14 @@
 #   2  network create / invite as the p2pvpn user, join on both nodes, `systemctl start
 #      p2pvpn@office` returns active (running) with p2p-office already addressed
 #   3  the nodes ping each other's 10.x addresses over the VPN
-#   4  `systemctl stop p2pvpn@office` exits cleanly and leaves no p2p-* interface
+#   3b split DNS through systemd-resolved: the node registered its responder and ~office.p2p on
+#      p2p-office (and nothing else goes there), getent and ping bob.office.p2p work on alice
+#   4  `systemctl stop p2pvpn@office` exits cleanly and leaves no p2p-* interface and nothing
+#      in resolved
 #   5  kill -9 of a node's main process: systemd restarts it (NRestarts grows) and the peer
 #      answers again
 #   6  the sandbox holds in the running unit's mount namespace: / and /etc/p2pvpn read-only,
-#      the state directory writable, only CAP_NET_ADMIN effective
+#      the state directory writable, only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE effective
 #
 # Prints `ok N - NAME` / `not ok N - NAME`, `N passed, N failed`, and the run time; exits 1 if a
 # check failed, 2 on a setup error, 77 after `SKIP: reason` when it cannot run here. Cleans up
@@ -46,10 +49,13 @@ PORT=7400
 CONTAINERS=(server alice bob)
 declare -A HOST_IP=([server]=$SERVER_IP [alice]=198.51.100.11 [bob]=198.51.100.12)
 # Packages beyond minbase: systemd as init, iproute2 for `ip`/`ss`, the package's own
-# dependency (adduser), and ping. Part of the cache key: a changed list rebuilds the cache.
-INCLUDE=systemd,systemd-sysv,dbus,iproute2,adduser,iputils-ping
+# dependency (adduser), ping, and systemd-resolved (the nodes register their DNS responder
+# with it). Part of the cache key: a changed list rebuilds the cache, which is why the cache's
+# name changed with the list (runs of an older list keep their own cache instead of rebuilding
+# each other's).
+INCLUDE=systemd,systemd-sysv,dbus,iproute2,adduser,iputils-ping,systemd-resolved
 CACHE_DIR="${P2PVPN_CI_CACHE:-/var/cache/p2pvpn-ci}"
-CACHE="$CACHE_DIR/bookworm-systemd"
+CACHE="$CACHE_DIR/bookworm-systemd-resolved"
 
 bail() { echo "Bail out! $*"; exit 2; }
 
@@ -387,6 +393,21 @@ reach() {
 c_ping() { reach alice "${VIP[bob]:-}" 30 && reach bob "${VIP[alice]:-}" 10; }
 tcheck "alice and bob ping each other's 10.88.0.x over the VPN" c_ping
 
+# ---------------------------------------------------------------- 3b split DNS
+# The unit registers its responder in the background once p2p-office exists: wait for it.
+dns_registered() { cexec alice resolvectl status "p2p-$NET" 2>/dev/null | grep -q "DNS Domain: ~$NET.p2p"; }
+c_dns() {
+    lab_wait_for 15 dns_registered || why "no ~$NET.p2p on p2p-$NET: $(cexec alice resolvectl status "p2p-$NET" 2>&1 | tr '\n' ' ')" || return 1
+    local out
+    out="$(cexec alice resolvectl status "p2p-$NET" 2>&1)"
+    grep -q "DNS Servers: ${VIP[alice]}" <<<"$out" || why "p2p-$NET's DNS server is not ${VIP[alice]}: $(tr '\n' ' ' <<<"$out")" || return 1
+    grep -q -- "-DefaultRoute" <<<"$out" || why "p2p-$NET takes names outside ~$NET.p2p: $(tr '\n' ' ' <<<"$out")" || return 1
+    out="$(cexec alice getent hosts "bob.$NET.p2p" 2>&1)" || true
+    [[ "$(awk '{print $1}' <<<"$out")" == "${VIP[bob]}" ]] || why "getent hosts bob.$NET.p2p on alice: '$out'" || return 1
+    out="$(CT=15 cexec alice ping -n -c 1 -W 3 "bob.$NET.p2p" 2>&1)" || why "ping bob.$NET.p2p on alice: $(tr '\n' ' ' <<<"$out")"
+}
+tcheck "split DNS: resolved sends ~$NET.p2p (only) to alice's responder; getent and ping bob.$NET.p2p work" c_dns
+
 # ---------------------------------------------------------------- 4 stop
 c_stop() {
     local c out res links
@@ -396,9 +417,11 @@ c_stop() {
         links="$(cexec "$c" ip -o link show | awk -F': ' '$2 ~ /^p2p-/ {print $2}')"
         [[ "$res" == "inactive|success" ]] || why "$c: after stop: $res" || return 1
         [[ -z "$links" ]] || why "$c: left behind: $links" || return 1
+        out="$(cexec "$c" resolvectl status 2>&1)" || true
+        ! grep -q "$NET\.p2p" <<<"$out" || why "$c: resolved still has $NET.p2p: $(tr '\n' ' ' <<<"$out")" || return 1
     done
 }
-tcheck "systemctl stop p2pvpn@$NET: inactive, result success, no p2p-* interface left" c_stop
+tcheck "systemctl stop p2pvpn@$NET: inactive, result success, no p2p-* interface or DNS registration left" c_stop
 
 # ---------------------------------------------------------------- 5 restart on kill -9
 c_restart() {
@@ -440,10 +463,10 @@ c_sandbox() {
         why "the node cannot write its state directory /var/lib/p2pvpn/$NET" || return 1
     # shellcheck disable=SC2016  # awk's $2
     caps="$(cexec alice awk '/^CapEff:/ {print $2}' "/proc/$pid/status")"
-    # CAP_NET_ADMIN is bit 12.
-    [[ "$caps" == 0000000000001000 ]] || why "effective capabilities $caps, want only CAP_NET_ADMIN (0000000000001000)"
+    # CAP_NET_ADMIN is bit 12, CAP_NET_BIND_SERVICE (the DNS responder on port 53) bit 10.
+    [[ "$caps" == 0000000000001400 ]] || why "effective capabilities $caps, want only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE (0000000000001400)"
 }
-tcheck "sandbox of the running node: / and /etc/p2pvpn read-only, state dir writable, only CAP_NET_ADMIN" c_sandbox
+tcheck "sandbox of the running node: / and /etc/p2pvpn read-only, state dir writable, only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE" c_sandbox
 
 if ((FAILED)); then printf '# failed: %s\n' "${FAILED_NAMES[@]}"; fi
 echo "check-systemd: $PASSED passed, $FAILED failed"

@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGETS=(datagram stun probe relay_udp relay_stream control noise_frames token config ipv4_icmp
-  state_machine)
+  state_machine dns)
 seconds=600
 replay=0
 picked=()

@@ -2,6 +2,7 @@
 //! read by `up`. The file is parsed into raw serde types (unknown keys refused), then validated
 //! into [`NodeSettings`]; every error names the file and what to change.
 
+use crate::core::dns;
 use crate::core::keys::PublicKey;
 use crate::core::punch::session::PunchConfig;
 use crate::core::rendezvous::names;
@@ -44,6 +45,9 @@ pub struct RawNodeConfig {
     /// Bring the network up even though its range overlaps a route the host already has.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_route_overlap: bool,
+    /// The suffix the node's DNS responder answers for (default `NETWORK.p2p`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_suffix: Option<String>,
     #[serde(default)]
     pub punch: Option<RawPunchConfig>,
 }
@@ -77,6 +81,8 @@ pub struct NodeSettings {
     pub punch: PunchConfig,
     pub cidr: Option<Ipv4Net>,
     pub allow_route_overlap: bool,
+    /// Lower case, without the final dot (`core::dns::check_suffix`).
+    pub dns_suffix: String,
 }
 
 /// Where a node keeps its files.
@@ -256,7 +262,14 @@ impl RawNodeConfig {
                 )
             })?),
         };
+        let dns_suffix = dns::check_suffix(
+            &self
+                .dns_suffix
+                .unwrap_or_else(|| dns::default_suffix(&self.network)),
+        )
+        .with_context(|| format!("{}: `dns_suffix`", file.display()))?;
         Ok(NodeSettings {
+            dns_suffix,
             punch,
             cidr,
             allow_route_overlap: self.allow_route_overlap,
@@ -291,6 +304,8 @@ impl NodeSettings {
             }),
             cidr: self.cidr.map(|c| c.to_string()),
             allow_route_overlap: self.allow_route_overlap,
+            dns_suffix: (self.dns_suffix != dns::default_suffix(&self.network))
+                .then(|| self.dns_suffix.clone()),
         }
     }
 }
@@ -417,6 +432,22 @@ server_public_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
         let other = unique_interface("office", &taken);
         assert_ne!(other, "p2p-office");
         assert!(interface_name_ok(&other));
+    }
+
+    #[test]
+    fn the_dns_suffix_defaults_to_the_network_and_a_bad_one_is_named() {
+        let s = parse(GOOD, Path::new("o.toml")).unwrap();
+        assert_eq!(s.dns_suffix, "office.p2p");
+        assert!(!toml::to_string(&s.to_raw()).unwrap().contains("dns_suffix"));
+        let text = format!("{GOOD}dns_suffix = \"Corp.Example.\"\n");
+        let s = parse(&text, Path::new("o.toml")).unwrap();
+        assert_eq!(s.dns_suffix, "corp.example");
+        let again = toml::to_string(&s.to_raw()).unwrap();
+        assert_eq!(parse(&again, Path::new("o.toml")).unwrap(), s);
+        let bad = format!("{GOOD}dns_suffix = \"a b\"\n");
+        let err = format!("{:#}", parse(&bad, Path::new("o.toml")).unwrap_err());
+        assert!(err.contains("o.toml: `dns_suffix`"), "{err}");
+        assert!(err.contains("not allowed"), "{err}");
     }
 
     #[test]

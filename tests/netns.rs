@@ -167,6 +167,12 @@ lab_test!(
     "tests/netns/portmap.sh"
 );
 lab_test!(
+    /// Peers' names through the node's DNS responder: getent and ping by name from a peer,
+    /// REFUSED outside the suffix, garbage dropped and counted, nothing left behind by `down`.
+    netns_dns_names,
+    "tests/netns/dns.sh"
+);
+lab_test!(
     /// A 10-node mesh under churn for 2 minutes (the CI bound; `scripts/soak.sh --minutes 30`
     /// runs the long one): no RSS or fd growth, every pair pings at the end, counters
     /// consistent. The whole run, setup and end checks included, takes about 3.5 minutes.

@@ -27,7 +27,7 @@ use std::path::Path;
 
 fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let targets: [(&str, Vec<Vec<u8>>); 11] = [
+    let targets: [(&str, Vec<Vec<u8>>); 12] = [
         ("datagram", datagrams()),
         ("stun", stun()),
         ("probe", probes()),
@@ -39,6 +39,7 @@ fn main() -> std::io::Result<()> {
         ("config", configs()),
         ("ipv4_icmp", ipv4_icmp()),
         ("state_machine", state_machine()),
+        ("dns", dns()),
     ];
     for (target, seeds) in targets {
         let dir = root.join(target);
@@ -438,4 +439,30 @@ fn state_machine() -> Vec<Vec<u8>> {
     cut.extend([op::TUN_PING, 0, 0, 3]);
     cut.extend(advance(1000));
     vec![settle, ping, hostile, lossy, member, cut]
+}
+
+/// Queries as resolvers send them: A, AAAA and ANY under the suffix (case mixed, a two-label
+/// name), an unknown name, a name outside the suffix, and one with EDNS.
+fn dns() -> Vec<Vec<u8>> {
+    use hickory_proto::op::{Edns, Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let q = |name: &str, qtype: RecordType, edns: bool| {
+        let mut m = Message::new();
+        m.set_id(0x2a2a).set_recursion_desired(true);
+        if let Ok(n) = Name::from_ascii(name) {
+            m.add_query(Query::query(n, qtype));
+        }
+        if edns {
+            m.set_edns(Edns::new());
+        }
+        m.to_vec().unwrap_or_default()
+    };
+    vec![
+        q("bob.office.p2p.", RecordType::A, false),
+        q("BoB.Office.P2P.", RecordType::AAAA, false),
+        q("db.eu.office.p2p.", RecordType::ANY, false),
+        q("carol.office.p2p.", RecordType::A, false),
+        q("example.com.", RecordType::A, false),
+        q("alice.office.p2p.", RecordType::A, true),
+    ]
 }

@@ -150,6 +150,11 @@ pub enum Command {
         dirs: NodeDirs,
     },
     /// Bring a network up in the foreground until SIGINT/SIGTERM or `p2pvpn down`.
+    ///
+    /// Peers' names resolve in DNS: the node answers NAME.SUFFIX (SUFFIX is `dns_suffix` in the
+    /// network's config, default NETWORK.p2p) on its overlay address, UDP port 53, and
+    /// registers that suffix with systemd-resolved where it manages the host's DNS; elsewhere
+    /// it logs the line to add. It never rewrites /etc/resolv.conf.
     Up {
         #[command(flatten)]
         target: NetworkArg,

@@ -109,6 +109,10 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
         punch: before.as_ref().map(|b| b.punch).unwrap_or_default(),
         cidr: Some(joined.cidr),
         allow_route_overlap: before.as_ref().is_some_and(|b| b.allow_route_overlap),
+        dns_suffix: before.as_ref().map_or_else(
+            || crate::core::dns::default_suffix(&joined.network),
+            |b| b.dns_suffix.clone(),
+        ),
     };
     let file = config::save(dirs, &settings)?;
     let v6 = joined.ipv6.map(|n| format!(", {n}")).unwrap_or_default();

@@ -173,6 +173,9 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
     if let Some(m) = &s.port_mapping {
         let _ = writeln!(out, "mapping {} ({})", m.addr, m.technique);
     }
+    if let Some(dns) = &s.dns {
+        let _ = writeln!(out, "dns     {dns}");
+    }
     let _ = writeln!(out);
     let mut rows = vec![[
         "PEER",
@@ -307,6 +310,7 @@ mod tests {
             peers,
             drops: Default::default(),
             mtu: 0,
+            dns: None,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod counters;
 pub mod crypto;
+pub mod dns;
 pub mod icmp;
 pub mod ip;
 pub mod keys;

@@ -73,7 +73,6 @@ impl TxBatch {
             r
         })
     }
-    }
 
     /// Appends a datagram of `len` bytes just written at `start`, extending the last run when
     /// GSO can carry it with that run.

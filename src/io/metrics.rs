@@ -190,6 +190,20 @@ pub fn render_node(s: &NodeStatus) -> String {
             "p2pvpn_drops_total{{network=\"{net}\",reason=\"{reason}\"}} {n}"
         );
     }
+    if let Some(dns) = &s.dns {
+        header(
+            &mut o,
+            "p2pvpn_dns_queries_total",
+            "counter",
+            "Queries to the node's DNS responder, by result (malformed ones are dropped).",
+        );
+        for (result, n) in dns.results() {
+            let _ = writeln!(
+                o,
+                "p2pvpn_dns_queries_total{{network=\"{net}\",result=\"{result}\"}} {n}"
+            );
+        }
+    }
     o
 }
 

@@ -7,6 +7,7 @@
 pub mod control_socket;
 pub mod dataplane;
 pub mod dial;
+pub mod dns;
 pub mod interface_check;
 pub mod join;
 pub mod leave;
@@ -23,6 +24,7 @@ pub mod server_udp;
 pub mod server_watch;
 pub mod service;
 pub mod signals;
+pub mod split_dns;
 pub mod state_lock;
 pub mod stream;
 pub mod tls;

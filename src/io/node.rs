@@ -94,6 +94,8 @@ struct Driver {
     registered_on_stream: bool,
     /// Each peer's path as last announced, to word the next change.
     paths: HashMap<Ipv4Addr, Path>,
+    /// The DNS responder for the network's names, from registration on.
+    dns: Option<super::dns::DnsServer>,
 }
 
 /// Runs the node until a signal or `down`; `metrics` serves Prometheus text on that address.
@@ -185,6 +187,7 @@ async fn run_until_stopped(
         server_watch: Default::default(),
         paths: HashMap::new(),
         registered_on_stream: false,
+        dns: None,
     };
     progress(&format!(
         "p2pvpn {network}: key {}, UDP port {udp_port}",
@@ -207,6 +210,7 @@ async fn run_until_stopped(
     let mut udp_bufs = RecvBufs::default();
     let mut tx = dataplane::TxBatch::new(d.node.tun_mtu());
     let mut out = vec![0u8; MAX_DATAGRAM + 64];
+    let mut dns_buf = super::dns::buffer();
     // Answered once the node has stopped, so `down` can say it did.
     let mut down_reply = None;
 
@@ -266,6 +270,11 @@ async fn run_until_stopped(
                     }
                 }
             }
+            r = super::dns::recv(&d.dns, &mut dns_buf) => {
+                if let (Ok((n, from)), Some(dns)) = (r, d.dns.as_mut()) {
+                    dns.handle(&dns_buf[..n], from, d.node.hosts()).await;
+                }
+            }
             Some((gen, event)) = stream_rx.recv() => {
                 if gen == d.stream_gen {
                     d.handle_stream_event(event);
@@ -313,6 +322,11 @@ async fn run_until_stopped(
     }
     for (_, extra) in d.extras.drain() {
         extra.reader.abort();
+    }
+    // Before the interface goes: resolved would drop the link's settings with it, but a revert
+    // says so explicitly and covers a resolver that keeps them.
+    if let Some(dns) = d.dns.take() {
+        dns.stop().await;
     }
     let interface = std::mem::take(&mut d.settings.interface);
     let had_tun = d.tun.is_some();
@@ -414,6 +428,7 @@ impl Driver {
         let mut status = self.node.status(super::unix_now());
         status.listen_port = self.udp_port;
         status.interface = self.settings.interface.clone();
+        status.dns = self.dns.as_ref().map(|d| d.status());
         status
     }
 
@@ -547,6 +562,13 @@ impl Driver {
                     )?;
                     self.tun = Some(TunIo::new(tun, self.node.tun_mtu()));
                     let v6 = v6.map(|n| format!(" and {n}")).unwrap_or_default();
+                    self.dns = super::dns::DnsServer::start(
+                        net,
+                        a.virtual_ip,
+                        &self.settings.dns_suffix,
+                        &self.settings.interface,
+                    )
+                    .await;
                     let line = format!(
                         "p2pvpn {net}: registered as {} with {}/{}{v6} on {}",
                         a.name,

@@ -19,6 +19,7 @@ macro_rules! punch_ctx {
 mod discovery;
 mod filter;
 mod mapping;
+mod names;
 mod pinging;
 mod pmtu;
 mod punching;

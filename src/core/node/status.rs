@@ -94,6 +94,9 @@ pub struct NodeStatus {
     /// The TUN device's MTU (the largest inner packet, every path search's upper bound).
     #[serde(default)]
     pub mtu: u16,
+    /// The DNS responder for the network's names, when it runs (filled in by the driver).
+    #[serde(default)]
+    pub dns: Option<crate::core::dns::DnsStatus>,
 }
 
 impl Node {
@@ -174,6 +177,7 @@ impl Node {
             peers,
             drops: self.drops.clone(),
             mtu: self.tun_mtu(),
+            dns: None,
         }
     }
 
