@@ -112,8 +112,11 @@ check "3 an unknown member is NXDOMAIN" \
     expect alice "$ALICE_VIP" carol.demo.p2p A "rcode=NXDOMAIN aa=1 ra=0 answers="
 check "4 a name outside the suffix is REFUSED (no recursion)" \
     expect alice "$ALICE_VIP" example.com A "rcode=REFUSED aa=0 ra=0 answers="
-check "5 AAAA for bob is NODATA (the overlay is IPv4 only)" \
-    expect alice "$ALICE_VIP" bob.demo.p2p AAAA "rcode=NOERROR aa=1 ra=0 answers="
+# bob's overlay IPv6 address (the network's ULA /64), as his status shows it.
+BOB6="$(p2p_field bob "$NET" '(j.get("ipv6") or "").split("/")[0]' 2>/dev/null || true)"
+check "5 AAAA for bob is his overlay IPv6 address" \
+    expect alice "$ALICE_VIP" bob.demo.p2p AAAA "rcode=NOERROR aa=1 ra=0 answers=$BOB6"
+check "5b AAAA for bob is not empty (the server gave him an IPv6 address)" test -n "$BOB6"
 bob_suffix() {
     expect bob "$BOB_VIP" alice.lab.example A "rcode=NOERROR aa=1 ra=0 answers=$ALICE_VIP" &&
         expect bob "$BOB_VIP" alice.demo.p2p A "rcode=REFUSED aa=0 ra=0 answers="
@@ -123,16 +126,17 @@ check "7 bob asks alice's responder through the tunnel" \
     expect bob "$ALICE_VIP" bob.demo.p2p A "rcode=NOERROR aa=1 ra=0 answers=$BOB_VIP"
 
 # ---------------------------------------------------------------- the system resolver
-getent_bob() {
-    local out; out="$(lab_exec alice timeout 10 getent hosts bob.demo.p2p 2>&1)" || { why "getent hosts bob.demo.p2p: '$out'"; return 1; }
-    [[ "$(awk '{print $1}' <<<"$out")" == "$BOB_VIP" ]] || { why "getent hosts bob.demo.p2p: '$out'"; return 1; }
+getent_bob() {  # getent_bob DATABASE WANT
+    local out; out="$(lab_exec alice timeout 10 getent "$1" bob.demo.p2p 2>&1)" || { why "getent $1 bob.demo.p2p: '$out'"; return 1; }
+    [[ "$(awk 'NR == 1 {print $1}' <<<"$out")" == "$2" ]] || { why "getent $1 bob.demo.p2p: '$out', want $2"; return 1; }
 }
-check "8 getent hosts bob.demo.p2p from alice gives bob's address" getent_bob
+check "8 getent ahostsv4 bob.demo.p2p from alice gives bob's IPv4 address" getent_bob ahostsv4 "$BOB_VIP"
+check "8b getent ahostsv6 bob.demo.p2p from alice gives bob's IPv6 address" getent_bob ahostsv6 "$BOB6"
 ping_bob() {
-    local out; out="$(lab_exec alice timeout 15 ping -c 1 -W 3 bob.demo.p2p 2>&1)" || { why "ping bob.demo.p2p: $(tr '\n' ' ' <<<"$out")"; return 1; }
+    local out; out="$(lab_exec alice timeout 15 ping -4 -c 1 -W 3 bob.demo.p2p 2>&1)" || { why "ping bob.demo.p2p: $(tr '\n' ' ' <<<"$out")"; return 1; }
     grep -q "($BOB_VIP)" <<<"$out" || { why "ping did not resolve to $BOB_VIP: $(head -n 1 <<<"$out")"; return 1; }
 }
-check "9 ping -c1 bob.demo.p2p from alice works" ping_bob
+check "9 ping -4 -c1 bob.demo.p2p from alice works" ping_bob
 outside_fails() {
     if lab_exec alice timeout 10 getent hosts example.com >/dev/null 2>&1; then
         why "example.com resolved through alice's responder"; return 1

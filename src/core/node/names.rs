@@ -12,12 +12,12 @@ impl Node {
         let own = self.assignment.as_ref().map(|a| Host {
             name: &a.name,
             ipv4: a.virtual_ip,
-            ipv6: None,
+            ipv6: a.ipv6.map(|n| n.addr()),
         });
         let peers = self.peers.iter().map(|p| Host {
             name: &p.name,
             ipv4: p.virtual_ip,
-            ipv6: None,
+            ipv6: p.ipv6,
         });
         own.into_iter().chain(peers)
     }
