@@ -273,9 +273,7 @@ fn a_missing_or_foreign_key_next_to_a_used_database_is_refused() {
     assert!(!key.exists(), "a new identity was generated anyway");
 
     // Another valid key in its place is no better.
-    std::fs::write(&key, format!("{}\n", new_key(7).to_base64())).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    common::write_private(&key, format!("{}\n", new_key(7).to_base64()).as_bytes());
     assert_refused_to_start(
         server.restart_bounded(),
         &["is not the identity", "Restore the original server.key"],
@@ -327,9 +325,7 @@ fn a_damaged_key_file_is_named_and_not_blamed_on_permissions() {
     let state = dir.join("server");
     std::fs::create_dir_all(&state).unwrap();
     let key = state.join("server.key");
-    std::fs::write(&key, b"\xff\xfe not a key").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    common::write_private(&key, b"\xff\xfe not a key");
     let addr = format!("127.0.0.1:{}", common::free_port());
     let out = run_bounded(
         &[
