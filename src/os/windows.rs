@@ -159,10 +159,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
 /// does not apply it). The DACL is read back; when it still lets others in, the file is
 /// removed and the creation fails.
 pub fn create_private_file(path: &Path) -> std::io::Result<File> {
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+    let file = create_new_with_dacl(path, PRIVATE_FILE_SDDL)?;
     // Read back before anything secret is written: a file system that does not keep the DACL
     // must make the write fail, not leave a key others can read.
     let restricted =
@@ -176,6 +173,39 @@ pub fn create_private_file(path: &Path) -> std::io::Result<File> {
         ));
     }
     Ok(file)
+}
+
+/// Creates `path` (failing if it exists) with the DACL `sddl` in place from the first instant
+/// (CreateFileW's security attributes) rather than set afterwards: the file never has the DACL
+/// it would have inherited, not even for a moment. Wine 8 also keeps a DACL given this way,
+/// while it ignores one set on a file afterwards (scripts/test-windows.sh runs under it).
+fn create_new_with_dacl(path: &Path, sddl: &str) -> std::io::Result<File> {
+    use std::os::windows::io::FromRawHandle;
+    use windows_sys::Win32::Foundation::GENERIC_WRITE;
+    use windows_sys::Win32::Storage::FileSystem::{
+        CreateFileW, CREATE_NEW, FILE_ATTRIBUTE_NORMAL, FILE_SHARE_DELETE,
+    };
+    let sd = SecurityDescriptor::from_sddl(sddl)?;
+    let attributes = sd.attributes();
+    let name = wide(path.as_os_str());
+    // SAFETY: `name` is NUL-terminated; `attributes` points at `sd`'s descriptor, and both live
+    // across the call, which copies the descriptor into the new file.
+    let handle = unsafe {
+        CreateFileW(
+            name.as_ptr(),
+            GENERIC_WRITE,
+            FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+            &attributes,
+            CREATE_NEW,
+            FILE_ATTRIBUTE_NORMAL,
+            null_mut(),
+        )
+    };
+    if handle == INVALID_HANDLE_VALUE {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a valid handle that nothing else owns; the File closes it.
+    Ok(unsafe { File::from_raw_handle(handle) })
 }
 
 /// Opens (creating if needed) a file for reading and writing; others may read it (the lock's
