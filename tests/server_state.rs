@@ -10,7 +10,7 @@ use p2pvpn::core::rendezvous::messages::{decode, encode, ClientMessage, ServerMe
 use p2pvpn::core::rendezvous::token::JoinToken;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -345,7 +345,9 @@ fn a_damaged_key_file_is_named_and_not_blamed_on_permissions() {
             "delete it to generate a new one",
         ],
     );
-    assert!(!err.contains("root"), "{err}");
+    // Not blamed on permissions ("run as root"); the path itself may hold a user named root.
+    let words = err.replace(&*dir.to_string_lossy(), "DIR");
+    assert!(!words.contains("root"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -459,6 +461,9 @@ fn deleting_a_network_cuts_its_online_members_off() {
     );
 }
 
+/// Linux only: `lo` is an interface every Linux host has (and `up` on Windows stops earlier, at
+/// the route collision check it does not have yet).
+#[cfg(target_os = "linux")]
 #[test]
 fn an_interface_name_already_taken_is_refused_before_registering() {
     let server = Server::start("ifname");
@@ -472,7 +477,7 @@ fn an_interface_name_already_taken_is_refused_before_registering() {
     assert!(text.contains("interface = \"p2p-lab\""), "{text}");
     // The loopback exists on every Linux host and is no TUN device.
     std::fs::write(&config, text.replace("\"p2p-lab\"", "\"lo\"")).unwrap();
-    let state: &Path = &server.p.dir.join("alice/state");
+    let state: &std::path::Path = &server.p.dir.join("alice/state");
     let out = run_bounded(
         &["up", "--network", "lab"],
         &[("P2PVPN_CONFIG_DIR", &etc), ("P2PVPN_STATE_DIR", state)],
