@@ -632,6 +632,8 @@ mod tests {
                 .uses,
             1
         );
+        // Windows cannot delete a database that is still open (a sharing violation).
+        drop((other, reopened));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -8,7 +8,11 @@
 //! server's defaults (10 s for the Noise handshake, 10 s more for Join/Hello), so two of these
 //! tests take about 10 s each; they run in parallel.
 
-#![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
+#![allow(clippy::disallowed_methods)]
+// tests drive real processes and clocks
+// Linux only: attackers come from 127.0.0.2 and up (on Windows and macOS only 127.0.0.1 is
+// there), the server's descriptor limit is set with setrlimit and its memory read from /proc.
+#![cfg(target_os = "linux")]
 
 use p2pvpn::core::keys::SecretKey;
 use p2pvpn::core::rendezvous::channel::SecureChannel;

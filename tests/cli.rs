@@ -123,8 +123,14 @@ fn join_writes_a_config_and_a_private_key_and_keeps_the_address_on_rejoin() {
     let config = std::fs::read_to_string(server.p.dir.join("alice/etc/lab.toml")).unwrap();
     assert!(config.contains(&server.addr), "{config}");
     let key = server.p.dir.join("alice/state/lab/private.key");
-    use std::os::unix::fs::MetadataExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
+    assert!(key.exists(), "no key at {}", key.display());
+    // The key's protection is per OS: mode 0600 on Unix; on Windows an ACL, which wine (where
+    // the Windows build of this test runs) does not enforce, so it is not asserted there.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
+    }
     // The same machine joining again keeps its address.
     let again = server.join(&token, "alice");
     let again = String::from_utf8_lossy(&again.stdout).to_string();
@@ -425,6 +431,9 @@ fn the_server_serves_prometheus_metrics_on_loopback_only() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// systemd's readiness protocol (sd_notify over a Unix datagram socket) and SIGTERM: Unix only.
+/// On Windows the service control manager plays this part (src/io/service/windows.rs).
+#[cfg(unix)]
 #[test]
 fn the_server_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
     use std::os::unix::net::UnixDatagram;

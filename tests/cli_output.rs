@@ -8,7 +8,12 @@
 //! test creates (root only; without root they print SKIP). Nothing leaves 127.0.0.1 or those
 //! namespaces.
 
-#![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
+#![allow(clippy::disallowed_methods)]
+// tests drive real processes and clocks
+// Unix only for now: the node is awaited through its control socket file (a named pipe on
+// Windows has none), the terminal test runs util-linux `script`, and the registered-node tests
+// use network namespaces. On Windows `up` also needs wintun and an elevated prompt.
+#![cfg(unix)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -361,7 +361,11 @@ fn up_refuses_a_range_holding_the_servers_address() {
     );
 }
 
+// Everything below reads Linux's routing table (/proc, netlink), drops to another uid or
+// creates network namespaces: Linux only, so not built for Windows or macOS.
+
 /// A non-default unicast route this host already has, from the kernel's main table.
+#[cfg(target_os = "linux")]
 fn existing_route() -> Option<(String, String)> {
     let text = std::fs::read_to_string("/proc/net/route").ok()?;
     text.lines().skip(1).find_map(|l| {
@@ -383,6 +387,7 @@ fn existing_route() -> Option<(String, String)> {
     })
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn create_warns_about_a_range_over_the_server_hosts_own_subnet() {
     let Some((range, iface)) = existing_route() else {
@@ -401,6 +406,7 @@ fn create_warns_about_a_range_over_the_server_hosts_own_subnet() {
     );
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn up_refuses_a_range_that_collides_with_a_route_of_the_host() {
     let Some((range, iface)) = existing_route() else {
@@ -430,6 +436,7 @@ fn up_refuses_a_range_that_collides_with_a_route_of_the_host() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn up_without_privileges_says_so_before_contacting_the_server() {
     // SAFETY: geteuid has no preconditions.
@@ -477,8 +484,10 @@ fn up_without_privileges_says_so_before_contacting_the_server() {
 }
 
 /// A network namespace of this test's own, deleted on drop.
+#[cfg(target_os = "linux")]
 struct Netns(String);
 
+#[cfg(target_os = "linux")]
 impl Netns {
     /// Creates it with `ip`; `None` when that is not possible here (not root, no iproute2).
     fn new(tag: &str) -> Option<Netns> {
@@ -502,6 +511,7 @@ impl Netns {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = std::process::Command::new("ip")
@@ -512,6 +522,7 @@ impl Drop for Netns {
 
 /// A range another VPN routes through a policy rule into its own table (as Tailscale does with
 /// 100.64.0.0/10 in table 52) is not in the main table; `up` asks the kernel and still sees it.
+#[cfg(target_os = "linux")]
 #[test]
 fn up_sees_a_colliding_route_in_another_table() {
     let Some(ns) = Netns::new("policy") else {
@@ -548,8 +559,10 @@ fn up_sees_a_colliding_route_in_another_table() {
 }
 
 /// A child process killed on drop.
+#[cfg(target_os = "linux")]
 struct Killed(std::process::Child);
 
+#[cfg(target_os = "linux")]
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -558,6 +571,7 @@ impl Drop for Killed {
 }
 
 /// Polls `ready` every 100 ms for at most `limit`.
+#[cfg(target_os = "linux")]
 fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
@@ -572,6 +586,7 @@ fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
 /// `doctor` used to say all was fine while a more specific route (another VPN's) took the
 /// peers' addresses; it now asks the kernel where each address goes. A server and a node in a
 /// namespace of the test's own, on its loopback.
+#[cfg(target_os = "linux")]
 #[test]
 fn doctor_names_a_route_that_takes_the_networks_addresses() {
     let Some(ns) = Netns::new("doctor") else {

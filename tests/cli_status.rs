@@ -1,19 +1,20 @@
 //! What `status`, `ping`, `doctor` and `netcheck` tell a user, from the real binary on loopback:
 //! the message, the exit code, the table row, the JSON field. The running node is stood in for
-//! by a Unix socket that answers the control requests the way a node does, so no TUN device and
-//! no root are needed (except to drop to an unprivileged user in the permission test).
+//! by `common::fake_node`, which answers on the node's real control channel the way a node does,
+//! so no TUN device and no root are needed (except to drop to an unprivileged user in the
+//! permission test, which is Unix-only: Windows has no sudo/uid to drop to).
 
 #![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
 
 mod common;
 
-use common::{run, stderr, BIN};
+use common::fake_node::FakeNode;
+use common::{run, stderr};
 use p2pvpn::core::keys::PublicKey;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixListener;
+use p2pvpn::io::control_socket::Request;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -66,36 +67,13 @@ fn status_json() -> String {
 }
 
 /// Stands in for a running node of network `lab` under `state`: answers `status` with
-/// [`status_json`] and `ping` with the drop the node reports for a peer it cannot reach.
-/// Serves a bounded number of requests for a bounded time, then removes its socket.
-fn fake_node(state: &Path) -> std::thread::JoinHandle<()> {
-    let dir = state.join("lab");
-    std::fs::create_dir_all(&dir).unwrap();
-    let listener = UnixListener::bind(dir.join("control.sock")).unwrap();
-    listener.set_nonblocking(true).unwrap();
+/// [`status_json`] and `ping` with the drop the node reports for a peer it cannot reach, on the
+/// node's real control channel (a Unix socket, or the named pipe on Windows).
+fn fake_node(state: &Path) -> FakeNode {
     let status = status_json();
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut served = 0;
-        while Instant::now() < deadline && served < 20 {
-            let Ok((stream, _)) = listener.accept() else {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            };
-            served += 1;
-            stream.set_nonblocking(false).unwrap();
-            let mut line = String::new();
-            let mut reader = BufReader::new(&stream);
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let reply = if line.starts_with("status") {
-                format!("{status}\n")
-            } else {
-                "error: the packet was dropped: no_route\n".to_string()
-            };
-            let _ = (&stream).write_all(reply.as_bytes());
-        }
+    FakeNode::start(state, "lab", move |request| match request {
+        Request::Status => status.clone(),
+        _ => "error: the packet was dropped: no_route".to_string(),
     })
 }
 
@@ -148,6 +126,7 @@ fn ping_says_the_peer_is_offline_not_a_counter_name() {
 
 /// Runs the binary as `nobody`, the way a user forgets sudo. Only root can switch users, so
 /// without root there is nothing to test.
+#[cfg(unix)]
 fn run_as_nobody(args: &[&str], state: &Path) -> Option<Output> {
     use std::os::unix::process::CommandExt;
     // SAFETY: geteuid has no preconditions.
@@ -156,7 +135,7 @@ fn run_as_nobody(args: &[&str], state: &Path) -> Option<Output> {
         return None;
     }
     Some(
-        std::process::Command::new(BIN)
+        std::process::Command::new(common::BIN)
             .args(args)
             .env_remove("RUST_LOG")
             .env("P2PVPN_STATE_DIR", state)
@@ -168,6 +147,7 @@ fn run_as_nobody(args: &[&str], state: &Path) -> Option<Output> {
     )
 }
 
+#[cfg(unix)]
 #[test]
 fn without_sudo_status_and_ping_say_permission_denied_not_that_nothing_runs() {
     use std::os::unix::fs::PermissionsExt;

@@ -1,22 +1,20 @@
 //! The verbs and conventions of the CLI as a user meets them (issue 12, "Verbs and
 //! conventions"): network names optional or positional, did-you-mean on typos, `leave`,
 //! `rename-member`, `--json` on read commands, `version`, man pages and completions. A real
-//! server on loopback; no TUN device is created (a running node is stood in for by a fake
-//! control socket that answers `status` and `ping` like one).
+//! server on loopback; no TUN device is created (a running node is stood in for by
+//! `common::fake_node`, which answers `status` and `ping` like one on the real control channel).
+//! Bash completion is tested on Unix only (it drives bash).
 
 #![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 mod common;
 
+use common::fake_node::FakeNode;
 use common::{run, stderr, Spawned};
+use p2pvpn::io::control_socket::Request;
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -120,55 +118,16 @@ impl Drop for Lab {
 const STATUS: &str = r#"{"network":"office","name":"alice","virtual_ip":"10.77.0.1","cidr":"10.77.0.0/24","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","listen_port":51820,"interface":"p2p-office","server":{"address":"127.0.0.1:7400","connected":true},"peers":[],"drops":{}}"#;
 
 /// Stands in for a running node: answers `status` with [`STATUS`] and `ping bob N` with a reply
-/// over a direct path, on the network's control socket, until dropped (at most 30 s).
-struct FakeNode {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl FakeNode {
-    fn start(state: &Path, network: &str) -> FakeNode {
-        let dir = state.join(network);
-        std::fs::create_dir_all(&dir).unwrap();
-        let listener = UnixListener::bind(dir.join("control.sock")).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let Ok((stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                stream.set_nonblocking(false).unwrap();
-                let mut line = String::new();
-                let _ = BufReader::new(&stream).read_line(&mut line);
-                let words: Vec<&str> = line.split_whitespace().collect();
-                let reply = match words.as_slice() {
-                    ["status"] => STATUS.to_string(),
-                    ["ping", "bob", seq] => format!(
-                        r#"{{"name":"bob","virtual_ip":"10.77.0.2","seq":{seq},"rtt_us":410,"path":"direct (predicted, +1)"}}"#
-                    ),
-                    _ => "error: unknown request".to_string(),
-                };
-                let _ = (&stream).write_all(format!("{reply}\n").as_bytes());
-            }
-        });
-        FakeNode {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for FakeNode {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// over a direct path, on the network's real control channel (a Unix socket, or the named pipe
+/// on Windows), until dropped (at most 30 s).
+fn fake_node(state: &Path, network: &str) -> FakeNode {
+    FakeNode::start(state, network, |request| match request {
+        Request::Status => STATUS.to_string(),
+        Request::Ping { peer, seq } if peer == "bob" => format!(
+            r#"{{"name":"bob","virtual_ip":"10.77.0.2","seq":{seq},"rtt_us":410,"path":"direct (predicted, +1)"}}"#
+        ),
+        _ => "error: unknown request".to_string(),
+    })
 }
 
 const TYPO: &str = "no network named 'offcie'; joined: office; did you mean 'office'?";
@@ -262,7 +221,7 @@ fn read_commands_print_json_in_one_documented_shape() {
     assert!(invites["tokens"][0]["expires_unix"].is_u64(), "{invites}");
 
     // status: {"networks": [...]} with and without a network named, old fields inside.
-    let _node = FakeNode::start(&lab.state("alice"), "office");
+    let _node = fake_node(&lab.state("alice"), "office");
     for args in [
         &["status", "--json"][..],
         &["status", "--json", "--network", "office"],
@@ -295,7 +254,7 @@ fn leave_refuses_while_up_then_deregisters_and_deletes_key_and_config() {
     let key = lab.state("alice").join("office").join("private.key");
     assert!(config.exists() && key.exists());
     {
-        let _node = FakeNode::start(&lab.state("alice"), "office");
+        let _node = fake_node(&lab.state("alice"), "office");
         let out = lab.node("alice", &["leave", "office"]);
         assert_refused(
             &out,
@@ -438,6 +397,7 @@ fn help_lists_man_and_completions_and_man_pages_have_the_extra_sections() {
 }
 
 /// Runs bash completion for `words` (the last one being completed) with the generated script.
+#[cfg(unix)]
 fn bash_complete(lab: &Lab, words: &[&str]) -> String {
     let script = stdout(&run(&["completions", "bash"], &[]));
     let file = lab.dir.join("p2pvpn.bash");
@@ -465,6 +425,7 @@ fn bash_complete(lab: &Lab, words: &[&str]) -> String {
     stdout(&out)
 }
 
+#[cfg(unix)]
 #[test]
 fn bash_completes_joined_network_names() {
     let lab = Lab::new("complete");

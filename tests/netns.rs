@@ -5,7 +5,10 @@
 //! as a pass, each test also leaves a marker (NAME.pass / NAME.fail / NAME.skip with the
 //! reason) in P2PVPN_LAB_REPORT_DIR when set; scripts/test.sh prints the tally from them.
 
-#![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
+#![allow(clippy::disallowed_methods)]
+// tests drive real processes and clocks
+// Linux only: network namespaces, iproute2 and the kernel's TUN device.
+#![cfg(target_os = "linux")]
 
 use std::path::PathBuf;
 use std::process::Command;

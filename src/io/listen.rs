@@ -12,15 +12,15 @@ use tokio::net::{TcpListener, TcpSocket};
 /// Connections the kernel may queue for `accept`.
 pub const BACKLOG: u32 = 4096;
 
-/// Binds and listens on `addr` (with SO_REUSEADDR, as tokio's `bind` does). Must run inside
-/// the runtime.
+/// Binds and listens on `addr` (with SO_REUSEADDR on Unix, as tokio's `bind` does; not on
+/// Windows, see `os::LISTEN_REUSEADDR`). Must run inside the runtime.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
-    socket.set_reuseaddr(true)?;
+    socket.set_reuseaddr(crate::os::LISTEN_REUSEADDR)?;
     socket.bind(addr)?;
     socket.listen(BACKLOG)
 }

@@ -85,8 +85,8 @@ pub(super) fn bind_error(
              0.0.0.0"
         ),
         std::io::ErrorKind::PermissionDenied => anyhow!(
-            "{proto} {addr}: permission denied (ports below 1024 need root or \
-             CAP_NET_BIND_SERVICE)"
+            "{proto} {addr}: permission denied ({})",
+            crate::os::BIND_PERMISSION
         ),
         _ => anyhow!("cannot listen on {proto} {addr}: {e}"),
     }

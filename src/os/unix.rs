@@ -151,6 +151,13 @@ pub const TUN_MISSING: &str = "/dev/net/tun is missing. Load the tun module (mod
 pub const TUN_PERMISSION: &str = "permission denied. Run as root (sudo p2pvpn up ...) or grant \
                                   the binary CAP_NET_ADMIN (setcap cap_net_admin+ep)";
 
+/// SO_REUSEADDR on the server's listeners: on Unix it only lets a restart bind while old
+/// connections sit in TIME_WAIT; a port another program listens on still fails.
+pub const LISTEN_REUSEADDR: bool = true;
+
+/// Why binding a listener was refused with "permission denied".
+pub const BIND_PERMISSION: &str = "ports below 1024 need root or CAP_NET_BIND_SERVICE";
+
 /// Whether `e` says the TUN device is held by another process.
 pub fn tun_busy(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::EBUSY)

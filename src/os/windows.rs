@@ -154,19 +154,16 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     set_dacl(dir, PRIVATE_DIR_SDDL)
 }
 
-/// Creates a new file (failing if it exists) and sets its own protected DACL before anything is
-/// written to it: inheritance from the private directory is not relied on (Wine, for one,
-/// does not apply it). The DACL is read back; when it still lets others in, the file is
-/// removed and the creation fails.
+/// Creates a new file (failing if it exists) with its own protected DACL from the start:
+/// inheritance from the private directory is not relied on (Wine, for one, does not apply it).
+/// The DACL is read back; when it still lets others in, the file is removed and the creation
+/// fails.
 pub fn create_private_file(path: &Path) -> std::io::Result<File> {
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+    let file = create_new_with_dacl(path, PRIVATE_FILE_SDDL)?;
     // Read back before anything secret is written: a file system that does not keep the DACL
-    // must make the write fail, not leave a key others can read.
-    let restricted =
-        set_dacl(path, PRIVATE_FILE_SDDL).and_then(|()| check_private_file(path, "new file"));
+    // must make the write fail, not leave a key others can read. (Not set again afterwards: on
+    // Wine 8 SetNamedSecurityInfoW on a file reports success and makes it world-readable.)
+    let restricted = check_private_file(path, "new file");
     if let Err(e) = restricted {
         drop(file);
         let _ = fs::remove_file(path);
@@ -176,6 +173,39 @@ pub fn create_private_file(path: &Path) -> std::io::Result<File> {
         ));
     }
     Ok(file)
+}
+
+/// Creates `path` (failing if it exists) with the DACL `sddl` in place from the first instant
+/// (CreateFileW's security attributes) rather than set afterwards: the file never has the DACL
+/// it would have inherited, not even for a moment. Wine 8 also keeps a DACL given this way,
+/// while one set on a file afterwards is lost (scripts/test-windows.sh runs under it).
+fn create_new_with_dacl(path: &Path, sddl: &str) -> std::io::Result<File> {
+    use std::os::windows::io::FromRawHandle;
+    use windows_sys::Win32::Foundation::GENERIC_WRITE;
+    use windows_sys::Win32::Storage::FileSystem::{
+        CreateFileW, CREATE_NEW, FILE_ATTRIBUTE_NORMAL, FILE_SHARE_DELETE,
+    };
+    let sd = SecurityDescriptor::from_sddl(sddl)?;
+    let attributes = sd.attributes();
+    let name = wide(path.as_os_str());
+    // SAFETY: `name` is NUL-terminated; `attributes` points at `sd`'s descriptor, and both live
+    // across the call, which copies the descriptor into the new file.
+    let handle = unsafe {
+        CreateFileW(
+            name.as_ptr(),
+            GENERIC_WRITE,
+            FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+            &attributes,
+            CREATE_NEW,
+            FILE_ATTRIBUTE_NORMAL,
+            null_mut(),
+        )
+    };
+    if handle == INVALID_HANDLE_VALUE {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a valid handle that nothing else owns; the File closes it.
+    Ok(unsafe { File::from_raw_handle(handle) })
 }
 
 /// Opens (creating if needed) a file for reading and writing; others may read it (the lock's
@@ -354,6 +384,17 @@ pub const TUN_MISSING: &str = "wintun.dll could not be loaded. Put wintun.dll (f
 /// What creating the TUN device needs when the OS says "permission denied".
 pub const TUN_PERMISSION: &str = "permission denied. Run from an elevated prompt (Run as \
                                   administrator)";
+
+/// No SO_REUSEADDR on Windows: there it lets a socket bind a port another program is already
+/// listening on (and share its connections), so a second server would start instead of being
+/// refused. Windows has no TIME_WAIT problem to solve with it (mio/tokio skip it too).
+pub const LISTEN_REUSEADDR: bool = false;
+
+/// Why binding a listener was refused with "permission denied" (WSAEACCES): the port is held
+/// exclusively by another program, or lies in a range Windows reserves.
+pub const BIND_PERMISSION: &str = "the port is held exclusively by another program, or \
+                                   Windows reserves it (`netsh interface ipv4 show \
+                                   excludedportrange protocol=tcp`); choose another port";
 
 /// Whether `e` says the adapter is held by another process: ERROR_BUSY (170) or
 /// ERROR_ALREADY_EXISTS (183).

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod fake_node;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -122,4 +124,14 @@ pub fn network(state: &Path, args: &[&str]) -> Output {
     all.extend_from_slice(args);
     all.extend_from_slice(&["--state-dir", state.to_str().unwrap()]);
     run(&all, &[])
+}
+
+/// Writes `bytes` to `path` as a private file the way p2pvpn itself creates one (mode 0600 on
+/// Unix, the restricted ACL on Windows), replacing what was there: a key a test plants must
+/// pass the permission check so that what is tested is the content.
+pub fn write_private(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    let mut file = p2pvpn::os::create_private_file(path).unwrap();
+    file.write_all(bytes).unwrap();
 }
