@@ -41,6 +41,9 @@ const LIMITS: Limits = Limits {
     stop_timeout: Duration::from_secs(20),
 };
 
+/// The stack of the thread that runs the nodes.
+const NODE_STACK: usize = 16 << 20;
+
 /// ERROR_FAILED_SERVICE_CONTROLLER_CONNECT: the process was not started by the SCM.
 const NOT_STARTED_BY_SCM: i32 = 1063;
 
@@ -94,9 +97,6 @@ pub fn run_service(
 
 fn service_main(_args: Vec<OsString>) {
     let result = serve();
-    if let Err(e) = &result {
-        tracing::error!("p2pvpn service: {e:#}");
-    }
     *OUTCOME.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
 }
 
@@ -130,8 +130,8 @@ fn serve() -> Result<()> {
             "p2pvpn service: recovery actions set (restart after 5 s, 30 s, then every 60 s)"
         ),
         Err(e) => tracing::warn!(
-            "p2pvpn service: cannot set the recovery actions, so a failure will not restart \
-             the service: {e:#}"
+            "p2pvpn service: cannot set all of the recovery actions (a failure may not \
+             restart the service): {e:#}"
         ),
     }
     tracing::info!(
@@ -142,24 +142,41 @@ fn serve() -> Result<()> {
             body.networks.join(", ")
         }
     );
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|runtime| {
-            runtime.block_on(supervise::supervise(
-                body.networks,
-                body.up,
-                signals::stop_requested(),
-                signals::request_stop,
-                &mut scm,
-                LIMITS,
-            ))
-        });
+    // On a thread of our own with a known stack: the SCM's thread has the default 1 MiB, and
+    // the nodes' futures (large in a debug build) run on the stack of the thread that polls
+    // them.
+    let (result, mut scm) = std::thread::Builder::new()
+        .name("p2pvpn-service".into())
+        .stack_size(NODE_STACK)
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")
+                .and_then(|runtime| {
+                    runtime.block_on(supervise::supervise(
+                        body.networks,
+                        body.up,
+                        signals::stop_requested(),
+                        signals::request_stop,
+                        &mut scm,
+                        LIMITS,
+                    ))
+                });
+            (result, scm)
+        })
+        .context("cannot start the service's thread")?
+        .join()
+        .map_err(|_| anyhow!("the service's thread panicked"))?;
+    // Logged before Stopped is reported: the SCM may end the process right after that.
     let exit = match &result {
         Ok(()) => ServiceExitCode::NO_ERROR,
-        Err(_) => ServiceExitCode::ServiceSpecific(EXIT_FAILED),
+        Err(e) => {
+            tracing::error!("p2pvpn service: {e:#}");
+            ServiceExitCode::ServiceSpecific(EXIT_FAILED)
+        }
     };
+    tracing::info!("p2pvpn service: stopped");
     scm.set(ServiceState::Stopped, Duration::ZERO, exit);
     result
 }
