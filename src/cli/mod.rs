@@ -17,6 +17,7 @@ mod preflight;
 mod printable;
 mod resolve;
 mod server;
+mod service;
 mod table;
 
 use anyhow::Result;
@@ -280,9 +281,23 @@ pub enum Command {
         #[arg(long, value_name = "DIR", conflicts_with = "subcommand")]
         out_dir: Option<PathBuf>,
     },
+    /// The Windows service (started by the service control manager, not by hand).
+    #[command(subcommand, hide = true)]
+    Service(ServiceCommand),
     /// The joined networks' names, one per line (for shell completion).
     #[command(hide = true)]
     NetworkNames {
+        #[command(flatten)]
+        dirs: NodeDirs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Run as the Windows service `p2pvpn`: bring up every joined network, report Running once
+    /// they are up, stop them all on Stop or Shutdown. Windows only; on Linux use the systemd
+    /// units (p2pvpn@NETWORK.service).
+    Run {
         #[command(flatten)]
         dirs: NodeDirs,
     },
@@ -442,6 +457,9 @@ pub fn run() -> Result<()> {
             }
             return Ok(());
         }
+        // The service control manager's dispatcher takes this thread; the runtime and the
+        // logging (to a file) are set up inside the service.
+        Command::Service(ServiceCommand::Run { dirs }) => return service::run(&cli.log, &dirs),
         _ => {}
     }
     logging::init(&cli.log)?;
@@ -534,6 +552,7 @@ pub fn run() -> Result<()> {
             Command::Completions { .. }
             | Command::Man { .. }
             | Command::Version
+            | Command::Service(_)
             | Command::NetworkNames { .. } => Ok(()),
             Command::Netcheck {
                 server,

@@ -45,6 +45,34 @@ fn disable_ipv6(name: &str) {
 #[cfg(not(target_os = "linux"))]
 fn disable_ipv6(_name: &str) {}
 
+/// wintun.dll by absolute path, from the folder of p2pvpn.exe (where the .msi installs it, and
+/// only Administrators can write): tun-rs would otherwise pass the bare name "wintun.dll" to
+/// LoadLibrary, whose search order includes the current directory and PATH, where anyone may
+/// have planted a DLL of that name.
+#[cfg(windows)]
+fn with_driver(builder: DeviceBuilder) -> Result<DeviceBuilder> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("cannot find the path of p2pvpn.exe")?;
+    let dll = exe.with_file_name("wintun.dll");
+    if !dll.is_file() {
+        anyhow::bail!(
+            "cannot create the wintun adapter: {} is missing. {}",
+            dll.display(),
+            crate::os::TUN_MISSING
+        );
+    }
+    let dll = dll
+        .into_os_string()
+        .into_string()
+        .map_err(|p| anyhow!("the path of wintun.dll, {p:?}, is not valid Unicode"))?;
+    Ok(builder.wintun_file(dll))
+}
+
+#[cfg(not(windows))]
+fn with_driver(builder: DeviceBuilder) -> Result<DeviceBuilder> {
+    Ok(builder)
+}
+
 /// On Linux the device is opened with virtio-net headers and TSO/USO offloads (see
 /// `tun_batch`); a kernel that refuses them gets a plain device, which `tun_batch` handles too.
 #[cfg(target_os = "linux")]
@@ -63,7 +91,9 @@ fn open(name: &str, addr: Ipv4Addr, prefix: u8, mtu: u16) -> std::io::Result<Asy
 
 #[cfg(not(target_os = "linux"))]
 fn open(name: &str, addr: Ipv4Addr, prefix: u8, mtu: u16) -> std::io::Result<AsyncDevice> {
-    DeviceBuilder::new()
+    // A missing wintun.dll reads as "cannot create TUN device NAME: <why and what to do>".
+    with_driver(DeviceBuilder::new())
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?
         .name(name)
         .ipv4(addr, prefix, None)
         .mtu(mtu)

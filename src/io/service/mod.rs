@@ -15,6 +15,14 @@ mod windows;
 #[cfg(windows)]
 use windows::notify_to;
 
+pub mod supervise;
+#[cfg(windows)]
+mod windows_scm;
+#[cfg(unix)]
+pub use unix::run_service;
+#[cfg(windows)]
+pub use windows_scm::run_service;
+
 /// The environment variable systemd sets for `Type=notify` services.
 pub(crate) const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
@@ -34,6 +42,8 @@ pub fn notify(state: &str) -> Result<bool> {
 /// Tells the manager the service is ready, with a human-readable status line
 /// (`systemctl status` shows it).
 pub fn ready(status: &str) {
+    // The Windows service waits for this from every network it runs (no-op elsewhere).
+    supervise::mark_ready();
     send_or_warn(&format!("READY=1\nSTATUS={}", one_line(status)));
 }
 

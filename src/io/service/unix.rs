@@ -1,10 +1,27 @@
-//! `sd_notify` on Unix: one datagram to the Unix socket named by `NOTIFY_SOCKET`.
+//! `sd_notify` on Unix: one datagram to the Unix socket named by `NOTIFY_SOCKET`; and what
+//! `p2pvpn service run` (the Windows service) says here.
 
+use super::supervise::ServiceBody;
 use super::NOTIFY_SOCKET;
 use anyhow::{bail, Context, Result};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::path::Path;
+
+/// `p2pvpn service run` is the Windows service's entry point (`windows_scm.rs`); systemd runs
+/// one unit per network instead, so here it only says so.
+pub fn run_service(
+    _log: &Path,
+    _init_log: impl FnOnce() -> Result<()>,
+    _body: ServiceBody,
+) -> Result<()> {
+    bail!(
+        "`p2pvpn service run` is the Windows service's entry point. Here each network runs as \
+         its own systemd unit: `systemctl enable --now p2pvpn@NETWORK` (or in the foreground: \
+         `p2pvpn up NETWORK`)"
+    )
+}
 
 /// Sends to the socket at `path`: a filesystem path, or an abstract socket name when it starts
 /// with '@' (systemd uses those inside some containers and for user managers).

@@ -1,6 +1,7 @@
-//! `sd_notify` is systemd's protocol over a Unix datagram socket; Windows has neither. A Windows
-//! service reports its state to the service control manager instead, which p2pvpn does not do
-//! yet, so a `NOTIFY_SOCKET` set on Windows is an error rather than silently ignored.
+//! `sd_notify` is systemd's protocol over a Unix datagram socket; Windows has neither. The
+//! Windows service reports its state to the service control manager instead (`windows_scm.rs`,
+//! through `supervise::mark_ready`), so a `NOTIFY_SOCKET` set on Windows is an error rather than
+//! silently ignored.
 
 use super::NOTIFY_SOCKET;
 use anyhow::{bail, Result};
@@ -9,7 +10,7 @@ use std::ffi::OsStr;
 pub fn notify_to(path: &OsStr, _state: &str) -> Result<()> {
     bail!(
         "{NOTIFY_SOCKET}={path:?} is set, but the systemd notification protocol does not exist \
-         on Windows (and reporting to the service control manager is not implemented yet); \
-         unset {NOTIFY_SOCKET}"
+         on Windows (the p2pvpn service reports to the service control manager instead); unset \
+         {NOTIFY_SOCKET}"
     )
 }

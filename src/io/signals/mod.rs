@@ -1,6 +1,6 @@
 //! The requests to stop that a long-running command (`up`, `server`) obeys, per OS: SIGTERM and
 //! SIGINT on Unix (what systemd and Ctrl-C send), Ctrl-C, Ctrl-Break and system shutdown on
-//! Windows. Callers hold a [`Shutdown`] and `select!` on [`Shutdown::recv`].
+//! Windows (and the service's Stop, see `windows.rs`). Callers hold a [`Shutdown`] and `select!` on [`Shutdown::recv`].
 
 #[cfg(unix)]
 mod unix;
@@ -10,4 +10,4 @@ pub use unix::Shutdown;
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub use windows::Shutdown;
+pub use windows::{request_stop, stop_requested, Shutdown};
