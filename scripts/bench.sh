@@ -5,9 +5,17 @@
 # pair. Each system tunnels between them; per round and system: TCP iperf3 for
 # 6 s from a to b (receiver-side Mbit/s), then 20 pings (-i 0.2, avg RTT). Rounds
 # are interleaved (round 1: every system, round 2: every system, ...); the table
-# shows the median per system and the peak RSS (VmHWM) of each tunnel process.
+# shows the median per system, the CPU time both tunnel processes spent per Gbit
+# carried (user + system, from /proc/PID/stat around each iperf3 run; for the relayed
+# path the server's too), and the RSS
+# of each tunnel process idle (VmRSS after setup, before any load) and at its peak
+# (VmHWM, after all rounds).
 #
-# Systems: raw (no tunnel), p2pvpn, boringtun (boringtun-cli), wireguard-go.
+# Systems: raw (no tunnel), p2pvpn (direct path), p2pvpn-relay (p2pvpn through the
+# server's UDP relay: its own server on a:7410 with the relay limits raised, and an
+# nftables rule that drops the two nodes' direct UDP so punching cannot succeed),
+# boringtun (boringtun-cli), wireguard-go, nebula (Debian package `nebula`, static
+# host map, no lighthouse).
 #
 # Usage (root): scripts/bench.sh [--rounds N] [--only SYSTEM[,SYSTEM...]] [--time S] [--no-install]
 #   P2PVPN_BIN     p2pvpn binary (default: cargo build --release, target/release/p2pvpn)
@@ -28,11 +36,11 @@ ROUNDS=3
 DURATION=6
 ONLY=""
 INSTALL=1
-ALL_SYSTEMS=(raw p2pvpn boringtun wireguard-go)
+ALL_SYSTEMS=(raw p2pvpn p2pvpn-relay boringtun wireguard-go nebula)
 BENCH_TOOLS="${BENCH_TOOLS:-/tmp/p2p-bench-tools}"
 BORINGTUN_VERSION="${BORINGTUN_VERSION:-0.7.1}"
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
@@ -51,9 +59,9 @@ if [[ -n "$ONLY" ]]; then
     IFS=, read -r -a want <<<"$ONLY"
     for s in "${want[@]}"; do
         case "$s" in
-            raw | p2pvpn | wireguard-go) SYSTEMS+=("$s") ;;
+            raw | p2pvpn | p2pvpn-relay | wireguard-go | nebula) SYSTEMS+=("$s") ;;
             boringtun | boringtun-cli) SYSTEMS+=(boringtun) ;;
-            *) echo "unknown system '$s' (raw, p2pvpn, boringtun, wireguard-go)" >&2; exit 2 ;;
+            *) echo "unknown system '$s' (raw, p2pvpn, p2pvpn-relay, boringtun, wireguard-go, nebula)" >&2; exit 2 ;;
         esac
     done
 else
@@ -102,13 +110,18 @@ if want_system boringtun; then
     if [[ -z "$BT" || ! -x "$BT" ]]; then NA[boringtun]="boringtun-cli not installed"
     elif ! need wg wireguard-tools; then NA[boringtun]="wg (wireguard-tools) not installed"; fi
 fi
-if want_system p2pvpn; then
+if want_system nebula; then
+    if ! need nebula nebula; then NA[nebula]="nebula not installed (apt-get install -y nebula)"
+    elif ! command -v nebula-cert >/dev/null; then NA[nebula]="nebula-cert not installed"; fi
+fi
+if want_system p2pvpn || want_system p2pvpn-relay; then
     if [[ -z "${P2PVPN_BIN:-}" ]]; then
         log "cargo build --release"
         cargo build --release >&2 || NA[p2pvpn]="cargo build --release failed"
     fi
     P2P_BIN="$(p2p_bin_default)"
     [[ -n "${NA[p2pvpn]:-}" || -x "$P2P_BIN" ]] || NA[p2pvpn]="no binary at $P2P_BIN"
+    [[ -z "${NA[p2pvpn]:-}" ]] || NA[p2pvpn-relay]="${NA[p2pvpn]}"
 fi
 
 # ---------------------------------------------------------------- lab
@@ -213,6 +226,83 @@ setup_p2pvpn() {
     wait_ping 10 a "${TARGET[p2pvpn]}" || { NA[p2pvpn]="tunnel did not pass ping"; return 1; }
 }
 
+relay_path_up() { [[ "$(p2p_peer_path a benchr relay-b)" == relay ]]; }
+# p2pvpn through the relay: a second server (a:7410, relay limits raised so the relay's
+# own rate limit is not what is measured) and network; each node's UDP port is fixed
+# so one nftables rule per side can drop the nodes' direct packets (the relay's come
+# from port 7410 and pass). The direct p2pvpn pair above is not affected.
+setup_p2pvpn-relay() {
+    local st="$LAB_TMP/server-relay-state" n tok port
+    lab_spawn a p2pvpn-relay-server -- "$P2P_BIN" server --listen "$A_IP:7410" --state-dir "$st" \
+        --relay-node-mbps 100000 --relay-total-mbps 100000
+    local rc=0
+    lab_wait_ready 30 p2pvpn-relay-server "p2pvpn server listening on" || rc=$?
+    ((rc == 0)) || { NA[p2pvpn-relay]="relay server did not start"; return 1; }
+    # The relay server is part of this path: its CPU and memory are counted with the nodes'.
+    TUNPIDS[p2pvpn-relay]+="p2pvpn-relay-server "
+    lab_exec a timeout 20 "$P2P_BIN" network create benchr --cidr 10.77.1.0/24 --state-dir "$st" >&2 ||
+        { NA[p2pvpn-relay]="network create failed"; return 1; }
+    for n in a b; do
+        tok="$(lab_exec a timeout 20 "$P2P_BIN" network invite benchr --uses 1 --state-dir "$st" 2>>"$LAB_TMP/logs/p2pvpn-invite.log" | tail -n 1)" ||
+            { NA[p2pvpn-relay]="invite failed"; return 1; }
+        mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
+        p2p "$n" join "$tok" --name "relay-$n" >"$LAB_TMP/logs/p2pvpn-relay-join-$n.log" 2>&1 ||
+            { NA[p2pvpn-relay]="join failed"; return 1; }
+        port=$((51900 + $([[ $n == a ]] && echo 0 || echo 1)))
+        sed -i "s/^#\{0,1\} *listen_port *=.*/listen_port = $port/" "$LAB_TMP/$n/etc/benchr.toml"
+        grep -q "^listen_port = $port" "$LAB_TMP/$n/etc/benchr.toml" ||
+            printf 'listen_port = %s\n' "$port" >>"$LAB_TMP/$n/etc/benchr.toml"
+    done
+    # Direct node-to-node UDP dropped both ways: a's node is 51900, b's 51901.
+    lab_exec b nft -f - <<NFT || { NA[p2pvpn-relay]="nft rule failed"; return 1; }
+table inet benchrelay {
+    chain input { type filter hook input priority 0; ip saddr $A_IP udp sport 51900 drop; }
+}
+NFT
+    lab_exec a nft -f - <<NFT || { NA[p2pvpn-relay]="nft rule failed"; return 1; }
+table inet benchrelay {
+    chain input { type filter hook input priority 0; ip saddr $B_IP udp sport 51901 drop; }
+}
+NFT
+    for n in a b; do
+        p2p_spawn "$n" "p2pvpn-relay-$n" up --network benchr
+        TUNPIDS[p2pvpn-relay]+="p2pvpn-relay-$n "
+    done
+    lab_wait_for 30 relay_path_up || { NA[p2pvpn-relay]="no relayed path in 30 s"; return 1; }
+    TARGET[p2pvpn-relay]="$(p2p_field b benchr 'j["virtual_ip"]')" || { NA[p2pvpn-relay]="no virtual_ip"; return 1; }
+    wait_ping 10 a "${TARGET[p2pvpn-relay]}" || { NA[p2pvpn-relay]="tunnel did not pass ping"; return 1; }
+    [[ "$(p2p_peer_path a benchr relay-b)" == relay ]] || { NA[p2pvpn-relay]="path is not the relay"; return 1; }
+}
+
+# nebula: a throwaway CA, one certificate per end, static host map both ways, no
+# lighthouse, firewall open for any traffic between the two (as the tunnels above).
+setup_nebula() {
+    local d="$LAB_TMP/nebula" n peer_ip peer_under
+    mkdir -p "$d"
+    (cd "$d" && nebula-cert ca -name bench -duration 24h >/dev/null &&
+        nebula-cert sign -name a -ip 10.99.3.1/24 >/dev/null &&
+        nebula-cert sign -name b -ip 10.99.3.2/24 >/dev/null) || { NA[nebula]="nebula-cert failed"; return 1; }
+    for n in a b; do
+        if [[ $n == a ]]; then peer_ip=10.99.3.2; peer_under="$B_IP"; else peer_ip=10.99.3.1; peer_under="$A_IP"; fi
+        cat >"$d/$n.yml" <<YML
+pki: { ca: $d/ca.crt, cert: $d/$n.crt, key: $d/$n.key }
+static_host_map: { "$peer_ip": ["$peer_under:4242"] }
+lighthouse: { am_lighthouse: false }
+listen: { host: 0.0.0.0, port: 4242 }
+punchy: { punch: false }
+tun: { dev: neb${TAG}$n, mtu: 1420 }
+logging: { level: error }
+firewall:
+  outbound: [ { port: any, proto: any, host: any } ]
+  inbound: [ { port: any, proto: any, host: any } ]
+YML
+        lab_spawn "$n" "nebula-$n" -- nebula -config "$d/$n.yml"
+        TUNPIDS[nebula]+="nebula-$n "
+    done
+    TARGET[nebula]=10.99.3.2
+    wait_ping 15 a 10.99.3.2 || { NA[nebula]="tunnel did not pass ping"; return 1; }
+}
+
 for s in "${SYSTEMS[@]}"; do
     [[ -n "${NA[$s]:-}" ]] && continue
     log "setting up $s"
@@ -221,17 +311,51 @@ done
 
 # ---------------------------------------------------------------- measure
 RES="$LAB_TMP/results"; mkdir -p "$RES"
+CLK_TCK="$(getconf CLK_TCK)"
+cpu_ticks() {  # cpu_ticks SYSTEM : utime + stime of all the system's tunnel processes
+    local l pid t=0
+    for l in ${TUNPIDS[$1]:-}; do
+        pid="$(lab_pid "$l")"
+        [[ -r /proc/$pid/stat ]] && t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$t"
+}
+rss_now() {  # rss_now SYSTEM FIELD : VmRSS or VmHWM of each tunnel process, "a / b"
+    local l pid out=()
+    for l in ${TUNPIDS[$1]:-}; do
+        pid="$(lab_pid "$l")"
+        if [[ -r /proc/$pid/status ]]; then
+            out+=("$(awk -v f="$2:" '$1 == f {printf "%.1f", $2/1024}' "/proc/$pid/status")")
+        else
+            out+=("exited")
+        fi
+    done
+    if ((${#out[@]})); then (IFS=/; printf '%s' "${out[*]}" | sed 's|/| / |g'); else printf -- '-'; fi
+}
+declare -A IDLE_RSS=()
+sleep 2 # let every tunnel settle after its setup ping before reading idle memory
+for s in "${SYSTEMS[@]}"; do
+    [[ -z "${NA[$s]:-}" ]] || continue
+    IDLE_RSS[$s]="$(rss_now "$s" VmRSS)"
+done
 measure() {  # measure SYSTEM ROUND
-    local s="$1" r="$2" t="${TARGET[$1]}" json mbps rtt
+    local s="$1" r="$2" t="${TARGET[$1]}" json mbps rtt c0 c1 cpg=""
     json="$LAB_TMP/$s-iperf-$r.json"
+    c0="$(cpu_ticks "$s")"
     if lab_exec a timeout $((DURATION + 20)) iperf3 -c "$t" -p 5201 -t "$DURATION" -J >"$json" 2>"$json.err"; then
         mbps="$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.0f" % (j["end"]["sum_received"]["bits_per_second"]/1e6))' "$json" 2>/dev/null || echo "")"
     fi
+    c1="$(cpu_ticks "$s")"
+    # CPU seconds (both ends) per Gbit carried: ticks/HZ over (Mbit/s * seconds / 1000).
+    if [[ -n "${mbps:-}" && "$mbps" != 0 && -n "${TUNPIDS[$s]:-}" ]]; then
+        cpg="$(awk -v c="$((c1 - c0))" -v hz="$CLK_TCK" -v m="$mbps" -v d="$DURATION" 'BEGIN { printf "%.2f", (c / hz) / (m * d / 1000) }')"
+    fi
     rtt="$(lab_exec a timeout 30 ping -q -c 20 -i 0.2 -W 2 "$t" 2>/dev/null |
         awk -F/ '/^(rtt|round-trip)/ {print $5}' || true)"
-    log "round $r $s: ${mbps:-fail} Mbit/s, RTT ${rtt:-fail} ms"
+    log "round $r $s: ${mbps:-fail} Mbit/s, RTT ${rtt:-fail} ms, CPU ${cpg:--} s/Gbit"
     printf '%s\n' "${mbps:-nan}" >>"$RES/$s.tcp"
     printf '%s\n' "${rtt:-nan}" >>"$RES/$s.rtt"
+    printf '%s\n' "${cpg:-nan}" >>"$RES/$s.cpu"
 }
 for ((r = 1; r <= ROUNDS; r++)); do
     for s in "${SYSTEMS[@]}"; do
@@ -241,18 +365,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # ---------------------------------------------------------------- report
-rss_of() {  # peak RSS (VmHWM) of a system's tunnel processes, "a / b"
-    local l pid out=()
-    for l in ${TUNPIDS[$1]:-}; do
-        pid="$(lab_pid "$l")"
-        if [[ -r /proc/$pid/status ]]; then
-            out+=("$(awk '/^VmHWM:/ {printf "%.1f MiB", $2/1024}' "/proc/$pid/status")")
-        else
-            out+=("exited")
-        fi
-    done
-    if ((${#out[@]})); then (IFS=/; printf '%s' "${out[*]}" | sed 's|/| / |g'); else printf -- '-'; fi
-}
 median() {  # median FILE : median of the numeric lines, or "fail"
     python3 -c '
 import sys, statistics, math
@@ -262,22 +374,26 @@ print(sys.argv[2] % statistics.median(v) if v else "fail")' "$1" "$2"
 rounds_of() { paste -sd, "$1" | sed 's/,/, /g'; }
 
 echo
-echo "Data plane, $(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r), ${ROUNDS} interleaved round(s), iperf3 TCP ${DURATION} s (receiver) + 20 pings; median shown"
+echo "Data plane, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), ${ROUNDS} interleaved round(s), iperf3 TCP ${DURATION} s (receiver) + 20 pings; median shown"
+echo "CPU s/Gbit: user+system CPU seconds of the tunnel processes per Gbit carried. RSS in MiB, a / b (/ relay server)."
 echo
-echo "| system | TCP Mbit/s | ping RTT ms | peak RSS a / b | TCP per round | RTT per round |"
-echo "|---|---|---|---|---|---|"
+echo "| system | TCP Mbit/s | ping RTT ms | CPU s/Gbit | RSS idle | RSS peak | TCP per round | RTT per round |"
+echo "|---|---|---|---|---|---|---|---|"
 for s in "${SYSTEMS[@]}"; do
     ver=""
     case "$s" in
         raw) name="raw veth, no tunnel" ;;
-        p2pvpn) name="p2pvpn"; ver="$(timeout 5 "$P2P_BIN" --version 2>/dev/null | awk 'NR==1 {print $NF}' || true)" ;;
+        p2pvpn) name="p2pvpn"; ver="$(timeout 5 "$P2P_BIN" --version 2>/dev/null | awk 'NR==1 {print $2}' || true)" ;;
+        p2pvpn-relay) name="p2pvpn via UDP relay" ;;
+        nebula) name="nebula"; ver="$(timeout 5 nebula -version 2>/dev/null | awk 'NR==1 {print $2}' || true)" ;;
         boringtun) name="boringtun-cli"; ver="$(timeout 5 "${BT:-false}" --version 2>/dev/null | awk 'NR==1 {print $NF}' || true)" ;;
         wireguard-go) name="wireguard-go"; ver="$(timeout 5 wireguard-go --version 2>/dev/null | awk 'NR==1 {print $2}' || true)" ;;
     esac
     name+="${ver:+ $ver}"
     if [[ -n "${NA[$s]:-}" ]]; then
-        echo "| $name | n/a (${NA[$s]}) | n/a | $(rss_of "$s") | | |"
+        echo "| $name | n/a (${NA[$s]}) | n/a | | | | | |"
         continue
     fi
-    echo "| $name | $(median "$RES/$s.tcp" '%.0f') | $(median "$RES/$s.rtt" '%.3f') | $(rss_of "$s") | $(rounds_of "$RES/$s.tcp") | $(rounds_of "$RES/$s.rtt") |"
+    cpu="-"; [[ -n "${TUNPIDS[$s]:-}" ]] && cpu="$(median "$RES/$s.cpu" '%.2f')"
+    echo "| $name | $(median "$RES/$s.tcp" '%.0f') | $(median "$RES/$s.rtt" '%.3f') | $cpu | ${IDLE_RSS[$s]:--} | $(rss_now "$s" VmHWM) | $(rounds_of "$RES/$s.tcp") | $(rounds_of "$RES/$s.rtt") |"
 done
