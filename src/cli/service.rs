@@ -20,7 +20,7 @@ pub fn run(log: &LogArgs, dirs: &NodeDirs) -> Result<()> {
         networks,
         up: Box::new(move |network| {
             let dirs = dirs.clone();
-            Box::pin(async move { node::up(&network, &dirs, None, false).await })
+            Box::pin(async move { node::up(&network, &dirs, None, false, None).await })
         }),
     };
     service::run_service(&log_path, || logging::init(log), body)

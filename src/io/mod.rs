@@ -30,8 +30,8 @@ pub mod stream;
 pub mod tls;
 pub mod tun;
 pub mod tun_batch;
-pub mod udp_batch;
 mod tun_ipv6;
+pub mod udp_batch;
 pub mod underlay_mtu;
 
 /// Seconds since the Unix epoch, for token expiry and handshake timestamps.

@@ -68,7 +68,8 @@ fn with_driver(builder: DeviceBuilder) -> Result<DeviceBuilder> {
     Ok(builder.wintun_file(dll))
 }
 
-#[cfg(not(windows))]
+/// macOS and the BSDs: the system's own utun/tun driver, nothing to load.
+#[cfg(not(any(windows, target_os = "linux")))]
 fn with_driver(builder: DeviceBuilder) -> Result<DeviceBuilder> {
     Ok(builder)
 }
