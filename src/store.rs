@@ -591,6 +591,8 @@ mod tests {
     #[test]
     fn survives_reopen_and_sees_other_writers() {
         let dir = std::env::temp_dir().join(format!("p2pvpn-store-{}", std::process::id()));
+        // A run that failed before its cleanup may have left this (wine reuses process ids).
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut store = Store::open(&dir).unwrap();
         store
