@@ -11,19 +11,23 @@
 //! failure from `systemctl` and from monitoring. Who wants networks to fail independently runs
 //! one template unit per network (`p2pvpn@NETWORK.service`). A network stopped on purpose with
 //! `p2pvpn down NETWORK` stays down while the others run; the process ends when none is left.
-//! There is no start timeout here: systemd's `TimeoutStartSec` is the limit under systemd, and
-//! in the foreground a node waits for an unreachable server as `up NETWORK` does.
+//! A network that cannot reach its server is not a failure (`up NETWORK` keeps trying too):
+//! after 90 s (under the unit's TimeoutStartSec=2min) READY=1 is sent for the networks that are
+//! up, STATUS= names the ones still connecting, and those keep trying. Failing the unit instead
+//! would have systemd restart it every few seconds, taking the healthy networks down each time.
 
 use super::supervise::{self, Limits, Reporter, ServiceBody};
 use crate::io::signals;
 use std::time::Duration;
 
 const LIMITS: Limits = Limits {
-    // Effectively none (see the header); ~30 years keeps `Instant` arithmetic far from overflow.
-    start_timeout: Duration::from_secs(1 << 30),
+    // Under the unit's TimeoutStartSec=2min: READY=1 for the networks that are up before
+    // systemd gives up on the start (see the header).
+    start_timeout: Duration::from_secs(90),
     tick: Duration::from_secs(5),
     stop_timeout: Duration::from_secs(20),
     exit_when_all_stopped: true,
+    slow_start_fails: false,
 };
 
 /// Tells systemd (when it started us) and the log how the set of networks is doing.
@@ -43,6 +47,26 @@ impl Reporter for Notify {
     fn running(&mut self) {
         let line = format!("p2pvpn: every network is up ({})", self.networks.join(", "));
         tracing::info!("{line}");
+        send(&format!("READY=1\nSTATUS={line}"));
+    }
+
+    fn running_without(&mut self, still_starting: &[String]) {
+        let up: Vec<&str> = self
+            .networks
+            .iter()
+            .filter(|n| !still_starting.contains(n))
+            .map(String::as_str)
+            .collect();
+        let line = format!(
+            "p2pvpn: up: {}; still connecting: {}",
+            if up.is_empty() {
+                "none".to_string()
+            } else {
+                up.join(", ")
+            },
+            still_starting.join(", ")
+        );
+        tracing::warn!("{line}");
         send(&format!("READY=1\nSTATUS={line}"));
     }
 

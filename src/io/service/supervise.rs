@@ -4,9 +4,10 @@
 //! service manager is told:
 //! - "running" once every network has reported ready (registered, adapter up: the same moment
 //!   a systemd unit sends READY=1), with a progress report every `tick` while it waits;
-//! - a failure when a network ends with an error or does not come up within `start_timeout`
-//!   (like the systemd unit's TimeoutStartSec), after stopping the others, so that the
-//!   manager's restart-on-failure brings the whole set back;
+//! - a failure when a network ends with an error or (with `Limits::slow_start_fails`) does not
+//!   come up within `start_timeout` (like the systemd unit's TimeoutStartSec), after stopping
+//!   the others, so that the manager's restart-on-failure brings the whole set back; without
+//!   it, "running" for the others once `start_timeout` passed, the slow one still trying;
 //! - a clean stop when the manager asks for one (every node removes its interface).
 //!
 //! A network stopped on purpose (`p2pvpn down NETWORK`) stays down; the others keep running
@@ -57,6 +58,11 @@ pub trait Reporter {
     fn starting(&mut self, waiting_for: &[String]);
     /// Every network is up (or there is none).
     fn running(&mut self);
+    /// Running although these networks are not up yet: the start timeout passed and
+    /// `Limits::slow_start_fails` is off (they keep trying). By default the same as `running`.
+    fn running_without(&mut self, _still_starting: &[String]) {
+        self.running();
+    }
     /// Stopping: the nodes are removing their interfaces.
     fn stopping(&mut self);
 }
@@ -70,6 +76,10 @@ pub struct Limits {
     /// End (Ok) once every network was stopped with `p2pvpn down` (the foreground `up`); else
     /// stay idle until the manager's stop (the Windows service, which must keep running).
     pub exit_when_all_stopped: bool,
+    /// A network not up within `start_timeout` fails the whole set (the Windows service); when
+    /// false the others are reported running and it keeps trying, as `up NETWORK` does for an
+    /// unreachable server (systemd: a restart loop would take the healthy networks down too).
+    pub slow_start_fails: bool,
 }
 
 /// Runs `up(network)` for every network until `stop` resolves or one of them fails; on the way
@@ -179,6 +189,17 @@ async fn run(
             },
             _ = tick.tick(), if !running => {
                 let names: Vec<String> = waiting.iter().cloned().collect();
+                if started.elapsed() >= limits.start_timeout && !limits.slow_start_fails {
+                    tracing::warn!(
+                        "{} not up after {} s; the other networks are ready, these keep trying \
+                         (is the server reachable? see the lines above for each one's last step)",
+                        names.join(", "),
+                        limits.start_timeout.as_secs()
+                    );
+                    running = true;
+                    reporter.running_without(&names);
+                    continue;
+                }
                 if started.elapsed() >= limits.start_timeout {
                     return Some(anyhow!(
                         "{} did not come up within {} s (is the server reachable? see the lines \
@@ -210,6 +231,10 @@ mod tests {
         fn running(&mut self) {
             self.0.push("running".into());
         }
+        fn running_without(&mut self, still_starting: &[String]) {
+            self.0
+                .push(format!("running without {}", still_starting.join(",")));
+        }
         fn stopping(&mut self) {
             self.0.push("stopping".into());
         }
@@ -220,6 +245,7 @@ mod tests {
         tick: Duration::from_secs(5),
         stop_timeout: Duration::from_secs(10),
         exit_when_all_stopped: false,
+        slow_start_fails: true,
     };
 
     /// A stand-in node: ready after `ready_after` (never when None), then runs until the stop
@@ -335,6 +361,42 @@ mod tests {
             "{err}"
         );
         assert!(!log.contains(&"running".to_string()), "{log:?}");
+        assert_eq!(stopped, ["home", "office"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_slow_start_fails_the_others_run_and_the_slow_one_keeps_trying() {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = Rc::new(RefCell::new(Vec::new()));
+        let mut log = Log::default();
+        let limits = Limits {
+            slow_start_fails: false,
+            ..LIMITS
+        };
+        let result = supervise(
+            vec!["home".to_string(), "office".to_string()],
+            |name| {
+                let ready = (name == "home").then_some(1);
+                node(ready, None, stop_rx.clone(), stopped.clone(), name)
+            },
+            tokio::time::sleep(Duration::from_secs(600)),
+            || {
+                stop_tx.send_replace(true);
+            },
+            &mut log,
+            limits,
+        )
+        .await;
+        result.unwrap();
+        assert_eq!(log.0.last().map(String::as_str), Some("stopping"));
+        assert!(
+            log.0.contains(&"running without office".to_string()),
+            "{:?}",
+            log.0
+        );
+        assert!(!log.0.contains(&"running".to_string()), "{:?}", log.0);
+        let mut stopped = stopped.borrow().clone();
+        stopped.sort();
         assert_eq!(stopped, ["home", "office"]);
     }
 

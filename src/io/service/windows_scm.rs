@@ -40,6 +40,7 @@ const LIMITS: Limits = Limits {
     tick: Duration::from_secs(5),
     stop_timeout: Duration::from_secs(20),
     exit_when_all_stopped: false,
+    slow_start_fails: true,
 };
 
 /// The stack of the thread that runs the nodes.
