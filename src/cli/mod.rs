@@ -512,14 +512,7 @@ pub fn run() -> Result<()> {
                         let network = networks.remove(0);
                         node::up(&network, &dirs.dirs(), metrics, allow_overlap, mtu).await
                     }
-                    _ => {
-                        let shared = up_all::Shared {
-                            metrics,
-                            allow_overlap,
-                            mtu,
-                        };
-                        up_all::run(networks, &dirs.dirs(), shared).await
-                    }
+                    _ => up_all::run(networks, &dirs.dirs(), metrics, allow_overlap, mtu).await,
                 }
             }
             Command::Doctor {

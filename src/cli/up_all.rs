@@ -8,13 +8,6 @@ use crate::config::Dirs;
 use crate::io::service::supervise::ServiceBody;
 use anyhow::{bail, Result};
 
-/// What the networks share from the command line; per-network settings stay in their configs.
-pub struct Shared {
-    pub metrics: Option<std::net::SocketAddr>,
-    pub allow_overlap: bool,
-    pub mtu: Option<u16>,
-}
-
 /// The body run by the service (Windows) or by `up` (here): `node::up` for each network.
 pub fn body(
     networks: Vec<String>,
@@ -32,9 +25,17 @@ pub fn body(
     }
 }
 
+/// Runs `networks` until SIGTERM/SIGINT, `down` of each, or the failure of one. The options
+/// are `up`'s: `--allow-overlap` and `--mtu` apply to every network.
 #[cfg(unix)]
-pub async fn run(networks: Vec<String>, dirs: &Dirs, shared: Shared) -> Result<()> {
-    if shared.metrics.is_some() {
+pub async fn run(
+    networks: Vec<String>,
+    dirs: &Dirs,
+    metrics: Option<std::net::SocketAddr>,
+    allow_overlap: bool,
+    mtu: Option<u16>,
+) -> Result<()> {
+    if metrics.is_some() {
         // One address cannot serve several networks' metrics (each node binds its own).
         bail!(
             "--metrics serves one network; with several joined ({}), name one: `p2pvpn up \
@@ -42,12 +43,20 @@ pub async fn run(networks: Vec<String>, dirs: &Dirs, shared: Shared) -> Result<(
             networks.join(", ")
         );
     }
-    let body = body(networks, dirs, shared.allow_overlap, shared.mtu);
+    let body = body(networks, dirs, allow_overlap, mtu);
     crate::io::service::all_networks::run(body).await
 }
 
+/// The nodes' futures are large in a debug build and Windows' main thread has a 1 MiB stack;
+/// the service runs them on a thread of its own (`windows_scm.rs`), so it is the way here.
 #[cfg(windows)]
-pub async fn run(networks: Vec<String>, _dirs: &Dirs, _shared: Shared) -> Result<()> {
+pub async fn run(
+    networks: Vec<String>,
+    _dirs: &Dirs,
+    _metrics: Option<std::net::SocketAddr>,
+    _allow_overlap: bool,
+    _mtu: Option<u16>,
+) -> Result<()> {
     bail!(
         "several networks are joined ({}); on Windows the service `p2pvpn` runs all of them \
          (`sc start p2pvpn`); in the foreground say which: `p2pvpn up NETWORK`",
