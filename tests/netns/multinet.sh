@@ -13,7 +13,8 @@
 # isolation: packets routed from alice into red's interface but addressed to blue's range are
 # dropped by red's node and counted, and never appear on any blue (or red) TUN device of bob
 # nor on alice's blue device; `down blue` stops only blue; `down red` ends the process; a
-# restarted process stops both networks on SIGTERM (STOPPING=1, interfaces removed).
+# restarted process stops both networks on SIGTERM (STOPPING=1, interfaces removed); with
+# blue's server down, red comes up and READY=1 follows after 90 s naming blue (about 2 min).
 #
 # Prints `ok - NAME` / `not ok - NAME` per check and a summary line; exits 1 if any check
 # failed, 77 (after printing `SKIP: reason`) when it cannot run here, 2 on a setup error.
@@ -51,7 +52,7 @@ lab_on_exit() {
         lab_dump_logs 30 2>&1 | sed 's/^/# /'
     fi
     # Nodes leave through `down` (removing their interfaces); lab_cleanup kills what is left.
-    for label in alice-up alice-up2 bob-red bob-blue; do
+    for label in alice-up alice-up2 alice-up3 bob-red bob-blue; do
         if [[ ! -e "$LAB_TMP/pids/$label" ]] || ! lab_alive "$label"; then continue; fi
         n="${label%%-*}"
         for net in red blue; do
@@ -271,6 +272,29 @@ e_sigterm() {
 }
 check "e1 SIGTERM stops both networks: status 0, one STOPPING=1, both interfaces removed" e_sigterm
 lab_stop alice-notify2 || true
+
+# ---------------------------------------------------------------- f: a server unreachable
+# blue's server is gone: red must come up and be usable, READY=1 must still come (after 90 s,
+# naming blue), and the process must not fail (a failure would restart the healthy red too).
+f_unreachable() {
+    local rc=0 nlog
+    lab_stop server2 TERM 10 || true
+    alice_up alice-up3 alice-notify3
+    nlog="$(lab_logfile alice-notify3)"
+    lab_wait_for 30 lab_exec alice ip link show dev p2p-red || { why "p2p-red not up in 30 s"; return 1; }
+    ping3 alice "${B_VIP[red]}" || return 1
+    if grep -q '^LINKS ' "$nlog"; then why "READY=1 before the 90 s with blue not up"; return 1; fi
+    lab_wait_log 110 alice-notify3 '^LINKS ' || { why "no READY=1 within 110 s"; return 1; }
+    note "notifications: $(tr '\n' ' ' <"$nlog")"
+    grep -q 'still connecting: blue' "$nlog" || { why "STATUS does not name blue"; return 1; }
+    lab_alive alice-up3 || { why "the process ended"; return 1; }
+    ping3 alice "${B_VIP[red]}" || return 1
+    lab_stop alice-up3 TERM 20 || rc=$?
+    [[ $rc -eq 0 ]] || { why "exit status $rc on SIGTERM"; return 1; }
+    if lab_exec alice ip link show dev p2p-red >/dev/null 2>&1; then why "p2p-red left behind"; return 1; fi
+}
+check "f1 blue's server down: red up and pinging, READY=1 after 90 s naming blue, no failure" f_unreachable
+lab_stop alice-notify3 || true
 
 # ---------------------------------------------------------------- summary
 if ((FAILED)); then
