@@ -183,3 +183,10 @@ lab_test!(
     "tests/netns/soak.sh",
     "SOAK_SECONDS" => "120"
 );
+lab_test!(
+    /// One `up` process serving two networks on two servers, alice and bob in both: READY=1
+    /// once, pings in both, isolation (A's interface to B's range reaches no B device), `down`
+    /// per network, SIGTERM stops both.
+    netns_multinet_one_process,
+    "tests/netns/multinet.sh"
+);

@@ -19,6 +19,7 @@ mod resolve;
 mod server;
 mod service;
 mod table;
+mod up_all;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -151,6 +152,10 @@ pub enum Command {
         dirs: NodeDirs,
     },
     /// Bring a network up in the foreground until SIGINT/SIGTERM or `p2pvpn down`.
+    ///
+    /// With no NETWORK and several joined, brings up every joined network in this one process
+    /// (what the systemd unit p2pvpn.service runs); each still has its own interface and
+    /// control socket (`status`, `down NETWORK`). One that fails stops them all (exit 1).
     ///
     /// Peers' names resolve in DNS: the node answers NAME.SUFFIX (SUFFIX is `dns_suffix` in the
     /// network's config, default NETWORK.p2p) on its overlay address, UDP port 53, and
@@ -497,8 +502,18 @@ pub fn run() -> Result<()> {
                 mtu,
                 dirs,
             } => {
-                let network = target.resolve(&dirs, "up")?;
-                node::up(&network, &dirs.dirs(), metrics, allow_overlap, mtu).await
+                let mut networks = resolve::up_networks(
+                    target.network_name.as_deref(),
+                    target.network.as_deref(),
+                    &dirs.dirs(),
+                )?;
+                match networks.len() {
+                    1 => {
+                        let network = networks.remove(0);
+                        node::up(&network, &dirs.dirs(), metrics, allow_overlap, mtu).await
+                    }
+                    _ => up_all::run(networks, &dirs.dirs(), metrics, allow_overlap, mtu).await,
+                }
             }
             Command::Doctor {
                 peer,
