@@ -18,7 +18,7 @@ use flows::{FlowKey, FlowTable, Origin, ICMP_IDLE, TCP_IDLE, UDP_IDLE};
 use packet::Transport;
 use policy::NodePolicy;
 use rule::Proto;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -271,7 +271,7 @@ impl Acl {
 }
 
 /// `status`'s access rule section.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AclStatus {
     /// Whether the network has rules (else all is allowed).
     pub enforced: bool,
@@ -285,14 +285,14 @@ pub struct AclStatus {
     pub recent_denials: Vec<DenialStatus>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleStatus {
     pub id: u32,
     pub rule: String,
     pub admitted: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DenialStatus {
     pub peer: Ipv4Addr,
     pub proto: Proto,
