@@ -50,7 +50,10 @@ fn two_nodes() -> Sim {
 
 /// Whether `packet` from node `from` reaches the other node's TUN device.
 fn reaches(sim: &mut Sim, from: usize, packet: &[u8]) -> bool {
-    let to = 1 - from;
+    reaches_node(sim, from, 1 - from, packet)
+}
+
+fn reaches_node(sim: &mut Sim, from: usize, to: usize, packet: &[u8]) -> bool {
     sim.nodes[to].tun_out.clear();
     sim.send_from_tun(from, packet);
     sim.nodes[to].tun_out.iter().any(|p| p == packet)
@@ -122,4 +125,17 @@ fn a_node_that_registers_gets_its_rules_with_welcome() {
     assert!(sim.nodes[1].node.status(0).server.connected);
     assert!(!reaches(&mut sim, 0, &ping_packet(A, B, 3)));
     assert!(reaches(&mut sim, 1, &ping_packet(B, A, 4)));
+}
+
+#[test]
+fn a_member_who_joins_later_gets_what_the_rules_name_it_for() {
+    let mut sim = two_nodes();
+    set_rules(&mut sim, &["tcp 22 from carol to bob"]);
+    // Carol joins through the server: no `network` command, no store change to notice.
+    let carol = sim.add_node("carol", "198.51.100.13:51000");
+    sim.advance(Duration::from_secs(5));
+    let c = [10, 99, 0, 3];
+    assert!(reaches_node(&mut sim, carol, 1, &tcp(c, B, 40000, 22)));
+    assert!(!reaches_node(&mut sim, carol, 1, &tcp(c, B, 40000, 23)));
+    assert!(!reaches_node(&mut sim, 0, 1, &tcp(A, B, 40000, 22)));
 }

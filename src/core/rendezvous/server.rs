@@ -313,6 +313,7 @@ impl<R: Registry> ServerCore<R> {
                         self.stats.joins += 1;
                         self.maps.admit(&member);
                         tracing::info!(network, name = member.name, key = %key.short(), ip = %member.virtual_ip, "node joined");
+                        self.refresh_acl(network);
                         let net = self.registry.network(network).ok().flatten();
                         match net {
                             Some(net) => ServerMessage::Joined {
@@ -355,6 +356,7 @@ impl<R: Registry> ServerCore<R> {
             Ok(true) => {
                 tracing::info!(network, key = %key.short(), "member left");
                 self.remove_member(network, key);
+                self.refresh_acl(network);
                 ServerMessage::Left {
                     network: network.to_string(),
                 }

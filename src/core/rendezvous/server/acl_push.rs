@@ -44,6 +44,20 @@ impl<R: Registry> ServerCore<R> {
         }
     }
 
+    /// A member joined or left through this server (its own writes do not move the store's
+    /// `data_version`): rules naming members by address must follow, or a newcomer given a
+    /// departed member's address would inherit what that member was allowed.
+    pub(super) fn refresh_acl(&mut self, network: &str) {
+        match self.registry.access_rules(network) {
+            Ok(a) if a.rules.is_empty() => {}
+            Ok(_) => match self.registry.members(network) {
+                Ok(members) => self.push_acl(network, &members),
+                Err(e) => tracing::error!(error = %e, "cannot re-read the members"),
+            },
+            Err(e) => tracing::error!(error = %e, "cannot re-read the access rules"),
+        }
+    }
+
     /// After a store change: sends each online member of `network` its policy if it changed.
     pub(super) fn push_acl(&mut self, network: &str, members: &[Member]) {
         let access = match self.registry.access_rules(network) {
