@@ -134,6 +134,17 @@ impl Acl {
                 return Ok(());
             }
         }
+        // An ICMP error about a flow under way (port unreachable, packet too big) belongs to
+        // that flow: it passes when the packet it quotes is one this node tracks.
+        if p.transport == Transport::IcmpOther {
+            if let Some((key, _)) =
+                packet::quoted(packet).and_then(|q| key(peer, q.src.is_ipv6(), q.transport, false))
+            {
+                if self.flows.get(&key, now).is_some() {
+                    return Ok(());
+                }
+            }
+        }
         let (proto, port) = (p.transport.proto(), p.transport.dst_port());
         match policy
             .rules

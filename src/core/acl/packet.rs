@@ -103,6 +103,35 @@ pub fn parse(packet: &[u8]) -> Option<Parsed> {
     }
 }
 
+/// The packet an ICMP error quotes (RFC 792: destination unreachable 3, time exceeded 11,
+/// parameter problem 12; RFC 4443 §3: ICMPv6 types 1-4): its header and first 8 bytes follow
+/// the 8-byte ICMP header. `None` for anything else.
+pub fn quoted(packet: &[u8]) -> Option<Parsed> {
+    let first = *packet.first()?;
+    let (l4, is_error) = match first >> 4 {
+        4 => {
+            let ihl = usize::from(first & 0x0f) * 4;
+            let l4 = packet.get(ihl.max(20)..)?;
+            (
+                l4,
+                *packet.get(9)? == ICMP && matches!(l4.first()?, 3 | 11 | 12),
+            )
+        }
+        6 => {
+            let l4 = packet.get(40..)?;
+            (
+                l4,
+                *packet.get(6)? == ICMPV6 && matches!(l4.first()?, 1..=4),
+            )
+        }
+        _ => return None,
+    };
+    if !is_error {
+        return None;
+    }
+    parse(l4.get(8..)?)
+}
+
 fn transport(proto: u8, l4: &[u8], icmp: u8) -> Option<Transport> {
     let port = |at: usize| Some(u16::from_be_bytes([*l4.get(at)?, *l4.get(at + 1)?]));
     Some(match proto {
@@ -205,6 +234,12 @@ pub(crate) mod tests {
         assert_eq!(p.transport.proto(), Proto::Icmp);
         // Truncated transport headers are refused, not guessed.
         assert_eq!(parse(&v4(TCP, a, b, &[0, 1])), None);
+        // A port unreachable quoting our UDP datagram to bob's port 53.
+        let mut unreachable = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        unreachable.extend_from_slice(&v4(UDP, b, a, &ports(5353, 53))[..28]);
+        let q = quoted(&v4(ICMP, a, b, &unreachable)).unwrap();
+        assert_eq!(q.transport, Transport::Udp { src: 5353, dst: 53 });
+        assert_eq!(quoted(&v4(ICMP, a, b, &echo(8, 1))), None);
     }
 
     proptest! {

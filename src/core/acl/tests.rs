@@ -98,6 +98,14 @@ fn replies_to_what_this_node_opened_pass() {
     // Echo replies to alice's ping pass, an echo request from bob does not.
     alice.outbound(BOB, &ping(ALICE, BOB, 8), now);
     assert_eq!(alice.inbound(BOB, &ping(BOB, ALICE, 0), now), Ok(()));
+    // An ICMP error quoting alice's own segment to bob passes; one quoting another does not.
+    let error_about = |sport: u16| {
+        let mut l4 = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        l4.extend_from_slice(&tcp(ALICE, BOB, sport, 22)[..28]);
+        v4(1, BOB, ALICE, &l4)
+    };
+    assert_eq!(alice.inbound(BOB, &error_about(40000), now), Ok(()));
+    assert!(alice.inbound(BOB, &error_about(40009), now).is_err());
     // Once idle long enough, the flow is gone.
     let later = now + flows::TCP_IDLE + Duration::from_secs(1);
     assert!(alice
