@@ -194,7 +194,8 @@ c_close22() {
 check "c2 removing the port 22 rule stops TCP 22 within 2 s" c_close22
 c_clear() {
     srv network acl "$NET" remove 1 >/dev/null || { why "acl remove failed"; return 1; }
-    within_2s ping1
+    within_2s rules_are -1 || return 1
+    ping1 || why "ping alice -> bob still dropped"
 }
 check "c3 removing the last rule allows all again (ping) within 2 s" c_clear
 d_same() { [[ "$(lab_pid alice-up) $(lab_pid bob-up)" == "$PIDS" ]] && lab_alive alice-up && lab_alive bob-up; }
