@@ -63,6 +63,7 @@ fn judging_packets_does_not_allocate() {
                 last: 22,
             }],
         }],
+        outbound: vec![],
         truncated: 0,
     }));
     let packets: Vec<(bool, Vec<u8>)> = (0..64u16)

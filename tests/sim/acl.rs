@@ -85,6 +85,19 @@ fn tcp_22_from_admin_to_server_passes_the_rest_is_dropped_and_counted() {
     assert!(doctor.contains("may connect under rule 1: tcp 22 from tag:admin to tag:server"));
     assert!(doctor.contains("dropped from alice: tcp 80"), "{doctor}");
     assert!(doctor.contains("dropped from alice: icmp"), "{doctor}");
+    // Alice's `doctor bob` says what bob lets her open.
+    let alice = sim.nodes[0].node.status(0);
+    let doctor = alice
+        .peers
+        .iter()
+        .find(|p| p.name == "bob")
+        .unwrap()
+        .access
+        .join("\n");
+    assert!(
+        doctor.contains("this node may connect to bob under rule 1: tcp 22"),
+        "{doctor}"
+    );
 }
 
 #[test]

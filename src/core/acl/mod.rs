@@ -262,6 +262,23 @@ impl Acl {
                 r.id, r.text
             ));
         }
+        let out: Vec<&policy::NodeRule> = policy
+            .outbound
+            .iter()
+            .filter(|r| r.from.contains(peer))
+            .collect();
+        if out.is_empty() {
+            lines.push(format!(
+                "access rules: no rule lets this node open connections to {name}; {name} drops \
+                 what this node starts (replies to {name}'s own connections pass)"
+            ));
+        }
+        for r in out {
+            lines.push(format!(
+                "access rules: this node may connect to {name} under rule {}: {}",
+                r.id, r.text
+            ));
+        }
         if policy.truncated > 0 {
             lines.push(format!(
                 "access rules: {} rule(s) for this node were too large to send and allow nothing",

@@ -58,6 +58,10 @@ impl NodeRule {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodePolicy {
     pub rules: Vec<NodeRule>,
+    /// The rules that let this node connect to its peers, with `from` holding the peers they
+    /// name as destinations: not enforced here (the peer does), only told by `doctor PEER`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound: Vec<NodeRule>,
     /// Rules left out because the node's copy would exceed [`MAX_SOURCES`] (they allow
     /// nothing on this node: failing closed, and `status` says so).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -84,37 +88,51 @@ pub fn for_member(rules: &[Rule], members: &[Member], me: &Member) -> Option<Nod
     }
     let mut policy = NodePolicy::default();
     let mut budget = MAX_SOURCES;
-    for (i, rule) in rules.iter().enumerate() {
-        if !rule.to.iter().any(|e| e.matches(&me.name, &me.tags)) {
-            continue;
-        }
-        let from = if rule.from.contains(&Endpoint::All) {
-            Sources::All
-        } else {
-            let mut ips: Vec<Ipv4Addr> = members
-                .iter()
-                .filter(|m| rule.from.iter().any(|e| e.matches(&m.name, &m.tags)))
-                .map(|m| m.virtual_ip)
-                .collect();
-            ips.sort_unstable();
-            ips.dedup();
-            if ips.is_empty() {
-                continue; // names nobody (yet): nothing to enforce
-            }
-            if ips.len() > budget {
-                policy.truncated += 1;
+    // First what this node enforces, then (for `doctor` only) where it may connect: if the
+    // budget runs out, the explanation is what is cut short.
+    for inbound in [true, false] {
+        for (i, rule) in rules.iter().enumerate() {
+            let (us, them) = match inbound {
+                true => (&rule.to, &rule.from),
+                false => (&rule.from, &rule.to),
+            };
+            if !us.iter().any(|e| e.matches(&me.name, &me.tags)) {
                 continue;
             }
-            budget -= ips.len();
-            Sources::Members(ips)
-        };
-        policy.rules.push(NodeRule {
-            id: u32::try_from(i + 1).unwrap_or(u32::MAX),
-            text: rule.to_string(),
-            from,
-            proto: rule.proto,
-            ports: rule.ports.clone(),
-        });
+            let peers = if them.contains(&Endpoint::All) {
+                Sources::All
+            } else {
+                let mut ips: Vec<Ipv4Addr> = members
+                    .iter()
+                    .filter(|m| them.iter().any(|e| e.matches(&m.name, &m.tags)))
+                    .map(|m| m.virtual_ip)
+                    .collect();
+                ips.sort_unstable();
+                ips.dedup();
+                if ips.is_empty() {
+                    continue; // names nobody (yet): nothing to enforce
+                }
+                if ips.len() > budget {
+                    if inbound {
+                        policy.truncated += 1;
+                    }
+                    continue;
+                }
+                budget -= ips.len();
+                Sources::Members(ips)
+            };
+            let rule = NodeRule {
+                id: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                text: rule.to_string(),
+                from: peers,
+                proto: rule.proto,
+                ports: rule.ports.clone(),
+            };
+            match inbound {
+                true => policy.rules.push(rule),
+                false => policy.outbound.push(rule),
+            }
+        }
     }
     Some(policy)
 }
@@ -155,14 +173,23 @@ mod tests {
         assert!(bob.rules[0].admits(members[0].virtual_ip, Proto::Tcp, Some(22)));
         assert!(!bob.rules[0].admits(members[2].virtual_ip, Proto::Tcp, Some(22)));
         assert!(!bob.rules[0].admits(members[0].virtual_ip, Proto::Tcp, Some(80)));
+        // Alice learns where she may connect, for `doctor`.
+        let alice = for_member(&rules, &members, &members[0]).unwrap();
+        assert!(alice.rules.is_empty());
+        assert_eq!(alice.outbound.len(), 2, "rule 1 to bob, rule 2 to carol");
+        assert_eq!(
+            alice.outbound[0].from,
+            Sources::Members(vec![members[1].virtual_ip])
+        );
+        assert_eq!(
+            alice.outbound[1].from,
+            Sources::Members(vec![members[2].virtual_ip])
+        );
         let carol = for_member(&rules, &members, &members[2]).unwrap();
         assert_eq!(carol.rules[0].id, 2);
         assert_eq!(carol.rules[0].from, Sources::All);
         // Alice is named by no `to`: rules exist, so nothing may connect to her.
-        assert_eq!(
-            for_member(&rules, &members, &members[0]),
-            Some(NodePolicy::default())
-        );
+        assert!(for_member(&rules, &members, &members[0]).is_some_and(|p| p.rules.is_empty()));
         // No rules at all: allow all, as before rules existed.
         assert_eq!(for_member(&[], &members, &members[0]), None);
     }

@@ -73,6 +73,20 @@ fn only_tcp_22_from_admins_reaches_the_server() {
         doctor.contains("no rule lets carol open connections"),
         "{doctor}"
     );
+    assert!(
+        doctor.contains("no rule lets this node open connections to carol"),
+        "{doctor}"
+    );
+    // Alice's side: why her packets to bob may be dropped there.
+    let members = members();
+    let rules: Vec<Rule> = vec!["tcp 22 from tag:admin to tag:server".parse().unwrap()];
+    let mut alice = Acl::new(1);
+    alice.set_policy(for_member(&rules, &members, &members[0]));
+    let doctor = alice.explain(BOB, "bob", now).join("\n");
+    assert!(
+        doctor.contains("this node may connect to bob under rule 1: tcp 22 from tag:admin"),
+        "{doctor}"
+    );
 }
 
 #[test]
