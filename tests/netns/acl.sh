@@ -180,6 +180,13 @@ b_dropped() {
     grep -q "dropped from alice: tcp 80" <<<"$out" || { why "doctor: $(tr '\n' '|' <<<"$out")"; return 1; }
 }
 check "b3 ping and TCP 80 are dropped, counted, and explained by status and doctor on bob" b_dropped
+b_sender() {
+    local out
+    out="$(p2p alice doctor bob --network "$NET" 2>&1)" || true
+    grep -q "this node may connect to bob under rule 1: tcp 22 from tag:admin to tag:server" <<<"$out" ||
+        { why "alice's doctor bob: $(tr '\n' '|' <<<"$out")"; return 1; }
+}
+check "b4 doctor bob on alice names the rule that lets her connect to bob" b_sender
 
 # ---------------------------------------------------------------- c: changes apply within 2 s
 c_open80() {
