@@ -1,6 +1,7 @@
 //! The command line (clap derive). Each subcommand's work lives in its own file; this one only
 //! defines the interface, sets up logging and dispatches.
 
+mod access_status;
 mod cidr;
 mod completions;
 mod create_check;
@@ -11,6 +12,7 @@ mod logging;
 mod man;
 mod netcheck;
 mod network;
+mod network_acl;
 mod node;
 mod ping;
 mod preflight;
@@ -424,6 +426,23 @@ pub enum NetworkCommand {
         token_id: String,
         #[command(flatten)]
         dir: ServerDir,
+    },
+    /// Set a member's tags (replacing its old ones; none removes them); rules name tags.
+    Tag {
+        name: String,
+        /// The member's name, key or address.
+        member: String,
+        /// Tags, e.g. `admin server` (a leading `tag:` is accepted).
+        tags: Vec<String>,
+        #[command(flatten)]
+        dir: ServerDir,
+    },
+    /// Access rules: who may connect to whom, by tag or member, protocol and port (default:
+    /// everyone may reach everyone).
+    Acl {
+        name: String,
+        #[command(subcommand)]
+        action: network_acl::AclAction,
     },
     /// Delete a network with its members and tokens; a running server cuts the members off.
     Delete {
