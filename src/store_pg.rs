@@ -16,8 +16,10 @@ use crate::core::ula;
 use crate::store::{Deleted, StoreError, TokenInfo};
 use ipnet::{Ipv4Net, Ipv6Net};
 use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// The schema versions this binary knows, oldest first; each runs once, in order, in the
@@ -55,7 +57,21 @@ const MIGRATIONS: &[(i64, &str)] = &[(
     CREATE TABLE settings (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
-    );",
+    );
+    -- Every committed change to the records nodes see is announced to the other servers
+    -- (`PgStore::data_version`). NOTIFY is delivered at commit, never for a rollback, and
+    -- repeats within one transaction are folded into one.
+    CREATE FUNCTION p2pvpn_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('p2pvpn_changes', TG_TABLE_NAME);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER networks_changed AFTER INSERT OR UPDATE OR DELETE ON networks
+        FOR EACH STATEMENT EXECUTE FUNCTION p2pvpn_changed();
+    CREATE TRIGGER members_changed AFTER INSERT OR UPDATE OR DELETE ON members
+        FOR EACH STATEMENT EXECUTE FUNCTION p2pvpn_changed();
+    CREATE TRIGGER tokens_changed AFTER INSERT OR UPDATE OR DELETE ON tokens
+        FOR EACH STATEMENT EXECUTE FUNCTION p2pvpn_changed();",
 )];
 
 /// The newest schema version this binary knows.
@@ -65,11 +81,16 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 /// arbitrary constant: "p2pvpn" in ASCII.
 const MIGRATION_LOCK: i64 = 0x7032_7076_706e;
 
+/// The channel the triggers of migration 1 notify.
+const CHANGES_CHANNEL: &str = "p2pvpn_changes";
+
 /// The settings key of the server identity, as in the SQLite store.
 const IDENTITY_SETTING: &str = "server_public_key";
 
 pub struct PgStore {
     client: Mutex<Client>,
+    /// Change notifications received so far (see [`PgStore::data_version`]).
+    changes: AtomicI64,
 }
 
 fn unix_now() -> i64 {
@@ -195,19 +216,50 @@ impl PgStore {
     /// migrates the schema. Without TLS: reach the database over loopback, a unix socket or a
     /// private link.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut client = Client::connect(url, NoTls)?;
-        migrate(&mut client)?;
-        Ok(PgStore {
-            client: Mutex::new(client),
-        })
+        let store = PgStore {
+            client: Mutex::new(Client::connect(url, NoTls)?),
+            changes: AtomicI64::new(0),
+        };
+        store.with(|c| -> Result<(), StoreError> {
+            migrate(c)?;
+            c.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// Changes whenever a change to networks, members or tokens was committed, by any server
+    /// or `network` command on this database (this store's own included), like SQLite's
+    /// `data_version`. One trivial round trip: its answer comes after every notification sent
+    /// before it, which the client buffers on the way (without it, the client's runtime might
+    /// not have read the socket since they arrived).
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        let new = self.with(|c| -> Result<usize, postgres::Error> {
+            c.batch_execute("SELECT 1")?;
+            c.notifications().iter().count()
+        })?;
+        Ok(self.changes.fetch_add(new as i64, Ordering::Relaxed) + new as i64)
     }
 
     /// The schema version recorded in the database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .lock()
-            .query_one("SELECT MAX(version) FROM schema_migrations", &[])?
-            .try_get(0)?)
+        let row = self.with(|c| c.query_one("SELECT MAX(version) FROM schema_migrations", &[]))?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Runs `f` with the client. The blocking client drives its own tokio runtime, which must
+    /// not be entered from a thread already in one (the server's): there `f` runs on a scoped
+    /// thread of its own, which costs a thread start per call (see notes/pgstore.md).
+    fn with<R: Send>(&self, f: impl FnOnce(&mut Client) -> R + Send) -> R {
+        let run = || f(&mut self.lock());
+        if tokio::runtime::Handle::try_current().is_err() {
+            return run();
+        }
+        std::thread::scope(|s| {
+            s.spawn(run)
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 
     /// The client; a panic while it was held leaves no half-done transaction (dropping one
@@ -217,11 +269,11 @@ impl PgStore {
     }
 
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
-        Ok(self.lock().query(sql, params)?)
+        Ok(self.with(|c| c.query(sql, params))?)
     }
 
     fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
-        Ok(self.lock().execute(sql, params)?)
+        Ok(self.with(|c| c.execute(sql, params))?)
     }
 
     fn require_network(&self, name: &str) -> Result<Network, StoreError> {
@@ -395,25 +447,26 @@ impl PgStore {
 
     /// Deletes a network with its members and tokens, in one transaction.
     pub fn delete_network(&self, name: &str) -> Result<Deleted, StoreError> {
-        let mut client = self.lock();
-        let mut tx = client.transaction()?;
-        // Lock the row first, so the counts are of what this transaction deletes.
-        if tx
-            .query_opt(
-                "SELECT name FROM networks WHERE name = $1 FOR UPDATE",
-                &[&name],
-            )?
-            .is_none()
-        {
-            return Err(StoreError::NoSuchNetwork(name.to_string()));
-        }
-        let members = tx.execute("DELETE FROM members WHERE network = $1", &[&name])?;
-        let tokens = tx.execute("DELETE FROM tokens WHERE network = $1", &[&name])?;
-        tx.execute("DELETE FROM networks WHERE name = $1", &[&name])?;
-        tx.commit()?;
-        Ok(Deleted {
-            members: members as usize,
-            tokens: tokens as usize,
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            // Lock the row first, so the counts are of what this transaction deletes.
+            if tx
+                .query_opt(
+                    "SELECT name FROM networks WHERE name = $1 FOR UPDATE",
+                    &[&name],
+                )?
+                .is_none()
+            {
+                return Err(StoreError::NoSuchNetwork(name.to_string()));
+            }
+            let members = tx.execute("DELETE FROM members WHERE network = $1", &[&name])?;
+            let tokens = tx.execute("DELETE FROM tokens WHERE network = $1", &[&name])?;
+            tx.execute("DELETE FROM networks WHERE name = $1", &[&name])?;
+            tx.commit()?;
+            Ok(Deleted {
+                members: members as usize,
+                tokens: tokens as usize,
+            })
         })
     }
 
@@ -430,13 +483,13 @@ impl PgStore {
 
     /// Whether anything here was made for a particular server key (members, tokens).
     pub fn depends_on_identity(&self) -> Result<bool, StoreError> {
-        let count: i64 = self
-            .lock()
-            .query_one(
+        let row = self.with(|c| {
+            c.query_one(
                 "SELECT (SELECT COUNT(*) FROM members) + (SELECT COUNT(*) FROM tokens)",
                 &[],
-            )?
-            .try_get(0)?;
+            )
+        })?;
+        let count: i64 = row.try_get(0)?;
         Ok(count > 0)
     }
 
@@ -498,20 +551,17 @@ impl Registry for PgStore {
     /// (network + key, name, address) through ON CONFLICT. Either finding nothing to do means
     /// another server won; the transaction is rolled back and `redeem` reads again.
     fn admit(&mut self, member: &Member, token_hash: &[u8; 32]) -> Result<Admitted, RegistryError> {
-        let mut client = self.lock();
-        let mut tx = client.transaction().map_err(registry_err)?;
-        let counted = tx
-            .execute(
+        self.with(|client| -> Result<Admitted, postgres::Error> {
+            let mut tx = client.transaction()?;
+            let counted = tx.execute(
                 "UPDATE tokens SET uses = uses + 1
                  WHERE network = $1 AND hash = $2 AND uses < max_uses",
                 &[&member.network, &&token_hash[..]],
-            )
-            .map_err(registry_err)?;
-        if counted == 0 {
-            return Ok(Admitted::LostRace);
-        }
-        let added = tx
-            .execute(
+            )?;
+            if counted == 0 {
+                return Ok(Admitted::LostRace);
+            }
+            let added = tx.execute(
                 "INSERT INTO members (network, public_key, name, virtual_ip, joined_unix)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 &[
@@ -521,13 +571,14 @@ impl Registry for PgStore {
                     &member.virtual_ip.to_string(),
                     &unix_now(),
                 ],
-            )
-            .map_err(registry_err)?;
-        if added == 0 {
-            return Ok(Admitted::LostRace);
-        }
-        tx.commit().map_err(registry_err)?;
-        Ok(Admitted::Yes)
+            )?;
+            if added == 0 {
+                return Ok(Admitted::LostRace);
+            }
+            tx.commit()?;
+            Ok(Admitted::Yes)
+        })
+        .map_err(registry_err)
     }
 
     fn remove(&mut self, network: &str, key: &PublicKey) -> Result<bool, RegistryError> {

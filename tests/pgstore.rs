@@ -314,3 +314,58 @@ fn networks_tokens_members_and_identity_round_trip() {
     ));
     assert!(other.networks().unwrap().is_empty());
 }
+
+/// What the server's store poll relies on: a change committed through another server (here a
+/// `remove-member`) shows as a new `data_version` within 2 s, and nothing changes it otherwise.
+/// Called from inside a tokio runtime, as the server does (the blocking client must not run
+/// its own runtime on that thread).
+#[test]
+fn a_change_through_another_server_is_noticed_from_inside_a_runtime() {
+    let Some(pg) = Postgres::start("notify") else {
+        return;
+    };
+    let url = pg.create_database("notify");
+    let mut here = PgStore::connect(&url).unwrap();
+    let there = PgStore::connect(&url).unwrap();
+    there
+        .create_network("office", "10.9.0.0/24".parse().unwrap())
+        .unwrap();
+    let cred = Credential([5; 32]);
+    there.create_token("office", &cred.hash(), 5, None).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let req = JoinRequest {
+            network: "office",
+            credential: &cred,
+            name: "alice",
+            key: PublicKey([1; 32]),
+        };
+        redeem(&mut here, &req, 0).unwrap().unwrap();
+        // Let the notifications of the writes so far arrive, then take the version.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let before = here.data_version().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(here.data_version().unwrap(), before, "nothing changed");
+        there.set_setting("listen", "127.0.0.1:1").unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            here.data_version().unwrap(),
+            before,
+            "settings are not announced"
+        );
+
+        there.remove_member("office", "alice").unwrap().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while here.data_version().unwrap() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a member removed through another server was not noticed within 2 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(here.members_of("office").unwrap().is_empty());
+    });
+}
