@@ -88,7 +88,8 @@ const CHANGES_CHANNEL: &str = "p2pvpn_changes";
 const IDENTITY_SETTING: &str = "server_public_key";
 
 pub struct PgStore {
-    client: Mutex<Client>,
+    /// `None` only while dropping (see the `Drop` impl).
+    client: Mutex<Option<Client>>,
     /// Change notifications received so far (see [`PgStore::data_version`]).
     changes: AtomicI64,
 }
@@ -217,7 +218,7 @@ impl PgStore {
     /// private link.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
         let store = PgStore {
-            client: Mutex::new(Client::connect(url, NoTls)?),
+            client: Mutex::new(Some(off_runtime(|| Client::connect(url, NoTls))?)),
             changes: AtomicI64::new(0),
         };
         store.with(|c| -> Result<(), StoreError> {
@@ -247,24 +248,20 @@ impl PgStore {
         Ok(row.try_get(0)?)
     }
 
-    /// Runs `f` with the client. The blocking client drives its own tokio runtime, which must
-    /// not be entered from a thread already in one (the server's): there `f` runs on a scoped
-    /// thread of its own, which costs a thread start per call (see notes/pgstore.md).
+    /// Runs `f` with the client, outside any tokio runtime ([`off_runtime`]).
     fn with<R: Send>(&self, f: impl FnOnce(&mut Client) -> R + Send) -> R {
-        let run = || f(&mut self.lock());
-        if tokio::runtime::Handle::try_current().is_err() {
-            return run();
-        }
-        std::thread::scope(|s| {
-            s.spawn(run)
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        off_runtime(|| {
+            let mut client = self.lock();
+            // ok: the client is taken out only by `drop`, which has `&mut self`.
+            f(client
+                .as_mut()
+                .expect("the PostgreSQL client is there until drop"))
         })
     }
 
     /// The client; a panic while it was held leaves no half-done transaction (dropping one
     /// rolls it back), so a poisoned lock is still usable.
-    fn lock(&self) -> MutexGuard<'_, Client> {
+    fn lock(&self) -> MutexGuard<'_, Option<Client>> {
         self.client.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -477,8 +474,14 @@ impl PgStore {
             .transpose()
     }
 
+    /// Records `key` unless an identity is recorded already: of two servers starting together
+    /// on a fresh store, the first wins and the other then finds a different key recorded.
     pub fn record_identity(&self, key: &PublicKey) -> Result<(), StoreError> {
-        self.set_setting(IDENTITY_SETTING, &key.to_base64())
+        self.execute(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&IDENTITY_SETTING, &key.to_base64()],
+        )?;
+        Ok(())
     }
 
     /// Whether anything here was made for a particular server key (members, tokens).
@@ -507,6 +510,32 @@ impl PgStore {
             .first()
             .map(|r| r.try_get(0).map_err(StoreError::from))
             .transpose()
+    }
+}
+
+/// Runs `f` outside any tokio runtime: the blocking client (connecting, every query, closing)
+/// drives a runtime of its own, which panics when entered from a thread already running one
+/// (the server's, the CLI's). There `f` runs on a scoped thread, at the cost of a thread start.
+fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+impl Drop for PgStore {
+    /// Closing the client blocks on its runtime too.
+    fn drop(&mut self) {
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        off_runtime(move || drop(client));
     }
 }
 

@@ -59,6 +59,12 @@ pub struct NodeDirs {
     /// Directory of keys and runtime state.
     #[arg(long, env = "P2PVPN_STATE_DIR", default_value_os_t = crate::os::default_state_dir())]
     pub state_dir: PathBuf,
+    /// Keep networks, members and tokens in PostgreSQL instead of server.db, so that several
+    /// servers can share them, e.g. postgres://p2pvpn:SECRET@127.0.0.1/p2pvpn (or key=value
+    /// settings: host=/run/postgresql dbname=p2pvpn). The schema is created and migrated on
+    /// start. The identity key stays in the state directory: give every server the same one.
+    #[arg(long, env = "P2PVPN_STORE", value_name = "URL")]
+    pub store: Option<String>,
 }
 
 impl NodeDirs {
@@ -104,6 +110,12 @@ pub struct ServerDir {
         default_value_os_t = crate::os::default_server_state_dir()
     )]
     pub state_dir: PathBuf,
+    /// Keep networks, members and tokens in PostgreSQL instead of server.db, so that several
+    /// servers can share them, e.g. postgres://p2pvpn:SECRET@127.0.0.1/p2pvpn (or key=value
+    /// settings: host=/run/postgresql dbname=p2pvpn). The schema is created and migrated on
+    /// start. The identity key stays in the state directory: give every server the same one.
+    #[arg(long, env = "P2PVPN_STORE", value_name = "URL")]
+    pub store: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -483,7 +495,7 @@ pub fn run() -> Result<()> {
                     alternate_port,
                     relay.limits(),
                     conns.limits(),
-                    &dir.state_dir,
+                    &dir,
                     metrics,
                 )
                 .await
