@@ -88,6 +88,8 @@ const CHANGES_CHANNEL: &str = "p2pvpn_changes";
 const IDENTITY_SETTING: &str = "server_public_key";
 
 pub struct PgStore {
+    /// Where to reconnect when the connection breaks.
+    url: String,
     /// `None` only while dropping (see the `Drop` impl).
     client: Mutex<Option<Client>>,
     /// Change notifications received so far (see [`PgStore::data_version`]).
@@ -218,14 +220,11 @@ impl PgStore {
     /// private link.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
         let store = PgStore {
-            client: Mutex::new(Some(off_runtime(|| Client::connect(url, NoTls))?)),
+            url: url.to_string(),
+            client: Mutex::new(Some(off_runtime(|| open_client(url))?)),
             changes: AtomicI64::new(0),
         };
-        store.with(|c| -> Result<(), StoreError> {
-            migrate(c)?;
-            c.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))?;
-            Ok(())
-        })?;
+        store.with(migrate)?;
         Ok(store)
     }
 
@@ -253,10 +252,29 @@ impl PgStore {
         off_runtime(|| {
             let mut client = self.lock();
             // ok: the client is taken out only by `drop`, which has `&mut self`.
-            f(client
+            let client = client
                 .as_mut()
-                .expect("the PostgreSQL client is there until drop"))
+                .expect("the PostgreSQL client is there until drop");
+            if client.is_closed() {
+                self.reconnect(client);
+            }
+            f(client)
         })
+    }
+
+    /// The connection broke (PostgreSQL restarted, the link dropped) and the call that found
+    /// out failed: open a new one for this and later calls. Notifications sent in between are
+    /// lost, so count one change, which makes the server re-read everything. If PostgreSQL is
+    /// still away, the call fails with the closed connection's error and the next one retries.
+    fn reconnect(&self, client: &mut Client) {
+        match open_client(&self.url) {
+            Ok(fresh) => {
+                *client = fresh;
+                self.changes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("reconnected to the PostgreSQL store");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reconnect to the PostgreSQL store"),
+        }
     }
 
     /// The client; a panic while it was held leaves no half-done transaction (dropping one
@@ -511,6 +529,13 @@ impl PgStore {
             .map(|r| r.try_get(0).map_err(StoreError::from))
             .transpose()
     }
+}
+
+/// A connection listening for change notifications.
+fn open_client(url: &str) -> Result<Client, postgres::Error> {
+    let mut client = Client::connect(url, NoTls)?;
+    client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))?;
+    Ok(client)
 }
 
 /// Runs `f` outside any tokio runtime: the blocking client (connecting, every query, closing)

@@ -369,3 +369,55 @@ fn a_change_through_another_server_is_noticed_from_inside_a_runtime() {
         assert!(here.members_of("office").unwrap().is_empty());
     });
 }
+
+/// PostgreSQL restarting under a running store (as after a crash): calls fail while it is
+/// away, the store reconnects by itself once it is back, and counts a change so that the server
+/// re-reads what it may have missed.
+#[test]
+fn the_store_reconnects_after_postgres_restarts() {
+    let Some(pg) = Postgres::start("restart") else {
+        return;
+    };
+    let url = pg.create_database("restart");
+    let store = PgStore::connect(&url).unwrap();
+    store
+        .create_network("office", "10.9.0.0/24".parse().unwrap())
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = store.data_version().unwrap();
+    pg.restart();
+    // The first call finds the old connection gone; a later one (bounded) works again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let networks = loop {
+        match store.networks() {
+            Ok(n) => break n,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no reconnect within 10 s: {e}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(networks.len(), 1);
+    assert_ne!(
+        store.data_version().unwrap(),
+        before,
+        "a reconnect counts as a change"
+    );
+    // And notifications flow on the new connection.
+    let other = PgStore::connect(&url).unwrap();
+    let now = store.data_version().unwrap();
+    other
+        .create_network("lab", "10.8.0.0/24".parse().unwrap())
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while store.data_version().unwrap() == now {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notification after reconnect"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -15,6 +15,8 @@ pub struct Postgres {
     dir: PathBuf,
     bin: PathBuf,
     pub port: u16,
+    /// The server options `pg_ctl start -o` gets.
+    options: String,
 }
 
 /// The newest installed server's bin directory.
@@ -58,7 +60,16 @@ impl Postgres {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
-        let pg = Postgres { dir, bin, port };
+        let options = format!(
+            "-h 127.0.0.1 -p {port} -k {} -F -c max_connections=40",
+            dir.display()
+        );
+        let pg = Postgres {
+            dir,
+            bin,
+            port,
+            options,
+        };
         if is_root() {
             let ok = Command::new("chown")
                 .arg("postgres:postgres")
@@ -83,26 +94,45 @@ impl Postgres {
                 "UTF8".as_ref(),
             ],
         );
-        let options = format!(
-            "-h 127.0.0.1 -p {port} -k {} -F -c max_connections=40",
-            pg.dir.display()
-        );
-        pg.run(
+        pg.pg_ctl_start();
+        Some(pg)
+    }
+
+    fn pg_ctl_start(&self) {
+        let data = self.dir.join("data");
+        self.run(
             "pg_ctl",
             &[
                 "-D".as_ref(),
                 data.as_os_str(),
                 "-l".as_ref(),
-                pg.dir.join("log").as_os_str(),
+                self.dir.join("log").as_os_str(),
                 "-w".as_ref(),
                 "-t".as_ref(),
                 "60".as_ref(),
                 "-o".as_ref(),
-                options.as_ref(),
+                self.options.as_ref(),
                 "start".as_ref(),
             ],
         );
-        Some(pg)
+    }
+
+    /// Stops the server at once (as a crash would: `-m immediate`), then starts it again on
+    /// the same port with the same data.
+    pub fn restart(&self) {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-m".as_ref(),
+                "immediate".as_ref(),
+                "-w".as_ref(),
+                "stop".as_ref(),
+            ],
+        );
+        self.pg_ctl_start();
     }
 
     /// Runs one of the server's programs (as `postgres` when we are root); panics with its
