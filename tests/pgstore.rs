@@ -6,6 +6,7 @@
 //! The races are forced, not hoped for: [`InLockstep`] holds each server's first write until
 //! both have read the token and the members, so both decide on the same stale view.
 
+#![cfg(unix)] // the test PostgreSQL comes from the Debian package
 #![allow(clippy::disallowed_methods)] // tests/common reads the clock to wait for processes
 
 mod common;

@@ -4,6 +4,7 @@
 //! for both, joins through either get distinct addresses, and a server with another identity
 //! key is refused before it writes anything.
 
+#![cfg(unix)] // the test PostgreSQL comes from the Debian package
 #![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
 
 mod common;

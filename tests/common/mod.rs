@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod fake_node;
+#[cfg(unix)] // initdb/pg_ctl as the `postgres` user: the Debian package
 pub mod postgres;
 
 use std::path::{Path, PathBuf};
