@@ -146,3 +146,47 @@ fn two_servers_on_one_postgres_share_networks_tokens_and_addresses() {
     drop((_a, _b));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A store that is not there: the server exits at once and says what to check; `--help` never
+/// prints a password from P2PVPN_STORE.
+#[test]
+fn an_unreachable_store_is_named_and_help_hides_the_url() {
+    let dir = temp_dir("pgstore-cli", "down");
+    // A loopback port nothing listens on (closed again at once).
+    let url = format!("postgres://p2pvpn:hunter2@127.0.0.1:{}/p2pvpn", free_port());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let out = run_bounded(
+        &[
+            "server",
+            "--listen",
+            &addr,
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--store",
+            &url,
+        ],
+        &[],
+        Duration::from_secs(15),
+    )
+    .expect("a server whose store is down must exit, not run");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot open the PostgreSQL store given with --store")
+            && err.contains("check that the database is running"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "the password was printed: {err}");
+
+    let help = run(
+        &["network", "list", "--help"],
+        &[("P2PVPN_STORE", Path::new(&url))],
+    );
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("--store <URL>"), "{text}");
+    assert!(
+        !text.contains("hunter2"),
+        "--help printed the store URL: {text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
