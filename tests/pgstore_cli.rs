@@ -190,3 +190,61 @@ fn an_unreachable_store_is_named_and_help_hides_the_url() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// PostgreSQL going away under a running server: a join is refused with the server-error
+/// message (the server keeps running), and once PostgreSQL is back the server reconnects by
+/// itself and the same token works.
+#[test]
+fn a_join_while_postgres_is_down_fails_clearly_and_works_once_it_is_back() {
+    let Some(pg) = Postgres::start("cli-down") else {
+        return;
+    };
+    let url = pg.create_database("down");
+    let dir = temp_dir("pgstore-cli", "pgdown");
+    let state = dir.join("server");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut server = spawn_server(&addr, &state, &url);
+    ok(&network(
+        &state,
+        &url,
+        &["create", "office", "--cidr", "10.78.0.0/24"],
+    ));
+    let token = ok(&network(
+        &state,
+        &url,
+        &["invite", "office", "--uses", "2", "--server", &addr],
+    ));
+
+    pg.stop();
+    let out = common::join(&dir, token.trim(), "alice");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("the server failed to handle the request"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "the server exited when its store went away"
+    );
+
+    pg.start_again();
+    // The server's store tick (1 s) reconnects; bounded retries of the join.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = common::join(&dir, token.trim(), "alice");
+        if out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(text.contains("as alice (10.78.0.1/24"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no join 10 s after PostgreSQL came back: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

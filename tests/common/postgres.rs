@@ -120,6 +120,17 @@ impl Postgres {
     /// Stops the server at once (as a crash would: `-m immediate`), then starts it again on
     /// the same port with the same data.
     pub fn restart(&self) {
+        self.stop();
+        self.pg_ctl_start();
+    }
+
+    /// Starts it again after [`Postgres::stop`].
+    pub fn start_again(&self) {
+        self.pg_ctl_start();
+    }
+
+    /// Stops the server at once, as a crash would (`-m immediate`); the data stays.
+    pub fn stop(&self) {
         let data = self.dir.join("data");
         self.run(
             "pg_ctl",
@@ -132,7 +143,6 @@ impl Postgres {
                 "stop".as_ref(),
             ],
         );
-        self.pg_ctl_start();
     }
 
     /// Runs one of the server's programs (as `postgres` when we are root); panics with its
