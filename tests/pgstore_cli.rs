@@ -15,6 +15,22 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A test's temp directory, removed on drop (also when an assertion failed).
+struct Dir(std::path::PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Dir {
+    type Target = std::path::PathBuf;
+    fn deref(&self) -> &std::path::PathBuf {
+        &self.0
+    }
+}
+
 /// A server process, killed on drop.
 struct Server(Child);
 
@@ -69,7 +85,7 @@ fn two_servers_on_one_postgres_share_networks_tokens_and_addresses() {
         return;
     };
     let url = pg.create_database("cli");
-    let dir = temp_dir("pgstore-cli", "two");
+    let dir = Dir(temp_dir("pgstore-cli", "two"));
     let (state_a, state_b, stranger) = (dir.join("a"), dir.join("b"), dir.join("stranger"));
     let addr_a = format!("127.0.0.1:{}", free_port());
     let addr_b = format!("127.0.0.1:{}", free_port());
@@ -144,14 +160,13 @@ fn two_servers_on_one_postgres_share_networks_tokens_and_addresses() {
         "{members}"
     );
     drop((_a, _b));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A store that is not there: the server exits at once and says what to check; `--help` never
 /// prints a password from P2PVPN_STORE.
 #[test]
 fn an_unreachable_store_is_named_and_help_hides_the_url() {
-    let dir = temp_dir("pgstore-cli", "down");
+    let dir = Dir(temp_dir("pgstore-cli", "down"));
     // A loopback port nothing listens on (closed again at once).
     let url = format!("postgres://p2pvpn:hunter2@127.0.0.1:{}/p2pvpn", free_port());
     let addr = format!("127.0.0.1:{}", free_port());
@@ -188,7 +203,6 @@ fn an_unreachable_store_is_named_and_help_hides_the_url() {
         !text.contains("hunter2"),
         "--help printed the store URL: {text}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// PostgreSQL going away under a running server: a join is refused with the server-error
@@ -200,7 +214,7 @@ fn a_join_while_postgres_is_down_fails_clearly_and_works_once_it_is_back() {
         return;
     };
     let url = pg.create_database("down");
-    let dir = temp_dir("pgstore-cli", "pgdown");
+    let dir = Dir(temp_dir("pgstore-cli", "pgdown"));
     let state = dir.join("server");
     let addr = format!("127.0.0.1:{}", free_port());
     let mut server = spawn_server(&addr, &state, &url);
@@ -246,5 +260,4 @@ fn a_join_while_postgres_is_down_fails_clearly_and_works_once_it_is_back() {
         std::thread::sleep(Duration::from_millis(250));
     }
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
