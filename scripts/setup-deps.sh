@@ -7,6 +7,7 @@
 #   demo   what scripts/demo.sh needs: ip, ping, python3, timeout
 #   test   demo + what the network-namespace lab (tests/netns/*.sh) needs: tcpdump, nft,
 #          conntrack, iperf3, xxd, setpriv, ss, the STUN client and coturn (tests/netns/stun.sh)
+#          and PostgreSQL (initdb, pg_ctl: tests/pgstore.rs starts a throwaway cluster)
 #   ci     test + what scripts/check-deb.sh needs: systemd (for systemd-analyze), adduser
 #   --check  only list what is missing (exit 1 if anything is), install nothing
 #
@@ -22,14 +23,14 @@ for a in "$@"; do
     case "$a" in
         --check) check_only=1 ;;
         demo | test | ci) set_name="$a" ;;
-        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "setup-deps: unknown argument '$a' (try --help)" >&2; exit 2 ;;
     esac
 done
 
 # package list (one place); systemd only for systemd-analyze, it does not become init
 demo_pkgs=(iproute2 iputils-ping python3 coreutils)
-test_pkgs=("${demo_pkgs[@]}" tcpdump nftables conntrack iperf3 xxd util-linux procps stun-client coturn miniupnpd-nftables)
+test_pkgs=("${demo_pkgs[@]}" tcpdump nftables conntrack iperf3 xxd util-linux procps stun-client coturn miniupnpd-nftables postgresql)
 ci_pkgs=("${test_pkgs[@]}" systemd adduser)
 case "$set_name" in
     demo) pkgs=("${demo_pkgs[@]}") ;;

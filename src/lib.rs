@@ -11,6 +11,8 @@ pub mod io;
 pub mod keyfile;
 pub mod os;
 pub mod store;
+pub mod store_any;
+pub mod store_pg;
 
 /// A clock reading for unit tests of the sans-IO core, which must not read the clock itself.
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! and the server notices their changes through `PRAGMA data_version`.
 
 use crate::core::keys::PublicKey;
-use crate::core::rendezvous::registry::{Member, Network, Registry, RegistryError, TokenRecord};
+use crate::core::rendezvous::registry::{
+    Admitted, Member, Network, Registry, RegistryError, TokenRecord,
+};
 use crate::core::rendezvous::token::token_id;
 use crate::core::ula;
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -13,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 mod acl;
+pub use acl::AclStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -54,6 +57,13 @@ pub enum StoreError {
     NoSuchRule { network: String, id: usize },
     #[error("{0}")]
     Rule(#[from] crate::core::acl::rule::RuleError),
+    #[error("PostgreSQL store: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error(
+        "the PostgreSQL store has schema version {found}, newer than this p2pvpn knows \
+         ({known}): a newer p2pvpn migrated it; run that version (or newer) on every server"
+    )]
+    NewerSchema { found: i64, known: i64 },
 }
 
 /// A join token as `network invites` lists it (the credential itself is never stored).
@@ -536,8 +546,6 @@ impl Registry for Store {
             .map_err(|e| registry_err(e.into()))
     }
 
-    /// One row by primary key: the server asks this on every registration, and reading the
-    /// whole member list instead made N registrations cost O(N²) rows.
     fn access_rules(
         &self,
         network: &str,
@@ -545,6 +553,8 @@ impl Registry for Store {
         self.access_rules_of(network).map_err(registry_err)
     }
 
+    /// One row by primary key: the server asks this on every registration, and reading the
+    /// whole member list instead made N registrations cost O(N²) rows.
     fn member(&self, network: &str, key: &PublicKey) -> Result<Option<Member>, RegistryError> {
         let row = self
             .conn
@@ -575,29 +585,39 @@ impl Registry for Store {
             .map_err(|e| registry_err(e.into()))
     }
 
-    fn admit(&mut self, member: &Member, token_hash: &[u8; 32]) -> Result<(), RegistryError> {
+    /// Both writes are conditional (a use left, key, name and address free), so a join that
+    /// lost a race to another writer changes nothing and `redeem` reads again.
+    fn admit(&mut self, member: &Member, token_hash: &[u8; 32]) -> Result<Admitted, RegistryError> {
         let tx = self
             .conn
-            .transaction()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| registry_err(e.into()))?;
-        tx.execute(
-            "UPDATE tokens SET uses = uses + 1 WHERE network = ?1 AND hash = ?2",
-            params![member.network, &token_hash[..]],
-        )
-        .map_err(|e| registry_err(e.into()))?;
-        tx.execute(
-            "INSERT INTO members (network, public_key, name, virtual_ip, joined_unix)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                member.network,
-                member.public_key.to_base64(),
-                member.name,
-                member.virtual_ip.to_string(),
-                unix_now()
-            ],
-        )
-        .map_err(|e| registry_err(e.into()))?;
-        tx.commit().map_err(|e| registry_err(e.into()))
+        let counted = tx
+            .execute(
+                "UPDATE tokens SET uses = uses + 1
+                 WHERE network = ?1 AND hash = ?2 AND uses < max_uses",
+                params![member.network, &token_hash[..]],
+            )
+            .map_err(|e| registry_err(e.into()))?;
+        let added = tx
+            .execute(
+                "INSERT OR IGNORE INTO members (network, public_key, name, virtual_ip, joined_unix)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    member.network,
+                    member.public_key.to_base64(),
+                    member.name,
+                    member.virtual_ip.to_string(),
+                    unix_now()
+                ],
+            )
+            .map_err(|e| registry_err(e.into()))?;
+        if counted == 0 || added == 0 {
+            // Dropping the transaction rolls it back.
+            return Ok(Admitted::LostRace);
+        }
+        tx.commit().map_err(|e| registry_err(e.into()))?;
+        Ok(Admitted::Yes)
     }
 }
 

@@ -4,7 +4,7 @@
 //! both cannot reach one).
 
 use super::cidr;
-use crate::store::Store;
+use crate::store_any::ServerStore;
 use anyhow::{bail, Result};
 use ipnet::Ipv4Net;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +28,7 @@ pub fn range(range: Ipv4Net, allow_public: bool) -> Result<()> {
 
 /// Refuses a range that holds an address the server listens on; warns (on stderr) about each
 /// other network whose range overlaps it.
-pub fn against_store(store: &Store, name: &str, range: Ipv4Net) -> Result<()> {
+pub fn against_store(store: &ServerStore, name: &str, range: Ipv4Net) -> Result<()> {
     let mut listen = store.setting("listen")?.unwrap_or_default();
     if let Some(tls) = store.setting("tls_listen")? {
         listen = format!("{listen},{tls}");

@@ -107,6 +107,14 @@ pub struct ServerDir {
         default_value_os_t = crate::os::default_server_state_dir()
     )]
     pub state_dir: PathBuf,
+    /// Keep networks, members and tokens in PostgreSQL instead of server.db, so that several
+    /// servers can share them, e.g. postgres://p2pvpn:SECRET@127.0.0.1/p2pvpn (or key=value
+    /// settings: host=/run/postgresql dbname=p2pvpn). The schema is created and migrated on
+    /// start. The identity key stays in the state directory: give every server the same one.
+    /// Prefer the environment variable for a URL with a password (not in `ps` or shell history).
+    // hide_env_values: `--help` must not print the password from the environment.
+    #[arg(long, env = "P2PVPN_STORE", value_name = "URL", hide_env_values = true)]
+    pub store: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -507,7 +515,7 @@ pub fn run() -> Result<()> {
                     alternate_port,
                     relay.limits(),
                     conns.limits(),
-                    &dir.state_dir,
+                    &dir,
                     metrics,
                 )
                 .await

@@ -3,16 +3,22 @@
 
 use super::printable::printable;
 use super::NetworkCommand;
+use super::ServerDir;
 use crate::config::validate_network_name;
 use crate::core::rendezvous::token::{token_id, Credential, JoinToken};
 use crate::io::server_state::KEY_FILE;
+use crate::keyfile;
 use crate::store::DB_FILE;
-use crate::{keyfile, store::Store};
+use crate::store_any::ServerStore;
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
-use std::path::Path;
 
-fn open(state_dir: &Path) -> Result<Store> {
+fn open(dir: &ServerDir) -> Result<ServerStore> {
+    let state_dir = dir.state_dir.as_path();
+    if let Some(url) = &dir.store {
+        return ServerStore::open(state_dir, Some(url))
+            .context("cannot open the PostgreSQL store given with --store (P2PVPN_STORE)");
+    }
     // A directory no server was ever started in: opening it would create a database that no
     // server reads, and `network list` would print an empty list as if all were well.
     if !state_dir.join(DB_FILE).exists() && !state_dir.join(KEY_FILE).exists() {
@@ -24,13 +30,13 @@ fn open(state_dir: &Path) -> Result<Store> {
         );
     }
     keyfile::ensure_private_dir(state_dir)?;
-    Store::open(state_dir)
+    ServerStore::open(state_dir, None)
         .with_context(|| format!("cannot open the server database in {}", state_dir.display()))
 }
 
 /// `name` if the store has that network, else "no network named 'offcie'; networks on this
 /// server: office; did you mean 'office'?" (a typo used to print an empty table and exit 0).
-fn existing(store: &Store, name: &str) -> Result<()> {
+fn existing(store: &ServerStore, name: &str) -> Result<()> {
     let names: Vec<String> = store.networks()?.into_iter().map(|(n, _)| n.name).collect();
     if names.iter().any(|n| n == name) {
         return Ok(());
@@ -49,8 +55,8 @@ fn existing(store: &Store, name: &str) -> Result<()> {
 }
 
 /// Opens the store and checks that `name` is one of its networks.
-pub(super) fn open_network(state_dir: &Path, name: &str) -> Result<Store> {
-    let store = open(state_dir)?;
+pub(super) fn open_network(dir: &ServerDir, name: &str) -> Result<ServerStore> {
+    let store = open(dir)?;
     existing(&store, name)?;
     Ok(store)
 }
@@ -91,7 +97,7 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
         } => {
             validate_network_name(&name)?;
             super::create_check::range(cidr, allow_public_range)?;
-            let store = open(&dir.state_dir)?;
+            let store = open(&dir)?;
             super::create_check::against_store(&store, &name, cidr)?;
             store.create_network(&name, cidr)?;
             let v6 = store
@@ -109,17 +115,10 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             server,
             tls_server,
             dir,
-        } => invite(
-            &name,
-            uses,
-            expires.into(),
-            server,
-            tls_server,
-            &dir.state_dir,
-        ),
+        } => invite(&name, uses, expires.into(), server, tls_server, &dir),
         // Names are printed through `printable`: an older server stored whatever a node sent.
         NetworkCommand::List { json, dir } => {
-            let store = open(&dir.state_dir)?;
+            let store = open(&dir)?;
             if json {
                 let networks: Vec<serde_json::Value> = store
                     .networks()?
@@ -147,7 +146,7 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             Ok(())
         }
         NetworkCommand::Members { name, json, dir } => {
-            let store = open_network(&dir.state_dir, &name)?;
+            let store = open_network(&dir, &name)?;
             let members = store.members_of(&name)?;
             if json {
                 let members: Vec<serde_json::Value> = members
@@ -187,9 +186,9 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             old,
             new,
             dir,
-        } => rename_member(&open_network(&dir.state_dir, &name)?, &name, &old, &new),
+        } => rename_member(&open_network(&dir, &name)?, &name, &old, &new),
         NetworkCommand::RemoveMember { name, peer, dir } => {
-            match open_network(&dir.state_dir, &name)?.remove_member(&name, &peer)? {
+            match open_network(&dir, &name)?.remove_member(&name, &peer)? {
                 Some(m) => {
                     println!(
                         "removed {} ({}) from {name}; a running server cuts it off within seconds",
@@ -205,14 +204,14 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             }
         }
         NetworkCommand::Invites { name, json, dir } => {
-            invites(&open_network(&dir.state_dir, &name)?, &name, json)
+            invites(&open_network(&dir, &name)?, &name, json)
         }
         NetworkCommand::Revoke {
             name,
             token_id,
             dir,
         } => {
-            let token = open_network(&dir.state_dir, &name)?.revoke_token(&name, &token_id)?;
+            let token = open_network(&dir, &name)?.revoke_token(&name, &token_id)?;
             println!(
                 "revoked token {} of {name} ({} of {} uses spent); joins with it are refused \
                  from now on",
@@ -221,7 +220,7 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             Ok(())
         }
         NetworkCommand::Delete { name, force, dir } => {
-            let mut store = open_network(&dir.state_dir, &name)?;
+            let mut store = open_network(&dir, &name)?;
             let members = store.members_of(&name)?.len();
             if members > 0 && !force {
                 bail!(
@@ -242,7 +241,7 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
 }
 
 /// `network rename-member NAME OLD NEW`, with the name rule the server applies at join.
-fn rename_member(store: &Store, network: &str, old: &str, new: &str) -> Result<()> {
+fn rename_member(store: &ServerStore, network: &str, old: &str, new: &str) -> Result<()> {
     crate::config::validate_node_name(new)?;
     match store.rename_member(network, old, new)? {
         Some(m) => {
@@ -270,7 +269,7 @@ fn rename_member(store: &Store, network: &str, old: &str, new: &str) -> Result<(
 }
 
 /// `network invites NAME`: every stored token with what is left of it.
-fn invites(store: &Store, name: &str, json: bool) -> Result<()> {
+fn invites(store: &ServerStore, name: &str, json: bool) -> Result<()> {
     let now = crate::io::unix_now();
     let tokens = store.tokens_of(name)?;
     if json {
@@ -326,8 +325,9 @@ fn invite(
     expires: std::time::Duration,
     servers: Vec<SocketAddr>,
     tls_servers: Vec<SocketAddr>,
-    state_dir: &Path,
+    dir: &ServerDir,
 ) -> Result<()> {
+    let state_dir = dir.state_dir.as_path();
     if uses == 0 {
         bail!("--uses must be at least 1");
     }
@@ -344,7 +344,7 @@ fn invite(
         );
     }
     let secret = keyfile::load(&key_path)?;
-    let store = open_network(state_dir, name)?;
+    let store = open_network(dir, name)?;
     if let Some(recorded) = store.identity()? {
         if recorded != secret.public_key() {
             bail!(
@@ -395,7 +395,7 @@ fn invite(
 /// The TLS addresses the server recorded (`server --tls-listen`), if any. Unlike the plain ones
 /// they are optional, so an address nodes cannot dial (0.0.0.0) is left out with a warning
 /// instead of refusing the invite.
-fn recorded_tls_servers(store: &Store) -> Result<Vec<SocketAddr>> {
+fn recorded_tls_servers(store: &ServerStore) -> Result<Vec<SocketAddr>> {
     let recorded = store.setting("tls_listen")?.unwrap_or_default();
     let (dialable, unspecified): (Vec<SocketAddr>, Vec<SocketAddr>) = recorded
         .split(',')

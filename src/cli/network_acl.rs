@@ -5,10 +5,11 @@
 use super::printable::printable;
 use super::ServerDir;
 use crate::core::acl::rule::{PolicyFile, Rule};
-use crate::store::Store;
+use crate::store::AclStore;
+use crate::store_any::ServerStore;
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
 pub enum AclAction {
@@ -45,13 +46,13 @@ pub enum AclAction {
     },
 }
 
-fn open(dir: &Path, network: &str) -> Result<Store> {
+fn open(dir: &ServerDir, network: &str) -> Result<ServerStore> {
     super::network::open_network(dir, network)
 }
 
 /// `network tag NAME MEMBER TAG...`: replaces the member's tags (none: removes them all).
 pub fn tag(network: &str, member: &str, tags: &[String], dir: &ServerDir) -> Result<()> {
-    let store = open(&dir.state_dir, network)?;
+    let store = open(dir, network)?;
     let tags: Vec<String> = tags
         .iter()
         .map(|t| t.strip_prefix("tag:").unwrap_or(t).to_string())
@@ -67,11 +68,11 @@ pub fn tag(network: &str, member: &str, tags: &[String], dir: &ServerDir) -> Res
 
 pub fn acl(network: &str, action: AclAction) -> Result<()> {
     match action {
-        AclAction::List { json, dir } => list(&open(&dir.state_dir, network)?, network, json),
+        AclAction::List { json, dir } => list(&open(&dir, network)?, network, json),
         AclAction::Add { rule, dir } => {
             let text = rule.join(" ");
             let rule: Rule = text.parse()?;
-            let store = open(&dir.state_dir, network)?;
+            let store = open(&dir, network)?;
             let first = store.rules_of(network)?.is_empty();
             let n = store.add_rule(network, &rule)?;
             println!("rule {n} of {network}: allow {rule}");
@@ -84,7 +85,7 @@ pub fn acl(network: &str, action: AclAction) -> Result<()> {
             Ok(())
         }
         AclAction::Remove { number, dir } => {
-            let store = open(&dir.state_dir, network)?;
+            let store = open(&dir, network)?;
             let rule = store.remove_rule(network, number)?;
             println!("removed rule {number} of {network}: allow {rule}");
             if store.rules_of(network)?.is_empty() {
@@ -103,7 +104,7 @@ pub fn acl(network: &str, action: AclAction) -> Result<()> {
                 )
             })?;
             policy.validate()?;
-            let store = open(&dir.state_dir, network)?;
+            let store = open(&dir, network)?;
             store.replace_rules(network, &policy.allow)?;
             println!(
                 "{network} now has {} rule(s) from {}",
@@ -115,7 +116,7 @@ pub fn acl(network: &str, action: AclAction) -> Result<()> {
     }
 }
 
-fn list(store: &Store, network: &str, json: bool) -> Result<()> {
+fn list(store: &ServerStore, network: &str, json: bool) -> Result<()> {
     let rules = store.rules_of(network)?;
     let tags = store.tags_of(network)?;
     let members = store.members_of(network)?;

@@ -5,7 +5,6 @@
 use crate::io;
 use anyhow::{bail, Result};
 use std::net::SocketAddr;
-use std::path::Path;
 
 /// Caps on control connections (TCP, plain and TLS together), so that connections that send
 /// nothing cannot use up the server's file descriptors and lock nodes out.
@@ -36,9 +35,10 @@ pub async fn run(
     alternate_port: Option<u16>,
     relay: crate::core::relay::server::RelayLimits,
     conns: io::server::ConnLimits,
-    state_dir: &Path,
+    dir: &super::ServerDir,
     metrics: Option<SocketAddr>,
 ) -> Result<()> {
+    let state_dir = dir.state_dir.as_path();
     if let Some(addr) = metrics {
         io::metrics::check_loopback(addr, "--metrics")?;
     }
@@ -49,7 +49,7 @@ pub async fn run(
         );
     }
     // Locked, and the key checked against the database, before anything in it is written.
-    let state = io::server_state::open(state_dir)?;
+    let state = io::server_state::open(state_dir, dir.store.as_deref())?;
     let tls = if tls_listen.is_empty() {
         None
     } else {

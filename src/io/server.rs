@@ -16,7 +16,7 @@ use super::unix_now;
 use crate::core::keys::SecretKey;
 use crate::core::relay::server::{RelayLimits, RelayServer};
 use crate::core::rendezvous::server::{ConnId, RelayUdpAction, ServerCore, ServerOutput};
-use crate::store::Store;
+use crate::store_any::ServerStore;
 use anyhow::{anyhow, Result};
 use conn_limit::{ConnLimiter, Permit, Refused};
 use rand::SeedableRng;
@@ -100,7 +100,7 @@ pub async fn run(
     tls: Option<TlsListen>,
     alternate_port: Option<u16>,
     limits: Limits,
-    store: Store,
+    store: ServerStore,
     secret: SecretKey,
     metrics: Option<SocketAddr>,
 ) -> Result<()> {

@@ -10,6 +10,7 @@ use super::state_lock::StateLock;
 use crate::core::keys::SecretKey;
 use crate::keyfile;
 use crate::store::{Store, DB_FILE};
+use crate::store_any::ServerStore;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
@@ -19,12 +20,16 @@ pub const KEY_FILE: &str = "server.key";
 pub struct ServerState {
     pub lock: StateLock,
     pub secret: SecretKey,
-    pub store: Store,
+    pub store: ServerStore,
 }
 
-pub fn open(dir: &Path) -> Result<ServerState> {
+/// Opens the state directory and the store: `server.db` there, or PostgreSQL at `store_url`.
+pub fn open(dir: &Path, store_url: Option<&str>) -> Result<ServerState> {
     keyfile::ensure_private_dir(dir)?;
     let lock = StateLock::acquire(dir)?;
+    if let Some(url) = store_url {
+        return super::server_state_pg::open(dir, url, lock);
+    }
     let key_path = dir.join(KEY_FILE);
     let db_path = dir.join(DB_FILE);
     let db_existed = db_path.exists();
@@ -78,6 +83,6 @@ pub fn open(dir: &Path) -> Result<ServerState> {
     Ok(ServerState {
         lock,
         secret,
-        store,
+        store: ServerStore::Sqlite(store),
     })
 }

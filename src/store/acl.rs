@@ -5,7 +5,7 @@
 use super::{Store, StoreError};
 use crate::core::acl::rule::{valid_name, PolicyFile, Rule, RuleError, MAX_LIST, MAX_RULES};
 use crate::core::keys::PublicKey;
-use crate::core::rendezvous::registry::AccessRules;
+use crate::core::rendezvous::registry::{AccessRules, Member};
 use rusqlite::params;
 use std::collections::HashMap;
 
@@ -26,22 +26,28 @@ CREATE TABLE IF NOT EXISTS acl_rules (
 );
 ";
 
-impl Store {
-    fn existing_network(&self, network: &str) -> Result<(), StoreError> {
-        match self.network_row(network)? {
-            Some(_) => Ok(()),
-            None => Err(StoreError::NoSuchNetwork(network.to_string())),
-        }
-    }
+/// What the access-rule operations need from a store: both backends implement the four
+/// primitives, and the checks (names, limits, numbering) are written once, in the provided
+/// methods, so SQLite and PostgreSQL cannot disagree on what is valid.
+pub trait AclStore {
+    /// The network's members (to resolve a name, key or address to a key).
+    fn acl_members(&self, network: &str) -> Result<Vec<Member>, StoreError>;
+    /// Whether the network exists.
+    fn acl_network_exists(&self, network: &str) -> Result<bool, StoreError>;
+    /// Replaces the tags of the member with `key`, in one transaction.
+    fn write_tags(&self, network: &str, key: &str, tags: &[String]) -> Result<(), StoreError>;
+    /// Each member's tags, by key (base64), sorted by key then tag.
+    fn read_tags(&self, network: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// The network's rules in their text form, in order.
+    fn read_rules(&self, network: &str) -> Result<Vec<String>, StoreError>;
+    /// Replaces the network's rules (text forms, in order), in one transaction.
+    fn write_rules(&self, network: &str, rules: &[String]) -> Result<(), StoreError>;
 
     /// Replaces the tags of the member `who` (name, key or address); returns the member's name.
-    pub fn set_tags(
-        &self,
-        network: &str,
-        who: &str,
-        tags: &[String],
-    ) -> Result<String, StoreError> {
-        self.existing_network(network)?;
+    fn set_tags(&self, network: &str, who: &str, tags: &[String]) -> Result<String, StoreError> {
+        if !self.acl_network_exists(network)? {
+            return Err(StoreError::NoSuchNetwork(network.to_string()));
+        }
         if let Some(bad) = tags.iter().find(|t| !valid_name(t)) {
             return Err(RuleError::Endpoint(format!("tag:{bad}")).into());
         }
@@ -49,7 +55,7 @@ impl Store {
             return Err(RuleError::TooMany("tags").into());
         }
         let member = self
-            .members_of(network)?
+            .acl_members(network)?
             .into_iter()
             .find(|m| {
                 m.name == who || m.public_key.to_base64() == who || m.virtual_ip.to_string() == who
@@ -58,31 +64,14 @@ impl Store {
                 network: network.to_string(),
                 who: who.to_string(),
             })?;
-        let key = member.public_key.to_base64();
-        let tx = self.conn.unchecked_transaction()?;
-        tx.execute(
-            "DELETE FROM member_tags WHERE network = ?1 AND public_key = ?2",
-            params![network, key],
-        )?;
-        for tag in tags {
-            tx.execute(
-                "INSERT OR IGNORE INTO member_tags (network, public_key, tag) VALUES (?1, ?2, ?3)",
-                params![network, key, tag],
-            )?;
-        }
-        tx.commit()?;
+        self.write_tags(network, &member.public_key.to_base64(), tags)?;
         Ok(member.name)
     }
 
     /// Each member's tags, by key.
-    pub fn tags_of(&self, network: &str) -> Result<HashMap<PublicKey, Vec<String>>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT public_key, tag FROM member_tags WHERE network = ?1 ORDER BY public_key, tag",
-        )?;
-        let rows = stmt.query_map([network], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    fn tags_of(&self, network: &str) -> Result<HashMap<PublicKey, Vec<String>>, StoreError> {
         let mut out: HashMap<PublicKey, Vec<String>> = HashMap::new();
-        for row in rows {
-            let (key, tag): (String, String) = row?;
+        for (key, tag) in self.read_tags(network)? {
             let key = PublicKey::from_base64(&key).map_err(|_| StoreError::Damaged("tag key"))?;
             out.entry(key).or_default().push(tag);
         }
@@ -90,23 +79,15 @@ impl Store {
     }
 
     /// The network's rules in order (`network acl NAME list` numbers them from 1).
-    pub fn rules_of(&self, network: &str) -> Result<Vec<Rule>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT rule FROM acl_rules WHERE network = ?1 ORDER BY position")?;
-        let rows = stmt.query_map([network], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(
-                row?.parse()
-                    .map_err(|_| StoreError::Damaged("access rule"))?,
-            );
-        }
-        Ok(out)
+    fn rules_of(&self, network: &str) -> Result<Vec<Rule>, StoreError> {
+        self.read_rules(network)?
+            .iter()
+            .map(|text| text.parse().map_err(|_| StoreError::Damaged("access rule")))
+            .collect()
     }
 
     /// Appends a rule; returns its number.
-    pub fn add_rule(&self, network: &str, rule: &Rule) -> Result<usize, StoreError> {
+    fn add_rule(&self, network: &str, rule: &Rule) -> Result<usize, StoreError> {
         let mut rules = self.rules_of(network)?;
         rules.push(rule.clone());
         self.replace_rules(network, &rules)?;
@@ -114,7 +95,7 @@ impl Store {
     }
 
     /// Removes rule number `id` (from 1); returns it. Later rules move up by one.
-    pub fn remove_rule(&self, network: &str, id: usize) -> Result<Rule, StoreError> {
+    fn remove_rule(&self, network: &str, id: usize) -> Result<Rule, StoreError> {
         let mut rules = self.rules_of(network)?;
         if id == 0 || id > rules.len() {
             return Err(StoreError::NoSuchRule {
@@ -128,8 +109,10 @@ impl Store {
     }
 
     /// Replaces all of the network's rules at once (a policy file), in one transaction.
-    pub fn replace_rules(&self, network: &str, rules: &[Rule]) -> Result<(), StoreError> {
-        self.existing_network(network)?;
+    fn replace_rules(&self, network: &str, rules: &[Rule]) -> Result<(), StoreError> {
+        if !self.acl_network_exists(network)? {
+            return Err(StoreError::NoSuchNetwork(network.to_string()));
+        }
         PolicyFile {
             allow: rules.to_vec(),
         }
@@ -137,23 +120,66 @@ impl Store {
         if rules.len() > MAX_RULES {
             return Err(RuleError::TooManyRules.into());
         }
+        let texts: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+        self.write_rules(network, &texts)
+    }
+
+    /// The rules and tags the registry hands to the server (`Registry::access_rules`).
+    fn access_rules_of(&self, network: &str) -> Result<AccessRules, StoreError> {
+        Ok(AccessRules {
+            rules: self.rules_of(network)?,
+            tags: self.tags_of(network)?,
+        })
+    }
+}
+
+impl AclStore for Store {
+    fn acl_members(&self, network: &str) -> Result<Vec<Member>, StoreError> {
+        self.members_of(network)
+    }
+    fn acl_network_exists(&self, network: &str) -> Result<bool, StoreError> {
+        Ok(self.network_row(network)?.is_some())
+    }
+    fn write_tags(&self, network: &str, key: &str, tags: &[String]) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
-        tx.execute("DELETE FROM acl_rules WHERE network = ?1", [network])?;
-        for (i, rule) in rules.iter().enumerate() {
+        tx.execute(
+            "DELETE FROM member_tags WHERE network = ?1 AND public_key = ?2",
+            params![network, key],
+        )?;
+        for tag in tags {
             tx.execute(
-                "INSERT INTO acl_rules (network, position, rule) VALUES (?1, ?2, ?3)",
-                params![network, i as i64, rule.to_string()],
+                "INSERT OR IGNORE INTO member_tags (network, public_key, tag) VALUES (?1, ?2, ?3)",
+                params![network, key, tag],
             )?;
         }
         tx.commit()?;
         Ok(())
     }
-
-    pub(super) fn access_rules_of(&self, network: &str) -> Result<AccessRules, StoreError> {
-        Ok(AccessRules {
-            rules: self.rules_of(network)?,
-            tags: self.tags_of(network)?,
-        })
+    fn read_tags(&self, network: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT public_key, tag FROM member_tags WHERE network = ?1 ORDER BY public_key, tag",
+        )?;
+        let rows = stmt.query_map([network], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+    fn read_rules(&self, network: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT rule FROM acl_rules WHERE network = ?1 ORDER BY position")?;
+        let rows = stmt.query_map([network], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+    fn write_rules(&self, network: &str, rules: &[String]) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute("DELETE FROM acl_rules WHERE network = ?1", [network])?;
+        for (i, rule) in rules.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO acl_rules (network, position, rule) VALUES (?1, ?2, ?3)",
+                params![network, i as i64, rule],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 }
 

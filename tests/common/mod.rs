@@ -1,9 +1,11 @@
-//! What the loopback integration tests (`cli`, `stun`, `tls`) share: the binary under test, a
+//! What the loopback integration tests (`cli`, `stun`, `tls`, `pgstore`) share: the binary under test, a
 //! fresh temp directory per test, and running a command the way a user would.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod fake_node;
+#[cfg(unix)] // initdb/pg_ctl as the `postgres` user: the Debian package
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -59,12 +59,23 @@ pub struct TokenRecord {
 #[error("registry store failed: {0}")]
 pub struct RegistryError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
+/// What [`Registry::admit`] did. Several servers can share one store (PostgreSQL): between
+/// `redeem` reading the token and the members and `admit` writing, another server may have
+/// spent the token's last use or taken the key, name or address. The store then changes
+/// nothing and says [`Admitted::LostRace`], and `redeem` reads again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admitted {
+    Yes,
+    LostRace,
+}
+
 pub trait Registry {
     fn network(&self, name: &str) -> Result<Option<Network>, RegistryError>;
     fn members(&self, network: &str) -> Result<Vec<Member>, RegistryError>;
     fn token(&self, network: &str, hash: &[u8; 32]) -> Result<Option<TokenRecord>, RegistryError>;
-    /// Adds `member` and counts one use of the token, atomically.
-    fn admit(&mut self, member: &Member, token_hash: &[u8; 32]) -> Result<(), RegistryError>;
+    /// Adds `member` and counts one use of the token, atomically, provided the token still has
+    /// a use left and the key, name and address are still free; otherwise changes nothing.
+    fn admit(&mut self, member: &Member, token_hash: &[u8; 32]) -> Result<Admitted, RegistryError>;
     /// Removes the member with `key` (a node leaving); false when there was none.
     fn remove(&mut self, network: &str, key: &PublicKey) -> Result<bool, RegistryError>;
 
@@ -155,12 +166,24 @@ impl Registry for MemoryRegistry {
         Ok(self.tokens.get(&(network.to_string(), *hash)).cloned())
     }
 
-    fn admit(&mut self, member: &Member, token_hash: &[u8; 32]) -> Result<(), RegistryError> {
-        if let Some(t) = self.tokens.get_mut(&(member.network.clone(), *token_hash)) {
+    fn admit(&mut self, member: &Member, token_hash: &[u8; 32]) -> Result<Admitted, RegistryError> {
+        let taken = self.members.iter().any(|m| {
+            m.network == member.network
+                && (m.public_key == member.public_key
+                    || m.name == member.name
+                    || m.virtual_ip == member.virtual_ip)
+        });
+        let token = self.tokens.get_mut(&(member.network.clone(), *token_hash));
+        // No such token: tests seed members this way; `redeem` only admits with a token.
+        let spent = token.as_ref().is_some_and(|t| t.uses >= t.max_uses);
+        if taken || spent {
+            return Ok(Admitted::LostRace);
+        }
+        if let Some(t) = token {
             t.uses += 1;
         }
         self.members.push(member.clone());
-        Ok(())
+        Ok(Admitted::Yes)
     }
 
     fn remove(&mut self, network: &str, key: &PublicKey) -> Result<bool, RegistryError> {
