@@ -187,7 +187,7 @@ impl AclStore for Store {
 mod tests {
     use super::*;
     use crate::core::keys::SecretKey;
-    use crate::core::rendezvous::registry::{Member, Registry};
+    use crate::core::rendezvous::registry::{Admitted, Member, Registry};
     use rand::SeedableRng;
 
     fn store_with_members() -> (std::path::PathBuf, Store, Vec<Member>) {
@@ -198,12 +198,13 @@ mod tests {
         store
             .create_network("office", "10.77.0.0/24".parse().unwrap())
             .unwrap();
+        store.create_token("office", &[0; 32], 2, None).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let mut members = Vec::new();
         for (i, name) in ["alice", "bob"].iter().enumerate() {
             let key = SecretKey::generate(&mut rng).public_key();
             let m = Member::new("office", name, key, [10, 77, 0, i as u8 + 1].into(), None);
-            store.admit(&m, &[0; 32]).unwrap();
+            assert_eq!(store.admit(&m, &[0; 32]).unwrap(), Admitted::Yes);
             members.push(m);
         }
         (dir, store, members)
