@@ -24,6 +24,9 @@
 #      answers again
 #   6  the sandbox holds in the running unit's mount namespace: / and /etc/p2pvpn read-only,
 #      the state directory writable, only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE effective
+#   7  p2pvpn.service (every joined network in one process): with a second network joined,
+#      `systemctl start p2pvpn` on alice returns with both interfaces addressed in one process,
+#      alice pings bob in both networks, and `systemctl stop p2pvpn` removes both interfaces
 #
 # Prints `ok N - NAME` / `not ok N - NAME`, `N passed, N failed`, and the run time; exits 1 if a
 # check failed, 2 on a setup error, 77 after `SKIP: reason` when it cannot run here. Cleans up
@@ -468,6 +471,43 @@ c_sandbox() {
     [[ "$caps" == 0000000000001400 ]] || why "effective capabilities $caps, want only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE (0000000000001400)"
 }
 tcheck "sandbox of the running node: / and /etc/p2pvpn read-only, state dir writable, only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE" c_sandbox
+
+# ---------------------------------------------------------------- 7 one process, two networks
+NET2=lab2
+CIDR2=10.89.0.0/24
+c_all_networks() {
+    srv network create "$NET2" --cidr "$CIDR2" >/dev/null 2>"$LAB_TMP/logs/network-create2.log" ||
+        why "network create $NET2: $(tail -n 2 "$LAB_TMP/logs/network-create2.log")" || return 1
+    local c tok out pid addrs vip2_bob
+    for c in alice bob; do
+        tok="$(srv network invite "$NET2" 2>>"$LAB_TMP/logs/invite.log" | tail -n 1)"
+        cexec "$c" p2pvpn join "$tok" --name "$c" >"$LAB_TMP/logs/join2-$c.log" 2>&1 ||
+            why "$c: join $NET2: $(tail -n 3 "$LAB_TMP/logs/join2-$c.log")" || return 1
+    done
+    out="$(CT=60 cexec bob systemctl start "p2pvpn@$NET2.service" 2>&1)" || why "bob: start p2pvpn@$NET2: $out" || return 1
+    out="$(CT=60 cexec alice systemctl stop "p2pvpn@$NET.service" 2>&1)" || why "alice: stop p2pvpn@$NET: $out" || return 1
+    # Both interfaces must be addressed when start returns (one READY=1, after every network).
+    out="$(start_probe alice p2pvpn.service ip -4 -o addr show)" || why "alice: systemctl start p2pvpn: $out" || return 1
+    addrs="$(awk '$2 ~ /^p2p-/ {print $2 "=" $4}' <<<"$out" | sort | tr '\n' ' ')"
+    note "alice right after start of p2pvpn.service: $addrs; ready after $(ready_ms alice p2pvpn.service) ms"
+    [[ "$addrs" == *"p2p-$NET=10.88.0."* && "$addrs" == *"p2p-$NET2=10.89.0."* ]] ||
+        why "alice: want p2p-$NET and p2p-$NET2 addressed when start returned, got '$addrs'" || return 1
+    pid="$(prop alice p2pvpn.service MainPID)"
+    [[ "$pid" =~ ^[1-9][0-9]*$ ]] || why "p2pvpn.service has no main process ($pid)" || return 1
+    # One process holds both TUN devices: no other p2pvpn process runs in the container.
+    # shellcheck disable=SC2016  # expanded by the inner sh (no procps in the container)
+    out="$(cexec alice sh -c 'for p in /proc/[0-9]*; do [ "$(cat "$p/comm" 2>/dev/null)" = p2pvpn ] && echo "${p#/proc/}"; done' | tr '\n' ' ')"
+    [[ "$out" == "$pid " ]] || why "alice: p2pvpn processes '$out', want only the unit's $pid" || return 1
+    vip2_bob="$(cexec bob ip -4 -o addr show dev "p2p-$NET2" | awk '{print $4}')"
+    reach alice "${VIP[bob]:-}" 30 || return 1
+    reach alice "${vip2_bob%/*}" 30 || return 1
+    out="$(CT=60 cexec alice systemctl stop p2pvpn.service 2>&1)" || why "alice: stop p2pvpn: $out" || return 1
+    [[ "$(props alice p2pvpn.service ActiveState Result)" == "inactive|success" ]] ||
+        why "alice: after stop: $(props alice p2pvpn.service ActiveState Result)" || return 1
+    out="$(cexec alice ip -o link show | awk -F': ' '$2 ~ /^p2p-/ {print $2}')"
+    [[ -z "$out" ]] || why "alice: left behind: $out"
+}
+tcheck "p2pvpn.service: two networks in one process, both addressed at start, pings in both, stop removes both" c_all_networks
 
 if ((FAILED)); then printf '# failed: %s\n' "${FAILED_NAMES[@]}"; fi
 echo "check-systemd: $PASSED passed, $FAILED failed"
