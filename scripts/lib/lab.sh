@@ -367,6 +367,20 @@ lab_cleanup() {
 # ---------------------------------------------------------------------------
 
 # p2p_bin_default : absolute path of ${P2PVPN_BIN:-target/release/p2pvpn}
+# lab_preflight TOOL... : the checks a lab script starts with. Not root, a TOOL missing or no
+# TUN device: prints `SKIP: reason` and exits 77 (tests/netns.rs counts it as skipped, by name).
+# Then sets P2P_BIN (p2p_bin_default) and exits 2 if it is not an executable.
+lab_preflight() {
+    if [[ $EUID -ne 0 ]]; then echo "SKIP: not root"; exit 77; fi
+    local m
+    if m="$(lab_missing "$@")"; then
+        echo "SKIP: $m not installed (scripts/setup-deps.sh test installs it)"; exit 77
+    fi
+    if [[ ! -c /dev/net/tun ]]; then echo "SKIP: no /dev/net/tun"; exit 77; fi
+    P2P_BIN="$(p2p_bin_default)"
+    if [[ ! -x "$P2P_BIN" ]]; then echo "p2pvpn binary not found: $P2P_BIN" >&2; exit 2; fi
+}
+
 p2p_bin_default() {
     local b="${P2PVPN_BIN:-target/release/p2pvpn}"
     if [[ -e "$b" ]]; then realpath -- "$b"; else printf '%s\n' "$b"; fi

@@ -22,14 +22,8 @@ cd "$ROOT"
 # shellcheck source-path=SCRIPTDIR source=../../scripts/lib/lab.sh
 . "$ROOT/scripts/lib/lab.sh"
 
-if [[ $EUID -ne 0 ]]; then echo "SKIP: not root"; exit 77; fi
-if m="$(lab_missing ip python3 ping timeout sysctl)"; then
-    echo "SKIP: $m not installed"; exit 77
-fi
-if [[ ! -c /dev/net/tun ]]; then echo "SKIP: no /dev/net/tun"; exit 77; fi
+lab_preflight ip python3 ping timeout sysctl
 if [[ ! -d /proc/sys/net/ipv6 ]]; then echo "SKIP: the kernel has no IPv6"; exit 77; fi
-P2P_BIN="$(p2p_bin_default)"
-if [[ ! -x "$P2P_BIN" ]]; then echo "p2pvpn binary not found: $P2P_BIN" >&2; exit 2; fi
 
 NET=six
 IFACE=p2p-six
