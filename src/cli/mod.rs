@@ -77,7 +77,8 @@ impl NodeDirs {
 /// an option (`--network office`); neither means the only joined network.
 #[derive(clap::Args, Debug, Clone)]
 pub struct NetworkArg {
-    /// The network (default: the only joined one).
+    /// The network (default: the only joined one; `up` without one brings up every joined
+    /// network in one process).
     #[arg(value_name = "NETWORK")]
     pub network_name: Option<String>,
     /// The network, as an option (same as the NETWORK argument).
@@ -107,9 +108,10 @@ pub struct ServerDir {
         default_value_os_t = crate::os::default_server_state_dir()
     )]
     pub state_dir: PathBuf,
-    /// Keep networks, members and tokens in PostgreSQL instead of server.db, so that several
-    /// servers can share them, e.g. postgres://p2pvpn:SECRET@127.0.0.1/p2pvpn (or key=value
-    /// settings: host=/run/postgresql dbname=p2pvpn). The schema is created and migrated on
+    /// Keep networks, members, tokens, tags and access rules in PostgreSQL instead of server.db,
+    /// so that several servers can share them, e.g.
+    /// postgres://p2pvpn:SECRET@127.0.0.1/p2pvpn (or key=value settings:
+    /// host=/run/postgresql dbname=p2pvpn). The schema is created and migrated on
     /// start. The identity key stays in the state directory: give every server the same one.
     /// Prefer the environment variable for a URL with a password (not in `ps` or shell history).
     // hide_env_values: `--help` must not print the password from the environment.
