@@ -337,6 +337,7 @@ mod tests {
             nat: None,
             relay_id: None,
             ipv6: None,
+            run: None,
         }
     }
 
