@@ -32,6 +32,30 @@ impl PeerPunch {
         self.validated(pending, ctx)
     }
 
+    /// An authenticated WireGuard handshake initiation from the peer on `socket` from `from`:
+    /// the path its sender uses now. From the nominated path's IP but another port, on the
+    /// same socket of ours, it means the peer's process, or its NAT's mapping, is new and the
+    /// old port no longer leads to it (a restart with `listen_port = 0`, a NAT that rebound):
+    /// that path is adopted at once, instead of answering the new run while data still goes to
+    /// the old port until the old path's keepalives time out. A replayed initiation never gets
+    /// here: WireGuard refuses a timestamp it has seen (whitepaper §5.1).
+    pub fn handle_handshake_from(
+        &mut self,
+        socket: SocketId,
+        from: SocketAddr,
+        ctx: &mut Ctx,
+    ) -> Option<PunchEvent> {
+        let moved = self.nominated.as_ref().is_some_and(|n| {
+            n.socket == socket && n.addr.ip() == from.ip() && n.addr.port() != from.port()
+        });
+        if moved {
+            if let Some(old) = self.nominated.take() {
+                tracing::debug!(old = %old.addr, new = %from, "the peer's handshake came from a new port");
+            }
+        }
+        self.handle_authenticated(socket, from, ctx)
+    }
+
     pub(super) fn validated(&mut self, p: Pending, ctx: &mut Ctx) -> Option<PunchEvent> {
         let now = ctx.now;
         if let Some(n) = &mut self.nominated {
