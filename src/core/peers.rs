@@ -487,4 +487,42 @@ mod tests {
         peer.note_transport(t0 + Duration::from_millis(900));
         assert_eq!(peer.rtt_ms(), Some(42));
     }
+
+    /// A restarted peer's tunnel starts over under a new session index: a packet for the old
+    /// index finds nobody. An offline record (no run) keeps the last run known.
+    #[test]
+    fn a_renewed_tunnel_takes_a_new_index_and_offline_records_keep_the_run() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let local = SecretKey::generate(&mut rng);
+        let mut table = PeerTable::default();
+        let now = crate::test_now();
+        let key = PublicKey([1; 32]);
+        let up = PeerInfo {
+            run: Some(1),
+            ..info(1, [10, 0, 0, 2])
+        };
+        table.upsert(&up, &local, now);
+        let old: Vec<u32> = table.by_index.keys().copied().collect();
+        assert_eq!(old.len(), 1);
+        assert!(table.renew_tunnel(&key, &local));
+        assert!(table.by_receiver_index_mut(old[0] << 8).is_none());
+        let new: Vec<u32> = table.by_index.keys().copied().collect();
+        assert_eq!(new.len(), 1);
+        assert_ne!(new, old);
+        assert!(table.by_receiver_index_mut(new[0] << 8).is_some());
+        assert!(!table.renew_tunnel(&PublicKey([9; 32]), &local));
+
+        let gone = PeerInfo {
+            online: false,
+            ..info(1, [10, 0, 0, 2])
+        };
+        table.upsert(&gone, &local, now);
+        assert_eq!(table.get(&key).map(|p| p.run), Some(Some(1)));
+        let back = PeerInfo {
+            run: Some(2),
+            ..info(1, [10, 0, 0, 2])
+        };
+        table.upsert(&back, &local, now);
+        assert_eq!(table.get(&key).map(|p| p.run), Some(Some(2)));
+    }
 }
