@@ -196,3 +196,9 @@ lab_test!(
     netns_multinet_one_process,
     "tests/netns/multinet.sh"
 );
+lab_test!(
+    /// A node's `up` restarted within a second (SIGTERM or SIGKILL, a new or the same port,
+    /// either key order): one ping each way answered within 2 s, both direct within 5 s.
+    netns_restart_is_reachable_at_once,
+    "tests/netns/restart.sh"
+);

@@ -421,6 +421,7 @@ fn deleting_a_network_cuts_its_online_members_off() {
         network: "lab".into(),
         endpoints: vec![],
         nat: None,
+        run: None,
     });
     node.expect(Duration::from_secs(5), |m| {
         matches!(m, ServerMessage::Welcome { .. })

@@ -208,6 +208,7 @@ fn control() -> Vec<Vec<u8>> {
         network: NETWORK.into(),
         endpoints: vec![addr("192.0.2.9:7000")],
         nat: Some(NatProfile::default()),
+        run: None,
     });
     let join = encode(&ClientMessage::Join {
         network: NETWORK.into(),
@@ -253,6 +254,7 @@ fn control() -> Vec<Vec<u8>> {
         nat: Some(NatProfile::default()),
         relay_id: Some(7),
         ipv6: None,
+        run: None,
     };
     let welcome = encode(&ServerMessage::Welcome {
         network: NETWORK.into(),

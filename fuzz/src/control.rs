@@ -131,6 +131,7 @@ fn server_side<'a>(x_is_member: bool, messages: impl Iterator<Item = &'a [u8]>) 
         network: NETWORK.into(),
         endpoints: vec![SocketAddr::from((Ipv4Addr::new(203, 0, 113, 2), 5000))],
         nat: None,
+        run: None,
     };
     send(&mut server, b_conn, &mut b_channel, &encode(&hello), now);
     while let Some(out) = server.poll_output() {

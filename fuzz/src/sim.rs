@@ -704,5 +704,6 @@ pub fn attacker_hello(endpoints: Vec<SocketAddr>) -> Vec<u8> {
         network: NETWORK.into(),
         endpoints,
         nat: None,
+        run: None,
     })
 }

@@ -74,6 +74,8 @@ pub struct Peer {
     /// The round trip from our handshake response to the initiator's first transport message.
     /// WireGuard's own figure only exists on the side that initiated; this is the other side's.
     responder_rtt_ms: Option<u32>,
+    /// The peer process's run number as the server last passed it (`PeerInfo::run`).
+    pub run: Option<u64>,
 }
 
 impl Peer {
@@ -195,6 +197,10 @@ impl PeerTable {
             if info.nat.is_some() {
                 peer.punch.their_nat.clone_from(&info.nat);
             }
+            // An offline record names no run: the last one known stays, to compare with the next.
+            if info.run.is_some() {
+                peer.run = info.run;
+            }
             if peer.relay_id != info.relay_id {
                 if let Some(old) = peer.relay_id {
                     self.by_relay.remove(&old);
@@ -231,6 +237,7 @@ impl PeerTable {
             last_heard: None,
             response_sent: None,
             responder_rtt_ms: None,
+            run: info.run,
         };
         self.by_ip.insert(info.virtual_ip, info.public_key);
         if let Some(v6) = info.ipv6 {
@@ -253,6 +260,23 @@ impl PeerTable {
         self.by_index.retain(|_, k| k != key);
         self.by_relay.retain(|_, k| k != key);
         Some(peer)
+    }
+
+    /// Gives the peer a new WireGuard state under a fresh session index: its old sessions are
+    /// gone (a restarted peer holds none of their keys), and a late packet under an old index
+    /// finds no peer instead of the new state. False for an unknown key.
+    pub fn renew_tunnel(&mut self, key: &PublicKey, local: &SecretKey) -> bool {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return false;
+        };
+        self.by_index.retain(|_, k| k != key);
+        self.next_index = (self.next_index + 1) & 0x00ff_ffff;
+        let index = self.next_index;
+        self.by_index.insert(index, *key);
+        peer.tunnel = PeerTunnel::new(local, *key, index);
+        peer.response_sent = None;
+        peer.responder_rtt_ms = None;
+        true
     }
 
     pub fn clear(&mut self) {
@@ -337,6 +361,7 @@ mod tests {
             nat: None,
             relay_id: None,
             ipv6: None,
+            run: None,
         }
     }
 
@@ -461,5 +486,43 @@ mod tests {
         // Later messages do not move it: only the confirmation times the round trip.
         peer.note_transport(t0 + Duration::from_millis(900));
         assert_eq!(peer.rtt_ms(), Some(42));
+    }
+
+    /// A restarted peer's tunnel starts over under a new session index: a packet for the old
+    /// index finds nobody. An offline record (no run) keeps the last run known.
+    #[test]
+    fn a_renewed_tunnel_takes_a_new_index_and_offline_records_keep_the_run() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let local = SecretKey::generate(&mut rng);
+        let mut table = PeerTable::default();
+        let now = crate::test_now();
+        let key = PublicKey([1; 32]);
+        let up = PeerInfo {
+            run: Some(1),
+            ..info(1, [10, 0, 0, 2])
+        };
+        table.upsert(&up, &local, now);
+        let old: Vec<u32> = table.by_index.keys().copied().collect();
+        assert_eq!(old.len(), 1);
+        assert!(table.renew_tunnel(&key, &local));
+        assert!(table.by_receiver_index_mut(old[0] << 8).is_none());
+        let new: Vec<u32> = table.by_index.keys().copied().collect();
+        assert_eq!(new.len(), 1);
+        assert_ne!(new, old);
+        assert!(table.by_receiver_index_mut(new[0] << 8).is_some());
+        assert!(!table.renew_tunnel(&PublicKey([9; 32]), &local));
+
+        let gone = PeerInfo {
+            online: false,
+            ..info(1, [10, 0, 0, 2])
+        };
+        table.upsert(&gone, &local, now);
+        assert_eq!(table.get(&key).map(|p| p.run), Some(Some(1)));
+        let back = PeerInfo {
+            run: Some(2),
+            ..info(1, [10, 0, 0, 2])
+        };
+        table.upsert(&back, &local, now);
+        assert_eq!(table.get(&key).map(|p| p.run), Some(Some(2)));
     }
 }

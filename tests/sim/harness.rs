@@ -244,6 +244,44 @@ impl Sim {
         self.nodes.len() - 1
     }
 
+    /// Node `i`'s process ends and a new one starts on the same host with the same key
+    /// (`systemctl restart`): all its state is gone. Its UDP port is the old one, or `port`
+    /// (`listen_port = 0` picks a new one at each start). `server_saw_it_leave` says whether
+    /// its control stream's end reached the server first; if not, the server only learns of
+    /// the new run from its Hello on a new connection.
+    pub fn restart_node(&mut self, i: usize, server_saw_it_leave: bool, port: Option<u16>) {
+        let old = &mut self.nodes[i];
+        if let (true, Some(conn)) = (server_saw_it_leave, old.conn.take()) {
+            self.server.handle_closed(conn);
+        }
+        // A connection the server still holds belongs to the dead process: nobody reads it.
+        old.conn = None;
+        let secret = old.secret.clone();
+        let udp = SocketAddr::new(old.udp.ip(), port.unwrap_or(old.udp.port()));
+        let token = self.token();
+        let config = NodeConfig {
+            network: "sim".into(),
+            secret: secret.clone(),
+            server_key: token.server_key,
+            servers: token.servers.clone(),
+            tls_servers: token.tls_servers.clone(),
+            punch: self.punch,
+        };
+        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.nodes.len() as u64 + 200 + i as u64);
+        let mut node = Node::new(config, rng, self.now);
+        node.handle_socket_opened(SocketId::MAIN, udp, self.now);
+        self.nodes[i] = SimNode {
+            node,
+            udp,
+            sockets: HashMap::from([(SocketId::MAIN, udp)]),
+            next_port: 40000,
+            conn: None,
+            secret,
+            tun_out: Vec::new(),
+            events: Vec::new(),
+        };
+    }
+
     /// Hands one server output to the node that owns its connection (or the network).
     /// Control bytes for `conn`: handed over now, or queued when its node's stream is slow.
     fn hand_to_node(&mut self, conn: ConnId, bytes: Vec<u8>, relay: bool) {

@@ -90,6 +90,7 @@ fn hello(endpoints: Vec<SocketAddr>, nat: Option<NatProfile>) -> ClientMessage {
         network: "sim".into(),
         endpoints,
         nat,
+        run: None,
     }
 }
 

@@ -19,6 +19,7 @@ mod portmap;
 mod punch;
 mod rejoin;
 mod relay;
+mod restart;
 mod roam;
 mod status;
 

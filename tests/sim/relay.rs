@@ -232,6 +232,7 @@ fn a_member_that_says_hello_a_thousand_times_holds_one_relay_ticket() {
         network: "sim".into(),
         endpoints: vec![],
         nat: None,
+        run: None,
     });
     for _ in 0..1000 {
         ch.send(&hello).unwrap();

@@ -94,6 +94,7 @@ mod tests {
             nat: None,
             relay_id: None,
             ipv6: Some(v6(2)),
+            run: None,
         };
         table.upsert(&info, &local, crate::test_now());
         table

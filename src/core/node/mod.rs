@@ -24,6 +24,7 @@ mod pinging;
 mod pmtu;
 mod punching;
 mod relaying;
+mod restarts;
 mod status;
 
 pub use crate::core::punch::session::PunchConfig;
@@ -191,7 +192,7 @@ impl Node {
         let discovery_rng =
             ChaCha8Rng::from_rng(&mut own).unwrap_or_else(|_| ChaCha8Rng::seed_from_u64(2));
         let stun_server = config.servers.first().copied();
-        let control = ControlClient::new(
+        let mut control = ControlClient::new(
             config.secret.clone(),
             config.server_key,
             ServerAddr::list(&config.servers, &config.tls_servers),
@@ -200,6 +201,8 @@ impl Node {
             now,
         );
         let acl = crate::core::acl::Acl::new(rand::Rng::gen(&mut own));
+        // This process's run: peers that see it change know we restarted (`restarts`).
+        control.set_run(rand::Rng::gen(&mut own));
         Node {
             acl,
             network: config.network,
@@ -327,6 +330,11 @@ impl Node {
     /// removed and re-joined within one store poll), and ignoring it would leave the new key
     /// unknown to this node until its next update.
     fn handle_peer_info(&mut self, info: &PeerInfo) {
+        // A new run of a known peer: its old session and path go first (`restarts`).
+        let restarted = self.is_new_run(info);
+        if restarted {
+            self.forget_old_run(&info.public_key);
+        }
         let mut outcome = self.peers.upsert(info, &self.secret, self.now_hint);
         if outcome == Upsert::AddressConflict {
             // At most two holders: one of the IPv4 address, one of the IPv6 one (the same key
@@ -353,6 +361,7 @@ impl Node {
                 // Relay first: the session comes up through the relay while punching runs.
                 self.maybe_initiate(&info.public_key);
             }
+            Upsert::Updated if restarted => self.greet_new_run(&info.public_key),
             Upsert::Updated => self.maybe_initiate(&info.public_key),
             Upsert::AddressConflict => {}
         }
@@ -641,9 +650,13 @@ impl Node {
             peer.endpoint = Some(from);
             peer.socket = socket;
             let mut ctx = punch_ctx!(self, now);
-            if let Some(crate::core::punch::session::PunchEvent::Nominated { detail, .. }) =
+            let event = if kind == WgMessage::HandshakeInit {
+                // A new session's first message may come from a new port (`restarts`).
+                peer.punch.handle_handshake_from(socket, from, &mut ctx)
+            } else {
                 peer.punch.handle_authenticated(socket, from, &mut ctx)
-            {
+            };
+            if let Some(crate::core::punch::session::PunchEvent::Nominated { detail, .. }) = event {
                 punching::announce_switch(peer, &detail, from, &mut self.events);
             }
         }

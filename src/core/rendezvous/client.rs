@@ -117,6 +117,8 @@ pub struct ControlClient {
     /// What the last Hello carried: endpoints that changed while it was on its way (a NAT check
     /// result) are sent again once the server welcomes us.
     hello_sent: Option<(Vec<SocketAddr>, Option<NatProfile>)>,
+    /// This process's run number, sent in every Hello (`ClientMessage::Hello::run`).
+    run: Option<u64>,
     state: State,
     attempt: u32,
     next_server: usize,
@@ -145,6 +147,7 @@ impl ControlClient {
             endpoints: Vec::new(),
             nat: None,
             hello_sent: None,
+            run: None,
             state: State::Idle { retry_at: now },
             attempt: 0,
             next_server: 0,
@@ -155,6 +158,12 @@ impl ControlClient {
             out: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// The run number every Hello of this client names: drawn once per process, so peers can
+    /// tell a restart from a reconnection.
+    pub fn set_run(&mut self, run: u64) {
+        self.run = Some(run);
     }
 
     pub fn is_registered(&self) -> bool {
@@ -252,6 +261,7 @@ impl ControlClient {
                 network: self.network.clone(),
                 endpoints: self.endpoints.clone(),
                 nat: self.nat.clone(),
+                run: self.run,
             };
             self.hello_sent = Some((self.endpoints.clone(), self.nat.clone()));
             self.send(&hello);

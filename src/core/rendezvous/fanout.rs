@@ -283,6 +283,7 @@ mod tests {
             ipv6: Some(std::net::Ipv6Addr::new(
                 0xfd12, 0x3456, 0x789a, 0, 0, 0, 0x0a00, i as u16,
             )),
+            run: None,
         }
     }
 

@@ -27,6 +27,11 @@ pub enum ClientMessage {
         endpoints: Vec<SocketAddr>,
         #[serde(default)]
         nat: Option<NatProfile>,
+        /// A number the node draws once per process and sends on every connection, so its
+        /// peers can tell a restarted node from one that only reconnected (`PeerInfo::run`).
+        /// None from nodes older than it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<u64>,
     },
     /// The node's UDP endpoints or its measured NAT profile changed.
     Endpoints {
@@ -125,6 +130,11 @@ pub struct PeerInfo {
     /// The peer's IPv6 overlay address (`core::ula`); none from servers older than IPv6.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<Ipv6Addr>,
+    /// The run the peer's Hello named while it is online: a new value means a new process
+    /// with the same key, whose WireGuard session and path start from nothing
+    /// (`core::node::restarts`). None from older servers and nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
 }
 
 /// Why the server refused a join or a registration. Each message names the fix.
@@ -250,6 +260,7 @@ mod tests {
             nat: None,
             relay_id: None,
             ipv6: Some("fd12:3456:789a::a00:2".parse().unwrap()),
+            run: Some(u64::MAX),
         };
         let messages = vec![
             ServerMessage::Peer { peer: peer.clone() },
@@ -269,6 +280,7 @@ mod tests {
             network: "office".into(),
             endpoints: vec![],
             nat: Some(NatProfile::default()),
+            run: Some(7),
         };
         assert_eq!(decode::<ClientMessage>(&encode(&hello)).unwrap(), hello);
     }
@@ -293,6 +305,24 @@ mod tests {
         assert_eq!(decode::<ServerMessage>(text.as_bytes()).unwrap(), new);
         let peer = br#"{"name":"b","public_key":"CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=","virtual_ip":"10.0.0.2","endpoints":[],"online":false}"#;
         assert_eq!(decode::<PeerInfo>(peer).unwrap().ipv6, None);
+    }
+
+    /// Servers and nodes from before `run` send none and ignore it; a message without one is
+    /// byte for byte what they send.
+    #[test]
+    fn run_fields_are_optional_both_ways() {
+        let old = br#"{"type":"hello","network":"n","endpoints":[]}"#;
+        let ClientMessage::Hello { run, .. } = decode(old).unwrap() else {
+            panic!("not a hello");
+        };
+        assert_eq!(run, None);
+        let peer = br#"{"name":"b","public_key":"CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=","virtual_ip":"10.0.0.2","endpoints":[],"online":false}"#;
+        let mut info = decode::<PeerInfo>(peer).unwrap();
+        assert_eq!(info.run, None);
+        assert!(!String::from_utf8(encode(&info)).unwrap().contains("run"));
+        info.run = Some(42);
+        let text = String::from_utf8(encode(&info)).unwrap();
+        assert!(text.contains(r#""run":42"#), "{text}");
     }
 
     proptest! {

@@ -65,6 +65,8 @@ struct Session {
     endpoints: Vec<SocketAddr>,
     nat: Option<NatProfile>,
     relay: Option<RelayTicket>,
+    /// The run its Hello named (`ClientMessage::Hello::run`), passed on in `PeerInfo`.
+    run: Option<u64>,
     /// The access rules last sent to this node (`acl_push`).
     acl: Option<crate::core::acl::policy::NodePolicy>,
 }
@@ -275,7 +277,8 @@ impl<R: Registry> ServerCore<R> {
                 network,
                 endpoints,
                 nat,
-            } => self.handle_hello(conn, key, network, endpoints, nat, now),
+                run,
+            } => self.handle_hello(conn, key, network, endpoints, (nat, run), now),
             ClientMessage::Leave { network } => self.handle_leave(conn, key, &network),
             _ if !self.is_member(conn) => self.close_stranger(conn, "control message"),
             ClientMessage::Endpoints { endpoints, nat } => {
@@ -385,7 +388,7 @@ impl<R: Registry> ServerCore<R> {
         key: PublicKey,
         network: String,
         endpoints: Vec<SocketAddr>,
-        nat: Option<NatProfile>,
+        (nat, run): (Option<NatProfile>, Option<u64>),
         now: Instant,
     ) {
         let lookup = self
@@ -439,6 +442,7 @@ impl<R: Registry> ServerCore<R> {
                 endpoints,
                 nat,
                 relay,
+                run,
                 acl: acl.clone(),
             });
         }
@@ -796,6 +800,7 @@ fn peer_info(
         nat: session.and_then(|s| s.nat.clone()),
         relay_id: session.and_then(|s| s.relay.map(|t| t.id)),
         ipv6: member.ipv6,
+        run: session.and_then(|s| s.run),
     }
 }
 

@@ -32,6 +32,30 @@ impl PeerPunch {
         self.validated(pending, ctx)
     }
 
+    /// An authenticated WireGuard handshake initiation from the peer on `socket` from `from`:
+    /// the path its sender uses now. From the nominated path's IP but another port, on the
+    /// same socket of ours, it means the peer's process, or its NAT's mapping, is new and the
+    /// old port no longer leads to it (a restart with `listen_port = 0`, a NAT that rebound):
+    /// that path is adopted at once, instead of answering the new run while data still goes to
+    /// the old port until the old path's keepalives time out. A replayed initiation never gets
+    /// here: WireGuard refuses a timestamp it has seen (whitepaper §5.1).
+    pub fn handle_handshake_from(
+        &mut self,
+        socket: SocketId,
+        from: SocketAddr,
+        ctx: &mut Ctx,
+    ) -> Option<PunchEvent> {
+        let moved = self.nominated.as_ref().is_some_and(|n| {
+            n.socket == socket && n.addr.ip() == from.ip() && n.addr.port() != from.port()
+        });
+        if moved {
+            if let Some(old) = self.nominated.take() {
+                tracing::debug!(old = %old.addr, new = %from, "the peer's handshake came from a new port");
+            }
+        }
+        self.handle_authenticated(socket, from, ctx)
+    }
+
     pub(super) fn validated(&mut self, p: Pending, ctx: &mut Ctx) -> Option<PunchEvent> {
         let now = ctx.now;
         if let Some(n) = &mut self.nominated {
@@ -166,5 +190,66 @@ impl PeerPunch {
             self.ping(socket, addr, Technique::PeerReflexive, 0, None, ctx);
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use std::collections::VecDeque;
+
+    fn nominated(punch: &PeerPunch) -> Option<(SocketId, SocketAddr)> {
+        punch.nominated().map(|n| (n.socket, n.addr))
+    }
+
+    /// Only a handshake from the nominated path's IP on another port, on the same socket of
+    /// ours, moves the path (a restarted peer, a rebound NAT); data from elsewhere, or a
+    /// handshake from another IP or socket, leaves a working path alone.
+    #[test]
+    fn a_handshake_from_a_new_port_of_the_same_ip_moves_the_path() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let me = SecretKey::generate(&mut rng);
+        let peer = SecretKey::generate(&mut rng);
+        let now = crate::test_now();
+        let mut punch = PeerPunch::new(&me, &peer.public_key(), now);
+        let mut transmits = VecDeque::new();
+        let mut sockets = SocketPool::new(1000);
+        let mut ctx = Ctx {
+            now,
+            rng: &mut rng,
+            transmits: &mut transmits,
+            sockets: &mut sockets,
+        };
+        let old: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+        let new: SocketAddr = "203.0.113.5:41000".parse().unwrap();
+        let lan: SocketAddr = "192.168.1.5:40000".parse().unwrap();
+        let main = SocketId::MAIN;
+        assert!(punch.handle_authenticated(main, old, &mut ctx).is_some());
+        assert_eq!(nominated(&punch), Some((main, old)));
+
+        // Data (not a handshake) from a new port: the nominated path stays.
+        assert_eq!(punch.handle_authenticated(main, new, &mut ctx), None);
+        assert_eq!(nominated(&punch), Some((main, old)));
+        // A handshake from another IP, or on another socket of ours: it stays too.
+        assert_eq!(punch.handle_handshake_from(main, lan, &mut ctx), None);
+        let other_socket = SocketId(1000);
+        assert_eq!(
+            punch.handle_handshake_from(other_socket, new, &mut ctx),
+            None
+        );
+        assert_eq!(nominated(&punch), Some((main, old)));
+        // A handshake from the old path itself only keeps it alive.
+        assert_eq!(punch.handle_handshake_from(main, old, &mut ctx), None);
+
+        // A handshake from the same IP on a new port: the path moves there at once.
+        match punch.handle_handshake_from(main, new, &mut ctx) {
+            Some(PunchEvent::Nominated { socket, addr, .. }) => {
+                assert_eq!((socket, addr), (main, new));
+            }
+            other => panic!("expected the new port nominated, got {other:?}"),
+        }
+        assert_eq!(nominated(&punch), Some((main, new)));
     }
 }

@@ -102,6 +102,7 @@ fn hello() -> ClientMessage {
         network: "lab".into(),
         endpoints: vec![],
         nat: None,
+        run: None,
     }
 }
 
