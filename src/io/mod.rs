@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod dial;
 pub mod dns;
 pub mod interface_check;
+pub mod ipv6_underlay;
 pub mod join;
 pub mod leave;
 pub mod listen;
