@@ -160,7 +160,7 @@ else
     grep -E "bob" <<<"$out" | sed 's/^/#   status: /' || true
     out="$(P2P_TIMEOUT=40 p2p alice doctor bob 2>&1 || true)"
     rc=0; grep -q "underlay   IPv6, to \[2001:db8:b::10\]" <<<"$out" && grep -q "path       direct (IPv6)" <<<"$out" || rc=1
-    ((rc == 0)) || sed "s/^/#   doctor: /" <<<"$out" | tail -n 30
+    ((rc == 0)) || tail -n 30 <<<"$out" | sed "s/^/#   doctor: /"
     check "alice: doctor names the IPv6 path" "$rc"
     grep -E "IPv6" <<<"$out" | head -n 4 | sed 's/^/#   doctor: /' || true
 
