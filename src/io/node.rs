@@ -384,6 +384,8 @@ impl Driver {
                 self.writer = Some(writer);
                 let endpoint = SocketAddr::new(local.ip(), self.udp_port);
                 self.node.set_local_endpoints(vec![endpoint]);
+                // The host's IPv6 addresses may have changed with the network (a new prefix).
+                self.start_ipv6();
                 self.node.handle_control_connected(now);
             }
             StreamEvent::Failed(reason) => {

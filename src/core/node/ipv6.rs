@@ -55,11 +55,12 @@ impl Ipv6Underlay {
             .collect();
         let was_active = self.active;
         self.active = true;
-        if !was_active && self.server.is_some() {
+        let changed = hosts != self.hosts;
+        // New addresses (a new network or prefix): the reflexive one may have moved too.
+        if (!was_active || changed) && self.server.is_some() {
             self.next_request = Some(now);
             self.tries = 0;
         }
-        let changed = hosts != self.hosts;
         self.hosts = hosts;
         changed
     }
