@@ -123,3 +123,15 @@ fn ipv6_on_one_side_only_leaves_row_7_relayed() {
     assert_ne!(path(&sim, 0), Some(Path::Direct));
     assert_ne!(path(&sim, 1), Some(Path::Direct));
 }
+
+/// Behind a sequential allocator an attempt probes from a fresh IPv4 socket (its mappings are
+/// the predicted ones); IPv6 targets still go from the main socket's IPv6 half.
+#[test]
+fn a_sequential_nat_still_reaches_the_peer_over_ipv6() {
+    let sim = pair("SEQ", "SEQ", [true, true], 11, Duration::from_secs(20));
+    for i in [0, 1] {
+        let (detail, endpoint, _) = peer(&sim, i);
+        assert_eq!(detail.as_deref(), Some("direct (IPv6)"), "node {i}");
+        assert!(endpoint.is_some_and(|e| e.is_ipv6()), "node {i}");
+    }
+}

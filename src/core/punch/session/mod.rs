@@ -422,7 +422,20 @@ impl PeerPunch {
             id: theirs.attempt,
             started: now,
             deadline: now + ATTEMPT,
-            targets: targets.into_iter().map(|t| (socket, t)).collect(),
+            // IPv6 targets go from the main socket's IPv6 half: extra sockets are IPv4 only.
+            targets: targets
+                .into_iter()
+                .map(|t| {
+                    (
+                        if t.addr.is_ipv6() {
+                            SocketId::MAIN
+                        } else {
+                            socket
+                        },
+                        t,
+                    )
+                })
+                .collect(),
             next_round: now + lead,
             sweep: sweep.map(|sweep| SweepState {
                 sweep,
