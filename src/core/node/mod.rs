@@ -801,17 +801,11 @@ impl Node {
             .iter()
             .filter_map(|p| p.punch.poll_timeout(can_offer && p.online))
             .min();
-        [
-            control,
-            tick,
-            discovery,
-            relay,
-            punch,
-            self.ipv6_poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let ipv6 = self.ipv6_poll_timeout();
+        [control, tick, discovery, relay, punch, ipv6]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
