@@ -170,6 +170,12 @@ lab_test!(
     "tests/netns/portmap.sh"
 );
 lab_test!(
+    /// Row 13 (V6FW): two hosts behind random symmetric IPv4 NATs with global IPv6 behind
+    /// stateful firewalls go direct over IPv6; ping and TCP cross the firewalls as IPv6 UDP.
+    netns_ipv6_underlay_path,
+    "tests/netns/ipv6path.sh"
+);
+lab_test!(
     /// Peers' names through the node's DNS responder: getent and ping by name from a peer,
     /// REFUSED outside the suffix, garbage dropped and counted, nothing left behind by `down`.
     netns_dns_names,

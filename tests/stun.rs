@@ -321,3 +321,68 @@ fn netcheck_reports_blocked_udp_and_exits_four() {
     assert_eq!(j["udp_blocked"], true, "{j}");
     assert_eq!(j["legacy_class"], serde_json::Value::Null);
 }
+
+/// The server listens on IPv4 and IPv6 wildcards with one port (issue 13 part 3): both bind,
+/// and a client on IPv6 learns its IPv6 server-reflexive address over STUN while IPv4 clients
+/// are answered as before. Before IPv6 sockets were IPv6-only the second bind failed with
+/// "UDP [::]:P is already in use".
+#[test]
+fn server_answers_stun_on_ipv4_and_ipv6_wildcards_with_one_port() {
+    let Ok(probe) = UdpSocket::bind("[::1]:0") else {
+        eprintln!("SKIP: no IPv6 loopback on this host");
+        return;
+    };
+    drop(probe);
+    let dir = temp_dir("dualstack");
+    let port = free_port_pair();
+    let child = Command::new(BIN)
+        .arg("server")
+        .env_remove("RUST_LOG")
+        .args(["--listen", &format!("0.0.0.0:{port}")])
+        .args(["--listen", &format!("[::]:{port}")])
+        .arg("--state-dir")
+        .arg(dir.join("server"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Spawned { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for ip in ["127.0.0.1", "::1"] {
+        while TcpStream::connect((ip, port)).is_err() {
+            if let Ok(Some(status)) = guard.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = guard.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("server exited ({status}): {err}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not accept TCP on {ip}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let v6 = UdpSocket::bind("[::1]:0").unwrap();
+    v6.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let tid = TransactionId([6; 12]);
+    let to: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let (bytes, from) = exchange(&v6, to, &binding_request(tid, ChangeRequest::NONE, None));
+    assert_eq!(from, to);
+    let r = parse_binding_response(&bytes).unwrap();
+    assert_eq!(r.tid, tid);
+    assert_eq!(
+        r.mapped,
+        v6.local_addr().unwrap(),
+        "the IPv6 reflexive address"
+    );
+    let v4 = client();
+    let to4: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (bytes, _) = exchange(&v4, to4, &binding_request(tid, ChangeRequest::NONE, None));
+    assert_eq!(
+        parse_binding_response(&bytes).unwrap().mapped,
+        v4.local_addr().unwrap()
+    );
+}

@@ -341,6 +341,11 @@ fn explain_peer(r: &mut Report, s: &NodeStatus, p: &PeerStatus) {
         (path, _, _) => path.as_str().to_string(),
     };
     r.say(format!("  path       {path}"));
+    if let (Path::Direct, Some(e)) = (&p.path, p.endpoint) {
+        // Which underlay carries it: an IPv6 path bypasses the IPv4 NATs (issue 13 part 3).
+        let family = if e.is_ipv6() { "IPv6" } else { "IPv4" };
+        r.say(format!("  underlay   {family}, to {e}"));
+    }
     for line in &p.access {
         r.say(format!("  {line}"));
     }

@@ -165,7 +165,13 @@ pub async fn send<'s>(
 ) {
     for run in &tx.runs {
         let contents = &tx.buf[run.start..run.start + run.len];
-        let result = if run.socket == SocketId::MAIN {
+        let result = if run.socket == SocketId::MAIN && run.dst.is_ipv6() {
+            // The main socket's IPv6 half (`io::ipv6_underlay`) has no GSO: one datagram each.
+            match extra(SocketId::MAIN) {
+                Some(socket) => send_each(socket, contents, run.segment, run.dst).await,
+                None => Ok(()),
+            }
+        } else if run.socket == SocketId::MAIN {
             udp.send(run.dst, contents, run.segment).await
         } else if let Some(socket) = extra(run.socket) {
             socket.send_to(contents, run.dst).await.map(|_| ())
@@ -176,6 +182,19 @@ pub async fn send<'s>(
             tracing::debug!(error = %e, dst = %run.dst, "UDP send failed");
         }
     }
+}
+
+/// Sends a run's datagrams one per call.
+async fn send_each(
+    socket: &UdpSocket,
+    contents: &[u8],
+    segment: usize,
+    dst: SocketAddr,
+) -> std::io::Result<()> {
+    for datagram in contents.chunks(segment.max(1)) {
+        socket.send_to(datagram, dst).await?;
+    }
+    Ok(())
 }
 
 /// Processes the `n` messages of the last batched receive: inner packets go to the TUN device

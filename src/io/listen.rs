@@ -7,22 +7,16 @@
 //! The kernel caps the value at `net.core.somaxconn` (4096 by default since Linux 5.4).
 
 use std::net::SocketAddr;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 
 /// Connections the kernel may queue for `accept`.
 pub const BACKLOG: u32 = 4096;
 
 /// Binds and listens on `addr` (with SO_REUSEADDR on Unix, as tokio's `bind` does; not on
-/// Windows, see `os::LISTEN_REUSEADDR`). Must run inside the runtime.
+/// Windows, see `os::LISTEN_REUSEADDR`). An IPv6 address listens on IPv6 only, so `[::]:P` and
+/// `0.0.0.0:P` can both be given (`io::v6only`). Must run inside the runtime.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(crate::os::LISTEN_REUSEADDR)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+    super::v6only::tcp_listener(addr, crate::os::LISTEN_REUSEADDR, BACKLOG as i32)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod dial;
 pub mod dns;
 pub mod interface_check;
+pub mod ipv6_underlay;
 pub mod join;
 pub mod leave;
 pub mod listen;
@@ -34,6 +35,7 @@ pub mod tun_batch;
 mod tun_ipv6;
 pub mod udp_batch;
 pub mod underlay_mtu;
+pub mod v6only;
 
 /// Seconds since the Unix epoch, for token expiry and handshake timestamps.
 pub fn unix_now() -> u64 {

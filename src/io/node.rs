@@ -80,6 +80,8 @@ struct Driver {
     local_ip: IpAddr,
     extras: HashMap<SocketId, ExtraSocket>,
     extra_tx: mpsc::Sender<ExtraDatagram>,
+    /// The IPv6 half of the main socket (`io::ipv6_underlay`), read as `SocketId::MAIN`.
+    udp6: Option<ExtraSocket>,
     tun: Option<TunIo>,
     writer: Option<mpsc::Sender<WriterCommand>>,
     stream_gen: u64,
@@ -133,6 +135,7 @@ async fn run_until_stopped(
             }
         })?;
     let udp_port = udp.local_addr()?.port();
+    let udp6 = super::ipv6_underlay::bind(udp_port, settings.path_mtu_discovery);
     // After UdpBatch::new, which puts the kernel's default back over quinn-udp's DF setting.
     let udp = UdpBatch::new(udp).context("setting up the UDP socket")?;
     // With discovery off the kernel may fragment, as before; with it on, sizes are the search's.
@@ -177,6 +180,10 @@ async fn run_until_stopped(
         udp_port,
         local_ip,
         extras: HashMap::new(),
+        udp6: udp6.map(|socket| ExtraSocket {
+            reader: tokio::spawn(read_extra(SocketId::MAIN, socket.clone(), extra_tx.clone())),
+            socket,
+        }),
         extra_tx,
         tun: None,
         writer: None,
@@ -189,6 +196,7 @@ async fn run_until_stopped(
         registered_on_stream: false,
         dns: None,
     };
+    d.start_ipv6();
     progress(&format!(
         "p2pvpn {network}: key {}, UDP port {udp_port}",
         d.node.public_key().short()
@@ -256,9 +264,12 @@ async fn run_until_stopped(
                     let now = std::time::Instant::now();
                     let max_segments = d.udp.max_segments();
                     dataplane::encrypt(&mut d.node, tun, n, &mut tx, max_segments, now);
-                    let extras = &d.extras;
-                    dataplane::send(&tx, &d.udp, |id| extras.get(&id).map(|e| e.socket.as_ref()))
-                        .await;
+                    let (extras, udp6) = (&d.extras, &d.udp6);
+                    dataplane::send(&tx, &d.udp, |id| {
+                        if id == SocketId::MAIN { udp6.as_ref() } else { extras.get(&id) }
+                            .map(|e| e.socket.as_ref())
+                    })
+                    .await;
                 }
                 // ICMP "fragmentation needed" / "packet too big" for packets the peer's path
                 // cannot carry, back to the sender through the TUN device.
@@ -323,6 +334,9 @@ async fn run_until_stopped(
     for (_, extra) in d.extras.drain() {
         extra.reader.abort();
     }
+    if let Some(udp6) = d.udp6.take() {
+        udp6.reader.abort();
+    }
     // Before the interface goes: resolved would drop the link's settings with it, but a revert
     // says so explicitly and covers a resolver that keeps them.
     if let Some(dns) = d.dns.take() {
@@ -370,6 +384,8 @@ impl Driver {
                 self.writer = Some(writer);
                 let endpoint = SocketAddr::new(local.ip(), self.udp_port);
                 self.node.set_local_endpoints(vec![endpoint]);
+                // The host's IPv6 addresses may have changed with the network (a new prefix).
+                self.start_ipv6();
                 self.node.handle_control_connected(now);
             }
             StreamEvent::Failed(reason) => {
@@ -436,6 +452,29 @@ impl Driver {
         serde_json::to_string(&self.status()).unwrap_or_default()
     }
 
+    /// Tells the core about the IPv6 socket and the host's global IPv6 addresses on it.
+    fn start_ipv6(&mut self) {
+        let Some(udp6) = &self.udp6 else {
+            return;
+        };
+        let port = udp6.socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        let hosts = super::ipv6_underlay::host_candidates(port);
+        tracing::info!(
+            port,
+            addresses = ?hosts,
+            "IPv6 underlay socket open"
+        );
+        self.node.set_ipv6_socket(hosts, std::time::Instant::now());
+    }
+
+    /// The socket a datagram to `dst` leaves from: the main socket has an IPv6 half.
+    fn socket_to(&self, id: SocketId, dst: SocketAddr) -> Option<&UdpSocket> {
+        if id == SocketId::MAIN && dst.is_ipv6() {
+            return self.udp6.as_ref().map(|e| e.socket.as_ref());
+        }
+        self.socket(id)
+    }
+
     fn socket(&self, id: SocketId) -> Option<&UdpSocket> {
         if id == SocketId::MAIN {
             Some(self.udp.socket())
@@ -445,11 +484,13 @@ impl Driver {
     }
 
     async fn send(&self, t: &Transmit) {
-        let Some(socket) = self.socket(t.socket) else {
+        let Some(socket) = self.socket_to(t.socket, t.dst) else {
             return;
         };
-        // Low-TTL priming sets the TTL for one datagram and restores it after.
-        let restore = match t.ttl {
+        // Low-TTL priming sets the TTL for one datagram and restores it after. Not on IPv6:
+        // without a NAT there is no mapping for an early peer probe to steal, and a full-hop
+        // probe opens our firewall just as well.
+        let restore = match t.ttl.filter(|_| t.dst.is_ipv4()) {
             Some(ttl) => {
                 let old = socket.ttl().unwrap_or(64);
                 if let Err(e) = socket.set_ttl(u32::from(ttl)) {

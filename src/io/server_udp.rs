@@ -42,7 +42,7 @@ impl ServerUdp {
         })?;
         let mut sockets = HashMap::new();
         for addr in responder.sockets() {
-            let socket = UdpSocket::bind(addr).await.map_err(|e| {
+            let socket = super::v6only::udp(addr).map_err(|e| {
                 if listen.contains(&addr) {
                     bind_error(addr, "UDP", "--listen", e)
                 } else if e.kind() == std::io::ErrorKind::AddrInUse {

@@ -31,12 +31,25 @@ pub struct SimNode {
     pub udp: SocketAddr,
     /// Every socket the node has open, the main one included.
     pub sockets: HashMap<SocketId, SocketAddr>,
+    /// The main socket's IPv6 half (`give_ipv6`): datagrams to IPv6 leave from it.
+    pub udp6: Option<SocketAddr>,
     next_port: u16,
     pub conn: Option<ConnId>,
     /// The node's static key, so tests can seal probes as the node would.
     pub secret: SecretKey,
     pub tun_out: Vec<Vec<u8>>,
     pub events: Vec<NodeEvent>,
+}
+
+impl SimNode {
+    /// The local address a datagram from `socket` to `dst` leaves from: the main socket has an
+    /// IPv6 half, as in the driver (`io::ipv6_underlay`).
+    pub fn source(&self, socket: SocketId, dst: SocketAddr) -> Option<SocketAddr> {
+        if socket == SocketId::MAIN && dst.is_ipv6() {
+            return self.udp6;
+        }
+        self.sockets.get(&socket).copied()
+    }
 }
 
 pub struct Sim {
@@ -235,6 +248,7 @@ impl Sim {
             node,
             udp,
             sockets: HashMap::from([(SocketId::MAIN, udp)]),
+            udp6: None,
             next_port: 40000,
             conn: None,
             secret,
@@ -258,6 +272,7 @@ impl Sim {
         old.conn = None;
         let secret = old.secret.clone();
         let udp = SocketAddr::new(old.udp.ip(), port.unwrap_or(old.udp.port()));
+        let udp6 = old.udp6;
         let token = self.token();
         let config = NodeConfig {
             network: "sim".into(),
@@ -270,9 +285,13 @@ impl Sim {
         let rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.nodes.len() as u64 + 200 + i as u64);
         let mut node = Node::new(config, rng, self.now);
         node.handle_socket_opened(SocketId::MAIN, udp, self.now);
+        if let Some(addr) = udp6 {
+            node.set_ipv6_socket(vec![addr], self.now);
+        }
         self.nodes[i] = SimNode {
             node,
             udp,
+            udp6,
             sockets: HashMap::from([(SocketId::MAIN, udp)]),
             next_port: 40000,
             conn: None,
@@ -280,6 +299,17 @@ impl Sim {
             tun_out: Vec::new(),
             events: Vec::new(),
         };
+    }
+
+    /// Gives node `i` a global IPv6 address (its IPv6 socket at `addr`), behind a stateful
+    /// firewall when `firewall`, and tells the node, as the driver does at start.
+    pub fn give_ipv6(&mut self, i: usize, addr: SocketAddr, firewall: bool) {
+        let IpAddr::V6(ip) = addr.ip() else {
+            panic!("{addr} is not IPv6");
+        };
+        self.net.add_ipv6_host(ip, firewall);
+        self.nodes[i].udp6 = Some(addr);
+        self.nodes[i].node.set_ipv6_socket(vec![addr], self.now);
     }
 
     /// Hands one server output to the node that owns its connection (or the network).
@@ -392,7 +422,7 @@ impl Sim {
                     moved = true;
                 }
                 while let Some(t) = self.nodes[i].node.poll_transmit() {
-                    if let Some(&from) = self.nodes[i].sockets.get(&t.socket) {
+                    if let Some(from) = self.nodes[i].source(t.socket, t.dst) {
                         self.net.send(from, t.dst, t.payload, t.ttl, self.now);
                     }
                     moved = true;
@@ -469,12 +499,15 @@ impl Sim {
         let n = self
             .nodes
             .iter_mut()
-            .find(|n| n.sockets.values().any(|a| *a == to))?;
-        let socket = n
-            .sockets
-            .iter()
-            .find(|(_, a)| **a == to)
-            .map(|(id, _)| *id)?;
+            .find(|n| n.udp6 == Some(to) || n.sockets.values().any(|a| *a == to))?;
+        let socket = if n.udp6 == Some(to) {
+            SocketId::MAIN
+        } else {
+            n.sockets
+                .iter()
+                .find(|(_, a)| **a == to)
+                .map(|(id, _)| *id)?
+        };
         let mut out = vec![0u8; 70000];
         let kind = match n.node.handle_datagram(socket, from, bytes, now, &mut out) {
             DatagramOutcome::WriteTun(p) => {
@@ -519,14 +552,13 @@ impl Sim {
     pub fn send_from_tun(&mut self, i: usize, packet: &[u8]) -> bool {
         let mut out = vec![0u8; 70000];
         let now = self.now;
-        let sockets = self.nodes[i].sockets.clone();
         let sent = match self.nodes[i].node.handle_tun_packet(packet, now, &mut out) {
             TunOutcome::Send {
                 socket,
                 dst,
                 datagram,
             } => {
-                if let Some(&from) = sockets.get(&socket) {
+                if let Some(from) = self.nodes[i].source(socket, dst) {
                     self.net.send(from, dst, datagram.to_vec(), None, now);
                 }
                 true

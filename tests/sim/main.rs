@@ -8,6 +8,7 @@ mod fast;
 mod harness;
 mod hostile;
 mod ipv6;
+mod ipv6path;
 mod matrix;
 mod nat;
 mod nat_tests;

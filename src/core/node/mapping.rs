@@ -51,6 +51,8 @@ impl Node {
                 .count();
             out.insert(at, m);
         }
+        // IPv6 last: the server keeps two at most, after the IPv4 ones (`punch::ipv6`).
+        out.extend(self.ipv6_candidates());
         out
     }
 }

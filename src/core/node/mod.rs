@@ -18,6 +18,7 @@ macro_rules! punch_ctx {
 
 mod discovery;
 mod filter;
+mod ipv6;
 mod mapping;
 mod names;
 mod pinging;
@@ -172,6 +173,8 @@ pub struct Node {
     remap_wanted: bool,
     /// The access rules on what peers send, with the flows this node opened (`core::acl`).
     acl: crate::core::acl::Acl,
+    /// IPv6 underlay candidates (`ipv6`).
+    ipv6: ipv6::Ipv6Underlay,
 }
 
 /// Where a WireGuard message came from.
@@ -191,7 +194,15 @@ impl Node {
             ChaCha8Rng::from_rng(&mut rng).unwrap_or_else(|_| ChaCha8Rng::seed_from_u64(1));
         let discovery_rng =
             ChaCha8Rng::from_rng(&mut own).unwrap_or_else(|_| ChaCha8Rng::seed_from_u64(2));
-        let stun_server = config.servers.first().copied();
+        // The main socket is IPv4: STUN and the relay go to the first IPv4 server; the first
+        // IPv6 one gives the IPv6 reflexive address (`ipv6`).
+        let stun_server = config
+            .servers
+            .iter()
+            .find(|s| s.is_ipv4())
+            .or(config.servers.first())
+            .copied();
+        let ipv6 = ipv6::Ipv6Underlay::new(config.servers.iter().find(|s| s.is_ipv6()).copied());
         let mut control = ControlClient::new(
             config.secret.clone(),
             config.server_key,
@@ -205,6 +216,7 @@ impl Node {
         control.set_run(rand::Rng::gen(&mut own));
         Node {
             acl,
+            ipv6,
             network: config.network,
             public: config.secret.public_key(),
             secret: config.secret,
@@ -719,6 +731,7 @@ impl Node {
         self.discovery
             .handle_timeout(&mut self.sockets, &mut self.transmits, now);
         self.after_discovery();
+        self.ipv6_timeout(now);
         self.drive_punches(now);
         if now < self.next_tick {
             return;
@@ -801,7 +814,8 @@ impl Node {
             .iter()
             .filter_map(|p| p.punch.poll_timeout(can_offer && p.online))
             .min();
-        [control, tick, discovery, relay, punch]
+        let ipv6 = self.ipv6_poll_timeout();
+        [control, tick, discovery, relay, punch, ipv6]
             .into_iter()
             .flatten()
             .min()

@@ -139,6 +139,9 @@ impl Node {
         datagram: &[u8],
         now: Instant,
     ) -> DatagramOutcome<'a> {
+        if from.is_ipv6() && self.handle_ipv6_stun(from, datagram, now) {
+            return DatagramOutcome::Consumed;
+        }
         let ours = self
             .discovery
             .handle_stun(socket, from, datagram, &mut self.sockets, now);

@@ -47,11 +47,23 @@ pub struct ProbeBudget {
 
 impl ProbeBudget {
     /// The peer's public IPs as the server passed them (public addresses in its endpoints).
+    /// Beside an IPv4 public address the server also passes global IPv6 ones it could not check
+    /// (`rendezvous::candidates`): those are not vouched for, and stay under the budget until
+    /// they answer.
     pub fn set_vouched(&mut self, endpoints: &[SocketAddr]) {
         self.vouched.clear();
+        let has_v4 = endpoints.iter().any(|a| {
+            let ip = a.ip().to_canonical();
+            ip.is_ipv4() && !crate::core::rendezvous::candidates::is_local_scope(ip)
+        });
         for ip in endpoints.iter().map(|a| a.ip().to_canonical()) {
             let private = crate::core::rendezvous::candidates::is_local_scope(ip);
-            if !private && !self.vouched.contains(&ip) && self.vouched.len() < MAX_VOUCHED {
+            let unchecked = has_v4 && ip.is_ipv6();
+            if !private
+                && !unchecked
+                && !self.vouched.contains(&ip)
+                && self.vouched.len() < MAX_VOUCHED
+            {
                 self.vouched.push(ip);
             }
         }

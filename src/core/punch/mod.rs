@@ -4,6 +4,7 @@
 //! alive (`session`).
 
 pub mod budget;
+pub mod ipv6;
 pub mod mapped;
 pub mod plan;
 pub mod probe;

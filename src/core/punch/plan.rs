@@ -174,7 +174,11 @@ pub fn plan(input: &PlanInput) -> Plan {
     let their_ip = input
         .their_candidates
         .iter()
-        .find(|c| c.technique == Technique::ServerReflexive)
+        // Sweeps and windows aim at the public IPv4 address, never at an IPv6 candidate.
+        .find(|c| {
+            c.technique == Technique::ServerReflexive
+                && super::ipv6::same_family(c.addr, input.theirs.public)
+        })
         .map(|c| c.addr.ip())
         .or(input.theirs.public.map(|a| a.ip()));
     let me_cone = is_cone(input.mine);

@@ -13,6 +13,12 @@
 //! - a LAN (host) candidate must be a private, shared (CGN) or link-local address (RFC 1918,
 //!   RFC 6598, RFC 3927, RFC 4193, RFC 4291 §2.5.6): the server cannot check those, but they
 //!   cannot point into the internet. Loopback is refused: a peer's loopback is never ours;
+//! - a global IPv6 address (2000::/3) may stand as a host or server-reflexive candidate even
+//!   when the stream came over IPv4 (issue 13 part 3): a host behind an IPv4 NAT usually has
+//!   one behind only a firewall, and the server cannot see it on the IPv4 stream. The server
+//!   cannot check it either, so at most `punch::ipv6::MAX_IPV6_CANDIDATES` pass, never as a
+//!   prediction or NAT profile address, and nodes keep such an address under their probe budget
+//!   (`punch::budget`: at most 32 probes until it answers) and never sweep it;
 //! - at most `MAX_CANDIDATES` survive (an honest node sends one LAN address and one
 //!   server-reflexive one), and a port prediction's step is bounded.
 //!
@@ -21,6 +27,7 @@
 use super::messages::ClientMessage;
 use crate::core::keys::PublicKey;
 use crate::core::nat::NatProfile;
+use crate::core::punch::ipv6::{is_global_addr, MAX_IPV6_CANDIDATES};
 use crate::core::punch::{Candidate, PunchOffer, Technique};
 use std::net::{IpAddr, SocketAddr};
 
@@ -72,35 +79,51 @@ fn on_observed(addr: SocketAddr, observed: IpAddr) -> bool {
 }
 
 /// Whether a member may name `addr` as one of its plain endpoints (no technique attached): its
-/// observed public address, or a local-scope one.
+/// observed public address, a local-scope one, or a global IPv6 one (counted by `trim`).
 pub fn endpoint_ok(addr: SocketAddr, observed: IpAddr) -> bool {
-    on_observed(addr, observed) || (addr.port() != 0 && is_local_scope(addr.ip()))
+    on_observed(addr, observed)
+        || (addr.port() != 0 && is_local_scope(addr.ip()))
+        || is_global_addr(addr)
 }
 
-/// Whether a member may offer `c`: a LAN candidate as an endpoint, anything else (server- or
-/// peer-reflexive, predicted) only on the observed IP.
+/// Whether a member may offer `c`: a LAN candidate as an endpoint, a server-reflexive one on
+/// the observed IP or a global IPv6 address, anything else (peer-reflexive, predicted) only on
+/// the observed IP.
 pub fn candidate_ok(c: &Candidate, observed: IpAddr) -> bool {
     match c.technique {
         Technique::Lan => endpoint_ok(c.addr, observed),
+        Technique::ServerReflexive => on_observed(c.addr, observed) || is_global_addr(c.addr),
         _ => on_observed(c.addr, observed),
     }
 }
 
 /// Keeps the items `ok` accepts, without duplicates, at most `MAX_LAN_CANDIDATES` of them
-/// local-scope and `MAX_CANDIDATES` in all, in their order. Returns how many were removed.
+/// local-scope, `MAX_IPV6_CANDIDATES` global IPv6 ones off the observed IP, and
+/// `MAX_CANDIDATES` in all, in their order. Returns how many were removed.
 fn trim<T: PartialEq + Clone>(
     items: &mut Vec<T>,
     addr: impl Fn(&T) -> SocketAddr,
     ok: impl Fn(&T) -> bool,
+    observed: IpAddr,
 ) -> usize {
     let before = items.len();
     let mut kept: Vec<T> = Vec::new();
     let mut lan = 0;
+    let mut v6: Vec<IpAddr> = Vec::new();
     for item in items.iter() {
         if kept.len() >= MAX_CANDIDATES || !ok(item) || kept.contains(item) {
             continue;
         }
-        if is_local_scope(addr(item).ip()) {
+        let a = addr(item);
+        if is_global_addr(a) && !on_observed(a, observed) {
+            // Counted by IP: a host and a server-reflexive candidate on one address are one.
+            if !v6.contains(&a.ip()) {
+                if v6.len() >= MAX_IPV6_CANDIDATES {
+                    continue;
+                }
+                v6.push(a.ip());
+            }
+        } else if is_local_scope(a.ip()) {
             if lan >= MAX_LAN_CANDIDATES {
                 continue;
             }
@@ -130,7 +153,7 @@ pub fn vet_endpoints(
     observed: IpAddr,
 ) -> Vetting {
     Vetting {
-        dropped: trim(endpoints, |a| *a, |a| endpoint_ok(*a, observed)),
+        dropped: trim(endpoints, |a| *a, |a| endpoint_ok(*a, observed), observed),
         public_cleared: nat.as_mut().is_some_and(|n| vet_nat(n, observed)),
         prediction_dropped: false,
     }
@@ -142,6 +165,7 @@ pub fn vet_offer(offer: &mut PunchOffer, observed: IpAddr) -> Vetting {
         &mut offer.candidates,
         |c| c.addr,
         |c| candidate_ok(c, observed),
+        observed,
     );
     let public_cleared = vet_nat(&mut offer.nat, observed);
     let prediction_dropped = match offer.prediction {
@@ -288,6 +312,48 @@ mod tests {
         assert!(endpoint_ok(sa("203.0.113.7:1"), mapped));
     }
 
+    /// A node behind an IPv4 NAT offers its global IPv6 address (host and server-reflexive):
+    /// it passes, as two addresses at most, and never as a peer-reflexive or predicted one.
+    #[test]
+    fn global_ipv6_candidates_pass_at_most_two_and_never_as_predictions() {
+        let mut o = offer(vec![
+            cand("203.0.113.7:40000", Technique::ServerReflexive),
+            cand("[2001:db8:a::10]:51820", Technique::Lan),
+            cand("[2001:db8:a::10]:51820", Technique::ServerReflexive),
+            cand("[2001:db8:a::11]:51820", Technique::Lan),
+            cand("[2001:db8:a::12]:51820", Technique::Lan),
+            cand("[2001:db8:a::13]:51820", Technique::Predicted),
+            cand("[2001:db8:a::14]:51820", Technique::PeerReflexive),
+            cand("[::1]:51820", Technique::Lan),
+        ]);
+        let v = vet_offer(&mut o, seen());
+        assert_eq!(
+            o.candidates,
+            vec![
+                cand("203.0.113.7:40000", Technique::ServerReflexive),
+                cand("[2001:db8:a::10]:51820", Technique::Lan),
+                cand("[2001:db8:a::10]:51820", Technique::ServerReflexive),
+                cand("[2001:db8:a::11]:51820", Technique::Lan),
+            ]
+        );
+        assert_eq!(v.dropped, 4);
+        let mut endpoints = vec![
+            sa("[2001:db8:a::10]:51820"),
+            sa("[2001:db8:a::11]:1"),
+            sa("[2001:db8:a::12]:1"),
+        ];
+        let mut nat = Some(NatProfile {
+            public: Some(sa("[2001:db8:a::10]:51820")),
+            ..NatProfile::default()
+        });
+        let v = vet_endpoints(&mut endpoints, &mut nat, seen());
+        assert_eq!(endpoints.len(), 2);
+        assert!(
+            v.public_cleared,
+            "a NAT profile's public address stays the observed one"
+        );
+    }
+
     #[test]
     fn a_thousand_candidates_are_cut_to_the_cap_and_the_public_one_survives() {
         let mut endpoints: Vec<SocketAddr> = (0..1000u16)
@@ -364,6 +430,10 @@ mod tests {
 
     fn any_addr() -> impl Strategy<Value = SocketAddr> {
         prop_oneof![
+            any::<(u16, u16)>().prop_map(|(low, port)| SocketAddr::new(
+                std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, low).into(),
+                port
+            )),
             any::<([u8; 4], u16)>().prop_map(|(ip, port)| SocketAddr::from((ip, port))),
             any::<u16>().prop_map(|port| SocketAddr::new("203.0.113.7".parse().unwrap(), port)),
             any::<([u8; 16], u16)>().prop_map(|(ip, port)| SocketAddr::from((ip, port))),
@@ -389,8 +459,17 @@ mod tests {
                 prop_assert!(
                     c.addr.ip().to_canonical() == seen()
                         || (c.technique == Technique::Lan && is_local_scope(c.addr.ip()))
+                        || (matches!(c.technique, Technique::Lan | Technique::ServerReflexive)
+                            && is_global_addr(c.addr))
                 );
             }
+            let v6: std::collections::HashSet<IpAddr> = o
+                .candidates
+                .iter()
+                .filter(|c| is_global_addr(c.addr))
+                .map(|c| c.addr.ip())
+                .collect();
+            prop_assert!(v6.len() <= MAX_IPV6_CANDIDATES);
             // Vetting is idempotent: a second pass removes nothing.
             prop_assert_eq!(vet_offer(&mut o, seen()).dropped, 0);
         }

@@ -127,6 +127,8 @@ struct Attempt {
     own: Option<SocketId>,
     /// Extra sockets a ping from the peer reached: the peer may have chosen one of them.
     heard: Vec<SocketId>,
+    /// IPv6 first, IPv4's expensive techniques left out (`punch::ipv6::prefer`).
+    ipv6_first: bool,
 }
 
 enum Phase {
@@ -164,6 +166,8 @@ pub struct PeerPunch {
     kept: Vec<SocketId>,
     /// When the last nominated path died.
     last_lost: Option<Instant>,
+    /// An IPv6-first attempt found no path: run the full IPv4 ladder from now on.
+    ipv6_tried: bool,
 }
 
 impl PeerPunch {
@@ -190,6 +194,7 @@ impl PeerPunch {
             replan: false,
             kept: Vec::new(),
             last_lost: None,
+            ipv6_tried: false,
         }
     }
 
@@ -380,10 +385,14 @@ impl PeerPunch {
         self.status.attempts += 1;
         let now = ctx.now;
         let mut plan = plan;
+        let ipv6_first = !self.ipv6_tried && super::ipv6::prefer(&mut plan, &local.candidates);
         let mut birthday_dst = theirs
             .candidates
             .iter()
-            .find(|c| c.technique == Technique::ServerReflexive)
+            .find(|c| {
+                c.technique == Technique::ServerReflexive
+                    && super::ipv6::same_family(c.addr, theirs.nat.public)
+            })
             .map(|c| c.addr);
         if let Some(why) = budget::confine(&mut plan, &mut birthday_dst, &self.budget) {
             tracing::info!(attempt = theirs.attempt, "{why}; not probing there");
@@ -413,7 +422,20 @@ impl PeerPunch {
             id: theirs.attempt,
             started: now,
             deadline: now + ATTEMPT,
-            targets: targets.into_iter().map(|t| (socket, t)).collect(),
+            // IPv6 targets go from the main socket's IPv6 half: extra sockets are IPv4 only.
+            targets: targets
+                .into_iter()
+                .map(|t| {
+                    (
+                        if t.addr.is_ipv6() {
+                            SocketId::MAIN
+                        } else {
+                            socket
+                        },
+                        t,
+                    )
+                })
+                .collect(),
             next_round: now + lead,
             sweep: sweep.map(|sweep| SweepState {
                 sweep,
@@ -428,9 +450,11 @@ impl PeerPunch {
             triggered: Vec::new(),
             own,
             heard: Vec::new(),
+            ipv6_first,
         };
         tracing::debug!(
             attempt = attempt.id,
+            ipv6_first,
             targets = attempt.targets.len(),
             sweep = attempt.sweep.as_ref().map(|s| s.sweep.len()),
             birthday = attempt.birthday.len(),
@@ -685,6 +709,9 @@ impl PeerPunch {
     }
 
     fn fail(&mut self, reason: String, ctx: &mut Ctx) -> Option<PunchEvent> {
+        if matches!(&self.phase, Phase::Probing(a) if a.ipv6_first) {
+            self.ipv6_tried = true;
+        }
         self.end_attempt(ctx, None);
         self.status.last_failure = Some(reason.clone());
         self.phase = Phase::Idle {

@@ -64,8 +64,11 @@ impl PeerPunch {
                 n.unanswered_since = None;
                 return None;
             }
-            // Only a LAN path replaces a working one.
-            if !(p.technique == Technique::Lan && n.technique != Technique::Lan) {
+            // Only a LAN path replaces a working one (an IPv6 host candidate is not a LAN).
+            let lan = |t: Technique, a: SocketAddr| {
+                t == Technique::Lan && !crate::core::punch::ipv6::is_global_addr(a)
+            };
+            if !lan(p.technique, p.addr) || lan(n.technique, n.addr) {
                 return None;
             }
         }
@@ -92,6 +95,8 @@ impl PeerPunch {
         let detail = match technique {
             Technique::Predicted => format!("direct (predicted, {offset:+})"),
             Technique::Birthday => format!("direct (birthday, {probes} probes)"),
+            // The address family is what matters on IPv6: no NAT, the host's own address.
+            _ if p.addr.is_ipv6() => "direct (IPv6)".to_string(),
             t => format!("direct ({t})"),
         };
         if self.status.time_to_direct_ms.is_none() {

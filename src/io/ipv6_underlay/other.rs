@@ -1,0 +1,12 @@
+//! Platforms without an address reader yet: no IPv6 host candidates (the reflexive address the
+//! server sees still is one), and the platform's default fragmentation.
+
+use std::net::Ipv6Addr;
+
+pub fn global_addresses() -> Vec<Ipv6Addr> {
+    Vec::new()
+}
+
+pub fn set_dont_fragment(_socket: &tokio::net::UdpSocket) -> std::io::Result<()> {
+    Ok(())
+}
