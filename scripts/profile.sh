@@ -84,23 +84,37 @@ for n in a b; do
     p2p "$n" join "$tok" --name "node-$n" >"$LAB_TMP/logs/join-$n.log" 2>&1 || lab_die "join $n failed"
 done
 if ((RELAY)); then
-    # Drop the nodes' UDP to each other (not to the server's port), so punching fails and
-    # the relay carries the traffic, as in scripts/bench.sh.
-    lab_exec a nft -f - <<NFT || lab_die "nft rule failed"
-table inet profrelay {
-    chain out { type filter hook output priority 0; ip daddr $B_IP udp dport != 7400 drop; }
-}
-NFT
+    # Fixed node ports (a 51900, b 51901) and their direct UDP dropped both ways, so punching
+    # fails and the server's UDP relay carries the traffic, as in scripts/bench.sh.
+    for n in a b; do
+        port=$((51900 + $([[ $n == a ]] && echo 0 || echo 1)))
+        sed -i "s/^#\{0,1\} *listen_port *=.*/listen_port = $port/" "$LAB_TMP/$n/etc/prof.toml"
+        grep -q "^listen_port = $port" "$LAB_TMP/$n/etc/prof.toml" ||
+            printf 'listen_port = %s\n' "$port" >>"$LAB_TMP/$n/etc/prof.toml"
+    done
     lab_exec b nft -f - <<NFT || lab_die "nft rule failed"
 table inet profrelay {
-    chain out { type filter hook output priority 0; ip daddr $A_IP udp dport != 7400 udp sport != 7400 drop; }
+    chain input { type filter hook input priority 0; ip saddr $A_IP udp sport 51900 udp dport 51901 drop; }
+}
+NFT
+    lab_exec a nft -f - <<NFT || lab_die "nft rule failed"
+table inet profrelay {
+    chain input { type filter hook input priority 0; ip saddr $B_IP udp sport 51901 udp dport 51900 drop; }
 }
 NFT
 fi
 for n in a b; do p2p_spawn "$n" "node-$n" up --network prof; done
 want_path=direct; ((RELAY)) && want_path=relay
-path_is() { [[ "$(p2p_peer_path a prof node-b)" == "$want_path" ]]; }
-lab_wait_for 30 path_is || lab_die "no $want_path path in 30 s"
+# Through the relay the transport must be UDP (not the control stream) on both sides.
+path_is() {
+    if ((RELAY)); then
+        p2p_peer_is a prof node-b relay udp && p2p_peer_is b prof node-a relay udp
+    else
+        p2p_peer_is_direct a prof node-b
+    fi
+}
+lab_wait_for 30 path_is ||
+    lab_die "no $want_path path in 30 s (a sees: $(p2p_peer_route a prof node-b); b sees: $(p2p_peer_route b prof node-a))"
 TARGET="$(p2p_field b prof 'j["virtual_ip"]')"
 lab_wait_for 10 lab_exec a ping -c 1 -W 1 "$TARGET" || lab_die "tunnel did not pass ping"
 PIDS=("$(lab_pid node-a)" "$(lab_pid node-b)")
@@ -147,6 +161,9 @@ if ! perf stat -e cpu-cycles -p "${PIDS[0]}" -- sleep 0.1 >/dev/null 2>&1 ||
     event=cpu-clock
 fi
 log "iperf3 ${DURATION} s a -> b, perf record -e $event -F $FREQ -g on ${NAMES[*]}"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+declare -A T0=()
+for pid in "${PIDS[@]}"; do T0[$pid]="$(cpu_ticks "$pid")"; done
 lab_exec a timeout $((DURATION + 20)) iperf3 -c "$TARGET" -p 5201 -t "$DURATION" -J >"$OUT/iperf.json" 2>"$OUT/iperf.err" &
 iperf_pid=$!
 sleep 1
@@ -156,6 +173,13 @@ timeout $((DURATION + 10)) perf record -q -e "$event" -F "$FREQ" -g -p "$pid_lis
     { cat "$OUT/perf-record.err" >&2; lab_die "perf record failed (perf_event_paranoid? see above)"; }
 wait "$iperf_pid" || log "iperf3 failed: $(tail -n 2 "$OUT/iperf.err")"
 mbps="$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.0f" % (j["end"]["sum_received"]["bits_per_second"]/1e6))' "$OUT/iperf.json" 2>/dev/null || echo fail)"
+# CPU seconds per Gbit carried, per process (user + system over the whole transfer).
+cpu_line="CPU s/Gbit:"
+for i in "${!PIDS[@]}"; do
+    pid="${PIDS[$i]}"
+    cpu_line+=" ${NAMES[$i]} $(awk -v c="$(($(cpu_ticks "$pid") - T0[$pid]))" -v hz="$(getconf CLK_TCK)" \
+        -v m="$mbps" -v d="$DURATION" 'BEGIN { if (m + 0 > 0) printf "%.2f", (c / hz) / (m * d / 1000); else print "-" }')"
+done
 memory "after load" | tee -a "$OUT/memory.txt"
 
 # ---------------------------------------------------------------- report
@@ -199,6 +223,7 @@ PY
 {
     echo "Profile, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "path $want_path, iperf3 TCP a -> b ${DURATION} s: $mbps Mbit/s; perf -e $event -F $FREQ -g over $((DURATION - 2)) s"
+    echo "$cpu_line"
     for i in "${!PIDS[@]}"; do classify "${PIDS[$i]}" "${NAMES[$i]}"; done
 } | tee "$OUT/summary.txt"
 log "perf.data, reports and memory in $OUT (perf report -i $OUT/perf.data)"
