@@ -19,6 +19,8 @@
 #   P2PVPN_BIN   p2pvpn binary (default target/release/p2pvpn; build it with
 #                `cargo build --release`: a debug binary profiles the wrong code)
 #   PROFILE_OUT  where perf.data and the reports go (default /tmp/p2p-profile.PID, kept)
+#   PERF_CALL_GRAPH  perf's --call-graph mode (default fp; dwarf gives real callers for a
+#                binary without frame pointers: then report-callers-NAME.txt has them)
 # Exits 77 after `SKIP: reason` when it cannot run here (not root, perf or iperf3 missing).
 # All traffic stays inside the two namespaces this script creates; they are removed on exit.
 set -euo pipefail
@@ -32,7 +34,7 @@ DURATION=10
 FREQ=999
 RELAY=0
 TOP=15
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --time) DURATION="$2"; shift 2 ;;
@@ -168,7 +170,8 @@ lab_exec a timeout $((DURATION + 20)) iperf3 -c "$TARGET" -p 5201 -t "$DURATION"
 iperf_pid=$!
 sleep 1
 pid_list="$(IFS=,; echo "${PIDS[*]}")"
-timeout $((DURATION + 10)) perf record -q -e "$event" -F "$FREQ" -g -p "$pid_list" -o "$OUT/perf.data" \
+CALL_GRAPH="${PERF_CALL_GRAPH:-fp}"
+timeout $((DURATION + 10)) perf record -q -e "$event" -F "$FREQ" --call-graph "$CALL_GRAPH" -p "$pid_list" -o "$OUT/perf.data" \
     -- sleep $((DURATION - 2)) 2>"$OUT/perf-record.err" ||
     { cat "$OUT/perf-record.err" >&2; lab_die "perf record failed (perf_event_paranoid? see above)"; }
 wait "$iperf_pid" || log "iperf3 failed: $(tail -n 2 "$OUT/iperf.err")"
@@ -187,6 +190,10 @@ classify() {  # classify PID NAME : top symbols and shares for one process
     # Percentages relative to this process's own samples.
     perf report -i "$OUT/perf.data" --pid "$1" --no-children --sort sym --stdio -g none \
         --percentage relative --percent-limit 0 2>/dev/null >"$OUT/report-$2.txt" || true
+    if [[ "$CALL_GRAPH" == dwarf* ]]; then
+        perf report -i "$OUT/perf.data" --pid "$1" --no-children --sort sym --stdio -g caller,0.5,callee \
+            --percentage relative --percent-limit 1 2>/dev/null >"$OUT/report-callers-$2.txt" || true
+    fi
     python3 - "$OUT/report-$2.txt" "$2" "$TOP" <<'PY'
 import re, sys
 path, name, top = sys.argv[1], sys.argv[2], int(sys.argv[3])
