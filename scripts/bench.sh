@@ -226,7 +226,9 @@ setup_p2pvpn() {
     wait_ping 10 a "${TARGET[p2pvpn]}" || { NA[p2pvpn]="tunnel did not pass ping"; return 1; }
 }
 
-relay_path_up() { [[ "$(p2p_peer_path a benchr relay-b)" == relay ]]; }
+# Both sides must relay over UDP: the control-stream relay is another path. The server is in
+# namespace a, so the drop rules name node ports only (b's node to the server must pass).
+relay_path_up() { p2p_peer_is a benchr relay-b relay udp && p2p_peer_is b benchr relay-a relay udp; }
 # p2pvpn through the relay: a second server (a:7410, relay limits raised so the relay's
 # own rate limit is not what is measured) and network; each node's UDP port is fixed
 # so one nftables rule per side can drop the nodes' direct packets (the relay's come
@@ -256,12 +258,12 @@ setup_p2pvpn-relay() {
     # Direct node-to-node UDP dropped both ways: a's node is 51900, b's 51901.
     lab_exec b nft -f - <<NFT || { NA[p2pvpn-relay]="nft rule failed"; return 1; }
 table inet benchrelay {
-    chain input { type filter hook input priority 0; ip saddr $A_IP udp sport 51900 drop; }
+    chain input { type filter hook input priority 0; ip saddr $A_IP udp sport 51900 udp dport 51901 drop; }
 }
 NFT
     lab_exec a nft -f - <<NFT || { NA[p2pvpn-relay]="nft rule failed"; return 1; }
 table inet benchrelay {
-    chain input { type filter hook input priority 0; ip saddr $B_IP udp sport 51901 drop; }
+    chain input { type filter hook input priority 0; ip saddr $B_IP udp sport 51901 udp dport 51900 drop; }
 }
 NFT
     for n in a b; do

@@ -148,6 +148,7 @@ pub async fn up(
     settings.mtu = mtu.or(settings.mtu);
     // Every local precondition before registering and the NAT check, which take seconds.
     super::preflight::check(&settings, dirs)?;
+    crate::os::malloc::tune_for_node();
     io::node::run(settings, dirs.clone(), metrics).await
 }
 

@@ -246,7 +246,7 @@ pub fn render_server(f: &ServerFigures) -> String {
         &mut o,
         "p2pvpn_server_relay_queue_dropped_total",
         "counter",
-        "Relay datagrams dropped because the server loop was behind.",
+        "Relay datagrams admitted by the relay whose send failed.",
     );
     let _ = writeln!(
         o,

@@ -20,6 +20,7 @@ pub mod portmap;
 pub mod progress;
 pub mod routes;
 pub mod server;
+pub mod server_relay;
 pub mod server_state;
 pub mod server_state_pg;
 pub mod server_udp;

@@ -1,6 +1,7 @@
 //! The server's event loop: TCP listeners for the Noise control channel, plain or inside TLS
-//! (one task pair per connection, the same for both), the UDP sockets that answer STUN
-//! (`server_udp`; relay will live there too), the store watched for changes made by `network`
+//! (one task pair per connection, the same for both), the UDP sockets that answer STUN and
+//! carry the relay (bound by `server_udp`, read by this very loop through `server_relay`, which
+//! forwards relayed datagrams in place), the store watched for changes made by `network`
 //! commands. Connections are capped per source and in total (`conn_limit`), below the
 //! file-descriptor limit (`fd_limit`); the core closes those that stall (`ConnDeadlines`).
 
@@ -10,12 +11,12 @@ mod throttle;
 
 pub use conn_limit::ConnLimits;
 
-use super::server_udp::{RelayDatagram, ServerUdp};
+use super::server_udp::ServerUdp;
 use super::stream::WriterCommand;
 use super::unix_now;
 use crate::core::keys::SecretKey;
 use crate::core::relay::server::{RelayLimits, RelayServer};
-use crate::core::rendezvous::server::{ConnId, RelayUdpAction, ServerCore, ServerOutput};
+use crate::core::rendezvous::server::{ConnId, ServerCore, ServerOutput};
 use crate::store_any::ServerStore;
 use anyhow::{anyhow, Result};
 use conn_limit::{ConnLimiter, Permit, Refused};
@@ -152,9 +153,10 @@ pub async fn run(
         }
     }
     let udp_lines = udp.describe();
-    let udp_table = udp.table();
-    let (relay_tx, mut relay_rx) = mpsc::channel::<RelayDatagram>(4096);
-    let udp_stats = udp.spawn(relay_tx);
+    // The loop below reads the UDP sockets itself: relayed datagrams are forwarded in place,
+    // with no task between the socket and the relay's state (`server_relay`).
+    let mut udp = udp.into_loop();
+    let udp_stats = udp.stats();
     // One counter for every listener: connection ids must be unique across all of them, however
     // their addresses and ports relate.
     let ids = Arc::new(AtomicU64::new(0));
@@ -227,15 +229,8 @@ pub async fn run(
                     }
                 }
             }
-            Some((local, from, mut bytes)) = relay_rx.recv() => {
-                let now = std::time::Instant::now();
-                match core.handle_relay_udp(local, from, &mut bytes, now) {
-                    RelayUdpAction::Reply(reply) => send_udp(&udp_table, local, from, &reply).await,
-                    RelayUdpAction::Forward { via, to, len } => {
-                        send_udp(&udp_table, via, to, &bytes[..len]).await
-                    }
-                    RelayUdpAction::Done => {}
-                }
+            i = udp.readable() => {
+                udp.handle_batch(i, &mut core, std::time::Instant::now()).await;
             }
             _ = store_tick.tick() => {
                 match core.registry_mut().data_version() {
@@ -289,9 +284,7 @@ pub async fn run(
                         let _ = h.writer.try_send(WriterCommand::Write(bytes));
                     }
                 }
-                ServerOutput::Udp { via, to, datagram } => {
-                    send_udp(&udp_table, via, to, &datagram).await
-                }
+                ServerOutput::Udp { via, to, datagram } => udp.send_to(via, to, &datagram).await,
             }
         }
     }
@@ -299,19 +292,6 @@ pub async fn run(
     let stats = core.stats();
     tracing::info!(?stats, ?udp_stats, open = limiter.open(), "server stopping");
     Ok(())
-}
-
-async fn send_udp(
-    table: &HashMap<SocketAddr, Arc<tokio::net::UdpSocket>>,
-    via: SocketAddr,
-    to: SocketAddr,
-    bytes: &[u8],
-) {
-    if let Some(socket) = table.get(&via) {
-        if let Err(e) = socket.send_to(bytes, to).await {
-            tracing::debug!(%via, %to, error = %e, "relay send failed");
-        }
-    }
 }
 
 /// Accepts connections on one listener, admits each under the caps and gives it its own task.

@@ -54,7 +54,46 @@ impl RecvBufs {
     }
 }
 
+impl RecvBufs {
+    /// Message `i` of the last batch, writable in place (the server's relay rewrites headers
+    /// there and sends from the same bytes): (sender, stride, bytes). A message without GRO has
+    /// a stride of its whole length.
+    pub fn message_mut(&mut self, i: usize) -> (SocketAddr, usize, &mut [u8]) {
+        let meta = &self.meta[i];
+        let len = meta.len.min(self.bufs[i].len());
+        (meta.addr, meta.stride.max(1), &mut self.bufs[i][..len])
+    }
+
+    /// The bytes of message `i` of the last batch, as `message_mut` left them.
+    pub fn message(&self, i: usize) -> &[u8] {
+        let len = self.meta[i].len.min(self.bufs[i].len());
+        &self.bufs[i][..len]
+    }
+}
+
 impl UdpBatch {
+    /// Whether the socket has something to read, for a loop that waits on several sockets at
+    /// once; a `Ready` may be spurious, so read with [`UdpBatch::try_recv`].
+    pub fn poll_recv_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.socket.poll_recv_ready(cx)
+    }
+
+    /// Reads one batch without waiting: how many messages of `bufs` are filled, or
+    /// `WouldBlock`.
+    pub fn try_recv(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
+        let mut slices = bufs
+            .bufs
+            .each_mut()
+            .map(|b| IoSliceMut::new(b.as_mut_slice()));
+        self.socket.try_io(Interest::READABLE, || {
+            self.state
+                .recv((&self.socket).into(), &mut slices, &mut bufs.meta)
+        })
+    }
+
     pub fn new(socket: UdpSocket) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
         restore_fragmentation(&socket);

@@ -14,4 +14,5 @@ mod windows;
 #[cfg(windows)]
 pub use windows::*;
 
+pub mod malloc;
 pub mod sddl;

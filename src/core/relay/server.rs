@@ -458,7 +458,9 @@ impl RelayServer {
 
     /// Checks membership and limits, counts, and says where `dst` is reached.
     fn admit(&mut self, src: u32, dst: u32, len: usize, now: Instant) -> Result<Target, RelayDrop> {
-        let (network, target) = match self.sessions.get(&dst) {
+        // Compared by reference, not cloned: this runs for every relayed packet, which must
+        // not allocate (tests/relay_alloc.rs).
+        let (same_network, target) = match self.sessions.get(&dst) {
             Some(d) => {
                 let fresh = d
                     .udp
@@ -467,7 +469,11 @@ impl RelayServer {
                     Some((addr, via, _)) => Target::Udp(via, addr),
                     None => Target::Stream(d.conn),
                 };
-                (d.network.clone(), target)
+                let same = self
+                    .sessions
+                    .get(&src)
+                    .is_some_and(|s| s.network == d.network);
+                (same, target)
             }
             None => {
                 if let Some(s) = self.sessions.get_mut(&src) {
@@ -480,7 +486,7 @@ impl RelayServer {
         let Some(s) = self.sessions.get_mut(&src) else {
             return Err(RelayDrop::NotBound);
         };
-        if s.network != network || src == dst {
+        if !same_network || src == dst {
             s.stats.dropped_no_peer += 1;
             return Err(RelayDrop::UnknownPeer);
         }
