@@ -196,3 +196,9 @@ lab_test!(
     netns_multinet_one_process,
     "tests/netns/multinet.sh"
 );
+lab_test!(
+    /// The lab's delay element (no netem here): 20 +/- 5 ms one way gives a 35-60 ms RTT
+    /// across the routed internet, its queue cap drops and counts, and it goes away cleanly.
+    netns_lab_delay_element,
+    "tests/netns/delay.sh"
+);
