@@ -200,11 +200,17 @@ async fn run_until_stopped(
     }
     // Port mapping (io::portmap): the gateway's answers arrive on `map_rx`.
     let (map_tx, mut map_rx) = mpsc::channel(4);
-    let mapper = d
-        .settings
-        .servers
-        .first()
-        .and_then(|s| super::portmap::PortMapper::spawn(s.ip(), udp_port, map_tx));
+    let mapper = if d.settings.portmap {
+        d.settings
+            .servers
+            .first()
+            .and_then(|s| super::portmap::PortMapper::spawn(s.ip(), udp_port, map_tx))
+    } else {
+        tracing::info!(
+            "port mapping switched off (portmap = false or --no-portmap): the gateway is not asked"
+        );
+        None
+    };
     let mut spinner = tokio::time::interval(Duration::from_millis(100));
     let mut stop = super::signals::Shutdown::new()?;
     let mut udp_bufs = RecvBufs::default();
