@@ -96,6 +96,8 @@ struct Driver {
     paths: HashMap<Ipv4Addr, Path>,
     /// The DNS responder for the network's names, from registration on.
     dns: Option<super::dns::DnsServer>,
+    /// Whether the route to the server still leaves from the stream's local address.
+    underlay: super::underlay_watch::UnderlayWatch,
 }
 
 /// Runs the node until a signal or `down`; `metrics` serves Prometheus text on that address.
@@ -188,6 +190,7 @@ async fn run_until_stopped(
         paths: HashMap::new(),
         registered_on_stream: false,
         dns: None,
+        underlay: Default::default(),
     };
     progress(&format!(
         "p2pvpn {network}: key {}, UDP port {udp_port}",
@@ -212,6 +215,7 @@ async fn run_until_stopped(
         None
     };
     let mut spinner = tokio::time::interval(Duration::from_millis(100));
+    let mut underlay_tick = tokio::time::interval(super::underlay_watch::CHECK_EVERY);
     let mut stop = super::signals::Shutdown::new()?;
     let mut udp_bufs = RecvBufs::default();
     let mut tx = dataplane::TxBatch::new(d.node.tun_mtu());
@@ -310,6 +314,7 @@ async fn run_until_stopped(
                 super::portmap::announce(&network, d.node.port_mapping(), mapping);
                 d.node.set_port_mapping(mapping);
             }
+            _ = underlay_tick.tick() => d.check_underlay(),
         }
         d.drain().await?;
         if d.node.take_remap_request() {
@@ -372,6 +377,9 @@ impl Driver {
         let now = std::time::Instant::now();
         match event {
             StreamEvent::Connected { local, writer } => {
+                if let Some(server) = self.server {
+                    self.underlay.connected(server, local.ip());
+                }
                 self.registered_on_stream = false;
                 self.writer = Some(writer);
                 let endpoint = SocketAddr::new(local.ip(), self.udp_port);
@@ -387,6 +395,16 @@ impl Driver {
                 self.writer = None;
                 self.node.handle_control_closed(now);
             }
+        }
+    }
+
+    /// The route to the server left the stream's local address: roam (`core::node::roaming`).
+    fn check_underlay(&mut self) {
+        if self.underlay.changed(super::underlay_watch::source_toward) {
+            if let Some(ip) = self.server.and_then(super::underlay_watch::source_toward) {
+                self.local_ip = ip;
+            }
+            self.node.handle_underlay_changed(std::time::Instant::now());
         }
     }
 

@@ -24,6 +24,7 @@ mod pinging;
 mod pmtu;
 mod punching;
 mod relaying;
+mod roaming;
 mod status;
 
 pub use crate::core::punch::session::PunchConfig;
@@ -169,6 +170,8 @@ pub struct Node {
     /// The gateway's mapping of the main socket, as a candidate (`mapping`).
     port_mapping: Option<crate::core::punch::Candidate>,
     remap_wanted: bool,
+    /// When the underlay last moved (`roaming`).
+    roamed_at: Option<Instant>,
     /// The access rules on what peers send, with the flows this node opened (`core::acl`).
     acl: crate::core::acl::Acl,
 }
@@ -227,6 +230,7 @@ impl Node {
             pmtu: pmtu::PmtuState::default(),
             port_mapping: None,
             remap_wanted: false,
+            roamed_at: None,
         }
     }
 
@@ -327,6 +331,10 @@ impl Node {
     /// removed and re-joined within one store poll), and ignoring it would leave the new key
     /// unknown to this node until its next update.
     fn handle_peer_info(&mut self, info: &PeerInfo) {
+        let before = self
+            .peers
+            .get(&info.public_key)
+            .map(|p| p.candidates.clone());
         let mut outcome = self.peers.upsert(info, &self.secret, self.now_hint);
         if outcome == Upsert::AddressConflict {
             // At most two holders: one of the IPv4 address, one of the IPv6 one (the same key
@@ -353,7 +361,12 @@ impl Node {
                 // Relay first: the session comes up through the relay while punching runs.
                 self.maybe_initiate(&info.public_key);
             }
-            Upsert::Updated => self.maybe_initiate(&info.public_key),
+            Upsert::Updated => {
+                if let Some(before) = before {
+                    self.handle_peer_endpoints(&info.public_key, &before);
+                }
+                self.maybe_initiate(&info.public_key)
+            }
             Upsert::AddressConflict => {}
         }
     }
