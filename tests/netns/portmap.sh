@@ -144,7 +144,8 @@ if [[ ",$want," == *",FORGET,"* ]]; then forget_pair; fi
 # config, b behind a UPnP router with `up --no-portmap`. Both routers would grant a mapping
 # (the IGD and PCP cases above), so a request would make this RND-RND pair direct. Neither
 # router may see a single packet from its host (an nft counter on the router's input), and
-# the pair stays relayed.
+# the pair stays relayed. Counted: what a mapping request is, UDP to 5351 (PCP, NAT-PMP) or
+# 1900 (SSDP) and any TCP (UPnP's HTTP/SOAP); other input (IGMP reports) is not one.
 # off_pair : run that scenario, one check per step.
 off_pair() {
     local a=ofa b=ofb net=mxof tok n rc r
@@ -155,7 +156,8 @@ off_pair() {
 table ip lab_pmcount {
     chain input {
         type filter hook input priority -20; policy accept;
-        ip saddr $(lab_host_ip "$n") counter
+        ip saddr $(lab_host_ip "$n") udp dport { 5351, 1900 } counter
+        ip saddr $(lab_host_ip "$n") meta l4proto tcp counter
     }
 }
 NFT
@@ -180,7 +182,7 @@ NFT
         seen="$(lab_exec "$n-nat" nft list table ip lab_pmcount |
             awk '/counter packets/ { for (i = 1; i <= NF; i++) if ($i == "packets") s += $(i + 1) } END { print s + 0 }')"
         rc=0; [[ "$seen" == 0 ]] || rc=1
-        check "OFF: the gateway of $n got no packet from it ($seen)" "$rc"
+        check "OFF: the gateway of $n got no mapping request from it ($seen packets)" "$rc"
         rc=0; grep -q "port mapping switched off" "$(lab_logfile "$n-up")" || rc=1
         check "OFF: $n's log says port mapping is switched off" "$rc"
     done
