@@ -7,8 +7,12 @@
 # together with the command, date and machine that produced it.
 #
 # Usage (as root):  scripts/nat-matrix.sh [--rows 1,3,7] [--runs N] [--markdown FILE] [--timeout S]
+#                                        [--delay MS [--jitter MS]]
 #   --runs N          run every pair N times (fresh hosts and routers each time) and report per
 #                     pair the success rate and time to direct (median and worst); default 1
+#   --delay MS        hold every packet crossing the lab's internet MS ms (one way: RTT between
+#                     two NATed hosts, or a host and the server, is 2 x MS; scripts/lib/delay.sh)
+#   --jitter MS       vary that delay uniformly by +/- MS (no reordering); needs --delay
 #   P2PVPN_BIN=path   binary to use (default target/release/p2pvpn)
 #   LAB_KEEP=1        keep the temp dir (logs, state)
 # Exit status: 0 if every pair met its expectation, 1 otherwise, 2 on a usage/setup error.
@@ -19,7 +23,9 @@ ARGS=("$@")
 ROWS=""
 MD=""
 RUNS=1
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+DELAY=""
+JITTER=0
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case "$1" in
         --rows) ROWS="${2:?--rows needs a list}"; shift 2 ;;
@@ -29,11 +35,20 @@ while (($#)); do
         --markdown) MD="${2:?--markdown needs a file}"; shift 2 ;;
         --markdown=*) MD="${1#--markdown=}"; shift ;;
         --timeout) MX_TIMEOUT="${2:?--timeout needs seconds}"; shift 2 ;;
+        --delay) DELAY="${2:?--delay needs milliseconds}"; shift 2 ;;
+        --delay=*) DELAY="${1#--delay=}"; shift ;;
+        --jitter) JITTER="${2:?--jitter needs milliseconds}"; shift 2 ;;
+        --jitter=*) JITTER="${1#--jitter=}"; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || { echo "--runs needs a positive count, not '$RUNS'" >&2; exit 2; }
+if [[ -n "$DELAY" || "$JITTER" != 0 ]]; then
+    [[ "$DELAY" =~ ^[0-9]+$ && "$JITTER" =~ ^[0-9]+$ ]] ||
+        { echo "--delay and --jitter take whole milliseconds (--jitter needs --delay)" >&2; exit 2; }
+    ((JITTER <= DELAY)) || { echo "--jitter ($JITTER ms) cannot exceed --delay ($DELAY ms)" >&2; exit 2; }
+fi
 if [[ -n "$MD" ]]; then
     MD="$(realpath -- "$MD")"
     [[ -f "$MD" ]] || { echo "no such file: $MD" >&2; exit 2; }
@@ -64,6 +79,10 @@ if ((${#MX_PAIRS[@]} * RUNS > 250)); then
 fi
 mx_note "binary $P2P_BIN, ${#MX_PAIRS[@]} pairs x $RUNS runs, timeout ${MX_TIMEOUT} s"
 mx_setup || exit 2
+if [[ -n "$DELAY" ]]; then
+    lab_delay "$DELAY" "$JITTER"
+    mx_note "delay element: ${DELAY} ms one way +/- ${JITTER} ms across the internet (RTT about $((2 * DELAY)) ms)"
+fi
 rc=0
 for ((run = 1; run <= RUNS; run++)); do
     ((RUNS == 1)) || mx_note "run $run of $RUNS"
@@ -74,6 +93,7 @@ ELAPSED=$((SECONDS - T0))
 echo
 if ((RUNS == 1)); then mx_table; else mx_summary; fi
 echo
+if [[ -n "$DELAY" ]]; then mx_note "delay element counters: $(lab_delay_stats)"; fi
 echo "$(grep -c $'\tpass\t' < <(printf '%s\n' "${MX_RESULTS[@]}") || true) of $((${#MX_PAIRS[@]} * RUNS)) pair runs as expected, ${ELAPSED} s"
 
 if [[ -n "$MD" ]]; then

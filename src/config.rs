@@ -48,6 +48,10 @@ pub struct RawNodeConfig {
     /// The suffix the node's DNS responder answers for (default `NETWORK.p2p`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_suffix: Option<String>,
+    /// Ask the default gateway for a port mapping (UPnP IGD, NAT-PMP, PCP); `false` never
+    /// sends it a mapping request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portmap: Option<bool>,
     #[serde(default)]
     pub punch: Option<RawPunchConfig>,
 }
@@ -78,6 +82,9 @@ pub struct NodeSettings {
     pub mtu: Option<u16>,
     /// Probe each peer's path MTU (default true).
     pub path_mtu_discovery: bool,
+    /// Ask the default gateway for a port mapping (default true; `portmap = false`, `up
+    /// --no-portmap`).
+    pub portmap: bool,
     pub punch: PunchConfig,
     pub cidr: Option<Ipv4Net>,
     pub allow_route_overlap: bool,
@@ -282,6 +289,7 @@ impl RawNodeConfig {
             interface,
             mtu,
             path_mtu_discovery: self.path_mtu_discovery.unwrap_or(true),
+            portmap: self.portmap.unwrap_or(true),
         })
     }
 }
@@ -298,6 +306,7 @@ impl NodeSettings {
             interface: Some(self.interface.clone()),
             mtu: self.mtu,
             path_mtu_discovery: (!self.path_mtu_discovery).then_some(false),
+            portmap: (!self.portmap).then_some(false),
             punch: (self.punch != PunchConfig::default()).then_some(RawPunchConfig {
                 birthday: Some(self.punch.birthday),
                 priming_ttl: Some(self.punch.priming_ttl),
@@ -432,6 +441,24 @@ server_public_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
         let other = unique_interface("office", &taken);
         assert_ne!(other, "p2p-office");
         assert!(interface_name_ok(&other));
+    }
+
+    /// Port mapping is on unless the file says `portmap = false`, and a saved config keeps
+    /// the choice (join rewrites the file).
+    #[test]
+    fn portmap_defaults_on_and_false_is_kept() {
+        let s = parse(GOOD, Path::new("o.toml")).unwrap();
+        assert!(s.portmap);
+        assert!(!toml::to_string(&s.to_raw()).unwrap().contains("portmap"));
+        let text = format!("{GOOD}portmap = false\n");
+        let s = parse(&text, Path::new("o.toml")).unwrap();
+        assert!(!s.portmap);
+        let again = toml::to_string(&s.to_raw()).unwrap();
+        assert!(again.contains("portmap = false"), "{again}");
+        assert_eq!(parse(&again, Path::new("o.toml")).unwrap(), s);
+        let bad = format!("{GOOD}portmap = \"no\"\n");
+        let err = format!("{:#}", parse(&bad, Path::new("o.toml")).unwrap_err());
+        assert!(err.contains("portmap"), "{err}");
     }
 
     #[test]

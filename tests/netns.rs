@@ -208,3 +208,16 @@ lab_test!(
     netns_restart_is_reachable_at_once,
     "tests/netns/restart.sh"
 );
+lab_test!(
+    /// The lab's delay element (no netem here): 20 +/- 5 ms one way gives a 35-60 ms RTT
+    /// across the routed internet, its queue cap drops and counts, and it goes away cleanly.
+    netns_lab_delay_element,
+    "tests/netns/delay.sh"
+);
+lab_test!(
+    /// Roaming mid-transfer: a's router flushes conntrack, then a moves to another router (new
+    /// address, new public IP); both times the pair is direct again within 5 s and one TCP
+    /// connection carries every byte with no silence of 3 s or more.
+    netns_roaming_keeps_tcp_and_goes_direct_again,
+    "tests/netns/roam.sh"
+);

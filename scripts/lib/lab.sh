@@ -959,3 +959,7 @@ lab_describe() {
 # The UPNP router profile (miniupnpd in front of a RND NAT): scripts/lib/upnp.sh.
 # shellcheck source-path=SCRIPTDIR source=upnp.sh
 . "$(dirname "${BASH_SOURCE[0]}")/upnp.sh"
+
+# Delay and jitter in the routed internet namespace (lab_delay): scripts/lib/delay.sh.
+# shellcheck source-path=SCRIPTDIR source=delay.sh
+. "$(dirname "${BASH_SOURCE[0]}")/delay.sh"

@@ -188,6 +188,10 @@ pub enum Command {
         /// size derived from the underlay's route MTU.
         #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(576..=9000))]
         mtu: Option<u16>,
+        /// Ask the gateway for no port mapping (UPnP IGD, NAT-PMP, PCP) in this run, as
+        /// `portmap = false` in the network's config does.
+        #[arg(long)]
+        no_portmap: bool,
         #[command(flatten)]
         dirs: NodeDirs,
     },
@@ -529,6 +533,7 @@ pub fn run() -> Result<()> {
                 metrics,
                 allow_overlap,
                 mtu,
+                no_portmap,
                 dirs,
             } => {
                 let mut networks = resolve::up_networks(
@@ -539,9 +544,20 @@ pub fn run() -> Result<()> {
                 match networks.len() {
                     1 => {
                         let network = networks.remove(0);
-                        node::up(&network, &dirs.dirs(), metrics, allow_overlap, mtu).await
+                        node::up(
+                            &network,
+                            &dirs.dirs(),
+                            metrics,
+                            allow_overlap,
+                            mtu,
+                            no_portmap,
+                        )
+                        .await
                     }
-                    _ => up_all::run(networks, &dirs.dirs(), metrics, allow_overlap, mtu).await,
+                    _ => {
+                        let dirs = dirs.dirs();
+                        up_all::run(networks, &dirs, metrics, allow_overlap, mtu, no_portmap).await
+                    }
                 }
             }
             Command::Doctor {

@@ -106,6 +106,7 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
         interface,
         mtu: before.as_ref().and_then(|b| b.mtu),
         path_mtu_discovery: before.as_ref().is_none_or(|b| b.path_mtu_discovery),
+        portmap: before.as_ref().is_none_or(|b| b.portmap),
         punch: before.as_ref().map(|b| b.punch).unwrap_or_default(),
         cidr: Some(joined.cidr),
         allow_route_overlap: before.as_ref().is_some_and(|b| b.allow_route_overlap),
@@ -138,6 +139,7 @@ pub async fn up(
     metrics: Option<std::net::SocketAddr>,
     allow_overlap: bool,
     mtu: Option<u16>,
+    no_portmap: bool,
 ) -> Result<()> {
     config::validate_network_name(network)?;
     if let Some(addr) = metrics {
@@ -146,6 +148,7 @@ pub async fn up(
     let mut settings = config::load(dirs, network)?;
     settings.allow_route_overlap |= allow_overlap;
     settings.mtu = mtu.or(settings.mtu);
+    settings.portmap &= !no_portmap;
     // Every local precondition before registering and the NAT check, which take seconds.
     super::preflight::check(&settings, dirs)?;
     crate::os::malloc::tune_for_node();

@@ -16,6 +16,6 @@ pub fn run(log: &LogArgs, dirs: &NodeDirs) -> Result<()> {
     let dirs = dirs.dirs();
     let networks = resolve::joined_networks(&dirs);
     let log_path = dirs.state.join(LOG_FILE);
-    let body = super::up_all::body(networks, &dirs, false, None);
+    let body = super::up_all::body(networks, &dirs, false, None, false);
     service::run_service(&log_path, || logging::init(log), body)
 }

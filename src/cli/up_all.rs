@@ -14,19 +14,22 @@ pub fn body(
     dirs: &Dirs,
     allow_overlap: bool,
     mtu: Option<u16>,
+    no_portmap: bool,
 ) -> ServiceBody {
     let dirs = dirs.clone();
     ServiceBody {
         networks,
         up: Box::new(move |network| {
             let dirs = dirs.clone();
-            Box::pin(async move { node::up(&network, &dirs, None, allow_overlap, mtu).await })
+            Box::pin(async move {
+                node::up(&network, &dirs, None, allow_overlap, mtu, no_portmap).await
+            })
         }),
     }
 }
 
 /// Runs `networks` until SIGTERM/SIGINT, `down` of each, or the failure of one. The options
-/// are `up`'s: `--allow-overlap` and `--mtu` apply to every network.
+/// are `up`'s: `--allow-overlap`, `--mtu` and `--no-portmap` apply to every network.
 #[cfg(unix)]
 pub async fn run(
     networks: Vec<String>,
@@ -34,6 +37,7 @@ pub async fn run(
     metrics: Option<std::net::SocketAddr>,
     allow_overlap: bool,
     mtu: Option<u16>,
+    no_portmap: bool,
 ) -> Result<()> {
     if metrics.is_some() {
         // One address cannot serve several networks' metrics (each node binds its own).
@@ -43,7 +47,7 @@ pub async fn run(
             networks.join(", ")
         );
     }
-    let body = body(networks, dirs, allow_overlap, mtu);
+    let body = body(networks, dirs, allow_overlap, mtu, no_portmap);
     crate::io::service::all_networks::run(body).await
 }
 
@@ -56,6 +60,7 @@ pub async fn run(
     _metrics: Option<std::net::SocketAddr>,
     _allow_overlap: bool,
     _mtu: Option<u16>,
+    _no_portmap: bool,
 ) -> Result<()> {
     bail!(
         "several networks are joined ({}); on Windows the service `p2pvpn` runs all of them \

@@ -36,6 +36,7 @@ pub mod tun_batch;
 mod tun_ipv6;
 pub mod udp_batch;
 pub mod underlay_mtu;
+pub mod underlay_watch;
 pub mod v6only;
 
 /// Seconds since the Unix epoch, for token expiry and handshake timestamps.

@@ -98,6 +98,8 @@ struct Driver {
     paths: HashMap<Ipv4Addr, Path>,
     /// The DNS responder for the network's names, from registration on.
     dns: Option<super::dns::DnsServer>,
+    /// Whether the route to the server still leaves from the stream's local address.
+    underlay: super::underlay_watch::UnderlayWatch,
 }
 
 /// Runs the node until a signal or `down`; `metrics` serves Prometheus text on that address.
@@ -195,6 +197,7 @@ async fn run_until_stopped(
         paths: HashMap::new(),
         registered_on_stream: false,
         dns: None,
+        underlay: Default::default(),
     };
     d.start_ipv6();
     progress(&format!(
@@ -208,12 +211,19 @@ async fn run_until_stopped(
     }
     // Port mapping (io::portmap): the gateway's answers arrive on `map_rx`.
     let (map_tx, mut map_rx) = mpsc::channel(4);
-    let mapper = d
-        .settings
-        .servers
-        .first()
-        .and_then(|s| super::portmap::PortMapper::spawn(s.ip(), udp_port, map_tx));
+    let mapper = if d.settings.portmap {
+        d.settings
+            .servers
+            .first()
+            .and_then(|s| super::portmap::PortMapper::spawn(s.ip(), udp_port, map_tx))
+    } else {
+        tracing::info!(
+            "port mapping switched off (portmap = false or --no-portmap): the gateway is not asked"
+        );
+        None
+    };
     let mut spinner = tokio::time::interval(Duration::from_millis(100));
+    let mut underlay_tick = tokio::time::interval(super::underlay_watch::CHECK_EVERY);
     let mut stop = super::signals::Shutdown::new()?;
     let mut udp_bufs = RecvBufs::default();
     let mut tx = dataplane::TxBatch::new(d.node.tun_mtu());
@@ -315,6 +325,7 @@ async fn run_until_stopped(
                 super::portmap::announce(&network, d.node.port_mapping(), mapping);
                 d.node.set_port_mapping(mapping);
             }
+            _ = underlay_tick.tick() => d.check_underlay(),
         }
         d.drain().await?;
         if d.node.take_remap_request() {
@@ -380,6 +391,9 @@ impl Driver {
         let now = std::time::Instant::now();
         match event {
             StreamEvent::Connected { local, writer } => {
+                if let Some(server) = self.server {
+                    self.underlay.connected(server, local.ip());
+                }
                 self.registered_on_stream = false;
                 self.writer = Some(writer);
                 let endpoint = SocketAddr::new(local.ip(), self.udp_port);
@@ -397,6 +411,16 @@ impl Driver {
                 self.writer = None;
                 self.node.handle_control_closed(now);
             }
+        }
+    }
+
+    /// The route to the server left the stream's local address: roam (`core::node::roaming`).
+    fn check_underlay(&mut self) {
+        if self.underlay.changed(super::underlay_watch::source_toward) {
+            if let Some(ip) = self.server.and_then(super::underlay_watch::source_toward) {
+                self.local_ip = ip;
+            }
+            self.node.handle_underlay_changed(std::time::Instant::now());
         }
     }
 

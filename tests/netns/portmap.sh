@@ -9,7 +9,7 @@
 #
 # Prints ok / not ok per check; exits 1 if one failed, 77 (after `SKIP: reason`) when it
 # cannot run here. P2PVPN_BIN, MX_TIMEOUT (30) / MX_RELAY_WAIT (20), LAB_KEEP=1 as in
-# tests/netns/matrix.sh; PM_CASES="IGD,PCP,PMP,DENY,FORGET" picks cases.
+# tests/netns/matrix.sh; PM_CASES="IGD,PCP,PMP,DENY,FORGET,OFF" picks cases.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -40,7 +40,7 @@ CASES=(
     "PMP|UPNP_PMP|NAT-PMP mapping|UPnP no, NAT-PMP yes, PCP no"
     "DENY|UPNP_DENY|-|UPnP yes, NAT-PMP yes, PCP yes"
 )
-want="${PM_CASES:-IGD,PCP,PMP,DENY,FORGET}"
+want="${PM_CASES:-IGD,PCP,PMP,DENY,FORGET,OFF}"
 
 T0=$SECONDS
 lab_init
@@ -133,6 +133,60 @@ forget_pair() {
 }
 FORGET_WAIT="${FORGET_WAIT:-45}"
 if [[ ",$want," == *",FORGET,"* ]]; then forget_pair; fi
+
+# Port mapping switched off: a behind a PCP/NAT-PMP router with `portmap = false` in its
+# config, b behind a UPnP router with `up --no-portmap`. Both routers would grant a mapping
+# (the IGD and PCP cases above), so a request would make this RND-RND pair direct. Neither
+# router may see a single packet from its host (an nft counter on the router's input), and
+# the pair stays relayed. Counted: what a mapping request is, UDP to 5351 (PCP, NAT-PMP) or
+# 1900 (SSDP) and any TCP (UPnP's HTTP/SOAP); other input (IGMP reports) is not one.
+# off_pair : run that scenario, one check per step.
+off_pair() {
+    local a=ofa b=ofb net=mxof tok n rc r
+    lab_build "$a:UPNP_PCP" "$b:UPNP_IGD"
+    for n in "$a" "$b"; do
+        r="$n-nat"
+        lab_exec "$r" nft -f - <<NFT
+table ip lab_pmcount {
+    chain input {
+        type filter hook input priority -20; policy accept;
+        ip saddr $(lab_host_ip "$n") udp dport { 5351, 1900 } counter
+        ip saddr $(lab_host_ip "$n") meta l4proto tcp counter
+    }
+}
+NFT
+    done
+    mx_srv network create "$net" --cidr 10.99.61.0/24 --state-dir "$MX_STATE" >/dev/null 2>&1
+    for n in "$a" "$b"; do
+        tok="$(mx_srv network invite "$net" --uses 1 --state-dir "$MX_STATE" 2>/dev/null | tail -n 1)"
+        mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
+        p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1
+    done
+    printf 'portmap = false\n' >>"$LAB_TMP/$a/etc/$net.toml"
+    p2p_spawn "$a" "$a-up" up --network "$net"
+    p2p_spawn "$b" "$b-up" up --network "$net" --no-portmap
+    rc=0; lab_wait_for 20 p2p_peer_is "$b" "$net" "$a" relay || rc=$?
+    check "OFF: $b - $a relayed" "$rc"
+    # as long as the other cases take to turn direct through a mapping
+    sleep "$MX_RELAY_WAIT"
+    rc=0; p2p_peer_is "$b" "$net" "$a" relay || rc=1
+    check "OFF: still relayed after $MX_RELAY_WAIT s more (status: $(p2p_peer_route "$b" "$net" "$a"))" "$rc"
+    for n in "$a" "$b"; do
+        local seen
+        seen="$(lab_exec "$n-nat" nft list table ip lab_pmcount |
+            awk '/counter packets/ { for (i = 1; i <= NF; i++) if ($i == "packets") s += $(i + 1) } END { print s + 0 }')"
+        rc=0; [[ "$seen" == 0 ]] || rc=1
+        check "OFF: the gateway of $n got no mapping request from it ($seen packets)" "$rc"
+        rc=0; grep -q "port mapping switched off" "$(lab_logfile "$n-up")" || rc=1
+        check "OFF: $n's log says port mapping is switched off" "$rc"
+    done
+    P2P_TIMEOUT=5 p2p "$a" down --network "$net" >/dev/null 2>&1 || true
+    P2P_TIMEOUT=5 p2p "$b" down --network "$net" >/dev/null 2>&1 || true
+    lab_stop "$a-up" TERM 3 >/dev/null 2>&1 || true
+    lab_stop "$b-up" TERM 3 >/dev/null 2>&1 || true
+    lab_remove "$a" "$b"
+}
+if [[ ",$want," == *",OFF,"* ]]; then off_pair; fi
 
 echo
 mx_table | sed 's/^/# /'

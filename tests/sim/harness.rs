@@ -75,6 +75,9 @@ pub struct Sim {
     pub stream_delay: HashMap<usize, Duration>,
     /// Control bytes on their way: (due, connection, bytes, relayed frame).
     delayed: Vec<(Instant, ConnId, Vec<u8>, bool)>,
+    /// Control streams that died silently (their NAT mapping or local address is gone): bytes
+    /// either way vanish, and neither end is told.
+    pub dead_conns: std::collections::HashSet<ConnId>,
 }
 
 impl Sim {
@@ -117,6 +120,7 @@ impl Sim {
             unclaimed: Vec::new(),
             arrivals: HashMap::new(),
             stream_delay: HashMap::new(),
+            dead_conns: Default::default(),
             delayed: Vec::new(),
         }
     }
@@ -174,6 +178,21 @@ impl Sim {
                 self.nodes[i].conn = None;
                 self.server.handle_closed(conn);
                 self.nodes[i].node.handle_control_closed(self.now);
+            }
+        }
+    }
+
+    /// The NAT gets a new public address and nobody says so: its hosts' TCP control streams go
+    /// silent (no FIN, no RST reaches either end), as when an uplink changes under a host.
+    pub fn rebind_nat_silently(&mut self, id: NatId, public_ip: Ipv4Addr) {
+        self.net.rebind_nat(id, public_ip);
+        for i in 0..self.nodes.len() {
+            let behind = match self.nodes[i].udp.ip() {
+                IpAddr::V4(ip) => self.net.public_ip_of(ip) == Some(public_ip),
+                IpAddr::V6(_) => false,
+            };
+            if let (true, Some(conn)) = (behind, self.nodes[i].conn) {
+                self.dead_conns.insert(conn);
             }
         }
     }
@@ -347,6 +366,8 @@ impl Sim {
 
     fn dispatch_direct(&mut self, out: ServerOutput) {
         match out {
+            ServerOutput::Send(conn, _) | ServerOutput::Relay(conn, _)
+                if self.dead_conns.contains(&conn) => {}
             ServerOutput::Send(conn, bytes) => {
                 if let Some(n) = self.nodes.iter_mut().find(|n| n.conn == Some(conn)) {
                     n.node.handle_control_bytes(&bytes, self.now);
@@ -381,26 +402,9 @@ impl Sim {
         for _ in 0..1000 {
             let mut moved = false;
             for i in 0..self.nodes.len() {
-                if let Some(_server) = self.nodes[i].node.poll_connect(self.now) {
-                    if self.server_up {
-                        let udp = self.nodes[i].udp;
-                        // The server sees the stream come from the NAT's public address.
-                        let seen = match udp.ip() {
-                            IpAddr::V4(ip) => self.net.public_ip_of(ip).map(IpAddr::V4),
-                            IpAddr::V6(_) => None,
-                        };
-                        let remote = SocketAddr::new(seen.unwrap_or(udp.ip()), 40000 + i as u16);
-                        let conn = self.open_conn(remote);
-                        self.nodes[i].conn = Some(conn);
-                        self.nodes[i].node.set_local_endpoints(vec![udp]);
-                        self.nodes[i].node.handle_control_connected(self.now);
-                    } else {
-                        self.nodes[i].node.handle_control_connect_failed(self.now);
-                    }
-                    moved = true;
-                }
                 while let Some(bytes) = self.nodes[i].node.poll_control_bytes() {
-                    if let Some(conn) = self.nodes[i].conn {
+                    if let Some(conn) = self.nodes[i].conn.filter(|c| !self.dead_conns.contains(c))
+                    {
                         self.server.handle_bytes(conn, &bytes, self.now, UNIX_NOW);
                     }
                     moved = true;
@@ -435,6 +439,26 @@ impl Sim {
                         self.nodes[i].node.handle_control_closed(self.now);
                     }
                     self.nodes[i].events.push(ev);
+                    moved = true;
+                }
+                // After the events, as the real driver (`io::node`) drains them before it
+                // connects: a stream the node asked to close is closed before the next opens.
+                if let Some(_server) = self.nodes[i].node.poll_connect(self.now) {
+                    if self.server_up {
+                        let udp = self.nodes[i].udp;
+                        // The server sees the stream come from the NAT's public address.
+                        let seen = match udp.ip() {
+                            IpAddr::V4(ip) => self.net.public_ip_of(ip).map(IpAddr::V4),
+                            IpAddr::V6(_) => None,
+                        };
+                        let remote = SocketAddr::new(seen.unwrap_or(udp.ip()), 40000 + i as u16);
+                        let conn = self.open_conn(remote);
+                        self.nodes[i].conn = Some(conn);
+                        self.nodes[i].node.set_local_endpoints(vec![udp]);
+                        self.nodes[i].node.handle_control_connected(self.now);
+                    } else {
+                        self.nodes[i].node.handle_control_connect_failed(self.now);
+                    }
                     moved = true;
                 }
             }

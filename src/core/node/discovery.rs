@@ -67,6 +67,8 @@ pub struct Discovery {
     replan_news: bool,
     /// This netcheck run already asked for a replan.
     replanned: bool,
+    /// The server saw the main socket at a new public IP (not only a new port).
+    public_ip_moved: bool,
 }
 
 impl Discovery {
@@ -88,7 +90,13 @@ impl Discovery {
             provisional_news: false,
             replan_news: false,
             replanned: false,
+            public_ip_moved: false,
         }
+    }
+
+    /// The server saw this node at a new public IP since the last call (`core::node::roaming`).
+    pub fn take_public_ip_moved(&mut self) -> bool {
+        std::mem::take(&mut self.public_ip_moved)
     }
 
     /// The control channel registered (true) or was lost or refused (false). The server's
@@ -336,6 +344,13 @@ impl Discovery {
                 .as_ref()
                 .is_some_and(|p| p.public.is_some_and(|old| old != resp.mapped));
             if moved {
+                // A new public IP (another uplink, or the ISP renumbered the router) means
+                // the control stream's TCP mapping went with the old one.
+                self.public_ip_moved |= self
+                    .profile
+                    .as_ref()
+                    .and_then(|p| p.public)
+                    .is_some_and(|old| old.ip() != resp.mapped.ip());
                 // NAT rebinding (RFC 4787 §4.3): measure again; peers learn the new address.
                 self.progress.push_back(format!(
                     "public address moved to {}; probing the NAT again",

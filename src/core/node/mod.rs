@@ -26,6 +26,7 @@ mod pmtu;
 mod punching;
 mod relaying;
 mod restarts;
+mod roaming;
 mod status;
 
 pub use crate::core::punch::session::PunchConfig;
@@ -171,6 +172,8 @@ pub struct Node {
     /// The gateway's mapping of the main socket, as a candidate (`mapping`).
     port_mapping: Option<crate::core::punch::Candidate>,
     remap_wanted: bool,
+    /// When the underlay last moved (`roaming`).
+    roamed_at: Option<Instant>,
     /// The access rules on what peers send, with the flows this node opened (`core::acl`).
     acl: crate::core::acl::Acl,
     /// IPv6 underlay candidates (`ipv6`).
@@ -242,6 +245,7 @@ impl Node {
             pmtu: pmtu::PmtuState::default(),
             port_mapping: None,
             remap_wanted: false,
+            roamed_at: None,
         }
     }
 
@@ -342,6 +346,10 @@ impl Node {
     /// removed and re-joined within one store poll), and ignoring it would leave the new key
     /// unknown to this node until its next update.
     fn handle_peer_info(&mut self, info: &PeerInfo) {
+        let before = self
+            .peers
+            .get(&info.public_key)
+            .map(|p| p.candidates.clone());
         // A new run of a known peer: its old session and path go first (`restarts`).
         let restarted = self.is_new_run(info);
         if restarted {
@@ -374,7 +382,12 @@ impl Node {
                 self.maybe_initiate(&info.public_key);
             }
             Upsert::Updated if restarted => self.greet_new_run(&info.public_key),
-            Upsert::Updated => self.maybe_initiate(&info.public_key),
+            Upsert::Updated => {
+                if let Some(before) = before {
+                    self.handle_peer_endpoints(&info.public_key, &before);
+                }
+                self.maybe_initiate(&info.public_key)
+            }
             Upsert::AddressConflict => {}
         }
     }

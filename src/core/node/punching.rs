@@ -41,7 +41,7 @@ impl Node {
         }
     }
 
-    fn offer_if_wanted(&mut self, key: &PublicKey, now: Instant) {
+    pub(super) fn offer_if_wanted(&mut self, key: &PublicKey, now: Instant) {
         let wants = self
             .peers
             .get_mut(key)
@@ -166,6 +166,9 @@ impl Node {
         }
         if changed {
             self.publish_endpoints();
+        }
+        if self.discovery.take_public_ip_moved() {
+            self.handle_public_ip_moved(self.now_hint);
         }
         if self.discovery.take_replan_news() {
             // Attempts made on the provisional profile assumed a cone; a symmetric NAT needs

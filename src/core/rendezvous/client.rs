@@ -351,6 +351,24 @@ impl ControlClient {
         }
     }
 
+    /// The underlay moved (the host's route to the server leaves from another local address,
+    /// or the server sees this node at another public IP): the stream's TCP connection rides on
+    /// a local address or a NAT mapping that is gone, and nothing would notice before
+    /// `SERVER_TIMEOUT`, 45 s in which no punch offer or peer update gets through. Close it and
+    /// connect again now, to the same server, without backoff.
+    pub fn reconnect_now(&mut self, now: Instant) {
+        match self.state {
+            State::Open { .. } | State::Connecting => {
+                self.events.push_back(ControlEvent::CloseStream);
+                self.events.push_back(ControlEvent::Disconnected);
+            }
+            State::Idle { .. } => {}
+            State::Stopped => return,
+        }
+        self.attempt = 0;
+        self.state = State::Idle { retry_at: now };
+    }
+
     /// The driver saw the stream end.
     pub fn handle_closed(&mut self, now: Instant) {
         if matches!(self.state, State::Open { .. } | State::Connecting) {

@@ -260,6 +260,16 @@ impl PeerPunch {
         }
     }
 
+    /// The peer registered again from elsewhere (`core::node::roaming`): an offer this side sent
+    /// before may have gone to its old, dead control stream, and waiting `ANSWER_WAIT` for an
+    /// answer that cannot come (while a crossing offer from the peer is ignored, ours standing)
+    /// would cost 5 s. Offer again now.
+    pub fn offer_again_if_waiting(&mut self) {
+        if self.nominated.is_none() && matches!(self.phase, Phase::AwaitingAnswer { .. }) {
+            self.replan = true;
+        }
+    }
+
     /// This side gained a candidate (a port mapping): an initiator waiting out its backoff
     /// without a path tries again now instead of after the backoff.
     pub fn retry_now(&mut self, now: Instant) {

@@ -133,6 +133,21 @@ impl PeerPunch {
         }
     }
 
+    /// The node's underlay moved (`core::node::roaming`): the nominated path leaves from a local
+    /// address or NAT mapping that is gone, so the next timeout finds it dead and punches again
+    /// at once (as any stable path that dies), instead of after `ACTIVE_PATH_TIMEOUT` (or
+    /// `PATH_TIMEOUT` when idle) of unanswered keepalives.
+    pub fn expire_path(&mut self, now: Instant) {
+        if let Some(n) = &mut self.nominated {
+            // No earlier instant (a clock that started less than PATH_TIMEOUT ago): the
+            // keepalives find the path dead the usual way.
+            if let Some(t) = now.checked_sub(PATH_TIMEOUT) {
+                n.unanswered_since = Some(t);
+                n.next_keepalive = now;
+            }
+        }
+    }
+
     pub(super) fn is_active(&self, now: Instant) -> bool {
         self.last_tx
             .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_WINDOW)
@@ -171,8 +186,12 @@ impl PeerPunch {
                 .is_none_or(|t| now.saturating_duration_since(t) >= FLAP_WINDOW);
             self.last_lost = Some(now);
             if lived >= STABLE_PATH && calm {
-                self.replan = true;
-                self.phase = Phase::Idle { next_attempt: now };
+                // The peer may have noticed first and offered already: the answer owed (or the
+                // attempt it started) is the new punch, and an offer of ours would cross it.
+                if !matches!(self.phase, Phase::Answering { .. } | Phase::Probing(_)) {
+                    self.replan = true;
+                    self.phase = Phase::Idle { next_attempt: now };
+                }
                 return Some(PunchEvent::Lost { addr });
             }
             if lived < FLAP_WINDOW {
