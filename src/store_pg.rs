@@ -16,6 +16,7 @@ use crate::core::ula;
 use crate::store::{AclStore, Deleted, StoreError, TokenInfo};
 
 mod acl;
+pub mod servers;
 use ipnet::{Ipv4Net, Ipv6Net};
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
@@ -77,6 +78,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         FOR EACH STATEMENT EXECUTE FUNCTION p2pvpn_changed();",
     ),
     (2, acl::MIGRATION),
+    (3, servers::MIGRATION),
 ];
 
 /// The newest schema version this binary knows.

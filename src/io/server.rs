@@ -174,6 +174,7 @@ pub async fn run(
     );
     let mut core = ServerCore::new(secret, store, relay);
     let mut version = core.registry_mut().data_version().unwrap_or(0);
+    let mut mesh = super::server_mesh::Mesh::new(core.registry_mut(), &listen, &tls_addrs);
     let mut writers: HashMap<ConnId, ConnHandle> = HashMap::new();
     for addr in &listen {
         println!("p2pvpn server listening on {addr}");
@@ -238,13 +239,18 @@ pub async fn run(
                 }
             }
             _ = store_tick.tick() => {
-                match core.registry_mut().data_version() {
+                let read = core.registry_mut().data_version();
+                let data_ok = read.is_ok();
+                match read {
                     Ok(v) if v != version => {
                         version = v;
                         core.handle_registry_changed();
                     }
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "cannot read the store"),
+                }
+                if let Some(list) = mesh.tick(core.registry_mut(), data_ok) {
+                    core.set_deployment(list);
                 }
             }
             Some(scrape) = scrape_rx.recv() => {
@@ -259,6 +265,7 @@ pub async fn run(
                     udp_dropped: udp_stats.dropped.load(Ordering::Relaxed),
                     relay_queue_dropped: udp_stats.relay_dropped.load(Ordering::Relaxed),
                     control: core.stats(),
+                    mesh: mesh.figures.clone(),
                 };
                 let _ = scrape.send(super::metrics::render_server(&figures));
             }
@@ -296,6 +303,7 @@ pub async fn run(
         }
     }
     super::service::stopping("stopping");
+    mesh.stop(core.registry_mut());
     let stats = core.stats();
     tracing::info!(?stats, ?udp_stats, open = limiter.open(), "server stopping");
     Ok(())
