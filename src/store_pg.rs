@@ -89,7 +89,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 const MIGRATION_LOCK: i64 = 0x7032_7076_706e;
 
 /// The channel the triggers of migration 1 notify.
-const CHANGES_CHANNEL: &str = "p2pvpn_changes";
+pub const CHANGES_CHANNEL: &str = "p2pvpn_changes";
 
 /// The settings key of the server identity, as in the SQLite store.
 const IDENTITY_SETTING: &str = "server_public_key";

@@ -196,3 +196,9 @@ lab_test!(
     netns_multinet_one_process,
     "tests/netns/multinet.sh"
 );
+lab_test!(
+    /// Two servers on one PostgreSQL, four nodes behind NATs: failover on SIGKILL within 5 s,
+    /// the relayed transfer survives, a restart changes nothing, remove-member across servers.
+    netns_several_servers,
+    "tests/netns/servers.sh"
+);

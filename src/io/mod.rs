@@ -29,6 +29,7 @@ pub mod service;
 pub mod signals;
 pub mod split_dns;
 pub mod state_lock;
+pub mod store_listen;
 pub mod stream;
 pub mod tls;
 pub mod tun;

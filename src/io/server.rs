@@ -175,6 +175,11 @@ pub async fn run(
     let mut core = ServerCore::new(secret, store, relay);
     let mut version = core.registry_mut().data_version().unwrap_or(0);
     let mut mesh = super::server_mesh::Mesh::new(core.registry_mut(), &listen, &tls_addrs);
+    // PostgreSQL pushes changes (the tick stays the fallback); SQLite has only the tick.
+    let mut pushed = match core.registry_mut() {
+        ServerStore::Postgres(pg) => Some(super::store_listen::spawn(pg.url().to_string())),
+        ServerStore::Sqlite(_) => None,
+    };
     let mut writers: HashMap<ConnId, ConnHandle> = HashMap::new();
     for addr in &listen {
         println!("p2pvpn server listening on {addr}");
@@ -236,6 +241,13 @@ pub async fn run(
                         send_udp(&udp_table, via, to, &bytes[..len]).await
                     }
                     RelayUdpAction::Done => {}
+                }
+            }
+            Some(()) = async { pushed.as_mut()?.recv().await } => {
+                // A change committed through any server or `network` command: re-read now.
+                core.handle_registry_changed();
+                if let Ok(v) = core.registry_mut().data_version() {
+                    version = v;
                 }
             }
             _ = store_tick.tick() => {

@@ -89,3 +89,11 @@ impl PgStore {
         Ok(())
     }
 }
+
+impl PgStore {
+    /// The URL this store connects to, for the server's own LISTEN connection
+    /// (`io::store_listen`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
