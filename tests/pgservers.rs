@@ -1,0 +1,122 @@
+//! The deployment's server list in a real PostgreSQL (tests/common/postgres.rs): servers record
+//! themselves with heartbeats, the list is ordered by how long each has been up (the first is
+//! the primary every node registers with), a server that stops beating leaves it, a restarted
+//! one comes last, a clean stop removes it at once; and a change committed through one store
+//! is pushed to another server's LISTEN connection (`io::store_listen`) within a second.
+
+#![cfg(unix)] // the test PostgreSQL comes from the Debian package
+#![allow(clippy::disallowed_methods)] // tests/common reads the clock to wait for processes
+
+mod common;
+
+use common::postgres::Postgres;
+use p2pvpn::core::rendezvous::deployment::ServerEntry;
+use p2pvpn::store_pg::servers::STALE_SECS;
+use p2pvpn::store_pg::PgStore;
+use std::time::{Duration, Instant};
+
+fn entry(a: &str) -> ServerEntry {
+    ServerEntry {
+        plain: vec![a.parse().unwrap()],
+        tls: Vec::new(),
+    }
+}
+
+fn firsts(store: &PgStore) -> Vec<String> {
+    store
+        .live_servers()
+        .unwrap()
+        .servers
+        .iter()
+        .map(|s| s.plain[0].to_string())
+        .collect()
+}
+
+#[test]
+fn the_live_servers_longest_up_first_and_the_dead_ones_leave() {
+    let Some(pg) = Postgres::start("servers") else {
+        return;
+    };
+    let url = pg.create_database("servers");
+    let (a, b) = (entry("192.0.2.1:7000"), entry("192.0.2.2:7000"));
+    let store_a = PgStore::connect(&url).unwrap();
+    let store_b = PgStore::connect(&url).unwrap();
+    store_a.heartbeat(&a, true).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    store_b.heartbeat(&b, true).unwrap();
+    assert_eq!(firsts(&store_b), ["192.0.2.1:7000", "192.0.2.2:7000"]);
+    // Later heartbeats keep the order: age counts from the start.
+    store_b.heartbeat(&b, false).unwrap();
+    store_a.heartbeat(&a, false).unwrap();
+    assert_eq!(firsts(&store_a), ["192.0.2.1:7000", "192.0.2.2:7000"]);
+
+    // A stops beating (SIGKILL): once stale it is no longer listed.
+    let dead_at = Instant::now();
+    while firsts(&store_b).len() > 1 {
+        assert!(
+            dead_at.elapsed() < Duration::from_secs(STALE_SECS as u64 + 3),
+            "a silent server is still listed"
+        );
+        store_b.heartbeat(&b, false).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(dead_at.elapsed() >= Duration::from_secs(STALE_SECS as u64 - 1));
+    assert_eq!(firsts(&store_b), ["192.0.2.2:7000"]);
+
+    // A restarts: it is the newest now, so B stays first (nodes do not move back).
+    store_a.heartbeat(&a, true).unwrap();
+    assert_eq!(firsts(&store_a), ["192.0.2.2:7000", "192.0.2.1:7000"]);
+
+    // A clean stop leaves at once.
+    store_b.forget_server(&b).unwrap();
+    assert_eq!(firsts(&store_a), ["192.0.2.1:7000"]);
+}
+
+#[test]
+fn a_change_is_pushed_to_another_server_s_listener() {
+    let Some(pg) = Postgres::start("listen") else {
+        return;
+    };
+    let url = pg.create_database("listen");
+    let store = PgStore::connect(&url).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut pushed = p2pvpn::io::store_listen::spawn(url.clone());
+        // The listener is up once the LISTEN has run; give it a moment, then commit a change
+        // again until one arrives (a change before the LISTEN is not delivered).
+        let start = tokio::time::Instant::now();
+        let mut n = 0;
+        loop {
+            n += 1;
+            let name = format!("net{n}");
+            // (The store runs its blocking client off this runtime's thread by itself.)
+            store
+                .create_network(&name, "10.9.0.0/24".parse().unwrap())
+                .unwrap();
+            let wait = tokio::time::timeout(Duration::from_millis(500), pushed.recv()).await;
+            if let Ok(Some(())) = wait {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no change pushed within 10 s"
+            );
+        }
+        // A later change arrives quickly.
+        let t0 = tokio::time::Instant::now();
+        store
+            .create_network("later", "10.8.0.0/24".parse().unwrap())
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(1), pushed.recv())
+            .await
+            .expect("the change was not pushed within 1 s")
+            .expect("the listener stopped");
+        eprintln!(
+            "change pushed {} ms after the commit",
+            t0.elapsed().as_millis()
+        );
+    });
+}
