@@ -136,8 +136,10 @@ ping_all_within() {
     done; done
     for i in "${!pids[@]}"; do wait "${pids[$i]}" || true; done
     WORST_MS=0
+    PAIR_MS=""
     for i in "${labels[@]}"; do
         out="$(cat "$LAB_TMP/pings/$i")"
+        PAIR_MS+="$i $out, "
         if [[ "$out" == fail ]]; then why "$i: no reply within $secs s"; rc=1
         elif ((out > WORST_MS)); then WORST_MS="$out"; fi
     done
@@ -171,6 +173,7 @@ b_kill() {
     kill -KILL "$(lab_pid srva)"
     note "SIGKILLed server A"
     ping_all_within 5 || rc=1
+    note "first reply per pair (ms after the pings started): ${PAIR_MS%, }"
     note "after the kill, every pair's first reply within $(( $(now_ms) - t0 )) ms of the kill (slowest pair ${WORST_MS} ms after the pings started)"
     lab_wait_for 5 all_on "$B1" || { why "not every node on B: n1 $(server_of n1), n2 $(server_of n2), n3 $(server_of n3), n4 $(server_of n4)"; rc=1; }
     lab_wait_for 30 lab_exited iperf-client || true

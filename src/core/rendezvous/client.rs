@@ -127,6 +127,8 @@ pub struct ControlClient {
     last_change: Option<Instant>,
     /// When the last ping went out, until anything comes back.
     ping_sent: Option<Instant>,
+    /// Addresses still to try at once after losing a registered connection.
+    failover_left: usize,
     network: String,
     endpoints: Vec<SocketAddr>,
     nat: Option<NatProfile>,
@@ -160,6 +162,7 @@ impl ControlClient {
             servers,
             last_change: None,
             ping_sent: None,
+            failover_left: 0,
             network,
             endpoints: Vec::new(),
             nat: None,
@@ -279,9 +282,16 @@ impl ControlClient {
         self.attempt = self.attempt.saturating_add(1);
         self.next_server = self.next_server.wrapping_add(1);
         if was_registered && self.servers.len() > 1 {
-            // Failover: the next server at once (a little jitter spreads the herd a dead
-            // server leaves); the backoff starts if that one fails too.
-            self.last_change = Some(now);
+            // Failover: each other address once, at once (a little jitter spreads the herd
+            // a dead server leaves): the next may be the dead server's second address. The
+            // backoff starts when every address failed.
+            self.failover_left = self.servers.len() - 1;
+        }
+        if self.failover_left > 0 {
+            self.failover_left -= 1;
+            if was_registered {
+                self.last_change = Some(now);
+            }
             self.attempt = 0;
             let jitter = FAILOVER_JITTER.mul_f64(self.rng.gen_range(0.0..1.0));
             self.state = State::Idle {
@@ -360,6 +370,7 @@ impl ControlClient {
                     *registered = true;
                 }
                 self.attempt = 0;
+                self.failover_left = 0;
                 let current = (self.endpoints.clone(), self.nat.clone());
                 if self.hello_sent.take().is_some_and(|sent| sent != current) {
                     let (endpoints, nat) = current;

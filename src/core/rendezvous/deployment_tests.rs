@@ -16,6 +16,8 @@ use std::net::Ipv4Addr;
 
 const A: &str = "192.0.2.1:7000";
 const B: &str = "192.0.2.2:7000";
+/// Server A's second control address (a server listening on two IPs names both).
+const A2: &str = "192.0.2.1:7001";
 
 fn addr(s: &str) -> ServerAddr {
     ServerAddr {
@@ -134,7 +136,7 @@ fn drain(n: &mut Node, servers: &mut [ServerCore<MemoryRegistry>]) {
 
 impl Deployment {
     fn index(server: SocketAddr) -> usize {
-        usize::from(server != A.parse::<SocketAddr>().unwrap())
+        usize::from(server != A.parse::<SocketAddr>().unwrap() && server != A2.parse().unwrap())
     }
 
     /// Connects whoever is due, then moves bytes until nothing moves.
@@ -295,3 +297,32 @@ fn a_silent_server_is_left_after_an_unanswered_ping() {
 }
 
 const PING_INTERVAL_FOR_TEST: Duration = super::super::client::PING_INTERVAL;
+
+#[test]
+fn failover_skips_the_dead_server_s_other_address_without_backing_off() {
+    let t0 = crate::test_now();
+    let mut d = deployment(&[vec![addr(A)], vec![addr(A)]], t0);
+    let both = ServerList {
+        servers: vec![
+            ServerEntry {
+                plain: vec![A.parse().unwrap(), A2.parse().unwrap()],
+                tls: Vec::new(),
+            },
+            ServerEntry {
+                plain: vec![B.parse().unwrap()],
+                tls: Vec::new(),
+            },
+        ],
+    };
+    for s in &mut d.servers {
+        s.set_deployment(both.clone());
+    }
+    let now = d.run(t0, Duration::from_secs(2));
+    assert!(d.everyone_sees_everyone());
+    d.kill(0, now);
+    // A2 refuses at once (A is down); B must follow without the 1 s backoff.
+    d.run(now, Duration::from_millis(600));
+    assert_eq!(d.on(0), Some(B.parse().unwrap()));
+    assert_eq!(d.on(1), Some(B.parse().unwrap()));
+    assert!(d.everyone_sees_everyone());
+}
