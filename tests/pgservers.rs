@@ -2,7 +2,8 @@
 //! themselves with heartbeats, the list is ordered by how long each has been up (the first is
 //! the primary every node registers with), a server that stops beating leaves it, a restarted
 //! one comes last, a clean stop removes it at once; and a change committed through one store
-//! is pushed to another server's LISTEN connection (`io::store_listen`) within a second.
+//! is pushed to another server's LISTEN connection (`io::store_listen`) within a second; and
+//! with two real server processes, a token names both (the advertised address of the second).
 
 #![cfg(unix)] // the test PostgreSQL comes from the Debian package
 #![allow(clippy::disallowed_methods)] // tests/common reads the clock to wait for processes
@@ -10,9 +11,14 @@
 mod common;
 
 use common::postgres::Postgres;
+use common::{free_port, run, stderr, temp_dir, BIN};
 use p2pvpn::core::rendezvous::deployment::ServerEntry;
+use p2pvpn::core::rendezvous::token::JoinToken;
 use p2pvpn::store_pg::servers::STALE_SECS;
 use p2pvpn::store_pg::PgStore;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn entry(a: &str) -> ServerEntry {
@@ -119,4 +125,83 @@ fn a_change_is_pushed_to_another_server_s_listener() {
             t0.elapsed().as_millis()
         );
     });
+}
+
+/// A server process and its temp directory, killed and removed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_server(listen: &str, state: &Path, url: &str, extra: &[&str]) -> Server {
+    std::fs::create_dir_all(state).unwrap();
+    let log = state.with_extension("log");
+    let child = Command::new(BIN)
+        .args(["server", "--listen", listen, "--store", url, "--state-dir"])
+        .arg(state)
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "server on {listen} did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+#[test]
+fn a_token_names_every_live_server_with_its_advertised_address() {
+    let Some(pg) = Postgres::start("advertise") else {
+        return;
+    };
+    let url = pg.create_database("advertise");
+    let dir = temp_dir("pgservers", "advertise");
+    let (state_a, state_b) = (dir.join("a"), dir.join("b"));
+    let a = format!("127.0.0.1:{}", free_port());
+    let port_b = free_port();
+    let b = format!("127.0.0.1:{port_b}");
+    // B listens on 127.0.0.1 but says nodes reach it at 127.0.0.2 (as behind a NAT).
+    let b_advertised: SocketAddr = format!("127.0.0.2:{port_b}").parse().unwrap();
+    let _a = spawn_server(&a, &state_a, &url, &[]);
+    std::fs::create_dir_all(&state_b).unwrap();
+    std::fs::copy(state_a.join("server.key"), state_b.join("server.key")).unwrap();
+    let advertise = b_advertised.to_string();
+    let _b = spawn_server(&b, &state_b, &url, &["--advertise", &advertise]);
+    let network = |args: &[&str]| {
+        let mut all = vec!["network"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--state-dir", state_a.to_str().unwrap(), "--store", &url]);
+        run(&all, &[])
+    };
+    let out = network(&["create", "office", "--cidr", "10.77.0.0/24"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Both heartbeats land within a second of each start.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let servers = loop {
+        let out = network(&["invite", "office"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let token = JoinToken::decode(text.lines().last().unwrap_or_default()).unwrap();
+        if token.servers.len() == 2 || Instant::now() > deadline {
+            break token.servers;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // A first (up longest), then B as nodes reach it; never B's listen address.
+    assert_eq!(servers, vec![a.parse().unwrap(), b_advertised]);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -54,6 +54,10 @@ struct ConnHandle {
 pub struct Limits {
     pub relay: RelayLimits,
     pub conns: ConnLimits,
+    /// `server --advertise`: the plain addresses this server names to the other servers of
+    /// its store (empty: the listen addresses). Not a limit, but one of the settings `run` takes
+    /// beside them.
+    pub advertise: Vec<SocketAddr>,
 }
 
 /// `server --tls-listen`: the addresses and the acceptor holding the certificate.
@@ -107,6 +111,7 @@ pub async fn run(
     let Limits {
         relay: relay_limits,
         conns: conn_limits,
+        advertise,
     } = limits;
     let nofile = fd_limit::raise_nofile();
     let total = fd_limit::conn_cap(conn_limits.total, nofile);
@@ -174,7 +179,12 @@ pub async fn run(
     );
     let mut core = ServerCore::new(secret, store, relay);
     let mut version = core.registry_mut().data_version().unwrap_or(0);
-    let mut mesh = super::server_mesh::Mesh::new(core.registry_mut(), &listen, &tls_addrs);
+    let plain = if advertise.is_empty() {
+        &listen
+    } else {
+        &advertise
+    };
+    let mut mesh = super::server_mesh::Mesh::new(core.registry_mut(), plain, &tls_addrs);
     // PostgreSQL pushes changes (the tick stays the fallback); SQLite has only the tick.
     let mut pushed = match core.registry_mut() {
         ServerStore::Postgres(pg) => Some(super::store_listen::spawn(pg.url().to_string())),
