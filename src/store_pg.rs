@@ -16,6 +16,7 @@ use crate::core::ula;
 use crate::store::{AclStore, Deleted, StoreError, TokenInfo};
 
 mod acl;
+pub mod servers;
 use ipnet::{Ipv4Net, Ipv6Net};
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
@@ -77,6 +78,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         FOR EACH STATEMENT EXECUTE FUNCTION p2pvpn_changed();",
     ),
     (2, acl::MIGRATION),
+    (3, servers::MIGRATION),
 ];
 
 /// The newest schema version this binary knows.
@@ -87,7 +89,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 const MIGRATION_LOCK: i64 = 0x7032_7076_706e;
 
 /// The channel the triggers of migration 1 notify.
-const CHANGES_CHANNEL: &str = "p2pvpn_changes";
+pub const CHANGES_CHANNEL: &str = "p2pvpn_changes";
 
 /// The settings key of the server identity, as in the SQLite store.
 const IDENTITY_SETTING: &str = "server_public_key";

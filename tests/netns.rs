@@ -221,3 +221,9 @@ lab_test!(
     netns_roaming_keeps_tcp_and_goes_direct_again,
     "tests/netns/roam.sh"
 );
+lab_test!(
+    /// Two servers on one PostgreSQL, four nodes behind NATs: failover on SIGKILL within 5 s,
+    /// the relayed transfer survives, a restart changes nothing, remove-member across servers.
+    netns_several_servers,
+    "tests/netns/servers.sh"
+);

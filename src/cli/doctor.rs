@@ -244,7 +244,19 @@ async fn check_server_udp(r: &mut Report, server: SocketAddr, tcp: bool) {
 
 fn check_node(r: &mut Report, s: &NodeStatus) {
     if s.server.connected {
-        r.ok("the node is registered with the server");
+        let at = s
+            .server
+            .address
+            .map(|a| format!(" at {a}"))
+            .unwrap_or_default();
+        r.ok(&format!("the node is registered with the server{at}"));
+        if !s.server.others.is_empty() {
+            let others: Vec<String> = s.server.others.iter().map(ToString::to_string).collect();
+            r.ok(&format!(
+                "other servers to fail over to: {}",
+                others.join(", ")
+            ));
+        }
     } else {
         r.fail(
             "the node is not registered with the server",

@@ -139,6 +139,11 @@ pub enum Command {
         /// (default: the listen port + 1).
         #[arg(long, value_name = "PORT")]
         alternate_port: Option<u16>,
+        /// With several servers on one `--store postgres://...`: the address nodes reach this
+        /// server at, told to the other servers and their nodes (default: the --listen
+        /// addresses). Needed when listening on 0.0.0.0 or behind NAT. Repeatable.
+        #[arg(long, value_name = "ADDR:PORT")]
+        advertise: Vec<std::net::SocketAddr>,
         #[command(flatten)]
         relay: RelayArgs,
         #[command(flatten)]
@@ -510,6 +515,7 @@ pub fn run() -> Result<()> {
                 listen,
                 tls_listen,
                 alternate_port,
+                advertise,
                 relay,
                 conns,
                 metrics,
@@ -519,8 +525,11 @@ pub fn run() -> Result<()> {
                     listen,
                     tls_listen,
                     alternate_port,
-                    relay.limits(),
-                    conns.limits(),
+                    crate::io::server::Limits {
+                        relay: relay.limits(),
+                        conns: conns.limits(),
+                        advertise,
+                    },
                     &dir,
                     metrics,
                 )

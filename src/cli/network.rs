@@ -354,6 +354,17 @@ fn invite(
             );
         }
     }
+    // Several servers on one PostgreSQL store: the token names every live one, primary first,
+    // so the node can go elsewhere when one is down.
+    let deployment = if servers.is_empty() && tls_servers.is_empty() {
+        deployment_servers(&store)
+    } else {
+        None
+    };
+    let (servers, tls_servers) = match deployment {
+        Some(both) => both,
+        None => (servers, tls_servers),
+    };
     let servers = if servers.is_empty() {
         let listen = store.setting("listen")?.unwrap_or_default();
         let addrs: Vec<SocketAddr> = listen.split(',').filter_map(|s| s.parse().ok()).collect();
@@ -390,6 +401,25 @@ fn invite(
     );
     println!("{}", token.encode());
     Ok(())
+}
+
+/// Every live server of a PostgreSQL store (`store_pg::servers`), plain and TLS addresses;
+/// `None` with SQLite, with no live server, or when the list cannot be read (then the recorded
+/// `listen` setting is used, as with one server).
+fn deployment_servers(store: &ServerStore) -> Option<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+    let ServerStore::Postgres(pg) = store else {
+        return None;
+    };
+    match pg.live_servers() {
+        Ok(list) if !list.servers.is_empty() => Some(list.flat()),
+        Ok(_) => None,
+        Err(e) => {
+            eprintln!(
+                "note: cannot read the store's server list ({e}); using the recorded address"
+            );
+            None
+        }
+    }
 }
 
 /// The TLS addresses the server recorded (`server --tls-listen`), if any. Unlike the plain ones

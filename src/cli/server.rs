@@ -33,14 +33,16 @@ pub async fn run(
     listen: Vec<SocketAddr>,
     tls_listen: Vec<SocketAddr>,
     alternate_port: Option<u16>,
-    relay: crate::core::relay::server::RelayLimits,
-    conns: io::server::ConnLimits,
+    limits: io::server::Limits,
     dir: &super::ServerDir,
     metrics: Option<SocketAddr>,
 ) -> Result<()> {
     let state_dir = dir.state_dir.as_path();
     if let Some(addr) = metrics {
         io::metrics::check_loopback(addr, "--metrics")?;
+    }
+    if let Some(bad) = limits.advertise.iter().find(|a| a.ip().is_unspecified()) {
+        bail!("--advertise {bad}: give the address nodes dial, not an unspecified one");
     }
     if let Some(both) = tls_listen.iter().find(|a| listen.contains(a)) {
         bail!(
@@ -59,7 +61,13 @@ pub async fn run(
         })
     };
     let store = state.store;
-    store.set_setting("listen", &join(&listen))?;
+    // What `network invite` puts in tokens when not told: the advertised addresses if given.
+    let named = if limits.advertise.is_empty() {
+        &listen
+    } else {
+        &limits.advertise
+    };
+    store.set_setting("listen", &join(named))?;
     // Written even when empty, so tokens stop naming TLS addresses from an earlier run.
     store.set_setting("tls_listen", &join(&tls_listen))?;
     let _lock = state.lock;
@@ -67,7 +75,7 @@ pub async fn run(
         listen,
         tls,
         alternate_port,
-        io::server::Limits { relay, conns },
+        limits,
         store,
         state.secret,
         metrics,

@@ -148,6 +148,10 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
         mtu_text(s.mtu)
     );
     let _ = writeln!(out, "server  {server}");
+    if !s.server.others.is_empty() {
+        let others: Vec<String> = s.server.others.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "        fails over to {}", others.join(", "));
+    }
     let _ = writeln!(out, "key     {}", s.public_key);
     let nat = match &s.nat {
         Some(n) => {
@@ -306,6 +310,7 @@ mod tests {
                 address: None,
                 tls: false,
                 connected: false,
+                others: Vec::new(),
             },
             nat: None,
             port_mapping: None,

@@ -80,14 +80,14 @@ async fn answer(mut stream: TcpStream, scrapes: mpsc::Sender<Scrape>) -> Result<
 }
 
 /// A label value with `\`, `"` and newlines escaped as the exposition format asks.
-fn label(value: &str) -> String {
+pub(super) fn label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(super) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -217,10 +217,13 @@ pub struct ServerFigures {
     pub relay_queue_dropped: u64,
     /// The control plane's counters (refusals, bad handshakes, deadlines, trimmed candidates).
     pub control: crate::core::rendezvous::server::ServerStats,
+    /// The store's health and the deployment's other servers (`io::server_mesh`).
+    pub mesh: super::server_mesh::MeshFigures,
 }
 
 pub fn render_server(f: &ServerFigures) -> String {
     let mut o = String::new();
+    super::metrics_mesh::render(&mut o, &f.mesh);
     header(
         &mut o,
         "p2pvpn_server_online_nodes",
@@ -367,6 +370,7 @@ mod tests {
                 candidates_dropped: 4,
                 ..Default::default()
             },
+            mesh: Default::default(),
         };
         let text = render_server(&f);
         assert!(text.contains("p2pvpn_server_online_nodes 2\n"));

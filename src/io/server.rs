@@ -55,6 +55,10 @@ struct ConnHandle {
 pub struct Limits {
     pub relay: RelayLimits,
     pub conns: ConnLimits,
+    /// `server --advertise`: the plain addresses this server names to the other servers of
+    /// its store (empty: the listen addresses). Not a limit, but one of the settings `run` takes
+    /// beside them.
+    pub advertise: Vec<SocketAddr>,
 }
 
 /// `server --tls-listen`: the addresses and the acceptor holding the certificate.
@@ -108,6 +112,7 @@ pub async fn run(
     let Limits {
         relay: relay_limits,
         conns: conn_limits,
+        advertise,
     } = limits;
     let nofile = fd_limit::raise_nofile();
     let total = fd_limit::conn_cap(conn_limits.total, nofile);
@@ -176,6 +181,17 @@ pub async fn run(
     );
     let mut core = ServerCore::new(secret, store, relay);
     let mut version = core.registry_mut().data_version().unwrap_or(0);
+    let plain = if advertise.is_empty() {
+        &listen
+    } else {
+        &advertise
+    };
+    let mut mesh = super::server_mesh::Mesh::new(core.registry_mut(), plain, &tls_addrs);
+    // PostgreSQL pushes changes (the tick stays the fallback); SQLite has only the tick.
+    let mut pushed = match core.registry_mut() {
+        ServerStore::Postgres(pg) => Some(super::store_listen::spawn(pg.url().to_string())),
+        ServerStore::Sqlite(_) => None,
+    };
     let mut writers: HashMap<ConnId, ConnHandle> = HashMap::new();
     for addr in &listen {
         println!("p2pvpn server listening on {addr}");
@@ -232,14 +248,26 @@ pub async fn run(
             i = udp.readable() => {
                 udp.handle_batch(i, &mut core, std::time::Instant::now()).await;
             }
+            Some(()) = async { pushed.as_mut()?.recv().await } => {
+                // A change committed through any server or `network` command: re-read now.
+                core.handle_registry_changed();
+                if let Ok(v) = core.registry_mut().data_version() {
+                    version = v;
+                }
+            }
             _ = store_tick.tick() => {
-                match core.registry_mut().data_version() {
+                let read = core.registry_mut().data_version();
+                let data_ok = read.is_ok();
+                match read {
                     Ok(v) if v != version => {
                         version = v;
                         core.handle_registry_changed();
                     }
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "cannot read the store"),
+                }
+                if let Some(list) = mesh.tick(core.registry_mut(), data_ok) {
+                    core.set_deployment(list);
                 }
             }
             Some(scrape) = scrape_rx.recv() => {
@@ -254,6 +282,7 @@ pub async fn run(
                     udp_dropped: udp_stats.dropped.load(Ordering::Relaxed),
                     relay_queue_dropped: udp_stats.relay_dropped.load(Ordering::Relaxed),
                     control: core.stats(),
+                    mesh: mesh.figures.clone(),
                 };
                 let _ = scrape.send(super::metrics::render_server(&figures));
             }
@@ -289,6 +318,7 @@ pub async fn run(
         }
     }
     super::service::stopping("stopping");
+    mesh.stop(core.registry_mut());
     let stats = core.stats();
     tracing::info!(?stats, ?udp_stats, open = limiter.open(), "server stopping");
     Ok(())

@@ -18,6 +18,8 @@ pub struct ServerWatch {
 
 #[derive(Debug)]
 struct Down {
+    /// The server that failed first (a failover then reaches another one).
+    server: SocketAddr,
     since: Instant,
     said: Instant,
     attempts: u32,
@@ -34,6 +36,7 @@ impl ServerWatch {
         match &mut self.down {
             None => {
                 self.down = Some(Down {
+                    server,
                     since: now,
                     said: now,
                     attempts: 1,
@@ -61,10 +64,14 @@ impl ServerWatch {
     /// A connection to `server` opened; returns the line to log if it had been unreachable.
     pub fn connected(&mut self, server: SocketAddr, now: Instant) -> Option<String> {
         let d = self.down.take()?;
-        Some(format!(
-            "server {server} reachable again after {}",
-            human(now.saturating_duration_since(d.since))
-        ))
+        let after = human(now.saturating_duration_since(d.since));
+        if d.server != server {
+            return Some(format!(
+                "reached the deployment's server {server} after {after} ({} is unreachable)",
+                d.server
+            ));
+        }
+        Some(format!("server {server} reachable again after {after}"))
     }
 }
 
@@ -100,6 +107,18 @@ mod tests {
                  background, existing tunnels keep working",
                 "server 127.0.0.1:7000 reachable again after 10s",
             ]
+        );
+    }
+
+    #[test]
+    fn a_failover_names_the_server_reached_and_the_one_lost() {
+        let start = crate::test_now();
+        let (a, b) = (SERVER.parse().unwrap(), "127.0.0.2:7000".parse().unwrap());
+        let mut w = ServerWatch::default();
+        assert!(w.failed(a, "connection refused", start).is_some());
+        assert_eq!(
+            w.connected(b, start + Duration::from_secs(1)).as_deref(),
+            Some("reached the deployment's server 127.0.0.2:7000 after 1s (127.0.0.1:7000 is unreachable)")
         );
     }
 

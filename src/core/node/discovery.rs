@@ -234,6 +234,15 @@ impl Discovery {
         out
     }
 
+    /// The node registered with another server of its deployment: keepalives (and the next
+    /// NAT check) go there, and the first goes now, to open the NAT's mapping toward it (the
+    /// relay binding rides on it). A check under way against the old server is left to finish:
+    /// its verdict describes the same NAT.
+    pub fn set_server(&mut self, server: SocketAddr, now: Instant) {
+        self.server = Some(server);
+        self.keepalive_now(now);
+    }
+
     /// Sends the STUN keepalive now rather than when due: a path just died or a peer is about
     /// to punch, and our NAT may have forgotten the mapping toward the server, which the relay
     /// and the server-reflexive candidate both ride on (and which may have moved).

@@ -27,6 +27,7 @@ mod punching;
 mod relaying;
 mod restarts;
 mod roaming;
+mod server_switch;
 mod status;
 
 pub use crate::core::punch::session::PunchConfig;
@@ -426,6 +427,7 @@ impl Node {
                             .into(),
                     ));
                 }
+                self.follow_server();
                 self.relay.set_ticket(relay, self.now_hint);
                 self.relay
                     .handle_timeout(self.now_hint, &mut self.transmits);
@@ -454,6 +456,8 @@ impl Node {
             }
             ControlEvent::Punch { peer, offer } => self.handle_punch_offer(peer, offer),
             ControlEvent::CloseStream => self.events.push_back(NodeEvent::CloseControlStream),
+            // The order is the control client's; `status` reads it from there.
+            ControlEvent::Servers(_) => {}
             ControlEvent::Disconnected => {
                 // The server forgets our relay identity with the stream; direct paths stay.
                 self.relay.clear();

@@ -19,6 +19,10 @@ pub struct ServerStatus {
     #[serde(default)]
     pub tls: bool,
     pub connected: bool,
+    /// The deployment's other servers, in the order this node would fail over to them
+    /// (`core::rendezvous::deployment`); empty with one server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -182,6 +186,7 @@ impl Node {
                 address: self.control.current_server().map(|s| s.addr),
                 tls: self.control.current_server().is_some_and(|s| s.tls),
                 connected: self.control.is_registered(),
+                others: self.other_servers(),
             },
             nat: self.discovery.profile().cloned(),
             port_mapping: self.port_mapping,

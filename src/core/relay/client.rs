@@ -74,6 +74,12 @@ impl RelayClient {
         }
     }
 
+    /// The node registered with another server of its deployment: bind there (the ticket
+    /// that follows is that server's).
+    pub fn set_server(&mut self, server: SocketAddr) {
+        self.server = Some(server);
+    }
+
     pub fn ticket(&self) -> Option<RelayTicket> {
         self.ticket
     }

@@ -3,6 +3,7 @@
 //! exchange that `p2pvpn join` runs.
 
 use super::channel::{ChannelError, SecureChannel};
+use super::deployment;
 use super::messages::{decode, encode, ClientMessage, PeerInfo, Refusal, ServerMessage};
 use super::token::JoinToken;
 use crate::core::keys::{PublicKey, SecretKey};
@@ -21,6 +22,13 @@ use std::time::{Duration, Instant};
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Silence after which the server is presumed gone and the node reconnects.
 pub const SERVER_TIMEOUT: Duration = Duration::from_secs(45);
+/// A ping the server has not answered (nor sent anything else) within this long: the server is
+/// presumed gone, so a node of a deployment with several servers moves on within
+/// `PING_INTERVAL + PONG_TIMEOUT` of a server going silent, not `SERVER_TIMEOUT`.
+pub const PONG_TIMEOUT: Duration = Duration::from_secs(5);
+/// When another server is known, the first retry after losing a registered connection goes out
+/// within this (jittered), not after the one-second backoff: failover within a few seconds.
+const FAILOVER_JITTER: Duration = Duration::from_millis(250);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -49,6 +57,8 @@ pub enum ControlEvent {
         peer: PublicKey,
         offer: PunchOffer,
     },
+    /// The deployment's server list changed the order of servers to try.
+    Servers(Vec<ServerAddr>),
     /// The server refused us; `permanent` refusals stop reconnecting.
     Refused {
         refusal: Refusal,
@@ -111,6 +121,14 @@ pub struct ControlClient {
     secret: SecretKey,
     server_key: PublicKey,
     servers: Vec<ServerAddr>,
+    /// The servers the token (the config) named, kept behind the deployment's list.
+    from_token: Vec<ServerAddr>,
+    /// When the node last lost a server or moved to the primary (`deployment::should_move`).
+    last_change: Option<Instant>,
+    /// When the last ping went out, until anything comes back.
+    ping_sent: Option<Instant>,
+    /// Addresses still to try at once after losing a registered connection.
+    failover_left: usize,
     network: String,
     endpoints: Vec<SocketAddr>,
     nat: Option<NatProfile>,
@@ -142,7 +160,11 @@ impl ControlClient {
         ControlClient {
             secret,
             server_key,
+            from_token: servers.clone(),
             servers,
+            last_change: None,
+            ping_sent: None,
+            failover_left: 0,
             network,
             endpoints: Vec::new(),
             nat: None,
@@ -185,6 +207,45 @@ impl ControlClient {
         self.current_server
     }
 
+    /// The servers in the order this node tries them (the deployment's, then the token's).
+    pub fn servers(&self) -> &[ServerAddr] {
+        &self.servers
+    }
+
+    /// The deployment named its live servers, primary first: try them in that order, and move to
+    /// the primary when settled (see `deployment`).
+    fn handle_server_list(&mut self, plain: &[SocketAddr], tls: &[SocketAddr], now: Instant) {
+        let order = deployment::merged_order(plain, tls, &self.from_token);
+        if order.is_empty() {
+            return;
+        }
+        if order != self.servers {
+            self.servers = order.clone();
+            self.events.push_back(ControlEvent::Servers(order));
+        }
+        // The next failure moves on from where we are, to the server after this one.
+        self.next_server = self
+            .current_server
+            .and_then(|c| self.servers.iter().position(|s| *s == c))
+            .unwrap_or(0);
+        let primary = self.servers.first().copied();
+        if self.is_registered()
+            && deployment::should_move(self.current_server, primary, self.last_change, now)
+        {
+            tracing::info!(
+                from = ?self.current_server.map(|s| s.to_string()),
+                to = ?primary.map(|s| s.to_string()),
+                "moving to the deployment's primary server, where every peer meets"
+            );
+            self.last_change = Some(now);
+            self.events.push_back(ControlEvent::CloseStream);
+            self.events.push_back(ControlEvent::Disconnected);
+            self.next_server = 0;
+            self.attempt = 0;
+            self.state = State::Idle { retry_at: now };
+        }
+    }
+
     /// The server to open a stream to now, if it is time to.
     pub fn poll_connect(&mut self, now: Instant) -> Option<ServerAddr> {
         match self.state {
@@ -225,8 +286,28 @@ impl ControlClient {
     }
 
     fn schedule_retry(&mut self, now: Instant) {
+        let was_registered = self.is_registered();
+        self.ping_sent = None;
         self.attempt = self.attempt.saturating_add(1);
         self.next_server = self.next_server.wrapping_add(1);
+        if was_registered && self.servers.len() > 1 {
+            // Failover: each other address once, at once (a little jitter spreads the herd
+            // a dead server leaves): the next may be the dead server's second address. The
+            // backoff starts when every address failed.
+            self.failover_left = self.servers.len() - 1;
+        }
+        if self.failover_left > 0 {
+            self.failover_left -= 1;
+            if was_registered {
+                self.last_change = Some(now);
+            }
+            self.attempt = 0;
+            let jitter = FAILOVER_JITTER.mul_f64(self.rng.gen_range(0.0..1.0));
+            self.state = State::Idle {
+                retry_at: now + jitter,
+            };
+            return;
+        }
         let exp = BACKOFF_MIN.saturating_mul(1 << self.attempt.min(6).saturating_sub(1));
         let base = exp.min(BACKOFF_MAX);
         // Jitter (up to +50%) spreads reconnects after a server restart.
@@ -245,6 +326,7 @@ impl ControlClient {
             return;
         };
         self.last_rx = now;
+        self.ping_sent = None;
         let was_established = channel.is_established();
         if let Err(e) = channel.handle_bytes(bytes) {
             tracing::warn!(error = %e, "control channel failed; is the server key in the token right?");
@@ -298,6 +380,7 @@ impl ControlClient {
                     *registered = true;
                 }
                 self.attempt = 0;
+                self.failover_left = 0;
                 let current = (self.endpoints.clone(), self.nat.clone());
                 if self.hello_sent.take().is_some_and(|sent| sent != current) {
                     let (endpoints, nat) = current;
@@ -333,6 +416,10 @@ impl ControlClient {
                 self.events.push_back(ControlEvent::Punch { peer, offer })
             }
             ServerMessage::Acl { policy } => self.events.push_back(ControlEvent::Acl(policy)),
+            ServerMessage::Servers {
+                servers,
+                tls_servers,
+            } => self.handle_server_list(&servers, &tls_servers, now),
             ServerMessage::Pong | ServerMessage::Joined { .. } | ServerMessage::Left { .. } => {}
         }
     }
@@ -388,8 +475,21 @@ impl ControlClient {
             self.schedule_retry(now);
             return;
         }
+        if self
+            .ping_sent
+            .is_some_and(|t| now.saturating_duration_since(t) >= PONG_TIMEOUT)
+        {
+            tracing::warn!(
+                "the server did not answer a ping within {PONG_TIMEOUT:?}; reconnecting"
+            );
+            self.events.push_back(ControlEvent::CloseStream);
+            self.events.push_back(ControlEvent::Disconnected);
+            self.schedule_retry(now);
+            return;
+        }
         if channel.is_established() && now >= self.next_ping {
             self.next_ping = now + PING_INTERVAL;
+            self.ping_sent = Some(now);
             self.send(&ClientMessage::Ping);
         }
     }
@@ -397,7 +497,11 @@ impl ControlClient {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::Idle { retry_at } => Some(*retry_at),
-            State::Open { .. } => Some(self.next_ping.min(self.last_rx + SERVER_TIMEOUT)),
+            State::Open { .. } => {
+                let pong = self.ping_sent.map(|t| t + PONG_TIMEOUT);
+                let next = self.next_ping.min(self.last_rx + SERVER_TIMEOUT);
+                Some(pong.map_or(next, |p| p.min(next)))
+            }
             State::Connecting | State::Stopped => None,
         }
     }

@@ -107,6 +107,14 @@ pub enum ServerMessage {
         offer: PunchOffer,
     },
     Pong,
+    /// The live servers of this server's deployment, primary first
+    /// (`core::rendezvous::deployment`): sent after `Welcome` and whenever the list changes.
+    /// Older nodes ignore it as an undecodable message.
+    Servers {
+        servers: Vec<SocketAddr>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tls_servers: Vec<SocketAddr>,
+    },
     /// The answer to `Leave`: the node is no longer a member of `network`.
     Left {
         network: String,

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod candidates;
 pub mod channel;
 pub mod client;
+pub mod deployment;
 pub mod fanout;
 pub mod leave;
 pub mod messages;

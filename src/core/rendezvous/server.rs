@@ -5,6 +5,7 @@
 use super::admission::{redeem, JoinRequest};
 use super::candidates;
 use super::channel::SecureChannel;
+use super::deployment::ServerList;
 use super::fanout::PeerMaps;
 use super::messages::{decode, encode, ClientMessage, PeerInfo, Refusal, ServerMessage};
 use super::registry::{Member, Network, Registry};
@@ -91,6 +92,8 @@ pub struct ServerCore<R> {
     out: VecDeque<ServerOutput>,
     stats: ServerStats,
     relay: RelayServer,
+    /// The deployment's live servers, primary first (empty: a server on its own).
+    deployment: ServerList,
 }
 
 /// What the driver does with a relay datagram that arrived on UDP.
@@ -120,7 +123,36 @@ impl<R: Registry> ServerCore<R> {
             last_now: None,
             out: VecDeque::new(),
             stats: ServerStats::default(),
+            deployment: ServerList::default(),
         }
+    }
+
+    /// The deployment's live servers changed (read from the store by the driver): every
+    /// registered node hears the new list, so it knows where to go if this server goes.
+    pub fn set_deployment(&mut self, list: ServerList) {
+        if list == self.deployment {
+            return;
+        }
+        self.deployment = list;
+        let Some(message) = self.servers_message() else {
+            return;
+        };
+        let conns: Vec<ConnId> = self.online.values().copied().collect();
+        for conn in conns {
+            self.send(conn, &message);
+        }
+    }
+
+    pub fn deployment(&self) -> &ServerList {
+        &self.deployment
+    }
+
+    fn servers_message(&self) -> Option<ServerMessage> {
+        let (servers, tls_servers) = self.deployment.flat();
+        (!servers.is_empty() || !tls_servers.is_empty()).then_some(ServerMessage::Servers {
+            servers,
+            tls_servers,
+        })
     }
 
     /// Whether `conn` belongs to a registered node (the driver never evicts those for newcomers).
@@ -457,6 +489,11 @@ impl<R: Registry> ServerCore<R> {
         };
         if !self.queue(conn, &encode(&welcome)) {
             return;
+        }
+        if let Some(servers) = self.servers_message() {
+            if !self.queue(conn, &encode(&servers)) {
+                return;
+            }
         }
         if self.maps.is_loaded(&network) {
             self.maps.admit(&member);
