@@ -1,0 +1,137 @@
+//! WireGuard's handshake (whitepaper §5.4.2–§5.4.5) on snow, so that its transport keys come out
+//! (`dangerously_get_raw_split`) and can be handed to the data workers. boringtun 0.7 keeps them
+//! inside `Tunn` (its `Session` is private), which is why this exists: see notes/multicore.md.
+//!
+//! WireGuard's handshake is exactly `Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s` with the prologue
+//! "WireGuard v1 zx2c4 Jason@zx2c4.com" and an all-zero pre-shared key when none is set; the
+//! framing around the Noise messages (type, indices, mac1/mac2) is added here.
+//!
+//! This first piece is the initiator only (message 1 out, message 2 in), enough to prove interop
+//! with boringtun's responder. Cookies (mac2, §5.4.7), the responder and the timers are not here.
+
+use super::transport::{RecvKey, SendKey};
+use crate::core::keys::{PublicKey, SecretKey};
+use blake2::digest::{consts::U16, Digest, Mac};
+use blake2::{Blake2s256, Blake2sMac};
+use subtle::ConstantTimeEq;
+
+const PARAMS: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
+/// The prologue (whitepaper §5.4: IDENTIFIER).
+const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
+const LABEL_MAC1: &[u8] = b"mac1----";
+
+pub const TYPE_INITIATION: u8 = 1;
+pub const TYPE_RESPONSE: u8 = 2;
+/// type/reserved 4, sender 4, ephemeral 32, static 32+16, timestamp 12+16, mac1 16, mac2 16.
+pub const INITIATION_LEN: usize = 148;
+/// type/reserved 4, sender 4, receiver 4, ephemeral 32, empty 0+16, mac1 16, mac2 16.
+pub const RESPONSE_LEN: usize = 92;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("Noise: {0}")]
+    Noise(#[from] snow::Error),
+    #[error("not a handshake response of {RESPONSE_LEN} bytes")]
+    NotResponse,
+    #[error("the response is for session index {0}, not ours")]
+    WrongIndex(u32),
+    #[error("the response's mac1 does not match our public key")]
+    Mac1,
+}
+
+/// A TAI64N timestamp (whitepaper §5.4.2): seconds since 1970 plus 2^62, big-endian, then the
+/// nanoseconds. The driver passes the wall clock; the responder only needs it to increase.
+pub fn tai64n(unix_secs: u64, nanos: u32) -> [u8; 12] {
+    let mut t = [0u8; 12];
+    t[..8].copy_from_slice(&((1u64 << 62) + unix_secs).to_be_bytes());
+    t[8..].copy_from_slice(&nanos.to_be_bytes());
+    t
+}
+
+/// mac1 (whitepaper §5.4.4): keyed BLAKE2s-128 under HASH(LABEL_MAC1 ‖ receiver's public key)
+/// over the message up to the mac1 field.
+fn mac1(receiver: &PublicKey, msg: &[u8]) -> [u8; 16] {
+    let key = Blake2s256::new()
+        .chain_update(LABEL_MAC1)
+        .chain_update(receiver.0)
+        .finalize();
+    // ok: a 32-byte key is within BLAKE2s's 1..=32 key length.
+    let mut mac = <Blake2sMac<U16> as Mac>::new_from_slice(&key).expect("32-byte key");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
+
+/// The transport keys of an established session, ready for the data workers.
+pub struct Session {
+    pub send: SendKey,
+    pub recv: RecvKey,
+}
+
+/// An initiation sent and waiting for its response.
+pub struct Initiator {
+    noise: snow::HandshakeState,
+    local_public: PublicKey,
+    index: u32,
+}
+
+impl Initiator {
+    /// Writes a handshake initiation to `peer` into `out` (mac2 zero: no cookie). `index` is our
+    /// session index, which the peer's messages will carry; `timestamp` is [`tai64n`] of now.
+    /// The ephemeral key comes from snow's resolver (the OS RNG, as for the control channel).
+    pub fn start(
+        local: &SecretKey,
+        peer: &PublicKey,
+        psk: Option<&[u8; 32]>,
+        index: u32,
+        timestamp: [u8; 12],
+        out: &mut [u8; INITIATION_LEN],
+    ) -> Result<Self, HandshakeError> {
+        let params = PARAMS.parse().map_err(HandshakeError::Noise)?;
+        let mut noise = snow::Builder::new(params)
+            .local_private_key(local.as_bytes())
+            .remote_public_key(&peer.0)
+            .prologue(IDENTIFIER)
+            .psk(2, psk.unwrap_or(&[0; 32]))
+            .build_initiator()?;
+        out[..4].copy_from_slice(&[TYPE_INITIATION, 0, 0, 0]);
+        out[4..8].copy_from_slice(&index.to_le_bytes());
+        let n = noise.write_message(&timestamp, &mut out[8..116])?;
+        debug_assert_eq!(n, 108);
+        let m = mac1(peer, &out[..116]);
+        out[116..132].copy_from_slice(&m);
+        out[132..].fill(0);
+        Ok(Initiator {
+            noise,
+            local_public: local.public_key(),
+            index,
+        })
+    }
+
+    /// Reads the peer's handshake response and returns the session's transport keys.
+    pub fn finish(mut self, response: &[u8]) -> Result<Session, HandshakeError> {
+        if response.len() != RESPONSE_LEN || response[..4] != [TYPE_RESPONSE, 0, 0, 0] {
+            return Err(HandshakeError::NotResponse);
+        }
+        let field = |at: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&response[at..at + 4]);
+            u32::from_le_bytes(b)
+        };
+        let (peer_index, ours) = (field(4), field(8));
+        if ours != self.index {
+            return Err(HandshakeError::WrongIndex(ours));
+        }
+        let want = mac1(&self.local_public, &response[..60]);
+        if !bool::from(want.ct_eq(&response[60..76])) {
+            return Err(HandshakeError::Mac1);
+        }
+        let mut empty = [0u8; 0];
+        self.noise.read_message(&response[12..60], &mut empty)?;
+        // Noise Split (= whitepaper's KDF2(C, ε)): the initiator sends with the first key.
+        let (send, recv) = self.noise.dangerously_get_raw_split();
+        Ok(Session {
+            send: SendKey::new(send, peer_index),
+            recv: RecvKey::new(recv, self.index),
+        })
+    }
+}
