@@ -6,8 +6,10 @@
 //! "WireGuard v1 zx2c4 Jason@zx2c4.com" and an all-zero pre-shared key when none is set; the
 //! framing around the Noise messages (type, indices, mac1/mac2) is added here.
 //!
-//! This first piece is the initiator only (message 1 out, message 2 in), enough to prove interop
-//! with boringtun's responder. Cookies (mac2, §5.4.7), the responder and the timers are not here.
+//! Both roles: [`Initiator`] (message 1 out, message 2 in) and [`respond`] (message 1 in,
+//! message 2 out), each proven against boringtun in `interop_tests`. Not here yet: cookies (mac2,
+//! §5.4.7, under load), the per-peer timestamp check (the caller compares [`Responded::timestamp`]
+//! with the last one it accepted from that peer, §5.1) and the timers (§6).
 
 use super::transport::{RecvKey, SendKey};
 use crate::core::keys::{PublicKey, SecretKey};
@@ -35,8 +37,12 @@ pub enum HandshakeError {
     NotResponse,
     #[error("the response is for session index {0}, not ours")]
     WrongIndex(u32),
-    #[error("the response's mac1 does not match our public key")]
+    #[error("not a handshake initiation of {INITIATION_LEN} bytes")]
+    NotInitiation,
+    #[error("the message's mac1 does not match our public key")]
     Mac1,
+    #[error("the initiator's static key is not a valid public key")]
+    NoStatic,
 }
 
 /// A TAI64N timestamp (whitepaper §5.4.2): seconds since 1970 plus 2^62, big-endian, then the
@@ -134,4 +140,72 @@ impl Initiator {
             recv: RecvKey::new(recv, self.index),
         })
     }
+}
+
+/// What answering an initiation produced.
+pub struct Responded {
+    /// The initiator's static public key, authenticated: the caller looks the peer up by it.
+    pub peer: PublicKey,
+    /// Its TAI64N timestamp; the caller accepts only one greater than the peer's last (byte
+    /// order compares them, they are big-endian).
+    pub timestamp: [u8; 12],
+    /// The session; the caller publishes it once the peer is known and the timestamp newer.
+    pub session: Session,
+}
+
+/// Answers a handshake initiation: checks mac1, runs Noise's responder, writes the response to
+/// `out` (mac2 zero) and returns the session (the responder sends with Split's second key). The
+/// caller must drop the result unless [`Responded::peer`] is a peer it knows (and, for that
+/// peer's psk, `psk` must have been its key).
+pub fn respond(
+    local: &SecretKey,
+    psk: Option<&[u8; 32]>,
+    index: u32,
+    initiation: &[u8],
+    out: &mut [u8; RESPONSE_LEN],
+) -> Result<Responded, HandshakeError> {
+    if initiation.len() != INITIATION_LEN || initiation[..4] != [TYPE_INITIATION, 0, 0, 0] {
+        return Err(HandshakeError::NotInitiation);
+    }
+    let local_public = local.public_key();
+    let want = mac1(&local_public, &initiation[..116]);
+    if !bool::from(want.ct_eq(&initiation[116..132])) {
+        return Err(HandshakeError::Mac1);
+    }
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&initiation[4..8]);
+    let peer_index = u32::from_le_bytes(b);
+    let params = PARAMS.parse().map_err(HandshakeError::Noise)?;
+    let mut noise = snow::Builder::new(params)
+        .local_private_key(local.as_bytes())
+        .prologue(IDENTIFIER)
+        .psk(2, psk.unwrap_or(&[0; 32]))
+        .build_responder()?;
+    let mut timestamp = [0u8; 12];
+    let n = noise.read_message(&initiation[8..116], &mut timestamp)?;
+    if n != timestamp.len() {
+        return Err(HandshakeError::NotInitiation);
+    }
+    let peer = noise
+        .get_remote_static()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .map(PublicKey)
+        .ok_or(HandshakeError::NoStatic)?;
+    out[..4].copy_from_slice(&[TYPE_RESPONSE, 0, 0, 0]);
+    out[4..8].copy_from_slice(&index.to_le_bytes());
+    out[8..12].copy_from_slice(&peer_index.to_le_bytes());
+    let n = noise.write_message(&[], &mut out[12..60])?;
+    debug_assert_eq!(n, 48);
+    let m = mac1(&peer, &out[..60]);
+    out[60..76].copy_from_slice(&m);
+    out[76..].fill(0);
+    let (recv, send) = noise.dangerously_get_raw_split();
+    Ok(Responded {
+        peer,
+        timestamp,
+        session: Session {
+            send: SendKey::new(send, peer_index),
+            recv: RecvKey::new(recv, index),
+        },
+    })
 }

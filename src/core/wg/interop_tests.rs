@@ -1,8 +1,8 @@
 //! Interop with boringtun (what the node runs today): our initiator completes a handshake with
-//! boringtun's `Tunn` as responder, then our transport step and boringtun decrypt each other's
+//! boringtun's `Tunn` as responder and our responder with boringtun as initiator, then our transport step and boringtun decrypt each other's
 //! packets, and our replay window handles boringtun's datagrams replayed and reordered.
 
-use super::handshake::{tai64n, Initiator, INITIATION_LEN};
+use super::handshake::{respond, tai64n, HandshakeError, Initiator, INITIATION_LEN, RESPONSE_LEN};
 use super::replay::WINDOW;
 use super::transport::{padded, TransportError, OVERHEAD};
 use crate::core::keys::SecretKey;
@@ -198,4 +198,79 @@ fn an_ip_source_survives_the_round_trip() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// boringtun initiates, we respond: the keys work both ways, starting with boringtun's
+/// confirming keepalive (the responder may send only after it).
+#[test]
+fn boringtun_initiates_and_our_responder_answers() {
+    let ours = SecretKey::from_bytes([5; 32]);
+    let theirs = SecretKey::from_bytes([6; 32]);
+    let mut tunn = Tunn::new(
+        theirs.static_secret(),
+        x25519_dalek::PublicKey::from(ours.public_key().0),
+        None,
+        None,
+        3,
+        None,
+    );
+    let mut buf = [0u8; 2048];
+    let init = match tunn.format_handshake_initiation(&mut buf, false) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        other => panic!("{other:?}"),
+    };
+    let mut response = [0u8; RESPONSE_LEN];
+    let r = respond(&ours, None, 0xAABB, &init, &mut response).unwrap();
+    assert_eq!(r.peer, theirs.public_key(), "the initiator is identified");
+    assert!(
+        r.timestamp > tai64n(1_700_000_000, 0),
+        "a current TAI64N time"
+    );
+    let keepalive = match tunn.decapsulate(None, &response, &mut buf) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        other => panic!("boringtun refused our response: {other:?}"),
+    };
+    let mut out = [0u8; 2048];
+    assert_eq!(
+        r.session.recv.open(&keepalive, &mut out).map(|p| p.len()),
+        Ok(0)
+    );
+    let packet = ipv4(300, 0x11);
+    let n = r.session.send.seal(&packet, &mut buf).unwrap();
+    match tunn.decapsulate(None, &buf[..n], &mut out) {
+        TunnResult::WriteToTunnelV4(p, _) => assert_eq!(&p[..], &packet[..]),
+        other => panic!("boringtun did not decrypt ours: {other:?}"),
+    }
+    let d = match tunn.encapsulate(&packet, &mut buf) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(r.session.recv.open(&d, &mut out).unwrap(), &packet[..]);
+}
+
+/// Our two halves talk to each other too, and an initiation for another key is refused at mac1
+/// before any Diffie-Hellman.
+#[test]
+fn our_initiator_and_responder_agree_and_mac1_guards_the_responder() {
+    let a = SecretKey::from_bytes([8; 32]);
+    let b = SecretKey::from_bytes([9; 32]);
+    let mut init = [0u8; INITIATION_LEN];
+    let i = Initiator::start(&a, &b.public_key(), None, 1, tai64n(2, 0), &mut init).unwrap();
+    let mut resp = [0u8; RESPONSE_LEN];
+    assert!(matches!(
+        respond(&a, None, 2, &init, &mut resp),
+        Err(HandshakeError::Mac1)
+    ));
+    let r = respond(&b, None, 2, &init, &mut resp).unwrap();
+    assert_eq!((r.peer, r.timestamp), (a.public_key(), tai64n(2, 0)));
+    let s = i.finish(&resp).unwrap();
+    let mut wire = [0u8; 128];
+    let mut out = [0u8; 128];
+    let n = s.send.seal(b"ping", &mut wire).unwrap();
+    assert_eq!(
+        &r.session.recv.open(&wire[..n], &mut out).unwrap()[..4],
+        b"ping"
+    );
+    let n = r.session.send.seal(b"pong", &mut wire).unwrap();
+    assert_eq!(&s.recv.open(&wire[..n], &mut out).unwrap()[..4], b"pong");
 }
