@@ -9,12 +9,16 @@
 //! core reads on its timer). Anything the table cannot handle falls back to the core
 //! ([`Sealed::ToCore`], [`Opened::ToCore`]): handshakes, cookies, unknown indices (an old session
 //! the core still holds, or none), packets for peers without an entry (no session, relayed,
-//! routed subnets), packets larger than the path MTU (the core answers with ICMP), and a key
-//! that ran out of counters.
+//! routed subnets), packets larger than the path MTU (the core answers with ICMP), outgoing TCP
+//! SYNs (the core clamps their MSS, as today; they are rare) and a key that ran out of counters.
+//! Received SYNs are clamped here, in place, because a datagram once opened cannot be handed
+//! to the core to open again (its counter is spent).
 
 use super::transport::{receiver_index, RecvKey, SendKey, TransportError};
 use crate::core::counters::DropReason;
 use crate::core::ip::ip_endpoints;
+use crate::core::pmtu::mss;
+use crate::core::pmtu::search::BASE_PLPMTU;
 use crate::core::transmit::SocketId;
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -27,6 +31,9 @@ use std::sync::{Arc, RwLock};
 #[derive(Debug, Default)]
 pub struct Activity {
     pub sent_at_ms: AtomicU64,
+    /// The last packet above the PMTU search's base size (the core's `last_big_tx`: the search
+    /// only probes upward while the peer is sent big packets).
+    pub big_sent_at_ms: AtomicU64,
     pub received_at_ms: AtomicU64,
     pub tx_bytes: AtomicU64,
     pub rx_bytes: AtomicU64,
@@ -48,6 +55,8 @@ pub struct RecvEntry {
     /// Inner source addresses this peer may send from (its addresses and its routes): the
     /// cryptokey routing check of the whitepaper §2.
     pub allowed: Vec<IpNet>,
+    /// The path MTU the core's search confirmed, to clamp received TCP SYNs (None: no clamp).
+    pub path_mtu: Option<u16>,
     pub activity: Arc<Activity>,
 }
 
@@ -128,13 +137,16 @@ impl KeyTable {
         let Some(entry) = self.send.get(&ends.dst) else {
             return Sealed::ToCore;
         };
-        if packet.len() > usize::from(entry.mtu) {
+        if packet.len() > usize::from(entry.mtu) || mss::tcp_syn_offset(packet).is_some() {
             return Sealed::ToCore;
         }
         match entry.key.seal(packet, out) {
             Ok(len) => {
                 let a = &entry.activity;
                 a.sent_at_ms.store(now_ms, Ordering::Relaxed);
+                if packet.len() > usize::from(BASE_PLPMTU) {
+                    a.big_sent_at_ms.store(now_ms, Ordering::Relaxed);
+                }
                 a.tx_bytes.fetch_add(packet.len() as u64, Ordering::Relaxed);
                 Sealed::Datagram {
                     socket: entry.socket,
@@ -149,29 +161,35 @@ impl KeyTable {
 
     /// Opens one datagram from the main socket, or says it is the core's.
     pub fn open<'a>(&self, datagram: &[u8], out: &'a mut [u8], now_ms: u64) -> Opened<'a> {
+        // Opened into `out` first: the length is the padded one until the IP header is read.
         let Some(entry) = receiver_index(datagram).and_then(|i| self.recv.get(&i)) else {
             return Opened::ToCore;
         };
-        let text = match entry.key.open(datagram, out) {
-            Ok(text) => text,
+        let len = match entry.key.open(datagram, out) {
+            Ok(text) => text.len(),
             Err(TransportError::Replay(_)) => return Opened::Dropped(DropReason::Replay),
             Err(TransportError::Decrypt) => return Opened::Dropped(DropReason::DecryptFailed),
             Err(_) => return Opened::ToCore,
         };
         let a = &entry.activity;
         a.received_at_ms.store(now_ms, Ordering::Relaxed);
-        if text.is_empty() {
+        if len == 0 {
             return Opened::Keepalive;
         }
-        let Some(len) = ip_len(text) else {
+        let Some(len) = ip_len(&out[..len]) else {
             return Opened::Dropped(DropReason::Malformed);
         };
-        let packet = &text[..len];
+        let packet = &mut out[..len];
         let allowed = ip_endpoints(packet)
             .map(|e| entry.allowed.iter().any(|net| net.contains(&e.src)))
             .unwrap_or(false);
         if !allowed {
             return Opened::Dropped(DropReason::SpoofedSource);
+        }
+        if let Some(mtu) = entry.path_mtu {
+            // What the core's `clamp_received_syn` does: our side's replies fit the path too.
+            let max = mss::max_mss(packet, mtu);
+            mss::clamp_mss(packet, max);
         }
         a.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
         Opened::Packet(packet)

@@ -40,6 +40,7 @@ fn session(gen: u32) -> (Arc<SendEntry>, Arc<RecvEntry>) {
     let recv = RecvEntry {
         key: RecvKey::new(key, gen),
         allowed: vec!["10.99.0.1/32".parse().unwrap()],
+        path_mtu: Some(1400),
         activity: Arc::new(Activity::default()),
     };
     (Arc::new(send), Arc::new(recv))
@@ -221,4 +222,47 @@ fn workers_and_a_rotating_core_never_mix_up_keys() {
         opened > PACKETS / 2,
         "{opened} opened, {to_core} to the core"
     );
+}
+
+/// A TCP SYN from alice to bob with an MSS option of 1460.
+fn syn() -> Vec<u8> {
+    let mut p = ipv4(ALICE, BOB, 44);
+    p[4..8].fill(0); // not a fragment
+    p[9] = 6;
+    let tcp = &mut p[20..];
+    tcp.fill(0);
+    tcp[12] = 6 << 4; // data offset: 24 bytes
+    tcp[13] = 0x02; // SYN
+    tcp[20..24].copy_from_slice(&[2, 4, 0x05, 0xB4]);
+    p
+}
+
+#[test]
+fn syns_keep_their_mss_clamp_and_big_packets_are_reported() {
+    let (s, r) = session(4);
+    let mut alice = KeyTable::default();
+    alice.set_send(&[IpAddr::V4(BOB)], s.clone());
+    let mut bob = KeyTable::default();
+    bob.add_recv(r);
+    let mut wire = [0u8; 2048];
+    let mut out = [0u8; 2048];
+    // Outgoing: the core clamps, as it does today.
+    assert_eq!(alice.seal(&syn(), &mut wire, 1), Sealed::ToCore);
+    // Incoming (sealed here directly): clamped in place to the path's 1400 - 40.
+    let len = s.key.seal(&syn(), &mut wire).unwrap();
+    let Opened::Packet(p) = bob.open(&wire[..len], &mut out, 2) else {
+        panic!("bob did not open the SYN");
+    };
+    assert_eq!(u16::from_be_bytes([p[42], p[43]]), 1360);
+    let big = ipv4(ALICE, BOB, 1300);
+    assert!(matches!(
+        alice.seal(&big, &mut wire, 3),
+        Sealed::Datagram { .. }
+    ));
+    assert!(matches!(
+        alice.seal(&ipv4(ALICE, BOB, 100), &mut wire, 4),
+        Sealed::Datagram { .. }
+    ));
+    assert_eq!(s.activity.big_sent_at_ms.load(Ordering::Relaxed), 3);
+    assert_eq!(s.activity.sent_at_ms.load(Ordering::Relaxed), 4);
 }
