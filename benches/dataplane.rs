@@ -238,3 +238,72 @@ mod wg {
         seal_batches(bencher, 2);
     }
 }
+
+/// The split itself: a TX worker sealing 1024 packets for a peer while an RX worker opens 1024
+/// of its datagrams (sealed beforehand), on one thread one after the other, or on two threads
+/// at once. Bytes are both directions together.
+mod split {
+    use super::{packet, PACKET};
+    use divan::counter::BytesCount;
+    use divan::Bencher;
+    use p2pvpn::core::wg::transport::{RecvKey, SendKey};
+
+    const PACKETS: usize = 1024;
+
+    fn seal_all(tx: &SendKey, packet: &[u8], out: &mut [u8]) -> usize {
+        let mut n = 0;
+        for _ in 0..PACKETS {
+            n += tx.seal(packet, out).unwrap_or(0);
+        }
+        n
+    }
+
+    fn open_all(rx: &RecvKey, datagrams: &[Vec<u8>], out: &mut [u8]) -> usize {
+        datagrams
+            .iter()
+            .map(|d| rx.open(d, out).map(|p| p.len()).unwrap_or(0))
+            .sum()
+    }
+
+    fn run(bencher: Bencher, parallel: bool) {
+        let packet = packet();
+        let tx = SendKey::new([1; 32], 1);
+        let incoming = SendKey::new([2; 32], 2);
+        bencher
+            .counter(BytesCount::new(2 * PACKET * PACKETS))
+            // A fresh receiving key and fresh datagrams each time, so none is a replay.
+            .with_inputs(|| {
+                let mut d = vec![0u8; 2048];
+                let datagrams: Vec<Vec<u8>> = (0..PACKETS)
+                    .map(|_| {
+                        let n = incoming.seal(&packet, &mut d).unwrap_or(0);
+                        d[..n].to_vec()
+                    })
+                    .collect();
+                (RecvKey::new([2; 32], 2), datagrams)
+            })
+            .bench_local_refs(|(rx, datagrams)| {
+                let mut out_tx = vec![0u8; 2048];
+                let mut out_rx = vec![0u8; 2048];
+                if parallel {
+                    std::thread::scope(|s| {
+                        let sealing = s.spawn(|| seal_all(&tx, &packet, &mut out_tx));
+                        let opened = open_all(rx, datagrams, &mut out_rx);
+                        sealing.join().unwrap_or(0) + opened
+                    })
+                } else {
+                    seal_all(&tx, &packet, &mut out_tx) + open_all(rx, datagrams, &mut out_rx)
+                }
+            });
+    }
+
+    #[divan::bench]
+    fn seal_and_open_1024_one_thread(bencher: Bencher) {
+        run(bencher, false);
+    }
+
+    #[divan::bench]
+    fn seal_and_open_1024_two_threads(bencher: Bencher) {
+        run(bencher, true);
+    }
+}
