@@ -28,7 +28,8 @@ done
 
 # Everything the package or its programs may create; none may exist before we start.
 DATA_PATHS=(/var/lib/p2pvpn-server /var/lib/p2pvpn /etc/p2pvpn /etc/default/p2pvpn-server
-    /usr/bin/p2pvpn /lib/systemd/system/p2pvpn@.service /lib/systemd/system/p2pvpn-server.service)
+    /usr/bin/p2pvpn /lib/systemd/system/p2pvpn@.service /lib/systemd/system/p2pvpn.service
+    /lib/systemd/system/p2pvpn-server.service)
 if dpkg-query -W -f '${Status}' p2pvpn 2>/dev/null | grep -q 'installed\|config-files'; then
     echo "check-deb: p2pvpn is already installed here; refusing to purge it" >&2
     exit 2
@@ -68,6 +69,7 @@ has_entry() {
 c_contents() {
     has_entry -rwxr-xr-x usr/bin/p2pvpn &&
         has_entry -rw-r--r-- lib/systemd/system/p2pvpn@.service &&
+        has_entry -rw-r--r-- lib/systemd/system/p2pvpn.service &&
         has_entry -rw-r--r-- lib/systemd/system/p2pvpn-server.service &&
         has_entry -rw-r--r-- etc/default/p2pvpn-server &&
         has_entry -rw-r--r-- usr/share/doc/p2pvpn/examples/node.example.toml &&
@@ -138,7 +140,7 @@ c_verify() {
     # checked through an instance name. Any output (unknown directive, bad path) is a failure.
     local out
     out="$(cd /lib/systemd/system && systemd-analyze verify --man=no \
-        p2pvpn@office.service p2pvpn-server.service 2>&1)" || { note "$out"; return 1; }
+        p2pvpn@office.service p2pvpn.service p2pvpn-server.service 2>&1)" || { note "$out"; return 1; }
     [[ -z "$out" ]] || { printf '#   %s\n' "$out"; return 1; }
 }
 check "systemd-analyze verify: installed units are clean" c_verify
@@ -147,7 +149,7 @@ c_security() {
     # Offline scoring needs no running systemd (systemd >= 250). Above 3.0 ("OK" ends at 4.9)
     # means a hardening directive went missing.
     local unit score
-    for unit in p2pvpn@office.service p2pvpn-server.service; do
+    for unit in p2pvpn@office.service p2pvpn.service p2pvpn-server.service; do
         score="$(cd /lib/systemd/system && systemd-analyze security --offline=yes --no-pager \
             "$unit" 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')"
         note "$unit exposure $score"

@@ -122,7 +122,7 @@ pair_up() {
         mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
         P2P_TIMEOUT=60 p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1 ||
             { NA[$k]="$n join failed: $(tail -n 1 "$LAB_TMP/logs/$n-join.log")"; return 1; }
-        VIP[$n]="$(grep -oE '\(([0-9]+\.){3}[0-9]+/[0-9]+\)' "$LAB_TMP/logs/$n-join.log" | head -n 1 | tr -d '()' | cut -d/ -f1)"
+        VIP[$n]="$(grep -oE '\(([0-9]+\.){3}[0-9]+/[0-9]+[,)]' "$LAB_TMP/logs/$n-join.log" | head -n 1 | tr -d '(),' | cut -d/ -f1)"
         [[ -n "${VIP[$n]}" ]] || { NA[$k]="no virtual address for $n"; return 1; }
     done
     t0="$(now_ms)"

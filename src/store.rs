@@ -12,6 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::time::Duration;
 
+mod acl;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -43,6 +45,15 @@ pub enum StoreError {
     },
     #[error("network {network:?} already has a member named {name:?}; choose another name")]
     NameTaken { network: String, name: String },
+    #[error("network {network:?} has no member {who:?} (see `p2pvpn network members {network}`)")]
+    NoSuchMember { network: String, who: String },
+    #[error(
+        "network {network:?} has no access rule number {id} (see `p2pvpn network acl {network} \
+         list`)"
+    )]
+    NoSuchRule { network: String, id: usize },
+    #[error("{0}")]
+    Rule(#[from] crate::core::acl::rule::RuleError),
 }
 
 /// A join token as `network invites` lists it (the credential itself is never stored).
@@ -204,6 +215,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(acl::SCHEMA)?;
         let mut conn = conn;
         migrate_ipv6(&mut conn)?;
         Ok(Store { conn })
@@ -526,6 +538,13 @@ impl Registry for Store {
 
     /// One row by primary key: the server asks this on every registration, and reading the
     /// whole member list instead made N registrations cost O(N²) rows.
+    fn access_rules(
+        &self,
+        network: &str,
+    ) -> Result<crate::core::rendezvous::registry::AccessRules, RegistryError> {
+        self.access_rules_of(network).map_err(registry_err)
+    }
+
     fn member(&self, network: &str, key: &PublicKey) -> Result<Option<Member>, RegistryError> {
         let row = self
             .conn
@@ -591,6 +610,8 @@ mod tests {
     #[test]
     fn survives_reopen_and_sees_other_writers() {
         let dir = std::env::temp_dir().join(format!("p2pvpn-store-{}", std::process::id()));
+        // A run that failed before its cleanup may have left this (wine reuses process ids).
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut store = Store::open(&dir).unwrap();
         store
@@ -684,6 +705,8 @@ mod tests {
         // And a member can be named by its IPv6 address.
         let removed = again.remove_member("office", &v6.to_string()).unwrap();
         assert_eq!(removed.map(|m| m.name), Some("alice".to_string()));
+        // Closed first: Windows refuses to delete a database that is still open.
+        drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

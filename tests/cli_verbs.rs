@@ -171,13 +171,65 @@ fn the_network_may_be_left_out_when_one_is_joined_and_must_be_named_when_several
         lab.etc("alice").join("home.toml"),
     )
     .unwrap();
-    let out = lab.node("alice", &["up"]);
+    let out = lab.node("alice", &["down"]);
     assert_refused(
         &out,
         &[
             "several networks are joined (home, office)",
-            "`p2pvpn up home`",
+            "`p2pvpn down home`",
         ],
+    );
+}
+
+// Unix only: on Windows the service runs several networks, and `up` with several asks which.
+#[cfg(unix)]
+#[test]
+fn up_without_a_network_brings_up_every_joined_one_and_a_failing_one_fails_the_process() {
+    let lab = Lab::new("up-all");
+    let etc = lab.etc("alice");
+    let office = std::fs::read_to_string(etc.join("office.toml")).unwrap();
+    // --metrics is one address: with several networks it must be refused before anything runs.
+    std::fs::copy(etc.join("office.toml"), etc.join("home.toml")).unwrap();
+    let out = lab.node("alice", &["up", "--metrics", "127.0.0.1:9101"]);
+    assert_refused(
+        &out,
+        &[
+            "--metrics serves one network",
+            "several joined (home, office)",
+        ],
+    );
+    // Both configs name another network, so each node fails as it loads its config, before
+    // any socket or TUN device exists (safe to run as root on the host).
+    std::fs::write(
+        etc.join("office.toml"),
+        office.replace("network = \"office\"", "network = \"elsewhere\""),
+    )
+    .unwrap();
+    let out = common::run_bounded(
+        &["up"],
+        &[
+            ("P2PVPN_CONFIG_DIR", &etc),
+            ("P2PVPN_STATE_DIR", &lab.state("alice")),
+        ],
+        std::time::Duration::from_secs(20),
+    )
+    .expect("`up` with two broken configs should end at once");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    // Before: "several networks are joined (home, office); say which". Now each network was
+    // started, and the failure names the network and its cause.
+    assert!(!err.contains("say which"), "{err}");
+    assert!(
+        err.contains("bringing up 2 networks in one process: home, office"),
+        "{err}"
+    );
+    assert!(
+        err.contains("network home: ") && err.contains("home.toml is for network \"office\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("office.toml is for network \"elsewhere\""),
+        "{err}"
     );
 }
 

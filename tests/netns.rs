@@ -176,10 +176,23 @@ lab_test!(
     "tests/netns/dns.sh"
 );
 lab_test!(
+    /// Access rules: "tcp 22 from tag:admin to tag:server" lets TCP 22 through, drops and
+    /// counts ping and TCP 80 (status, doctor), and rule changes apply within 2 s, no restart.
+    netns_access_rules,
+    "tests/netns/acl.sh"
+);
+lab_test!(
     /// A 10-node mesh under churn for 2 minutes (the CI bound; `scripts/soak.sh --minutes 30`
     /// runs the long one): no RSS or fd growth, every pair pings at the end, counters
     /// consistent. The whole run, setup and end checks included, takes about 3.5 minutes.
     netns_soak,
     "tests/netns/soak.sh",
     "SOAK_SECONDS" => "120"
+);
+lab_test!(
+    /// One `up` process serving two networks on two servers, alice and bob in both: READY=1
+    /// once, pings in both, isolation (A's interface to B's range reaches no B device), `down`
+    /// per network, SIGTERM stops both.
+    netns_multinet_one_process,
+    "tests/netns/multinet.sh"
 );

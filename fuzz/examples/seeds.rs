@@ -265,6 +265,7 @@ fn control() -> Vec<Vec<u8>> {
             token: [7; 16],
         }),
         ipv6: None,
+        acl: None,
     });
     let peer = encode(&ServerMessage::Peer { peer: x });
     let their_punch = encode(&ServerMessage::Punch {

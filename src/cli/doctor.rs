@@ -341,6 +341,9 @@ fn explain_peer(r: &mut Report, s: &NodeStatus, p: &PeerStatus) {
         (path, _, _) => path.as_str().to_string(),
     };
     r.say(format!("  path       {path}"));
+    for line in &p.access {
+        r.say(format!("  {line}"));
+    }
     let mine = s.nat.clone().unwrap_or_default();
     let theirs = p.nat.clone().unwrap_or_default();
     r.say(format!("  this node  {}", describe(&mine)));

@@ -1,6 +1,7 @@
 //! The command line (clap derive). Each subcommand's work lives in its own file; this one only
 //! defines the interface, sets up logging and dispatches.
 
+mod access_status;
 mod cidr;
 mod completions;
 mod create_check;
@@ -11,6 +12,7 @@ mod logging;
 mod man;
 mod netcheck;
 mod network;
+mod network_acl;
 mod node;
 mod ping;
 mod preflight;
@@ -19,6 +21,7 @@ mod resolve;
 mod server;
 mod service;
 mod table;
+mod up_all;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -151,6 +154,10 @@ pub enum Command {
         dirs: NodeDirs,
     },
     /// Bring a network up in the foreground until SIGINT/SIGTERM or `p2pvpn down`.
+    ///
+    /// With no NETWORK and several joined, brings up every joined network in this one process
+    /// (what the systemd unit p2pvpn.service runs); each still has its own interface and
+    /// control socket (`status`, `down NETWORK`). One that fails stops them all (exit 1).
     ///
     /// Peers' names resolve in DNS: the node answers NAME.SUFFIX (SUFFIX is `dns_suffix` in the
     /// network's config, default NETWORK.p2p) on its overlay address, UDP port 53, and
@@ -420,6 +427,23 @@ pub enum NetworkCommand {
         #[command(flatten)]
         dir: ServerDir,
     },
+    /// Set a member's tags (replacing its old ones; none removes them); rules name tags.
+    Tag {
+        name: String,
+        /// The member's name, key or address.
+        member: String,
+        /// Tags, e.g. `admin server` (a leading `tag:` is accepted).
+        tags: Vec<String>,
+        #[command(flatten)]
+        dir: ServerDir,
+    },
+    /// Access rules: who may connect to whom, by tag or member, protocol and port (default:
+    /// everyone may reach everyone).
+    Acl {
+        name: String,
+        #[command(subcommand)]
+        action: network_acl::AclAction,
+    },
     /// Delete a network with its members and tokens; a running server cuts the members off.
     Delete {
         name: String,
@@ -497,8 +521,18 @@ pub fn run() -> Result<()> {
                 mtu,
                 dirs,
             } => {
-                let network = target.resolve(&dirs, "up")?;
-                node::up(&network, &dirs.dirs(), metrics, allow_overlap, mtu).await
+                let mut networks = resolve::up_networks(
+                    target.network_name.as_deref(),
+                    target.network.as_deref(),
+                    &dirs.dirs(),
+                )?;
+                match networks.len() {
+                    1 => {
+                        let network = networks.remove(0);
+                        node::up(&network, &dirs.dirs(), metrics, allow_overlap, mtu).await
+                    }
+                    _ => up_all::run(networks, &dirs.dirs(), metrics, allow_overlap, mtu).await,
+                }
             }
             Command::Doctor {
                 peer,

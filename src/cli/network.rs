@@ -49,7 +49,7 @@ fn existing(store: &Store, name: &str) -> Result<()> {
 }
 
 /// Opens the store and checks that `name` is one of its networks.
-fn open_network(state_dir: &Path, name: &str) -> Result<Store> {
+pub(super) fn open_network(state_dir: &Path, name: &str) -> Result<Store> {
     let store = open(state_dir)?;
     existing(&store, name)?;
     Ok(store)
@@ -175,6 +175,13 @@ pub fn run(cmd: NetworkCommand) -> Result<()> {
             }
             Ok(())
         }
+        NetworkCommand::Tag {
+            name,
+            member,
+            tags,
+            dir,
+        } => super::network_acl::tag(&name, &member, &tags, &dir),
+        NetworkCommand::Acl { name, action } => super::network_acl::acl(&name, action),
         NetworkCommand::RenameMember {
             name,
             old,

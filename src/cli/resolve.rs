@@ -153,6 +153,24 @@ pub fn node_network(
     }
 }
 
+/// The networks `up` brings up: the one named, else every joined one (several run as tasks of
+/// one process, see `cli::up_all`). None joined is an error that says how to join.
+pub fn up_networks(
+    positional: Option<&str>,
+    flag: Option<&str>,
+    dirs: &Dirs,
+) -> Result<Vec<String>> {
+    if positional.is_some() || flag.is_some() {
+        return Ok(vec![node_network(positional, flag, dirs, "up")?]);
+    }
+    let joined = joined_networks(dirs);
+    if joined.is_empty() {
+        // The same message as for one network.
+        node_network(None, None, dirs, "up")?;
+    }
+    Ok(joined)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +221,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(none.contains("no network is joined"), "{none}");
+        let none = up_networks(None, None, &dirs).unwrap_err().to_string();
+        assert!(none.contains("no network is joined"), "{none}");
         // Nothing joined at all: the command itself says what is missing (the config file).
         assert_eq!(
             node_network(Some("office"), None, &dirs, "up").unwrap(),
@@ -233,6 +253,13 @@ mod tests {
             node_network(None, Some("home"), &dirs, "up").unwrap(),
             "home"
         );
+        // `up` alone means every joined network; a name still means that one only.
+        assert_eq!(up_networks(None, None, &dirs).unwrap(), ["home", "office"]);
+        assert_eq!(
+            up_networks(Some("office"), None, &dirs).unwrap(),
+            ["office"]
+        );
+        assert!(up_networks(Some("offcie"), None, &dirs).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,8 +5,8 @@
 //! what to use instead (the systemd units).
 
 use super::logging::{self, LogArgs};
-use super::{node, resolve, NodeDirs};
-use crate::io::service::{self, supervise::ServiceBody};
+use super::{resolve, NodeDirs};
+use crate::io::service;
 use anyhow::Result;
 
 /// The service's log, beside the node's state (private: SYSTEM and Administrators only).
@@ -16,12 +16,6 @@ pub fn run(log: &LogArgs, dirs: &NodeDirs) -> Result<()> {
     let dirs = dirs.dirs();
     let networks = resolve::joined_networks(&dirs);
     let log_path = dirs.state.join(LOG_FILE);
-    let body = ServiceBody {
-        networks,
-        up: Box::new(move |network| {
-            let dirs = dirs.clone();
-            Box::pin(async move { node::up(&network, &dirs, None, false, None).await })
-        }),
-    };
+    let body = super::up_all::body(networks, &dirs, false, None);
     service::run_service(&log_path, || logging::init(log), body)
 }

@@ -252,6 +252,7 @@ pub fn render(s: &NodeStatus, unix_now: u64) -> String {
             drops.join(" ")
         }
     );
+    out.push_str(&super::access_status::section(s));
     out
 }
 
@@ -287,6 +288,7 @@ mod tests {
             punch: Default::default(),
             path_mtu: None,
             path_mtu_search: String::new(),
+            access: Vec::new(),
         }
     }
 
@@ -311,6 +313,7 @@ mod tests {
             drops: Default::default(),
             mtu: 0,
             dns: None,
+            access: None,
         }
     }
 

@@ -35,10 +35,13 @@ pub enum DropReason {
     /// A TUN packet larger than the peer's path MTU (answered with ICMP "fragmentation needed"
     /// when it had DF set).
     TooBig,
+    /// A decrypted packet from a peer that no access rule allows (`core::acl`; `status` and
+    /// `doctor PEER` say which).
+    AccessDenied,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::UnknownPeer,
         DropReason::UnknownSession,
@@ -52,6 +55,7 @@ impl DropReason {
         DropReason::PeerUnreachable,
         DropReason::RateLimited,
         DropReason::TooBig,
+        DropReason::AccessDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +73,7 @@ impl DropReason {
             DropReason::PeerUnreachable => "peer_unreachable",
             DropReason::RateLimited => "rate_limited",
             DropReason::TooBig => "too_big",
+            DropReason::AccessDenied => "access_denied",
         }
     }
 

@@ -2,6 +2,7 @@
 //! crates use for ephemeral keys. Every state machine here is driven by `handle_*` calls and
 //! drained with `poll_*` calls, so the in-process simulator and the real drivers run the same code.
 
+pub mod acl;
 pub mod counters;
 pub mod crypto;
 pub mod dns;

@@ -116,11 +116,17 @@ forget_pair() {
     # keep traffic flowing so the dead path is noticed at the active pace
     local vip_a; vip_a="$(p2p_field "$a" "$net" 'j["virtual_ip"]')"
     lab_spawn "$b" "$b-ping" -- ping -i 0.2 -w "$FORGET_WAIT" "$vip_a"
-    rc=0; lab_wait_for 20 lab_not p2p_peer_is "$b" "$net" "$a" direct || rc=$?
-    check "FORGET: the path through the forgotten mapping stops being direct" "$rc"
+    # The dead path shows as not direct for a while, unless the peer's authenticated packets
+    # from a's new NAT port arrive first and b simply follows them (WireGuard-style roaming):
+    # both are right, so this is a note, not a check. What must hold is the next check.
+    if lab_wait_for 20 lab_not p2p_peer_is "$b" "$net" "$a" direct; then
+        mx_note "  the path went dark $((SECONDS - t0)) s after the router forgot"
+    else
+        mx_note "  the path never showed as not direct: b followed a's new address"
+    fi
     rc=0; lab_wait_for "$FORGET_WAIT" p2p_peer_is "$b" "$net" "$a" direct || rc=$?
     mx_note "  direct again $((SECONDS - t0)) s after the router forgot"
-    check "FORGET: direct again through a new mapping within $FORGET_WAIT s" "$rc"
+    check "FORGET: direct again within $FORGET_WAIT s after the router forgot" "$rc"
     P2P_TIMEOUT=10 p2p "$a" down --network "$net" >/dev/null 2>&1 || true
     rc=0; grep -q "port mapping deleted" "$(lab_logfile "$a-up")" || rc=1
     check "FORGET: down deletes the mapping (node log)" "$rc"

@@ -124,7 +124,7 @@ join() {
     [[ -n "$tok" ]] || { why "invite for $n failed"; return 1; }
     mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
     p2p "$n" join "$tok" --name "$n" >>"$log" 2>&1 || { why "$n join failed: $(tail -n 2 "$log" | tr '\n' ' ')"; return 1; }
-    VIP[$n]="$(grep -oE '\(([0-9]+\.){3}[0-9]+/[0-9]+\)' "$log" | tail -n 1 | tr -d '()' | cut -d/ -f1)"
+    VIP[$n]="$(grep -oE '\(([0-9]+\.){3}[0-9]+/[0-9]+[,)]' "$log" | tail -n 1 | tr -d '(),' | cut -d/ -f1)"
     [[ -n "${VIP[$n]}" ]] || { why "no virtual address in $n's join output"; return 1; }
 }
 
@@ -304,7 +304,7 @@ ev_rejoin() {
         lab_wait_for 15 lab_not p2p_has_peer n1 "$NET" "$n" ||
             ev_fail "rejoin $n: n1 still lists $n 15 s after remove-member"
     fi
-    rm -rf "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
+    rm -rf "${LAB_TMP:?}/$n/etc" "${LAB_TMP:?}/$n/state"
     if ! join "$n" >"$LAB_TMP/rejoin-why" 2>&1; then
         ev_fail "rejoin $n: $(cat "$LAB_TMP/rejoin-why")"; return 0
     fi

@@ -188,7 +188,8 @@ b_seq() {
     note "netcheck behind the sequential NAT took $((SECONDS - start)) s"
     expect nc-seq 'j["mapping"]' address_and_port_dependent &&
         expect nc-seq 'j["filtering"]' address_and_port_dependent &&
-        expect nc-seq 'j["allocation"]' '{"kind": "sequential", "delta": 1}' &&
+        expect nc-seq 'j["allocation"]["kind"]' sequential &&
+        expect nc-seq 'j["allocation"]["delta"]' 1 &&
         expect nc-seq 'j["legacy_class"]' 7 &&
         expect nc-seq 'min(j["observed_ports"]) >= 20000' true
 }

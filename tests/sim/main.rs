@@ -3,6 +3,7 @@
 
 #![allow(clippy::disallowed_methods)] // tests drive real processes and clocks
 
+mod acl;
 mod fast;
 mod harness;
 mod hostile;

@@ -169,6 +169,8 @@ pub struct Node {
     /// The gateway's mapping of the main socket, as a candidate (`mapping`).
     port_mapping: Option<crate::core::punch::Candidate>,
     remap_wanted: bool,
+    /// The access rules on what peers send, with the flows this node opened (`core::acl`).
+    acl: crate::core::acl::Acl,
 }
 
 /// Where a WireGuard message came from.
@@ -197,7 +199,9 @@ impl Node {
             rng,
             now,
         );
+        let acl = crate::core::acl::Acl::new(rand::Rng::gen(&mut own));
         Node {
+            acl,
             network: config.network,
             public: config.secret.public_key(),
             secret: config.secret,
@@ -401,6 +405,7 @@ impl Node {
                 self.handle_relay_frame(src, &payload, now);
             }
             ControlEvent::Peer(info) => self.handle_peer_info(&info),
+            ControlEvent::Acl(policy) => self.acl.set_policy(policy),
             ControlEvent::PeerGone(key) => self.remove_peer(&key),
             ControlEvent::Refused { refusal, permanent } => {
                 if permanent {
@@ -490,6 +495,8 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&key) else {
             return TunOutcome::Dropped(DropReason::NoRoute);
         };
+        // Remembered as a flow so the peer's replies pass this node's access rules.
+        self.acl.outbound(peer.virtual_ip, packet, self.now_hint);
         let header = match route {
             Route::RelayUdp { .. } => relay_wire::DATA_HEADER,
             _ => 0,
@@ -661,6 +668,11 @@ impl Node {
                     || self.take_ping_reply(packet, peer_ip, path, now)
                 {
                     return DatagramOutcome::Consumed;
+                }
+                // The access rules (`core::acl`): after the node's own probes and ping
+                // answers, which are not traffic to the host, before the TUN device.
+                if self.acl.inbound(peer_ip, packet, now).is_err() {
+                    return DatagramOutcome::Dropped(DropReason::AccessDenied);
                 }
                 // `packet` lies inside `out`: find it there by address, so a SYN can be clamped
                 // in place (the borrow through `result` ends here).

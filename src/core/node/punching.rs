@@ -144,7 +144,10 @@ impl Node {
             .handle_stun(socket, from, datagram, &mut self.sockets, now);
         self.discovery.flush(&mut self.sockets, &mut self.transmits);
         self.after_discovery();
-        if ours {
+        if ours || crate::core::stun::message::parse_binding_response(datagram).is_ok() {
+            // A well-formed answer nobody waits for any more (a retransmission's second
+            // answer, or one arriving after the netcheck finished) is discarded, not counted
+            // as malformed (RFC 5389 §7.3.3).
             DatagramOutcome::Consumed
         } else {
             DatagramOutcome::Dropped(DropReason::Malformed)

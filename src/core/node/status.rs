@@ -67,6 +67,10 @@ pub struct PeerStatus {
     /// not answer echo requests; nothing is enforced beyond the TUN MTU).
     #[serde(default)]
     pub path_mtu_search: String,
+    /// Why what this peer sends passes this node's access rules or not (`core::acl`); empty
+    /// when the network has no rules.
+    #[serde(default)]
+    pub access: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -97,6 +101,9 @@ pub struct NodeStatus {
     /// The DNS responder for the network's names, when it runs (filled in by the driver).
     #[serde(default)]
     pub dns: Option<crate::core::dns::DnsStatus>,
+    /// The access rules this node enforces on what its peers send, with their counts.
+    #[serde(default)]
+    pub access: Option<crate::core::acl::AclStatus>,
 }
 
 impl Node {
@@ -154,6 +161,10 @@ impl Node {
                     punch: p.punch.status().clone(),
                     path_mtu: self.path_mtu(p.virtual_ip).mtu,
                     path_mtu_search: self.path_mtu(p.virtual_ip).phase.as_str().to_string(),
+                    access: match self.acl.policy() {
+                        Some(_) => self.acl.explain(p.virtual_ip, &p.name, self.now_hint),
+                        None => Vec::new(),
+                    },
                 }
             })
             .collect();
@@ -178,6 +189,7 @@ impl Node {
             drops: self.drops.clone(),
             mtu: self.tun_mtu(),
             dns: None,
+            access: Some(self.acl.status(self.now_hint)),
         }
     }
 

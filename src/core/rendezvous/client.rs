@@ -36,6 +36,8 @@ pub enum ControlEvent {
         ipv6: Option<Ipv6Net>,
     },
     Peer(PeerInfo),
+    /// The access rules this node enforces (`None`: allow all).
+    Acl(Option<crate::core::acl::policy::NodePolicy>),
     /// A packet the server relayed to us through the control stream.
     RelayFrame {
         src: u32,
@@ -277,8 +279,11 @@ impl ControlClient {
                 cidr,
                 relay,
                 ipv6,
+                acl,
                 ..
             } => {
+                // Before `Registered`: the rules are in place before any packet can flow.
+                self.events.push_back(ControlEvent::Acl(acl));
                 if let State::Open { registered, .. } = &mut self.state {
                     *registered = true;
                 }
@@ -317,6 +322,7 @@ impl ControlClient {
             ServerMessage::Punch { peer, offer } => {
                 self.events.push_back(ControlEvent::Punch { peer, offer })
             }
+            ServerMessage::Acl { policy } => self.events.push_back(ControlEvent::Acl(policy)),
             ServerMessage::Pong | ServerMessage::Joined { .. } | ServerMessage::Left { .. } => {}
         }
     }

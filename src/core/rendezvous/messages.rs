@@ -1,6 +1,7 @@
 //! The control messages carried inside the Noise channel, as JSON (one message per Noise frame).
 //! Unknown fields are ignored so either side can add fields without breaking the other.
 
+use crate::core::acl::policy::NodePolicy;
 use crate::core::keys::PublicKey;
 use crate::core::nat::NatProfile;
 use crate::core::punch::PunchOffer;
@@ -70,6 +71,16 @@ pub enum ServerMessage {
         /// As in `Joined`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ipv6: Option<Ipv6Net>,
+        /// The access rules this node enforces on what its peers send (`core::acl`); absent
+        /// when the network has none (allow all) and from older servers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        acl: Option<NodePolicy>,
+    },
+    /// The node's access rules changed (`None`: the network has no rules now, allow all).
+    /// Older nodes ignore it as an undecodable message.
+    Acl {
+        #[serde(default)]
+        policy: Option<NodePolicy>,
     },
     Refused {
         refusal: Refusal,

@@ -74,6 +74,18 @@ pub trait Registry {
             .into_iter()
             .find(|m| m.public_key == *key))
     }
+
+    /// The network's access rules and its members' tags (`core::acl`); none: allow all.
+    fn access_rules(&self, _network: &str) -> Result<AccessRules, RegistryError> {
+        Ok(AccessRules::default())
+    }
+}
+
+/// A network's access rules in order (numbered from 1) and the tags of its members by key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessRules {
+    pub rules: Vec<crate::core::acl::rule::Rule>,
+    pub tags: HashMap<PublicKey, Vec<String>>,
 }
 
 /// An in-memory registry for the simulator and tests.
@@ -82,6 +94,7 @@ pub struct MemoryRegistry {
     networks: HashMap<String, Network>,
     members: Vec<Member>,
     tokens: HashMap<(String, [u8; 32]), TokenRecord>,
+    access: HashMap<String, AccessRules>,
 }
 
 impl MemoryRegistry {
@@ -109,6 +122,11 @@ impl MemoryRegistry {
 
     pub fn add_token(&mut self, network: &str, hash: [u8; 32], record: TokenRecord) {
         self.tokens.insert((network.to_string(), hash), record);
+    }
+
+    /// Replaces a network's access rules and tags (the simulator's `network acl` and `tag`).
+    pub fn set_access_rules(&mut self, network: &str, access: AccessRules) {
+        self.access.insert(network.to_string(), access);
     }
 
     pub fn remove_member(&mut self, network: &str, name: &str) -> bool {
@@ -150,5 +168,9 @@ impl Registry for MemoryRegistry {
         self.members
             .retain(|m| !(m.network == network && m.public_key == *key));
         Ok(before != self.members.len())
+    }
+
+    fn access_rules(&self, network: &str) -> Result<AccessRules, RegistryError> {
+        Ok(self.access.get(network).cloned().unwrap_or_default())
     }
 }

@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod acl_push;
 mod deadlines;
 use deadlines::ConnClock;
 pub use deadlines::{ConnDeadlines, Stage};
@@ -64,6 +65,8 @@ struct Session {
     endpoints: Vec<SocketAddr>,
     nat: Option<NatProfile>,
     relay: Option<RelayTicket>,
+    /// The access rules last sent to this node (`acl_push`).
+    acl: Option<crate::core::acl::policy::NodePolicy>,
 }
 
 struct Conn {
@@ -310,6 +313,7 @@ impl<R: Registry> ServerCore<R> {
                         self.stats.joins += 1;
                         self.maps.admit(&member);
                         tracing::info!(network, name = member.name, key = %key.short(), ip = %member.virtual_ip, "node joined");
+                        self.refresh_acl(network);
                         let net = self.registry.network(network).ok().flatten();
                         match net {
                             Some(net) => ServerMessage::Joined {
@@ -352,6 +356,7 @@ impl<R: Registry> ServerCore<R> {
             Ok(true) => {
                 tracing::info!(network, key = %key.short(), "member left");
                 self.remove_member(network, key);
+                self.refresh_acl(network);
                 ServerMessage::Left {
                     network: network.to_string(),
                 }
@@ -425,6 +430,7 @@ impl<R: Registry> ServerCore<R> {
             }
         }
         let relay = self.relay.register(conn, &network, key, now);
+        let acl = self.policy_of(&member);
         if let Some(c) = self.conns.get_mut(&conn) {
             tracing::info!(network, name = member.name, remote = %c.remote, "node online");
             c.session = Some(Session {
@@ -433,6 +439,7 @@ impl<R: Registry> ServerCore<R> {
                 endpoints,
                 nat,
                 relay,
+                acl: acl.clone(),
             });
         }
         let welcome = ServerMessage::Welcome {
@@ -442,6 +449,7 @@ impl<R: Registry> ServerCore<R> {
             cidr: net.cidr,
             relay,
             ipv6: node_ipv6(&net, &member),
+            acl,
         };
         if !self.queue(conn, &encode(&welcome)) {
             return;
@@ -740,9 +748,10 @@ impl<R: Registry> ServerCore<R> {
                     continue;
                 }
             };
-            for key in self.maps.load(&network, members) {
+            for key in self.maps.load(&network, members.clone()) {
                 self.remove_member(&network, key);
             }
+            self.push_acl(&network, &members);
         }
         self.flush_peer_maps_if_due();
     }

@@ -15,6 +15,8 @@ mod windows;
 #[cfg(windows)]
 use windows::notify_to;
 
+#[cfg(unix)]
+pub mod all_networks;
 pub mod supervise;
 #[cfg(windows)]
 mod windows_scm;
@@ -42,14 +44,21 @@ pub fn notify(state: &str) -> Result<bool> {
 /// Tells the manager the service is ready, with a human-readable status line
 /// (`systemctl status` shows it).
 pub fn ready(status: &str) {
-    // The Windows service waits for this from every network it runs (no-op elsewhere).
-    supervise::mark_ready();
+    // Several networks in one process: the supervisor waits for this from every one of them and
+    // tells the manager itself once all are up (one READY=1 for the process).
+    if supervise::mark_ready() {
+        return;
+    }
     send_or_warn(&format!("READY=1\nSTATUS={}", one_line(status)));
 }
 
 /// Tells the manager the service is shutting down, so that `systemctl` reports "deactivating"
 /// rather than a crash while the TUN device and routes are removed.
 pub fn stopping(status: &str) {
+    // One of several networks stopping (`down NETWORK`) is not the process stopping.
+    if supervise::supervised() {
+        return;
+    }
     send_or_warn(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
 }
 

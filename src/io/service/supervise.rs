@@ -1,20 +1,18 @@
 //! Several networks' nodes as tasks of one process, for a service manager that supervises a
-//! single process: the Windows service (`windows_scm.rs`) brings up every joined network this
-//! way. Each network runs the same function as `p2pvpn up`; this module only decides what the
+//! single process: the Windows service (`windows_scm.rs`) and `p2pvpn up` with several joined
+//! networks (`all_networks.rs`, also the systemd unit `p2pvpn.service`) bring them up this way. Each network runs the same function as `p2pvpn up`; this module only decides what the
 //! service manager is told:
 //! - "running" once every network has reported ready (registered, adapter up: the same moment
 //!   a systemd unit sends READY=1), with a progress report every `tick` while it waits;
-//! - a failure when a network ends with an error or does not come up within `start_timeout`
-//!   (like the systemd unit's TimeoutStartSec), after stopping the others, so that the
-//!   manager's restart-on-failure brings the whole set back;
+//! - a failure when a network ends with an error or (with `Limits::slow_start_fails`) does not
+//!   come up within `start_timeout` (like the systemd unit's TimeoutStartSec), after stopping
+//!   the others, so that the manager's restart-on-failure brings the whole set back; without
+//!   it, "running" for the others once `start_timeout` passed, the slow one still trying;
 //! - a clean stop when the manager asks for one (every node removes its interface).
 //!
-//! A network stopped on purpose (`p2pvpn down NETWORK`) stays down; the others keep running.
-//! Written without any OS call so that the Linux tests exercise it with stand-in networks.
-
-// Only the Windows service calls `supervise` outside the tests (Linux has one systemd unit per
-// network instead).
-#![cfg_attr(not(windows), allow(dead_code))]
+//! A network stopped on purpose (`p2pvpn down NETWORK`) stays down; the others keep running
+//! (and with `Limits::exit_when_all_stopped`, the process ends once none is left).
+//! Written without any OS call so that the tests exercise it with stand-in networks.
 
 use anyhow::{anyhow, Result};
 use std::collections::BTreeSet;
@@ -39,9 +37,19 @@ tokio::task_local! {
 }
 
 /// Called by a node when it is ready (`service::ready`): inside a supervised task it tells the
-/// supervisor; anywhere else (plain `p2pvpn up`, systemd) it does nothing.
-pub fn mark_ready() {
-    let _ = READY.try_with(|(network, tx)| tx.send(network.clone()));
+/// supervisor and returns true; anywhere else (plain `p2pvpn up NETWORK`) it returns false.
+pub fn mark_ready() -> bool {
+    READY
+        .try_with(|(network, tx)| {
+            let _ = tx.send(network.clone());
+        })
+        .is_ok()
+}
+
+/// Whether the caller runs as one of several supervised networks: the supervisor, not the
+/// node, then speaks for the process to the service manager (one READY=1 for all of them).
+pub fn supervised() -> bool {
+    READY.try_with(|_| ()).is_ok()
 }
 
 /// What the service manager is told while the networks start and stop.
@@ -50,6 +58,11 @@ pub trait Reporter {
     fn starting(&mut self, waiting_for: &[String]);
     /// Every network is up (or there is none).
     fn running(&mut self);
+    /// Running although these networks are not up yet: the start timeout passed and
+    /// `Limits::slow_start_fails` is off (they keep trying). By default the same as `running`.
+    fn running_without(&mut self, _still_starting: &[String]) {
+        self.running();
+    }
     /// Stopping: the nodes are removing their interfaces.
     fn stopping(&mut self);
 }
@@ -60,6 +73,13 @@ pub struct Limits {
     pub start_timeout: Duration,
     pub tick: Duration,
     pub stop_timeout: Duration,
+    /// End (Ok) once every network was stopped with `p2pvpn down` (the foreground `up`); else
+    /// stay idle until the manager's stop (the Windows service, which must keep running).
+    pub exit_when_all_stopped: bool,
+    /// A network not up within `start_timeout` fails the whole set (the Windows service); when
+    /// false the others are reported running and it keeps trying, as `up NETWORK` does for an
+    /// unreachable server (systemd: a restart loop would take the healthy networks down too).
+    pub slow_start_fails: bool,
 }
 
 /// Runs `up(network)` for every network until `stop` resolves or one of them fails; on the way
@@ -146,7 +166,14 @@ async fn run(
             running = true;
             reporter.running();
         }
+        if limits.exit_when_all_stopped && tasks.is_empty() {
+            tracing::info!("every network was stopped");
+            return None;
+        }
         tokio::select! {
+            // A signal reaches the nodes too, and they end at once: seen first, it is the
+            // requested stop it is, not a string of networks stopped one by one.
+            biased;
             _ = &mut stop => return None,
             Some(network) = ready_rx.recv() => {
                 waiting.remove(&network);
@@ -162,6 +189,17 @@ async fn run(
             },
             _ = tick.tick(), if !running => {
                 let names: Vec<String> = waiting.iter().cloned().collect();
+                if started.elapsed() >= limits.start_timeout && !limits.slow_start_fails {
+                    tracing::warn!(
+                        "{} not up after {} s; the other networks are ready, these keep trying \
+                         (is the server reachable? see the lines above for each one's last step)",
+                        names.join(", "),
+                        limits.start_timeout.as_secs()
+                    );
+                    running = true;
+                    reporter.running_without(&names);
+                    continue;
+                }
                 if started.elapsed() >= limits.start_timeout {
                     return Some(anyhow!(
                         "{} did not come up within {} s (is the server reachable? see the lines \
@@ -193,6 +231,10 @@ mod tests {
         fn running(&mut self) {
             self.0.push("running".into());
         }
+        fn running_without(&mut self, still_starting: &[String]) {
+            self.0
+                .push(format!("running without {}", still_starting.join(",")));
+        }
         fn stopping(&mut self) {
             self.0.push("stopping".into());
         }
@@ -202,6 +244,8 @@ mod tests {
         start_timeout: Duration::from_secs(60),
         tick: Duration::from_secs(5),
         stop_timeout: Duration::from_secs(10),
+        exit_when_all_stopped: false,
+        slow_start_fails: true,
     };
 
     /// A stand-in node: ready after `ready_after` (never when None), then runs until the stop
@@ -321,6 +365,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn without_slow_start_fails_the_others_run_and_the_slow_one_keeps_trying() {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = Rc::new(RefCell::new(Vec::new()));
+        let mut log = Log::default();
+        let limits = Limits {
+            slow_start_fails: false,
+            ..LIMITS
+        };
+        let result = supervise(
+            vec!["home".to_string(), "office".to_string()],
+            |name| {
+                let ready = (name == "home").then_some(1);
+                node(ready, None, stop_rx.clone(), stopped.clone(), name)
+            },
+            tokio::time::sleep(Duration::from_secs(600)),
+            || {
+                stop_tx.send_replace(true);
+            },
+            &mut log,
+            limits,
+        )
+        .await;
+        result.unwrap();
+        assert_eq!(log.0.last().map(String::as_str), Some("stopping"));
+        assert!(
+            log.0.contains(&"running without office".to_string()),
+            "{:?}",
+            log.0
+        );
+        assert!(!log.0.contains(&"running".to_string()), "{:?}", log.0);
+        let mut stopped = stopped.borrow().clone();
+        stopped.sort();
+        assert_eq!(stopped, ["home", "office"]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn no_network_joined_is_running_and_idle_until_stopped() {
         let (result, log, stopped) = supervise_case(Case {
             nets: vec![],
@@ -332,8 +412,46 @@ mod tests {
         assert!(stopped.is_empty());
     }
 
+    /// Two networks that come up and are then stopped with `down` (at 3 s and 5 s); the
+    /// manager's stop comes at 300 s. Returns when supervise returned, and its result.
+    async fn all_downed(exit_when_all_stopped: bool) -> (Duration, Result<()>) {
+        let started = Instant::now();
+        let mut log = Log::default();
+        let limits = Limits {
+            exit_when_all_stopped,
+            ..LIMITS
+        };
+        let result = supervise(
+            vec!["home".to_string(), "office".to_string()],
+            |name| async move {
+                assert!(supervised());
+                assert!(mark_ready());
+                let secs = if name == "home" { 3 } else { 5 };
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                Ok(())
+            },
+            tokio::time::sleep(Duration::from_secs(300)),
+            || {},
+            &mut log,
+            limits,
+        )
+        .await;
+        (started.elapsed(), result)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn up_ends_once_every_network_was_downed_and_the_service_stays() {
+        let (took, result) = all_downed(true).await;
+        result.unwrap();
+        assert_eq!(took.as_secs(), 5);
+        let (took, result) = all_downed(false).await;
+        result.unwrap();
+        assert_eq!(took.as_secs(), 300);
+    }
+
     #[test]
     fn mark_ready_outside_a_supervised_task_does_nothing() {
-        mark_ready();
+        assert!(!mark_ready());
+        assert!(!supervised());
     }
 }

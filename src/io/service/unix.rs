@@ -9,8 +9,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
 
-/// `p2pvpn service run` is the Windows service's entry point (`windows_scm.rs`); systemd runs
-/// one unit per network instead, so here it only says so.
+/// `p2pvpn service run` is the Windows service's entry point (`windows_scm.rs`); under systemd
+/// `p2pvpn up` is (one unit per network, or `p2pvpn.service` for all), so here it only says so.
 pub fn run_service(
     _log: &Path,
     _init_log: impl FnOnce() -> Result<()>,
@@ -18,8 +18,8 @@ pub fn run_service(
 ) -> Result<()> {
     bail!(
         "`p2pvpn service run` is the Windows service's entry point. Here each network runs as \
-         its own systemd unit: `systemctl enable --now p2pvpn@NETWORK` (or in the foreground: \
-         `p2pvpn up NETWORK`)"
+         its own systemd unit: `systemctl enable --now p2pvpn@NETWORK`, or all of them in one: \
+         `systemctl enable --now p2pvpn` (in the foreground: `p2pvpn up [NETWORK]`)"
     )
 }
 

@@ -39,6 +39,8 @@ const LIMITS: Limits = Limits {
     start_timeout: Duration::from_secs(120),
     tick: Duration::from_secs(5),
     stop_timeout: Duration::from_secs(20),
+    exit_when_all_stopped: false,
+    slow_start_fails: true,
 };
 
 /// The stack of the thread that runs the nodes.

@@ -1,4 +1,5 @@
-//! SIGTERM (systemd's stop, `kill`) and SIGINT (Ctrl-C).
+//! SIGTERM (systemd's stop, `kill`) and SIGINT (Ctrl-C); and the process-wide stop request
+//! (`stop.rs`) that ends every network's node when one of several in one process fails.
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -22,6 +23,7 @@ impl Shutdown {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+            _ = super::stop_requested() => "stop requested",
         }
     }
 }
