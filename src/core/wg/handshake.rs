@@ -113,6 +113,11 @@ impl Initiator {
         })
     }
 
+    /// Our session index this initiation carries (the response names it as its receiver).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
     /// Reads the peer's handshake response and returns the session's transport keys.
     pub fn finish(mut self, response: &[u8]) -> Result<Session, HandshakeError> {
         if response.len() != RESPONSE_LEN || response[..4] != [TYPE_RESPONSE, 0, 0, 0] {
@@ -151,6 +156,32 @@ pub struct Responded {
     pub timestamp: [u8; 12],
     /// The session; the caller publishes it once the peer is known and the timestamp newer.
     pub session: Session,
+}
+
+/// Which static key sent this initiation (whitepaper §5.4.2, the responder's first steps),
+/// before we know which peer's session should answer it. Costs one Noise read (two DHs); the
+/// chosen session then answers with [`respond`].
+pub fn initiator_of(local: &SecretKey, initiation: &[u8]) -> Result<PublicKey, HandshakeError> {
+    if initiation.len() != INITIATION_LEN || initiation[..4] != [TYPE_INITIATION, 0, 0, 0] {
+        return Err(HandshakeError::NotInitiation);
+    }
+    let want = mac1(&local.public_key(), &initiation[..116]);
+    if !bool::from(want.ct_eq(&initiation[116..132])) {
+        return Err(HandshakeError::Mac1);
+    }
+    let params = PARAMS.parse().map_err(HandshakeError::Noise)?;
+    let mut noise = snow::Builder::new(params)
+        .local_private_key(local.as_bytes())
+        .prologue(IDENTIFIER)
+        .psk(2, &[0; 32])
+        .build_responder()?;
+    let mut timestamp = [0u8; 12];
+    noise.read_message(&initiation[8..116], &mut timestamp)?;
+    noise
+        .get_remote_static()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .map(PublicKey)
+        .ok_or(HandshakeError::NoStatic)
 }
 
 /// Answers a handshake initiation: checks mac1, runs Noise's responder, writes the response to

@@ -8,10 +8,13 @@
 
 pub mod handshake;
 pub mod replay;
+pub mod session;
 pub mod table;
 pub mod transport;
 
 #[cfg(test)]
 mod interop_tests;
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod table_tests;

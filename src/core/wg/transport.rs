@@ -2,14 +2,19 @@
 //! two data workers can seal and open at once: every method takes `&self`.
 //!
 //! ```text
-//! type (1) = 4 | reserved (3) = 0 | receiver index (4, LE) | counter (8, LE) | AEAD(packet ‖ pad)
+//! type (1) = 4 | reserved (3) = 0 | receiver index (4, LE) | counter (8, LE) | AEAD(packet)
 //! ```
 //!
 //! The AEAD is ChaCha20-Poly1305 (RFC 8439) with empty associated data and the counter as nonce:
 //! 32 zero bits, then the counter little-endian (whitepaper §5.4.6). It is ring's (already in the
 //! tree through rustls), as boringtun's is: `cargo bench --bench dataplane` measured the
-//! chacha20poly1305 crate at about twice ring's time per 1400-byte packet on this machine. The plaintext is padded with
-//! zeros to a multiple of 16 bytes; the receiver trims it by the inner IP header's length.
+//! chacha20poly1305 crate at about twice ring's time per 1400-byte packet on this machine.
+//!
+//! No padding: the whitepaper pads the plaintext to a multiple of 16, but never past the MTU,
+//! which this step does not know; boringtun does not pad either. Unpadded, a datagram is exactly
+//! the packet plus [`OVERHEAD`], which is what the path MTU search (`core::pmtu`) sizes its
+//! probes by: padded, the sim found paths up to 15 bytes short. The receiver still trims by the
+//! inner IP header's length, so padded datagrams from other implementations open too.
 //!
 //! Shared state per key, and why it is safe without the core's lock:
 //! - [`SendKey`]: the key is immutable; the counter is an `AtomicU64` taken with `fetch_add`, so
@@ -28,7 +33,7 @@ pub const TYPE_DATA: u8 = 4;
 pub const HEADER: usize = 16;
 /// The Poly1305 tag.
 pub const TAG: usize = 16;
-/// What a transport message adds to the padded packet.
+/// What a transport message adds to the packet.
 pub const OVERHEAD: usize = HEADER + TAG;
 
 /// Why a datagram could not be sealed or opened. Each maps onto one drop counter.
@@ -59,11 +64,6 @@ fn nonce(counter: u64) -> Nonce {
 fn cipher(key: &[u8; 32]) -> LessSafeKey {
     // ok: ChaCha20-Poly1305 takes exactly a 32-byte key, which the type guarantees.
     LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).expect("32-byte key"))
-}
-
-/// The padded length of a plaintext (whitepaper §5.4.6: a multiple of 16).
-pub fn padded(len: usize) -> usize {
-    len.div_ceil(16) * 16
 }
 
 /// The receiver index of a transport data message, to find its [`RecvKey`] before opening it.
@@ -101,7 +101,7 @@ impl SendKey {
     /// Seals `packet` into `out` as one transport data message and returns its length. An empty
     /// `packet` is a keepalive.
     pub fn seal(&self, packet: &[u8], out: &mut [u8]) -> Result<usize, TransportError> {
-        let body = padded(packet.len());
+        let body = packet.len();
         let need = HEADER + body + TAG;
         let Some(out) = out.get_mut(..need) else {
             return Err(TransportError::BufferTooSmall { need });
@@ -118,8 +118,7 @@ impl SendKey {
         header[4..8].copy_from_slice(&self.receiver.to_le_bytes());
         header[8..16].copy_from_slice(&counter.to_le_bytes());
         let (text, tag) = rest.split_at_mut(body);
-        text[..packet.len()].copy_from_slice(packet);
-        text[packet.len()..].fill(0);
+        text.copy_from_slice(packet);
         let t = self
             .cipher
             .seal_in_place_separate_tag(nonce(counter), Aad::empty(), text)
@@ -157,7 +156,7 @@ impl RecvKey {
         self.window.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Opens one transport data message into `out` and returns the padded plaintext (empty for
+    /// Opens one transport data message into `out` and returns the plaintext, as sent with any padding (empty for
     /// a keepalive). The counter is checked before decrypting and marked only after the tag
     /// verified, so neither a replay nor a forgery costs more than a lookup or moves the window.
     pub fn open<'a>(&self, datagram: &[u8], out: &'a mut [u8]) -> Result<&'a [u8], TransportError> {
@@ -202,7 +201,7 @@ mod tests {
         let mut wire = [0u8; 128];
         let mut out = [0u8; 128];
         let n = tx.seal(b"hello", &mut wire).unwrap();
-        assert_eq!(n, OVERHEAD + 16, "5 bytes padded to 16");
+        assert_eq!(n, OVERHEAD + 5, "not padded");
         assert_eq!(&wire[..8], &[4, 0, 0, 0, 0x34, 0x12, 0, 0]);
         assert_eq!(&rx.open(&wire[..n], &mut out).unwrap()[..5], b"hello");
         assert_eq!(
@@ -237,7 +236,7 @@ mod tests {
         assert_eq!(rx.open(&wire[..20], &mut out), Err(TransportError::NotData));
         assert!(matches!(
             tx.seal(&[0; 100], &mut [0u8; 64]),
-            Err(TransportError::BufferTooSmall { need: 144 })
+            Err(TransportError::BufferTooSmall { need: 132 })
         ));
     }
 
