@@ -2,6 +2,7 @@
 //! read by `up`. The file is parsed into raw serde types (unknown keys refused), then validated
 //! into [`NodeSettings`]; every error names the file and what to change.
 
+use crate::core::crypto::Engine;
 use crate::core::dns;
 use crate::core::keys::PublicKey;
 use crate::core::punch::session::PunchConfig;
@@ -50,6 +51,17 @@ pub struct RawNodeConfig {
     pub dns_suffix: Option<String>,
     #[serde(default)]
     pub punch: Option<RawPunchConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<RawDataplaneConfig>,
+}
+
+/// `[dataplane]`: how packets are carried.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataplaneConfig {
+    /// The WireGuard implementation: "boringtun" (default) or "own" (`core::wg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<String>,
 }
 
 /// `[punch]`: hole-punching knobs.
@@ -83,6 +95,8 @@ pub struct NodeSettings {
     pub allow_route_overlap: bool,
     /// Lower case, without the final dot (`core::dns::check_suffix`).
     pub dns_suffix: String,
+    /// `[dataplane] wireguard`: which implementation carries the sessions.
+    pub wireguard: Engine,
 }
 
 /// Where a node keeps its files.
@@ -268,7 +282,17 @@ impl RawNodeConfig {
                 .unwrap_or_else(|| dns::default_suffix(&self.network)),
         )
         .with_context(|| format!("{}: `dns_suffix`", file.display()))?;
+        let wireguard = match self.dataplane.and_then(|d| d.wireguard).as_deref() {
+            None | Some("boringtun") => Engine::Boringtun,
+            Some("own") => Engine::Own,
+            Some(other) => bail!(
+                "{}: `dataplane.wireguard` {other:?} is not known: use \"boringtun\" (the \
+                 default) or \"own\"",
+                file.display()
+            ),
+        };
         Ok(NodeSettings {
+            wireguard,
             dns_suffix,
             punch,
             cidr,
@@ -306,6 +330,9 @@ impl NodeSettings {
             allow_route_overlap: self.allow_route_overlap,
             dns_suffix: (self.dns_suffix != dns::default_suffix(&self.network))
                 .then(|| self.dns_suffix.clone()),
+            dataplane: (self.wireguard == Engine::Own).then(|| RawDataplaneConfig {
+                wireguard: Some("own".into()),
+            }),
         }
     }
 }

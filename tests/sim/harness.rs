@@ -5,6 +5,7 @@
 
 use crate::nat::NatConfig;
 use crate::net::{NatId, Net};
+use p2pvpn::core::crypto::Engine;
 use p2pvpn::core::keys::SecretKey;
 use p2pvpn::core::node::{
     DatagramOutcome, Node, NodeConfig, NodeEvent, PunchConfig, SocketCommand, SocketId, TunOutcome,
@@ -230,6 +231,13 @@ impl Sim {
         };
         let rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.nodes.len() as u64 + 100);
         let mut node = Node::new(config, rng, self.now);
+        // `SIM_WIREGUARD=own` runs every scenario on our WireGuard engine (`core::wg::session`),
+        // whose timers follow the simulated clock; the default is boringtun.
+        if std::env::var("SIM_WIREGUARD").as_deref() == Ok("own") {
+            let unix = Duration::from_secs(UNIX_NOW)
+                + self.now.saturating_duration_since(crate::nat_tests::t0());
+            node.set_wireguard(Engine::Own, self.now, unix);
+        }
         node.handle_socket_opened(SocketId::MAIN, udp, self.now);
         self.nodes.push(SimNode {
             node,
