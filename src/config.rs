@@ -488,4 +488,19 @@ server_public_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
         let err = format!("{:#}", parse(&bad, Path::new("o.toml")).unwrap_err());
         assert!(err.contains("`cidr`"), "{err}");
     }
+
+    #[test]
+    fn the_wireguard_engine_defaults_to_boringtun_and_round_trips() {
+        let s = parse(GOOD, Path::new("o.toml")).unwrap();
+        assert_eq!(s.wireguard, Engine::Boringtun);
+        assert!(!toml::to_string(&s.to_raw()).unwrap().contains("dataplane"));
+        let text = format!("{GOOD}[dataplane]\nwireguard = \"own\"\n");
+        let s = parse(&text, Path::new("o.toml")).unwrap();
+        assert_eq!(s.wireguard, Engine::Own);
+        let again = toml::to_string(&s.to_raw()).unwrap();
+        assert_eq!(parse(&again, Path::new("o.toml")).unwrap(), s);
+        let bad = format!("{GOOD}[dataplane]\nwireguard = \"kernel\"\n");
+        let err = format!("{:#}", parse(&bad, Path::new("o.toml")).unwrap_err());
+        assert!(err.contains("`dataplane.wireguard` \"kernel\""), "{err}");
+    }
 }
