@@ -193,7 +193,7 @@ impl Session {
         out: &'a mut [u8],
         now: Instant,
     ) -> Result<Encapsulated<'a>, DropReason> {
-        if out.len() < packet.len() + OVERHEAD + 16 || out.len() < INITIATION_LEN {
+        if out.len() < packet.len() + OVERHEAD || out.len() < INITIATION_LEN {
             return Err(DropReason::Malformed);
         }
         if self.current.as_ref().is_some_and(|k| k.can_send(now)) {
@@ -368,7 +368,7 @@ impl Session {
             return None;
         }
         let packet = self.queue.pop_front()?;
-        if out.len() < packet.len() + OVERHEAD + 16 {
+        if out.len() < packet.len() + OVERHEAD {
             return None;
         }
         let n = self.seal(&packet, out, now)?;
