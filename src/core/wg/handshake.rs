@@ -7,9 +7,10 @@
 //! framing around the Noise messages (type, indices, mac1/mac2) is added here.
 //!
 //! Both roles: [`Initiator`] (message 1 out, message 2 in) and [`respond`] (message 1 in,
-//! message 2 out), each proven against boringtun in `interop_tests`. Not here yet: cookies (mac2,
-//! §5.4.7, under load), the per-peer timestamp check (the caller compares [`Responded::timestamp`]
-//! with the last one it accepted from that peer, §5.1) and the timers (§6).
+//! message 2 out), each proven against boringtun in `interop_tests`. As initiator, a cookie reply
+//! from a responder under load is opened ([`open_cookie_reply`]) and the next initiation carries
+//! mac2 under it ([`set_mac2`], §5.4.7); as responder we never send cookies (not yet). The
+//! per-peer timestamp check (§5.1) and the timers (§6) are `session`'s.
 
 use super::transport::{RecvKey, SendKey};
 use crate::core::keys::{PublicKey, SecretKey};
@@ -21,6 +22,7 @@ const PARAMS: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 /// The prologue (whitepaper §5.4: IDENTIFIER).
 const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
 const LABEL_MAC1: &[u8] = b"mac1----";
+const LABEL_COOKIE: &[u8] = b"cookie--";
 
 pub const TYPE_INITIATION: u8 = 1;
 pub const TYPE_RESPONSE: u8 = 2;
@@ -28,6 +30,9 @@ pub const TYPE_RESPONSE: u8 = 2;
 pub const INITIATION_LEN: usize = 148;
 /// type/reserved 4, sender 4, receiver 4, ephemeral 32, empty 0+16, mac1 16, mac2 16.
 pub const RESPONSE_LEN: usize = 92;
+pub const TYPE_COOKIE: u8 = 3;
+/// type/reserved 4, receiver 4, nonce 24, cookie 16+16.
+pub const COOKIE_REPLY_LEN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
@@ -43,6 +48,8 @@ pub enum HandshakeError {
     Mac1,
     #[error("the initiator's static key is not a valid public key")]
     NoStatic,
+    #[error("not a cookie reply to our initiation")]
+    Cookie,
 }
 
 /// A TAI64N timestamp (whitepaper §5.4.2): seconds since 1970 plus 2^62, big-endian, then the
@@ -67,6 +74,55 @@ fn mac1(receiver: &PublicKey, msg: &[u8]) -> [u8; 16] {
     mac.finalize().into_bytes().into()
 }
 
+/// mac2 (whitepaper §5.4.4): keyed BLAKE2s-128 under the responder's cookie over the message
+/// up to the mac2 field.
+fn mac2(cookie: &[u8; 16], msg: &[u8]) -> [u8; 16] {
+    // ok: a 16-byte key is within BLAKE2s's 1..=32 key length.
+    let mut mac = <Blake2sMac<U16> as Mac>::new_from_slice(cookie).expect("16-byte key");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
+
+/// Writes mac2 under `cookie` into an initiation [`Initiator::start`] wrote (mac2 zero there).
+pub fn set_mac2(msg: &mut [u8; INITIATION_LEN], cookie: &[u8; 16]) {
+    let m = mac2(cookie, &msg[..132]);
+    msg[132..].copy_from_slice(&m);
+}
+
+/// Opens a cookie reply (whitepaper §5.4.7) from `peer` to the initiation whose mac1 was `mac1`:
+/// XChaCha20-Poly1305 under HASH("cookie--" ‖ peer's public key), with mac1 as associated
+/// data. Returns the receiver index it names and the cookie.
+pub fn open_cookie_reply(
+    peer: &PublicKey,
+    mac1: &[u8; 16],
+    reply: &[u8],
+) -> Result<(u32, [u8; 16]), HandshakeError> {
+    use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+    use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
+    if reply.len() != COOKIE_REPLY_LEN || reply[..4] != [TYPE_COOKIE, 0, 0, 0] {
+        return Err(HandshakeError::Cookie);
+    }
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&reply[4..8]);
+    let index = u32::from_le_bytes(b);
+    let key = Blake2s256::new()
+        .chain_update(LABEL_COOKIE)
+        .chain_update(peer.0)
+        .finalize();
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(&key));
+    let mut cookie = [0u8; 16];
+    cookie.copy_from_slice(&reply[32..48]);
+    cipher
+        .decrypt_in_place_detached(
+            XNonce::from_slice(&reply[8..32]),
+            mac1,
+            &mut cookie,
+            Tag::from_slice(&reply[48..64]),
+        )
+        .map_err(|_| HandshakeError::Cookie)?;
+    Ok((index, cookie))
+}
+
 /// The transport keys of an established session, ready for the data workers.
 pub struct Session {
     pub send: SendKey,
@@ -78,6 +134,8 @@ pub struct Initiator {
     noise: snow::HandshakeState,
     local_public: PublicKey,
     index: u32,
+    /// Our initiation's mac1: a cookie reply to it is sealed with this as associated data.
+    mac1: [u8; 16],
 }
 
 impl Initiator {
@@ -110,12 +168,18 @@ impl Initiator {
             noise,
             local_public: local.public_key(),
             index,
+            mac1: m,
         })
     }
 
     /// Our session index this initiation carries (the response names it as its receiver).
     pub fn index(&self) -> u32 {
         self.index
+    }
+
+    /// The initiation's mac1, to open a cookie reply to it.
+    pub fn mac1(&self) -> &[u8; 16] {
+        &self.mac1
     }
 
     /// Reads the peer's handshake response and returns the session's transport keys.

@@ -11,8 +11,9 @@
 //!   has it (§5.4.5: the responder must not send first), then is promoted.
 //! - `previous`: the session before, kept to open datagrams still in flight.
 //!
-//! Not here (yet): cookies under load (mac2, §5.4.7: a cookie reply is dropped, and the retry
-//! timer sends a new initiation) and the jitter on retries (the node spaces its own retries).
+//! Cookies (§5.4.7): a cookie reply to our initiation is kept for REKEY_AFTER_TIME and the next
+//! initiation (the retry timer's) carries mac2 under it. Not here (yet): sending cookie replies
+//! when we are under load, and jitter on retries (the node spaces its own retries).
 
 use super::handshake::{self, respond, tai64n, Initiator, INITIATION_LEN, RESPONSE_LEN};
 use super::transport::{receiver_index, RecvKey, SendKey, TransportError, OVERHEAD};
@@ -83,6 +84,8 @@ pub struct Session {
     current: Option<Keys>,
     previous: Option<Keys>,
     next: Option<Keys>,
+    /// The cookie a responder under load gave us, and when (§5.4.7: valid for 120 s).
+    cookie: Option<([u8; 16], Instant)>,
     /// The greatest initiation timestamp accepted from the peer (§5.1, replayed initiations).
     last_timestamp: Option<[u8; 12]>,
     queue: VecDeque<Vec<u8>>,
@@ -122,6 +125,7 @@ impl Session {
             current: None,
             previous: None,
             next: None,
+            cookie: None,
             last_timestamp: None,
             queue: VecDeque::new(),
             last_sent: None,
@@ -154,6 +158,12 @@ impl Session {
         let msg: &mut [u8; INITIATION_LEN] = out.get_mut(..INITIATION_LEN)?.try_into().ok()?;
         match Initiator::start(&self.local, &self.peer, None, index, timestamp, msg) {
             Ok(initiator) => {
+                if let Some((cookie, _)) = self
+                    .cookie
+                    .filter(|(_, at)| now.saturating_duration_since(*at) < REKEY_AFTER_TIME)
+                {
+                    handshake::set_mac2(msg, &cookie);
+                }
                 self.pending = Some(Pending {
                     initiator,
                     sent_at: now,
@@ -235,8 +245,7 @@ impl Session {
         match datagram.first() {
             Some(&handshake::TYPE_INITIATION) => self.answer_initiation(datagram, out, now),
             Some(&handshake::TYPE_RESPONSE) => self.take_response(datagram, out, now),
-            // A cookie reply (§5.4.7): we have no cookie support; the retry timer tries again.
-            Some(3) => Err(DropReason::RateLimited),
+            Some(&handshake::TYPE_COOKIE) => self.take_cookie(datagram, now),
             Some(&super::transport::TYPE_DATA) => self.open(datagram, out, now),
             _ => Err(DropReason::Malformed),
         }
@@ -270,6 +279,24 @@ impl Session {
         self.last_received = Some(now);
         self.expired = false;
         Ok(Decapsulated::Reply(&out[..RESPONSE_LEN]))
+    }
+
+    /// A cookie reply (§5.4.7): kept for the next initiation, which the retry timer sends. Like
+    /// boringtun, consumed without a reply.
+    fn take_cookie<'a>(
+        &mut self,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Result<Decapsulated<'a>, DropReason> {
+        let pending = self.pending.as_ref().ok_or(DropReason::UnknownSession)?;
+        let (index, cookie) =
+            handshake::open_cookie_reply(&self.peer, pending.initiator.mac1(), datagram)
+                .map_err(|_| DropReason::DecryptFailed)?;
+        if index != pending.initiator.index() {
+            return Err(DropReason::UnknownSession);
+        }
+        self.cookie = Some((cookie, now));
+        Ok(Decapsulated::Nothing)
     }
 
     fn take_response<'a>(

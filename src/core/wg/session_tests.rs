@@ -10,8 +10,10 @@ use super::transport::OVERHEAD;
 use crate::core::counters::DropReason;
 use crate::core::crypto::{Decapsulated, Encapsulated, Expired};
 use crate::core::keys::SecretKey;
+use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const UNIX: Duration = Duration::from_secs(1_800_000_000);
@@ -300,5 +302,65 @@ fn a_stranger_cannot_take_over_the_session_and_garbage_is_refused() {
     assert_eq!(
         b.decapsulate(&[9; 40], &mut buf, t0).err(),
         Some(DropReason::Malformed)
+    );
+}
+
+#[test]
+fn a_boringtun_responder_under_load_gets_our_retry_with_its_cookie() {
+    let (a, b) = keys(24);
+    let t0 = crate::test_now();
+    let mut ours = Session::new(&a, b.public_key(), 1, None, t0, UNIX);
+    // A limit of 0 handshakes: boringtun is "under load" from the first message and answers
+    // every initiation without a valid mac2 with a cookie reply (§5.4.7).
+    let limiter = Arc::new(RateLimiter::new(
+        &x25519_dalek::PublicKey::from(b.public_key().0),
+        0,
+    ));
+    let mut theirs = Tunn::new(
+        b.static_secret(),
+        x25519_dalek::PublicKey::from(a.public_key().0),
+        None,
+        None,
+        7,
+        Some(limiter),
+    );
+    let from = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+    let (mut buf, mut out) = ([0u8; 2048], [0u8; 2048]);
+    let init = match ours.encapsulate(&ipv4(90, 1), &mut buf, t0) {
+        Ok(Encapsulated::Handshake(h)) => h.to_vec(),
+        other => panic!("expected an initiation, got {other:?}"),
+    };
+    let cookie = match theirs.decapsulate(from, &init, &mut out) {
+        TunnResult::WriteToNetwork(c) if c[0] == 3 => c.to_vec(),
+        other => panic!("expected a cookie reply, got {other:?}"),
+    };
+    assert!(matches!(
+        ours.decapsulate(&cookie, &mut buf, t0),
+        Ok(Decapsulated::Nothing)
+    ));
+    // The retry carries mac2 under the cookie, and boringtun answers it.
+    let retry = ours
+        .update_timers(&mut buf, t0 + REKEY_TIMEOUT)
+        .unwrap()
+        .unwrap()
+        .to_vec();
+    assert_ne!(retry[132..], [0u8; 16], "mac2 set");
+    let response = match theirs.decapsulate(from, &retry, &mut out) {
+        TunnResult::WriteToNetwork(r) if r[0] == 2 => r.to_vec(),
+        other => panic!("boringtun refused the retry with the cookie: {other:?}"),
+    };
+    reply(ours.decapsulate(&response, &mut buf, t0 + REKEY_TIMEOUT));
+    let queued = ours
+        .poll_queued(&mut buf, t0 + REKEY_TIMEOUT)
+        .unwrap()
+        .to_vec();
+    assert!(matches!(
+        theirs.decapsulate(from, &queued, &mut out),
+        TunnResult::WriteToTunnelV4(..)
+    ));
+    // A cookie reply nobody asked for (no initiation pending) is refused.
+    assert_eq!(
+        ours.decapsulate(&cookie, &mut buf, t0).err(),
+        Some(DropReason::UnknownSession)
     );
 }
