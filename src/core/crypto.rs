@@ -4,7 +4,8 @@
 //!   vocabulary. Known limit: boringtun reads the monotonic clock itself for its timers, so
 //!   rekeying follows real time even when the rest of the node runs on a simulated clock.
 //! - ours, `core::wg::session` (`[dataplane] wireguard = "own"`): sans-IO, driven by the `now`
-//!   every method takes, and its keys can be handed to data workers (issue 11). No cookies yet.
+//!   every method takes, and its keys can be handed to data workers (issue 11). It answers a
+//!   responder's cookie but never sends cookie replies itself (no load detection yet).
 
 use super::wg::session::Session;
 use crate::core::counters::DropReason;
