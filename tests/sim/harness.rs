@@ -56,6 +56,10 @@ pub struct Sim {
     /// Control bytes the server sent on connections no simulated node owns (a test's raw
     /// client reads them here).
     pub unclaimed: Vec<(ConnId, Vec<u8>)>,
+    /// Nodes spawned from now on run our WireGuard engine (`core::wg::session`), whose timers
+    /// follow the simulated clock. Default: `SIM_WIREGUARD=own` in the environment, else
+    /// boringtun.
+    pub wireguard_own: bool,
     /// Datagrams handed to each destination address, whether or not a node lives there.
     pub arrivals: HashMap<IpAddr, u64>,
     /// How long the server's control bytes take to reach node i (default: no time), e.g. a
@@ -103,6 +107,7 @@ impl Sim {
             punch: PunchConfig::default(),
             next_public: 1,
             unclaimed: Vec::new(),
+            wireguard_own: std::env::var("SIM_WIREGUARD").as_deref() == Ok("own"),
             arrivals: HashMap::new(),
             stream_delay: HashMap::new(),
             delayed: Vec::new(),
@@ -231,9 +236,7 @@ impl Sim {
         };
         let rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.nodes.len() as u64 + 100);
         let mut node = Node::new(config, rng, self.now);
-        // `SIM_WIREGUARD=own` runs every scenario on our WireGuard engine (`core::wg::session`),
-        // whose timers follow the simulated clock; the default is boringtun.
-        if std::env::var("SIM_WIREGUARD").as_deref() == Ok("own") {
+        if self.wireguard_own {
             let unix = Duration::from_secs(UNIX_NOW)
                 + self.now.saturating_duration_since(crate::nat_tests::t0());
             node.set_wireguard(Engine::Own, self.now, unix);

@@ -21,6 +21,7 @@ mod rejoin;
 mod relay;
 mod roam;
 mod status;
+mod wg_engine;
 
 use harness::{ping_packet, DatagramOutcomeKind, Sim};
 use p2pvpn::core::counters::DropReason;
