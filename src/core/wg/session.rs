@@ -45,7 +45,7 @@ struct Keys {
 }
 
 impl Keys {
-    fn from(session: handshake::Session, now: Instant, initiator: bool) -> Self {
+    fn new(session: handshake::Session, now: Instant, initiator: bool) -> Self {
         Keys {
             send: Arc::new(session.send),
             recv: Arc::new(session.recv),
@@ -273,7 +273,7 @@ impl Session {
         }
         self.sub = self.sub.wrapping_add(1);
         self.last_timestamp = Some(answered.timestamp);
-        self.next = Some(Keys::from(answered.session, now, false));
+        self.next = Some(Keys::new(answered.session, now, false));
         self.handshake_done = Some(now);
         self.last_sent = Some(now);
         self.last_received = Some(now);
@@ -326,7 +326,7 @@ impl Session {
         self.rtt_ms = Some(u32::try_from(ms).unwrap_or(u32::MAX));
         // A `next` from the peer's simultaneous initiation stays: the peer may send with it.
         self.previous = self.current.take();
-        self.current = Some(Keys::from(session, now, true));
+        self.current = Some(Keys::new(session, now, true));
         self.handshake_done = Some(now);
         self.last_received = Some(now);
         self.unanswered_since = None;
