@@ -153,3 +153,157 @@ fn decrypt_batch_64(bencher: Bencher) {
             }
         });
 }
+
+// Our own transport step (core::wg::transport), which the two data workers will run: the same
+// 1400-byte packets, sealed and opened through `&self`, so one key serves both workers.
+
+mod wg {
+    use super::{packet, BATCH, PACKET};
+    use divan::counter::BytesCount;
+    use divan::Bencher;
+    use p2pvpn::core::wg::transport::{RecvKey, SendKey};
+    use std::sync::Arc;
+
+    fn keys() -> (SendKey, RecvKey) {
+        (SendKey::new([7; 32], 1), RecvKey::new([7; 32], 1))
+    }
+
+    #[divan::bench]
+    fn seal_packet(bencher: Bencher) {
+        let (tx, _) = keys();
+        let packet = packet();
+        let mut out = vec![0u8; 2048];
+        bencher
+            .counter(BytesCount::new(PACKET))
+            .bench_local(|| tx.seal(&packet, &mut out).map_err(|e| e.to_string()));
+    }
+
+    /// Fresh datagrams each time, so the replay window never refuses one.
+    #[divan::bench]
+    fn open_packet(bencher: Bencher) {
+        let (tx, rx) = keys();
+        let packet = packet();
+        let mut out = vec![0u8; 2048];
+        bencher
+            .counter(BytesCount::new(PACKET))
+            .with_inputs(|| {
+                let mut d = vec![0u8; 2048];
+                let n = tx.seal(&packet, &mut d).unwrap_or(0);
+                d.truncate(n);
+                d
+            })
+            .bench_local_refs(|d| rx.open(d, &mut out).map(|p| p.len()).ok());
+    }
+
+    /// Batches sealed per worker and iteration: enough (about a millisecond) that spawning the
+    /// scoped threads, which both variants pay, stays a few percent of the time.
+    const BATCHES: usize = 16;
+
+    /// [`BATCHES`] 64-packet batches on each of `threads` workers sharing one `SendKey` (the TX
+    /// side of the split: one counter, taken with `fetch_add`). Bytes are for all workers
+    /// together, so the throughput shows how sealing scales from one worker to two.
+    fn seal_batches(bencher: Bencher, threads: usize) {
+        let tx = Arc::new(keys().0);
+        let packet = Arc::new(packet());
+        bencher
+            .counter(BytesCount::new(PACKET * BATCH * BATCHES * threads))
+            .bench_local(|| {
+                std::thread::scope(|s| {
+                    for _ in 0..threads {
+                        let (tx, packet) = (tx.clone(), packet.clone());
+                        s.spawn(move || {
+                            let mut out = vec![0u8; BATCH * 1500];
+                            let mut total = 0;
+                            for _ in 0..BATCHES {
+                                let mut cursor = 0;
+                                for _ in 0..BATCH {
+                                    cursor += tx.seal(&packet, &mut out[cursor..]).unwrap_or(0);
+                                }
+                                total += divan::black_box(cursor);
+                            }
+                            total
+                        });
+                    }
+                })
+            });
+    }
+
+    #[divan::bench]
+    fn seal_1024_one_worker(bencher: Bencher) {
+        seal_batches(bencher, 1);
+    }
+
+    #[divan::bench]
+    fn seal_1024_two_workers(bencher: Bencher) {
+        seal_batches(bencher, 2);
+    }
+}
+
+/// The split itself: a TX worker sealing 1024 packets for a peer while an RX worker opens 1024
+/// of its datagrams (sealed beforehand), on one thread one after the other, or on two threads
+/// at once. Bytes are both directions together.
+mod split {
+    use super::{packet, PACKET};
+    use divan::counter::BytesCount;
+    use divan::Bencher;
+    use p2pvpn::core::wg::transport::{RecvKey, SendKey};
+
+    const PACKETS: usize = 1024;
+
+    fn seal_all(tx: &SendKey, packet: &[u8], out: &mut [u8]) -> usize {
+        let mut n = 0;
+        for _ in 0..PACKETS {
+            n += tx.seal(packet, out).unwrap_or(0);
+        }
+        n
+    }
+
+    fn open_all(rx: &RecvKey, datagrams: &[Vec<u8>], out: &mut [u8]) -> usize {
+        datagrams
+            .iter()
+            .map(|d| rx.open(d, out).map(|p| p.len()).unwrap_or(0))
+            .sum()
+    }
+
+    fn run(bencher: Bencher, parallel: bool) {
+        let packet = packet();
+        let tx = SendKey::new([1; 32], 1);
+        let incoming = SendKey::new([2; 32], 2);
+        bencher
+            .counter(BytesCount::new(2 * PACKET * PACKETS))
+            // A fresh receiving key and fresh datagrams each time, so none is a replay.
+            .with_inputs(|| {
+                let mut d = vec![0u8; 2048];
+                let datagrams: Vec<Vec<u8>> = (0..PACKETS)
+                    .map(|_| {
+                        let n = incoming.seal(&packet, &mut d).unwrap_or(0);
+                        d[..n].to_vec()
+                    })
+                    .collect();
+                (RecvKey::new([2; 32], 2), datagrams)
+            })
+            .bench_local_refs(|(rx, datagrams)| {
+                let mut out_tx = vec![0u8; 2048];
+                let mut out_rx = vec![0u8; 2048];
+                if parallel {
+                    std::thread::scope(|s| {
+                        let sealing = s.spawn(|| seal_all(&tx, &packet, &mut out_tx));
+                        let opened = open_all(rx, datagrams, &mut out_rx);
+                        sealing.join().unwrap_or(0) + opened
+                    })
+                } else {
+                    seal_all(&tx, &packet, &mut out_tx) + open_all(rx, datagrams, &mut out_rx)
+                }
+            });
+    }
+
+    #[divan::bench]
+    fn seal_and_open_1024_one_thread(bencher: Bencher) {
+        run(bencher, false);
+    }
+
+    #[divan::bench]
+    fn seal_and_open_1024_two_threads(bencher: Bencher) {
+        run(bencher, true);
+    }
+}

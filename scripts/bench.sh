@@ -24,6 +24,7 @@
 #   BORINGTUN_VERSION  default 0.7.1 (the anchors' version)
 #   BENCH_TOOLS    where tools are installed (default /tmp/p2p-bench-tools)
 #   LAB_KEEP=1     keep logs and raw results
+#   LAB_WIREGUARD=own  p2pvpn's nodes run its own WireGuard engine ([dataplane] wireguard)
 # All traffic stays inside the two namespaces this script creates.
 set -euo pipefail
 
@@ -216,6 +217,7 @@ setup_p2pvpn() {
         mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
         p2p "$n" join "$tok" --name "node-$n" >"$LAB_TMP/logs/p2pvpn-join-$n.log" 2>&1 ||
             { NA[p2pvpn]="join failed"; return 1; }
+        p2p_wireguard "$n" bench
     done
     for n in a b; do
         p2p_spawn "$n" "p2pvpn-$n" up --network bench
@@ -250,6 +252,7 @@ setup_p2pvpn-relay() {
         mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
         p2p "$n" join "$tok" --name "relay-$n" >"$LAB_TMP/logs/p2pvpn-relay-join-$n.log" 2>&1 ||
             { NA[p2pvpn-relay]="join failed"; return 1; }
+        p2p_wireguard "$n" bench
         port=$((51900 + $([[ $n == a ]] && echo 0 || echo 1)))
         sed -i "s/^#\{0,1\} *listen_port *=.*/listen_port = $port/" "$LAB_TMP/$n/etc/benchr.toml"
         grep -q "^listen_port = $port" "$LAB_TMP/$n/etc/benchr.toml" ||

@@ -2,6 +2,7 @@
 //! read by `up`. The file is parsed into raw serde types (unknown keys refused), then validated
 //! into [`NodeSettings`]; every error names the file and what to change.
 
+use crate::core::crypto::Engine;
 use crate::core::dns;
 use crate::core::keys::PublicKey;
 use crate::core::punch::session::PunchConfig;
@@ -54,6 +55,17 @@ pub struct RawNodeConfig {
     pub portmap: Option<bool>,
     #[serde(default)]
     pub punch: Option<RawPunchConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<RawDataplaneConfig>,
+}
+
+/// `[dataplane]`: how packets are carried.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataplaneConfig {
+    /// The WireGuard implementation: "boringtun" (default) or "own" (`core::wg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<String>,
 }
 
 /// `[punch]`: hole-punching knobs.
@@ -90,6 +102,8 @@ pub struct NodeSettings {
     pub allow_route_overlap: bool,
     /// Lower case, without the final dot (`core::dns::check_suffix`).
     pub dns_suffix: String,
+    /// `[dataplane] wireguard`: which implementation carries the sessions.
+    pub wireguard: Engine,
 }
 
 /// Where a node keeps its files.
@@ -275,7 +289,17 @@ impl RawNodeConfig {
                 .unwrap_or_else(|| dns::default_suffix(&self.network)),
         )
         .with_context(|| format!("{}: `dns_suffix`", file.display()))?;
+        let wireguard = match self.dataplane.and_then(|d| d.wireguard).as_deref() {
+            None | Some("boringtun") => Engine::Boringtun,
+            Some("own") => Engine::Own,
+            Some(other) => bail!(
+                "{}: `dataplane.wireguard` {other:?} is not known: use \"boringtun\" (the \
+                 default) or \"own\"",
+                file.display()
+            ),
+        };
         Ok(NodeSettings {
+            wireguard,
             dns_suffix,
             punch,
             cidr,
@@ -315,6 +339,9 @@ impl NodeSettings {
             allow_route_overlap: self.allow_route_overlap,
             dns_suffix: (self.dns_suffix != dns::default_suffix(&self.network))
                 .then(|| self.dns_suffix.clone()),
+            dataplane: (self.wireguard == Engine::Own).then(|| RawDataplaneConfig {
+                wireguard: Some("own".into()),
+            }),
         }
     }
 }
@@ -487,5 +514,20 @@ server_public_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
         let bad = format!("{GOOD}cidr = \"10.77.0.0\"\n");
         let err = format!("{:#}", parse(&bad, Path::new("o.toml")).unwrap_err());
         assert!(err.contains("`cidr`"), "{err}");
+    }
+
+    #[test]
+    fn the_wireguard_engine_defaults_to_boringtun_and_round_trips() {
+        let s = parse(GOOD, Path::new("o.toml")).unwrap();
+        assert_eq!(s.wireguard, Engine::Boringtun);
+        assert!(!toml::to_string(&s.to_raw()).unwrap().contains("dataplane"));
+        let text = format!("{GOOD}[dataplane]\nwireguard = \"own\"\n");
+        let s = parse(&text, Path::new("o.toml")).unwrap();
+        assert_eq!(s.wireguard, Engine::Own);
+        let again = toml::to_string(&s.to_raw()).unwrap();
+        assert_eq!(parse(&again, Path::new("o.toml")).unwrap(), s);
+        let bad = format!("{GOOD}[dataplane]\nwireguard = \"kernel\"\n");
+        let err = format!("{:#}", parse(&bad, Path::new("o.toml")).unwrap_err());
+        assert!(err.contains("`dataplane.wireguard` \"kernel\""), "{err}");
     }
 }

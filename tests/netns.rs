@@ -139,6 +139,13 @@ lab_test!(
     "tests/netns/basic.sh"
 );
 lab_test!(
+    /// The same checks with alice on our WireGuard engine (`[dataplane] wireguard = "own"`)
+    /// and bob on boringtun: the wire format is the same, so a mesh can mix them.
+    netns_two_hosts_mixed_wireguard_engines,
+    "tests/netns/basic.sh",
+    "LAB_WIREGUARD_ALICE" => "own"
+);
+lab_test!(
     netns_stun_server_and_netcheck_through_real_nats,
     "tests/netns/stun.sh"
 );

@@ -394,6 +394,21 @@ p2p() {
         P2PVPN_STATE_DIR="$LAB_TMP/$name/state" "$P2P_BIN" "$@"
 }
 
+# p2p_wireguard NAME NETWORK : after `join`, sets node NAME's `[dataplane] wireguard` from
+# LAB_WIREGUARD_<NAME> (e.g. LAB_WIREGUARD_ALICE=own), else LAB_WIREGUARD, else leaves the
+# default (boringtun). LAB_WIREGUARD_ALICE=own runs a mixed pair: ours against boringtun.
+p2p_wireguard() {
+    local name="$1" net="$2" var engine
+    var="LAB_WIREGUARD_${name^^}"
+    engine="${!var:-${LAB_WIREGUARD:-}}"
+    [[ -n "$engine" ]] || return 0
+    # A dotted key on the first line, not a [dataplane] table at the end: labs append top-level
+    # keys (mtu = ...) later, which would land inside a table.
+    local file="$LAB_TMP/$name/etc/$net.toml"
+    printf 'dataplane.wireguard = "%s"\n%s\n' "$engine" "$(cat "$file")" >"$file"
+    lab_log "$name: [dataplane] wireguard = \"$engine\""
+}
+
 # p2p_spawn NAME LABEL ARGS... : p2p in the background (see lab_spawn).
 p2p_spawn() {
     local name="$1" label="$2"; shift 2

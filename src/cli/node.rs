@@ -114,6 +114,7 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
             || crate::core::dns::default_suffix(&joined.network),
             |b| b.dns_suffix.clone(),
         ),
+        wireguard: before.as_ref().map(|b| b.wireguard).unwrap_or_default(),
     };
     let file = config::save(dirs, &settings)?;
     let v6 = joined.ipv6.map(|n| format!(", {n}")).unwrap_or_default();

@@ -1,17 +1,20 @@
 //! One peer's WireGuard session (Noise IK over X25519, ChaCha20-Poly1305, a replay window, rekey
-//! timers and cookies under load), provided by boringtun's `noise` module. This file only maps
-//! boringtun's results onto the node's vocabulary; it adds no cryptography of its own.
-//!
-//! Known limit: boringtun reads the monotonic clock itself for its timers, so rekeying follows
-//! real time even when the rest of the node runs on a simulated clock.
+//! timers and cookies under load), by one of two engines with the same wire format:
+//! - boringtun's `noise` module (the default): this file only maps its results onto the node's
+//!   vocabulary. Known limit: boringtun reads the monotonic clock itself for its timers, so
+//!   rekeying follows real time even when the rest of the node runs on a simulated clock.
+//! - ours, `core::wg::session` (`[dataplane] wireguard = "own"`): sans-IO, driven by the `now`
+//!   every method takes, and its keys can be handed to data workers (issue 11). It answers a
+//!   responder's cookie but never sends cookie replies itself (no load detection yet).
 
+use super::wg::session::Session;
 use crate::core::counters::DropReason;
 use crate::core::keys::{PublicKey, SecretKey};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// WireGuard's persistent keepalive, which also keeps NAT mappings open (whitepaper §6.5).
 pub const PERSISTENT_KEEPALIVE: u16 = 25;
@@ -39,9 +42,30 @@ pub struct TunnelStats {
     pub rtt_ms: Option<u32>,
 }
 
+/// Which implementation carries the node's WireGuard sessions (see the module header).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    #[default]
+    Boringtun,
+    Own,
+}
+
+/// What a new session needs besides the keys: the engine, and for ours a wall-clock reading
+/// (time since 1970) at a monotonic instant, for the handshake's TAI64N timestamps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EngineConfig {
+    pub engine: Engine,
+    pub clock: Option<(Instant, Duration)>,
+}
+
 /// A WireGuard session with one peer.
 pub struct PeerTunnel {
-    tunn: Tunn,
+    inner: Inner,
+}
+
+enum Inner {
+    Boringtun(Box<Tunn>),
+    Own(Box<Session>),
 }
 
 fn drop_reason(err: WireGuardError) -> DropReason {
@@ -66,8 +90,8 @@ fn drop_reason(err: WireGuardError) -> DropReason {
 }
 
 impl PeerTunnel {
-    /// `index` is this side's 24-bit session index for the peer; boringtun shifts it left by 8
-    /// and uses the low byte for successive sessions.
+    /// `index` is this side's 24-bit session index for the peer; each session's index is it
+    /// shifted left by 8 with the low byte counting sessions (both engines).
     pub fn new(local: &SecretKey, peer: PublicKey, index: u32) -> Self {
         let tunn = Tunn::new(
             local.static_secret(),
@@ -77,18 +101,52 @@ impl PeerTunnel {
             index & 0x00ff_ffff,
             None,
         );
-        PeerTunnel { tunn }
+        PeerTunnel {
+            inner: Inner::Boringtun(Box::new(tunn)),
+        }
     }
 
-    /// Encrypts one inner packet into `out`. `Ok(None)` means the packet was queued while a
-    /// handshake starts; the handshake initiation is then returned by [`Self::poll_handshake`].
+    /// A session on the configured engine; `now` is the caller's clock.
+    pub fn with_engine(
+        local: &SecretKey,
+        peer: PublicKey,
+        index: u32,
+        config: EngineConfig,
+        now: Instant,
+    ) -> Self {
+        match (config.engine, config.clock) {
+            (Engine::Own, Some((at, unix))) => {
+                let unix_now = unix + now.saturating_duration_since(at);
+                PeerTunnel {
+                    inner: Inner::Own(Box::new(Session::new(
+                        local,
+                        peer,
+                        index,
+                        Some(PERSISTENT_KEEPALIVE),
+                        now,
+                        unix_now,
+                    ))),
+                }
+            }
+            _ => Self::new(local, peer, index),
+        }
+    }
+
+    /// Encrypts one inner packet into `out`. Without a session the packet is queued and either
+    /// a handshake initiation comes back (`Encapsulated::Handshake`) or one is already in flight
+    /// (`Encapsulated::Queued`).
     /// `out` must hold `packet.len() + OVERHEAD` bytes and at least 148.
     pub fn encapsulate<'a>(
         &mut self,
         packet: &[u8],
         out: &'a mut [u8],
+        now: Instant,
     ) -> Result<Encapsulated<'a>, DropReason> {
-        match self.tunn.encapsulate(packet, out) {
+        let tunn = match &mut self.inner {
+            Inner::Boringtun(t) => t,
+            Inner::Own(s) => return s.encapsulate(packet, out, now),
+        };
+        match tunn.encapsulate(packet, out) {
             TunnResult::WriteToNetwork(bytes) => {
                 if bytes.first() == Some(&1) {
                     Ok(Encapsulated::Handshake(bytes))
@@ -110,8 +168,13 @@ impl PeerTunnel {
         from: IpAddr,
         datagram: &[u8],
         out: &'a mut [u8],
+        now: Instant,
     ) -> Result<Decapsulated<'a>, DropReason> {
-        match self.tunn.decapsulate(Some(from), datagram, out) {
+        let tunn = match &mut self.inner {
+            Inner::Boringtun(t) => t,
+            Inner::Own(s) => return s.decapsulate(datagram, out, now),
+        };
+        match tunn.decapsulate(Some(from), datagram, out) {
             TunnResult::Done => Ok(Decapsulated::Nothing),
             TunnResult::Err(e) => Err(drop_reason(e)),
             TunnResult::WriteToNetwork(bytes) => Ok(Decapsulated::Reply(bytes)),
@@ -127,8 +190,12 @@ impl PeerTunnel {
     }
 
     /// After a handshake completes, packets queued while it ran come out one per call.
-    pub fn poll_queued<'a>(&mut self, out: &'a mut [u8]) -> Option<&'a [u8]> {
-        match self.tunn.decapsulate(None, &[], out) {
+    pub fn poll_queued<'a>(&mut self, out: &'a mut [u8], now: Instant) -> Option<&'a [u8]> {
+        let tunn = match &mut self.inner {
+            Inner::Boringtun(t) => t,
+            Inner::Own(s) => return s.poll_queued(out, now),
+        };
+        match tunn.decapsulate(None, &[], out) {
             TunnResult::WriteToNetwork(bytes) => Some(bytes),
             _ => None,
         }
@@ -136,8 +203,16 @@ impl PeerTunnel {
 
     /// Runs the session's timers: handshake retries, rekeying, keepalives. Returns a message to
     /// send, or `Err` when the session expired and a new handshake is needed.
-    pub fn update_timers<'a>(&mut self, out: &'a mut [u8]) -> Result<Option<&'a [u8]>, Expired> {
-        match self.tunn.update_timers(out) {
+    pub fn update_timers<'a>(
+        &mut self,
+        out: &'a mut [u8],
+        now: Instant,
+    ) -> Result<Option<&'a [u8]>, Expired> {
+        let tunn = match &mut self.inner {
+            Inner::Boringtun(t) => t,
+            Inner::Own(s) => return s.update_timers(out, now),
+        };
+        match tunn.update_timers(out) {
             TunnResult::WriteToNetwork(bytes) => Ok(Some(bytes)),
             TunnResult::Err(WireGuardError::ConnectionExpired) => Err(Expired),
             _ => Ok(None),
@@ -145,15 +220,36 @@ impl PeerTunnel {
     }
 
     /// Starts a handshake now (used to bring a path up before any traffic needs it).
-    pub fn initiate<'a>(&mut self, out: &'a mut [u8], force: bool) -> Option<&'a [u8]> {
-        match self.tunn.format_handshake_initiation(out, force) {
+    pub fn initiate<'a>(
+        &mut self,
+        out: &'a mut [u8],
+        force: bool,
+        now: Instant,
+    ) -> Option<&'a [u8]> {
+        let tunn = match &mut self.inner {
+            Inner::Boringtun(t) => t,
+            Inner::Own(s) => return s.initiate(out, force, now),
+        };
+        match tunn.format_handshake_initiation(out, force) {
             TunnResult::WriteToNetwork(bytes) => Some(bytes),
             _ => None,
         }
     }
 
-    pub fn stats(&self) -> TunnelStats {
-        let (since_handshake, tx, rx, _loss, rtt_ms) = self.tunn.stats();
+    /// The handshake's round trip, measured on the initiating side.
+    pub fn rtt_ms(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::Boringtun(t) => t.stats().4,
+            Inner::Own(s) => s.rtt_ms(),
+        }
+    }
+
+    pub fn stats(&self, now: Instant) -> TunnelStats {
+        let tunn = match &self.inner {
+            Inner::Boringtun(t) => t,
+            Inner::Own(s) => return s.stats(now),
+        };
+        let (since_handshake, tx, rx, _loss, rtt_ms) = tunn.stats();
         TunnelStats {
             since_handshake,
             tx_bytes: tx as u64,
@@ -208,37 +304,57 @@ mod tests {
         p
     }
 
+    fn tunnel(local: &SecretKey, peer: PublicKey, index: u32, engine: Engine) -> PeerTunnel {
+        let now = crate::test_now();
+        let config = EngineConfig {
+            engine,
+            clock: Some((now, Duration::from_secs(1_800_000_000))),
+        };
+        PeerTunnel::with_engine(local, peer, index, config, now)
+    }
+
+    /// Every pairing of the two engines, in both roles: the wire format is the same, so a mesh
+    /// can mix them during a rollout.
     #[test]
     fn two_sessions_handshake_and_carry_a_packet() {
+        for a_engine in [Engine::Boringtun, Engine::Own] {
+            for b_engine in [Engine::Boringtun, Engine::Own] {
+                handshake_and_packet(a_engine, b_engine);
+            }
+        }
+    }
+
+    fn handshake_and_packet(a_engine: Engine, b_engine: Engine) {
+        let now = crate::test_now();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let (ka, kb) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
-        let mut a = PeerTunnel::new(&ka, kb.public_key(), 1);
-        let mut b = PeerTunnel::new(&kb, ka.public_key(), 2);
+        let mut a = tunnel(&ka, kb.public_key(), 1, a_engine);
+        let mut b = tunnel(&kb, ka.public_key(), 2, b_engine);
         let (mut buf_a, mut buf_b) = (vec![0u8; 2048], vec![0u8; 2048]);
         let from = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
         let pkt = icmp_packet([10, 0, 0, 1], [10, 0, 0, 2]);
-        let init = match a.encapsulate(&pkt, &mut buf_a) {
+        let init = match a.encapsulate(&pkt, &mut buf_a, now) {
             Ok(Encapsulated::Handshake(h)) => h.to_vec(),
             other => panic!("expected a handshake, got {other:?}"),
         };
         assert_eq!(initiator_of(&kb, &init), Ok(ka.public_key()));
-        let resp = match b.decapsulate(from, &init, &mut buf_b) {
+        let resp = match b.decapsulate(from, &init, &mut buf_b, now) {
             Ok(Decapsulated::Reply(r)) => r.to_vec(),
             other => panic!("expected a response, got {other:?}"),
         };
         // The initiator confirms the session with a keepalive, then releases what it queued.
-        let keepalive = match a.decapsulate(from, &resp, &mut buf_a) {
+        let keepalive = match a.decapsulate(from, &resp, &mut buf_a, now) {
             Ok(Decapsulated::Reply(r)) => r.to_vec(),
             other => panic!("expected a keepalive, got {other:?}"),
         };
         assert!(matches!(
-            b.decapsulate(from, &keepalive, &mut buf_b),
+            b.decapsulate(from, &keepalive, &mut buf_b, now),
             Ok(Decapsulated::Nothing)
         ));
-        let queued = a.poll_queued(&mut buf_a).map(|q| q.to_vec()).unwrap();
-        assert!(a.poll_queued(&mut buf_a).is_none());
-        match b.decapsulate(from, &queued, &mut buf_b) {
+        let queued = a.poll_queued(&mut buf_a, now).map(|q| q.to_vec()).unwrap();
+        assert!(a.poll_queued(&mut buf_a, now).is_none());
+        match b.decapsulate(from, &queued, &mut buf_b, now) {
             Ok(Decapsulated::Tunnel { packet, src }) => {
                 assert_eq!(packet, &pkt[..]);
                 assert_eq!(src, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
@@ -247,26 +363,36 @@ mod tests {
         }
         // Replaying the same datagram is refused by the replay window.
         assert_eq!(
-            b.decapsulate(from, &queued, &mut buf_b).err(),
+            b.decapsulate(from, &queued, &mut buf_b, now).err(),
             Some(DropReason::Replay)
         );
     }
 
     #[test]
     fn a_stranger_cannot_decrypt() {
+        for engine in [Engine::Boringtun, Engine::Own] {
+            stranger(engine);
+        }
+    }
+
+    fn stranger(engine: Engine) {
+        let now = crate::test_now();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
         let (ka, kb, kc) = (
             SecretKey::generate(&mut rng),
             SecretKey::generate(&mut rng),
             SecretKey::generate(&mut rng),
         );
-        let mut a = PeerTunnel::new(&ka, kb.public_key(), 1);
-        let mut c = PeerTunnel::new(&kc, kb.public_key(), 3);
+        let mut a = tunnel(&ka, kb.public_key(), 1, engine);
+        let mut c = tunnel(&kc, kb.public_key(), 3, engine);
         let mut buf = vec![0u8; 2048];
-        let init = a.initiate(&mut buf, false).map(|h| h.to_vec()).unwrap();
+        let init = a
+            .initiate(&mut buf, false, now)
+            .map(|h| h.to_vec())
+            .unwrap();
         // C is not B: the initiation was encrypted to B's static key.
         assert!(initiator_of(&kc, &init).is_err());
         let from = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        assert!(c.decapsulate(from, &init, &mut buf).is_err());
+        assert!(c.decapsulate(from, &init, &mut buf, now).is_err());
     }
 }

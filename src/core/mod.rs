@@ -20,4 +20,5 @@ pub mod rendezvous;
 pub mod stun;
 pub mod transmit;
 pub mod ula;
+pub mod wg;
 pub mod wire;

@@ -2,7 +2,7 @@
 //! the three lookups the data path needs without allocating: destination address to peer, session
 //! index to peer, static key to peer.
 
-use super::crypto::PeerTunnel;
+use super::crypto::{EngineConfig, PeerTunnel};
 use super::keys::{PublicKey, SecretKey};
 use super::punch::session::PeerPunch;
 use super::rendezvous::messages::PeerInfo;
@@ -80,9 +80,9 @@ pub struct Peer {
 
 impl Peer {
     /// The WireGuard session completed a handshake recently enough to carry traffic.
-    pub fn session_fresh(&self) -> bool {
+    pub fn session_fresh(&self, now: Instant) -> bool {
         self.tunnel
-            .stats()
+            .stats(now)
             .since_handshake
             .is_some_and(|d| d < SESSION_FRESH)
     }
@@ -131,7 +131,7 @@ impl Peer {
 
     /// The round trip to show: WireGuard's own when we initiated, else the responder's.
     pub fn rtt_ms(&self) -> Option<u32> {
-        self.tunnel.stats().rtt_ms.or(self.responder_rtt_ms)
+        self.tunnel.rtt_ms().or(self.responder_rtt_ms)
     }
 
     /// Applies the server's online flag, remembering when the peer was last known up.
@@ -167,9 +167,16 @@ pub struct PeerTable {
     by_index: HashMap<u32, PublicKey>,
     by_relay: HashMap<u32, PublicKey>,
     next_index: u32,
+    /// The WireGuard engine new peers' sessions run on.
+    engine: EngineConfig,
 }
 
 impl PeerTable {
+    /// The engine for peers added from now on (`[dataplane] wireguard`).
+    pub fn set_engine(&mut self, engine: EngineConfig) {
+        self.engine = engine;
+    }
+
     pub fn upsert(&mut self, info: &PeerInfo, local: &SecretKey, now: Instant) -> Upsert {
         if self.conflicting_owner(info).is_some() {
             return Upsert::AddressConflict;
@@ -230,7 +237,7 @@ impl PeerTable {
                 punch
             },
             online: info.online,
-            tunnel: PeerTunnel::new(local, info.public_key, index),
+            tunnel: PeerTunnel::with_engine(local, info.public_key, index, self.engine, now),
             last_path: Path::Connecting,
             last_seen: info.online.then_some(now),
             offline_since: (!info.online).then_some(now),

@@ -168,6 +168,14 @@ async fn run_until_stopped(
     tracing::info!("TUN MTU {tun_mtu} ({why})");
     node.set_tun_mtu(tun_mtu);
     node.set_path_mtu_discovery(settings.path_mtu_discovery);
+    node.set_wireguard(
+        settings.wireguard,
+        std::time::Instant::now(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    tracing::info!("WireGuard sessions: {:?}", settings.wireguard);
     node.handle_socket_opened(
         SocketId::MAIN,
         SocketAddr::new(local_ip, udp_port),

@@ -76,6 +76,7 @@ for n in alice bob; do
     [[ -n "$tok" ]] || setup_fail "empty invite for $n"
     mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
     p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1 || setup_fail "$n join"
+    p2p_wireguard "$n" "$NET"
 done
 # Alice also serves metrics on her namespace's loopback (b4).
 p2p_spawn alice alice-up up --network "$NET" --metrics 127.0.0.1:9101

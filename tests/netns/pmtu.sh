@@ -89,6 +89,7 @@ for n in alice bob; do
     [[ -n "$tok" ]] || setup_fail "invite for $n"
     mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
     p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1 || setup_fail "$n join"
+    p2p_wireguard "$n" "$NET"
     VIP[$n]="$(grep -oE '\(([0-9]+\.){3}[0-9]+/[0-9]+[,)]' "$LAB_TMP/logs/$n-join.log" | head -n 1 | tr -d '(),' | cut -d/ -f1)"
     [[ -n "${VIP[$n]}" ]] || setup_fail "no virtual address for $n"
 done

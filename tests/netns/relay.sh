@@ -109,6 +109,7 @@ pair_setup() {
         t0="$(now_ms)"
         P2P_TIMEOUT=60 p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1 || { why "$n join failed: $(tail -n 2 "$LAB_TMP/logs/$n-join.log" | tr '\n' ' ')"; return 1; }
         note "$n joined $net in $(($(now_ms) - t0)) ms"
+        p2p_wireguard "$n" "$net"
         VIP[$n]="$(grep -oE '\(([0-9]+\.){3}[0-9]+/[0-9]+[,)]' "$LAB_TMP/logs/$n-join.log" | head -n 1 | tr -d '(),' | cut -d/ -f1)"
         [[ -n "${VIP[$n]}" ]] || { why "no virtual address in $n's join output"; return 1; }
     done

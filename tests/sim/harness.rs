@@ -5,6 +5,7 @@
 
 use crate::nat::NatConfig;
 use crate::net::{NatId, Net};
+use p2pvpn::core::crypto::Engine;
 use p2pvpn::core::keys::SecretKey;
 use p2pvpn::core::node::{
     DatagramOutcome, Node, NodeConfig, NodeEvent, PunchConfig, SocketCommand, SocketId, TunOutcome,
@@ -68,6 +69,10 @@ pub struct Sim {
     /// Control bytes the server sent on connections no simulated node owns (a test's raw
     /// client reads them here).
     pub unclaimed: Vec<(ConnId, Vec<u8>)>,
+    /// Nodes spawned from now on run our WireGuard engine (`core::wg::session`), whose timers
+    /// follow the simulated clock. Default: `SIM_WIREGUARD=own` in the environment, else
+    /// boringtun.
+    pub wireguard_own: bool,
     /// Datagrams handed to each destination address, whether or not a node lives there.
     pub arrivals: HashMap<IpAddr, u64>,
     /// How long the server's control bytes take to reach node i (default: no time), e.g. a
@@ -118,6 +123,7 @@ impl Sim {
             punch: PunchConfig::default(),
             next_public: 1,
             unclaimed: Vec::new(),
+            wireguard_own: std::env::var("SIM_WIREGUARD").as_deref() == Ok("own"),
             arrivals: HashMap::new(),
             stream_delay: HashMap::new(),
             dead_conns: Default::default(),
@@ -262,6 +268,11 @@ impl Sim {
         };
         let rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.nodes.len() as u64 + 100);
         let mut node = Node::new(config, rng, self.now);
+        if self.wireguard_own {
+            let unix = Duration::from_secs(UNIX_NOW)
+                + self.now.saturating_duration_since(crate::nat_tests::t0());
+            node.set_wireguard(Engine::Own, self.now, unix);
+        }
         node.handle_socket_opened(SocketId::MAIN, udp, self.now);
         self.nodes.push(SimNode {
             node,

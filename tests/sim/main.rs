@@ -23,6 +23,7 @@ mod relay;
 mod restart;
 mod roam;
 mod status;
+mod wg_engine;
 
 use harness::{ping_packet, DatagramOutcomeKind, Sim};
 use p2pvpn::core::counters::DropReason;

@@ -480,16 +480,33 @@ impl Node {
         let Some(route) = self.route_to(peer) else {
             return;
         };
-        if peer.session_fresh() || peer.handshake_retry.is_some() {
+        if peer.session_fresh(self.now_hint) || peer.handshake_retry.is_some() {
             return;
         }
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
         peer.handshake_retry = Some(self.now_hint + HANDSHAKE_RETRY);
-        if let Some(init) = peer.tunnel.initiate(&mut self.scratch, false) {
+        if let Some(init) = peer
+            .tunnel
+            .initiate(&mut self.scratch, false, self.now_hint)
+        {
             relaying::send(route, init, &mut self.transmits, &mut self.control);
         }
+    }
+
+    /// The WireGuard engine for peers added from now on (`[dataplane] wireguard`); `unix_now`
+    /// is the wall clock (time since 1970) at `now`, for our engine's handshake timestamps.
+    pub fn set_wireguard(
+        &mut self,
+        engine: crate::core::crypto::Engine,
+        now: Instant,
+        unix_now: Duration,
+    ) {
+        self.peers.set_engine(crate::core::crypto::EngineConfig {
+            engine,
+            clock: Some((now, unix_now)),
+        });
     }
 
     // ---- data path ------------------------------------------------------------------------
@@ -542,7 +559,10 @@ impl Node {
         if out.len() < header + packet.len() + super::crypto::OVERHEAD || out.len() < header + 148 {
             return TunOutcome::Dropped(DropReason::Malformed);
         }
-        let len = match peer.tunnel.encapsulate(packet, &mut out[header..]) {
+        let len = match peer
+            .tunnel
+            .encapsulate(packet, &mut out[header..], self.now_hint)
+        {
             Ok(Encapsulated::Data(d)) | Ok(Encapsulated::Handshake(d)) => d.len(),
             Ok(Encapsulated::Queued) => return TunOutcome::Queued,
             Err(reason) => return TunOutcome::Dropped(reason),
@@ -658,7 +678,7 @@ impl Node {
         };
         // Where `out` starts, to find the decrypted packet in it again (see the Tunnel arm).
         let out_start = out.as_ptr();
-        let result = match peer.tunnel.decapsulate(from_ip, datagram, out) {
+        let result = match peer.tunnel.decapsulate(from_ip, datagram, out, now) {
             Ok(r) => r,
             Err(reason) => return DatagramOutcome::Dropped(reason),
         };
@@ -729,7 +749,7 @@ impl Node {
             Decapsulated::Reply(reply) => {
                 if let Some(route) = reply_route {
                     relaying::send(route, reply, &mut self.transmits, &mut self.control);
-                    while let Some(queued) = peer.tunnel.poll_queued(&mut self.scratch) {
+                    while let Some(queued) = peer.tunnel.poll_queued(&mut self.scratch, now) {
                         relaying::send(route, queued, &mut self.transmits, &mut self.control);
                     }
                 }
@@ -767,19 +787,19 @@ impl Node {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
-            if let Ok(Some(message)) = peer.tunnel.update_timers(&mut self.scratch) {
+            if let Ok(Some(message)) = peer.tunnel.update_timers(&mut self.scratch, now) {
                 if let Some(route) = route {
                     relaying::send(route, message, &mut self.transmits, &mut self.control);
                 }
             }
             let path = status::shown_path(peer, route, now);
             let retry_due = peer.handshake_retry.is_some_and(|t| now >= t);
-            if peer.session_fresh() {
+            if peer.session_fresh(now) {
                 peer.handshake_retry = None;
             } else if let (true, Some(route)) = (retry_due, route) {
                 // Either side may start a handshake (whitepaper §5.1); the higher key waits
                 // longer, so normally only the lower key's initiation is in flight.
-                if let Some(init) = peer.tunnel.initiate(&mut self.scratch, true) {
+                if let Some(init) = peer.tunnel.initiate(&mut self.scratch, true, now) {
                     relaying::send(route, init, &mut self.transmits, &mut self.control);
                 }
                 peer.handshake_retry = Some(now + HANDSHAKE_RETRY);

@@ -136,7 +136,7 @@ impl Node {
                 entry.last_big_tx = None;
             }
             if entry.search.phase() == Phase::Idle {
-                if route.is_some() && peer.session_fresh() {
+                if route.is_some() && peer.session_fresh(now) {
                     entry.search.start(tun_mtu, now);
                 }
             } else if let Some(big) = entry.last_big_tx {

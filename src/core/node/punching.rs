@@ -200,12 +200,13 @@ impl Node {
                 let wait = if lower { 1 } else { 2 };
                 peer.handshake_retry = Some(self.now_hint + super::HANDSHAKE_RETRY * wait);
                 announce_switch(peer, &detail, addr, &mut self.events);
-                if lower && !peer.session_fresh() {
+                if lower && !peer.session_fresh(self.now_hint) {
                     // Punching can win before the relay has carried a handshake (its binding
                     // may not exist yet, and an initiation sent through it may be lost): the
                     // lower key starts one over the new path now instead of at the retry.
                     let route = super::Route::Direct { socket, dst: addr };
-                    if let Some(init) = peer.tunnel.initiate(&mut self.scratch, true) {
+                    if let Some(init) = peer.tunnel.initiate(&mut self.scratch, true, self.now_hint)
+                    {
                         super::relaying::send(route, init, &mut self.transmits, &mut self.control);
                     }
                 }

@@ -77,9 +77,9 @@ pub fn relay_route(
 }
 
 /// The peer's path as `status` shows it: a route and a live session.
-pub fn path(peer: &Peer, route: Option<Route>) -> Path {
+pub fn path(peer: &Peer, route: Option<Route>, now: Instant) -> Path {
     match route {
-        Some(r) if peer.session_fresh() => r.path(),
+        Some(r) if peer.session_fresh(now) => r.path(),
         _ => Path::Connecting,
     }
 }

@@ -118,7 +118,7 @@ impl Node {
             .peers
             .iter()
             .map(|p| {
-                let stats = p.tunnel.stats();
+                let stats = p.tunnel.stats(self.now_hint);
                 let route = self.route_to(p);
                 let path = shown_path(p, route, self.now_hint);
                 let ago = |t: Instant| self.now_hint.saturating_duration_since(t).as_secs();
@@ -213,7 +213,7 @@ pub(super) fn shown_path(peer: &Peer, route: Option<super::Route>, now: Instant)
     if peer.is_offline(now) {
         Path::Offline
     } else {
-        super::relaying::path(peer, route)
+        super::relaying::path(peer, route, now)
     }
 }
 

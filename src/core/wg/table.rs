@@ -1,0 +1,222 @@
+//! The key table the core publishes to the two data workers (issue 11, notes/multicore.md): per
+//! peer with an established session on a direct path, the sending key and where datagrams go,
+//! and per receiving session index, the receiving key and the inner sources that peer may use.
+//!
+//! Ownership: only the core builds a [`KeyTable`] and [`Published::store`]s it; workers
+//! [`Published::load`] it once per batch and use it read-only. A table is immutable once
+//! published; the only mutable state reached through it is each key's own (the sending counter,
+//! atomic; the replay window, behind its lock) and the activity counters (relaxed atomics the
+//! core reads on its timer). Anything the table cannot handle falls back to the core
+//! ([`Sealed::ToCore`], [`Opened::ToCore`]): handshakes, cookies, unknown indices (an old session
+//! the core still holds, or none), packets for peers without an entry (no session, relayed,
+//! routed subnets), packets larger than the path MTU (the core answers with ICMP), outgoing TCP
+//! SYNs (the core clamps their MSS, as today; they are rare) and a key that ran out of counters.
+//! Received SYNs are clamped here, in place, because a datagram once opened cannot be handed
+//! to the core to open again (its counter is spent).
+
+use super::transport::{receiver_index, RecvKey, SendKey, TransportError};
+use crate::core::counters::DropReason;
+use crate::core::ip::ip_endpoints;
+use crate::core::pmtu::mss;
+use crate::core::pmtu::search::BASE_PLPMTU;
+use crate::core::transmit::SocketId;
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// What the workers report per peer, for the core's keepalive, rekey and `status` decisions.
+/// Times are milliseconds since an origin the core chose (the workers are passed `now_ms`).
+#[derive(Debug, Default)]
+pub struct Activity {
+    pub sent_at_ms: AtomicU64,
+    /// The last packet above the PMTU search's base size (the core's `last_big_tx`: the search
+    /// only probes upward while the peer is sent big packets).
+    pub big_sent_at_ms: AtomicU64,
+    pub received_at_ms: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub rx_bytes: AtomicU64,
+}
+
+/// How one peer's packets leave: its current sending key and direct path.
+pub struct SendEntry {
+    pub key: SendKey,
+    pub socket: SocketId,
+    pub dst: SocketAddr,
+    /// The largest inner packet the path takes (the core's PMTU result).
+    pub mtu: u16,
+    pub activity: Arc<Activity>,
+}
+
+/// How one receiving session's datagrams are accepted.
+pub struct RecvEntry {
+    pub key: RecvKey,
+    /// Inner source addresses this peer may send from (its addresses and its routes): the
+    /// cryptokey routing check of the whitepaper §2.
+    pub allowed: Vec<IpNet>,
+    /// The path MTU the core's search confirmed, to clamp received TCP SYNs (None: no clamp).
+    pub path_mtu: Option<u16>,
+    pub activity: Arc<Activity>,
+}
+
+/// One immutable snapshot. Cloning it clones `Arc`s only, so the core derives the next table
+/// from the last one.
+#[derive(Clone, Default)]
+pub struct KeyTable {
+    send: HashMap<IpAddr, Arc<SendEntry>>,
+    recv: HashMap<u32, Arc<RecvEntry>>,
+}
+
+/// What sealing one TUN packet produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sealed {
+    /// `len` bytes at the start of `out`, to `dst` on `socket`.
+    Datagram {
+        socket: SocketId,
+        dst: SocketAddr,
+        len: usize,
+    },
+    /// Not for the workers: hand the packet to the core.
+    ToCore,
+}
+
+/// What opening one datagram produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Opened<'a> {
+    /// An inner packet for the TUN device, trimmed to its IP length.
+    Packet(&'a [u8]),
+    /// An authenticated keepalive: nothing to write.
+    Keepalive,
+    /// Dropped here; the worker counts it under this reason.
+    Dropped(DropReason),
+    /// Not for the workers: hand the datagram to the core.
+    ToCore,
+}
+
+/// The IP length of a decrypted packet, which drops the transport's zero padding.
+fn ip_len(packet: &[u8]) -> Option<usize> {
+    let len = match packet.first()? >> 4 {
+        4 => usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?])),
+        6 => 40 + usize::from(u16::from_be_bytes([*packet.get(4)?, *packet.get(5)?])),
+        _ => return None,
+    };
+    (len <= packet.len()).then_some(len)
+}
+
+impl KeyTable {
+    /// Routes packets for `addresses` (the peer's own addresses) through `entry`.
+    pub fn set_send(&mut self, addresses: &[IpAddr], entry: Arc<SendEntry>) {
+        for a in addresses {
+            self.send.insert(*a, entry.clone());
+        }
+    }
+
+    /// Stops routing packets for `addresses` through the workers.
+    pub fn remove_send(&mut self, addresses: &[IpAddr]) {
+        for a in addresses {
+            self.send.remove(a);
+        }
+    }
+
+    /// Accepts datagrams for `entry`'s session index (a new session, or the previous one kept
+    /// for datagrams still in flight after a rekey).
+    pub fn add_recv(&mut self, entry: Arc<RecvEntry>) {
+        self.recv.insert(entry.key.index(), entry);
+    }
+
+    pub fn remove_recv(&mut self, index: u32) {
+        self.recv.remove(&index);
+    }
+
+    /// Seals one TUN packet for its peer, or says it is the core's.
+    pub fn seal(&self, packet: &[u8], out: &mut [u8], now_ms: u64) -> Sealed {
+        let Ok(ends) = ip_endpoints(packet) else {
+            return Sealed::ToCore;
+        };
+        let Some(entry) = self.send.get(&ends.dst) else {
+            return Sealed::ToCore;
+        };
+        if packet.len() > usize::from(entry.mtu) || mss::tcp_syn_offset(packet).is_some() {
+            return Sealed::ToCore;
+        }
+        match entry.key.seal(packet, out) {
+            Ok(len) => {
+                let a = &entry.activity;
+                a.sent_at_ms.store(now_ms, Ordering::Relaxed);
+                if packet.len() > usize::from(BASE_PLPMTU) {
+                    a.big_sent_at_ms.store(now_ms, Ordering::Relaxed);
+                }
+                a.tx_bytes.fetch_add(packet.len() as u64, Ordering::Relaxed);
+                Sealed::Datagram {
+                    socket: entry.socket,
+                    dst: entry.dst,
+                    len,
+                }
+            }
+            // Exhausted: the core rekeys. Too small a buffer: the core has the room.
+            Err(_) => Sealed::ToCore,
+        }
+    }
+
+    /// Opens one datagram from the main socket, or says it is the core's.
+    pub fn open<'a>(&self, datagram: &[u8], out: &'a mut [u8], now_ms: u64) -> Opened<'a> {
+        // Opened into `out` first: the length is the padded one until the IP header is read.
+        let Some(entry) = receiver_index(datagram).and_then(|i| self.recv.get(&i)) else {
+            return Opened::ToCore;
+        };
+        let len = match entry.key.open(datagram, out) {
+            Ok(text) => text.len(),
+            Err(TransportError::Replay(_)) => return Opened::Dropped(DropReason::Replay),
+            Err(TransportError::Decrypt) => return Opened::Dropped(DropReason::DecryptFailed),
+            Err(_) => return Opened::ToCore,
+        };
+        let a = &entry.activity;
+        a.received_at_ms.store(now_ms, Ordering::Relaxed);
+        if len == 0 {
+            return Opened::Keepalive;
+        }
+        let Some(len) = ip_len(&out[..len]) else {
+            return Opened::Dropped(DropReason::Malformed);
+        };
+        let packet = &mut out[..len];
+        let allowed = ip_endpoints(packet)
+            .map(|e| entry.allowed.iter().any(|net| net.contains(&e.src)))
+            .unwrap_or(false);
+        if !allowed {
+            return Opened::Dropped(DropReason::SpoofedSource);
+        }
+        if let Some(mtu) = entry.path_mtu {
+            // What the core's `clamp_received_syn` does: our side's replies fit the path too.
+            let max = mss::max_mss(packet, mtu);
+            mss::clamp_mss(packet, max);
+        }
+        a.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        Opened::Packet(packet)
+    }
+}
+
+/// Where the core publishes tables and the workers pick them up. A read lock held for one
+/// `Arc` clone per batch: uncontended in practice, since the core writes only on a handshake, a
+/// rekey or a path change.
+#[derive(Default)]
+pub struct Published {
+    current: RwLock<Arc<KeyTable>>,
+}
+
+impl Published {
+    /// The table to use for the next batch.
+    pub fn load(&self) -> Arc<KeyTable> {
+        // Poisoning needs a panic while the lock is held, which only swaps an Arc: the value
+        // is always a whole table.
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the table; workers see it from their next batch.
+    pub fn store(&self, table: KeyTable) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+    }
+}
