@@ -272,7 +272,7 @@ impl PeerTable {
     /// Gives the peer a new WireGuard state under a fresh session index: its old sessions are
     /// gone (a restarted peer holds none of their keys), and a late packet under an old index
     /// finds no peer instead of the new state. False for an unknown key.
-    pub fn renew_tunnel(&mut self, key: &PublicKey, local: &SecretKey) -> bool {
+    pub fn renew_tunnel(&mut self, key: &PublicKey, local: &SecretKey, now: Instant) -> bool {
         let Some(peer) = self.peers.get_mut(key) else {
             return false;
         };
@@ -280,7 +280,8 @@ impl PeerTable {
         self.next_index = (self.next_index + 1) & 0x00ff_ffff;
         let index = self.next_index;
         self.by_index.insert(index, *key);
-        peer.tunnel = PeerTunnel::new(local, *key, index);
+        // The same engine as every other session (`[dataplane] wireguard`).
+        peer.tunnel = PeerTunnel::with_engine(local, *key, index, self.engine, now);
         peer.response_sent = None;
         peer.responder_rtt_ms = None;
         true
@@ -511,13 +512,13 @@ mod tests {
         table.upsert(&up, &local, now);
         let old: Vec<u32> = table.by_index.keys().copied().collect();
         assert_eq!(old.len(), 1);
-        assert!(table.renew_tunnel(&key, &local));
+        assert!(table.renew_tunnel(&key, &local, now));
         assert!(table.by_receiver_index_mut(old[0] << 8).is_none());
         let new: Vec<u32> = table.by_index.keys().copied().collect();
         assert_eq!(new.len(), 1);
         assert_ne!(new, old);
         assert!(table.by_receiver_index_mut(new[0] << 8).is_some());
-        assert!(!table.renew_tunnel(&PublicKey([9; 32]), &local));
+        assert!(!table.renew_tunnel(&PublicKey([9; 32]), &local, now));
 
         let gone = PeerInfo {
             online: false,

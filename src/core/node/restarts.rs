@@ -39,7 +39,7 @@ impl Node {
     /// its NAT a new mapping). The peer's record is applied afterwards, as for any update.
     pub(super) fn forget_old_run(&mut self, key: &PublicKey) {
         let now = self.now_hint;
-        if !self.peers.renew_tunnel(key, &self.secret) {
+        if !self.peers.renew_tunnel(key, &self.secret, now) {
             return;
         }
         let Some(peer) = self.peers.get_mut(key) else {
@@ -68,7 +68,7 @@ impl Node {
             return;
         };
         peer.handshake_retry = Some(self.now_hint + HANDSHAKE_RETRY);
-        if let Some(init) = peer.tunnel.initiate(&mut self.scratch, true) {
+        if let Some(init) = peer.tunnel.initiate(&mut self.scratch, true, self.now_hint) {
             relaying::send(route, init, &mut self.transmits, &mut self.control);
         }
     }
