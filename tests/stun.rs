@@ -304,9 +304,16 @@ fn netcheck_refuses_bad_servers_with_the_fix() {
 fn netcheck_reports_blocked_udp_and_exits_four() {
     // A bound socket that never answers stands in for a firewall dropping UDP; the server's TCP
     // port on the same address answers, so the silence is UDP's, not a server that is down.
-    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = silent.local_addr().unwrap();
-    let _tcp = std::net::TcpListener::bind(addr).unwrap();
+    // The kernel picks the UDP port; its TCP twin may belong to another test's server running
+    // beside this one, so pick again until both are ours (bounded).
+    let (_silent, _tcp, addr) = (0..50)
+        .find_map(|_| {
+            let silent = UdpSocket::bind("127.0.0.1:0").ok()?;
+            let addr = silent.local_addr().ok()?;
+            let tcp = std::net::TcpListener::bind(addr).ok()?;
+            Some((silent, tcp, addr))
+        })
+        .expect("a UDP and TCP port pair on 127.0.0.1 within 50 tries");
     let out = netcheck(&["--server", &addr.to_string(), "--json"]);
     // No STUN answer is exit 4 (src/cli/exit_code.rs), with the report still printed.
     assert_eq!(
