@@ -22,14 +22,8 @@ cd "$ROOT"
 # shellcheck source-path=SCRIPTDIR source=../../scripts/lib/matrix.sh
 . "$ROOT/scripts/lib/matrix.sh"
 
-if [[ $EUID -ne 0 ]]; then echo "SKIP: not root"; exit 77; fi
-if m="$(lab_missing ip nft python3 ping timeout)"; then
-    echo "SKIP: $m not installed (scripts/setup-deps.sh installs it)"; exit 77
-fi
-if [[ ! -c /dev/net/tun ]]; then echo "SKIP: no /dev/net/tun"; exit 77; fi
+lab_preflight ip nft python3 ping timeout
 if [[ ! -d /proc/sys/net/ipv6 ]]; then echo "SKIP: this kernel has no IPv6"; exit 77; fi
-P2P_BIN="$(p2p_bin_default)"
-if [[ ! -x "$P2P_BIN" ]]; then echo "p2pvpn binary not found: $P2P_BIN" >&2; exit 2; fi
 
 PASSED=0
 FAILED=0

@@ -26,13 +26,7 @@ cd "$ROOT"
 # shellcheck source-path=SCRIPTDIR source=../../scripts/lib/lab.sh
 . "$ROOT/scripts/lib/lab.sh"
 
-if [[ $EUID -ne 0 ]]; then echo "SKIP: not root"; exit 77; fi
-if m="$(lab_missing ip python3 ping timeout)"; then
-    echo "SKIP: $m not installed"; exit 77
-fi
-if [[ ! -c /dev/net/tun ]]; then echo "SKIP: no /dev/net/tun"; exit 77; fi
-P2P_BIN="$(p2p_bin_default)"
-if [[ ! -x "$P2P_BIN" ]]; then echo "p2pvpn binary not found: $P2P_BIN" >&2; exit 2; fi
+lab_preflight ip python3 ping timeout
 
 NET=rst
 CIDR=10.79.0.0/24

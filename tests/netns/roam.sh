@@ -31,13 +31,7 @@ cd "$ROOT"
 # shellcheck source-path=SCRIPTDIR source=../../scripts/lib/matrix.sh
 . "$ROOT/scripts/lib/matrix.sh"
 
-if [[ $EUID -ne 0 ]]; then echo "SKIP: not root"; exit 77; fi
-if m="$(lab_missing ip nft python3 timeout conntrack)"; then
-    echo "SKIP: $m not installed (scripts/setup-deps.sh installs it)"; exit 77
-fi
-if [[ ! -c /dev/net/tun ]]; then echo "SKIP: no /dev/net/tun"; exit 77; fi
-P2P_BIN="$(p2p_bin_default)"
-if [[ ! -x "$P2P_BIN" ]]; then echo "p2pvpn binary not found: $P2P_BIN" >&2; exit 2; fi
+lab_preflight ip nft python3 timeout conntrack
 
 BACK="${ROAM_BACK:-5}"
 MAX_GAP="${ROAM_MAX_GAP:-3}"
