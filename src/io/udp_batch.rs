@@ -7,6 +7,10 @@
 //! Fallback: some drivers and paths refuse GSO with EIO (or EINVAL when a segment is larger than
 //! the route allows). quinn-udp then turns GSO off for the socket (`max_gso_segments` drops to
 //! 1); this layer resends the refused run one datagram at a time, so nothing is lost.
+//!
+//! A stack where quinn-udp cannot set the socket up at all (it asks for options such as
+//! IP_PKTINFO and ECN; wine's Winsock answers WSAEOPNOTSUPP, and a stripped-down Windows might)
+//! gets plain `recv_from`/`send_to`, one datagram per call: slower, never broken.
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use std::io::{self, IoSliceMut};
@@ -23,10 +27,11 @@ pub const RECV_BUFS: usize = 4;
 /// run's total must fit in it.
 pub const MAX_GSO_BYTES: usize = 65_507;
 
-/// The main socket and the kernel features quinn-udp found on it.
+/// The main socket and the kernel features quinn-udp found on it (`None`: plain calls, see the
+/// module's header).
 pub struct UdpBatch {
     socket: UdpSocket,
-    state: UdpSocketState,
+    state: Option<UdpSocketState>,
 }
 
 /// Reusable receive buffers and their metadata, allocated once.
@@ -84,18 +89,40 @@ impl UdpBatch {
     /// Reads one batch without waiting: how many messages of `bufs` are filled, or
     /// `WouldBlock`.
     pub fn try_recv(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
+        let Some(state) = &self.state else {
+            return self.try_recv_plain(bufs);
+        };
         let mut slices = bufs
             .bufs
             .each_mut()
             .map(|b| IoSliceMut::new(b.as_mut_slice()));
         self.socket.try_io(Interest::READABLE, || {
-            self.state
-                .recv((&self.socket).into(), &mut slices, &mut bufs.meta)
+            state.recv((&self.socket).into(), &mut slices, &mut bufs.meta)
         })
     }
 
+    /// One datagram into message 0, as a batch of one.
+    fn try_recv_plain(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
+        let (len, addr) = self.socket.try_recv_from(&mut bufs.bufs[0])?;
+        let meta = &mut bufs.meta[0];
+        *meta = RecvMeta::default();
+        meta.addr = addr;
+        meta.len = len;
+        meta.stride = len;
+        Ok(1)
+    }
+
     pub fn new(socket: UdpSocket) -> io::Result<Self> {
-        let state = UdpSocketState::new((&socket).into())?;
+        let state = match UdpSocketState::new((&socket).into()) {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::info!(
+                    error = %e,
+                    "batched UDP (quinn-udp) is not available on this socket; one datagram per call"
+                );
+                None
+            }
+        };
         restore_fragmentation(&socket);
         Ok(UdpBatch { socket, state })
     }
@@ -107,20 +134,27 @@ impl UdpBatch {
     /// How many datagrams one send may carry now (1 without GSO, or after the kernel refused
     /// it).
     pub fn max_segments(&self) -> usize {
-        self.state.max_gso_segments()
+        self.state
+            .as_ref()
+            .map_or(1, UdpSocketState::max_gso_segments)
     }
 
     /// Waits for and reads one batch; returns how many messages of `bufs` are filled.
     pub async fn recv(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
         loop {
             self.socket.readable().await?;
+            let Some(state) = &self.state else {
+                match self.try_recv_plain(bufs) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => return r,
+                }
+            };
             let mut slices = bufs
                 .bufs
                 .each_mut()
                 .map(|b| IoSliceMut::new(b.as_mut_slice()));
             let result = self.socket.try_io(Interest::READABLE, || {
-                self.state
-                    .recv((&self.socket).into(), &mut slices, &mut bufs.meta)
+                state.recv((&self.socket).into(), &mut slices, &mut bufs.meta)
             });
             match result {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -163,10 +197,20 @@ impl UdpBatch {
     }
 
     async fn send_one(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        let Some(state) = &self.state else {
+            let size = transmit
+                .segment_size
+                .unwrap_or(transmit.contents.len())
+                .max(1);
+            for datagram in transmit.contents.chunks(size) {
+                self.socket.send_to(datagram, transmit.destination).await?;
+            }
+            return Ok(());
+        };
         loop {
             self.socket.writable().await?;
             let result = self.socket.try_io(Interest::WRITABLE, || {
-                self.state.try_send((&self.socket).into(), transmit)
+                state.try_send((&self.socket).into(), transmit)
             });
             match result {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -266,5 +310,45 @@ mod tests {
             }
         }
         assert_eq!(seen, vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    /// Without quinn-udp (a stack that refuses its socket options, as wine's does): runs still
+    /// leave as their datagrams and every datagram is read, one per call.
+    #[tokio::test]
+    async fn the_plain_fallback_carries_runs_and_batches() {
+        let a = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let a = UdpBatch {
+            socket: a,
+            state: None,
+        };
+        let b = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        assert_eq!(a.max_segments(), 1);
+        a.send(b.local_addr().unwrap(), &[7u8; 2500], 1000)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 2000];
+        for want in [1000, 1000, 500] {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(2), b.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(n, want);
+        }
+        let dst = a.socket().local_addr().unwrap();
+        for i in 0..3u8 {
+            b.send_to(&[i; 100], dst).await.unwrap();
+        }
+        let mut bufs = RecvBufs::default();
+        for i in 0..3u8 {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(2), a.recv(&mut bufs))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(n, 1);
+            let (from, mut datagrams) = bufs.datagrams(0);
+            assert_eq!(from, b.local_addr().unwrap());
+            assert_eq!(datagrams.next(), Some(&[i; 100][..]));
+            assert_eq!(datagrams.next(), None);
+        }
     }
 }
