@@ -203,7 +203,10 @@ STORE_ARGS=()
 start_server() { # start_server INDEX NODES
     local i="$1"
     : >"$DIR/server$i.out"
+    # Every generated node connects from 127.0.0.1: lift the per-address cap (default 256)
+    # above the node count, or the rest are refused and the storm never settles.
     "$BIN" --log-level info server --listen "${ADDRS[$i]}:$PORT" --relay-max-nodes "$2" \
+        --max-conns "$(($2 + 256))" --max-conns-per-ip "$(($2 + 256))" \
         --state-dir "$DIR/server$i" "${STORE_ARGS[@]}" \
         >>"$DIR/server$i.out" 2>>"$DIR/server$i.log" &
     SERVER_PIDS[i]=$!
