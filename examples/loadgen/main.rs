@@ -9,6 +9,10 @@
 //! sends one frame through the server to the next), and with `--restart` a real server restart
 //! that the script performs when asked (all nodes reconnect on their own backoff).
 //!
+//! With a token naming several servers of one deployment (PostgreSQL store), `--spread` starts
+//! node i on the token's server i mod k; the server list the deployment sends moves every node
+//! to the primary, so the storm then includes those moves (`storm_connects` above `nodes`).
+//!
 //! Results are printed as `result KEY=VALUE` lines (scripts/load.sh makes the table); the
 //! server's RSS and CPU come from /proc/PID of the pid in `--server-pid-file`.
 //!
@@ -62,6 +66,12 @@ struct Args {
     /// Seconds of idle (pings only) to measure the server's idle CPU.
     #[arg(long, default_value_t = 5)]
     idle_secs: u64,
+    /// With a token naming several servers: node i joins through, and first registers with,
+    /// the token's server i mod k (the others follow as its fail-over order), so a deployment's
+    /// non-primary servers take their share of the joins and their nodes move to the primary.
+    /// Without it every node starts with the token's first server, as a real node does.
+    #[arg(long)]
+    spread: bool,
 }
 
 fn main() -> Result<()> {
@@ -96,12 +106,24 @@ async fn wait_for(bound: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 async fn run(args: Args) -> Result<()> {
     let token = JoinToken::decode(&args.token).context("--token")?;
-    let Some(&server) = token.servers.first() else {
+    if token.servers.is_empty() {
         bail!("the token names no plain TCP server address");
-    };
-    if !server.ip().is_loopback() {
+    }
+    if let Some(server) = token.servers.iter().find(|s| !s.ip().is_loopback()) {
         bail!("the load generator only talks to loopback servers, not {server}");
     }
+    // Node i's servers in the order it tries them (plain TCP only: the generator has no TLS).
+    let k = token.servers.len();
+    let order = |i: usize| -> Vec<ServerAddr> {
+        let first = if args.spread { i % k } else { 0 };
+        (0..k)
+            .map(|j| ServerAddr {
+                addr: token.servers[(first + j) % k],
+                tls: false,
+            })
+            .collect()
+    };
+    result("token_servers", k);
     let n = args.nodes;
     if n < 2 {
         bail!("--nodes must be at least 2");
@@ -117,6 +139,7 @@ async fn run(args: Args) -> Result<()> {
     let mut joins = Vec::with_capacity(n);
     for (i, secret) in secrets.iter().enumerate() {
         let (secret, token, sem) = (secret.clone(), token.clone(), sem.clone());
+        let server = order(i)[0].addr; // ok: k >= 1 checked above
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire().await.ok()?;
             tokio::time::timeout(Duration::from_secs(60), join(server, &secret, &token, i))
@@ -151,16 +174,12 @@ async fn run(args: Args) -> Result<()> {
     let shared = Arc::new(Shared::new(&secrets));
     let mut cmds: Vec<mpsc::UnboundedSender<Cmd>> = Vec::with_capacity(n);
     let mut tasks = Vec::with_capacity(n);
-    let servers = vec![ServerAddr {
-        addr: server,
-        tls: false,
-    }];
     let own_base = ProcSample::read(std::process::id());
     let storm_start = Instant::now();
     for (i, secret) in secrets.into_iter().enumerate() {
         let (tx, rx) = mpsc::unbounded_channel();
         cmds.push(tx);
-        let client = node::client(i, secret, &token, servers.clone());
+        let client = node::client(i, secret, &token, order(i));
         tasks.push(tokio::spawn(node::run(i, client, shared.clone(), rx)));
     }
     let all_registered = {

@@ -232,27 +232,9 @@ pub async fn run(
     let mut stream: Option<(OwnedReadHalf, OwnedWriteHalf)> = None;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        if let Some(server) = control.poll_connect(Instant::now()) {
-            s.connects.fetch_add(1, Ordering::Relaxed);
-            let connect = TcpStream::connect(server.addr);
-            match tokio::time::timeout(Duration::from_secs(3), connect).await {
-                Ok(Ok(tcp)) => {
-                    let _ = tcp.set_nodelay(true);
-                    stream = Some(tcp.into_split());
-                    control.handle_connected(Instant::now());
-                }
-                _ => control.handle_connect_failed(Instant::now()),
-            }
-        }
-        while let Some(bytes) = control.poll_bytes() {
-            if let Some((_, w)) = &mut stream {
-                if w.write_all(&bytes).await.is_err() {
-                    stream = None;
-                    local.disconnected(&s);
-                    control.handle_closed(Instant::now());
-                }
-            }
-        }
+        // Events first: a `CloseStream` (e.g. a move to the deployment's primary) is about the
+        // stream that was open when the last input was handled; handled after `poll_connect`,
+        // it would drop the new stream to the primary instead.
         while let Some(ev) = control.poll_event() {
             match ev {
                 ControlEvent::Registered { relay, .. } => {
@@ -288,6 +270,27 @@ pub async fn run(
                     local.disconnected(&s);
                 }
                 _ => {}
+            }
+        }
+        if let Some(server) = control.poll_connect(Instant::now()) {
+            s.connects.fetch_add(1, Ordering::Relaxed);
+            let connect = TcpStream::connect(server.addr);
+            match tokio::time::timeout(Duration::from_secs(3), connect).await {
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    stream = Some(tcp.into_split());
+                    control.handle_connected(Instant::now());
+                }
+                _ => control.handle_connect_failed(Instant::now()),
+            }
+        }
+        while let Some(bytes) = control.poll_bytes() {
+            if let Some((_, w)) = &mut stream {
+                if w.write_all(&bytes).await.is_err() {
+                    stream = None;
+                    local.disconnected(&s);
+                    control.handle_closed(Instant::now());
+                }
             }
         }
         let deadline = control
