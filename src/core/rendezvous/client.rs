@@ -228,6 +228,15 @@ impl ControlClient {
             .current_server
             .and_then(|c| self.servers.iter().position(|s| *s == c))
             .unwrap_or(0);
+        self.move_to_primary_if_settled(now);
+    }
+
+    /// On the deployment's primary already, or moved or failed over within `SETTLE`: nothing.
+    /// Otherwise close the stream and connect to the primary. Called when a server list
+    /// arrives and on every timeout, so a node that failed over from a primary that stayed up
+    /// (its stream broke, the server shed it under load) goes back once settled, although no
+    /// new list comes (`scripts/load.sh --compare` found nodes left on the standby for good).
+    fn move_to_primary_if_settled(&mut self, now: Instant) {
         let primary = self.servers.first().copied();
         if self.is_registered()
             && deployment::should_move(self.current_server, primary, self.last_change, now)
@@ -492,6 +501,7 @@ impl ControlClient {
             self.ping_sent = Some(now);
             self.send(&ClientMessage::Ping);
         }
+        self.move_to_primary_if_settled(now);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -274,6 +274,38 @@ fn a_killed_server_s_nodes_register_with_the_other_within_a_second() {
     assert!(d.everyone_sees_everyone());
 }
 
+/// A node whose stream to a live primary broke (a reset on the path, a server that shed it
+/// under load) fails over to the standby, and goes back to the primary by itself once settled,
+/// with no new server list to prompt it (`scripts/load.sh --compare` at 300 nodes: nodes stayed
+/// on the standby for good and the network stayed split).
+#[test]
+fn a_node_cut_off_from_a_live_primary_returns_to_it_once_settled() {
+    let t0 = crate::test_now();
+    let mut d = deployment(&[vec![addr(A), addr(B)]], t0);
+    let now = d.run(t0, Duration::from_secs(1));
+    assert_eq!(d.on(0), Some(A.parse().unwrap()));
+    // Node 0's stream to A ends; A stays up and stays the primary.
+    if let Some((s, conn)) = d.nodes[0].conn.take() {
+        d.servers[s].handle_closed(conn);
+    }
+    d.nodes[0].peers.clear();
+    d.nodes[0].control.handle_closed(now);
+    drain(&mut d.nodes[0], &mut d.servers);
+    let now = d.run(now, Duration::from_secs(1));
+    assert_eq!(
+        d.on(0),
+        Some(B.parse().unwrap()),
+        "failed over to the standby"
+    );
+    let now = d.run(
+        now,
+        SETTLE + PING_INTERVAL_FOR_TEST + Duration::from_secs(2),
+    );
+    assert_eq!(d.on(0), Some(A.parse().unwrap()), "still on the standby");
+    d.run(now, Duration::from_secs(1));
+    assert!(d.everyone_sees_everyone());
+}
+
 #[test]
 fn a_silent_server_is_left_after_an_unanswered_ping() {
     let t0 = crate::test_now();
