@@ -292,13 +292,23 @@ pub async fn run(
             match out {
                 ServerOutput::Send(id, bytes) => {
                     if let Some(h) = writers.get(&id) {
-                        if h.writer.try_send(WriterCommand::Write(bytes)).is_err() {
-                            tracing::warn!(
-                                conn = id,
-                                "node is not reading; closing its connection"
-                            );
-                            writers.remove(&id);
-                            core.handle_closed(id);
+                        match h.writer.try_send(WriterCommand::Write(bytes)) {
+                            Ok(()) => {}
+                            // Its writer already ended (the node hung up or moved to the
+                            // primary): the close is on its way, not a slow reader.
+                            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                                tracing::debug!(conn = id, "connection already closed");
+                                writers.remove(&id);
+                                core.handle_closed(id);
+                            }
+                            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                                tracing::warn!(
+                                    conn = id,
+                                    "node is not reading; closing its connection"
+                                );
+                                writers.remove(&id);
+                                core.handle_closed(id);
+                            }
                         }
                     }
                 }
