@@ -18,53 +18,14 @@ use p2pvpn::core::stun::StunResponder;
 use p2pvpn::io::server_relay::UdpSockets;
 use p2pvpn::io::udp_batch::UdpBatch;
 use rand::SeedableRng;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
-/// Counts allocations made on a thread while its `COUNTING` flag is set.
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note() {
-    if COUNTING.with(Cell::get) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: the caller's contract is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocations;
 
 const PAYLOAD: usize = 1200;
 const BURST: usize = 16;
@@ -85,14 +46,16 @@ struct Lab {
 /// One pass of the server's loop body: wait for a socket, handle its batch. Returns the
 /// allocations made meanwhile when `count` is set.
 async fn pump(lab: &mut Lab, count: bool) -> usize {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    COUNTING.with(|c| c.set(count));
+    let before = allocations();
     let i = lab.udp.readable().await;
     lab.udp
         .handle_batch(i, &mut lab.relay, Instant::now())
         .await;
-    COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    if count {
+        allocations() - before
+    } else {
+        0
+    }
 }
 
 /// The keyed bind of `ticket` from `socket`: a Bind, the server's Challenge, the Bind again
