@@ -231,20 +231,14 @@ fn gso_refused(e: &io::Error) -> bool {
 /// MTU work (issue 11), not to the socket layer.
 #[cfg(target_os = "linux")]
 fn restore_fragmentation(socket: &UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let value: libc::c_int = libc::IP_PMTUDISC_WANT;
-    // SAFETY: a live socket descriptor, a c_int option value and its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            std::ptr::addr_of!(value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!(error = %io::Error::last_os_error(), "cannot reset IP_MTU_DISCOVER");
+    let set = crate::os::set_int_sockopt(
+        socket,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_WANT,
+    );
+    if let Err(e) = set {
+        tracing::debug!(error = %e, "cannot reset IP_MTU_DISCOVER");
     }
 }
 

@@ -194,6 +194,31 @@ pub fn raise_nofile() -> Option<u64> {
     Some(lim.rlim_cur)
 }
 
+/// Sets an integer socket option (setsockopt(2) with a `c_int` value): the one unsafe call the
+/// path-MTU and batching code share (IP_MTU_DISCOVER, IPV6_MTU_DISCOVER).
+pub fn set_int_sockopt(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: a live socket descriptor, and a c_int option value with its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            std::ptr::addr_of!(value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,22 +52,12 @@ fn parse(text: &str) -> Vec<Ipv6Addr> {
 }
 
 pub fn set_dont_fragment(socket: &impl AsRawFd) -> std::io::Result<()> {
-    let value: libc::c_int = libc::IPV6_PMTUDISC_PROBE;
-    // SAFETY: a valid socket fd, and a c_int option value whose size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::os::set_int_sockopt(
+        socket,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MTU_DISCOVER,
+        libc::IPV6_PMTUDISC_PROBE,
+    )
 }
 
 #[cfg(test)]

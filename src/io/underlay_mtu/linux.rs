@@ -42,20 +42,10 @@ pub fn route_mtu(dst: SocketAddr) -> Option<u32> {
 /// sizes are the path MTU search's business, and a fragmented WireGuard datagram is one that
 /// NATs and firewalls often drop.
 pub fn set_dont_fragment(socket: &impl AsRawFd) -> std::io::Result<()> {
-    let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
-    // SAFETY: a valid socket fd, and a c_int option value whose size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::os::set_int_sockopt(
+        socket,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    )
 }
