@@ -10,15 +10,13 @@
 
 mod common;
 
-use common::postgres::Postgres;
-use common::{free_port, run, stderr, temp_dir, BIN};
+use common::postgres::{spawn_store_server, Postgres, StoreVia};
+use common::{free_port, run, stderr, temp_dir};
 use p2pvpn::core::rendezvous::deployment::ServerEntry;
 use p2pvpn::core::rendezvous::token::JoinToken;
 use p2pvpn::store_pg::servers::STALE_SECS;
 use p2pvpn::store_pg::PgStore;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn entry(a: &str) -> ServerEntry {
@@ -128,39 +126,6 @@ fn a_change_is_pushed_to_another_server_s_listener() {
 }
 
 /// A server process and its temp directory, killed and removed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_server(listen: &str, state: &Path, url: &str, extra: &[&str]) -> Server {
-    std::fs::create_dir_all(state).unwrap();
-    let log = state.with_extension("log");
-    let child = Command::new(BIN)
-        .args(["server", "--listen", listen, "--store", url, "--state-dir"])
-        .arg(state)
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(listen).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "server on {listen} did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
-}
 
 #[test]
 fn a_token_names_every_live_server_with_its_advertised_address() {
@@ -175,11 +140,17 @@ fn a_token_names_every_live_server_with_its_advertised_address() {
     let b = format!("127.0.0.1:{port_b}");
     // B listens on 127.0.0.1 but says nodes reach it at 127.0.0.2 (as behind a NAT).
     let b_advertised: SocketAddr = format!("127.0.0.2:{port_b}").parse().unwrap();
-    let _a = spawn_server(&a, &state_a, &url, &[]);
+    let _a = spawn_store_server(&a, &state_a, &url, StoreVia::Flag, &[]);
     std::fs::create_dir_all(&state_b).unwrap();
     std::fs::copy(state_a.join("server.key"), state_b.join("server.key")).unwrap();
     let advertise = b_advertised.to_string();
-    let _b = spawn_server(&b, &state_b, &url, &["--advertise", &advertise]);
+    let _b = spawn_store_server(
+        &b,
+        &state_b,
+        &url,
+        StoreVia::Flag,
+        &["--advertise", &advertise],
+    );
     let network = |args: &[&str]| {
         let mut all = vec!["network"];
         all.extend_from_slice(args);

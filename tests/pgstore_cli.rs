@@ -9,10 +9,9 @@
 
 mod common;
 
-use common::postgres::Postgres;
-use common::{free_port, run, run_bounded, stderr, temp_dir, write_private, BIN};
+use common::postgres::{spawn_store_server, Postgres, StoreVia};
+use common::{free_port, run, run_bounded, stderr, temp_dir, write_private};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A test's temp directory, removed on drop (also when an assertion failed).
@@ -32,39 +31,6 @@ impl std::ops::Deref for Dir {
 }
 
 /// A server process, killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_server(addr: &str, state: &Path, url: &str) -> Server {
-    std::fs::create_dir_all(state).unwrap();
-    let log = state.with_extension("log");
-    let child = Command::new(BIN)
-        .args(["server", "--listen", addr, "--state-dir"])
-        .arg(state)
-        .env("P2PVPN_STORE", url)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "server on {addr} did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
-}
 
 /// `p2pvpn network ARGS --state-dir STATE --store URL`.
 fn network(state: &Path, url: &str, args: &[&str]) -> std::process::Output {
@@ -90,7 +56,7 @@ fn two_servers_on_one_postgres_share_networks_tokens_and_addresses() {
     let addr_a = format!("127.0.0.1:{}", free_port());
     let addr_b = format!("127.0.0.1:{}", free_port());
 
-    let _a = spawn_server(&addr_a, &state_a, &url);
+    let _a = spawn_store_server(&addr_a, &state_a, &url, StoreVia::Env, &[]);
     ok(&network(
         &state_a,
         &url,
@@ -118,7 +84,7 @@ fn two_servers_on_one_postgres_share_networks_tokens_and_addresses() {
     std::fs::create_dir_all(&state_b).unwrap();
     let key = std::fs::read(state_a.join("server.key")).unwrap();
     write_private(&state_b.join("server.key"), &key);
-    let _b = spawn_server(&addr_b, &state_b, &url);
+    let _b = spawn_store_server(&addr_b, &state_b, &url, StoreVia::Env, &[]);
     // Its `network` commands see the network made through the first.
     assert!(ok(&network(&state_b, &url, &["list"])).contains("office"));
 
@@ -217,7 +183,7 @@ fn a_join_while_postgres_is_down_fails_clearly_and_works_once_it_is_back() {
     let dir = Dir(temp_dir("pgstore-cli", "pgdown"));
     let state = dir.join("server");
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut server = spawn_server(&addr, &state, &url);
+    let mut server = spawn_store_server(&addr, &state, &url, StoreVia::Env, &[]);
     ok(&network(
         &state,
         &url,

@@ -9,7 +9,8 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub struct Postgres {
     dir: PathBuf,
@@ -211,4 +212,60 @@ impl Drop for Postgres {
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A `p2pvpn server` on a PostgreSQL store, killed on drop (also when the test failed).
+pub struct StoreServer(pub Child);
+
+impl Drop for StoreServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// How a test hands the store URL to the server: `--store URL`, or the environment
+/// (`P2PVPN_STORE`, where an operator puts a URL with a password).
+#[derive(Clone, Copy)]
+pub enum StoreVia {
+    Flag,
+    Env,
+}
+
+/// Starts `p2pvpn server --listen LISTEN --state-dir STATE EXTRA...` on the store `url` and
+/// waits (at most 15 s) until it accepts TCP; its stderr goes to STATE.log, shown if it does not.
+pub fn spawn_store_server(
+    listen: &str,
+    state: &Path,
+    url: &str,
+    via: StoreVia,
+    extra: &[&str],
+) -> StoreServer {
+    std::fs::create_dir_all(state).unwrap();
+    let log = state.with_extension("log");
+    let mut cmd = Command::new(super::BIN);
+    cmd.args(["server", "--listen", listen, "--state-dir"])
+        .arg(state)
+        .args(extra);
+    match via {
+        StoreVia::Flag => cmd.args(["--store", url]),
+        StoreVia::Env => cmd.env("P2PVPN_STORE", url),
+    };
+    let child = cmd
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let server = StoreServer(child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "server on {listen} did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
 }
