@@ -30,8 +30,6 @@ impl std::ops::Deref for Dir {
     }
 }
 
-/// A server process, killed on drop.
-
 /// `p2pvpn network ARGS --state-dir STATE --store URL`.
 fn network(state: &Path, url: &str, args: &[&str]) -> std::process::Output {
     let mut all = vec!["network"];
