@@ -125,8 +125,6 @@ fn a_change_is_pushed_to_another_server_s_listener() {
     });
 }
 
-/// A server process and its temp directory, killed and removed on drop.
-
 #[test]
 fn a_token_names_every_live_server_with_its_advertised_address() {
     let Some(pg) = Postgres::start("advertise") else {
