@@ -14,7 +14,7 @@ use common::postgres::{spawn_store_server, Postgres, StoreVia};
 use common::{free_port, run, stderr, temp_dir};
 use p2pvpn::core::rendezvous::deployment::ServerEntry;
 use p2pvpn::core::rendezvous::token::JoinToken;
-use p2pvpn::store_pg::servers::STALE_SECS;
+use p2pvpn::store_pg::servers::{FORGET_AFTER_SECS, STALE_SECS};
 use p2pvpn::store_pg::PgStore;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -74,6 +74,55 @@ fn the_live_servers_longest_up_first_and_the_dead_ones_leave() {
     // A clean stop leaves at once.
     store_b.forget_server(&b).unwrap();
     assert_eq!(firsts(&store_a), ["192.0.2.1:7000"]);
+}
+
+/// A crashed server's row stays (not listed) for a while, and the next server to start deletes
+/// it once it is older than `FORGET_AFTER_SECS`; a row merely stale is kept.
+#[test]
+fn a_server_starting_deletes_rows_silent_for_an_hour() {
+    let Some(pg) = Postgres::start("forget") else {
+        return;
+    };
+    let url = pg.create_database("forget");
+    let store = PgStore::connect(&url).unwrap();
+    let (old, recent, me) = (
+        entry("192.0.2.1:7000"),
+        entry("192.0.2.2:7000"),
+        entry("192.0.2.3:7000"),
+    );
+    store.heartbeat(&old, true).unwrap();
+    store.heartbeat(&recent, true).unwrap();
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let age = |secs: i64, server: &ServerEntry| {
+        format!(
+            "UPDATE servers SET heartbeat = clock_timestamp() - interval '{secs} seconds' \
+             WHERE plain = '{}'",
+            server.plain[0]
+        )
+    };
+    sql.batch_execute(&age(FORGET_AFTER_SECS + 60, &old))
+        .unwrap();
+    sql.batch_execute(&age(FORGET_AFTER_SECS - 600, &recent))
+        .unwrap();
+    let rows = |sql: &mut postgres::Client| -> Vec<String> {
+        sql.query("SELECT plain FROM servers ORDER BY plain", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    // Later heartbeats of a running server leave the table alone.
+    store.heartbeat(&recent, false).unwrap();
+    assert_eq!(rows(&mut sql).len(), 2);
+    sql.batch_execute(&age(FORGET_AFTER_SECS - 600, &recent))
+        .unwrap();
+    store.heartbeat(&me, true).unwrap();
+    assert_eq!(
+        rows(&mut sql),
+        ["192.0.2.2:7000", "192.0.2.3:7000"],
+        "the hour-old row goes, the stale one stays"
+    );
+    assert_eq!(firsts(&store), ["192.0.2.3:7000"]);
 }
 
 #[test]

@@ -25,6 +25,12 @@ pub(super) const MIGRATION: &str = "
 /// tick does not drop a server, and well under `deployment::SETTLE`.
 pub const STALE_SECS: i64 = 5;
 
+/// A row silent this long belongs to a server that crashed or moved to other addresses and
+/// will not come back as it was: the next server to start deletes it, so the table does not
+/// grow with every address a deployment ever used. An hour keeps a crashed server's row for
+/// whoever looks in the table (only live rows are ever read).
+pub const FORGET_AFTER_SECS: i64 = 3600;
+
 /// The id of a server's row: its addresses, which are what make it a different server (the
 /// identity key is shared by the whole deployment).
 pub fn server_id(me: &ServerEntry) -> String {
@@ -46,7 +52,8 @@ fn split(text: &str) -> Vec<SocketAddr> {
 impl PgStore {
     /// Records that `me` is alive. `starting`: the first heartbeat of this process, which
     /// restarts its age (a restarted server is the newest, so it does not take the primary
-    /// role back from the server the nodes moved to).
+    /// role back from the server the nodes moved to); it also deletes the rows of servers silent
+    /// for [`FORGET_AFTER_SECS`].
     pub fn heartbeat(&self, me: &ServerEntry, starting: bool) -> Result<(), StoreError> {
         let id = server_id(me);
         let (plain, tls) = (join(&me.plain), join(&me.tls));
@@ -58,6 +65,15 @@ impl PgStore {
                  started_at = CASE WHEN $4 THEN clock_timestamp() ELSE servers.started_at END",
             &[&id, &plain, &tls, &starting],
         )?;
+        if starting {
+            self.execute(
+                &format!(
+                    "DELETE FROM servers
+                     WHERE heartbeat < clock_timestamp() - interval '{FORGET_AFTER_SECS} seconds'"
+                ),
+                &[],
+            )?;
+        }
         Ok(())
     }
 
