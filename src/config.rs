@@ -126,6 +126,11 @@ impl Dirs {
         self.network_state(network).join("private.key")
     }
 
+    /// The deployment's server list as last learned (`io::learned_servers`).
+    pub fn servers_file(&self, network: &str) -> PathBuf {
+        self.network_state(network).join("servers")
+    }
+
     pub fn control_socket(&self, network: &str) -> PathBuf {
         self.network_state(network).join("control.sock")
     }

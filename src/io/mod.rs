@@ -11,6 +11,7 @@ pub mod dns;
 pub mod interface_check;
 pub mod ipv6_underlay;
 pub mod join;
+pub mod learned_servers;
 pub mod leave;
 pub mod listen;
 pub mod metrics;

@@ -100,6 +100,8 @@ struct Driver {
     dns: Option<super::dns::DnsServer>,
     /// Whether the route to the server still leaves from the stream's local address.
     underlay: super::underlay_watch::UnderlayWatch,
+    /// Where the deployment's server list is kept across restarts (`io::learned_servers`).
+    servers_file: std::path::PathBuf,
 }
 
 /// Runs the node until a signal or `down`; `metrics` serves Prometheus text on that address.
@@ -206,7 +208,16 @@ async fn run_until_stopped(
         registered_on_stream: false,
         dns: None,
         underlay: Default::default(),
+        servers_file: dirs.servers_file(&network),
     };
+    let learned = super::learned_servers::load(&d.servers_file);
+    if !learned.is_empty() {
+        tracing::info!(
+            servers = learned.len(),
+            "trying the deployment's servers a previous run learned first"
+        );
+        d.node.restore_servers(&learned);
+    }
     d.start_ipv6();
     progress(&format!(
         "p2pvpn {network}: key {}, UDP port {udp_port}",
@@ -682,6 +693,11 @@ impl Driver {
                 tracing::warn!(%refusal, "server refused; will retry");
             }
             NodeEvent::Progress(line) => node_progress(&format!("p2pvpn {net}: {line}")),
+            NodeEvent::Servers(list) => {
+                if let Err(e) = super::learned_servers::save(&self.servers_file, &list) {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot save the server list for the next start");
+                }
+            }
             NodeEvent::PeerAdded { name, virtual_ip } => progress(&format!(
                 "p2pvpn {net}: peer {name} ({virtual_ip}) connecting"
             )),

@@ -16,6 +16,9 @@
 #      pair pings; the servers' metrics show each other and the store up
 #   d  `network remove-member` through A cuts n4, registered with B, within 2 s: B drops it
 #      (its peers forget it) and n4 is refused
+#   e  n1 saved the deployment's list (B first) in its state directory; stopped, its config
+#      rewritten to name only A (as if it joined before B existed), A killed, n1 started again:
+#      it registers with B within 20 s and pings n2
 # Prints `ok - ...` / `not ok - ...` per check and a summary line; exits 1 if a check failed,
 # 77 (after `SKIP: reason`) when it cannot run here (not root, a tool or PostgreSQL missing),
 # 2 on setup errors.
@@ -233,6 +236,28 @@ d_remove() {
         { why "n4 was not told it was removed: $(tail -n 2 "$(lab_logfile n4-up)" | tr '\n' ' ')"; return 1; }
 }
 check "d1 remove-member through A cuts n4 (on B) within 2 s" d_remove
+
+# ================================================================ e
+e_learned() {
+    local conf="$LAB_TMP/n1/etc/$NET.toml" saved="$LAB_TMP/n1/state/$NET/servers" t0 ms
+    # n1 keeps the deployment's list, primary (B) first, for its next start.
+    [[ -f "$saved" ]] || { why "n1 saved no server list at $saved"; return 1; }
+    head -n 3 "$saved" | grep -q "^plain $B1:$PORT" || { why "n1's saved list does not start with B: $(tr '\n' ' ' <"$saved")"; return 1; }
+    # As if n1 had joined before B existed: its config names only A. A goes away; n1 restarts.
+    p2p n1 down --network "$NET" >/dev/null 2>&1 || true
+    lab_wait_for 10 lab_exited n1-up || { why "n1 did not stop"; return 1; }
+    sed -i "s|^servers = .*|servers = [\"$A1:$PORT\"]|" "$conf"
+    grep -q "^servers = \[\"$A1:$PORT\"\]" "$conf" || { why "could not rewrite n1's servers in $conf"; return 1; }
+    kill -KILL "$(lab_pid srva2)"
+    note "n1 stopped, its config names only A ($A1:$PORT), A SIGKILLed; n1 starts again"
+    t0="$(now_ms)"
+    p2p_spawn n1 n1-up2 up --network "$NET"
+    lab_wait_for 20 on_server n1 "$B1" || { why "n1 is on '$(server_of n1)', not B, 20 s after starting: $(tail -n 3 "$(lab_logfile n1-up2)" | tr '\n' ' ')"; return 1; }
+    ms=$(($(now_ms) - t0))
+    note "n1 registered with B (learned on its previous run) ${ms} ms after starting"
+    lab_exec n1 ping -n -c 1 -w 10 "${VIP[n2]}" >/dev/null 2>&1 || { why "n1 cannot ping n2 after the restart"; return 1; }
+}
+check "e1 a node whose token names only a dead server reaches the deployment through the list it saved" e_learned
 
 echo "netns-servers: $PASSED passed, $FAILED failed in $((SECONDS - T_START)) s"
 ((FAILED == 0))

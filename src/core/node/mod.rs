@@ -115,6 +115,9 @@ pub enum NodeEvent {
     },
     /// A line for the user about a slow step (NAT discovery, punching).
     Progress(String),
+    /// The deployment's live servers changed, primary first: worth saving, so that the next
+    /// start can reach the deployment even if the token's servers are gone.
+    Servers(Vec<ServerAddr>),
 }
 
 /// What to do with a packet read from the TUN device.
@@ -456,8 +459,9 @@ impl Node {
             }
             ControlEvent::Punch { peer, offer } => self.handle_punch_offer(peer, offer),
             ControlEvent::CloseStream => self.events.push_back(NodeEvent::CloseControlStream),
-            // The order is the control client's; `status` reads it from there.
-            ControlEvent::Servers(_) => {}
+            // The order is the control client's; `status` reads it from there. The driver keeps
+            // the deployment's list for the next start (`Node::restore_servers`).
+            ControlEvent::Servers(list) => self.events.push_back(NodeEvent::Servers(list)),
             ControlEvent::Disconnected => {
                 // The server forgets our relay identity with the stream; direct paths stay.
                 self.relay.clear();

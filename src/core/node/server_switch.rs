@@ -50,3 +50,11 @@ impl Node {
         out
     }
 }
+
+impl Node {
+    /// The deployment's server list a previous run learned (`NodeEvent::Servers`, saved by the
+    /// driver): tried first, before the token's servers. Call before the first connection.
+    pub fn restore_servers(&mut self, learned: &[crate::core::rendezvous::client::ServerAddr]) {
+        self.control.restore_servers(learned);
+    }
+}

@@ -57,7 +57,8 @@ pub enum ControlEvent {
         peer: PublicKey,
         offer: PunchOffer,
     },
-    /// The deployment's server list changed the order of servers to try.
+    /// The deployment's server list changed the order of servers to try; this is the
+    /// deployment's own list (primary first, without the token's servers).
     Servers(Vec<ServerAddr>),
     /// The server refused us; `permanent` refusals stop reconnecting.
     Refused {
@@ -212,6 +213,24 @@ impl ControlClient {
         &self.servers
     }
 
+    /// Before the first connection: the deployment's list a previous run of this node learned
+    /// (`ControlEvent::Servers`), tried before the token's servers, as a fresh list would be.
+    /// A node whose token names only servers that are gone still finds the deployment; the next
+    /// list a server sends replaces this one.
+    pub fn restore_servers(&mut self, learned: &[ServerAddr]) {
+        if learned.is_empty() || self.current_server.is_some() {
+            return;
+        }
+        let mut order: Vec<ServerAddr> = learned.to_vec();
+        for s in &self.from_token {
+            if !order.contains(s) {
+                order.push(*s);
+            }
+        }
+        self.servers = order;
+        self.next_server = 0;
+    }
+
     /// The deployment named its live servers, primary first: try them in that order, and move to
     /// the primary when settled (see `deployment`).
     fn handle_server_list(&mut self, plain: &[SocketAddr], tls: &[SocketAddr], now: Instant) {
@@ -220,8 +239,11 @@ impl ControlClient {
             return;
         }
         if order != self.servers {
-            self.servers = order.clone();
-            self.events.push_back(ControlEvent::Servers(order));
+            self.servers = order;
+            // The deployment's own list, without the token's: what is worth keeping for the
+            // next start (`restore_servers`).
+            let deployment = ServerAddr::list(plain, tls);
+            self.events.push_back(ControlEvent::Servers(deployment));
         }
         // The next failure moves on from where we are, to the server after this one.
         self.next_server = self

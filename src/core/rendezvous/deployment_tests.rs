@@ -31,6 +31,8 @@ struct Node {
     /// (server index, connection) while a stream is open.
     conn: Option<(usize, ConnId)>,
     peers: HashSet<PublicKey>,
+    /// The deployment's list from the last `ControlEvent::Servers`.
+    learned: Option<Vec<ServerAddr>>,
 }
 
 struct Deployment {
@@ -100,6 +102,7 @@ fn deployment(tokens: &[Vec<ServerAddr>], now: Instant) -> Deployment {
             ),
             conn: None,
             peers: HashSet::new(),
+            learned: None,
         })
         .collect();
     Deployment {
@@ -123,6 +126,7 @@ fn drain(n: &mut Node, servers: &mut [ServerCore<MemoryRegistry>]) {
             ControlEvent::PeerGone(k) => {
                 n.peers.remove(&k);
             }
+            ControlEvent::Servers(list) => n.learned = Some(list),
             ControlEvent::CloseStream => {
                 if let Some((s, conn)) = n.conn.take() {
                     servers[s].handle_closed(conn);
@@ -357,4 +361,71 @@ fn failover_skips_the_dead_server_s_other_address_without_backing_off() {
     assert_eq!(d.on(0), Some(B.parse().unwrap()));
     assert_eq!(d.on(1), Some(B.parse().unwrap()));
     assert!(d.everyone_sees_everyone());
+}
+
+/// A node that joined when the deployment was only A learns B from A's list (the event the
+/// driver saves); restarted while A is down, with a token that still names only A, it reaches
+/// B through the list it restored, and the token's A stays in its order behind it.
+#[test]
+fn a_restarted_node_reaches_the_deployment_through_the_servers_it_learned() {
+    let t0 = crate::test_now();
+    let mut d = deployment(&[vec![addr(A)], vec![addr(A), addr(B)]], t0);
+    let now = d.run(t0, Duration::from_secs(2));
+    // What `Node` forwards as `NodeEvent::Servers` for the driver to save.
+    let learned = d.nodes[0]
+        .learned
+        .clone()
+        .expect("the node was never told the deployment's servers");
+    assert_eq!(learned, vec![addr(A), addr(B)]);
+
+    // Node 0 stops; A dies; node 0 starts again with the same token and the saved list.
+    let t1 = d.run(now, Duration::from_secs(1));
+    d.kill(0, t1);
+    for s in &mut d.servers {
+        s.set_deployment(list(&[B]));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    let server_key = SecretKey::generate(&mut rng).public_key();
+    let secret = SecretKey::generate(&mut rng);
+    let mut fresh = ControlClient::new(
+        secret,
+        server_key,
+        vec![addr(A)],
+        "mesh".into(),
+        ChaCha8Rng::seed_from_u64(7),
+        t1,
+    );
+    fresh.restore_servers(&learned);
+    assert_eq!(fresh.servers(), [addr(A), addr(B)]);
+    d.nodes[0].control = fresh;
+    d.nodes[0].conn = None;
+    d.nodes[0].peers.clear();
+    d.run(t1, Duration::from_secs(3));
+    assert_eq!(
+        d.on(0),
+        Some(B.parse().unwrap()),
+        "the restarted node did not find B"
+    );
+    assert!(d.everyone_sees_everyone());
+
+    // Without the saved list it only knows A, and never registers.
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    let server_key = SecretKey::generate(&mut rng).public_key();
+    let secret = SecretKey::generate(&mut rng);
+    let alone = ControlClient::new(
+        secret,
+        server_key,
+        vec![addr(A)],
+        "mesh".into(),
+        ChaCha8Rng::seed_from_u64(8),
+        t1,
+    );
+    let t2 = d.run(t1, Duration::from_secs(3));
+    if let Some((s, conn)) = d.nodes[0].conn.take() {
+        d.servers[s].handle_closed(conn);
+    }
+    d.nodes[0].control = alone;
+    d.nodes[0].peers.clear();
+    d.run(t2, Duration::from_secs(3));
+    assert_eq!(d.on(0), None, "a node knowing only the dead A registered");
 }
