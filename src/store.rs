@@ -59,6 +59,8 @@ pub enum StoreError {
     Rule(#[from] crate::core::acl::rule::RuleError),
     #[error("PostgreSQL store: {0}")]
     Postgres(#[from] postgres::Error),
+    #[error(transparent)]
+    PostgresTls(#[from] crate::store_pg::tls::TlsSetupError),
     #[error(
         "the PostgreSQL store has schema version {found}, newer than this p2pvpn knows \
          ({known}): a newer p2pvpn migrated it; run that version (or newer) on every server"

@@ -17,6 +17,7 @@ use crate::store::{AclStore, Deleted, StoreError, TokenInfo};
 
 mod acl;
 pub mod servers;
+pub mod tls;
 use ipnet::{Ipv4Net, Ipv6Net};
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
@@ -97,6 +98,8 @@ const IDENTITY_SETTING: &str = "server_public_key";
 pub struct PgStore {
     /// Where to reconnect when the connection breaks.
     url: String,
+    /// TLS or not, as the URL asks (`tls`).
+    connector: tls::Connector,
     /// `None` only while dropping (see the `Drop` impl).
     client: Mutex<Option<Client>>,
     /// Change notifications received so far (see [`PgStore::data_version`]).
@@ -226,12 +229,18 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
 
 impl PgStore {
     /// Connects to `url` (`postgres://user:password@host:port/db`, or key=value settings) and
-    /// migrates the schema. Without TLS: reach the database over loopback, a unix socket or a
-    /// private link.
+    /// migrates the schema. With `sslmode=require` the connection is TLS with the database's
+    /// certificate verified (`tls`); otherwise it is not encrypted: reach the database over
+    /// loopback, a unix socket or a private link.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
+        let connector = tls::from_env(url)?;
         let store = PgStore {
             url: url.to_string(),
-            client: Mutex::new(Some(off_runtime(|| open_client(url))?)),
+            client: Mutex::new(Some(
+                off_runtime(|| open_client(url, &connector))
+                    .map_err(|e| tls::explain(e, &connector))?,
+            )),
+            connector,
             changes: AtomicI64::new(0),
         };
         store.with(migrate)?;
@@ -277,7 +286,7 @@ impl PgStore {
     /// lost, so count one change, which makes the server re-read everything. If PostgreSQL is
     /// still away, the call fails with the closed connection's error and the next one retries.
     fn reconnect(&self, client: &mut Client) {
-        match open_client(&self.url) {
+        match open_client(&self.url, &self.connector) {
             Ok(fresh) => {
                 *client = fresh;
                 self.changes.fetch_add(1, Ordering::Relaxed);
@@ -542,8 +551,11 @@ impl PgStore {
 }
 
 /// A connection listening for change notifications.
-fn open_client(url: &str) -> Result<Client, postgres::Error> {
-    let mut client = Client::connect(url, NoTls)?;
+fn open_client(url: &str, connector: &tls::Connector) -> Result<Client, postgres::Error> {
+    let mut client = match connector {
+        tls::Connector::Plain => Client::connect(url, NoTls)?,
+        tls::Connector::Tls(make) => Client::connect(url, make.clone())?,
+    };
     client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))?;
     Ok(client)
 }

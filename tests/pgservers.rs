@@ -137,7 +137,8 @@ fn a_change_is_pushed_to_another_server_s_listener() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut pushed = p2pvpn::io::store_listen::spawn(url.clone());
+        let mut pushed =
+            p2pvpn::io::store_listen::spawn(url.clone(), p2pvpn::store_pg::tls::Connector::Plain);
         // The listener is up once the LISTEN has run; give it a moment, then commit a change
         // again until one arrives (a change before the LISTEN is not delivered).
         let start = tokio::time::Instant::now();

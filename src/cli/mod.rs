@@ -113,6 +113,8 @@ pub struct ServerDir {
     /// postgres://p2pvpn:SECRET@127.0.0.1/p2pvpn (or key=value settings:
     /// host=/run/postgresql dbname=p2pvpn). The schema is created and migrated on
     /// start. The identity key stays in the state directory: give every server the same one.
+    /// Add sslmode=require for TLS with the database's certificate verified (CA file in
+    /// PGSSLROOTCERT, else the system's CAs).
     /// Prefer the environment variable for a URL with a password (not in `ps` or shell history).
     // hide_env_values: `--help` must not print the password from the environment.
     #[arg(long, env = "P2PVPN_STORE", value_name = "URL", hide_env_values = true)]

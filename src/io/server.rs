@@ -189,7 +189,10 @@ pub async fn run(
     let mut mesh = super::server_mesh::Mesh::new(core.registry_mut(), plain, &tls_addrs);
     // PostgreSQL pushes changes (the tick stays the fallback); SQLite has only the tick.
     let mut pushed = match core.registry_mut() {
-        ServerStore::Postgres(pg) => Some(super::store_listen::spawn(pg.url().to_string())),
+        ServerStore::Postgres(pg) => Some(super::store_listen::spawn(
+            pg.url().to_string(),
+            pg.connector().clone(),
+        )),
         ServerStore::Sqlite(_) => None,
     };
     let mut writers: HashMap<ConnId, ConnHandle> = HashMap::new();

@@ -5,21 +5,27 @@
 //! store tick. The tick stays as the fallback (and the heartbeat); a lost connection is opened
 //! again with backoff, and the tick's re-read covers what was missed in between.
 
+use crate::store_pg::tls::Connector;
 use crate::store_pg::CHANGES_CHANNEL;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, NoTls, Socket};
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Starts the listener; the receiver yields once per batch of notifications (coalesced).
-pub fn spawn(url: String) -> mpsc::Receiver<()> {
+pub fn spawn(url: String, connector: Connector) -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         let mut backoff = BACKOFF_MIN;
         loop {
-            match listen(&url, &tx).await {
+            let result = match &connector {
+                Connector::Plain => listen(&url, NoTls, &tx).await,
+                Connector::Tls(make) => listen(&url, make.clone(), &tx).await,
+            };
+            match result {
                 Ok(()) => return, // the server loop is gone
                 Err(e) => tracing::warn!(
                     error = %e,
@@ -35,8 +41,12 @@ pub fn spawn(url: String) -> mpsc::Receiver<()> {
 
 /// One connection's life: LISTEN, then forward notifications until it breaks (`Err`) or the
 /// receiver is dropped (`Ok`).
-async fn listen(url: &str, tx: &mpsc::Sender<()>) -> Result<(), String> {
-    let (client, mut conn) = tokio_postgres::connect(url, NoTls)
+async fn listen<T>(url: &str, tls: T, tx: &mpsc::Sender<()>) -> Result<(), String>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut conn) = tokio_postgres::connect(url, tls)
         .await
         .map_err(|e| e.to_string())?;
     // The connection object does the I/O: poll it while the LISTEN runs.

@@ -112,4 +112,9 @@ impl PgStore {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// TLS or not, as the URL asked: for the server's own LISTEN connection too.
+    pub fn connector(&self) -> &super::tls::Connector {
+        &self.connector
+    }
 }

@@ -125,6 +125,33 @@ impl Postgres {
         self.pg_ctl_start();
     }
 
+    /// Restarts the server with TLS on (`ssl=on`) using this certificate chain and key (PEM);
+    /// connections may still choose plain text, as with any PostgreSQL.
+    #[allow(dead_code)] // only tests/pgtls.rs
+    pub fn enable_tls(&mut self, cert_pem: &str, key_pem: &str) {
+        let (cert, key) = (self.dir.join("server.crt"), self.dir.join("server.key"));
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&cert)
+                .arg(&key)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown postgres of the TLS files failed");
+        }
+        self.options.push_str(&format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert.display(),
+            key.display()
+        ));
+        self.restart();
+    }
+
     /// Starts it again after [`Postgres::stop`].
     pub fn start_again(&self) {
         self.pg_ctl_start();
