@@ -511,6 +511,16 @@ fn flow_of(p: &[u8]) -> usize {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// The 64-bit sum equals RFC 1071's big-endian 16-bit word sum, odd lengths included.
+    #[test]
+    fn the_checksum_sum_is_rfc_1071s(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
+        let naive: u64 = data
+            .chunks(2)
+            .map(|w| u64::from(u16::from_be_bytes([w[0], w.get(1).copied().unwrap_or(0)])))
+            .sum();
+        prop_assert_eq!(fold(sum(&data)), fold(naive));
+    }
+
     /// Segmenting the writes gives back every input packet, in its flow's order, with ICMP
     /// between the IPv4 flows' addresses never overtaken; every super-packet is within bounds.
     #[test]
