@@ -1,11 +1,14 @@
-//! Linux: virtio-net headers with TSO/USO on read and GRO coalescing on write (tun-rs).
+//! Linux: virtio-net headers with TSO/USO on read (tun-rs) and GRO coalescing on write (our
+//! allocation-free [`super::gro`]).
 
+use super::gro::{self, Gro};
 use super::{slot_len, BATCH};
 use std::io;
-use tun_rs::{AsyncDevice, GROTable, VIRTIO_NET_HDR_LEN};
+use tun_rs::{AsyncDevice, VIRTIO_NET_HDR_LEN};
 
 /// Where packets start in a write slot: the virtio-net header goes before them.
 const OFFSET: usize = VIRTIO_NET_HDR_LEN;
+const _: () = assert!(gro::HDR_LEN == VIRTIO_NET_HDR_LEN);
 
 /// Decrypted packets coalesced per TUN write batch. A slot that heads a GRO super-packet grows
 /// by the packets appended to it, so a head holds at most WRITE_SLOTS packets and every slot
@@ -23,11 +26,13 @@ pub struct TunIo {
     packets: Vec<Vec<u8>>,
     sizes: Vec<usize>,
     /// Decrypted packets waiting to be coalesced and written, `OFFSET` bytes into each slot.
-    /// Each slot's capacity is 64 KiB (untouched until coalescing grows it), so GRO appends
-    /// without allocating.
+    /// Each slot's capacity is 64 KiB, so GRO appends without allocating; a slot's `len` is
+    /// how many bytes were ever initialised (it only grows, within that capacity, so a slot
+    /// is zero-filled once, not per packet) and `lens` holds the packet lengths.
     out: Vec<Vec<u8>>,
+    lens: Vec<usize>,
     pending: usize,
-    gro: GROTable,
+    gro: Gro,
     /// A single packet written outside a batch, with its header room.
     single: Vec<u8>,
 }
@@ -41,10 +46,11 @@ impl TunIo {
             packets: (0..BATCH).map(|_| vec![0u8; slot]).collect(),
             sizes: vec![0; BATCH],
             out: (0..WRITE_SLOTS)
-                .map(|_| Vec::with_capacity(OFFSET + usize::from(u16::MAX)))
+                .map(|_| Vec::with_capacity(OFFSET + gro::MAX_PACKET))
                 .collect(),
+            lens: vec![0; WRITE_SLOTS],
             pending: 0,
-            gro: GROTable::default(),
+            gro: Gro::new(WRITE_SLOTS),
             single: Vec::with_capacity(OFFSET + usize::from(u16::MAX)),
         }
     }
@@ -60,41 +66,55 @@ impl TunIo {
         &self.packets[i][..self.sizes[i]]
     }
 
-    /// A zeroed slot of `len` bytes for the next decrypted packet, or `None` when the batch is
-    /// full (flush first).
+    /// A slot of `len` bytes for the next decrypted packet, or `None` when the batch is full
+    /// (flush first). Its bytes are initialised but hold whatever the slot held before: the
+    /// core overwrites what it returns.
     pub fn slot(&mut self, len: usize) -> Option<&mut [u8]> {
         let buf = self.out.get_mut(self.pending)?;
-        buf.clear();
-        // Within the capacity reserved in `new` for any datagram: no allocation.
-        buf.resize(OFFSET + len, 0);
-        Some(&mut buf[OFFSET..])
+        let end = OFFSET + len;
+        if buf.len() < end {
+            // Only the first time a slot holds this many bytes; within the capacity reserved
+            // in `new` for any datagram, so no allocation.
+            buf.resize(end, 0);
+        }
+        Some(&mut buf[OFFSET..end])
     }
 
     /// Keeps `len` bytes starting `start` bytes into the slot [`Self::slot`] gave.
     pub fn commit(&mut self, start: usize, len: usize) {
         if let Some(buf) = self.out.get_mut(self.pending) {
             buf.copy_within(OFFSET + start..OFFSET + start + len, OFFSET);
-            buf.truncate(OFFSET + len);
+            self.lens[self.pending] = len;
             self.pending += 1;
         }
     }
 
-    /// Coalesces and writes the pending packets.
+    /// Coalesces and writes the pending packets, one `write` per packet or super-packet. A
+    /// failed write does not stop the batch (as tun-rs's `send_multiple`): the last error is
+    /// returned, or at once if the device is gone.
     pub async fn flush(&mut self) -> io::Result<()> {
         let n = std::mem::take(&mut self.pending);
         if n == 0 {
             return Ok(());
         }
-        self.dev
-            .send_multiple(&mut self.gro, &mut self.out[..n], OFFSET)
-            .await
-            .map(|_| ())
+        let mut result = Ok(());
+        // tun-rs calls the virtio-net header mode "TCP GSO"; a device opened without offloads
+        // (the kernel refused them) takes bare packets, uncoalesced.
+        if !self.dev.tcp_gso() {
+            for (buf, &len) in self.out[..n].iter().zip(&self.lens[..n]) {
+                note(&mut result, self.dev.send(&buf[OFFSET..OFFSET + len]).await)?;
+            }
+            return result;
+        }
+        let udp = self.dev.udp_gso();
+        for (slot, bytes) in self.gro.coalesce(&mut self.out[..n], &self.lens[..n], udp) {
+            note(&mut result, self.dev.send(&self.out[slot][..bytes]).await)?;
+        }
+        result
     }
 
     /// Writes one packet now (packets from the stream relay and probing sockets).
     pub async fn write_one(&mut self, packet: &[u8]) -> io::Result<()> {
-        // tun-rs calls the virtio-net header mode "TCP GSO"; a device opened without offloads
-        // (the kernel refused them) takes bare packets.
         if !self.dev.tcp_gso() {
             return self.dev.send(packet).await.map(|_| ());
         }
@@ -104,4 +124,16 @@ impl TunIo {
         self.single.extend_from_slice(packet);
         self.dev.send(&self.single).await.map(|_| ())
     }
+}
+
+/// Keeps a failed write's error in `result` and goes on, except when the device is gone
+/// (EBADFD), which ends the batch.
+fn note(result: &mut io::Result<()>, sent: io::Result<usize>) -> io::Result<()> {
+    if let Err(e) = sent {
+        if e.raw_os_error() == Some(libc::EBADFD) {
+            return Err(e);
+        }
+        *result = Err(e);
+    }
+    Ok(())
 }

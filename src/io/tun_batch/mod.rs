@@ -1,12 +1,13 @@
 //! The TUN device moved in batches. On Linux the device runs with virtio-net headers and
 //! TSO/USO offloads (tun-rs `offload`): one read returns a TCP or UDP super-packet of up to
 //! 64 KiB that is split here into MTU-sized packets, and packets written back are coalesced
-//! (TCP and UDP GRO, tun-rs `GROTable`) into super-packets, so the kernel's TCP stack works in
+//! (TCP and UDP GRO, our allocation-free `gro`) into super-packets, so the kernel's TCP stack works in
 //! 64 KiB units on both ends of the tunnel. Elsewhere (macOS utun, Windows wintun) a batch is
 //! one packet and the same interface keeps the driver OS-independent.
 //!
 //! Buffers are allocated once, sized from the MTU; no call here allocates per packet.
 
+pub mod gro;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
