@@ -1,8 +1,6 @@
 //! The `p2pvpn` binary: parses the command line and reports errors with their causes.
 
 fn main() -> std::process::ExitCode {
-    // Before anything else runs: read-ahead off for our own code (src/os/code_pages.rs).
-    p2pvpn::os::code_pages::advise_random_access();
     quiet_broken_pipe();
     match p2pvpn::cli::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,

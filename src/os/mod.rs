@@ -14,6 +14,5 @@ mod windows;
 #[cfg(windows)]
 pub use windows::*;
 
-pub mod code_pages;
 pub mod malloc;
 pub mod sddl;
