@@ -337,11 +337,23 @@ rss_now() {  # rss_now SYSTEM FIELD : VmRSS or VmHWM of each tunnel process, "a 
     done
     if ((${#out[@]})); then (IFS=/; printf '%s' "${out[*]}" | sed 's|/| / |g'); else printf -- '-'; fi
 }
+# rss_split SYSTEM : RssAnon+RssFile of each tunnel process in MiB, "anon+file / anon+file"
+rss_split() {
+    local l pid out=()
+    for l in ${TUNPIDS[$1]:-}; do
+        pid="$(lab_pid "$l")"
+        [[ -r /proc/$pid/status ]] &&
+            out+=("$(awk '$1 == "RssAnon:" { a = $2 } $1 == "RssFile:" { f = $2 } END { printf "%.1f+%.1f", a / 1024, f / 1024 }' "/proc/$pid/status")")
+    done
+    if ((${#out[@]})); then (IFS=/; printf '%s' "${out[*]}" | sed 's|/| / |g'); else printf -- '-'; fi
+}
 declare -A IDLE_RSS=()
+declare -A IDLE_SPLIT=()
 sleep 2 # let every tunnel settle after its setup ping before reading idle memory
 for s in "${SYSTEMS[@]}"; do
     [[ -z "${NA[$s]:-}" ]] || continue
     IDLE_RSS[$s]="$(rss_now "$s" VmRSS)"
+    IDLE_SPLIT[$s]="$(rss_split "$s")"
 done
 measure() {  # measure SYSTEM ROUND
     local s="$1" r="$2" t="${TARGET[$1]}" json mbps rtt c0 c1 cpg=""
@@ -401,4 +413,9 @@ for s in "${SYSTEMS[@]}"; do
     fi
     cpu="-"; [[ -n "${TUNPIDS[$s]:-}" ]] && cpu="$(median "$RES/$s.cpu" '%.2f')"
     echo "| $name | $(median "$RES/$s.tcp" '%.0f') | $(median "$RES/$s.rtt" '%.3f') | $cpu | ${IDLE_RSS[$s]:--} | $(rss_now "$s" VmHWM) | $(rounds_of "$RES/$s.tcp") | $(rounds_of "$RES/$s.rtt") |"
+done
+echo
+echo "RSS idle, anonymous + file-backed MiB (RssAnon + RssFile):"
+for s in "${SYSTEMS[@]}"; do
+    if [[ -z "${NA[$s]:-}" ]]; then echo "  $s: ${IDLE_SPLIT[$s]:--}"; fi
 done
