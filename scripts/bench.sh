@@ -25,6 +25,8 @@
 #   BENCH_TOOLS    where tools are installed (default /tmp/p2p-bench-tools)
 #   LAB_KEEP=1     keep logs and raw results
 #   LAB_WIREGUARD=own  p2pvpn's nodes run its own WireGuard engine ([dataplane] wireguard)
+#   LAB_WORKERS=2  p2pvpn's nodes run a TX and an RX thread ([dataplane] workers; needs
+#                  LAB_WIREGUARD=own)
 # All traffic stays inside the two namespaces this script creates.
 set -euo pipefail
 

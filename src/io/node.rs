@@ -524,15 +524,12 @@ impl Driver {
         status.listen_port = self.udp_port;
         status.interface = self.settings.interface.clone();
         status.dns = self.dns.as_ref().map(|d| d.status());
+        status.workers = self.workers.as_ref().map(|w| w.status());
         status
     }
 
     fn status_json(&self) -> String {
-        let mut json = serde_json::to_value(self.status()).unwrap_or_default();
-        if let (Some(w), Some(map)) = (&self.workers, json.as_object_mut()) {
-            map.insert("workers".into(), w.status());
-        }
-        json.to_string()
+        serde_json::to_string(&self.status()).unwrap_or_default()
     }
 
     /// What the workers left to this task: done as the single loop does it.

@@ -17,8 +17,8 @@ use super::dataplane::TxBatch;
 use super::tun_batch::TunIo;
 use super::udp_batch::{RecvBufs, UdpBatch};
 use crate::core::counters::DropReason;
+use crate::core::node::{WorkerStatus, WorkersStatus};
 use crate::core::wg::table::{Opened, Published, Sealed};
-use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -52,13 +52,6 @@ pub struct WorkerStats {
     pub to_core_full: AtomicU64,
     /// Drops decided here, by reason; the node task moves them into its own counters.
     drops: [AtomicU64; DropReason::ALL.len()],
-}
-
-#[derive(Serialize)]
-pub struct WorkerStatus {
-    pub crypto_packets: u64,
-    pub to_core: u64,
-    pub to_core_full: u64,
 }
 
 impl WorkerStats {
@@ -182,8 +175,11 @@ impl Workers {
         }
     }
 
-    pub fn status(&self) -> serde_json::Value {
-        serde_json::json!({ "tx": self.tx.status(), "rx": self.rx.status() })
+    pub fn status(&self) -> WorkersStatus {
+        WorkersStatus {
+            tx: self.tx.status(),
+            rx: self.rx.status(),
+        }
     }
 }
 

@@ -36,6 +36,7 @@ pub use crate::core::transmit::{SocketCommand, SocketId, Transmit};
 pub use pinging::{PingError, PingReply, MAX_OUTSTANDING as MAX_PINGS, PING_TIMEOUT};
 pub use pmtu::PathMtu;
 pub use status::{rfc3339, NodeStatus, PeerStatus, ServerStatus};
+pub use workers::{WorkerStatus, WorkersStatus};
 
 use super::counters::{DropCounters, DropReason};
 use super::crypto::{initiator_of, Decapsulated, Encapsulated};

@@ -30,6 +30,24 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What `status --json` shows of the workers (`workers.tx`, `workers.rx`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkersStatus {
+    pub tx: WorkerStatus,
+    pub rx: WorkerStatus,
+}
+
+/// One worker thread's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerStatus {
+    /// Packets sealed (TX) or datagrams opened (RX) on that thread.
+    pub crypto_packets: u64,
+    /// Packets or datagrams handed to the node task.
+    pub to_core: u64,
+    /// Of those, dropped because the node task's channel was full.
+    pub to_core_full: u64,
+}
+
 /// The workers' state in the core.
 pub(super) struct Workers {
     enabled: bool,
