@@ -234,3 +234,21 @@ fn access_rules_keep_every_peer_on_the_node() {
         "a node under access rules keeps its peers"
     );
 }
+
+#[test]
+fn a_removed_peer_leaves_the_table_at_once() {
+    let mut sim = own_pair(65);
+    exchange(&mut sim, 1);
+    let before = table(&mut sim, 0).expect("a table");
+    let mut wire = vec![0u8; 2048];
+    assert!(matches!(
+        before.seal(&udp(A, B, 100, 2), &mut wire, 1),
+        Sealed::Datagram { .. }
+    ));
+    assert!(sim.server.registry_mut().remove_member("sim", "bob"));
+    sim.server.handle_registry_changed();
+    sim.settle();
+    let after = table(&mut sim, 0).expect("the removal publishes a table");
+    assert!(after.is_empty(), "bob's keys are still published");
+    assert_eq!(after.seal(&udp(A, B, 100, 3), &mut wire, 2), Sealed::ToCore);
+}
