@@ -25,6 +25,8 @@
 #   BENCH_TOOLS    where tools are installed (default /tmp/p2p-bench-tools)
 #   LAB_KEEP=1     keep logs and raw results
 #   LAB_WIREGUARD=own  p2pvpn's nodes run its own WireGuard engine ([dataplane] wireguard)
+#   LAB_WORKERS=2  p2pvpn's nodes run a TX and an RX thread ([dataplane] workers; needs
+#                  LAB_WIREGUARD=own)
 # All traffic stays inside the two namespaces this script creates.
 set -euo pipefail
 
@@ -252,7 +254,7 @@ setup_p2pvpn-relay() {
         mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
         p2p "$n" join "$tok" --name "relay-$n" >"$LAB_TMP/logs/p2pvpn-relay-join-$n.log" 2>&1 ||
             { NA[p2pvpn-relay]="join failed"; return 1; }
-        p2p_wireguard "$n" bench
+        p2p_wireguard "$n" benchr
         port=$((51900 + $([[ $n == a ]] && echo 0 || echo 1)))
         sed -i "s/^#\{0,1\} *listen_port *=.*/listen_port = $port/" "$LAB_TMP/$n/etc/benchr.toml"
         grep -q "^listen_port = $port" "$LAB_TMP/$n/etc/benchr.toml" ||

@@ -66,6 +66,10 @@ pub struct RawDataplaneConfig {
     /// The WireGuard implementation: "boringtun" (default) or "own" (`core::wg`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wireguard: Option<String>,
+    /// Data-path threads: 1 (default, one loop does everything) or 2 (a TX and an RX worker;
+    /// needs `wireguard = "own"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u8>,
 }
 
 /// `[punch]`: hole-punching knobs.
@@ -104,6 +108,8 @@ pub struct NodeSettings {
     pub dns_suffix: String,
     /// `[dataplane] wireguard`: which implementation carries the sessions.
     pub wireguard: Engine,
+    /// `[dataplane] workers`: 1 or 2 data-path threads (2 needs the own engine).
+    pub workers: u8,
 }
 
 /// Where a node keeps its files.
@@ -294,7 +300,7 @@ impl RawNodeConfig {
                 .unwrap_or_else(|| dns::default_suffix(&self.network)),
         )
         .with_context(|| format!("{}: `dns_suffix`", file.display()))?;
-        let wireguard = match self.dataplane.and_then(|d| d.wireguard).as_deref() {
+        let wireguard = match self.dataplane.as_ref().and_then(|d| d.wireguard.as_deref()) {
             None | Some("boringtun") => Engine::Boringtun,
             Some("own") => Engine::Own,
             Some(other) => bail!(
@@ -303,8 +309,24 @@ impl RawNodeConfig {
                 file.display()
             ),
         };
+        let workers = self.dataplane.as_ref().and_then(|d| d.workers).unwrap_or(1);
+        if !(1..=2).contains(&workers) {
+            bail!(
+                "{}: `dataplane.workers` {workers} is not supported: use 1 (the default) or 2 \
+                 (a TX and an RX thread)",
+                file.display()
+            );
+        }
+        if workers == 2 && wireguard != Engine::Own {
+            bail!(
+                "{}: `dataplane.workers = 2` needs our own WireGuard engine, whose keys the \
+                 workers share: add `wireguard = \"own\"` under [dataplane], or set `workers = 1`",
+                file.display()
+            );
+        }
         Ok(NodeSettings {
             wireguard,
+            workers,
             dns_suffix,
             punch,
             cidr,
@@ -344,8 +366,11 @@ impl NodeSettings {
             allow_route_overlap: self.allow_route_overlap,
             dns_suffix: (self.dns_suffix != dns::default_suffix(&self.network))
                 .then(|| self.dns_suffix.clone()),
-            dataplane: (self.wireguard == Engine::Own).then(|| RawDataplaneConfig {
-                wireguard: Some("own".into()),
+            dataplane: (self.wireguard == Engine::Own || self.workers != 1).then(|| {
+                RawDataplaneConfig {
+                    wireguard: (self.wireguard == Engine::Own).then(|| "own".into()),
+                    workers: (self.workers != 1).then_some(self.workers),
+                }
             }),
         }
     }
@@ -519,6 +544,23 @@ server_public_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
         let bad = format!("{GOOD}cidr = \"10.77.0.0\"\n");
         let err = format!("{:#}", parse(&bad, Path::new("o.toml")).unwrap_err());
         assert!(err.contains("`cidr`"), "{err}");
+    }
+
+    #[test]
+    fn two_workers_need_our_engine_and_the_error_names_the_fix() {
+        let s = parse(GOOD, Path::new("o.toml")).unwrap();
+        assert_eq!(s.workers, 1);
+        let text = format!("{GOOD}[dataplane]\nwireguard = \"own\"\nworkers = 2\n");
+        let s = parse(&text, Path::new("o.toml")).unwrap();
+        assert_eq!(s.workers, 2);
+        let again = toml::to_string(&s.to_raw()).unwrap();
+        assert_eq!(parse(&again, Path::new("o.toml")).unwrap(), s);
+        let bad = format!("{GOOD}[dataplane]\nworkers = 2\n");
+        let err = format!("{:#}", parse(&bad, Path::new("o.toml")).unwrap_err());
+        assert!(err.contains("wireguard = \"own\""), "{err}");
+        let bad = format!("{GOOD}[dataplane]\nwireguard = \"own\"\nworkers = 3\n");
+        let err = format!("{:#}", parse(&bad, Path::new("o.toml")).unwrap_err());
+        assert!(err.contains("use 1 (the default) or 2"), "{err}");
     }
 
     #[test]

@@ -146,6 +146,12 @@ lab_test!(
     "LAB_WIREGUARD_ALICE" => "own"
 );
 lab_test!(
+    /// `[dataplane] workers = 2`: ping, `p2pvpn ping` and TCP both ways, with both worker
+    /// threads of both nodes doing the crypto.
+    netns_two_data_workers_carry_traffic_both_ways,
+    "tests/netns/workers.sh"
+);
+lab_test!(
     netns_stun_server_and_netcheck_through_real_nats,
     "tests/netns/stun.sh"
 );

@@ -397,14 +397,22 @@ p2p() {
 # p2p_wireguard NAME NETWORK : after `join`, sets node NAME's `[dataplane] wireguard` from
 # LAB_WIREGUARD_<NAME> (e.g. LAB_WIREGUARD_ALICE=own), else LAB_WIREGUARD, else leaves the
 # default (boringtun). LAB_WIREGUARD_ALICE=own runs a mixed pair: ours against boringtun.
+# LAB_WORKERS_<NAME> / LAB_WORKERS set `[dataplane] workers` the same way.
 p2p_wireguard() {
-    local name="$1" net="$2" var engine
+    local name="$1" net="$2" var engine workers
     var="LAB_WIREGUARD_${name^^}"
     engine="${!var:-${LAB_WIREGUARD:-}}"
-    [[ -n "$engine" ]] || return 0
+    # LAB_WORKERS_<NAME>, else LAB_WORKERS: `[dataplane] workers` (2 needs engine "own").
+    var="LAB_WORKERS_${name^^}"
+    workers="${!var:-${LAB_WORKERS:-}}"
     # A dotted key on the first line, not a [dataplane] table at the end: labs append top-level
     # keys (mtu = ...) later, which would land inside a table.
     local file="$LAB_TMP/$name/etc/$net.toml"
+    if [[ -n "$workers" ]]; then
+        printf 'dataplane.workers = %s\n%s\n' "$workers" "$(cat "$file")" >"$file"
+        lab_log "$name: [dataplane] workers = $workers"
+    fi
+    [[ -n "$engine" ]] || return 0
     printf 'dataplane.wireguard = "%s"\n%s\n' "$engine" "$(cat "$file")" >"$file"
     lab_log "$name: [dataplane] wireguard = \"$engine\""
 }

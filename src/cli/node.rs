@@ -115,6 +115,7 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
             |b| b.dns_suffix.clone(),
         ),
         wireguard: before.as_ref().map(|b| b.wireguard).unwrap_or_default(),
+        workers: before.as_ref().map_or(1, |b| b.workers),
     };
     let file = config::save(dirs, &settings)?;
     let v6 = joined.ipv6.map(|n| format!(", {n}")).unwrap_or_default();

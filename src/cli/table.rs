@@ -319,6 +319,7 @@ mod tests {
             mtu: 0,
             dns: None,
             access: None,
+            workers: None,
         }
     }
 

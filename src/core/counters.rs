@@ -91,6 +91,11 @@ impl DropCounters {
         self.0[reason.slot()] = self.0[reason.slot()].saturating_add(1);
     }
 
+    /// Adds `n` drops the data workers counted on their own (`io::workers`).
+    pub fn bump_by(&mut self, reason: DropReason, n: u64) {
+        self.0[reason.slot()] = self.0[reason.slot()].saturating_add(n);
+    }
+
     pub fn get(&self, reason: DropReason) -> u64 {
         self.0[reason.slot()]
     }

@@ -189,6 +189,28 @@ impl PeerTunnel {
         }
     }
 
+    /// The keys the data workers may use, for sessions on our engine (boringtun's stay inside
+    /// `Tunn`).
+    pub fn worker_keys(&self, now: Instant) -> Option<super::wg::session::WorkerKeys> {
+        match &self.inner {
+            Inner::Own(s) => Some(s.worker_keys(now)),
+            Inner::Boringtun(_) => None,
+        }
+    }
+
+    /// See `Session::note_worker_activity`.
+    pub fn note_worker_activity(
+        &mut self,
+        sent: Option<Instant>,
+        received: Option<Instant>,
+        tx_bytes: u64,
+        rx_bytes: u64,
+    ) {
+        if let Inner::Own(s) = &mut self.inner {
+            s.note_worker_activity(sent, received, tx_bytes, rx_bytes);
+        }
+    }
+
     /// After a handshake completes, packets queued while it ran come out one per call.
     pub fn poll_queued<'a>(&mut self, out: &'a mut [u8], now: Instant) -> Option<&'a [u8]> {
         let tunn = match &mut self.inner {

@@ -64,6 +64,32 @@ impl TxBatch {
         }
     }
 
+    /// Forgets the last batch's runs and answers.
+    pub fn clear(&mut self) {
+        self.runs.clear();
+        self.replies.clear();
+        self.reply_ends.clear();
+    }
+
+    /// Appends one datagram that `write` puts at the start of the room it is given (returning
+    /// where it goes and its length; `None` writes nothing), joining the last run when GSO can
+    /// carry it with that run. The TX worker's way in (`io::workers`). False when the batch's
+    /// room is used up.
+    pub fn append(
+        &mut self,
+        max_segments: usize,
+        write: impl FnOnce(&mut [u8]) -> Option<(SocketId, SocketAddr, usize)>,
+    ) -> bool {
+        let cursor = self.runs.last().map_or(0, |r| r.start + r.len);
+        let Some(out) = self.buf.get_mut(cursor..) else {
+            return false;
+        };
+        if let Some((socket, dst, len)) = write(out) {
+            self.push(socket, dst, cursor, len, max_segments.max(1));
+        }
+        true
+    }
+
     /// The ICMP answers of the last [`encrypt`], to write to the TUN device.
     pub fn replies(&self) -> impl Iterator<Item = &[u8]> {
         let mut start = 0;
@@ -115,16 +141,26 @@ pub fn encrypt(
     max_segments: usize,
     now: Instant,
 ) {
-    tx.runs.clear();
-    tx.replies.clear();
-    tx.reply_ends.clear();
+    encrypt_packets(node, (0..n).map(|i| tun.packet(i)), tx, max_segments, now);
+}
+
+/// [`encrypt`] for packets from anywhere: the TUN packets the workers leave to the core
+/// (`io::workers`) come over a channel.
+pub fn encrypt_packets<'p>(
+    node: &mut Node,
+    packets: impl Iterator<Item = &'p [u8]>,
+    tx: &mut TxBatch,
+    max_segments: usize,
+    now: Instant,
+) {
+    tx.clear();
     let mut cursor = 0;
-    for i in 0..n {
+    for packet in packets {
         let Some(out) = tx.buf.get_mut(cursor..) else {
             break;
         };
         let base = out.as_ptr() as usize;
-        let (socket, dst, start, len) = match node.handle_tun_packet(tun.packet(i), now, out) {
+        let (socket, dst, start, len) = match node.handle_tun_packet(packet, now, out) {
             TunOutcome::Send {
                 socket,
                 dst,

@@ -42,6 +42,7 @@ pub mod udp_batch;
 pub mod underlay_mtu;
 pub mod underlay_watch;
 pub mod v6only;
+pub mod workers;
 
 /// Seconds since the Unix epoch, for token expiry and handshake timestamps.
 pub fn unix_now() -> u64 {

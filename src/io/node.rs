@@ -48,6 +48,34 @@ fn node_progress(line: &str) {
     }
 }
 
+/// Starts the TX and RX threads on the new TUN device (`io::workers`).
+fn start_workers(
+    node: &mut Node,
+    tun: &TunIo,
+    udp: &Arc<UdpBatch>,
+    to_core: &mpsc::Sender<super::workers::ToCore>,
+) -> Result<super::workers::Workers> {
+    let workers = super::workers::Workers::start(
+        tun,
+        udp.clone(),
+        node.tun_mtu(),
+        node.worker_origin(),
+        to_core.clone(),
+    )
+    .context("starting the data workers ([dataplane] workers = 2)")?;
+    node.enable_workers();
+    tracing::info!("data path on two worker threads (TX and RX)");
+    Ok(workers)
+}
+
+async fn write_tun(tun: &mut Option<TunIo>, packet: &[u8]) {
+    if let Some(tun) = tun {
+        if let Err(e) = tun.write_one(packet).await {
+            tracing::debug!(error = %e, "TUN write failed");
+        }
+    }
+}
+
 async fn tun_read(tun: &mut Option<TunIo>) -> std::io::Result<usize> {
     match tun {
         Some(t) => t.read().await,
@@ -74,7 +102,7 @@ struct ExtraSocket {
 struct Driver {
     node: Node,
     settings: NodeSettings,
-    udp: UdpBatch,
+    udp: Arc<UdpBatch>,
     udp_port: u16,
     /// The local address the kernel uses toward the first server.
     local_ip: IpAddr,
@@ -102,6 +130,10 @@ struct Driver {
     underlay: super::underlay_watch::UnderlayWatch,
     /// Where the deployment's server list is kept across restarts (`io::learned_servers`).
     servers_file: std::path::PathBuf,
+    /// The TX/RX data workers (`[dataplane] workers = 2`), from the TUN device on, and their
+    /// channel to this task.
+    workers: Option<super::workers::Workers>,
+    to_core: mpsc::Sender<super::workers::ToCore>,
 }
 
 /// Runs the node until a signal or `down`; `metrics` serves Prometheus text on that address.
@@ -185,10 +217,12 @@ async fn run_until_stopped(
     );
     let (stream_tx, mut stream_rx) = mpsc::channel(256);
     let (extra_tx, mut extra_rx) = mpsc::channel::<ExtraDatagram>(1024);
+    let (to_core, mut from_workers) = mpsc::channel(super::workers::TO_CORE_ROOM);
+    let mut worker_items = Vec::with_capacity(super::workers::TO_CORE_ROOM);
     let mut d = Driver {
         node,
         settings,
-        udp,
+        udp: Arc::new(udp),
         udp_port,
         local_ip,
         extras: HashMap::new(),
@@ -209,6 +243,8 @@ async fn run_until_stopped(
         dns: None,
         underlay: Default::default(),
         servers_file: dirs.servers_file(&network),
+        workers: None,
+        to_core,
     };
     let learned = super::learned_servers::load(&d.servers_file);
     if !learned.is_empty() {
@@ -261,7 +297,7 @@ async fn run_until_stopped(
         tokio::select! {
             _ = stop.recv() => break,
             _ = spinner.tick(), if super::progress::active() => super::progress::tick(),
-            r = d.udp.recv(&mut udp_bufs) => {
+            r = d.udp.recv(&mut udp_bufs), if d.workers.is_none() => {
                 let Ok(n) = r else { continue };
                 let now = std::time::Instant::now();
                 dataplane::receive(&mut d.node, d.tun.as_mut(), &udp_bufs, n, &mut out, now).await;
@@ -278,7 +314,7 @@ async fn run_until_stopped(
                     }
                 }
             }
-            r = tun_read(&mut d.tun) => {
+            r = tun_read(&mut d.tun), if d.workers.is_none() => {
                 let n = match r {
                     Ok(n) => n,
                     Err(e) if tun_read_fatal(&e) => {
@@ -308,6 +344,11 @@ async fn run_until_stopped(
                             tracing::debug!(error = %e, "ICMP answer to the TUN device failed");
                         }
                     }
+                }
+            }
+            n = from_workers.recv_many(&mut worker_items, super::workers::TO_CORE_ROOM) => {
+                if n > 0 {
+                    d.take_from_workers(&mut worker_items, &mut tx, &mut out).await?;
                 }
             }
             r = super::dns::recv(&d.dns, &mut dns_buf) => {
@@ -347,6 +388,9 @@ async fn run_until_stopped(
             _ = underlay_tick.tick() => d.check_underlay(),
         }
         d.drain().await?;
+        if let Some(w) = &d.workers {
+            w.sync(&mut d.node);
+        }
         if d.node.take_remap_request() {
             if let Some(m) = &mapper {
                 m.remap();
@@ -358,6 +402,9 @@ async fn run_until_stopped(
     }
     super::progress::done();
     super::service::stopping(&format!("p2pvpn {network}: stopping"));
+    if let Some(w) = d.workers.take() {
+        w.stop().await;
+    }
     if let Some(w) = d.writer.take() {
         let _ = w.send(WriterCommand::Close).await;
     }
@@ -488,11 +535,62 @@ impl Driver {
         status.listen_port = self.udp_port;
         status.interface = self.settings.interface.clone();
         status.dns = self.dns.as_ref().map(|d| d.status());
+        status.workers = self.workers.as_ref().map(|w| w.status());
         status
     }
 
     fn status_json(&self) -> String {
         serde_json::to_string(&self.status()).unwrap_or_default()
+    }
+
+    /// What the workers left to this task: done as the single loop does it.
+    async fn take_from_workers(
+        &mut self,
+        items: &mut Vec<super::workers::ToCore>,
+        tx: &mut dataplane::TxBatch,
+        out: &mut [u8],
+    ) -> Result<()> {
+        use super::workers::ToCore;
+        let now = std::time::Instant::now();
+        let mut packets = Vec::new();
+        for item in items.drain(..) {
+            match item {
+                ToCore::Tun(p) => packets.push(p),
+                ToCore::Datagram(from, bytes) => {
+                    if let DatagramOutcome::WriteTun(packet) =
+                        self.node
+                            .handle_datagram(SocketId::MAIN, from, &bytes, now, out)
+                    {
+                        write_tun(&mut self.tun, packet).await;
+                    }
+                }
+                ToCore::Opened(packet) => {
+                    if let Some(packet) = self.node.handle_worker_packet(&packet, now) {
+                        write_tun(&mut self.tun, packet).await;
+                    }
+                }
+                ToCore::TunFailed(e) => return Err(e).context("reading the TUN device"),
+            }
+        }
+        if !packets.is_empty() {
+            let max_segments = self.udp.max_segments();
+            let iter = packets.iter().map(|p| p.as_slice());
+            dataplane::encrypt_packets(&mut self.node, iter, tx, max_segments, now);
+            let (extras, udp6) = (&self.extras, &self.udp6);
+            dataplane::send(tx, &self.udp, |id| {
+                if id == SocketId::MAIN {
+                    udp6.as_ref()
+                } else {
+                    extras.get(&id)
+                }
+                .map(|e| e.socket.as_ref())
+            })
+            .await;
+            for reply in tx.replies() {
+                write_tun(&mut self.tun, reply).await;
+            }
+        }
+        Ok(())
     }
 
     /// Tells the core about the IPv6 socket and the host's global IPv6 addresses on it.
@@ -644,7 +742,12 @@ impl Driver {
                         self.node.tun_mtu(),
                         a.ipv6,
                     )?;
-                    self.tun = Some(TunIo::new(tun, self.node.tun_mtu()));
+                    let tun = TunIo::new(tun, self.node.tun_mtu());
+                    if self.settings.workers == 2 {
+                        let w = start_workers(&mut self.node, &tun, &self.udp, &self.to_core)?;
+                        self.workers = Some(w);
+                    }
+                    self.tun = Some(tun);
                     let v6 = v6.map(|n| format!(" and {n}")).unwrap_or_default();
                     self.dns = super::dns::DnsServer::start(
                         net,

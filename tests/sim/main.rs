@@ -24,6 +24,7 @@ mod restart;
 mod roam;
 mod status;
 mod wg_engine;
+mod workers;
 
 use harness::{ping_packet, DatagramOutcomeKind, Sim};
 use p2pvpn::core::counters::DropReason;

@@ -29,12 +29,14 @@ mod restarts;
 mod roaming;
 mod server_switch;
 mod status;
+mod workers;
 
 pub use crate::core::punch::session::PunchConfig;
 pub use crate::core::transmit::{SocketCommand, SocketId, Transmit};
 pub use pinging::{PingError, PingReply, MAX_OUTSTANDING as MAX_PINGS, PING_TIMEOUT};
 pub use pmtu::PathMtu;
 pub use status::{rfc3339, NodeStatus, PeerStatus, ServerStatus};
+pub use workers::{WorkerStatus, WorkersStatus};
 
 use super::counters::{DropCounters, DropReason};
 use super::crypto::{initiator_of, Decapsulated, Encapsulated};
@@ -182,6 +184,8 @@ pub struct Node {
     acl: crate::core::acl::Acl,
     /// IPv6 underlay candidates (`ipv6`).
     ipv6: ipv6::Ipv6Underlay,
+    /// The TX/RX data workers' key table and activity (`workers`).
+    workers: workers::Workers,
 }
 
 /// Where a WireGuard message came from.
@@ -224,6 +228,7 @@ impl Node {
         Node {
             acl,
             ipv6,
+            workers: workers::Workers::new(now),
             network: config.network,
             public: config.secret.public_key(),
             secret: config.secret,
@@ -778,6 +783,7 @@ impl Node {
             return;
         }
         self.next_tick = now + TIMER_TICK;
+        self.read_worker_activity();
         self.drive_pmtu(now);
         self.relay.handle_timeout(now, &mut self.transmits);
         self.after_relay_progress();

@@ -48,6 +48,16 @@ pub(super) struct PmtuState {
     out: Vec<u8>,
 }
 
+impl PmtuState {
+    /// A data worker sent the peer a packet above the base size at `at` (the gate's
+    /// `last_big_tx`, for packets the core did not see).
+    pub(super) fn note_big_tx(&mut self, peer: Ipv4Addr, at: Instant) {
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.last_big_tx = Some(entry.last_big_tx.map_or(at, |t| t.max(at)));
+        }
+    }
+}
+
 impl Default for PmtuState {
     fn default() -> Self {
         PmtuState {
@@ -327,6 +337,11 @@ impl Node {
 
     /// Clamps the MSS of a SYN (IPv4 or IPv6) the peer at `from` sent us (in place, before the
     /// TUN device sees it), so our side's replies fit the path too.
+    /// The confirmed path MTU to the peer at `peer`, if the search has one.
+    pub(super) fn pmtu_of(&self, peer: Ipv4Addr) -> Option<u16> {
+        self.pmtu.peers.get(&peer).and_then(|p| p.search.mtu())
+    }
+
     pub(super) fn clamp_received_syn(&self, packet: &mut [u8], from: Ipv4Addr) {
         if let Some(mtu) = self.pmtu.peers.get(&from).and_then(|p| p.search.mtu()) {
             let max = mss::max_mss(packet, mtu);

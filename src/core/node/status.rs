@@ -108,6 +108,10 @@ pub struct NodeStatus {
     /// The access rules this node enforces on what its peers send, with their counts.
     #[serde(default)]
     pub access: Option<crate::core::acl::AclStatus>,
+    /// The TX/RX data workers' counters, when `[dataplane] workers = 2` (filled in by the
+    /// driver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<super::workers::WorkersStatus>,
 }
 
 impl Node {
@@ -195,6 +199,7 @@ impl Node {
             mtu: self.tun_mtu(),
             dns: None,
             access: Some(self.acl.status(self.now_hint)),
+            workers: None,
         }
     }
 

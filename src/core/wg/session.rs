@@ -499,6 +499,65 @@ impl Session {
     }
 }
 
+/// The keys a session lets the data workers use (`core::node::workers`): the current sending
+/// key while it may send, and the receiving keys of the current and previous sessions while
+/// they may receive. A responder's unconfirmed `next` session is left out: its first datagram
+/// must reach [`Session::decapsulate`], which promotes it.
+pub struct WorkerKeys {
+    pub send: Option<Arc<SendKey>>,
+    pub recv: Vec<Arc<RecvKey>>,
+}
+
+impl Session {
+    pub fn worker_keys(&self, now: Instant) -> WorkerKeys {
+        let young = |k: &&Keys| now.saturating_duration_since(k.born) < REJECT_AFTER_TIME;
+        WorkerKeys {
+            send: self
+                .current
+                .as_ref()
+                .filter(|k| k.can_send(now))
+                .map(|k| k.send.clone()),
+            recv: [&self.current, &self.previous]
+                .into_iter()
+                .flatten()
+                .filter(young)
+                .map(|k| k.recv.clone())
+                .collect(),
+        }
+    }
+
+    /// What the data workers did with this session's keys since the last call, as the core read
+    /// it from their activity counters: the timers of §6 treat it like the session's own
+    /// `seal`/`open` (the last data sent or received, a keepalive owed, an unanswered send).
+    pub fn note_worker_activity(
+        &mut self,
+        sent: Option<Instant>,
+        received: Option<Instant>,
+        tx_bytes: u64,
+        rx_bytes: u64,
+    ) {
+        if let Some(at) = sent {
+            self.last_sent = Some(self.last_sent.map_or(at, |t| t.max(at)));
+            self.owe_keepalive = false;
+            if tx_bytes > 0 {
+                self.unanswered_since.get_or_insert(at);
+            }
+        }
+        if let Some(at) = received {
+            self.last_received = Some(self.last_received.map_or(at, |t| t.max(at)));
+            // What the peer sent answers ours when it came after it.
+            if self.unanswered_since.is_some_and(|t| t <= at) {
+                self.unanswered_since = None;
+            }
+            if rx_bytes > 0 && sent.is_none_or(|s| s < at) {
+                self.owe_keepalive = true;
+            }
+        }
+        self.tx_bytes += tx_bytes;
+        self.rx_bytes += rx_bytes;
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Slot {
     Current,

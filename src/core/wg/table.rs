@@ -12,7 +12,10 @@
 //! routed subnets), packets larger than the path MTU (the core answers with ICMP), outgoing TCP
 //! SYNs (the core clamps their MSS, as today; they are rare) and a key that ran out of counters.
 //! Received SYNs are clamped here, in place, because a datagram once opened cannot be handed
-//! to the core to open again (its counter is spent).
+//! to the core to open again (its counter is spent); for the same reason an opened packet the
+//! core must see (IPv4 ICMP: path MTU probes and their answers, `p2pvpn ping` replies) comes
+//! back as [`Opened::Core`], already decrypted. A datagram from another address than the
+//! peer's path goes to the core unopened, so the core sees the peer roam (whitepaper §2.1).
 
 use super::transport::{receiver_index, RecvKey, SendKey, TransportError};
 use crate::core::counters::DropReason;
@@ -41,7 +44,7 @@ pub struct Activity {
 
 /// How one peer's packets leave: its current sending key and direct path.
 pub struct SendEntry {
-    pub key: SendKey,
+    pub key: Arc<SendKey>,
     pub socket: SocketId,
     pub dst: SocketAddr,
     /// The largest inner packet the path takes (the core's PMTU result).
@@ -51,7 +54,9 @@ pub struct SendEntry {
 
 /// How one receiving session's datagrams are accepted.
 pub struct RecvEntry {
-    pub key: RecvKey,
+    pub key: Arc<RecvKey>,
+    /// The peer's path: datagrams from elsewhere go to the core (roaming, a new path).
+    pub from: SocketAddr,
     /// Inner source addresses this peer may send from (its addresses and its routes): the
     /// cryptokey routing check of the whitepaper §2.
     pub allowed: Vec<IpNet>,
@@ -66,6 +71,9 @@ pub struct RecvEntry {
 pub struct KeyTable {
     send: HashMap<IpAddr, Arc<SendEntry>>,
     recv: HashMap<u32, Arc<RecvEntry>>,
+    /// This node's overlay addresses: an opened packet to anything else is dropped, as the
+    /// core's `filter::inbound` does.
+    local: Vec<IpAddr>,
 }
 
 /// What sealing one TUN packet produced.
@@ -88,6 +96,9 @@ pub enum Opened<'a> {
     Packet(&'a [u8]),
     /// An authenticated keepalive: nothing to write.
     Keepalive,
+    /// Opened, but the core's to look at (IPv4 ICMP: PMTU probes, ping replies); it decides
+    /// whether the packet goes on to the TUN device.
+    Core(&'a [u8]),
     /// Dropped here; the worker counts it under this reason.
     Dropped(DropReason),
     /// Not for the workers: hand the datagram to the core.
@@ -105,6 +116,17 @@ fn ip_len(packet: &[u8]) -> Option<usize> {
 }
 
 impl KeyTable {
+    /// This node's overlay addresses, the only destinations an opened packet may have.
+    pub fn set_local(&mut self, addresses: &[IpAddr]) {
+        self.local.clear();
+        self.local.extend_from_slice(addresses);
+    }
+
+    /// True when nothing goes through the workers.
+    pub fn is_empty(&self) -> bool {
+        self.send.is_empty() && self.recv.is_empty()
+    }
+
     /// Routes packets for `addresses` (the peer's own addresses) through `entry`.
     pub fn set_send(&mut self, addresses: &[IpAddr], entry: Arc<SendEntry>) {
         for a in addresses {
@@ -159,12 +181,21 @@ impl KeyTable {
         }
     }
 
-    /// Opens one datagram from the main socket, or says it is the core's.
-    pub fn open<'a>(&self, datagram: &[u8], out: &'a mut [u8], now_ms: u64) -> Opened<'a> {
+    /// Opens one datagram that came from `from` on the main socket, or says it is the core's.
+    pub fn open<'a>(
+        &self,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &'a mut [u8],
+        now_ms: u64,
+    ) -> Opened<'a> {
         // Opened into `out` first: the length is the padded one until the IP header is read.
         let Some(entry) = receiver_index(datagram).and_then(|i| self.recv.get(&i)) else {
             return Opened::ToCore;
         };
+        if entry.from != from {
+            return Opened::ToCore;
+        }
         let len = match entry.key.open(datagram, out) {
             Ok(text) => text.len(),
             Err(TransportError::Replay(_)) => return Opened::Dropped(DropReason::Replay),
@@ -180,18 +211,24 @@ impl KeyTable {
             return Opened::Dropped(DropReason::Malformed);
         };
         let packet = &mut out[..len];
-        let allowed = ip_endpoints(packet)
-            .map(|e| entry.allowed.iter().any(|net| net.contains(&e.src)))
-            .unwrap_or(false);
-        if !allowed {
+        let Ok(ends) = ip_endpoints(packet) else {
+            return Opened::Dropped(DropReason::Malformed);
+        };
+        if !entry.allowed.iter().any(|net| net.contains(&ends.src)) {
             return Opened::Dropped(DropReason::SpoofedSource);
+        }
+        if !self.local.contains(&ends.dst) {
+            return Opened::Dropped(DropReason::WrongDestination);
+        }
+        a.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        if packet[0] >> 4 == 4 && packet.get(9) == Some(&1) {
+            return Opened::Core(packet);
         }
         if let Some(mtu) = entry.path_mtu {
             // What the core's `clamp_received_syn` does: our side's replies fit the path too.
             let max = mss::max_mss(packet, mtu);
             mss::clamp_mss(packet, max);
         }
-        a.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
         Opened::Packet(packet)
     }
 }

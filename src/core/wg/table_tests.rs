@@ -23,6 +23,10 @@ fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> Vec<u8> {
     p
 }
 
+fn alice_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 51821))
+}
+
 fn bob_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 51820))
 }
@@ -31,14 +35,15 @@ fn bob_addr() -> SocketAddr {
 fn session(gen: u32) -> (Arc<SendEntry>, Arc<RecvEntry>) {
     let key = [gen as u8; 32];
     let send = SendEntry {
-        key: SendKey::new(key, gen),
+        key: Arc::new(SendKey::new(key, gen)),
         socket: SocketId::MAIN,
         dst: bob_addr(),
         mtu: 1420,
         activity: Arc::new(Activity::default()),
     };
     let recv = RecvEntry {
-        key: RecvKey::new(key, gen),
+        key: Arc::new(RecvKey::new(key, gen)),
+        from: alice_addr(),
         allowed: vec!["10.99.0.1/32".parse().unwrap()],
         path_mtu: Some(1400),
         activity: Arc::new(Activity::default()),
@@ -50,6 +55,7 @@ fn tables(gen: u32) -> (KeyTable, KeyTable) {
     let (s, r) = session(gen);
     let (mut alice, mut bob) = (KeyTable::default(), KeyTable::default());
     alice.set_send(&[IpAddr::V4(BOB)], s);
+    bob.set_local(&[IpAddr::V4(BOB)]);
     bob.add_recv(r);
     (alice, bob)
 }
@@ -65,11 +71,11 @@ fn the_workers_carry_data_and_leave_everything_else_to_the_core() {
     };
     assert_eq!((socket, dst), (SocketId::MAIN, bob_addr()));
     assert_eq!(
-        bob.open(&wire[..len], &mut out, 6),
+        bob.open(alice_addr(), &wire[..len], &mut out, 6),
         Opened::Packet(&packet[..])
     );
     assert_eq!(
-        bob.open(&wire[..len], &mut out, 6),
+        bob.open(alice_addr(), &wire[..len], &mut out, 6),
         Opened::Dropped(DropReason::Replay)
     );
     // No entry for that destination, too big for the path, not IP: the core's.
@@ -83,12 +89,15 @@ fn the_workers_carry_data_and_leave_everything_else_to_the_core() {
     // A handshake initiation, or data for an index bob's workers do not hold: the core's.
     let mut init = [0u8; 148];
     init[0] = 1;
-    assert_eq!(bob.open(&init, &mut out, 8), Opened::ToCore);
+    assert_eq!(bob.open(alice_addr(), &init, &mut out, 8), Opened::ToCore);
     let (other, _) = tables(2);
     let Sealed::Datagram { len, .. } = other.seal(&packet, &mut wire, 8) else {
         panic!()
     };
-    assert_eq!(bob.open(&wire[..len], &mut out, 8), Opened::ToCore);
+    assert_eq!(
+        bob.open(alice_addr(), &wire[..len], &mut out, 8),
+        Opened::ToCore
+    );
 }
 
 #[test]
@@ -97,6 +106,7 @@ fn a_spoofed_inner_source_or_a_forgery_is_dropped_and_activity_is_reported() {
     let mut alice = KeyTable::default();
     alice.set_send(&[IpAddr::V4(BOB)], s.clone());
     let mut bob = KeyTable::default();
+    bob.set_local(&[IpAddr::V4(BOB)]);
     bob.add_recv(r.clone());
     let mut wire = [0u8; 2048];
     let mut out = [0u8; 2048];
@@ -105,7 +115,7 @@ fn a_spoofed_inner_source_or_a_forgery_is_dropped_and_activity_is_reported() {
         panic!()
     };
     assert_eq!(
-        bob.open(&wire[..len], &mut out, 11),
+        bob.open(alice_addr(), &wire[..len], &mut out, 11),
         Opened::Dropped(DropReason::SpoofedSource)
     );
     let Sealed::Datagram { len, .. } = alice.seal(&ipv4(ALICE, BOB, 80), &mut wire, 12) else {
@@ -113,7 +123,7 @@ fn a_spoofed_inner_source_or_a_forgery_is_dropped_and_activity_is_reported() {
     };
     wire[len - 1] ^= 1;
     assert_eq!(
-        bob.open(&wire[..len], &mut out, 13),
+        bob.open(alice_addr(), &wire[..len], &mut out, 13),
         Opened::Dropped(DropReason::DecryptFailed)
     );
     assert_eq!(s.activity.sent_at_ms.load(Ordering::Relaxed), 12);
@@ -160,6 +170,7 @@ fn workers_and_a_rotating_core_never_mix_up_keys() {
                 }
                 gen += 1;
                 let (s, r) = session(gen);
+                bob.set_local(&[IpAddr::V4(BOB)]);
                 bob.add_recv(r);
                 if gen > 2 {
                     bob.remove_recv(gen - 2);
@@ -200,11 +211,11 @@ fn workers_and_a_rotating_core_never_mix_up_keys() {
         batch.extend(from_tx.try_iter().take(15));
         let table = bob_pub.load();
         for d in &batch {
-            match table.open(d, &mut out, 0) {
+            match table.open(alice_addr(), d, &mut out, 0) {
                 Opened::Packet(p) => {
                     assert_eq!(p.len(), 200);
                     opened += 1;
-                    let again = table.open(d, &mut out, 0);
+                    let again = table.open(alice_addr(), d, &mut out, 0);
                     assert_eq!(again, Opened::Dropped(DropReason::Replay));
                 }
                 Opened::ToCore => to_core += 1,
@@ -243,6 +254,7 @@ fn syns_keep_their_mss_clamp_and_big_packets_are_reported() {
     let mut alice = KeyTable::default();
     alice.set_send(&[IpAddr::V4(BOB)], s.clone());
     let mut bob = KeyTable::default();
+    bob.set_local(&[IpAddr::V4(BOB)]);
     bob.add_recv(r);
     let mut wire = [0u8; 2048];
     let mut out = [0u8; 2048];
@@ -250,7 +262,7 @@ fn syns_keep_their_mss_clamp_and_big_packets_are_reported() {
     assert_eq!(alice.seal(&syn(), &mut wire, 1), Sealed::ToCore);
     // Incoming (sealed here directly): clamped in place to the path's 1400 - 40.
     let len = s.key.seal(&syn(), &mut wire).unwrap();
-    let Opened::Packet(p) = bob.open(&wire[..len], &mut out, 2) else {
+    let Opened::Packet(p) = bob.open(alice_addr(), &wire[..len], &mut out, 2) else {
         panic!("bob did not open the SYN");
     };
     assert_eq!(u16::from_be_bytes([p[42], p[43]]), 1360);

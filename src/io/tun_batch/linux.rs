@@ -4,6 +4,7 @@
 use super::gro::{self, Gro};
 use super::{slot_len, BATCH};
 use std::io;
+use std::sync::Arc;
 use tun_rs::{AsyncDevice, VIRTIO_NET_HDR_LEN};
 
 /// Where packets start in a write slot: the virtio-net header goes before them.
@@ -19,7 +20,7 @@ const _: () = assert!(gro::HDR_LEN == VIRTIO_NET_HDR_LEN);
 const WRITE_SLOTS: usize = 32;
 
 pub struct TunIo {
-    dev: AsyncDevice,
+    dev: Arc<AsyncDevice>,
     /// One raw read: virtio header + a super-packet of up to 64 KiB.
     raw: Vec<u8>,
     /// The packets the last read split into, and their sizes.
@@ -38,10 +39,10 @@ pub struct TunIo {
 }
 
 impl TunIo {
-    pub fn new(dev: AsyncDevice, mtu: u16) -> Self {
+    pub fn new(dev: impl Into<Arc<AsyncDevice>>, mtu: u16) -> Self {
         let slot = slot_len(mtu);
         TunIo {
-            dev,
+            dev: dev.into(),
             raw: vec![0u8; OFFSET + usize::from(u16::MAX)],
             packets: (0..BATCH).map(|_| vec![0u8; slot]).collect(),
             sizes: vec![0; BATCH],
@@ -53,6 +54,11 @@ impl TunIo {
             gro: Gro::new(WRITE_SLOTS),
             single: Vec::with_capacity(OFFSET + usize::from(u16::MAX)),
         }
+    }
+
+    /// The device, for another `TunIo` on it (`TunIo::share`).
+    pub(super) fn device(&self) -> &Arc<AsyncDevice> {
+        &self.dev
     }
 
     /// Waits for and reads one batch; returns how many packets [`Self::packet`] can give.

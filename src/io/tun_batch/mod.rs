@@ -27,3 +27,13 @@ pub const BATCH: usize = 128;
 fn slot_len(mtu: u16) -> usize {
     usize::from(mtu).max(1500) + 64
 }
+
+impl TunIo {
+    /// Another `TunIo` on the same device, with its own buffers: the TX worker reads through
+    /// one, the RX worker writes through another, and the node task keeps the first for its
+    /// single writes (`io::workers`). Reads and writes of a TUN file descriptor are independent
+    /// system calls, safe from several threads.
+    pub fn share(&self, mtu: u16) -> TunIo {
+        TunIo::new(self.device().clone(), mtu)
+    }
+}

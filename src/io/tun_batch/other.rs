@@ -2,10 +2,11 @@
 
 use super::slot_len;
 use std::io;
+use std::sync::Arc;
 use tun_rs::AsyncDevice;
 
 pub struct TunIo {
-    dev: AsyncDevice,
+    dev: Arc<AsyncDevice>,
     packet: Vec<u8>,
     size: usize,
     out: Vec<u8>,
@@ -14,15 +15,20 @@ pub struct TunIo {
 }
 
 impl TunIo {
-    pub fn new(dev: AsyncDevice, mtu: u16) -> Self {
+    pub fn new(dev: impl Into<Arc<AsyncDevice>>, mtu: u16) -> Self {
         TunIo {
-            dev,
+            dev: dev.into(),
             packet: vec![0u8; usize::from(u16::MAX)],
             size: 0,
             out: vec![0u8; slot_len(mtu).max(usize::from(u16::MAX))],
             out_len: 0,
             pending: false,
         }
+    }
+
+    /// The device, for another `TunIo` on it (`TunIo::share`).
+    pub(super) fn device(&self) -> &Arc<AsyncDevice> {
+        &self.dev
     }
 
     pub async fn read(&mut self) -> io::Result<usize> {

@@ -1,0 +1,333 @@
+//! The two data workers of `[dataplane] workers = 2` (issue 11, ARCHITECTURE.md "Both cores"):
+//! a TX thread (TUN read, seal, GSO send) and an RX thread (`recvmmsg`, open, GRO TUN write),
+//! so that encryption and decryption each get a core. Both use the `KeyTable` the node
+//! publishes (`core::node::workers`), loaded once per batch. What a table cannot handle goes to
+//! the node task over one bounded channel ([`ToCore`]); when it is full the item is dropped and
+//! counted (`to_core_full`), so a busy node task never stalls a worker. What the node sends
+//! (handshakes, probes, keepalives) still leaves through the node task's own sends.
+//!
+//! Each worker is an OS thread running a current-thread tokio runtime: the TUN device and the
+//! UDP socket stay the node's async objects (shared through `Arc`, their calls take `&self`), so
+//! the batched code of `io::dataplane` and `io::udp_batch` serves both modes unchanged, and a
+//! worker stops at once when told (a blocking read could not be interrupted). The I/O stays
+//! registered with the node task's runtime, whose thread delivers readiness; in this mode that
+//! thread is idle most of the time.
+
+use super::dataplane::TxBatch;
+use super::tun_batch::TunIo;
+use super::udp_batch::{RecvBufs, UdpBatch};
+use crate::core::counters::DropReason;
+use crate::core::node::{WorkerStatus, WorkersStatus};
+use crate::core::wg::table::{Opened, Published, Sealed};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, watch};
+
+/// Items the node task takes from the workers per wake-up, and the channel's room: about two
+/// full TUN reads, enough for a handshake's worth of queued packets.
+pub const TO_CORE_ROOM: usize = 256;
+
+/// What a worker hands to the node task.
+pub enum ToCore {
+    /// A TUN packet the table has no entry for (no session, relayed peer, SYN, too big...).
+    Tun(Vec<u8>),
+    /// A datagram from the main socket the table cannot open (handshake, STUN, probe, relay,
+    /// unknown index, a peer's new address).
+    Datagram(SocketAddr, Vec<u8>),
+    /// An inner packet opened by the RX worker that the node must look at first (ICMP).
+    Opened(Vec<u8>),
+    /// The TX worker's TUN read failed with an OS error: the device is gone, the node ends.
+    TunFailed(std::io::Error),
+}
+
+/// One worker's counters, for `status --json` (`workers.tx`, `workers.rx`).
+#[derive(Default)]
+pub struct WorkerStats {
+    /// Packets sealed (TX) or datagrams opened (RX) on this thread.
+    pub crypto_packets: AtomicU64,
+    pub to_core: AtomicU64,
+    /// Dropped because the node task's channel was full.
+    pub to_core_full: AtomicU64,
+    /// Drops decided here, by reason; the node task moves them into its own counters.
+    drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl WorkerStats {
+    fn count_drop(&self, reason: DropReason) {
+        if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
+            self.drops[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The drops counted since the last call, by reason.
+    pub fn take_drops(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .zip(&self.drops)
+            .map(|(r, n)| (*r, n.swap(0, Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+    }
+
+    pub fn status(&self) -> WorkerStatus {
+        WorkerStatus {
+            crypto_packets: self.crypto_packets.load(Ordering::Relaxed),
+            to_core: self.to_core.load(Ordering::Relaxed),
+            to_core_full: self.to_core_full.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The running workers, held by the node task.
+pub struct Workers {
+    pub published: Arc<Published>,
+    pub tx: Arc<WorkerStats>,
+    pub rx: Arc<WorkerStats>,
+    stop: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Milliseconds since `origin`, at least 1 (0 means "never" in `Activity`).
+fn now_ms(origin: Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+fn hand_over(to_core: &mpsc::Sender<ToCore>, stats: &WorkerStats, item: ToCore) {
+    stats.to_core.fetch_add(1, Ordering::Relaxed);
+    if to_core.try_send(item).is_err() {
+        stats.to_core_full.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Workers {
+    /// Starts both threads on `tun` (each gets its own buffers on the device) and `udp`.
+    /// `origin` is the node's `worker_origin`.
+    pub fn start(
+        tun: &TunIo,
+        udp: Arc<UdpBatch>,
+        mtu: u16,
+        origin: Instant,
+        to_core: mpsc::Sender<ToCore>,
+    ) -> std::io::Result<Self> {
+        let published = Arc::new(Published::default());
+        let (stop, stopped) = watch::channel(false);
+        let (tx, rx) = (Arc::default(), Arc::default());
+        let tx_thread = {
+            let ctx = Ctx {
+                published: published.clone(),
+                stats: Arc::clone(&tx),
+                udp: udp.clone(),
+                to_core: to_core.clone(),
+                stop: stopped.clone(),
+                origin,
+            };
+            let tun = tun.share(mtu);
+            spawn("p2pvpn-tx", tx_loop(ctx, tun, mtu))?
+        };
+        let rx_thread = {
+            let ctx = Ctx {
+                published: published.clone(),
+                stats: Arc::clone(&rx),
+                udp,
+                to_core,
+                stop: stopped,
+                origin,
+            };
+            let tun = tun.share(mtu);
+            spawn("p2pvpn-rx", rx_loop(ctx, tun))?
+        };
+        Ok(Workers {
+            published,
+            tx,
+            rx,
+            stop,
+            threads: vec![tx_thread, rx_thread],
+        })
+    }
+
+    /// Stops both threads and waits for them (the stop signal wakes each at once). Joined on
+    /// the blocking pool: a worker may be waiting for socket readiness that only this task's
+    /// runtime delivers, so this thread must keep running it meanwhile.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        let threads = std::mem::take(&mut self.threads);
+        let joined =
+            tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok()))
+                .await;
+        if !matches!(joined, Ok(true)) {
+            tracing::warn!("a data worker panicked");
+        }
+    }
+
+    /// Publishes the node's new table, if it has one, and moves the workers' drop counts into
+    /// the node's.
+    pub fn sync(&self, node: &mut crate::core::node::Node) {
+        if let Some(table) = node.poll_key_table(std::time::Instant::now()) {
+            self.published.store(table);
+        }
+        for stats in [&self.tx, &self.rx] {
+            for (reason, n) in stats.take_drops() {
+                node.count_drops(reason, n);
+            }
+        }
+    }
+
+    pub fn status(&self) -> WorkersStatus {
+        WorkersStatus {
+            tx: self.tx.status(),
+            rx: self.rx.status(),
+        }
+    }
+}
+
+/// What both loops share.
+struct Ctx {
+    published: Arc<Published>,
+    stats: Arc<WorkerStats>,
+    udp: Arc<UdpBatch>,
+    to_core: mpsc::Sender<ToCore>,
+    stop: watch::Receiver<bool>,
+    origin: Instant,
+}
+
+fn spawn(
+    name: &str,
+    body: impl FnOnce(tokio::runtime::Runtime) + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || body(runtime))
+}
+
+/// TUN read → seal → GSO send, until stopped.
+fn tx_loop(mut ctx: Ctx, mut tun: TunIo, mtu: u16) -> impl FnOnce(tokio::runtime::Runtime) {
+    move |runtime| {
+        runtime.block_on(async move {
+            let mut batch = TxBatch::new(mtu);
+            let max_segments = ctx.udp.max_segments();
+            loop {
+                let n = tokio::select! {
+                    _ = ctx.stop.changed() => break,
+                    r = tun.read() => match r {
+                        Ok(n) => n,
+                        // As the single loop: an OS error ends the node, one tun-rs raises
+                        // about one malformed packet loses that packet only.
+                        Err(e) if e.raw_os_error().is_some() => {
+                            let _ = ctx.to_core.send(ToCore::TunFailed(e)).await;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "TUN packet dropped (TX worker)");
+                            continue;
+                        }
+                    },
+                };
+                let table = ctx.published.load();
+                let now = now_ms(ctx.origin);
+                batch.clear();
+                let mut sealed = 0u64;
+                for i in 0..n {
+                    let packet = tun.packet(i);
+                    let mut to_core = false;
+                    let room =
+                        batch.append(max_segments, |out| match table.seal(packet, out, now) {
+                            Sealed::Datagram { socket, dst, len } => Some((socket, dst, len)),
+                            Sealed::ToCore => {
+                                to_core = true;
+                                None
+                            }
+                        });
+                    if to_core || !room {
+                        hand_over(&ctx.to_core, &ctx.stats, ToCore::Tun(packet.to_vec()));
+                    } else {
+                        sealed += 1;
+                    }
+                }
+                ctx.stats
+                    .crypto_packets
+                    .fetch_add(sealed, Ordering::Relaxed);
+                // The table only holds peers on the main socket's IPv4 half: no other socket.
+                super::dataplane::send(&batch, &ctx.udp, |_| None).await;
+            }
+        })
+    }
+}
+
+/// `recvmmsg` → open → GRO TUN write, until stopped.
+fn rx_loop(mut ctx: Ctx, mut tun: TunIo) -> impl FnOnce(tokio::runtime::Runtime) {
+    move |runtime| {
+        runtime.block_on(async move {
+            let mut bufs = RecvBufs::default();
+            loop {
+                let n = tokio::select! {
+                    _ = ctx.stop.changed() => break,
+                    r = ctx.udp.recv(&mut bufs) => match r {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "UDP receive failed (RX worker)");
+                            continue;
+                        }
+                    },
+                };
+                let table = ctx.published.load();
+                let now = now_ms(ctx.origin);
+                let mut opened = 0u64;
+                for i in 0..n {
+                    let (from, datagrams) = bufs.datagrams(i);
+                    for datagram in datagrams {
+                        if tun.slot(datagram.len()).is_none() {
+                            flush(&mut tun).await;
+                        }
+                        let Some(slot) = tun.slot(datagram.len()) else {
+                            continue;
+                        };
+                        let base = slot.as_ptr() as usize;
+                        let kept = match table.open(from, datagram, slot, now) {
+                            Opened::Packet(p) => {
+                                opened += 1;
+                                Some((p.as_ptr() as usize - base, p.len()))
+                            }
+                            Opened::Keepalive => {
+                                opened += 1;
+                                None
+                            }
+                            Opened::Core(p) => {
+                                opened += 1;
+                                hand_over(&ctx.to_core, &ctx.stats, ToCore::Opened(p.to_vec()));
+                                None
+                            }
+                            Opened::Dropped(reason) => {
+                                ctx.stats.count_drop(reason);
+                                None
+                            }
+                            Opened::ToCore => {
+                                let item = ToCore::Datagram(from, datagram.to_vec());
+                                hand_over(&ctx.to_core, &ctx.stats, item);
+                                None
+                            }
+                        };
+                        if let Some((start, len)) = kept {
+                            tun.commit(start, len);
+                        }
+                    }
+                }
+                flush(&mut tun).await;
+                ctx.stats
+                    .crypto_packets
+                    .fetch_add(opened, Ordering::Relaxed);
+            }
+        })
+    }
+}
+
+async fn flush(tun: &mut TunIo) {
+    if let Err(e) = tun.flush().await {
+        tracing::debug!(error = %e, "TUN write failed (RX worker)");
+    }
+}

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# tests/netns/workers.sh - the two data workers (`[dataplane] workers = 2`, issue 11) end to end.
+#
+# Topology: server, alice and bob on the lab's internet bridge (no NAT); network "demo". Both
+# nodes run our WireGuard engine with two workers (LAB_WIREGUARD=own, LAB_WORKERS=2 unless set).
+#
+#   a  both nodes are direct and run the threads p2pvpn-tx and p2pvpn-rx
+#   b  ping both ways, `p2pvpn ping` (ICMP the RX worker hands to the node) naming the direct
+#      path, and a 20 MB TCP transfer each way within 30 s
+#   c  both worker threads of both nodes did the crypto: `status --json` workers.tx and
+#      workers.rx crypto_packets over 1000 each, and each thread used CPU time
+#      (/proc/PID/task/TID/stat utime + stime)
+#
+# Prints `ok - NAME` / `not ok - NAME` per check; exits 1 if a check failed, 77 (after
+# `SKIP: reason`) when it cannot run here, 2 on a setup error. About 40 s.
+#   P2PVPN_BIN   binary to test (tests/netns.rs sets the debug binary)
+#   LAB_KEEP=1   keep the temp dir (logs, state)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+# shellcheck source-path=SCRIPTDIR source=../../scripts/lib/lab.sh
+. "$ROOT/scripts/lib/lab.sh"
+# shellcheck source-path=SCRIPTDIR source=../../scripts/lib/tap.sh
+. "$ROOT/scripts/lib/tap.sh"
+
+lab_preflight ip python3 ping timeout
+P2P_BIN="$(p2p_bin_default)"
+export LAB_WIREGUARD="${LAB_WIREGUARD:-own}" LAB_WORKERS="${LAB_WORKERS:-2}"
+
+NET=demo
+CIDR=10.77.0.0/24
+PORT=7400
+declare -A VIP=()
+
+# shellcheck disable=SC2317  # called by the EXIT trap
+lab_on_exit() {
+    if [[ "$1" -ne 0 || "$FAILED" -ne 0 ]]; then
+        echo "# last 25 lines of every process log:"
+        lab_dump_logs 25 2>&1 | sed 's/^/# /'
+    fi
+    local n
+    for n in alice bob; do
+        if [[ -e "$LAB_TMP/pids/$n-up" ]] && lab_alive "$n-up"; then
+            P2P_TIMEOUT=5 p2p "$n" down --network "$NET" >/dev/null 2>&1 || true
+        fi
+    done
+    return 0
+}
+setup_fail() { echo "# setup failed: $*"; echo "Bail out! $*"; exit 2; }
+srv() { lab_exec server timeout 20 "$P2P_BIN" "$@"; }
+
+lab_init
+note "lab $LAB_TMP, namespaces ${LAB_PREFIX}*, binary $P2P_BIN, workers $LAB_WORKERS, engine $LAB_WIREGUARD"
+lab_internet inet
+lab_add_host server 198.51.100.1
+lab_add_host alice 198.51.100.11
+lab_add_host bob 198.51.100.12
+SERVER_STATE="$LAB_TMP/server/state"
+
+lab_spawn server server -- "$P2P_BIN" server --listen "198.51.100.1:$PORT" --state-dir "$SERVER_STATE"
+rc=0
+lab_wait_ready 30 server "p2pvpn server listening on" || rc=$?
+[[ $rc -eq 0 ]] || setup_fail "server did not start"
+srv network create "$NET" --cidr "$CIDR" --state-dir "$SERVER_STATE" >/dev/null || setup_fail "network create"
+for n in alice bob; do
+    tok="$(srv network invite "$NET" --uses 1 --state-dir "$SERVER_STATE" 2>>"$LAB_TMP/logs/invite.log" | tail -n 1)"
+    [[ -n "$tok" ]] || setup_fail "invite for $n"
+    mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
+    p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1 || setup_fail "$n join"
+    p2p_wireguard "$n" "$NET"
+    VIP[$n]="$(grep -oE '\(([0-9]+\.){3}[0-9]+/[0-9]+[,)]' "$LAB_TMP/logs/$n-join.log" | head -n 1 | tr -d '(),' | cut -d/ -f1)"
+    [[ -n "${VIP[$n]}" ]] || setup_fail "no virtual address for $n"
+done
+
+TCP_PY="$LAB_TMP/tcp.py"
+cat >"$TCP_PY" <<'PY'
+import socket, sys
+mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if mode == "serve-bulk":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port)); s.listen(1); s.settimeout(60)
+    c, _ = s.accept(); c.settimeout(30); n = 0
+    while True:
+        d = c.recv(65536)
+        if not d: break
+        n += len(d)
+    c.sendall(str(n).encode()); c.close()
+elif mode == "send-bulk":
+    total = int(sys.argv[4]); c = socket.create_connection((addr, port), timeout=10)
+    chunk = bytes(range(256)) * 256; sent = 0
+    while sent < total:
+        k = min(len(chunk), total - sent); c.sendall(chunk[:k]); sent += k
+    c.shutdown(socket.SHUT_WR)
+    got = int(c.recv(64).decode() or "0")
+    print(f"sent {sent} received-by-peer {got}")
+    raise SystemExit(0 if got == total else 1)
+PY
+
+for n in alice bob; do p2p_spawn "$n" "$n-up" up --network "$NET"; done
+both_direct() { p2p_peer_is_direct alice "$NET" bob && p2p_peer_is_direct bob "$NET" alice; }
+lab_wait_for 30 both_direct || note "not direct after 30 s: alice sees $(p2p_peer_path alice "$NET" bob), bob sees $(p2p_peer_path bob "$NET" alice)"
+
+# The p2pvpn process of node NAME: the spawned pid or, if that is a wrapper, its descendant.
+node_pid() {
+    local pid todo
+    todo="$(lab_pid "$1-up")"
+    while [[ -n "$todo" ]]; do
+        pid="${todo%% *}"; todo="${todo#"$pid"}"; todo="${todo# }"
+        if [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == p2pvpn ]]; then echo "$pid"; return 0; fi
+        todo="$todo $(cat /proc/"$pid"/task/*/children 2>/dev/null | tr '\n' ' ')"
+        todo="$(echo "$todo" | xargs)"
+    done
+    return 1
+}
+# thread_cpu PID NAME : utime + stime (clock ticks) of PID's thread called NAME, or nothing.
+thread_cpu() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        if [[ "$(cat "$t/comm" 2>/dev/null)" == "$2" ]]; then
+            # Fields after the ")" of the name: utime and stime are the 12th and 13th.
+            sed 's/^.*) //' "$t/stat" | awk '{print $12 + $13}'
+            return 0
+        fi
+    done
+}
+
+# ---------------------------------------------------------------- a
+a_threads() {
+    local n pid
+    both_direct || { why "not direct: alice sees $(p2p_peer_path alice "$NET" bob), bob sees $(p2p_peer_path bob "$NET" alice)"; return 1; }
+    for n in alice bob; do
+        pid="$(node_pid "$n")" || { why "$n: no p2pvpn process"; return 1; }
+        [[ -n "$(thread_cpu "$pid" p2pvpn-tx)" && -n "$(thread_cpu "$pid" p2pvpn-rx)" ]] ||
+            { why "$n (pid $pid) threads: $(cat /proc/"$pid"/task/*/comm | tr '\n' ' ')"; return 1; }
+    done
+}
+check "a1 both nodes direct, each with the threads p2pvpn-tx and p2pvpn-rx" a_threads
+
+# ---------------------------------------------------------------- b
+ping3() {
+    local out
+    out="$(lab_exec "$1" ping -c 3 -W 2 "${VIP[$2]}" 2>&1)" || { why "ping $1 -> $2: $(tail -n 2 <<<"$out" | tr '\n' ' ')"; return 1; }
+    grep -q '3 received' <<<"$out" || { why "ping $1 -> $2: $(grep transmitted <<<"$out")"; return 1; }
+}
+check "b1 ping alice -> bob (3/3)" ping3 alice bob
+check "b2 ping bob -> alice (3/3)" ping3 bob alice
+b_path_ping() {
+    local out
+    out="$(p2p alice ping bob --count 3 --interval 0.2 2>&1)" || { why "p2pvpn ping: $(tail -n 2 <<<"$out" | tr '\n' ' ')"; return 1; }
+    [[ "$(grep -c 'path=direct' <<<"$out")" -eq 3 ]] || { why "expected 3 direct replies: $(tr '\n' ' ' <<<"$out")"; return 1; }
+}
+check "b3 p2pvpn ping alice -> bob: 3 replies on the direct path" b_path_ping
+bulk() {  # bulk FROM TO BYTES SECS
+    local from="$1" to="$2" out rc=0 t0
+    lab_spawn "$to" "bulk-$from-srv" -- timeout "$(($4 + 5))" python3 "$TCP_PY" serve-bulk "${VIP[$to]}" 5201
+    sleep 0.5
+    t0=$SECONDS
+    out="$(lab_exec "$from" timeout "$4" python3 "$TCP_PY" send-bulk "${VIP[$to]}" 5201 "$3" 2>&1)" || rc=$?
+    lab_stop "bulk-$from-srv" TERM 2 >/dev/null 2>&1 || true
+    note "$from -> $to: rc $rc after $((SECONDS - t0)) s: ${out//$'\n'/ }"
+    ((rc == 0)) || why "the transfer did not complete"
+}
+check "b4 20 MB TCP alice -> bob within 30 s" bulk alice bob 20000000 30
+check "b5 20 MB TCP bob -> alice within 30 s" bulk bob alice 20000000 30
+
+# ---------------------------------------------------------------- c
+c_counters() {
+    local n w got
+    for n in alice bob; do
+        for w in tx rx; do
+            got="$(p2p_field "$n" "$NET" "(j.get('workers') or {}).get('$w', {}).get('crypto_packets', 0)" 2>/dev/null || echo 0)"
+            note "$n $w worker: $got packets"
+            ((got > 1000)) || { why "$n's $w worker did $got packets: $(p2p_field "$n" "$NET" "j.get('workers')" 2>&1)"; return 1; }
+        done
+    done
+}
+check "c1 status --json: each node's TX and RX workers each sealed/opened over 1000 packets" c_counters
+c_cpu() {
+    local n pid t cpu
+    for n in alice bob; do
+        pid="$(node_pid "$n")" || { why "$n: no p2pvpn process"; return 1; }
+        for t in p2pvpn-tx p2pvpn-rx; do
+            cpu="$(thread_cpu "$pid" "$t")"
+            note "$n $t: ${cpu:-none} ticks"
+            if [[ -z "$cpu" ]] || ((cpu == 0)); then why "$n's $t used no CPU time"; return 1; fi
+        done
+    done
+}
+check "c2 each worker thread of each node used CPU time" c_cpu
+
+echo "# $PASSED passed, $FAILED failed"
+((FAILED == 0))

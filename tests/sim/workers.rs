@@ -1,0 +1,254 @@
+//! The key table the node publishes to its TX/RX workers (`[dataplane] workers = 2`,
+//! `core::node::workers`), on the simulated network: a direct peer is carried by the table in
+//! both directions, a table is published only when it changes (a rekey, a path moving between
+//! relay and direct, access rules), what the workers did reaches the node's counters, and the
+//! packets the node must see (ICMP) come back to it.
+
+use crate::harness::{ping_packet, Sim};
+use p2pvpn::core::peers::Path;
+use p2pvpn::core::wg::table::{KeyTable, Opened, Sealed};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const A: [u8; 4] = [10, 99, 0, 1];
+const B: [u8; 4] = [10, 99, 0, 2];
+
+/// A UDP datagram of `len` bytes (not ICMP, not a SYN: the workers' own business).
+fn udp(src: [u8; 4], dst: [u8; 4], len: u16, tag: u8) -> Vec<u8> {
+    let mut p = vec![tag; usize::from(len)];
+    p[0] = 0x45;
+    p[1] = 0;
+    p[2..4].copy_from_slice(&len.to_be_bytes());
+    p[4..8].fill(0);
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    p
+}
+
+fn own_pair(seed: u64) -> Sim {
+    let mut sim = Sim::new(seed);
+    sim.wireguard_own = true;
+    sim.add_node("alice", "198.51.100.11:51000");
+    sim.add_node("bob", "198.51.100.12:51000");
+    for n in &mut sim.nodes {
+        n.node.enable_workers();
+    }
+    sim.advance(Duration::from_secs(5));
+    sim
+}
+
+/// Traffic both ways through the nodes themselves, so both sessions are confirmed.
+fn exchange(sim: &mut Sim, tag: u8) {
+    assert!(sim.send_from_tun(0, &udp(A, B, 100, tag)));
+    assert!(sim.send_from_tun(1, &udp(B, A, 100, tag)));
+    sim.advance(Duration::from_millis(300));
+}
+
+fn table(sim: &mut Sim, i: usize) -> Option<KeyTable> {
+    let now = sim.now;
+    sim.nodes[i].node.poll_key_table(now)
+}
+
+/// Seals at `from_table` and opens at `to_table` as the other node's RX worker would.
+fn carry(from_table: &KeyTable, to_table: &KeyTable, from: SocketAddr, packet: &[u8]) -> Vec<u8> {
+    let mut wire = vec![0u8; 2048];
+    let mut out = vec![0u8; 2048];
+    let Sealed::Datagram { len, .. } = from_table.seal(packet, &mut wire, 1000) else {
+        panic!("the sender's table did not carry the packet");
+    };
+    match to_table.open(from, &wire[..len], &mut out, 1000) {
+        Opened::Packet(p) => p.to_vec(),
+        other => panic!("the receiver's table did not open it: {other:?}"),
+    }
+}
+
+#[test]
+fn a_direct_peer_goes_through_the_table_both_ways_and_the_node_sees_the_traffic() {
+    let mut sim = own_pair(61);
+    exchange(&mut sim, 1);
+    let (alice_udp, bob_udp) = (sim.nodes[0].udp, sim.nodes[1].udp);
+    let ta = table(&mut sim, 0).expect("alice publishes a table once her session is up");
+    let tb = table(&mut sim, 1).expect("bob publishes one too");
+    // Nothing changed: nothing new to publish.
+    assert!(table(&mut sim, 0).is_none());
+    assert!(table(&mut sim, 1).is_none());
+
+    let ab = udp(A, B, 1200, 7);
+    assert_eq!(carry(&ta, &tb, alice_udp, &ab), ab);
+    let ba = udp(B, A, 300, 8);
+    assert_eq!(carry(&tb, &ta, bob_udp, &ba), ba);
+    // Where it goes: bob's main socket.
+    let mut wire = vec![0u8; 2048];
+    assert!(matches!(
+        ta.seal(&ab, &mut wire, 1001),
+        Sealed::Datagram { dst, .. } if dst == bob_udp
+    ));
+    // A datagram from another address is the node's (the peer may have roamed).
+    let Sealed::Datagram { len, .. } = ta.seal(&ab, &mut wire, 1002) else {
+        panic!()
+    };
+    let mut out = vec![0u8; 2048];
+    let elsewhere: SocketAddr = "198.51.100.99:4000".parse().unwrap();
+    assert_eq!(
+        tb.open(elsewhere, &wire[..len], &mut out, 1002),
+        Opened::ToCore
+    );
+
+    // A ping is opened by the worker but handed to the node, which passes a plain echo
+    // request on to its TUN device.
+    let ping = ping_packet(A, B, 3);
+    let Sealed::Datagram { len, .. } = ta.seal(&ping, &mut wire, 1003) else {
+        panic!()
+    };
+    let Opened::Core(inner) = tb.open(alice_udp, &wire[..len], &mut out, 1003) else {
+        panic!("ICMP must reach the node")
+    };
+    let inner = inner.to_vec();
+    let now = sim.now;
+    assert_eq!(
+        sim.nodes[1].node.handle_worker_packet(&inner, now),
+        Some(&inner[..])
+    );
+
+    // What the workers sealed and opened shows in `status` after the node's next tick.
+    let before = sim.nodes[0].node.status(0).peers[0].tx_bytes;
+    let rx_before = sim.nodes[1].node.status(0).peers[0].rx_bytes;
+    sim.advance(Duration::from_secs(1));
+    let after = sim.nodes[0].node.status(0).peers[0].tx_bytes;
+    let rx_after = sim.nodes[1].node.status(0).peers[0].rx_bytes;
+    assert!(
+        after >= before + 1200 * 3,
+        "alice's tx bytes went from {before} to {after}"
+    );
+    assert!(
+        rx_after >= rx_before + 1200,
+        "bob's rx bytes went from {rx_before} to {rx_after}"
+    );
+}
+
+#[test]
+fn a_rekey_publishes_new_keys_and_a_datagram_in_flight_under_the_old_one_opens_once() {
+    let mut sim = own_pair(62);
+    exchange(&mut sim, 1);
+    let alice_udp = sim.nodes[0].udp;
+    let ta = table(&mut sim, 0).unwrap();
+    let tb = table(&mut sim, 1).unwrap();
+    let mut published = 0;
+    let (mut new_a, mut new_b) = (None, None);
+    // REKEY_AFTER_TIME is 120 s: keep traffic going past it.
+    for round in 0..15u8 {
+        sim.advance(Duration::from_secs(10));
+        exchange(&mut sim, round);
+        if let Some(t) = table(&mut sim, 0) {
+            published += 1;
+            new_a = Some(t);
+        }
+        if let Some(t) = table(&mut sim, 1) {
+            new_b = Some(t);
+        }
+    }
+    assert!(published >= 1, "no table after a rekey");
+    let (new_a, new_b) = (new_a.unwrap(), new_b.unwrap());
+    let packet = udp(A, B, 500, 9);
+    assert_eq!(carry(&new_a, &new_b, alice_udp, &packet), packet);
+    // The sending key was replaced: a new receiver index on the wire.
+    let mut wire = vec![0u8; 2048];
+    let mut out = vec![0u8; 2048];
+    let Sealed::Datagram { len, .. } = ta.seal(&packet, &mut wire, 2000) else {
+        panic!()
+    };
+    let old_index = wire[4..8].to_vec();
+    let Sealed::Datagram { .. } = new_a.seal(&packet, &mut out, 2000) else {
+        panic!()
+    };
+    assert_ne!(
+        old_index,
+        out[4..8].to_vec(),
+        "the table still seals with the old key"
+    );
+    // A datagram sealed under the old key just before (in flight) still opens: the previous
+    // session stays in the new table.
+    assert!(matches!(
+        new_b.open(alice_udp, &wire[..len], &mut out, 2000),
+        Opened::Packet(_)
+    ));
+    // And not twice, whichever table opens it.
+    assert_eq!(
+        tb.open(alice_udp, &wire[..len], &mut out, 2001),
+        Opened::Dropped(p2pvpn::core::counters::DropReason::Replay)
+    );
+}
+
+#[test]
+fn a_relayed_peer_stays_on_the_node_until_its_path_is_direct() {
+    let mut sim = Sim::new(63);
+    sim.wireguard_own = true;
+    let na = sim.add_nat("PRC", None);
+    let nb = sim.add_nat("PRC", None);
+    sim.add_node_at("alice", "10.1.0.2:51000", Some(na));
+    sim.add_node_at("bob", "10.2.0.2:51000", Some(nb));
+    for n in &mut sim.nodes {
+        n.node.enable_workers();
+    }
+    sim.net.block(na, nb, true);
+    sim.advance(Duration::from_millis(800));
+    assert_eq!(sim.nodes[0].node.status(0).peers[0].path, Path::Relay);
+    exchange(&mut sim, 1);
+    let relayed = table(&mut sim, 0).unwrap_or_default();
+    let mut wire = vec![0u8; 2048];
+    assert_eq!(
+        relayed.seal(&udp(A, B, 100, 2), &mut wire, 1),
+        Sealed::ToCore
+    );
+    sim.net.block(na, nb, false);
+    sim.advance(Duration::from_secs(5));
+    exchange(&mut sim, 3);
+    assert_eq!(sim.nodes[0].node.status(0).peers[0].path, Path::Direct);
+    let direct = table(&mut sim, 0).expect("the move to direct publishes a table");
+    assert!(matches!(
+        direct.seal(&udp(A, B, 100, 4), &mut wire, 2),
+        Sealed::Datagram { .. }
+    ));
+}
+
+#[test]
+fn access_rules_keep_every_peer_on_the_node() {
+    let mut sim = own_pair(64);
+    exchange(&mut sim, 1);
+    assert!(!table(&mut sim, 1).expect("a table").is_empty());
+    let mut tags = std::collections::HashMap::new();
+    tags.insert(sim.nodes[0].node.public_key(), vec!["admin".to_string()]);
+    tags.insert(sim.nodes[1].node.public_key(), vec!["server".to_string()]);
+    let access = p2pvpn::core::rendezvous::registry::AccessRules {
+        rules: vec!["tcp 22 from tag:admin to tag:server".parse().unwrap()],
+        tags,
+    };
+    sim.server.registry_mut().set_access_rules("sim", access);
+    sim.server.handle_registry_changed();
+    sim.settle();
+    let ruled = table(&mut sim, 1).expect("rules change the table");
+    assert!(
+        ruled.is_empty(),
+        "a node under access rules keeps its peers"
+    );
+}
+
+#[test]
+fn a_removed_peer_leaves_the_table_at_once() {
+    let mut sim = own_pair(65);
+    exchange(&mut sim, 1);
+    let before = table(&mut sim, 0).expect("a table");
+    let mut wire = vec![0u8; 2048];
+    assert!(matches!(
+        before.seal(&udp(A, B, 100, 2), &mut wire, 1),
+        Sealed::Datagram { .. }
+    ));
+    assert!(sim.server.registry_mut().remove_member("sim", "bob"));
+    sim.server.handle_registry_changed();
+    sim.settle();
+    let after = table(&mut sim, 0).expect("the removal publishes a table");
+    assert!(after.is_empty(), "bob's keys are still published");
+    assert_eq!(after.seal(&udp(A, B, 100, 3), &mut wire, 2), Sealed::ToCore);
+}
