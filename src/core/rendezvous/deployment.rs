@@ -71,8 +71,13 @@ pub fn should_move(
         return false;
     };
     // The TLS address of the primary is the primary too: a node behind a firewall that only
-    // lets 443 out keeps it.
-    if current == primary || current.addr == primary.addr {
+    // lets 443 out keeps it. The list names the primary by its plain address first, so a
+    // node on TLS at the primary's IP is on the primary (comparing whole addresses, the ports
+    // 443 and 7400 differ and the node bounced to the plain port it cannot reach, and back).
+    if current == primary
+        || current.addr == primary.addr
+        || (current.tls && current.addr.ip() == primary.addr.ip())
+    {
         return false;
     }
     last_change.is_none_or(|t| now.saturating_duration_since(t) >= SETTLE)
@@ -118,6 +123,27 @@ mod tests {
         assert!(!should_move(a, b, Some(now), now + Duration::from_secs(5)));
         assert!(should_move(a, b, Some(now), now + SETTLE));
         assert!(!should_move(None, b, None, now));
+    }
+
+    /// A node that reached the primary only over TLS (UDP and the plain port blocked) stays
+    /// there: the list names the primary's plain address first, on another port.
+    #[test]
+    fn a_node_on_the_primary_s_tls_address_stays() {
+        let now = crate::test_now();
+        let tls = Some(ServerAddr {
+            addr: "192.0.2.1:443".parse().unwrap(),
+            tls: true,
+        });
+        assert!(!should_move(tls, Some(plain("192.0.2.1:7000")), None, now));
+        // Another server's plain address is a move, TLS or not.
+        assert!(should_move(tls, Some(plain("192.0.2.2:7000")), None, now));
+        // Two plain servers on one host (different ports) are different servers.
+        assert!(should_move(
+            Some(plain("192.0.2.1:7001")),
+            Some(plain("192.0.2.1:7000")),
+            None,
+            now
+        ));
     }
 }
 
