@@ -56,25 +56,29 @@ fn the_store_link_is_tls_when_the_url_asks_and_the_certificate_is_checked() {
     std::fs::write(&ca_file, &ca).unwrap();
     let state = dir.join("server");
     let env_ok: Vec<(&str, &Path)> = vec![("PGSSLROOTCERT", ca_file.as_path())];
+    // `network create office` on the TLS store, with the given environment.
+    let create = |env: &[(&str, &Path)]| {
+        run(
+            &[
+                "network",
+                "create",
+                "office",
+                "--cidr",
+                "10.9.0.0/24",
+                "--store",
+                &tls_url,
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+            env,
+        )
+    };
 
     // A CA that did not sign the database's certificate: refused, and the error says what to set.
     let (other_ca, _, _) = pki();
     let other_file = dir.join("other-ca.pem");
     std::fs::write(&other_file, &other_ca).unwrap();
-    let out = run(
-        &[
-            "network",
-            "create",
-            "office",
-            "--cidr",
-            "10.9.0.0/24",
-            "--store",
-            &tls_url,
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-        &[("PGSSLROOTCERT", other_file.as_path())],
-    );
+    let out = create(&[("PGSSLROOTCERT", other_file.as_path())]);
     let err = stderr(&out);
     assert!(!out.status.success(), "a wrong CA was accepted");
     assert!(
@@ -111,20 +115,7 @@ fn the_store_link_is_tls_when_the_url_asks_and_the_certificate_is_checked() {
     );
 
     // The `network` commands with the right CA work, over TLS.
-    let out = run(
-        &[
-            "network",
-            "create",
-            "office",
-            "--cidr",
-            "10.9.0.0/24",
-            "--store",
-            &tls_url,
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-        &env_ok,
-    );
+    let out = create(&env_ok);
     assert!(out.status.success(), "{}", stderr(&out));
     drop(server);
 
