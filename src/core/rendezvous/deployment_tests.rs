@@ -384,17 +384,22 @@ fn a_restarted_node_reaches_the_deployment_through_the_servers_it_learned() {
     for s in &mut d.servers {
         s.set_deployment(list(&[B]));
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(15);
-    let server_key = SecretKey::generate(&mut rng).public_key();
-    let secret = SecretKey::generate(&mut rng);
-    let mut fresh = ControlClient::new(
-        secret,
-        server_key,
-        vec![addr(A)],
-        "mesh".into(),
-        ChaCha8Rng::seed_from_u64(7),
-        t1,
-    );
+    // Node 0 as a new process: its key and the server's (drawn as `deployment` draws them),
+    // a token naming only A.
+    let restarted = |seed: u64| {
+        let mut rng = ChaCha8Rng::seed_from_u64(15);
+        let server_key = SecretKey::generate(&mut rng).public_key();
+        let secret = SecretKey::generate(&mut rng);
+        ControlClient::new(
+            secret,
+            server_key,
+            vec![addr(A)],
+            "mesh".into(),
+            ChaCha8Rng::seed_from_u64(seed),
+            t1,
+        )
+    };
+    let mut fresh = restarted(7);
     fresh.restore_servers(&learned);
     assert_eq!(fresh.servers(), [addr(A), addr(B)]);
     d.nodes[0].control = fresh;
@@ -409,17 +414,7 @@ fn a_restarted_node_reaches_the_deployment_through_the_servers_it_learned() {
     assert!(d.everyone_sees_everyone());
 
     // Without the saved list it only knows A, and never registers.
-    let mut rng = ChaCha8Rng::seed_from_u64(15);
-    let server_key = SecretKey::generate(&mut rng).public_key();
-    let secret = SecretKey::generate(&mut rng);
-    let alone = ControlClient::new(
-        secret,
-        server_key,
-        vec![addr(A)],
-        "mesh".into(),
-        ChaCha8Rng::seed_from_u64(8),
-        t1,
-    );
+    let alone = restarted(8);
     let t2 = d.run(t1, Duration::from_secs(3));
     if let Some((s, conn)) = d.nodes[0].conn.take() {
         d.servers[s].handle_closed(conn);
