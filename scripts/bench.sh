@@ -27,6 +27,11 @@
 #   LAB_WIREGUARD=own  p2pvpn's nodes run its own WireGuard engine ([dataplane] wireguard)
 #   LAB_WORKERS=2  p2pvpn's nodes run a TX and an RX thread ([dataplane] workers; needs
 #                  LAB_WIREGUARD=own)
+#   BENCH_PING_STAT=1  also count, with `perf stat`, what one echo costs the two tunnel
+#                  processes: CPU time, syscalls and context switches per ping, less the
+#                  same count over an idle window of the same length (a second set of 20
+#                  pings, after the timed one, and 4 s idle: 8 s more per system and
+#                  round); printed under the table
 # All traffic stays inside the two namespaces this script creates.
 set -euo pipefail
 
@@ -357,6 +362,28 @@ for s in "${SYSTEMS[@]}"; do
     IDLE_RSS[$s]="$(rss_now "$s" VmRSS)"
     IDLE_SPLIT[$s]="$(rss_split "$s")"
 done
+# ping_stat SYSTEM ROUND KIND CMD... : runs CMD while `perf stat` counts the system's tunnel
+# processes (all their threads); the counts go to $RES/SYSTEM.KIND, one CSV line per round.
+ping_stat() {
+    local s="$1" r="$2" kind="$3" l pids=() out="$LAB_TMP/$1-perf-$3-$2.csv" perf_pid rc=0
+    shift 3
+    for l in ${TUNPIDS[$s]:-}; do pids+=("$(lab_pid "$l")"); done
+    if ((${#pids[@]} == 0)) || ! command -v perf >/dev/null; then "$@"; return; fi
+    perf stat -x, -e task-clock,raw_syscalls:sys_enter,context-switches \
+        -p "$(IFS=,; printf '%s' "${pids[*]}")" -o "$out" 2>/dev/null &
+    perf_pid=$!
+    sleep 0.3 # perf attaches
+    local t0; t0="$(date +%s%N)"
+    "$@" || rc=$?
+    local t1; t1="$(date +%s%N)"
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    # task-clock is in ms; one line: ms,syscalls,switches,window seconds (from attach to stop)
+    awk -F, -v w="$(((t1 - t0) / 1000000 + 300))" '$3 == "task-clock" { ms = $1 } $3 ~ /sys_enter/ { sc = $1 }
+        $3 == "context-switches" { cs = $1 }
+        END { if (ms != "") printf "%s,%s,%s,%.3f\n", ms, sc, cs, w / 1000 }' "$out" >>"$RES/$s.$kind" || true
+    return "$rc"
+}
 measure() {  # measure SYSTEM ROUND
     local s="$1" r="$2" t="${TARGET[$1]}" json mbps rtt c0 c1 cpg=""
     json="$LAB_TMP/$s-iperf-$r.json"
@@ -371,6 +398,11 @@ measure() {  # measure SYSTEM ROUND
     fi
     rtt="$(lab_exec a timeout 30 ping -q -c 20 -i 0.2 -W 2 "$t" 2>/dev/null |
         awk -F/ '/^(rtt|round-trip)/ {print $5}' || true)"
+    # The counted pings are a second run, so that perf's tracepoint does not touch the RTT above.
+    if [[ ${BENCH_PING_STAT:-0} == 1 ]]; then
+        ping_stat "$s" "$r" idle sleep 4
+        ping_stat "$s" "$r" ping lab_exec a timeout 30 ping -q -c 20 -i 0.2 -W 2 "$t" >/dev/null 2>&1 || true
+    fi
     log "round $r $s: ${mbps:-fail} Mbit/s, RTT ${rtt:-fail} ms, CPU ${cpg:--} s/Gbit"
     printf '%s\n' "${mbps:-nan}" >>"$RES/$s.tcp"
     printf '%s\n' "${rtt:-nan}" >>"$RES/$s.rtt"
@@ -421,3 +453,22 @@ echo "RSS idle, anonymous + file-backed MiB (RssAnon + RssFile):"
 for s in "${SYSTEMS[@]}"; do
     if [[ -z "${NA[$s]:-}" ]]; then echo "  $s: ${IDLE_SPLIT[$s]:--}"; fi
 done
+if [[ ${BENCH_PING_STAT:-0} == 1 ]]; then
+    echo
+    echo "Per echo (20 pings, -i 0.2), both tunnel processes, less an idle window scaled to the same length;"
+    echo "median over rounds (perf stat: task-clock, raw_syscalls:sys_enter, context-switches):"
+    for s in "${SYSTEMS[@]}"; do
+        [[ -z "${NA[$s]:-}" && -s "$RES/$s.ping" && -s "$RES/$s.idle" ]] || continue
+        python3 - "$s" "$RES/$s.ping" "$RES/$s.idle" <<'PY'
+import statistics, sys
+name, ping, idle = sys.argv[1], sys.argv[2], sys.argv[3]
+rows = lambda f: [[float(x) for x in l.split(",")] for l in open(f) if l.strip()]
+per = []
+for p, i in zip(rows(ping), rows(idle)):
+    k = p[3] / i[3]  # scale the idle window to the ping window's length
+    per.append([(p[j] - i[j] * k) / 20 for j in range(3)])
+med = [statistics.median(v[j] for v in per) for j in range(3)]
+print(f"  {name}: {med[0] * 1000:.0f} us CPU, {med[1]:.1f} syscalls, {med[2]:.1f} context switches")
+PY
+    done
+fi

@@ -15,7 +15,11 @@
 #      entry and the rest of the kernel, user space else (`perf report`, grouped by name
 #      patterns listed below in classify()).
 #
-# Usage (root): scripts/profile.sh [--time S] [--freq HZ] [--relay] [--top N]
+# With --ping, the load in step 2 is pings instead of iperf3: one every 2 ms for --time seconds
+# (at most 400 a second, bounded), so the profile shows what one echo costs, the path the ping
+# RTT of scripts/bench.sh goes through.
+#
+# Usage (root): scripts/profile.sh [--time S] [--freq HZ] [--relay] [--ping] [--top N]
 #   P2PVPN_BIN   p2pvpn binary (default target/release/p2pvpn; build it with
 #                `cargo build --release`: a debug binary profiles the wrong code)
 #   PROFILE_OUT  where perf.data and the reports go (default /tmp/p2p-profile.PID, kept)
@@ -33,13 +37,15 @@ cd "$ROOT"
 DURATION=10
 FREQ=999
 RELAY=0
+PING=0
 TOP=15
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --time) DURATION="$2"; shift 2 ;;
         --freq) FREQ="$2"; shift 2 ;;
         --relay) RELAY=1; shift ;;
+        --ping) PING=1; shift ;;
         --top) TOP="$2"; shift 2 ;;
         -h | --help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
@@ -162,11 +168,16 @@ if ! perf stat -e cpu-cycles -p "${PIDS[0]}" -- sleep 0.1 >/dev/null 2>&1 ||
     perf stat -e cpu-cycles -p "${PIDS[0]}" -- sleep 0.1 2>&1 | grep -q "not supported"; then
     event=cpu-clock
 fi
-log "iperf3 ${DURATION} s a -> b, perf record -e $event -F $FREQ -g on ${NAMES[*]}"
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 declare -A T0=()
 for pid in "${PIDS[@]}"; do T0[$pid]="$(cpu_ticks "$pid")"; done
-lab_exec a timeout $((DURATION + 20)) iperf3 -c "$TARGET" -p 5201 -t "$DURATION" -J >"$OUT/iperf.json" 2>"$OUT/iperf.err" &
+if ((PING)); then
+    log "ping every 2 ms for ${DURATION} s a -> b, perf record -e $event -F $FREQ -g on ${NAMES[*]}"
+    lab_exec a timeout $((DURATION + 20)) ping -q -c $((DURATION * 400)) -i 0.002 -W 1 "$TARGET" >"$OUT/ping.txt" 2>&1 &
+else
+    log "iperf3 ${DURATION} s a -> b, perf record -e $event -F $FREQ -g on ${NAMES[*]}"
+    lab_exec a timeout $((DURATION + 20)) iperf3 -c "$TARGET" -p 5201 -t "$DURATION" -J >"$OUT/iperf.json" 2>"$OUT/iperf.err" &
+fi
 iperf_pid=$!
 sleep 1
 pid_list="$(IFS=,; echo "${PIDS[*]}")"
@@ -174,15 +185,29 @@ CALL_GRAPH="${PERF_CALL_GRAPH:-fp}"
 timeout $((DURATION + 10)) perf record -q -e "$event" -F "$FREQ" --call-graph "$CALL_GRAPH" -p "$pid_list" -o "$OUT/perf.data" \
     -- sleep $((DURATION - 2)) 2>"$OUT/perf-record.err" ||
     { cat "$OUT/perf-record.err" >&2; lab_die "perf record failed (perf_event_paranoid? see above)"; }
-wait "$iperf_pid" || log "iperf3 failed: $(tail -n 2 "$OUT/iperf.err")"
-mbps="$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.0f" % (j["end"]["sum_received"]["bits_per_second"]/1e6))' "$OUT/iperf.json" 2>/dev/null || echo fail)"
-# CPU seconds per Gbit carried, per process (user + system over the whole transfer).
-cpu_line="CPU s/Gbit:"
-for i in "${!PIDS[@]}"; do
-    pid="${PIDS[$i]}"
-    cpu_line+=" ${NAMES[$i]} $(awk -v c="$(($(cpu_ticks "$pid") - T0[$pid]))" -v hz="$(getconf CLK_TCK)" \
-        -v m="$mbps" -v d="$DURATION" 'BEGIN { if (m + 0 > 0) printf "%.2f", (c / hz) / (m * d / 1000); else print "-" }')"
-done
+if ((PING)); then
+    wait "$iperf_pid" || log "ping: $(tail -n 2 "$OUT/ping.txt")"
+    echoes="$(awk '/packets transmitted/ { print $4 }' "$OUT/ping.txt")"
+    load="ping every 2 ms a -> b: ${echoes:-0} echoes, RTT min/avg/max/mdev $(awk -F' = ' '/^rtt/ { print $2 }' "$OUT/ping.txt")"
+    # CPU microseconds per echo, per process (user + system over the whole run).
+    cpu_line="CPU us/echo:"
+    for i in "${!PIDS[@]}"; do
+        pid="${PIDS[$i]}"
+        cpu_line+=" ${NAMES[$i]} $(awk -v c="$(($(cpu_ticks "$pid") - T0[$pid]))" -v hz="$(getconf CLK_TCK)" \
+            -v n="${echoes:-0}" 'BEGIN { if (n + 0 > 0) printf "%.0f", c / hz / n * 1e6; else print "-" }')"
+    done
+else
+    wait "$iperf_pid" || log "iperf3 failed: $(tail -n 2 "$OUT/iperf.err")"
+    mbps="$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.0f" % (j["end"]["sum_received"]["bits_per_second"]/1e6))' "$OUT/iperf.json" 2>/dev/null || echo fail)"
+    load="iperf3 TCP a -> b ${DURATION} s: $mbps Mbit/s"
+    # CPU seconds per Gbit carried, per process (user + system over the whole transfer).
+    cpu_line="CPU s/Gbit:"
+    for i in "${!PIDS[@]}"; do
+        pid="${PIDS[$i]}"
+        cpu_line+=" ${NAMES[$i]} $(awk -v c="$(($(cpu_ticks "$pid") - T0[$pid]))" -v hz="$(getconf CLK_TCK)" \
+            -v m="$mbps" -v d="$DURATION" 'BEGIN { if (m + 0 > 0) printf "%.2f", (c / hz) / (m * d / 1000); else print "-" }')"
+    done
+fi
 memory "after load" | tee -a "$OUT/memory.txt"
 
 # ---------------------------------------------------------------- report
@@ -229,7 +254,7 @@ PY
 }
 {
     echo "Profile, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "path $want_path, iperf3 TCP a -> b ${DURATION} s: $mbps Mbit/s; perf -e $event -F $FREQ -g over $((DURATION - 2)) s"
+    echo "path $want_path, $load; perf -e $event -F $FREQ -g over $((DURATION - 2)) s"
     echo "$cpu_line"
     for i in "${!PIDS[@]}"; do classify "${PIDS[$i]}" "${NAMES[$i]}"; done
 } | tee "$OUT/summary.txt"

@@ -1,7 +1,11 @@
-//! No allocation per packet: a counting global allocator watches the core's steady-state data
-//! path (`Node::handle_tun_packet` encrypting at one node, `Node::handle_datagram` decrypting at
-//! the other) for a stream of full-size packets in both directions, after a warm-up, and the
-//! count must be zero. The two nodes are set up by the in-process simulator (tests/sim).
+//! No allocation per packet: a counting global allocator watches the steady-state data path
+//! for a stream of full-size packets in both directions, after a warm-up, and the count must be
+//! zero. Two paths: the single loop's (`Node::handle_tun_packet` encrypting at one node,
+//! `Node::handle_datagram` decrypting at the other), and the two data workers' (`[dataplane]
+//! workers = 2`: with the key tables the nodes publish, `Node::poll_key_table`, what a worker
+//! does per batch and per packet: load the table, seal into the TX batch's runs, open). The two
+//! nodes are set up by the in-process simulator (tests/sim). The workers' I/O (TUN and UDP
+//! batches) is the single loop's, covered by its own buffers.
 
 #![allow(clippy::disallowed_methods)] // the simulator's clock origin
 
@@ -28,6 +32,8 @@ mod nat_tests {
 
 use harness::Sim;
 use p2pvpn::core::node::{DatagramOutcome, SocketId, TunOutcome};
+use p2pvpn::core::wg::table::{Opened, Published, Sealed};
+use p2pvpn::io::dataplane::TxBatch;
 use std::time::Duration;
 
 #[path = "support/counting_alloc.rs"]
@@ -119,4 +125,77 @@ fn the_counter_sees_an_allocation() {
         std::hint::black_box(vec![0u8; 1500]);
     });
     assert_eq!(n, 1);
+}
+
+/// The workers' path: 100 batches of 64 packets sealed at alice and opened at bob.
+#[test]
+fn the_workers_steady_state_allocates_nothing() {
+    let mut sim = Sim::new(71);
+    sim.wireguard_own = true;
+    sim.add_node("alice", "198.51.100.11:51000");
+    sim.add_node("bob", "198.51.100.12:51000");
+    for n in &mut sim.nodes {
+        n.node.enable_workers();
+    }
+    sim.advance(Duration::from_secs(5));
+    assert!(sim.send_from_tun(0, &udp_packet(A_IP, B_IP, 1)));
+    assert!(sim.send_from_tun(1, &udp_packet(B_IP, A_IP, 2)));
+    sim.advance(Duration::from_millis(300));
+    let now = sim.now;
+    let (alice, bob) = (Published::default(), Published::default());
+    alice.store(
+        sim.nodes[0]
+            .node
+            .poll_key_table(now)
+            .expect("alice's table"),
+    );
+    bob.store(sim.nodes[1].node.poll_key_table(now).expect("bob's table"));
+    let alice_udp = sim.nodes[0].udp;
+
+    const BATCH: usize = 64;
+    let packet = udp_packet(A_IP, B_IP, 7);
+    let mut tx = TxBatch::new(1420);
+    let mut wire: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; 2048]).collect();
+    let mut out = vec![0u8; 2048];
+    let mut round = |now_ms: u64| -> usize {
+        // The TX worker: one table load per batch, packets sealed into GSO runs.
+        let table = alice.load();
+        tx.clear();
+        let mut sealed = 0;
+        for _ in 0..BATCH {
+            tx.append(64, |room| match table.seal(&packet, room, now_ms) {
+                Sealed::Datagram { socket, dst, len } => {
+                    sealed += 1;
+                    Some((socket, dst, len))
+                }
+                Sealed::ToCore => None,
+            });
+        }
+        // The RX worker: one load per batch, datagrams opened in place.
+        for w in &mut wire {
+            let Sealed::Datagram { len, .. } = table.seal(&packet, w, now_ms) else {
+                return 0;
+            };
+            w.truncate(len);
+        }
+        let table = bob.load();
+        let mut opened = 0;
+        for w in &mut wire {
+            if let Opened::Packet(p) = table.open(alice_udp, w, &mut out, now_ms) {
+                opened += usize::from(p.len() == packet.len());
+            }
+            w.resize(2048, 0);
+        }
+        sealed.min(opened)
+    };
+    // Warm-up: every buffer reaches its size.
+    assert_eq!(round(1), BATCH);
+    let mut carried = 0;
+    let made = allocations_in(|| {
+        for i in 0..100 {
+            carried += round(2 + i);
+        }
+    });
+    assert_eq!(carried, 100 * BATCH, "packets were lost on the way");
+    assert_eq!(made, 0, "{made} allocations for {carried} packets each way");
 }

@@ -417,6 +417,32 @@ p2p_wireguard() {
     lab_log "$name: [dataplane] wireguard = \"$engine\""
 }
 
+# p2p_network_up SERVER LISTEN STATE NET CIDR NODE... : starts `p2pvpn server` in namespace
+# SERVER (label SERVER) on LISTEN with its state in STATE, creates NET with CIDR, then joins each
+# NODE by a one-use invite (its own etc/ and state/ under $LAB_TMP, p2p_wireguard applied) and
+# sets VIP[NODE] to the address the join printed (the caller declares `declare -A VIP`). On the
+# first failure it returns 1 with what failed in P2P_SETUP_ERROR; logs go to $LAB_TMP/logs.
+# Not in $(...): VIP must reach the caller.
+p2p_network_up() {
+    local server="$1" listen="$2" state="$3" net="$4" cidr="$5" n tok rc=0
+    shift 5
+    lab_spawn "$server" "$server" -- "$P2P_BIN" server --listen "$listen" --state-dir "$state"
+    lab_wait_ready 30 "$server" "p2pvpn server listening on" || rc=$?
+    [[ $rc -eq 0 ]] || { P2P_SETUP_ERROR="server did not start ($rc)"; return 1; }
+    lab_exec "$server" timeout 20 "$P2P_BIN" network create "$net" --cidr "$cidr" --state-dir "$state" \
+        >"$LAB_TMP/logs/create.log" 2>&1 || { P2P_SETUP_ERROR="network create: $(tail -n 3 "$LAB_TMP/logs/create.log")"; return 1; }
+    for n in "$@"; do
+        tok="$(lab_exec "$server" timeout 20 "$P2P_BIN" network invite "$net" --uses 1 --state-dir "$state" \
+            2>>"$LAB_TMP/logs/invite.log" | tail -n 1)"
+        [[ -n "$tok" ]] || { P2P_SETUP_ERROR="invite for $n"; return 1; }
+        mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
+        p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1 || { P2P_SETUP_ERROR="$n join"; return 1; }
+        p2p_wireguard "$n" "$net"
+        VIP[$n]="$(grep -oE '\(([0-9]+\.){3}[0-9]+/[0-9]+[,)]' "$LAB_TMP/logs/$n-join.log" | head -n 1 | tr -d '(),' | cut -d/ -f1)"
+        [[ -n "${VIP[$n]}" ]] || { P2P_SETUP_ERROR="no virtual address for $n"; return 1; }
+    done
+}
+
 # p2p_spawn NAME LABEL ARGS... : p2p in the background (see lab_spawn).
 p2p_spawn() {
     local name="$1" label="$2"; shift 2

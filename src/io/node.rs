@@ -286,6 +286,13 @@ async fn run_until_stopped(
     let mut dns_buf = super::dns::buffer();
     // Answered once the node has stopped, so `down` can say it did.
     let mut down_reply = None;
+    // The stop request and the core's timer live across turns of the loop: made once and
+    // re-armed, not rebuilt and registered again with the signal and timer drivers on every
+    // packet (a ping's echo takes two or three turns at each end).
+    let stop_requested = stop.recv();
+    tokio::pin!(stop_requested);
+    let timer = tokio::time::sleep(Duration::from_secs(1));
+    tokio::pin!(timer);
 
     loop {
         d.connect_if_due();
@@ -294,8 +301,11 @@ async fn run_until_stopped(
             .poll_timeout()
             .map(Instant::from_std)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
-            _ = stop.recv() => break,
+            _ = &mut stop_requested => break,
             _ = spinner.tick(), if super::progress::active() => super::progress::tick(),
             r = d.udp.recv(&mut udp_bufs), if d.workers.is_none() => {
                 let Ok(n) = r else { continue };
@@ -378,7 +388,7 @@ async fn run_until_stopped(
             Some(scrape) = scrape_rx.recv() => {
                 let _ = scrape.send(super::metrics::render_node(&d.status()));
             }
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut timer => {
                 d.node.handle_timeout(std::time::Instant::now());
             }
             Some(mapping) = map_rx.recv() => {

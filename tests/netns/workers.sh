@@ -48,7 +48,6 @@ lab_on_exit() {
     return 0
 }
 setup_fail() { echo "# setup failed: $*"; echo "Bail out! $*"; exit 2; }
-srv() { lab_exec server timeout 20 "$P2P_BIN" "$@"; }
 
 lab_init
 note "lab $LAB_TMP, namespaces ${LAB_PREFIX}*, binary $P2P_BIN, workers $LAB_WORKERS, engine $LAB_WIREGUARD"
@@ -58,20 +57,7 @@ lab_add_host alice 198.51.100.11
 lab_add_host bob 198.51.100.12
 SERVER_STATE="$LAB_TMP/server/state"
 
-lab_spawn server server -- "$P2P_BIN" server --listen "198.51.100.1:$PORT" --state-dir "$SERVER_STATE"
-rc=0
-lab_wait_ready 30 server "p2pvpn server listening on" || rc=$?
-[[ $rc -eq 0 ]] || setup_fail "server did not start"
-srv network create "$NET" --cidr "$CIDR" --state-dir "$SERVER_STATE" >/dev/null || setup_fail "network create"
-for n in alice bob; do
-    tok="$(srv network invite "$NET" --uses 1 --state-dir "$SERVER_STATE" 2>>"$LAB_TMP/logs/invite.log" | tail -n 1)"
-    [[ -n "$tok" ]] || setup_fail "invite for $n"
-    mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
-    p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1 || setup_fail "$n join"
-    p2p_wireguard "$n" "$NET"
-    VIP[$n]="$(grep -oE '\(([0-9]+\.){3}[0-9]+/[0-9]+[,)]' "$LAB_TMP/logs/$n-join.log" | head -n 1 | tr -d '(),' | cut -d/ -f1)"
-    [[ -n "${VIP[$n]}" ]] || setup_fail "no virtual address for $n"
-done
+p2p_network_up server "198.51.100.1:$PORT" "$SERVER_STATE" "$NET" "$CIDR" alice bob || setup_fail "$P2P_SETUP_ERROR"
 
 TCP_PY="$LAB_TMP/tcp.py"
 cat >"$TCP_PY" <<'PY'
