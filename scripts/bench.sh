@@ -27,6 +27,8 @@
 #   LAB_WIREGUARD=own  p2pvpn's nodes run its own WireGuard engine ([dataplane] wireguard)
 #   LAB_WORKERS=2  p2pvpn's nodes run a TX and an RX thread ([dataplane] workers; needs
 #                  LAB_WIREGUARD=own)
+#   PING_INTERVAL  seconds between the pings (default 0.2; 0.002 keeps the caches warm,
+#                  which shows how much of the RTT is cold-cache cost)
 #   BENCH_PING_STAT=1  also count, with `perf stat`, what one echo costs the two tunnel
 #                  processes: CPU time, syscalls and context switches per ping, less the
 #                  same count over an idle window of the same length (a second set of 20
@@ -44,6 +46,7 @@ ROUNDS=3
 DURATION=6
 ONLY=""
 INSTALL=1
+PING_INTERVAL="${PING_INTERVAL:-0.2}"
 ALL_SYSTEMS=(raw p2pvpn p2pvpn-relay boringtun wireguard-go nebula)
 BENCH_TOOLS="${BENCH_TOOLS:-/tmp/p2p-bench-tools}"
 BORINGTUN_VERSION="${BORINGTUN_VERSION:-0.7.1}"
@@ -61,6 +64,8 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$ROUNDS" =~ ^[1-9][0-9]?$ ]] || { echo "--rounds must be 1..99" >&2; exit 2; }
 [[ "$DURATION" =~ ^[1-9][0-9]?$ ]] || { echo "--time must be 1..99 seconds" >&2; exit 2; }
+[[ "$PING_INTERVAL" =~ ^(0\.00[2-9]|0\.0[1-9][0-9]*|0\.[1-9][0-9]*|[1-9](\.[0-9]+)?)$ ]] ||
+    { echo "PING_INTERVAL must be 0.002..9 seconds" >&2; exit 2; }
 
 SYSTEMS=()
 if [[ -n "$ONLY" ]]; then
@@ -396,12 +401,12 @@ measure() {  # measure SYSTEM ROUND
     if [[ -n "${mbps:-}" && "$mbps" != 0 && -n "${TUNPIDS[$s]:-}" ]]; then
         cpg="$(awk -v c="$((c1 - c0))" -v hz="$CLK_TCK" -v m="$mbps" -v d="$DURATION" 'BEGIN { printf "%.2f", (c / hz) / (m * d / 1000) }')"
     fi
-    rtt="$(lab_exec a timeout 30 ping -q -c 20 -i 0.2 -W 2 "$t" 2>/dev/null |
+    rtt="$(lab_exec a timeout 30 ping -q -c 20 -i "$PING_INTERVAL" -W 2 "$t" 2>/dev/null |
         awk -F/ '/^(rtt|round-trip)/ {print $5}' || true)"
     # The counted pings are a second run, so that perf's tracepoint does not touch the RTT above.
     if [[ ${BENCH_PING_STAT:-0} == 1 ]]; then
         ping_stat "$s" "$r" idle sleep 4
-        ping_stat "$s" "$r" ping lab_exec a timeout 30 ping -q -c 20 -i 0.2 -W 2 "$t" >/dev/null 2>&1 || true
+        ping_stat "$s" "$r" ping lab_exec a timeout 30 ping -q -c 20 -i "$PING_INTERVAL" -W 2 "$t" >/dev/null 2>&1 || true
     fi
     log "round $r $s: ${mbps:-fail} Mbit/s, RTT ${rtt:-fail} ms, CPU ${cpg:--} s/Gbit"
     printf '%s\n' "${mbps:-nan}" >>"$RES/$s.tcp"
@@ -425,7 +430,7 @@ print(sys.argv[2] % statistics.median(v) if v else "fail")' "$1" "$2"
 rounds_of() { paste -sd, "$1" | sed 's/,/, /g'; }
 
 echo
-echo "Data plane, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), ${ROUNDS} interleaved round(s), iperf3 TCP ${DURATION} s (receiver) + 20 pings; median shown"
+echo "Data plane, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), ${ROUNDS} interleaved round(s), iperf3 TCP ${DURATION} s (receiver) + 20 pings (-i $PING_INTERVAL); median shown"
 echo "CPU s/Gbit: user+system CPU seconds of the tunnel processes per Gbit carried. RSS in MiB, a / b (/ relay server)."
 echo
 echo "| system | TCP Mbit/s | ping RTT ms | CPU s/Gbit | RSS idle | RSS peak | TCP per round | RTT per round |"
@@ -455,7 +460,7 @@ for s in "${SYSTEMS[@]}"; do
 done
 if [[ ${BENCH_PING_STAT:-0} == 1 ]]; then
     echo
-    echo "Per echo (20 pings, -i 0.2), both tunnel processes, less an idle window scaled to the same length;"
+    echo "Per echo (20 pings, -i $PING_INTERVAL), both tunnel processes, less an idle window scaled to the same length;"
     echo "median over rounds (perf stat: task-clock, raw_syscalls:sys_enter, context-switches):"
     for s in "${SYSTEMS[@]}"; do
         [[ -z "${NA[$s]:-}" && -s "$RES/$s.ping" && -s "$RES/$s.idle" ]] || continue
