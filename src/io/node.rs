@@ -335,26 +335,7 @@ async fn run_until_stopped(
                         continue;
                     }
                 };
-                if let Some(tun) = &d.tun {
-                    let now = std::time::Instant::now();
-                    let max_segments = d.udp.max_segments();
-                    dataplane::encrypt(&mut d.node, tun, n, &mut tx, max_segments, now);
-                    let (extras, udp6) = (&d.extras, &d.udp6);
-                    dataplane::send(&tx, &d.udp, |id| {
-                        if id == SocketId::MAIN { udp6.as_ref() } else { extras.get(&id) }
-                            .map(|e| e.socket.as_ref())
-                    })
-                    .await;
-                }
-                // ICMP "fragmentation needed" / "packet too big" for packets the peer's path
-                // cannot carry, back to the sender through the TUN device.
-                if let Some(tun) = &mut d.tun {
-                    for reply in tx.replies() {
-                        if let Err(e) = tun.write_one(reply).await {
-                            tracing::debug!(error = %e, "ICMP answer to the TUN device failed");
-                        }
-                    }
-                }
+                d.send_tun_batch(n, &mut tx).await;
             }
             n = from_workers.recv_many(&mut worker_items, super::workers::TO_CORE_ROOM) => {
                 if n > 0 {
@@ -685,6 +666,31 @@ impl Driver {
                 if let Some(extra) = self.extras.remove(&id) {
                     extra.reader.abort();
                 }
+            }
+        }
+    }
+
+    /// Encrypts the `n` packets the last TUN read gave and sends them, then writes the ICMP
+    /// "fragmentation needed" / "packet too big" answers for packets the peer's path cannot
+    /// carry back to their sender through the TUN device.
+    async fn send_tun_batch(&mut self, n: usize, tx: &mut dataplane::TxBatch) {
+        let Some(tun) = &mut self.tun else { return };
+        let now = std::time::Instant::now();
+        let max_segments = self.udp.max_segments();
+        dataplane::encrypt(&mut self.node, tun, n, tx, max_segments, now);
+        let (extras, udp6) = (&self.extras, &self.udp6);
+        dataplane::send(tx, &self.udp, |id| {
+            if id == SocketId::MAIN {
+                udp6.as_ref()
+            } else {
+                extras.get(&id)
+            }
+            .map(|e| e.socket.as_ref())
+        })
+        .await;
+        for reply in tx.replies() {
+            if let Err(e) = tun.write_one(reply).await {
+                tracing::debug!(error = %e, "ICMP answer to the TUN device failed");
             }
         }
     }
