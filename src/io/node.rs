@@ -567,16 +567,7 @@ impl Driver {
             let max_segments = self.udp.max_segments();
             let iter = packets.iter().map(|p| p.as_slice());
             dataplane::encrypt_packets(&mut self.node, iter, tx, max_segments, now);
-            let (extras, udp6) = (&self.extras, &self.udp6);
-            dataplane::send(tx, &self.udp, |id| {
-                if id == SocketId::MAIN {
-                    udp6.as_ref()
-                } else {
-                    extras.get(&id)
-                }
-                .map(|e| e.socket.as_ref())
-            })
-            .await;
+            self.send_batch(tx).await;
             for reply in tx.replies() {
                 write_tun(&mut self.tun, reply).await;
             }
@@ -674,10 +665,22 @@ impl Driver {
     /// "fragmentation needed" / "packet too big" answers for packets the peer's path cannot
     /// carry back to their sender through the TUN device.
     async fn send_tun_batch(&mut self, n: usize, tx: &mut dataplane::TxBatch) {
-        let Some(tun) = &mut self.tun else { return };
+        let Some(tun) = &self.tun else { return };
         let now = std::time::Instant::now();
         let max_segments = self.udp.max_segments();
         dataplane::encrypt(&mut self.node, tun, n, tx, max_segments, now);
+        self.send_batch(tx).await;
+        let Some(tun) = &mut self.tun else { return };
+        for reply in tx.replies() {
+            if let Err(e) = tun.write_one(reply).await {
+                tracing::debug!(error = %e, "ICMP answer to the TUN device failed");
+            }
+        }
+    }
+
+    /// Sends a batch's runs, each from the socket the core chose for it (the main socket, the
+    /// IPv6 one, or a probing socket).
+    async fn send_batch(&self, tx: &dataplane::TxBatch) {
         let (extras, udp6) = (&self.extras, &self.udp6);
         dataplane::send(tx, &self.udp, |id| {
             if id == SocketId::MAIN {
@@ -688,11 +691,6 @@ impl Driver {
             .map(|e| e.socket.as_ref())
         })
         .await;
-        for reply in tx.replies() {
-            if let Err(e) = tun.write_one(reply).await {
-                tracing::debug!(error = %e, "ICMP answer to the TUN device failed");
-            }
-        }
     }
 
     async fn drain(&mut self) -> Result<()> {
