@@ -178,7 +178,7 @@ else
     log "iperf3 ${DURATION} s a -> b, perf record -e $event -F $FREQ -g on ${NAMES[*]}"
     lab_exec a timeout $((DURATION + 20)) iperf3 -c "$TARGET" -p 5201 -t "$DURATION" -J >"$OUT/iperf.json" 2>"$OUT/iperf.err" &
 fi
-iperf_pid=$!
+load_pid=$!
 sleep 1
 pid_list="$(IFS=,; echo "${PIDS[*]}")"
 CALL_GRAPH="${PERF_CALL_GRAPH:-fp}"
@@ -186,7 +186,7 @@ timeout $((DURATION + 10)) perf record -q -e "$event" -F "$FREQ" --call-graph "$
     -- sleep $((DURATION - 2)) 2>"$OUT/perf-record.err" ||
     { cat "$OUT/perf-record.err" >&2; lab_die "perf record failed (perf_event_paranoid? see above)"; }
 if ((PING)); then
-    wait "$iperf_pid" || log "ping: $(tail -n 2 "$OUT/ping.txt")"
+    wait "$load_pid" || log "ping: $(tail -n 2 "$OUT/ping.txt")"
     echoes="$(awk '/packets transmitted/ { print $4 }' "$OUT/ping.txt")"
     load="ping every 2 ms a -> b: ${echoes:-0} echoes, RTT min/avg/max/mdev $(awk -F' = ' '/^rtt/ { print $2 }' "$OUT/ping.txt")"
     # CPU microseconds per echo, per process (user + system over the whole run).
@@ -197,7 +197,7 @@ if ((PING)); then
             -v n="${echoes:-0}" 'BEGIN { if (n + 0 > 0) printf "%.0f", c / hz / n * 1e6; else print "-" }')"
     done
 else
-    wait "$iperf_pid" || log "iperf3 failed: $(tail -n 2 "$OUT/iperf.err")"
+    wait "$load_pid" || log "iperf3 failed: $(tail -n 2 "$OUT/iperf.err")"
     mbps="$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.0f" % (j["end"]["sum_received"]["bits_per_second"]/1e6))' "$OUT/iperf.json" 2>/dev/null || echo fail)"
     load="iperf3 TCP a -> b ${DURATION} s: $mbps Mbit/s"
     # CPU seconds per Gbit carried, per process (user + system over the whole transfer).

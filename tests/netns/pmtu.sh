@@ -82,53 +82,7 @@ note "bob's WAN link: $LINK_MTU bytes; ICMP frag-needed filtered: ${PMTU_ICMP_FI
 p2p_network_up server "198.51.100.1:$PORT" "$SERVER_STATE" "$NET" "$CIDR" alice bob || setup_fail "$P2P_SETUP_ERROR"
 
 # ---------------------------------------------------------------- TCP helpers (bounded)
-TCP_PY="$LAB_TMP/tcp.py"
-cat >"$TCP_PY" <<'PY'
-import socket, sys
-mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def serve():
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((addr, port)); s.listen(1); s.settimeout(60)
-    c, _ = s.accept(); c.settimeout(30)
-    return c
-def recv_exact(c, n):
-    b = bytearray()
-    while len(b) < n:
-        d = c.recv(n - len(b))
-        if not d: raise SystemExit("short read")
-        b += d
-    return bytes(b)
-if mode == "serve-bulk":
-    c = serve(); n = 0
-    while True:
-        d = c.recv(65536)
-        if not d: break
-        n += len(d)
-    c.sendall(str(n).encode()); c.close()
-elif mode == "send-bulk":
-    total = int(sys.argv[4]); c = socket.create_connection((addr, port), timeout=10)
-    chunk = bytes(range(256)) * 256; sent = 0
-    while sent < total:
-        k = min(len(chunk), total - sent); c.sendall(chunk[:k]); sent += k
-    c.shutdown(socket.SHUT_WR)
-    got = int(c.recv(64).decode() or "0")
-    print(f"sent {sent} received-by-peer {got}")
-    raise SystemExit(0 if got == total else 1)
-elif mode == "serve-echo":
-    c = serve()
-    while True:
-        h = c.recv(4, socket.MSG_WAITALL)
-        if len(h) < 4: break
-        n = int.from_bytes(h, "big"); c.sendall(h + recv_exact(c, n))
-elif mode == "echo":
-    c = socket.create_connection((addr, port), timeout=10)
-    for n in (21, 1600, 3000, 612, 9000, 48):
-        msg = bytes((i * 7) % 256 for i in range(n))
-        c.sendall(n.to_bytes(4, "big") + msg)
-        back = recv_exact(c, 4 + n)
-        if back[4:] != msg: raise SystemExit(f"echo of {n} bytes differs")
-    print("exchange complete"); c.close()
-PY
+TCP_PY="$ROOT/tests/netns/tcp.py"
 
 up() { p2p_spawn "$1" "$1-up$2" up --network "$NET"; }
 down() { P2P_TIMEOUT=10 p2p "$1" down --network "$NET" >/dev/null 2>&1 || true; }

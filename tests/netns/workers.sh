@@ -59,29 +59,7 @@ SERVER_STATE="$LAB_TMP/server/state"
 
 p2p_network_up server "198.51.100.1:$PORT" "$SERVER_STATE" "$NET" "$CIDR" alice bob || setup_fail "$P2P_SETUP_ERROR"
 
-TCP_PY="$LAB_TMP/tcp.py"
-cat >"$TCP_PY" <<'PY'
-import socket, sys
-mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if mode == "serve-bulk":
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((addr, port)); s.listen(1); s.settimeout(60)
-    c, _ = s.accept(); c.settimeout(30); n = 0
-    while True:
-        d = c.recv(65536)
-        if not d: break
-        n += len(d)
-    c.sendall(str(n).encode()); c.close()
-elif mode == "send-bulk":
-    total = int(sys.argv[4]); c = socket.create_connection((addr, port), timeout=10)
-    chunk = bytes(range(256)) * 256; sent = 0
-    while sent < total:
-        k = min(len(chunk), total - sent); c.sendall(chunk[:k]); sent += k
-    c.shutdown(socket.SHUT_WR)
-    got = int(c.recv(64).decode() or "0")
-    print(f"sent {sent} received-by-peer {got}")
-    raise SystemExit(0 if got == total else 1)
-PY
+TCP_PY="$ROOT/tests/netns/tcp.py"
 
 for n in alice bob; do p2p_spawn "$n" "$n-up" up --network "$NET"; done
 both_direct() { p2p_peer_is_direct alice "$NET" bob && p2p_peer_is_direct bob "$NET" alice; }
