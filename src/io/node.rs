@@ -317,11 +317,7 @@ async fn run_until_stopped(
                 if let DatagramOutcome::WriteTun(packet) =
                     d.node.handle_datagram(id, from, &bytes, now, &mut out)
                 {
-                    if let Some(tun) = &mut d.tun {
-                        if let Err(e) = tun.write_one(packet).await {
-                            tracing::debug!(error = %e, "TUN write failed");
-                        }
-                    }
+                    write_tun(&mut d.tun, packet).await;
                 }
             }
             r = tun_read(&mut d.tun), if d.workers.is_none() => {
@@ -670,11 +666,8 @@ impl Driver {
         let max_segments = self.udp.max_segments();
         dataplane::encrypt(&mut self.node, tun, n, tx, max_segments, now);
         self.send_batch(tx).await;
-        let Some(tun) = &mut self.tun else { return };
         for reply in tx.replies() {
-            if let Err(e) = tun.write_one(reply).await {
-                tracing::debug!(error = %e, "ICMP answer to the TUN device failed");
-            }
+            write_tun(&mut self.tun, reply).await;
         }
     }
 
@@ -723,11 +716,7 @@ impl Driver {
         }
         // Packets relayed through the control stream (UDP to the server is blocked).
         while let Some(packet) = self.node.poll_tun_packet() {
-            if let Some(tun) = &mut self.tun {
-                if let Err(e) = tun.write_one(&packet).await {
-                    tracing::debug!(error = %e, "TUN write failed");
-                }
-            }
+            write_tun(&mut self.tun, &packet).await;
         }
         Ok(())
     }
