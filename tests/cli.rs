@@ -5,13 +5,13 @@
 
 use p2pvpn::core::rendezvous::token::JoinToken;
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{run, stderr, Spawned, BIN};
+use common::{free_port, run, stderr, Spawned, BIN};
 
 struct Server {
     p: Spawned,
@@ -20,14 +20,6 @@ struct Server {
 
 fn temp_dir(tag: &str) -> PathBuf {
     common::temp_dir("cli", tag)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The command failed and its error says each of `needles`.
@@ -39,27 +31,9 @@ fn assert_refused(out: &Output, needles: &[&str]) {
     }
 }
 
-/// Starts `p2pvpn server` and waits (bounded) until it accepts connections.
-fn spawn_server(addr: &str, state: &Path) -> Child {
-    let child = Command::new(BIN)
-        .args(["server", "--listen", addr, "--state-dir"])
-        .arg(state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
 fn start_server(tag: &str) -> Server {
     let dir = temp_dir(tag);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = spawn_server(&addr, &dir.join("server"));
+    let (child, addr) = common::start_server(&dir.join("server"));
     let s = Server {
         p: Spawned { child, dir },
         addr,
@@ -316,7 +290,7 @@ fn the_server_keeps_members_across_a_restart() {
     let mut server = server;
     let _ = server.p.child.kill();
     let _ = server.p.child.wait();
-    let mut child = spawn_server(&addr, &state);
+    let mut child = common::spawn_server(&addr, &state);
     let etc = state.parent().unwrap().join("bob/etc");
     let st = state.parent().unwrap().join("bob/state");
     let out = run(

@@ -22,9 +22,8 @@ fn ok(o: Output) -> String {
 fn rules_and_tags_are_set_listed_and_refused_with_a_fix() {
     let dir = common::temp_dir("acl", "cli");
     let state = dir.join("server");
-    let addr = format!("127.0.0.1:{}", common::free_port());
     let _server = Spawned {
-        child: common::spawn_server(&addr, &state),
+        child: common::start_server(&state).0,
         dir: dir.clone(),
     };
     let net = |args: &[&str]| common::network(&state, args);

@@ -34,10 +34,10 @@ struct Orphan {
 impl Orphan {
     fn new(tag: &str, network: &'static str) -> Orphan {
         let dir = common::temp_dir("cli_output", tag);
-        let addr = format!("127.0.0.1:{}", common::free_port());
         let state = dir.join("server");
+        let (child, addr) = common::start_server(&state);
         let server = Spawned {
-            child: common::spawn_server(&addr, &state),
+            child,
             dir: dir.join("server-owned"),
         };
         let s = state.to_str().unwrap();

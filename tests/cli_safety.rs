@@ -62,8 +62,7 @@ impl Drop for Dir {
 impl Server {
     fn start(tag: &str) -> Server {
         let dir = common::temp_dir("safety", tag);
-        let addr = format!("127.0.0.1:{}", common::free_port());
-        let child = common::spawn_server(&addr, &dir.join("server"));
+        let (child, _) = common::start_server(&dir.join("server"));
         let s = Server {
             p: Spawned { child, dir },
         };

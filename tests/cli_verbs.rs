@@ -53,8 +53,7 @@ struct Lab {
 impl Lab {
     fn new(tag: &str) -> Lab {
         let dir = common::temp_dir("verbs", tag);
-        let addr = format!("127.0.0.1:{}", common::free_port());
-        let child = common::spawn_server(&addr, &dir.join("server"));
+        let (child, _) = common::start_server(&dir.join("server"));
         let lab = Lab {
             server: Some(Spawned {
                 child,

@@ -30,8 +30,7 @@ impl Server {
     /// A server on a fresh directory with network `lab` created.
     fn start(tag: &str) -> Server {
         let dir = common::temp_dir("state", tag);
-        let addr = format!("127.0.0.1:{}", common::free_port());
-        let child = common::spawn_server(&addr, &dir.join("server"));
+        let (child, addr) = common::start_server(&dir.join("server"));
         let s = Server {
             p: Spawned { child, dir },
             addr,
@@ -281,8 +280,8 @@ fn a_missing_or_foreign_key_next_to_a_used_database_is_refused() {
 
     // The original key brings the server back, with its members.
     std::fs::write(&key, original).unwrap();
-    let addr = format!("127.0.0.1:{}", common::free_port());
-    server.p.child = common::spawn_server(&addr, &server.state());
+    let (child, addr) = common::start_server(&server.state());
+    server.p.child = child;
     server.addr = addr;
     let members = stdout(&server.network(&["members", "lab"]));
     assert!(members.contains("alice"), "{members}");

@@ -98,6 +98,13 @@ NFT
     _lab_upnp_conf "$r" "$mode" >"$LAB_TMP/$r/miniupnpd.conf"
     lab_spawn "$r" "$r-miniupnpd" -- miniupnpd -d -f "$LAB_TMP/$r/miniupnpd.conf" \
         -P "$LAB_TMP/$r/miniupnpd.pid"
+    # Wait until it listens: a node that asks first is refused and tries again only after its
+    # 30 s backoff (io::portmap), which on a loaded machine failed a pair that must turn direct.
+    # NAT-PMP/PCP open last when on; with UPnP alone, the HTTP socket is the last logged.
+    local ready="Listening for NAT-PMP/PCP"
+    [[ "$mode" == IGD ]] && ready="HTTP listening on port"
+    lab_wait_ready 15 "$r-miniupnpd" "$ready" ||
+        lab_die "miniupnpd on $r did not start within 15 s (log: $(lab_logfile "$r-miniupnpd"))"
     LAB_ROUTER_PROFILE[$r]="UPNP_$mode"
     lab_add_nat_host "$r" "$name"
 }

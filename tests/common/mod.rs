@@ -59,34 +59,94 @@ pub fn join(dir: &Path, token: &str, node: &str) -> Output {
     )
 }
 
-/// A free TCP port on loopback (closed again at once; good enough for a test's own server).
+/// A loopback port free for a server: TCP and UDP on it and UDP on the next one (a server's
+/// second STUN port, RFC 5780 "change port", is its listen port + 1). All three are closed
+/// again at once, so another process may still take one: [`start_server`] retries then.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::net::{TcpListener, UdpSocket};
+    for _ in 0..64 {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        let Some(next) = port.checked_add(1) else {
+            continue;
+        };
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", next)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no loopback port with the next one free in 64 tries");
 }
 
-/// Starts `p2pvpn server --listen addr --state-dir state` and waits (bounded) until it accepts
-/// connections.
-pub fn spawn_server(addr: &str, state: &Path) -> std::process::Child {
+/// Why a server did not come up.
+pub enum StartError {
+    /// It exited: its exit status and what it printed on stderr.
+    Exited(String),
+    /// It kept running without accepting within the bound (killed): what it printed.
+    Silent(String),
+}
+
+/// Starts `p2pvpn server --listen addr --state-dir state` and waits until it accepts
+/// connections (bounded: 30 s, for a loaded 2-core CI machine). Its stderr goes to
+/// `state` + `.stderr` (beside the state directory), so a server that did not start says why.
+pub fn try_spawn_server(addr: &str, state: &Path) -> Result<std::process::Child, StartError> {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
-    let child = Command::new(BIN)
+    let log = state.with_extension("stderr");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(BIN)
         .args(["server", "--listen", addr, "--state-dir"])
         .arg(state)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(file)
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let printed = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(StartError::Exited(format!("{status}: {}", printed())));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(StartError::Silent(printed()));
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    child
+    Ok(child)
+}
+
+/// [`try_spawn_server`] on `addr`, which must work (a restart on the port the nodes know).
+pub fn spawn_server(addr: &str, state: &Path) -> std::process::Child {
+    match try_spawn_server(addr, state) {
+        Ok(child) => child,
+        Err(StartError::Exited(why)) => panic!("the server on {addr} exited at start: {why}"),
+        Err(StartError::Silent(printed)) => {
+            panic!("the server on {addr} did not accept within 30 s; it printed: {printed}")
+        }
+    }
+}
+
+/// A server on a free loopback port: its process and `127.0.0.1:PORT`. A port another test took
+/// between [`free_port`] and the server's bind (the server exits saying it is in use) is
+/// replaced by another, up to five times.
+pub fn start_server(state: &Path) -> (std::process::Child, String) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        match try_spawn_server(&addr, state) {
+            Ok(child) => return (child, addr),
+            Err(StartError::Exited(why)) if why.contains("in use") => last = why,
+            Err(StartError::Exited(why)) => panic!("the server on {addr} exited at start: {why}"),
+            Err(StartError::Silent(printed)) => {
+                panic!("the server on {addr} did not accept within 30 s; it printed: {printed}")
+            }
+        }
+    }
+    panic!("five ports in a row were taken before the server bound them; last: {last}");
 }
 
 /// Runs the binary like [`run`], but gives up after `limit`: a command that should stop at once

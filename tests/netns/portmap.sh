@@ -54,8 +54,7 @@ for c in "${CASES[@]}"; do
     expect=direct
     [[ "$name" == DENY ]] && expect=relay
     # netcheck from behind the router first (its own host, torn down after)
-    lab_build "nc$idx:$profile"
-    lab_wait_ready 10 "nc$idx-nat-miniupnpd" "Listening|listening|HTTP" || true
+    lab_build "nc$idx:$profile"   # returns once miniupnpd listens
     out="$(P2P_TIMEOUT=40 p2p "nc$idx" netcheck --server "${LAB_SERVER_IPS[0]}:$MX_PORT" 2>/dev/null || true)"
     line="$(grep '^port mapping' <<<"$out" || true)"
     mx_note "  netcheck behind $profile: ${line:-<no port mapping line>}"
@@ -106,6 +105,7 @@ forget_pair() {
     lab_nat_flush "$r"
     lab_spawn "$r" "$r-miniupnpd2" -- miniupnpd -d -f "$LAB_TMP/$r/miniupnpd.conf" \
         -P "$LAB_TMP/$r/miniupnpd.pid"
+    lab_wait_ready 15 "$r-miniupnpd2" "Listening for NAT-PMP/PCP" || true
     local t0=$SECONDS
     # keep traffic flowing so the dead path is noticed at the active pace
     local vip_a; vip_a="$(p2p_field "$a" "$net" 'j["virtual_ip"]')"

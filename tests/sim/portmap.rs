@@ -87,42 +87,60 @@ fn without_the_candidate_row_7_stays_off_direct() {
     assert_eq!(details, [None, None]);
 }
 
-/// A mapping granted while the initiator waits out its backoff after failed attempts (UPnP
-/// answering late, a router that came back): the next attempt starts at once, not after the
-/// backoff (10 s and more by then).
-#[test]
-fn a_late_mapping_retries_at_once() {
+/// When the mapping is granted, relative to the punch attempts.
+#[derive(Clone, Copy, Debug)]
+enum Granted {
+    /// While the node waits out its backoff after two failed attempts (UPnP answering late, a
+    /// router that came back): 10 s and more by then.
+    InBackoff,
+    /// Two seconds into the first attempt (a NAT-PMP gateway answering after the first try):
+    /// that attempt was planned without the candidate and has 8 s to run.
+    InFirstAttempt,
+}
+
+/// Two nodes behind RND NATs; the initiator (lower key) or the answerer gets a mapping at
+/// `when`. Returns how long after the grant both were direct, or what the holder's status said
+/// 4 s after it.
+fn late_mapping(initiator_holds: bool, when: Granted) -> Result<Duration, String> {
     let mut sim = Sim::new(7);
     let na = sim.add_nat("RND", None);
     let nb = sim.add_nat("RND", None);
     let x = sim.add_node_at("xena", "10.1.0.2:51000", Some(na));
     let y = sim.add_node_at("yuri", "10.2.0.2:51000", Some(nb));
-    // The initiator (lower key) gets the mapping, so it is the one whose backoff matters.
-    let (holder, nat, lan) = if sim.nodes[x].node.public_key() < sim.nodes[y].node.public_key() {
+    let x_lower = sim.nodes[x].node.public_key() < sim.nodes[y].node.public_key();
+    let (holder, nat, lan) = if x_lower == initiator_holds {
         (x, na, "10.1.0.2:51000")
     } else {
         (y, nb, "10.2.0.2:51000")
     };
-    // Wait for the second attempt, then for its end (an attempt lasts 10 s): the initiator
-    // then waits out a 10 s backoff.
+    let attempts = |sim: &Sim| {
+        sim.nodes[holder]
+            .node
+            .status(0)
+            .peers
+            .first()
+            .map_or(0, |p| p.punch.attempts)
+    };
+    let (wanted, then) = match when {
+        // An attempt lasts 10 s: after the second one's end the initiator waits a 10 s backoff.
+        Granted::InBackoff => (2, Duration::from_millis(10_500)),
+        Granted::InFirstAttempt => (1, Duration::from_secs(2)),
+    };
     let start = sim.now;
-    while sim.nodes[holder]
-        .node
-        .status(0)
-        .peers
-        .first()
-        .is_none_or(|p| p.punch.attempts < 2)
-    {
+    while attempts(&sim) < wanted {
         assert!(
             sim.now.duration_since(start) < Duration::from_secs(60),
-            "no second attempt"
+            "no attempt {wanted}"
         );
         sim.advance(Duration::from_millis(250));
     }
-    sim.advance(Duration::from_millis(10_500));
+    sim.advance(then);
     let s = sim.nodes[holder].node.status(0);
-    assert_eq!(s.peers[0].punch.attempts, 2, "still in the backoff");
-    assert_ne!(s.peers[0].path, Path::Direct);
+    assert_eq!(
+        s.peers[0].punch.attempts, wanted,
+        "{when:?}: not where planned"
+    );
+    assert_ne!(s.peers[0].path, Path::Direct, "direct without the mapping");
     let public = sim.net.nat(nat).public_ip();
     sim.net
         .nat_mut(nat)
@@ -135,14 +153,30 @@ fn a_late_mapping_retries_at_once() {
     let granted = sim.now;
     while sim.now.duration_since(granted) < Duration::from_secs(4) {
         sim.advance(Duration::from_millis(250));
-        let s = sim.nodes[holder].node.status(0);
-        if s.peers.first().map(|p| p.path) == Some(Path::Direct) {
-            return;
+        let direct = [x, y].iter().all(|&i| {
+            sim.nodes[i].node.status(0).peers.first().map(|p| p.path) == Some(Path::Direct)
+        });
+        if direct {
+            return Ok(sim.now.duration_since(granted));
         }
     }
     let s = sim.nodes[holder].node.status(0);
-    panic!(
+    Err(format!(
         "not direct within 4 s of the mapping: {:?}",
         s.peers.first().map(|p| (&p.path, &p.punch))
-    );
+    ))
+}
+
+/// A mapping granted after failed attempts or during one: the pair is direct within seconds,
+/// whichever side holds it. Each side on its own used to wait: the initiator for the end of
+/// the attempt in flight and its backoff, the answerer for the initiator's next attempt.
+#[test]
+fn a_late_mapping_retries_at_once() {
+    for initiator_holds in [true, false] {
+        for when in [Granted::InBackoff, Granted::InFirstAttempt] {
+            if let Err(why) = late_mapping(initiator_holds, when) {
+                panic!("mapping on the initiator: {initiator_holds}, granted {when:?}: {why}");
+            }
+        }
+    }
 }

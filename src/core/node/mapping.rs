@@ -8,8 +8,9 @@ use crate::core::punch::{Candidate, Technique};
 
 impl Node {
     /// The gateway granted (`Some`) or lost (`None`) a mapping for the main socket. A change is
-    /// published at once; existing direct paths are kept; a peer without one whose next attempt
-    /// waits on a backoff is tried again now, with the mapping.
+    /// published at once; existing direct paths are kept; every peer without one is offered
+    /// the mapping now (`PeerPunch::retry_now`), whether it waits on a backoff, on the other
+    /// side, or on an attempt planned without the mapping.
     pub fn set_port_mapping(&mut self, mapping: Option<Mapping>) {
         let candidate = mapping.map(|m| Candidate {
             addr: m.external,

@@ -270,13 +270,27 @@ impl PeerPunch {
         }
     }
 
-    /// This side gained a candidate (a port mapping): an initiator waiting out its backoff
-    /// without a path tries again now instead of after the backoff.
+    /// This side gained a candidate (a port mapping) and has no path: offer again now, with it,
+    /// whichever side we are and whatever the attempt is doing. An initiator would otherwise wait
+    /// out its backoff; an answerer would wait for the initiator's next attempt (it never
+    /// offers on its own); and an attempt in flight was planned without the candidate (the
+    /// peer's probes cannot target it), so waiting for its end costs the rest of it plus a
+    /// backoff (15 s behind a NAT-PMP gateway that answered during the first attempt). The
+    /// new offer supersedes the attempt as a replan does.
     pub fn retry_now(&mut self, now: Instant) {
-        if let Phase::Idle { next_attempt } = &mut self.phase {
-            if self.nominated.is_none() && *next_attempt > now {
-                *next_attempt = now;
+        if self.nominated.is_some() {
+            return;
+        }
+        match &mut self.phase {
+            // Before the first attempt there is nothing to supersede: the initiator's first
+            // offer, or the answer to it, carries the candidate as it is.
+            Phase::Idle { next_attempt } if self.status.attempts == 0 => {
+                if *next_attempt > now {
+                    *next_attempt = now;
+                }
             }
+            Phase::Answering { .. } => {}
+            _ => self.replan = true,
         }
     }
 
