@@ -35,6 +35,8 @@ trap 'rm -rf -- "$P2PVPN_LAB_REPORT_DIR"' EXIT
 chmod 0777 "$P2PVPN_LAB_REPORT_DIR"
 
 rc=0
+junit="${CARGO_TARGET_DIR:-target}/nextest/default/junit.xml"
+rm -f -- "$junit" # a report from an earlier run must not be digested as this one's
 if cargo nextest --version >/dev/null 2>&1; then
     # The lab tests create namespaces and TUN devices; two at a time keeps 2-core runs stable.
     cargo nextest run --all-targets --no-fail-fast --test-threads 2 \
@@ -62,5 +64,13 @@ else
     for f in "${fail[@]}"; do names+=("$(basename "$f" .fail)"); done
     ((${#names[@]} == 0)) || line+="; failed: ${names[*]}"
     echo "$line"
+    # why each failed, last, where a truncated CI log still shows it
+    for f in "${fail[@]}"; do
+        echo "lab failure $(basename "$f" .fail):"
+        head -n 30 "$f" | sed 's/^/    /'
+    done
+fi
+if ((rc != 0)) && [[ -f "$junit" ]] && command -v python3 >/dev/null; then
+    python3 scripts/lib/failure_digest.py "$junit"
 fi
 exit "$rc"

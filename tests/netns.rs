@@ -21,18 +21,21 @@ fn is_root() -> bool {
 /// How a lab test ended, as the tally in scripts/test.sh counts it.
 enum Outcome {
     Passed,
-    Failed,
+    /// With a digest of why (the failed checks and the end of the output), which
+    /// scripts/test.sh prints after the tally so that it ends the log CI keeps.
+    Failed(String),
     Skipped(String),
 }
 
-/// Leaves NAME.pass / NAME.fail / NAME.skip (holding the reason) in P2PVPN_LAB_REPORT_DIR.
+/// Leaves NAME.pass / NAME.fail / NAME.skip (holding the digest or the reason) in
+/// P2PVPN_LAB_REPORT_DIR.
 fn record(test: &str, outcome: &Outcome) {
     let Some(dir) = std::env::var_os("P2PVPN_LAB_REPORT_DIR") else {
         return;
     };
     let (ext, body) = match outcome {
         Outcome::Passed => ("pass", ""),
-        Outcome::Failed => ("fail", ""),
+        Outcome::Failed(digest) => ("fail", digest.as_str()),
         Outcome::Skipped(why) => ("skip", why.as_str()),
     };
     let path = PathBuf::from(dir).join(format!("{test}.{ext}"));
@@ -52,12 +55,49 @@ fn cannot_run(test: &str, script: &str, reason: &str) {
         record(test, &Outcome::Skipped(reason.to_string()));
         return;
     }
-    record(test, &Outcome::Failed);
+    record(test, &Outcome::Failed(format!("cannot run here: {reason}")));
     panic!(
         "{test} ({script}) cannot run here: {reason}. The lab tests need root and the tools \
          scripts/setup-deps.sh installs: run `sudo scripts/test.sh`, or set P2PVPN_ALLOW_SKIP=1 \
          to count this test as skipped instead"
     );
+}
+
+/// Why a script failed, in a few lines: its exit status, every `not ok` line with the comment
+/// lines around it (the scripts put the details there), and the last lines of stdout and
+/// stderr (a script that died says so there).
+fn digest(status: &std::process::ExitStatus, stdout: &str, stderr: &str) -> String {
+    let mut out = vec![format!("exit: {status}")];
+    let lines: Vec<&str> = stdout.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.starts_with("not ok") {
+            // matrix-style scripts print the outcome (`#   -> ...`) just before the verdict
+            if let Some(before) = i.checked_sub(1).map(|j| lines[j]) {
+                if before.starts_with("#   ->") {
+                    out.push(before.to_string());
+                }
+            }
+            out.push((*line).to_string());
+            let after = lines[i + 1..].iter().take(3);
+            out.extend(
+                after
+                    .take_while(|l| l.starts_with('#'))
+                    .map(|l| l.to_string()),
+            );
+        }
+    }
+    let tail = |text: &str, n: usize| -> Vec<String> {
+        let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        all[all.len().saturating_sub(n)..]
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
+    };
+    out.push("stdout ends:".to_string());
+    out.extend(tail(stdout, 4));
+    out.push("stderr ends:".to_string());
+    out.extend(tail(stderr, 4));
+    out.join("\n")
 }
 
 /// The reason a script gave for exit 77: its last `SKIP: ...` line.
@@ -90,7 +130,7 @@ fn run_lab_script(test: &str, script: &str, env: &[(&str, &str)]) {
     let out = match out {
         Ok(o) => o,
         Err(e) => {
-            record(test, &Outcome::Failed);
+            record(test, &Outcome::Failed(format!("cannot run bash: {e}")));
             panic!("{test}: cannot run bash {script}: {e}");
         }
     };
@@ -105,10 +145,10 @@ fn run_lab_script(test: &str, script: &str, env: &[(&str, &str)]) {
     let ok = out.status.success() && !stdout.contains("not ok");
     record(
         test,
-        if ok {
-            &Outcome::Passed
+        &if ok {
+            Outcome::Passed
         } else {
-            &Outcome::Failed
+            Outcome::Failed(digest(&out.status, &stdout, &stderr))
         },
     );
     assert!(

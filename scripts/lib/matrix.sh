@@ -126,7 +126,11 @@ mx_pair() {
         tok="$(mx_srv network invite "$net" --uses 1 --state-dir "$MX_STATE" 2>>"$LAB_TMP/logs/invite.log" | tail -n 1)" || true
         [[ -n "$tok" ]] || { setup_ok=0; detail="invite for $n failed"; break; }
         mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
-        p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1 || { setup_ok=0; detail="$n join failed"; }
+        p2p "$n" join "$tok" --name "$n" >"$LAB_TMP/logs/$n-join.log" 2>&1 || {
+            setup_ok=0
+            # the log goes with the lab: its last line is what join said
+            detail="$n join failed: $(tail -n 1 "$LAB_TMP/logs/$n-join.log")"
+        }
     done
     local fa fb
     fa="$(printf -- "-\t%.0s" 1 2 3 4 5 6 7 8)-"; fb="$fa"
