@@ -7,6 +7,8 @@
 # P2PVPN_ALLOW_SKIP=1: then it counts as skipped, and since nextest counts such a test as
 # passed, the last line gives the lab's own tally, naming every skipped test and why:
 #   lab: 6 passed, 0 failed, 1 skipped: netns_nat_traversal_matrix (conntrack not installed)
+# When something failed, a digest of why follows that line: each failed lab test's failed checks
+# and the ends of its output, then each other failed test's panic (from nextest's JUnit report).
 # Extra arguments go to `cargo nextest run` (or `cargo test` without nextest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
