@@ -5,6 +5,9 @@
 #
 #   scripts/package-deb.sh              release build, then the package
 #   scripts/package-deb.sh --no-build   package the existing target/release/p2pvpn
+#   PROFILE=release-pgo scripts/package-deb.sh
+#                                       a profile-guided build (scripts/pgo.sh, root: it trains
+#                                       on the namespace benchmark), then the package
 #   PROFILE=dev scripts/package-deb.sh --no-build
 #                                       package target/debug/p2pvpn (CI: reuses the test build
 #                                       instead of a ~6 min LTO release build)
@@ -22,7 +25,13 @@ for a in "$@"; do
     if [[ "$a" == --no-build ]]; then build=0; else args+=("$a"); fi
 done
 # Built here rather than by cargo deb, because the assets below come from the binary.
-if ((build)); then cargo build --profile "$profile" --locked >&2; fi
+if ((build)); then
+    if [[ "$profile" == release-pgo ]]; then
+        bash scripts/pgo.sh >/dev/null
+    else
+        cargo build --profile "$profile" --locked >&2
+    fi
+fi
 case "$profile" in dev | test) out=debug ;; *) out="$profile" ;; esac
 bin="${CARGO_TARGET_DIR:-target}/$out/p2pvpn"
 [[ -x "$bin" ]] || { echo "package-deb: no binary at $bin" >&2; exit 2; }
