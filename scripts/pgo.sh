@@ -3,15 +3,15 @@
 # instrumented (-Cprofile-generate), trained on the namespace benchmark (scripts/bench.sh: a
 # direct pair and a pair through the server's UDP relay, TCP and ping), and built again with
 # the merged profile (-Cprofile-use), in the `release-pgo` profile (Cargo.toml: the release
-# settings). On 2026-11-27 (this 2-core VM) it carried 20% more TCP than the plain release
-# build at 17% less CPU per Gbit (README, Performance, has the table and the command).
+# settings). On 2026-11-27 (this 2-core VM) it carried about 15% more TCP than the plain
+# release build at 13% less CPU per Gbit (README, Performance, has the table and the command).
 #
 # Usage (root: the training runs in network namespaces): scripts/pgo.sh
 #   Prints the optimised binary's path as the last line: target/release-pgo/p2pvpn.
 #   `PROFILE=release-pgo scripts/package-deb.sh` runs this, then packages that binary.
 # Needs llvm-profdata of the LLVM major version rustc was built with (`rustc -vV`); on Debian
 # it installs llvm-N (N = that version) when it is missing. Two full release builds and about
-# 90 s of training: about 13 minutes on 2 cores. The profile stays in target/pgo/ (it is tied to
+# 90 s of training: about 12 minutes on 2 cores. The profile stays in target/pgo/ (it is tied to
 # the source it was trained on: a later change only loses the profile of what it touched).
 # All training traffic stays inside the namespaces bench.sh creates.
 set -euo pipefail

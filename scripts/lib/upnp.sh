@@ -4,7 +4,8 @@
 # miniupnpd-nftables) that grants port mappings. Sourced by scripts/lib/lab.sh;
 # lab_build "NAME:UPNP_IGD" (or _PCP, _PMP, _DENY) calls lab_add_upnp_host.
 #
-#   lab_add_upnp_host NAME MODE   host NAME behind router NAME-nat running miniupnpd:
+#   lab_add_upnp_host NAME MODE   host NAME behind router NAME-nat running miniupnpd
+#       (returns once it listens; lab_upnp_wait_ready LABEL MODE waits for a restarted one):
 #       IGD   UPnP IGD only (enable_upnp=yes, enable_natpmp=no)
 #       PCP   PCP and NAT-PMP (enable_upnp=no, enable_natpmp=yes: one switch for both)
 #       PMP   NAT-PMP only: as PCP, but the router drops PCP requests (version 2)
@@ -64,6 +65,16 @@ deny 0-65535 0.0.0.0/0 0-65535
 CONF
 }
 
+# lab_upnp_wait_ready LABEL MODE : waits (15 s at most, status 1 then) until the miniupnpd
+# spawned as LABEL listens. A node that asks first is refused and tries again only after its
+# 30 s backoff (io::portmap), which on a loaded machine failed a pair that must turn direct.
+# NAT-PMP/PCP open last when on; with UPnP alone, the HTTP socket is the last logged.
+lab_upnp_wait_ready() {
+    local ready="Listening for NAT-PMP/PCP"
+    [[ "$2" == IGD ]] && ready="HTTP listening on port"
+    lab_wait_ready 15 "$1" "$ready"
+}
+
 # lab_add_upnp_host NAME MODE : see the header.
 lab_add_upnp_host() {
     local name="$1" mode="$2" r="$1-nat"
@@ -98,12 +109,7 @@ NFT
     _lab_upnp_conf "$r" "$mode" >"$LAB_TMP/$r/miniupnpd.conf"
     lab_spawn "$r" "$r-miniupnpd" -- miniupnpd -d -f "$LAB_TMP/$r/miniupnpd.conf" \
         -P "$LAB_TMP/$r/miniupnpd.pid"
-    # Wait until it listens: a node that asks first is refused and tries again only after its
-    # 30 s backoff (io::portmap), which on a loaded machine failed a pair that must turn direct.
-    # NAT-PMP/PCP open last when on; with UPnP alone, the HTTP socket is the last logged.
-    local ready="Listening for NAT-PMP/PCP"
-    [[ "$mode" == IGD ]] && ready="HTTP listening on port"
-    lab_wait_ready 15 "$r-miniupnpd" "$ready" ||
+    lab_upnp_wait_ready "$r-miniupnpd" "$mode" ||
         lab_die "miniupnpd on $r did not start within 15 s (log: $(lab_logfile "$r-miniupnpd"))"
     LAB_ROUTER_PROFILE[$r]="UPNP_$mode"
     lab_add_nat_host "$r" "$name"

@@ -87,6 +87,18 @@ pub enum StartError {
     Silent(String),
 }
 
+impl StartError {
+    /// Fails the test, saying what the server on `addr` did.
+    fn fail(self, addr: &str) -> ! {
+        match self {
+            StartError::Exited(why) => panic!("the server on {addr} exited at start: {why}"),
+            StartError::Silent(printed) => {
+                panic!("the server on {addr} did not accept within 30 s; it printed: {printed}")
+            }
+        }
+    }
+}
+
 /// Starts `p2pvpn server --listen addr --state-dir state` and waits until it accepts
 /// connections (bounded: 30 s, for a loaded 2-core CI machine). Its stderr goes to
 /// `state` + `.stderr` (beside the state directory), so a server that did not start says why.
@@ -121,13 +133,7 @@ pub fn try_spawn_server(addr: &str, state: &Path) -> Result<std::process::Child,
 
 /// [`try_spawn_server`] on `addr`, which must work (a restart on the port the nodes know).
 pub fn spawn_server(addr: &str, state: &Path) -> std::process::Child {
-    match try_spawn_server(addr, state) {
-        Ok(child) => child,
-        Err(StartError::Exited(why)) => panic!("the server on {addr} exited at start: {why}"),
-        Err(StartError::Silent(printed)) => {
-            panic!("the server on {addr} did not accept within 30 s; it printed: {printed}")
-        }
-    }
+    try_spawn_server(addr, state).unwrap_or_else(|e| e.fail(addr))
 }
 
 /// A server on a free loopback port: its process and `127.0.0.1:PORT`. A port another test took
@@ -140,10 +146,7 @@ pub fn start_server(state: &Path) -> (std::process::Child, String) {
         match try_spawn_server(&addr, state) {
             Ok(child) => return (child, addr),
             Err(StartError::Exited(why)) if why.contains("in use") => last = why,
-            Err(StartError::Exited(why)) => panic!("the server on {addr} exited at start: {why}"),
-            Err(StartError::Silent(printed)) => {
-                panic!("the server on {addr} did not accept within 30 s; it printed: {printed}")
-            }
+            Err(e) => e.fail(&addr),
         }
     }
     panic!("five ports in a row were taken before the server bound them; last: {last}");

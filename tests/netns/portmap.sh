@@ -105,7 +105,7 @@ forget_pair() {
     lab_nat_flush "$r"
     lab_spawn "$r" "$r-miniupnpd2" -- miniupnpd -d -f "$LAB_TMP/$r/miniupnpd.conf" \
         -P "$LAB_TMP/$r/miniupnpd.pid"
-    lab_wait_ready 15 "$r-miniupnpd2" "Listening for NAT-PMP/PCP" || true
+    lab_upnp_wait_ready "$r-miniupnpd2" PCP || true
     local t0=$SECONDS
     # keep traffic flowing so the dead path is noticed at the active pace
     local vip_a; vip_a="$(p2p_field "$a" "$net" 'j["virtual_ip"]')"
