@@ -66,8 +66,9 @@ pub struct RawDataplaneConfig {
     /// The WireGuard implementation: "boringtun" (default) or "own" (`core::wg`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wireguard: Option<String>,
-    /// Data-path threads: 1 (default, one loop does everything) or 2 (a TX and an RX worker;
-    /// needs `wireguard = "own"`).
+    /// Data-path threads: 1 (default: one thread carries packets; on our engine on Linux that is
+    /// the data thread, else the node's own loop) or 2 (a TX and an RX worker; needs
+    /// `wireguard = "own"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<u8>,
 }
@@ -108,7 +109,8 @@ pub struct NodeSettings {
     pub dns_suffix: String,
     /// `[dataplane] wireguard`: which implementation carries the sessions.
     pub wireguard: Engine,
-    /// `[dataplane] workers`: 1 or 2 data-path threads (2 needs the own engine).
+    /// `[dataplane] workers`: 1 or 2 data-path threads (2 needs the own engine; 1 is the data
+    /// thread on our engine on Linux, the node's loop otherwise: `io::node::data_threads`).
     pub workers: u8,
 }
 

@@ -192,6 +192,13 @@ lab_test!(
     "tests/netns/workers.sh"
 );
 lab_test!(
+    /// `[dataplane] workers = 1` on our engine: the single data thread carries ping (the
+    /// kernel's answer written and read on the same thread), `p2pvpn ping` and TCP both ways.
+    netns_one_data_thread_carries_traffic_both_ways,
+    "tests/netns/workers.sh",
+    "LAB_WORKERS" => "1"
+);
+lab_test!(
     netns_stun_server_and_netcheck_through_real_nats,
     "tests/netns/stun.sh"
 );

@@ -90,6 +90,19 @@ impl TxBatch {
         true
     }
 
+    /// The runs of the last batch as (destination, bytes, segment size): the data thread's
+    /// sends (`io::workers`), whose table holds only peers on the main socket's IPv4 half.
+    pub fn runs(&self) -> impl Iterator<Item = (SocketId, SocketAddr, &[u8], usize)> {
+        self.runs.iter().map(|r| {
+            (
+                r.socket,
+                r.dst,
+                &self.buf[r.start..r.start + r.len],
+                r.segment,
+            )
+        })
+    }
+
     /// The ICMP answers of the last [`encrypt`], to write to the TUN device.
     pub fn replies(&self) -> impl Iterator<Item = &[u8]> {
         let mut start = 0;

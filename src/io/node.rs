@@ -9,6 +9,7 @@ use super::stream::{self, StreamEvent, WriterCommand};
 use super::tun_batch::TunIo;
 use super::udp_batch::{RecvBufs, UdpBatch};
 use crate::config::{Dirs, NodeSettings};
+use crate::core::crypto::Engine;
 use crate::core::node::{
     DatagramOutcome, Node, NodeConfig, NodeEvent, SocketCommand, SocketId, Transmit, MAX_DATAGRAM,
 };
@@ -48,23 +49,45 @@ fn node_progress(line: &str) {
     }
 }
 
-/// Starts the TX and RX threads on the new TUN device (`io::workers`).
+/// How the data path runs for these settings: `[dataplane] workers = 2` on a TX and an RX
+/// thread; `workers = 1` with our engine on one data thread where the OS has it (Linux) and the
+/// main socket is batched; else (boringtun, whose sessions cannot leave the node task) in the
+/// node's own loop (`None`).
+fn data_threads(settings: &NodeSettings, udp: &UdpBatch) -> Option<super::workers::Threads> {
+    use super::workers::{Threads, DATA_THREAD};
+    match settings.workers {
+        2 => Some(Threads::Two),
+        1 if settings.wireguard == Engine::Own && DATA_THREAD && udp.batched() => {
+            Some(Threads::One)
+        }
+        _ => None,
+    }
+}
+
+/// Starts the data workers on the new TUN device (`io::workers`).
 fn start_workers(
+    threads: super::workers::Threads,
     node: &mut Node,
     tun: &TunIo,
     udp: &Arc<UdpBatch>,
     to_core: &mpsc::Sender<super::workers::ToCore>,
 ) -> Result<super::workers::Workers> {
     let workers = super::workers::Workers::start(
+        threads,
         tun,
         udp.clone(),
         node.tun_mtu(),
         node.worker_origin(),
         to_core.clone(),
     )
-    .context("starting the data workers ([dataplane] workers = 2)")?;
+    .with_context(|| format!("starting the data workers ({threads:?} thread(s))"))?;
     node.enable_workers();
-    tracing::info!("data path on two worker threads (TX and RX)");
+    match threads {
+        super::workers::Threads::One => tracing::info!("data path on one data thread"),
+        super::workers::Threads::Two => {
+            tracing::info!("data path on two worker threads (TX and RX)")
+        }
+    }
     Ok(workers)
 }
 
@@ -746,8 +769,9 @@ impl Driver {
                         a.ipv6,
                     )?;
                     let tun = TunIo::new(tun, self.node.tun_mtu());
-                    if self.settings.workers == 2 {
-                        let w = start_workers(&mut self.node, &tun, &self.udp, &self.to_core)?;
+                    if let Some(threads) = data_threads(&self.settings, &self.udp) {
+                        let w =
+                            start_workers(threads, &mut self.node, &tun, &self.udp, &self.to_core)?;
                         self.workers = Some(w);
                     }
                     self.tun = Some(tun);

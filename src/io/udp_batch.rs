@@ -94,6 +94,63 @@ impl UdpBatch {
         self.socket.poll_recv_ready(cx)
     }
 
+    /// Whether quinn-udp set the socket up (batched calls); the data thread needs it.
+    pub fn batched(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// One batched receive now, outside tokio's readiness: the data thread
+    /// (`io::workers::data_thread`) waits with `poll(2)` itself, and tokio's readiness belongs
+    /// to the node task, which does not read the socket in that mode. How many messages of
+    /// `bufs` are filled, or `WouldBlock`. Needs [`Self::batched`].
+    pub fn recv_now(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
+        let Some(state) = &self.state else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let mut slices = bufs
+            .bufs
+            .each_mut()
+            .map(|b| IoSliceMut::new(b.as_mut_slice()));
+        state.recv((&self.socket).into(), &mut slices, &mut bufs.meta)
+    }
+
+    /// One try at [`Self::send`] now, outside tokio's readiness (the data thread), with the
+    /// same GSO fallback; `WouldBlock` when the send queue is full (the caller waits for room).
+    /// Needs [`Self::batched`].
+    pub fn try_send_now(
+        &self,
+        dst: SocketAddr,
+        contents: &[u8],
+        segment_size: usize,
+    ) -> io::Result<()> {
+        let Some(state) = &self.state else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let gso = segment_size > 0 && contents.len() > segment_size;
+        let transmit = Transmit {
+            destination: dst,
+            ecn: None,
+            contents,
+            segment_size: gso.then_some(segment_size),
+            src_ip: None,
+        };
+        match state.try_send((&self.socket).into(), &transmit) {
+            Err(e) if gso && gso_refused(&e) => {
+                tracing::debug!(error = %e, "UDP GSO refused; sending datagrams one at a time");
+                for chunk in contents.chunks(segment_size) {
+                    let single = Transmit {
+                        contents: chunk,
+                        segment_size: None,
+                        ..transmit.clone()
+                    };
+                    state.try_send((&self.socket).into(), &single)?;
+                }
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
     /// Reads one batch without waiting: how many messages of `bufs` are filled, or
     /// `WouldBlock`.
     pub fn try_recv(&self, bufs: &mut RecvBufs) -> io::Result<usize> {

@@ -89,6 +89,7 @@ struct Sig {
     send: Option<usize>,
     recv: Vec<usize>,
     dst: SocketAddr,
+    relay: Option<u32>,
     mtu: u16,
     path_mtu: Option<u16>,
 }
@@ -145,8 +146,12 @@ impl Node {
         // Under access rules the core keeps every packet: its flow table decides.
         if self.acl.policy().is_none() && !local.is_empty() {
             for peer in self.peers.iter() {
-                let Some(Route::Direct { socket, dst }) = self.route_to(peer) else {
-                    continue;
+                // Direct, or through the server's UDP relay (a header before each message);
+                // never the control stream's relay, whose frames go out on the node task.
+                let (socket, dst, relay) = match self.route_to(peer) {
+                    Some(Route::Direct { socket, dst }) => (socket, dst, None),
+                    Some(Route::RelayUdp { server, id }) => (SocketId::MAIN, server, Some(id)),
+                    _ => continue,
                 };
                 if socket != SocketId::MAIN || !dst.is_ipv4() {
                     continue;
@@ -160,6 +165,7 @@ impl Node {
                     send: keys.send.as_ref().map(|k| Arc::as_ptr(k) as usize),
                     recv: keys.recv.iter().map(|k| Arc::as_ptr(k) as usize).collect(),
                     dst,
+                    relay,
                     mtu: path_mtu.unwrap_or(self.tun_mtu()),
                     path_mtu,
                 };
@@ -205,6 +211,7 @@ impl Node {
                         key: send,
                         socket: SocketId::MAIN,
                         dst: sig.dst,
+                        relay: sig.relay,
                         mtu: sig.mtu,
                         activity: activity.clone(),
                     }),
@@ -214,6 +221,7 @@ impl Node {
                 table.add_recv(Arc::new(RecvEntry {
                     key: recv,
                     from: sig.dst,
+                    relay: sig.relay,
                     allowed: allowed.clone(),
                     path_mtu: sig.path_mtu,
                     activity: activity.clone(),
@@ -258,6 +266,12 @@ impl Node {
             if new_sent.is_none() && new_received.is_none() {
                 continue;
             }
+            // As the node's own loop: a relayed message proves neither the peer's direct path
+            // nor that UDP reaches past our NAT.
+            let direct = self
+                .peers
+                .get(key)
+                .is_some_and(|p| p.punch.nominated().is_some());
             let Some(peer) = self.peers.get_mut(key) else {
                 continue;
             };
@@ -265,9 +279,11 @@ impl Node {
                 .note_worker_activity(new_sent, new_received, dtx, drx);
             if let Some(t) = new_received {
                 peer.note_heard(t);
-                self.discovery.note_udp_works(t);
+                if direct {
+                    self.discovery.note_udp_works(t);
+                }
             }
-            if let Some(t) = new_sent {
+            if let (Some(t), true) = (new_sent, direct) {
                 peer.punch.note_tx(t);
             }
             if let Some(t) = new_big {
@@ -290,12 +306,12 @@ impl Node {
             return Some(packet);
         };
         let key = self.peers.by_addr(ends.src)?;
+        // The workers carry direct paths and the server's UDP relay only.
         let detail = |node: &Node| {
             node.peers
                 .get(&key)
                 .and_then(|p| p.punch.nominated())
-                .map(|n| n.detail.clone())
-                .unwrap_or_else(|| "direct".to_string())
+                .map_or_else(|| "relay (udp)".to_string(), |n| n.detail.clone())
         };
         let consumed = self.take_pmtu_answer(packet, peer_ip, now)
             || self.answer_pmtu_probe(packet, peer_ip)

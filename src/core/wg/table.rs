@@ -1,6 +1,7 @@
-//! The key table the core publishes to the two data workers (issue 11, notes/multicore.md): per
-//! peer with an established session on a direct path, the sending key and where datagrams go,
-//! and per receiving session index, the receiving key and the inner sources that peer may use.
+//! The key table the core publishes to the data workers (issue 11, notes/multicore.md): per
+//! peer with an established session on a direct path or on the server's UDP relay, the sending
+//! key and where datagrams go, and per receiving session index, the receiving key and the inner
+//! sources that peer may use.
 //!
 //! Ownership: only the core builds a [`KeyTable`] and [`Published::store`]s it; workers
 //! [`Published::load`] it once per batch and use it read-only. A table is immutable once
@@ -8,13 +9,13 @@
 //! atomic; the replay window, behind its lock) and the activity counters (relaxed atomics the
 //! core reads on its timer). Anything the table cannot handle falls back to the core
 //! ([`Sealed::ToCore`], [`Opened::ToCore`]): handshakes, cookies, unknown indices (an old session
-//! the core still holds, or none), packets for peers without an entry (no session, relayed,
-//! routed subnets), packets larger than the path MTU (the core answers with ICMP), outgoing TCP
+//! the core still holds, or none), packets for peers without an entry (no session, relayed on
+//! the control stream, routed subnets), packets larger than the path MTU (the core answers with ICMP), outgoing TCP
 //! SYNs (the core clamps their MSS, as today; they are rare) and a key that ran out of counters.
 //! Received SYNs are clamped here, in place, because a datagram once opened cannot be handed
 //! to the core to open again (its counter is spent); for the same reason an opened packet the
-//! core must see (IPv4 ICMP: path MTU probes and their answers, `p2pvpn ping` replies) comes
-//! back as [`Opened::Core`], already decrypted. A datagram from another address than the
+//! core must see (IPv4 ICMP echoes under the path MTU probes' or `p2pvpn ping`'s identifier)
+//! comes back as [`Opened::Core`], already decrypted. A datagram from another address than the
 //! peer's path goes to the core unopened, so the core sees the peer roam (whitepaper §2.1).
 
 use super::transport::{receiver_index, RecvKey, SendKey, TransportError};
@@ -22,6 +23,7 @@ use crate::core::counters::DropReason;
 use crate::core::ip::ip_endpoints;
 use crate::core::pmtu::mss;
 use crate::core::pmtu::search::BASE_PLPMTU;
+use crate::core::relay::wire::{self, RelayDatagram, DATA_HEADER};
 use crate::core::transmit::SocketId;
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -42,11 +44,16 @@ pub struct Activity {
     pub rx_bytes: AtomicU64,
 }
 
-/// How one peer's packets leave: its current sending key and direct path.
+/// How one peer's packets leave: its current sending key and path (direct, or the server's UDP
+/// relay).
 pub struct SendEntry {
     pub key: Arc<SendKey>,
     pub socket: SocketId,
+    /// The peer's direct address, or the server's relay address.
     pub dst: SocketAddr,
+    /// Through the server's UDP relay: the peer's relay id, for the ToPeer header
+    /// (`core::relay::wire`) written before each message.
+    pub relay: Option<u32>,
     /// The largest inner packet the path takes (the core's PMTU result).
     pub mtu: u16,
     pub activity: Arc<Activity>,
@@ -57,6 +64,9 @@ pub struct RecvEntry {
     pub key: Arc<RecvKey>,
     /// The peer's path: datagrams from elsewhere go to the core (roaming, a new path).
     pub from: SocketAddr,
+    /// Through the server's UDP relay: the peer's relay id, which the FromPeer header of each
+    /// datagram from `from` must name.
+    pub relay: Option<u32>,
     /// Inner source addresses this peer may send from (its addresses and its routes): the
     /// cryptokey routing check of the whitepaper §2.
     pub allowed: Vec<IpNet>,
@@ -96,8 +106,8 @@ pub enum Opened<'a> {
     Packet(&'a [u8]),
     /// An authenticated keepalive: nothing to write.
     Keepalive,
-    /// Opened, but the core's to look at (IPv4 ICMP: PMTU probes, ping replies); it decides
-    /// whether the packet goes on to the TUN device.
+    /// Opened, but the core's to look at (IPv4 ICMP echoes under the PMTU probes' or
+    /// `p2pvpn ping`'s identifier); it decides whether the packet goes on to the TUN device.
     Core(&'a [u8]),
     /// Dropped here; the worker counts it under this reason.
     Dropped(DropReason),
@@ -162,8 +172,19 @@ impl KeyTable {
         if packet.len() > usize::from(entry.mtu) || mss::tcp_syn_offset(packet).is_some() {
             return Sealed::ToCore;
         }
-        match entry.key.seal(packet, out) {
+        let header = if entry.relay.is_some() {
+            DATA_HEADER
+        } else {
+            0
+        };
+        let Some(body) = out.get_mut(header..) else {
+            return Sealed::ToCore;
+        };
+        match entry.key.seal(packet, body) {
             Ok(len) => {
+                if let Some(id) = entry.relay {
+                    wire::write_to_peer_header(out, id);
+                }
                 let a = &entry.activity;
                 a.sent_at_ms.store(now_ms, Ordering::Relaxed);
                 if packet.len() > usize::from(BASE_PLPMTU) {
@@ -173,7 +194,7 @@ impl KeyTable {
                 Sealed::Datagram {
                     socket: entry.socket,
                     dst: entry.dst,
-                    len,
+                    len: header + len,
                 }
             }
             // Exhausted: the core rekeys. Too small a buffer: the core has the room.
@@ -189,11 +210,18 @@ impl KeyTable {
         out: &'a mut [u8],
         now_ms: u64,
     ) -> Opened<'a> {
+        // A relayed message: its FromPeer header names the sending peer's relay id; anything
+        // else from the relay (binds, challenges) is the core's.
+        let (datagram, relay) = match wire::parse(datagram) {
+            Some(RelayDatagram::FromPeer { src, payload }) => (payload, Some(src)),
+            Some(_) => return Opened::ToCore,
+            None => (datagram, None),
+        };
         // Opened into `out` first: the length is the padded one until the IP header is read.
         let Some(entry) = receiver_index(datagram).and_then(|i| self.recv.get(&i)) else {
             return Opened::ToCore;
         };
-        if entry.from != from {
+        if entry.from != from || entry.relay != relay {
             return Opened::ToCore;
         }
         let len = match entry.key.open(datagram, out) {
@@ -221,7 +249,7 @@ impl KeyTable {
             return Opened::Dropped(DropReason::WrongDestination);
         }
         a.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-        if packet[0] >> 4 == 4 && packet.get(9) == Some(&1) {
+        if packet[0] >> 4 == 4 && packet.get(9) == Some(&1) && core_consumes(packet) {
             return Opened::Core(packet);
         }
         if let Some(mtu) = entry.path_mtu {
@@ -256,4 +284,14 @@ impl Published {
     pub fn store(&self, table: KeyTable) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
     }
+}
+
+/// Whether the core may consume this IPv4 ICMP packet (`Node::handle_worker_packet`): an echo
+/// under the path MTU probes' identifier or `p2pvpn ping`'s. Any other ICMP (a user's ping, an
+/// error) goes straight to the TUN device, so that a ping's reply is written by the thread that
+/// opened its request, without waking the node task.
+fn core_consumes(packet: &[u8]) -> bool {
+    crate::core::icmp::parse_echo(packet).is_some_and(|e| {
+        e.id == crate::core::pmtu::probe::PROBE_ID || e.id == crate::core::icmp::PING_ID
+    })
 }

@@ -38,12 +38,14 @@ fn session(gen: u32) -> (Arc<SendEntry>, Arc<RecvEntry>) {
         key: Arc::new(SendKey::new(key, gen)),
         socket: SocketId::MAIN,
         dst: bob_addr(),
+        relay: None,
         mtu: 1420,
         activity: Arc::new(Activity::default()),
     };
     let recv = RecvEntry {
         key: Arc::new(RecvKey::new(key, gen)),
         from: alice_addr(),
+        relay: None,
         allowed: vec!["10.99.0.1/32".parse().unwrap()],
         path_mtu: Some(1400),
         activity: Arc::new(Activity::default()),
@@ -277,4 +279,118 @@ fn syns_keep_their_mss_clamp_and_big_packets_are_reported() {
     ));
     assert_eq!(s.activity.big_sent_at_ms.load(Ordering::Relaxed), 3);
     assert_eq!(s.activity.sent_at_ms.load(Ordering::Relaxed), 4);
+}
+
+/// An ICMP echo from alice to bob under `id` (the user's `ping` uses its own identifier).
+fn echo(kind_reply: bool, id: u16) -> Vec<u8> {
+    let request = crate::core::icmp::echo_request(ALICE, BOB, 1);
+    let mut p = if kind_reply {
+        // A reply from alice to bob: the reply to bob's request to alice.
+        let to_alice = crate::core::icmp::echo_request(BOB, ALICE, 1);
+        crate::core::icmp::echo_reply_for(&to_alice).unwrap()
+    } else {
+        request
+    };
+    p[24..26].copy_from_slice(&id.to_be_bytes());
+    p[22..24].copy_from_slice(&[0, 0]);
+    let sum = crate::core::icmp::checksum(&p[20..]);
+    p[22..24].copy_from_slice(&sum.to_be_bytes());
+    p
+}
+
+#[test]
+fn only_the_cores_own_echoes_go_to_the_core_and_a_users_ping_goes_to_the_tun_device() {
+    use crate::core::icmp::PING_ID;
+    use crate::core::pmtu::probe::PROBE_ID;
+    let (alice, bob) = tables(1);
+    let mut wire = [0u8; 2048];
+    let mut out = [0u8; 2048];
+    let mut open = |packet: &[u8]| {
+        let Sealed::Datagram { len, .. } = alice.seal(packet, &mut wire, 1) else {
+            panic!("alice's worker did not seal");
+        };
+        match bob.open(alice_addr(), &wire[..len], &mut out, 2) {
+            Opened::Packet(_) => "tun",
+            Opened::Core(_) => "core",
+            other => panic!("{other:?}"),
+        }
+    };
+    // A user's ping (request and reply): written by the worker itself, so that the kernel's
+    // answer leaves on the same thread without waking the node task.
+    assert_eq!(open(&echo(false, 0x1234)), "tun");
+    assert_eq!(open(&echo(true, 0x1234)), "tun");
+    // `p2pvpn ping`'s replies and the PMTU probes are the core's.
+    assert_eq!(open(&echo(true, PING_ID)), "core");
+    assert_eq!(open(&echo(false, PROBE_ID)), "core");
+    assert_eq!(open(&echo(true, PROBE_ID)), "core");
+}
+
+#[test]
+fn a_relayed_session_frames_each_message_and_checks_the_senders_relay_id() {
+    use crate::core::relay::wire;
+    let server = SocketAddr::from(([127, 0, 0, 1], 7400));
+    let key = [9u8; 32];
+    let activity = || Arc::new(Activity::default());
+    let mut alice = KeyTable::default();
+    alice.set_send(
+        &[IpAddr::V4(BOB)],
+        Arc::new(SendEntry {
+            key: Arc::new(SendKey::new(key, 9)),
+            socket: SocketId::MAIN,
+            dst: server,
+            relay: Some(22),
+            mtu: 1420,
+            activity: activity(),
+        }),
+    );
+    let mut bob = KeyTable::default();
+    bob.set_local(&[IpAddr::V4(BOB)]);
+    bob.add_recv(Arc::new(RecvEntry {
+        key: Arc::new(RecvKey::new(key, 9)),
+        from: server,
+        relay: Some(11),
+        allowed: vec!["10.99.0.1/32".parse().unwrap()],
+        path_mtu: None,
+        activity: activity(),
+    }));
+    let packet = ipv4(ALICE, BOB, 101);
+    let mut buf = [0u8; 2048];
+    let mut out = [0u8; 2048];
+    let mut seal = |n: u64| -> Vec<u8> {
+        let Sealed::Datagram { dst, len, .. } = alice.seal(&packet, &mut buf, n) else {
+            panic!("alice's worker did not seal");
+        };
+        assert_eq!(dst, server, "a relayed message goes to the server");
+        let datagram = buf[..len].to_vec();
+        assert_eq!(
+            wire::parse(&datagram)
+                .map(|d| matches!(d, wire::RelayDatagram::ToPeer { dst: 22, .. })),
+            Some(true),
+            "a ToPeer header naming bob's relay id"
+        );
+        datagram
+    };
+    // What the server forwards: the same bytes, the header rewritten to name the sender.
+    let mut forwarded = seal(1);
+    wire::rewrite_to_from_peer(&mut forwarded, 11);
+    assert_eq!(
+        bob.open(server, &forwarded, &mut out, 2),
+        Opened::Packet(&packet[..])
+    );
+    // Naming another member, arriving from elsewhere, or unframed from the server: the core's
+    // (it knows which peer has which id, and roaming).
+    let mut other = seal(3);
+    wire::rewrite_to_from_peer(&mut other, 12);
+    assert_eq!(bob.open(server, &other, &mut out, 4), Opened::ToCore);
+    let mut elsewhere = seal(5);
+    wire::rewrite_to_from_peer(&mut elsewhere, 11);
+    assert_eq!(
+        bob.open(alice_addr(), &elsewhere, &mut out, 6),
+        Opened::ToCore
+    );
+    let bare = seal(7);
+    assert_eq!(
+        bob.open(server, &bare[wire::DATA_HEADER..], &mut out, 8),
+        Opened::ToCore
+    );
 }

@@ -119,6 +119,44 @@ impl TunIo {
         result
     }
 
+    /// Reads one batch now, without tokio (the data thread, `io::workers::data_thread`, which
+    /// waits with `poll(2)` itself): `WouldBlock` when the device has nothing (its descriptor
+    /// is non-blocking).
+    pub fn read_now(&mut self) -> io::Result<usize> {
+        // The device's own blocking-style call, not `AsyncDevice`'s: tokio's readiness for the
+        // descriptor is the node task's, which does not read it in this mode.
+        let dev: &tun_rs::DeviceImpl = &self.dev;
+        dev.recv_multiple(&mut self.raw, &mut self.packets, &mut self.sizes, 0)
+    }
+
+    /// [`Self::flush`] without tokio, for the data thread. A TUN write does not wait for room
+    /// (the device's socket buffer is unbounded on Linux), so a plain `write(2)` is enough.
+    pub fn flush_now(&mut self) -> io::Result<()> {
+        let n = std::mem::take(&mut self.pending);
+        if n == 0 {
+            return Ok(());
+        }
+        let fd = self.as_raw_fd();
+        let mut result = Ok(());
+        if !self.dev.tcp_gso() {
+            for (buf, &len) in self.out[..n].iter().zip(&self.lens[..n]) {
+                note(&mut result, write_fd(fd, &buf[OFFSET..OFFSET + len]))?;
+            }
+            return result;
+        }
+        let udp = self.dev.udp_gso();
+        for (slot, bytes) in self.gro.coalesce(&mut self.out[..n], &self.lens[..n], udp) {
+            note(&mut result, write_fd(fd, &self.out[slot][..bytes]))?;
+        }
+        result
+    }
+
+    /// The device's descriptor, for the data thread's `poll(2)`.
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.dev.as_raw_fd()
+    }
+
     /// Writes one packet now (packets from the stream relay and probing sockets).
     pub async fn write_one(&mut self, packet: &[u8]) -> io::Result<()> {
         if !self.dev.tcp_gso() {
@@ -130,6 +168,14 @@ impl TunIo {
         self.single.extend_from_slice(packet);
         self.dev.send(&self.single).await.map(|_| ())
     }
+}
+
+/// One `write(2)` of `buf` to the device's descriptor.
+fn write_fd(fd: std::os::fd::RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes and `fd` is the open device, which the
+    // caller's `TunIo` keeps open.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// Keeps a failed write's error in `result` and goes on, except when the device is gone

@@ -1,6 +1,7 @@
-//! The two data workers of `[dataplane] workers = 2` (issue 11, ARCHITECTURE.md "Both cores"):
-//! a TX thread (TUN read, seal, GSO send) and an RX thread (`recvmmsg`, open, GRO TUN write),
-//! so that encryption and decryption each get a core. Both use the `KeyTable` the node
+//! The data workers (issue 11, ARCHITECTURE.md "Both cores"): with `[dataplane] workers = 2` a
+//! TX thread (TUN read, seal, GSO send) and an RX thread (`recvmmsg`, open, GRO TUN write), so
+//! that encryption and decryption each get a core; with `workers = 1` (our engine, Linux) one
+//! plain data thread doing both (`data_thread`), the shortest path a ping can take. Both use the `KeyTable` the node
 //! publishes (`core::node::workers`), loaded once per batch. What a table cannot handle goes to
 //! the node task over one bounded channel ([`ToCore`]); when it is full the item is dropped and
 //! counted (`to_core_full`), so a busy node task never stalls a worker. What the node sends
@@ -24,6 +25,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
+
+#[cfg(target_os = "linux")]
+mod data_thread;
+#[cfg(not(target_os = "linux"))]
+#[path = "data_thread_other.rs"]
+mod data_thread;
+
+/// Whether `[dataplane] workers = 1` can run as a data thread on this OS.
+pub const DATA_THREAD: bool = data_thread::AVAILABLE;
+
+/// What wakes a worker blocked outside tokio so that it sees the stop signal.
+type Wake = Box<dyn Fn() + Send + Sync>;
+
+/// How the data path is split over threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threads {
+    /// One plain thread, both directions (`data_thread`).
+    One,
+    /// A TX and an RX thread.
+    Two,
+}
 
 /// Items the node task takes from the workers per wake-up, and the channel's room: about two
 /// full TUN reads, enough for a handshake's worth of queued packets.
@@ -85,6 +107,8 @@ pub struct Workers {
     pub tx: Arc<WorkerStats>,
     pub rx: Arc<WorkerStats>,
     stop: watch::Sender<bool>,
+    /// Wakes a thread that waits outside tokio (the data thread's `poll`).
+    wake: Option<Wake>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -103,9 +127,10 @@ fn hand_over(to_core: &mpsc::Sender<ToCore>, stats: &WorkerStats, item: ToCore) 
 }
 
 impl Workers {
-    /// Starts both threads on `tun` (each gets its own buffers on the device) and `udp`.
+    /// Starts the threads on `tun` (each gets its own buffers on the device) and `udp`.
     /// `origin` is the node's `worker_origin`.
     pub fn start(
+        threads: Threads,
         tun: &TunIo,
         udp: Arc<UdpBatch>,
         mtu: u16,
@@ -114,7 +139,26 @@ impl Workers {
     ) -> std::io::Result<Self> {
         let published = Arc::new(Published::default());
         let (stop, stopped) = watch::channel(false);
-        let (tx, rx) = (Arc::default(), Arc::default());
+        let (tx, rx): (Arc<WorkerStats>, Arc<WorkerStats>) = (Arc::default(), Arc::default());
+        if threads == Threads::One {
+            let ctx = Ctx {
+                published: published.clone(),
+                stats: Arc::clone(&rx),
+                udp,
+                to_core,
+                stop: stopped,
+                origin,
+            };
+            let (thread, wake) = data_thread::spawn(ctx, Arc::clone(&tx), tun.share(mtu), mtu)?;
+            return Ok(Workers {
+                published,
+                tx,
+                rx,
+                stop,
+                wake: Some(wake),
+                threads: vec![thread],
+            });
+        }
         let tx_thread = {
             let ctx = Ctx {
                 published: published.clone(),
@@ -144,6 +188,7 @@ impl Workers {
             tx,
             rx,
             stop,
+            wake: None,
             threads: vec![tx_thread, rx_thread],
         })
     }
@@ -153,6 +198,9 @@ impl Workers {
     /// runtime delivers, so this thread must keep running it meanwhile.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
+        if let Some(wake) = &self.wake {
+            wake();
+        }
         let threads = std::mem::take(&mut self.threads);
         let joined =
             tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok()))

@@ -1,0 +1,251 @@
+//! `[dataplane] workers = 1` with our engine on Linux: one plain OS thread carries the data path
+//! in both directions (TUN read → seal → GSO send; `recvmmsg` → open → GRO TUN write), waiting
+//! on both descriptors with `poll(2)`. ARCHITECTURE.md "Both cores" has the design; this file
+//! is only the loop.
+//!
+//! Why a plain thread and not a task: a ping crosses each node twice, each time waking a
+//! sleeping process, and what one wake costs is mostly cold caches, so it grows with the code
+//! the wake runs through. The node task's turn (tokio's driver, the loop's select over its
+//! timers and channels, the core's bookkeeping) measured about 490 us of CPU per echo for both
+//! nodes, boringtun-cli 250 us; this loop runs only the key table's seal and open and the
+//! batched calls (measured in notes/issue11-next.md). Both directions on one thread, because a
+//! ping's answer is written to the TUN device by the same thread that read its request: the
+//! kernel answers inside that write, and the thread reads the answer on its next turn without
+//! another thread being woken (the two workers of `workers = 2` pay that wake on each hop).
+//!
+//! The descriptors stay registered with the node task's tokio runtime (its sends and single
+//! TUN writes use that registration), so the node's thread sees their readiness too; it only
+//! marks it, nothing waits on it. Stopping: an eventfd in the same `poll` set.
+
+use super::{hand_over, now_ms, Ctx, ToCore, WorkerStats};
+use crate::core::node::SocketId;
+use crate::core::wg::table::{Opened, Sealed};
+use crate::io::dataplane::TxBatch;
+use crate::io::tun_batch::TunIo;
+use crate::io::udp_batch::{RecvBufs, UdpBatch, RECV_BUFS};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// How long a send waits for room in the socket's queue before the run is given up: a queue
+/// full for that long means the path is congested anyway.
+const SEND_WAIT_MS: i32 = 100;
+
+/// The data thread exists on this OS.
+pub const AVAILABLE: bool = true;
+
+/// Starts the thread `p2pvpn-data` on `tun`; returns it and what wakes it to stop.
+pub(super) fn spawn(
+    ctx: Ctx,
+    tx: Arc<WorkerStats>,
+    tun: TunIo,
+    mtu: u16,
+) -> io::Result<(std::thread::JoinHandle<()>, super::Wake)> {
+    let stopper = Stopper::new()?;
+    let waker = Arc::clone(&stopper);
+    let thread = std::thread::Builder::new()
+        .name("p2pvpn-data".into())
+        .spawn(move || run(ctx, tx, tun, mtu, stopper))?;
+    Ok((thread, Box::new(move || waker.wake())))
+}
+
+/// Wakes the data thread's `poll` so that it sees the stop signal at once.
+struct Stopper(OwnedFd);
+
+impl Stopper {
+    fn new() -> io::Result<Arc<Self>> {
+        // SAFETY: eventfd(2) with valid flags; the descriptor is owned from here on.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and nothing else owns it.
+        Ok(Arc::new(Stopper(unsafe { OwnedFd::from_raw_fd(fd) })))
+    }
+
+    fn wake(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: an 8-byte write to our own eventfd. Failing only means the counter is
+        // already non-zero: the thread is being woken anyway.
+        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+}
+
+/// The thread's body: both directions until stopped. `tx` counts what it seals, `rx` (in
+/// `ctx`) what it opens, so `status --json` shows the same `workers.tx`/`workers.rx` as with
+/// two threads.
+fn run(ctx: Ctx, tx: Arc<WorkerStats>, mut tun: TunIo, mtu: u16, stop: Arc<Stopper>) {
+    let mut batch = TxBatch::new(mtu);
+    let mut bufs = RecvBufs::default();
+    let udp_fd = ctx.udp.socket().as_raw_fd();
+    let tun_fd = tun.as_raw_fd();
+    let mut fds = [udp_fd, tun_fd, stop.0.as_raw_fd()].map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    loop {
+        // SAFETY: `fds` is a valid array of pollfds for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::warn!(error = %e, "the data thread cannot wait for packets; it stops");
+            return;
+        }
+        if fds[2].revents != 0 || *ctx.stop.borrow() {
+            return;
+        }
+        let mut wrote = false;
+        if fds[0].revents != 0 {
+            wrote = receive(&ctx, &mut tun, &mut bufs);
+        }
+        // After a TUN write the kernel may have answered inside it (a ping, a TCP ACK): read
+        // now rather than after one more `poll`.
+        if (fds[1].revents != 0 || wrote) && !transmit(&ctx, &tx, &mut tun, &mut batch) {
+            return;
+        }
+    }
+}
+
+/// Reads the main socket until it is empty: opens what the table can, writes it to the TUN
+/// device (coalesced per batch), hands the rest to the node task. True if it wrote packets.
+fn receive(ctx: &Ctx, tun: &mut TunIo, bufs: &mut RecvBufs) -> bool {
+    let mut wrote = false;
+    loop {
+        let n = match ctx.udp.recv_now(bufs) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return wrote,
+            Err(e) => {
+                // An ICMP error queued on the socket (a peer's port closed) and the like:
+                // one datagram's worth, as the node loop treats it.
+                tracing::debug!(error = %e, "UDP receive failed (data thread)");
+                return wrote;
+            }
+        };
+        let table = ctx.published.load();
+        let now = now_ms(ctx.origin);
+        let mut opened = 0u64;
+        for i in 0..n {
+            let (from, datagrams) = bufs.datagrams(i);
+            for datagram in datagrams {
+                if tun.slot(datagram.len()).is_none() {
+                    flush(tun);
+                }
+                let Some(slot) = tun.slot(datagram.len()) else {
+                    continue;
+                };
+                let base = slot.as_ptr() as usize;
+                let kept = match table.open(from, datagram, slot, now) {
+                    Opened::Packet(p) => Some((p.as_ptr() as usize - base, p.len())),
+                    Opened::Keepalive => None,
+                    Opened::Core(p) => {
+                        hand_over(&ctx.to_core, &ctx.stats, ToCore::Opened(p.to_vec()));
+                        None
+                    }
+                    Opened::Dropped(reason) => {
+                        ctx.stats.count_drop(reason);
+                        continue;
+                    }
+                    Opened::ToCore => {
+                        let item = ToCore::Datagram(from, datagram.to_vec());
+                        hand_over(&ctx.to_core, &ctx.stats, item);
+                        continue;
+                    }
+                };
+                opened += 1;
+                if let Some((start, len)) = kept {
+                    tun.commit(start, len);
+                    wrote = true;
+                }
+            }
+        }
+        flush(tun);
+        ctx.stats
+            .crypto_packets
+            .fetch_add(opened, Ordering::Relaxed);
+        if n < RECV_BUFS {
+            // A short batch: the queue was empty when the call returned (`io::udp_batch`).
+            return wrote;
+        }
+    }
+}
+
+/// Reads the TUN device until it is empty: seals what the table can and sends it, hands the
+/// rest to the node task. False when the device is gone (the node task is told and ends).
+fn transmit(ctx: &Ctx, stats: &WorkerStats, tun: &mut TunIo, batch: &mut TxBatch) -> bool {
+    loop {
+        let n = match tun.read_now() {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // As the node loop: an OS error ends the node, one tun-rs raises about one
+            // malformed packet loses that packet only.
+            Err(e) if e.raw_os_error().is_some() => {
+                let _ = ctx.to_core.blocking_send(ToCore::TunFailed(e));
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "TUN packet dropped (data thread)");
+                continue;
+            }
+        };
+        let table = ctx.published.load();
+        let now = now_ms(ctx.origin);
+        let max_segments = ctx.udp.max_segments();
+        batch.clear();
+        let mut sealed = 0u64;
+        for i in 0..n {
+            let packet = tun.packet(i);
+            let mut to_core = false;
+            let room = batch.append(max_segments, |out| match table.seal(packet, out, now) {
+                Sealed::Datagram { socket, dst, len } => Some((socket, dst, len)),
+                Sealed::ToCore => {
+                    to_core = true;
+                    None
+                }
+            });
+            if to_core || !room {
+                hand_over(&ctx.to_core, stats, ToCore::Tun(packet.to_vec()));
+            } else {
+                sealed += 1;
+            }
+        }
+        stats.crypto_packets.fetch_add(sealed, Ordering::Relaxed);
+        for (socket, dst, contents, segment) in batch.runs() {
+            // The table holds only peers on the main socket's IPv4 half.
+            debug_assert!(socket == SocketId::MAIN && dst.is_ipv4());
+            if let Err(e) = send(&ctx.udp, dst, contents, segment) {
+                tracing::debug!(error = %e, %dst, "UDP send failed (data thread)");
+            }
+        }
+    }
+}
+
+/// Sends one run, waiting up to `SEND_WAIT_MS` for room once if the socket's queue is full;
+/// after that the run is lost, as a full queue loses it anywhere.
+fn send(udp: &UdpBatch, dst: SocketAddr, contents: &[u8], segment: usize) -> io::Result<()> {
+    match udp.try_send_now(dst, contents, segment) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            let mut p = libc::pollfd {
+                fd: udp.socket().as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            unsafe { libc::poll(&mut p, 1, SEND_WAIT_MS) };
+            udp.try_send_now(dst, contents, segment)
+        }
+        r => r,
+    }
+}
+
+fn flush(tun: &mut TunIo) {
+    if let Err(e) = tun.flush_now() {
+        tracing::debug!(error = %e, "TUN write failed (data thread)");
+    }
+}
