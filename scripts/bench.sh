@@ -24,9 +24,10 @@
 #   BORINGTUN_VERSION  default 0.7.1 (the anchors' version)
 #   BENCH_TOOLS    where tools are installed (default /tmp/p2p-bench-tools)
 #   LAB_KEEP=1     keep logs and raw results
-#   LAB_WIREGUARD=own  p2pvpn's nodes run its own WireGuard engine ([dataplane] wireguard)
+#   LAB_WIREGUARD=boringtun  p2pvpn's nodes run boringtun in the node's loop ([dataplane]
+#                  wireguard; the default on Linux is our engine with its data thread)
 #   LAB_WORKERS=2  p2pvpn's nodes run a TX and an RX thread ([dataplane] workers; needs
-#                  LAB_WIREGUARD=own)
+#                  our engine)
 #   PING_INTERVAL  seconds between the pings (default 0.2; 0.002 keeps the caches warm,
 #                  which shows how much of the RTT is cold-cache cost)
 #   BENCH_PING_STAT=1  also count, with `perf stat`, what one echo costs the two tunnel

@@ -114,6 +114,16 @@ pub struct NodeSettings {
     pub workers: u8,
 }
 
+/// The engine a node runs when its config does not say: ours where the data thread runs
+/// (Linux: `io::workers::DATA_THREAD`), which is what makes it faster, boringtun elsewhere.
+pub fn default_engine() -> Engine {
+    if crate::io::workers::DATA_THREAD {
+        Engine::Own
+    } else {
+        Engine::Boringtun
+    }
+}
+
 /// Where a node keeps its files.
 #[derive(Clone, Debug)]
 pub struct Dirs {
@@ -303,11 +313,12 @@ impl RawNodeConfig {
         )
         .with_context(|| format!("{}: `dns_suffix`", file.display()))?;
         let wireguard = match self.dataplane.as_ref().and_then(|d| d.wireguard.as_deref()) {
-            None | Some("boringtun") => Engine::Boringtun,
+            None => default_engine(),
+            Some("boringtun") => Engine::Boringtun,
             Some("own") => Engine::Own,
             Some(other) => bail!(
-                "{}: `dataplane.wireguard` {other:?} is not known: use \"boringtun\" (the \
-                 default) or \"own\"",
+                "{}: `dataplane.wireguard` {other:?} is not known: use \"own\" (the default \
+                 where the data thread runs, Linux) or \"boringtun\" (the default elsewhere)",
                 file.display()
             ),
         };
@@ -368,9 +379,15 @@ impl NodeSettings {
             allow_route_overlap: self.allow_route_overlap,
             dns_suffix: (self.dns_suffix != dns::default_suffix(&self.network))
                 .then(|| self.dns_suffix.clone()),
-            dataplane: (self.wireguard == Engine::Own || self.workers != 1).then(|| {
+            dataplane: (self.wireguard != default_engine() || self.workers != 1).then(|| {
                 RawDataplaneConfig {
-                    wireguard: (self.wireguard == Engine::Own).then(|| "own".into()),
+                    wireguard: (self.wireguard != default_engine()).then(|| {
+                        match self.wireguard {
+                            Engine::Own => "own",
+                            Engine::Boringtun => "boringtun",
+                        }
+                        .into()
+                    }),
                     workers: (self.workers != 1).then_some(self.workers),
                 }
             }),
@@ -557,7 +574,7 @@ server_public_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
         assert_eq!(s.workers, 2);
         let again = toml::to_string(&s.to_raw()).unwrap();
         assert_eq!(parse(&again, Path::new("o.toml")).unwrap(), s);
-        let bad = format!("{GOOD}[dataplane]\nworkers = 2\n");
+        let bad = format!("{GOOD}[dataplane]\nwireguard = \"boringtun\"\nworkers = 2\n");
         let err = format!("{:#}", parse(&bad, Path::new("o.toml")).unwrap_err());
         assert!(err.contains("wireguard = \"own\""), "{err}");
         let bad = format!("{GOOD}[dataplane]\nwireguard = \"own\"\nworkers = 3\n");
@@ -566,15 +583,22 @@ server_public_key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
     }
 
     #[test]
-    fn the_wireguard_engine_defaults_to_boringtun_and_round_trips() {
+    fn the_wireguard_engine_defaults_by_platform_and_both_round_trip() {
         let s = parse(GOOD, Path::new("o.toml")).unwrap();
-        assert_eq!(s.wireguard, Engine::Boringtun);
+        let expected = if cfg!(target_os = "linux") {
+            Engine::Own
+        } else {
+            Engine::Boringtun
+        };
+        assert_eq!(s.wireguard, expected);
         assert!(!toml::to_string(&s.to_raw()).unwrap().contains("dataplane"));
-        let text = format!("{GOOD}[dataplane]\nwireguard = \"own\"\n");
-        let s = parse(&text, Path::new("o.toml")).unwrap();
-        assert_eq!(s.wireguard, Engine::Own);
-        let again = toml::to_string(&s.to_raw()).unwrap();
-        assert_eq!(parse(&again, Path::new("o.toml")).unwrap(), s);
+        for (name, engine) in [("own", Engine::Own), ("boringtun", Engine::Boringtun)] {
+            let text = format!("{GOOD}[dataplane]\nwireguard = \"{name}\"\n");
+            let s = parse(&text, Path::new("o.toml")).unwrap();
+            assert_eq!(s.wireguard, engine);
+            let again = toml::to_string(&s.to_raw()).unwrap();
+            assert_eq!(parse(&again, Path::new("o.toml")).unwrap(), s, "{again}");
+        }
         let bad = format!("{GOOD}[dataplane]\nwireguard = \"kernel\"\n");
         let err = format!("{:#}", parse(&bad, Path::new("o.toml")).unwrap_err());
         assert!(err.contains("`dataplane.wireguard` \"kernel\""), "{err}");

@@ -179,11 +179,13 @@ lab_test!(
     "tests/netns/basic.sh"
 );
 lab_test!(
-    /// The same checks with alice on our WireGuard engine (`[dataplane] wireguard = "own"`)
-    /// and bob on boringtun: the wire format is the same, so a mesh can mix them.
+    /// The same checks with alice on our WireGuard engine (the default on Linux, with its data
+    /// thread) and bob on boringtun (`[dataplane] wireguard = "boringtun"`, in the node's
+    /// loop): the wire format is the same, so a mesh can mix them.
     netns_two_hosts_mixed_wireguard_engines,
     "tests/netns/basic.sh",
-    "LAB_WIREGUARD_ALICE" => "own"
+    "LAB_WIREGUARD_ALICE" => "own",
+    "LAB_WIREGUARD_BOB" => "boringtun"
 );
 lab_test!(
     /// `[dataplane] workers = 2`: ping, `p2pvpn ping` and TCP both ways, with both worker

@@ -395,8 +395,9 @@ p2p() {
 }
 
 # p2p_wireguard NAME NETWORK : after `join`, sets node NAME's `[dataplane] wireguard` from
-# LAB_WIREGUARD_<NAME> (e.g. LAB_WIREGUARD_ALICE=own), else LAB_WIREGUARD, else leaves the
-# default (boringtun). LAB_WIREGUARD_ALICE=own runs a mixed pair: ours against boringtun.
+# LAB_WIREGUARD_<NAME> (e.g. LAB_WIREGUARD_BOB=boringtun), else LAB_WIREGUARD, else leaves the
+# default (ours on Linux, `config::default_engine`). LAB_WIREGUARD_BOB=boringtun runs a mixed
+# pair: ours against boringtun.
 # LAB_WORKERS_<NAME> / LAB_WORKERS set `[dataplane] workers` the same way.
 p2p_wireguard() {
     local name="$1" net="$2" var engine workers

@@ -114,7 +114,9 @@ pub async fn join(token: &str, name: Option<String>, dirs: &Dirs) -> Result<()> 
             || crate::core::dns::default_suffix(&joined.network),
             |b| b.dns_suffix.clone(),
         ),
-        wireguard: before.as_ref().map(|b| b.wireguard).unwrap_or_default(),
+        wireguard: before
+            .as_ref()
+            .map_or_else(crate::config::default_engine, |b| b.wireguard),
         workers: before.as_ref().map_or(1, |b| b.workers),
     };
     let file = config::save(dirs, &settings)?;
