@@ -1,8 +1,9 @@
 //! The key table the node publishes to its TX/RX workers (`[dataplane] workers = 2`,
 //! `core::node::workers`), on the simulated network: a direct peer is carried by the table in
 //! both directions, a table is published only when it changes (a rekey, a path moving between
-//! relay and direct, access rules), what the workers did reaches the node's counters, and the
-//! packets the node must see (ICMP) come back to it.
+//! relay and direct, access rules), a peer on the server's UDP relay is carried framed for it,
+//! what the workers did reaches the node's counters, and the packets the node must see (its
+//! own ICMP echoes) come back to it while a user's ping does not.
 
 use crate::harness::{ping_packet, Sim};
 use p2pvpn::core::peers::Path;
@@ -96,14 +97,25 @@ fn a_direct_peer_goes_through_the_table_both_ways_and_the_node_sees_the_traffic(
         Opened::ToCore
     );
 
-    // A ping is opened by the worker but handed to the node, which passes a plain echo
-    // request on to its TUN device.
+    // A user's ping is the worker's: written to the TUN device at once, so the kernel's reply
+    // leaves on the same thread.
     let ping = ping_packet(A, B, 3);
     let Sealed::Datagram { len, .. } = ta.seal(&ping, &mut wire, 1003) else {
         panic!()
     };
-    let Opened::Core(inner) = tb.open(alice_udp, &wire[..len], &mut out, 1003) else {
-        panic!("ICMP must reach the node")
+    assert_eq!(
+        tb.open(alice_udp, &wire[..len], &mut out, 1003),
+        Opened::Packet(&ping[..]),
+        "a user's ping must not wait for the node task"
+    );
+    // An echo under `p2pvpn ping`'s identifier is opened by the worker but handed to the node,
+    // which takes its own replies and passes a plain echo request on to its TUN device.
+    let ping = p2pvpn::core::icmp::echo_request(A.into(), B.into(), 3);
+    let Sealed::Datagram { len, .. } = ta.seal(&ping, &mut wire, 1004) else {
+        panic!()
+    };
+    let Opened::Core(inner) = tb.open(alice_udp, &wire[..len], &mut out, 1004) else {
+        panic!("p2pvpn ping's ICMP must reach the node")
     };
     let inner = inner.to_vec();
     let now = sim.now;
@@ -182,7 +194,7 @@ fn a_rekey_publishes_new_keys_and_a_datagram_in_flight_under_the_old_one_opens_o
 }
 
 #[test]
-fn a_relayed_peer_stays_on_the_node_until_its_path_is_direct() {
+fn a_relayed_peer_goes_through_the_table_framed_for_the_relay_until_its_path_is_direct() {
     let mut sim = Sim::new(63);
     sim.wireguard_own = true;
     let na = sim.add_nat("PRC", None);
@@ -196,11 +208,19 @@ fn a_relayed_peer_stays_on_the_node_until_its_path_is_direct() {
     sim.advance(Duration::from_millis(800));
     assert_eq!(sim.nodes[0].node.status(0).peers[0].path, Path::Relay);
     exchange(&mut sim, 1);
-    let relayed = table(&mut sim, 0).unwrap_or_default();
+    let relayed = table(&mut sim, 0).expect("a relayed session publishes a table");
     let mut wire = vec![0u8; 2048];
-    assert_eq!(
-        relayed.seal(&udp(A, B, 100, 2), &mut wire, 1),
-        Sealed::ToCore
+    let server: SocketAddr = crate::harness::SERVER.parse().unwrap();
+    let Sealed::Datagram { dst, len, .. } = relayed.seal(&udp(A, B, 100, 2), &mut wire, 1) else {
+        panic!("the table must carry a peer on the UDP relay")
+    };
+    assert_eq!(dst, server, "relayed: to the server");
+    assert!(
+        matches!(
+            p2pvpn::core::relay::wire::parse(&wire[..len]),
+            Some(p2pvpn::core::relay::wire::RelayDatagram::ToPeer { .. })
+        ),
+        "relayed: a ToPeer header before the message"
     );
     sim.net.block(na, nb, false);
     sim.advance(Duration::from_secs(5));
@@ -209,7 +229,7 @@ fn a_relayed_peer_stays_on_the_node_until_its_path_is_direct() {
     let direct = table(&mut sim, 0).expect("the move to direct publishes a table");
     assert!(matches!(
         direct.seal(&udp(A, B, 100, 4), &mut wire, 2),
-        Sealed::Datagram { .. }
+        Sealed::Datagram { dst, .. } if dst != server
     ));
 }
 
