@@ -5,7 +5,8 @@
 //!   rekeying follows real time even when the rest of the node runs on a simulated clock.
 //! - ours, `core::wg::session` (`[dataplane] wireguard = "own"`): sans-IO, driven by the `now`
 //!   every method takes, and its keys can be handed to data workers (issue 11). It answers a
-//!   responder's cookie but never sends cookie replies itself (no load detection yet).
+//!   responder's cookie; the cookie replies it sends under load come from the node-wide
+//!   `core::wg::cookie` guard, which `core::node` consults before handing it a handshake.
 
 use super::wg::session::Session;
 use crate::core::counters::DropReason;

@@ -177,6 +177,11 @@ impl PeerTable {
         self.engine = engine;
     }
 
+    /// The engine new peers' sessions run on.
+    pub fn engine(&self) -> EngineConfig {
+        self.engine
+    }
+
     pub fn upsert(&mut self, info: &PeerInfo, local: &SecretKey, now: Instant) -> Upsert {
         if self.conflicting_owner(info).is_some() {
             return Upsert::AddressConflict;

@@ -18,6 +18,8 @@ macro_rules! punch_ctx {
 
 mod discovery;
 mod filter;
+#[cfg(test)]
+mod handshake_load_tests;
 mod ipv6;
 mod mapping;
 mod names;
@@ -39,12 +41,14 @@ pub use status::{rfc3339, NodeStatus, PeerStatus, ServerStatus};
 pub use workers::{WorkerStatus, WorkersStatus};
 
 use super::counters::{DropCounters, DropReason};
-use super::crypto::{initiator_of, Decapsulated, Encapsulated};
+use super::crypto::{initiator_of, Decapsulated, Encapsulated, Engine};
 use super::ip::{ip_endpoints, IpError};
 use super::keys::{PublicKey, SecretKey};
 use super::peers::{Path, PeerTable, Upsert};
 use super::rendezvous::client::{ControlClient, ControlEvent, ServerAddr};
 use super::rendezvous::messages::{PeerInfo, Refusal};
+use super::wg::cookie::{self, CookieError, CookieGuard, Verdict};
+use super::wg::handshake::COOKIE_REPLY_LEN;
 use super::wire::{classify, receiver_index, DatagramKind, WgMessage};
 use crate::core::punch::session::SocketPool;
 use crate::core::relay::client::RelayClient;
@@ -55,7 +59,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 pub use relaying::Route;
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// How often session timers run (boringtun expects a tick every few hundred ms).
@@ -186,6 +190,8 @@ pub struct Node {
     ipv6: ipv6::Ipv6Underlay,
     /// The TX/RX data workers' key table and activity (`workers`).
     workers: workers::Workers,
+    /// Our engine's handshake load and cookie secret, node-wide (`core::wg::cookie`).
+    cookies: CookieGuard,
 }
 
 /// Where a WireGuard message came from.
@@ -229,6 +235,7 @@ impl Node {
             acl,
             ipv6,
             workers: workers::Workers::new(now),
+            cookies: CookieGuard::new(&config.secret.public_key(), cookie::HANDSHAKE_LIMIT),
             network: config.network,
             public: config.secret.public_key(),
             secret: config.secret,
@@ -648,6 +655,10 @@ impl Node {
         out: &'a mut [u8],
     ) -> DatagramOutcome<'a> {
         let key = if kind == WgMessage::HandshakeInit {
+            // Before `initiator_of`, the first Diffie-Hellman (whitepaper §5.3).
+            if let Some(refused) = self.check_handshake_load(origin, datagram, now) {
+                return refused;
+            }
             match initiator_of(&self.secret, datagram) {
                 Ok(key) => key,
                 Err(reason) => return DatagramOutcome::Dropped(reason),
@@ -656,10 +667,16 @@ impl Node {
             let Some(index) = receiver_index(datagram, kind) else {
                 return DatagramOutcome::Dropped(DropReason::Malformed);
             };
-            match self.peers.by_receiver_index_mut(index) {
+            let key = match self.peers.by_receiver_index_mut(index) {
                 Some(peer) => peer.key,
                 None => return DatagramOutcome::Dropped(DropReason::UnknownSession),
-            }
+            };
+            // No load check for responses: unlike an initiation, a response reaches the session
+            // (and its DH) only under a receiver index we handed out in our own initiation,
+            // which a flood cannot guess; and our engine's responder does not take cookie
+            // replies to its responses, so a cookie here would stall a handshake between two
+            // of our nodes while this one is under load (§5.3 allows either message a cookie).
+            key
         };
         if let Origin::Relay(sender, _) = origin {
             // The server vouches for who relayed it; a packet of another peer's session inside
@@ -669,19 +686,8 @@ impl Node {
             }
         }
         // Replies go back the way the message came: the same socket and address, or the relay.
-        let reply_route = match origin {
-            Origin::Direct { socket, from } => Some(Route::Direct { socket, dst: from }),
-            Origin::Relay(..) => self.peers.get(&key).and_then(|p| {
-                relaying::relay_route(p, &self.relay, &self.control, self.stun_server)
-            }),
-        };
-        let from_ip = match origin {
-            Origin::Direct { from, .. } => from.ip(),
-            Origin::Relay(..) => self
-                .stun_server
-                .map(|s| s.ip())
-                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        };
+        let reply_route = self.reply_route(origin);
+        let from_ip = self.source(origin).ip();
         let Some(peer) = self.peers.get_mut(&key) else {
             return DatagramOutcome::Dropped(DropReason::UnknownPeer);
         };
@@ -765,6 +771,77 @@ impl Node {
                 DatagramOutcome::Consumed
             }
             Decapsulated::Nothing => DatagramOutcome::Consumed,
+        }
+    }
+
+    /// Where a message came from, as an address: the datagram's source, or for a relayed one
+    /// the relay server's address (`handle_relay_datagram` takes relayed datagrams only from
+    /// `stun_server`, and stream frames come from the same server), or 0.0.0.0:0 without one.
+    fn source(&self, origin: Origin) -> SocketAddr {
+        match origin {
+            Origin::Direct { from, .. } => from,
+            Origin::Relay(..) => self
+                .stun_server
+                .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+        }
+    }
+
+    /// The way back to a message's sender: the same socket and address, or the relay to the
+    /// member the server says sent it.
+    fn reply_route(&self, origin: Origin) -> Option<Route> {
+        match origin {
+            Origin::Direct { socket, from } => Some(Route::Direct { socket, dst: from }),
+            Origin::Relay(sender, _) => self.peers.get(&sender).and_then(|p| {
+                relaying::relay_route(p, &self.relay, &self.control, self.stun_server)
+            }),
+        }
+    }
+
+    /// Our engine's defence against handshake floods (whitepaper §5.3, §5.4.7;
+    /// `core::wg::cookie`), for an initiation or response before any Diffie-Hellman on it:
+    /// `None` to go on, or what became of the message. Under load, one without the right mac2
+    /// for its source is answered with a cookie reply and counted as `RateLimited`, as the
+    /// boringtun path counts its `UnderLoad`.
+    ///
+    /// The cookie τ is bound to [`Node::source`]: for a relayed message that is the relay
+    /// server's address, the one address the node knows for it (the member's own address is
+    /// not on the datagram), and the reply goes back through the relay to the member the server
+    /// vouches for. So relayed members share one τ per Rm, which gives a member (the server
+    /// admits only members to the relay) nothing it could not get by asking; one could also
+    /// send direct datagrams forged from the server's address with it, which is what a cookie
+    /// for its own address already allows it at that rate (cookies prove an address, they do
+    /// not limit a sender that holds one).
+    ///
+    /// Only on our engine: boringtun's `Tunn` has its own limiter (per peer) and a second
+    /// guard in front of it would demand a second, different cookie.
+    fn check_handshake_load(
+        &mut self,
+        origin: Origin,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Option<DatagramOutcome<'static>> {
+        if self.peers.engine().engine != Engine::Own {
+            return None;
+        }
+        let source = self.source(origin);
+        let mut reply = [0u8; COOKIE_REPLY_LEN];
+        let verdict = self
+            .cookies
+            .check(datagram, source, now, &mut self.rng, &mut reply);
+        match verdict {
+            Ok(Verdict::Proceed) => None,
+            Ok(Verdict::CookieReply(cookie_reply)) => {
+                // To the source only: τ is the source's, so a reply elsewhere would be useless
+                // to the sender and a reflection for whoever forged the source.
+                if let Some(route) = self.reply_route(origin) {
+                    relaying::send(route, cookie_reply, &mut self.transmits, &mut self.control);
+                }
+                Some(DatagramOutcome::Dropped(DropReason::RateLimited))
+            }
+            Err(CookieError::Mac1) => Some(DatagramOutcome::Dropped(DropReason::DecryptFailed)),
+            Err(CookieError::NotHandshake | CookieError::Seal) => {
+                Some(DatagramOutcome::Dropped(DropReason::Malformed))
+            }
         }
     }
 

@@ -9,8 +9,11 @@
 //! Both roles: [`Initiator`] (message 1 out, message 2 in) and [`respond`] (message 1 in,
 //! message 2 out), each proven against boringtun in `interop_tests`. As initiator, a cookie reply
 //! from a responder under load is opened ([`open_cookie_reply`]) and the next initiation carries
-//! mac2 under it ([`set_mac2`], §5.4.7); as responder we never send cookies (not yet). The
-//! per-peer timestamp check (§5.1) and the timers (§6) are `session`'s.
+//! mac2 under it ([`set_mac2`], §5.4.7). As responder, the cookie replies we send under load
+//! (§5.3, §5.4.7) are `cookie`'s: the node checks every initiation and response there, node-wide
+//! and before any Diffie-Hellman, so a message reaches [`respond`] or [`Initiator::finish`] only
+//! when we are not under load or its mac2 is right. The per-peer timestamp check (§5.1) and the
+//! timers (§6) are `session`'s.
 
 use super::transport::{RecvKey, SendKey};
 use crate::core::keys::{PublicKey, SecretKey};
@@ -21,8 +24,8 @@ use subtle::ConstantTimeEq;
 const PARAMS: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 /// The prologue (whitepaper §5.4: IDENTIFIER).
 const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
-const LABEL_MAC1: &[u8] = b"mac1----";
-const LABEL_COOKIE: &[u8] = b"cookie--";
+pub(super) const LABEL_MAC1: &[u8] = b"mac1----";
+pub(super) const LABEL_COOKIE: &[u8] = b"cookie--";
 
 pub const TYPE_INITIATION: u8 = 1;
 pub const TYPE_RESPONSE: u8 = 2;
@@ -76,7 +79,7 @@ fn mac1(receiver: &PublicKey, msg: &[u8]) -> [u8; 16] {
 
 /// mac2 (whitepaper §5.4.4): keyed BLAKE2s-128 under the responder's cookie over the message
 /// up to the mac2 field.
-fn mac2(cookie: &[u8; 16], msg: &[u8]) -> [u8; 16] {
+pub(super) fn mac2(cookie: &[u8; 16], msg: &[u8]) -> [u8; 16] {
     // ok: a 16-byte key is within BLAKE2s's 1..=32 key length.
     let mut mac = <Blake2sMac<U16> as Mac>::new_from_slice(cookie).expect("16-byte key");
     mac.update(msg);

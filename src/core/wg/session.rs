@@ -12,8 +12,9 @@
 //! - `previous`: the session before, kept to open datagrams still in flight.
 //!
 //! Cookies (§5.4.7): a cookie reply to our initiation is kept for REKEY_AFTER_TIME and the next
-//! initiation (the retry timer's) carries mac2 under it. Not here (yet): sending cookie replies
-//! when we are under load, and jitter on retries (the node spaces its own retries).
+//! initiation (the retry timer's) carries mac2 under it. Sending cookie replies under load is not
+//! a session's: one guard for the whole node (`cookie`) does it before a message gets here. Not
+//! here (yet): jitter on retries (the node spaces its own retries).
 
 use super::handshake::{self, respond, tai64n, Initiator, INITIATION_LEN, RESPONSE_LEN};
 use super::transport::{receiver_index, RecvKey, SendKey, TransportError, OVERHEAD};
