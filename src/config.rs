@@ -63,7 +63,8 @@ pub struct RawNodeConfig {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDataplaneConfig {
-    /// The WireGuard implementation: "boringtun" (default) or "own" (`core::wg`).
+    /// The WireGuard implementation: "own" (`core::wg`; the default on Linux) or "boringtun"
+    /// (the default elsewhere): [`default_engine`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wireguard: Option<String>,
     /// Data-path threads: 1 (default: one thread carries packets; on our engine on Linux that is

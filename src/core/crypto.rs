@@ -1,9 +1,9 @@
 //! One peer's WireGuard session (Noise IK over X25519, ChaCha20-Poly1305, a replay window, rekey
 //! timers and cookies under load), by one of two engines with the same wire format:
-//! - boringtun's `noise` module (the default): this file only maps its results onto the node's
+//! - boringtun's `noise` module (the default off Linux, `config::default_engine`): this file only maps its results onto the node's
 //!   vocabulary. Known limit: boringtun reads the monotonic clock itself for its timers, so
 //!   rekeying follows real time even when the rest of the node runs on a simulated clock.
-//! - ours, `core::wg::session` (`[dataplane] wireguard = "own"`): sans-IO, driven by the `now`
+//! - ours, `core::wg::session` (the default on Linux; `[dataplane] wireguard`): sans-IO, driven by the `now`
 //!   every method takes, and its keys can be handed to data workers (issue 11). It answers a
 //!   responder's cookie; the cookie replies it sends under load come from the node-wide
 //!   `core::wg::cookie` guard, which `core::node` consults before handing it a handshake.

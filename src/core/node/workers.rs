@@ -1,14 +1,16 @@
-//! The node's side of the two data workers (`[dataplane] workers = 2`, issue 11): it builds the
-//! `KeyTable` the TX and RX workers use, publishes a new one whenever what it would contain
+//! The node's side of the data workers (the data thread of `[dataplane] workers = 1` on our
+//! engine on Linux, or the TX and RX workers of `workers = 2`; issue 11): it builds the
+//! `KeyTable` they use, publishes a new one whenever what it would contain
 //! changes, and reads back what the workers did (the `Activity` counters) on its timer, so that
 //! keepalives, rekeys, `status` and the path MTU search see the traffic the core no longer
 //! carries.
 //!
 //! Which peers the workers may carry: a peer with a session on our engine whose current path is
-//! direct, IPv4, on the main socket, while no access rules are in force (the ACL flow table and
-//! inbound check are `&mut` state of the core). Only the peer's IPv4 overlay address is routed
-//! through the table (IPv6 packets have their own size limit, RFC 8200 §5; they stay on the
-//! core). Everything else (relayed and stream paths, probing sockets, handshakes, the
+//! direct (IPv4, on the main socket) or the server's UDP relay over IPv4 (each message framed
+//! with the peer's relay id), while no access rules are in force (the ACL flow table and inbound
+//! check are `&mut` state of the core). Only the peer's IPv4 overlay address is routed through
+//! the table (IPv6 packets have their own size limit, RFC 8200 §5; they stay on the core).
+//! Everything else (the relay over the control stream, probing sockets, handshakes, the
 //! responder's unconfirmed session, datagrams from a new address) falls back to the core.
 //!
 //! Publishing is by comparison, not by event: `poll_key_table` derives a small signature of the

@@ -28,8 +28,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
-/// Handshake messages (initiations and responses with a valid mac1) a second before the node is
-/// under load. boringtun's device uses the same node-wide figure (`HANDSHAKE_RATE_LIMIT`). A
+/// Handshake messages with a valid mac1 (the node asks about initiations only) a second before
+/// the node is under load. boringtun's device uses the same node-wide figure (`HANDSHAKE_RATE_LIMIT`). A
 /// member's peers each handshake about once per REKEY_AFTER_TIME (120 s), so 100 a second is
 /// 12,000 peers' rekeying or a burst of 100 peers starting at once, while it stays a small share
 /// of what the core can do: an initiation costs five X25519 operations here (one in the node's

@@ -1,6 +1,7 @@
 //! WireGuard's handshake (whitepaper §5.4.2–§5.4.5) on snow, so that its transport keys come out
 //! (`dangerously_get_raw_split`) and can be handed to the data workers. boringtun 0.7 keeps them
-//! inside `Tunn` (its `Session` is private), which is why this exists: see notes/multicore.md.
+//! inside `Tunn` (its `Session` is private), which is why this exists: see ARCHITECTURE.md, "The
+//! data thread and both cores".
 //!
 //! WireGuard's handshake is exactly `Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s` with the prologue
 //! "WireGuard v1 zx2c4 Jason@zx2c4.com" and an all-zero pre-shared key when none is set; the
@@ -10,9 +11,10 @@
 //! message 2 out), each proven against boringtun in `interop_tests`. As initiator, a cookie reply
 //! from a responder under load is opened ([`open_cookie_reply`]) and the next initiation carries
 //! mac2 under it ([`set_mac2`], §5.4.7). As responder, the cookie replies we send under load
-//! (§5.3, §5.4.7) are `cookie`'s: the node checks every initiation and response there, node-wide
-//! and before any Diffie-Hellman, so a message reaches [`respond`] or [`Initiator::finish`] only
-//! when we are not under load or its mac2 is right. The per-peer timestamp check (§5.1) and the
+//! (§5.3, §5.4.7) are `cookie`'s: the node checks every initiation there, node-wide and before
+//! any Diffie-Hellman, so an initiation reaches [`respond`] only when we are not under load or
+//! its mac2 is right (responses are not checked: they reach [`Initiator::finish`] only under the
+//! index of an initiation we sent). The per-peer timestamp check (§5.1) and the
 //! timers (§6) are `session`'s.
 
 use super::transport::{RecvKey, SendKey};

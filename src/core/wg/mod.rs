@@ -1,11 +1,12 @@
-//! Our own WireGuard pieces, for the two-core data path (issue 11; design in notes/multicore.md):
+//! Our own WireGuard engine, whose keys the data workers share (issue 11; design in ARCHITECTURE.md
+//! "The data thread and both cores"):
 //! the handshake on snow so the transport keys come out (`handshake`), the transport data step
 //! with `&self` methods two workers can share (`transport`), its replay window (`replay`), the
 //! node-wide load check that answers handshakes with cookies under load (`cookie`), and the key
 //! table the core publishes to the workers (`table`).
 //!
-//! Not wired into the node yet: `core::crypto` (boringtun's `Tunn`) still carries every session.
-//! The tests here prove these pieces interoperate with boringtun, which the node runs today.
+//! `core::crypto` runs sessions on it (`PeerTunnel`, the default on Linux) or on boringtun's
+//! `Tunn`; the tests here prove these pieces interoperate with boringtun in both roles.
 
 pub mod cookie;
 pub mod handshake;

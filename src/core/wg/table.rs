@@ -1,4 +1,4 @@
-//! The key table the core publishes to the data workers (issue 11, notes/multicore.md): per
+//! The key table the core publishes to the data workers (issue 11, ARCHITECTURE.md): per
 //! peer with an established session on a direct path or on the server's UDP relay, the sending
 //! key and where datagrams go, and per receiving session index, the receiving key and the inner
 //! sources that peer may use.

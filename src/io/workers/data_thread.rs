@@ -22,12 +22,16 @@ use crate::core::node::SocketId;
 use crate::core::wg::table::{Opened, Sealed};
 use crate::io::dataplane::TxBatch;
 use crate::io::tun_batch::TunIo;
-use crate::io::udp_batch::{RecvBufs, UdpBatch, RECV_BUFS};
+use crate::io::udp_batch::{RecvBufs, UdpBatch};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+/// The room the node task's channel must have before the thread reads another batch: a TUN
+/// batch can hand over up to `tun_batch::BATCH` (128) packets, half the channel.
+const HAND_OVER_ROOM: usize = crate::io::tun_batch::BATCH;
 
 /// How long a send waits for room in the socket's queue before the run is given up: a queue
 /// full for that long means the path is congested anyway.
@@ -87,8 +91,16 @@ fn run(ctx: Ctx, tx: Arc<WorkerStats>, mut tun: TunIo, mtu: u16, stop: Arc<Stopp
         revents: 0,
     });
     loop {
+        // Backpressure: while the node task's channel has no room for what one more batch
+        // could hand it, neither descriptor is read (`poll` skips a negative fd) and the
+        // thread looks again every millisecond: the kernel's queues hold the packets, as they
+        // did when the node's own loop was busy, instead of the channel dropping them.
+        let room = ctx.to_core.capacity() >= HAND_OVER_ROOM;
+        fds[0].fd = if room { udp_fd } else { -1 };
+        fds[1].fd = if room { tun_fd } else { -1 };
+        let timeout = if room { -1 } else { 1 };
         // SAFETY: `fds` is a valid array of pollfds for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -100,130 +112,127 @@ fn run(ctx: Ctx, tx: Arc<WorkerStats>, mut tun: TunIo, mtu: u16, stop: Arc<Stopp
         if fds[2].revents != 0 || *ctx.stop.borrow() {
             return;
         }
-        let mut wrote = false;
-        if fds[0].revents != 0 {
-            wrote = receive(&ctx, &mut tun, &mut bufs);
-        }
+        // One batch per direction per turn, then `poll` again (level-triggered: nothing is
+        // lost), so that a saturated direction starves neither the other nor the stop signal.
+        let wrote = fds[0].revents != 0 && receive(&ctx, &mut tun, &mut bufs);
         // After a TUN write the kernel may have answered inside it (a ping, a TCP ACK): read
         // now rather than after one more `poll`.
-        if (fds[1].revents != 0 || wrote) && !transmit(&ctx, &tx, &mut tun, &mut batch) {
+        let read_tun = fds[1].revents != 0 || (wrote && room);
+        if read_tun && !transmit(&ctx, &tx, &mut tun, &mut batch) {
             return;
         }
     }
 }
 
-/// Reads the main socket until it is empty: opens what the table can, writes it to the TUN
-/// device (coalesced per batch), hands the rest to the node task. True if it wrote packets.
+/// Reads one batch from the main socket: opens what the table can, writes it to the TUN device
+/// (coalesced), hands the rest to the node task. True if it wrote packets.
 fn receive(ctx: &Ctx, tun: &mut TunIo, bufs: &mut RecvBufs) -> bool {
+    let n = match ctx.udp.recv_now(bufs) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+        Err(e) => {
+            // An ICMP error queued on the socket (a peer's port closed) and the like: one
+            // datagram's worth, as the node loop treats it.
+            tracing::debug!(error = %e, "UDP receive failed (data thread)");
+            return false;
+        }
+    };
+    let table = ctx.published.load();
+    let now = now_ms(ctx.origin);
+    let mut opened = 0u64;
     let mut wrote = false;
-    loop {
-        let n = match ctx.udp.recv_now(bufs) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return wrote,
-            Err(e) => {
-                // An ICMP error queued on the socket (a peer's port closed) and the like:
-                // one datagram's worth, as the node loop treats it.
-                tracing::debug!(error = %e, "UDP receive failed (data thread)");
-                return wrote;
+    for i in 0..n {
+        let (from, datagrams) = bufs.datagrams(i);
+        for datagram in datagrams {
+            if tun.slot(datagram.len()).is_none() {
+                flush(tun);
             }
-        };
-        let table = ctx.published.load();
-        let now = now_ms(ctx.origin);
-        let mut opened = 0u64;
-        for i in 0..n {
-            let (from, datagrams) = bufs.datagrams(i);
-            for datagram in datagrams {
-                if tun.slot(datagram.len()).is_none() {
-                    flush(tun);
-                }
-                let Some(slot) = tun.slot(datagram.len()) else {
-                    continue;
-                };
-                let base = slot.as_ptr() as usize;
-                let kept = match table.open(from, datagram, slot, now) {
-                    Opened::Packet(p) => Some((p.as_ptr() as usize - base, p.len())),
-                    Opened::Keepalive => None,
-                    Opened::Core(p) => {
-                        hand_over(&ctx.to_core, &ctx.stats, ToCore::Opened(p.to_vec()));
-                        None
-                    }
-                    Opened::Dropped(reason) => {
-                        ctx.stats.count_drop(reason);
-                        continue;
-                    }
-                    Opened::ToCore => {
-                        let item = ToCore::Datagram(from, datagram.to_vec());
-                        hand_over(&ctx.to_core, &ctx.stats, item);
-                        continue;
-                    }
-                };
-                opened += 1;
-                if let Some((start, len)) = kept {
-                    tun.commit(start, len);
-                    wrote = true;
-                }
-            }
-        }
-        flush(tun);
-        ctx.stats
-            .crypto_packets
-            .fetch_add(opened, Ordering::Relaxed);
-        if n < RECV_BUFS {
-            // A short batch: the queue was empty when the call returned (`io::udp_batch`).
-            return wrote;
-        }
-    }
-}
-
-/// Reads the TUN device until it is empty: seals what the table can and sends it, hands the
-/// rest to the node task. False when the device is gone (the node task is told and ends).
-fn transmit(ctx: &Ctx, stats: &WorkerStats, tun: &mut TunIo, batch: &mut TxBatch) -> bool {
-    loop {
-        let n = match tun.read_now() {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // As the node loop: an OS error ends the node, one tun-rs raises about one
-            // malformed packet loses that packet only.
-            Err(e) if e.raw_os_error().is_some() => {
-                let _ = ctx.to_core.blocking_send(ToCore::TunFailed(e));
-                return false;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "TUN packet dropped (data thread)");
+            let Some(slot) = tun.slot(datagram.len()) else {
                 continue;
-            }
-        };
-        let table = ctx.published.load();
-        let now = now_ms(ctx.origin);
-        let max_segments = ctx.udp.max_segments();
-        batch.clear();
-        let mut sealed = 0u64;
-        for i in 0..n {
-            let packet = tun.packet(i);
-            let mut to_core = false;
-            let room = batch.append(max_segments, |out| match table.seal(packet, out, now) {
-                Sealed::Datagram { socket, dst, len } => Some((socket, dst, len)),
-                Sealed::ToCore => {
-                    to_core = true;
+            };
+            let base = slot.as_ptr() as usize;
+            let kept = match table.open(from, datagram, slot, now) {
+                Opened::Packet(p) => Some((p.as_ptr() as usize - base, p.len())),
+                Opened::Keepalive => None,
+                Opened::Core(p) => {
+                    hand_over(&ctx.to_core, &ctx.stats, ToCore::Opened(p.to_vec()));
                     None
                 }
-            });
-            if to_core || !room {
-                hand_over(&ctx.to_core, stats, ToCore::Tun(packet.to_vec()));
-            } else {
-                sealed += 1;
-            }
-        }
-        stats.crypto_packets.fetch_add(sealed, Ordering::Relaxed);
-        for (socket, dst, contents, segment) in batch.runs() {
-            // The table holds only peers on the main socket's IPv4 half.
-            debug_assert!(socket == SocketId::MAIN && dst.is_ipv4());
-            if let Err(e) = send(&ctx.udp, dst, contents, segment) {
-                tracing::debug!(error = %e, %dst, "UDP send failed (data thread)");
+                Opened::Dropped(reason) => {
+                    ctx.stats.count_drop(reason);
+                    continue;
+                }
+                Opened::ToCore => {
+                    let item = ToCore::Datagram(from, datagram.to_vec());
+                    hand_over(&ctx.to_core, &ctx.stats, item);
+                    continue;
+                }
+            };
+            opened += 1;
+            if let Some((start, len)) = kept {
+                tun.commit(start, len);
+                wrote = true;
             }
         }
     }
+    flush(tun);
+    ctx.stats
+        .crypto_packets
+        .fetch_add(opened, Ordering::Relaxed);
+    wrote
+}
+
+/// Reads one batch from the TUN device: seals what the table can and sends it, hands the rest
+/// to the node task. False when the device is gone (the node task is told and ends).
+fn transmit(ctx: &Ctx, stats: &WorkerStats, tun: &mut TunIo, batch: &mut TxBatch) -> bool {
+    let n = match tun.read_now() {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+        // As the node loop: an OS error ends the node, one tun-rs raises about one malformed
+        // packet loses that packet only.
+        Err(e) if e.raw_os_error().is_some() => {
+            // Never blocks: a node task already waiting in `Workers::stop` would not take it.
+            if ctx.to_core.try_send(ToCore::TunFailed(e)).is_err() {
+                tracing::warn!("the TUN device failed; the data thread stops");
+            }
+            return false;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "TUN packet dropped (data thread)");
+            return true;
+        }
+    };
+    let table = ctx.published.load();
+    let now = now_ms(ctx.origin);
+    let max_segments = ctx.udp.max_segments();
+    batch.clear();
+    let mut sealed = 0u64;
+    for i in 0..n {
+        let packet = tun.packet(i);
+        let mut to_core = false;
+        let room = batch.append(max_segments, |out| match table.seal(packet, out, now) {
+            Sealed::Datagram { socket, dst, len } => Some((socket, dst, len)),
+            Sealed::ToCore => {
+                to_core = true;
+                None
+            }
+        });
+        if to_core || !room {
+            hand_over(&ctx.to_core, stats, ToCore::Tun(packet.to_vec()));
+        } else {
+            sealed += 1;
+        }
+    }
+    stats.crypto_packets.fetch_add(sealed, Ordering::Relaxed);
+    for (socket, dst, contents, segment) in batch.runs() {
+        // The table holds only peers on the main socket's IPv4 half.
+        debug_assert!(socket == SocketId::MAIN && dst.is_ipv4());
+        if let Err(e) = send(&ctx.udp, dst, contents, segment) {
+            tracing::debug!(error = %e, %dst, "UDP send failed (data thread)");
+        }
+    }
+    true
 }
 
 /// Sends one run, waiting up to `SEND_WAIT_MS` for room once if the socket's queue is full;

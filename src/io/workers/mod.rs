@@ -1,18 +1,21 @@
-//! The data workers (issue 11, ARCHITECTURE.md "Both cores"): with `[dataplane] workers = 2` a
-//! TX thread (TUN read, seal, GSO send) and an RX thread (`recvmmsg`, open, GRO TUN write), so
-//! that encryption and decryption each get a core; with `workers = 1` (our engine, Linux) one
-//! plain data thread doing both (`data_thread`), the shortest path a ping can take. Both use the `KeyTable` the node
-//! publishes (`core::node::workers`), loaded once per batch. What a table cannot handle goes to
-//! the node task over one bounded channel ([`ToCore`]); when it is full the item is dropped and
-//! counted (`to_core_full`), so a busy node task never stalls a worker. What the node sends
-//! (handshakes, probes, keepalives) still leaves through the node task's own sends.
+//! The data workers (issue 11, ARCHITECTURE.md "The data thread and both cores"): with
+//! `[dataplane] workers = 2` a TX thread (TUN read, seal, GSO send) and an RX thread
+//! (`recvmmsg`, open, GRO TUN write), so that encryption and decryption each get a core; with
+//! `workers = 1` (our engine, Linux) one plain data thread doing both (`data_thread`), the
+//! shortest path a ping can take. All use the `KeyTable` the node publishes
+//! (`core::node::workers`), loaded once per batch. What a table cannot handle goes to the node
+//! task over one bounded channel ([`ToCore`]); when it is full the item is dropped and counted
+//! (`to_core_full`), so a busy node task never stalls a worker (the data thread also stops
+//! reading while the channel is short of room). What the node sends (handshakes, probes,
+//! keepalives) still leaves through the node task's own sends.
 //!
-//! Each worker is an OS thread running a current-thread tokio runtime: the TUN device and the
-//! UDP socket stay the node's async objects (shared through `Arc`, their calls take `&self`), so
-//! the batched code of `io::dataplane` and `io::udp_batch` serves both modes unchanged, and a
-//! worker stops at once when told (a blocking read could not be interrupted). The I/O stays
-//! registered with the node task's runtime, whose thread delivers readiness; in this mode that
-//! thread is idle most of the time.
+//! Each of the two workers is an OS thread running a current-thread tokio runtime (the data
+//! thread is a plain thread, see `data_thread`): the TUN device and the UDP socket stay the
+//! node's async objects (shared through `Arc`, their calls take `&self`), so the batched code
+//! of `io::dataplane` and `io::udp_batch` serves both modes, and a worker stops at once when
+//! told (a blocking read could not be interrupted). The I/O stays registered with the node
+//! task's runtime, whose thread delivers readiness; in these modes that thread is idle most of
+//! the time.
 
 use super::dataplane::TxBatch;
 use super::tun_batch::TunIo;
@@ -227,6 +230,19 @@ impl Workers {
         WorkersStatus {
             tx: self.tx.status(),
             rx: self.rx.status(),
+        }
+    }
+}
+
+impl Drop for Workers {
+    /// Workers dropped without [`Workers::stop`] (an error return of the node task, a task
+    /// aborted by the supervisor) still stop: the two tokio workers see the stop signal, the
+    /// data thread is woken out of its `poll` by its eventfd. Not joined here (this may run on
+    /// the runtime's thread); they end within one batch.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(wake) = &self.wake {
+            wake();
         }
     }
 }
