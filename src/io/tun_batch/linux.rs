@@ -36,16 +36,20 @@ pub struct TunIo {
     gro: Gro,
     /// A single packet written outside a batch, with its header room.
     single: Vec<u8>,
+    /// Sizes the read slots (allocated on the first read).
+    mtu: u16,
 }
 
 impl TunIo {
     pub fn new(dev: impl Into<Arc<AsyncDevice>>, mtu: u16) -> Self {
-        let slot = slot_len(mtu);
         TunIo {
             dev: dev.into(),
-            raw: vec![0u8; OFFSET + usize::from(u16::MAX)],
-            packets: (0..BATCH).map(|_| vec![0u8; slot]).collect(),
-            sizes: vec![0; BATCH],
+            // The read side is allocated by the first read (`read_buffers`): the node task's
+            // own `TunIo` never reads while the data thread or the workers run.
+            raw: Vec::new(),
+            packets: Vec::new(),
+            sizes: Vec::new(),
+            mtu,
             out: (0..WRITE_SLOTS)
                 .map(|_| Vec::with_capacity(OFFSET + gro::MAX_PACKET))
                 .collect(),
@@ -56,6 +60,16 @@ impl TunIo {
         }
     }
 
+    /// Allocates the read side once, before the first read.
+    fn read_buffers(&mut self) {
+        if self.packets.is_empty() {
+            let slot = slot_len(self.mtu);
+            self.raw = vec![0u8; OFFSET + usize::from(u16::MAX)];
+            self.packets = (0..BATCH).map(|_| vec![0u8; slot]).collect();
+            self.sizes = vec![0; BATCH];
+        }
+    }
+
     /// The device, for another `TunIo` on it (`TunIo::share`).
     pub(super) fn device(&self) -> &Arc<AsyncDevice> {
         &self.dev
@@ -63,6 +77,7 @@ impl TunIo {
 
     /// Waits for and reads one batch; returns how many packets [`Self::packet`] can give.
     pub async fn read(&mut self) -> io::Result<usize> {
+        self.read_buffers();
         self.dev
             .recv_multiple(&mut self.raw, &mut self.packets, &mut self.sizes, 0)
             .await
@@ -125,6 +140,7 @@ impl TunIo {
     pub fn read_now(&mut self) -> io::Result<usize> {
         // The device's own blocking-style call, not `AsyncDevice`'s: tokio's readiness for the
         // descriptor is the node task's, which does not read it in this mode.
+        self.read_buffers();
         let dev: &tun_rs::DeviceImpl = &self.dev;
         dev.recv_multiple(&mut self.raw, &mut self.packets, &mut self.sizes, 0)
     }
