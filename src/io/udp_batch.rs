@@ -126,14 +126,7 @@ impl UdpBatch {
         let Some(state) = &self.state else {
             return Err(io::ErrorKind::Unsupported.into());
         };
-        let gso = segment_size > 0 && contents.len() > segment_size;
-        let transmit = Transmit {
-            destination: dst,
-            ecn: None,
-            contents,
-            segment_size: gso.then_some(segment_size),
-            src_ip: None,
-        };
+        let (transmit, gso) = run(dst, contents, segment_size);
         match state.try_send((&self.socket).into(), &transmit) {
             Err(e) if gso && gso_refused(&e) => {
                 tracing::debug!(error = %e, "UDP GSO refused; sending datagrams one at a time");
@@ -244,14 +237,7 @@ impl UdpBatch {
         contents: &[u8],
         segment_size: usize,
     ) -> io::Result<()> {
-        let gso = segment_size > 0 && contents.len() > segment_size;
-        let transmit = Transmit {
-            destination: dst,
-            ecn: None,
-            contents,
-            segment_size: gso.then_some(segment_size),
-            src_ip: None,
-        };
+        let (transmit, gso) = run(dst, contents, segment_size);
         match self.send_one(&transmit).await {
             Err(e) if gso && gso_refused(&e) => {
                 tracing::debug!(error = %e, "UDP GSO refused; sending datagrams one at a time");
@@ -291,6 +277,20 @@ impl UdpBatch {
             }
         }
     }
+}
+
+/// A run of datagrams of `segment_size` bytes to `dst` as one transmit, and whether it needs
+/// GSO (more than one datagram).
+fn run(dst: SocketAddr, contents: &[u8], segment_size: usize) -> (Transmit<'_>, bool) {
+    let gso = segment_size > 0 && contents.len() > segment_size;
+    let transmit = Transmit {
+        destination: dst,
+        ecn: None,
+        contents,
+        segment_size: gso.then_some(segment_size),
+        src_ip: None,
+    };
+    (transmit, gso)
 }
 
 /// The errors Linux gives for a GSO send the device or route cannot take.

@@ -25,6 +25,37 @@ fn rng() -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(7)
 }
 
+/// Our side (key `seed`, a guard always under load, a session with index `ours_index`) and a
+/// boringtun peer (key `seed + 1`, index `theirs_index`) that knows our key.
+struct Pair {
+    t0: Instant,
+    guard: CookieGuard,
+    session: Session,
+    tunn: Tunn,
+}
+
+fn pair(seed: u8, ours_index: u32, theirs_index: u32) -> Pair {
+    let ours = SecretKey::from_bytes([seed; 32]);
+    let theirs = SecretKey::from_bytes([seed + 1; 32]);
+    let t0 = crate::test_now();
+    let guard = CookieGuard::new(&ours.public_key(), 0);
+    let session = Session::new(&ours, theirs.public_key(), ours_index, None, t0, UNIX);
+    let tunn = Tunn::new(
+        theirs.static_secret(),
+        x25519_dalek::PublicKey::from(ours.public_key().0),
+        None,
+        None,
+        theirs_index,
+        None,
+    );
+    Pair {
+        t0,
+        guard,
+        session,
+        tunn,
+    }
+}
+
 /// The guard's cookie reply to `msg`, failing the test on any other verdict.
 fn cookie_reply(
     guard: &mut CookieGuard,
@@ -77,20 +108,14 @@ fn initiation(
 /// carries mac2 under it, the guard lets that through and the handshake completes.
 #[test]
 fn boringtun_takes_our_cookie_under_load_and_its_retry_completes_the_handshake() {
-    let ours = SecretKey::from_bytes([31; 32]);
-    let theirs = SecretKey::from_bytes([32; 32]);
-    let t0 = crate::test_now();
-    let mut guard = CookieGuard::new(&ours.public_key(), 0);
+    let Pair {
+        t0,
+        mut guard,
+        mut session,
+        mut tunn,
+        ..
+    } = pair(31, 4, 3);
     let mut rng = rng();
-    let mut session = Session::new(&ours, theirs.public_key(), 4, None, t0, UNIX);
-    let mut tunn = Tunn::new(
-        theirs.static_secret(),
-        x25519_dalek::PublicKey::from(ours.public_key().0),
-        None,
-        None,
-        3,
-        None,
-    );
     let from = addr("198.51.100.20:51820");
     let (mut buf, mut out) = ([0u8; 2048], [0u8; 2048]);
     let init = match tunn.format_handshake_initiation(&mut buf, false) {
@@ -316,20 +341,14 @@ fn the_load_is_the_count_within_one_second() {
 /// responder accepts it, and its next response (to our retry) carries mac2 and gets through.
 #[test]
 fn a_response_under_load_gets_a_cookie_and_boringtuns_next_response_passes() {
-    let ours = SecretKey::from_bytes([91; 32]);
-    let theirs = SecretKey::from_bytes([92; 32]);
-    let t0 = crate::test_now();
-    let mut guard = CookieGuard::new(&ours.public_key(), 0);
+    let Pair {
+        t0,
+        mut guard,
+        mut session,
+        mut tunn,
+        ..
+    } = pair(91, 1, 5);
     let mut rng = rng();
-    let mut session = Session::new(&ours, theirs.public_key(), 1, None, t0, UNIX);
-    let mut tunn = Tunn::new(
-        theirs.static_secret(),
-        x25519_dalek::PublicKey::from(ours.public_key().0),
-        None,
-        None,
-        5,
-        None,
-    );
     let from = SocketAddr::from((Ipv4Addr::new(203, 0, 113, 50), 51820));
     let (mut buf, mut out) = ([0u8; 2048], [0u8; 2048]);
     let init = match session.encapsulate(&[0x45; 20], &mut buf, t0) {

@@ -143,16 +143,18 @@ impl Workers {
         let published = Arc::new(Published::default());
         let (stop, stopped) = watch::channel(false);
         let (tx, rx): (Arc<WorkerStats>, Arc<WorkerStats>) = (Arc::default(), Arc::default());
+        // What one worker is given: the shared table, channel and stop signal, its counters.
+        let ctx = |stats: &Arc<WorkerStats>| Ctx {
+            published: published.clone(),
+            stats: Arc::clone(stats),
+            udp: udp.clone(),
+            to_core: to_core.clone(),
+            stop: stopped.clone(),
+            origin,
+        };
         if threads == Threads::One {
-            let ctx = Ctx {
-                published: published.clone(),
-                stats: Arc::clone(&rx),
-                udp,
-                to_core,
-                stop: stopped,
-                origin,
-            };
-            let (thread, wake) = data_thread::spawn(ctx, Arc::clone(&tx), tun.share(mtu), mtu)?;
+            let (thread, wake) =
+                data_thread::spawn(ctx(&rx), Arc::clone(&tx), tun.share(mtu), mtu)?;
             return Ok(Workers {
                 published,
                 tx,
@@ -162,30 +164,8 @@ impl Workers {
                 threads: vec![thread],
             });
         }
-        let tx_thread = {
-            let ctx = Ctx {
-                published: published.clone(),
-                stats: Arc::clone(&tx),
-                udp: udp.clone(),
-                to_core: to_core.clone(),
-                stop: stopped.clone(),
-                origin,
-            };
-            let tun = tun.share(mtu);
-            spawn("p2pvpn-tx", tx_loop(ctx, tun, mtu))?
-        };
-        let rx_thread = {
-            let ctx = Ctx {
-                published: published.clone(),
-                stats: Arc::clone(&rx),
-                udp,
-                to_core,
-                stop: stopped,
-                origin,
-            };
-            let tun = tun.share(mtu);
-            spawn("p2pvpn-rx", rx_loop(ctx, tun))?
-        };
+        let tx_thread = spawn("p2pvpn-tx", tx_loop(ctx(&tx), tun.share(mtu), mtu))?;
+        let rx_thread = spawn("p2pvpn-rx", rx_loop(ctx(&rx), tun.share(mtu)))?;
         Ok(Workers {
             published,
             tx,
