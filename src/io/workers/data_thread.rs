@@ -17,9 +17,8 @@
 //! TUN writes use that registration), so the node's thread sees their readiness too; it only
 //! marks it, nothing waits on it. Stopping: an eventfd in the same `poll` set.
 
-use super::{hand_over, now_ms, Ctx, ToCore, WorkerStats};
+use super::{now_ms, open_into, seal_batch, Ctx, Open, ToCore, WorkerStats};
 use crate::core::node::SocketId;
-use crate::core::wg::table::{Opened, Sealed};
 use crate::io::dataplane::TxBatch;
 use crate::io::tun_batch::TunIo;
 use crate::io::udp_batch::{RecvBufs, UdpBatch};
@@ -147,32 +146,12 @@ fn receive(ctx: &Ctx, tun: &mut TunIo, bufs: &mut RecvBufs) -> bool {
             if tun.slot(datagram.len()).is_none() {
                 flush(tun);
             }
-            let Some(slot) = tun.slot(datagram.len()) else {
-                continue;
-            };
-            let base = slot.as_ptr() as usize;
-            let kept = match table.open(from, datagram, slot, now) {
-                Opened::Packet(p) => Some((p.as_ptr() as usize - base, p.len())),
-                Opened::Keepalive => None,
-                Opened::Core(p) => {
-                    hand_over(&ctx.to_core, &ctx.stats, ToCore::Opened(p.to_vec()));
-                    None
-                }
-                Opened::Dropped(reason) => {
-                    ctx.stats.count_drop(reason);
-                    continue;
-                }
-                Opened::ToCore => {
-                    let item = ToCore::Datagram(from, datagram.to_vec());
-                    hand_over(&ctx.to_core, &ctx.stats, item);
-                    continue;
-                }
-            };
-            opened += 1;
-            if let Some((start, len)) = kept {
-                tun.commit(start, len);
-                wrote = true;
+            match open_into(ctx, &table, from, datagram, tun, now) {
+                Open::Written => wrote = true,
+                Open::Opened => {}
+                Open::NotOpened => continue,
             }
+            opened += 1;
         }
     }
     flush(tun);
@@ -203,28 +182,7 @@ fn transmit(ctx: &Ctx, stats: &WorkerStats, tun: &mut TunIo, batch: &mut TxBatch
             return true;
         }
     };
-    let table = ctx.published.load();
-    let now = now_ms(ctx.origin);
-    let max_segments = ctx.udp.max_segments();
-    batch.clear();
-    let mut sealed = 0u64;
-    for i in 0..n {
-        let packet = tun.packet(i);
-        let mut to_core = false;
-        let room = batch.append(max_segments, |out| match table.seal(packet, out, now) {
-            Sealed::Datagram { socket, dst, len } => Some((socket, dst, len)),
-            Sealed::ToCore => {
-                to_core = true;
-                None
-            }
-        });
-        if to_core || !room {
-            hand_over(&ctx.to_core, stats, ToCore::Tun(packet.to_vec()));
-        } else {
-            sealed += 1;
-        }
-    }
-    stats.crypto_packets.fetch_add(sealed, Ordering::Relaxed);
+    seal_batch(ctx, stats, tun, n, batch);
     for (socket, dst, contents, segment) in batch.runs() {
         // The table holds only peers on the main socket's IPv4 half.
         debug_assert!(socket == SocketId::MAIN && dst.is_ipv4());

@@ -22,7 +22,7 @@ use super::tun_batch::TunIo;
 use super::udp_batch::{RecvBufs, UdpBatch};
 use crate::core::counters::DropReason;
 use crate::core::node::{WorkerStatus, WorkersStatus};
-use crate::core::wg::table::{Opened, Published, Sealed};
+use crate::core::wg::table::{KeyTable, Opened, Published, Sealed};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -254,7 +254,6 @@ fn tx_loop(mut ctx: Ctx, mut tun: TunIo, mtu: u16) -> impl FnOnce(tokio::runtime
     move |runtime| {
         runtime.block_on(async move {
             let mut batch = TxBatch::new(mtu);
-            let max_segments = ctx.udp.max_segments();
             loop {
                 let n = tokio::select! {
                     _ = ctx.stop.changed() => break,
@@ -272,30 +271,7 @@ fn tx_loop(mut ctx: Ctx, mut tun: TunIo, mtu: u16) -> impl FnOnce(tokio::runtime
                         }
                     },
                 };
-                let table = ctx.published.load();
-                let now = now_ms(ctx.origin);
-                batch.clear();
-                let mut sealed = 0u64;
-                for i in 0..n {
-                    let packet = tun.packet(i);
-                    let mut to_core = false;
-                    let room =
-                        batch.append(max_segments, |out| match table.seal(packet, out, now) {
-                            Sealed::Datagram { socket, dst, len } => Some((socket, dst, len)),
-                            Sealed::ToCore => {
-                                to_core = true;
-                                None
-                            }
-                        });
-                    if to_core || !room {
-                        hand_over(&ctx.to_core, &ctx.stats, ToCore::Tun(packet.to_vec()));
-                    } else {
-                        sealed += 1;
-                    }
-                }
-                ctx.stats
-                    .crypto_packets
-                    .fetch_add(sealed, Ordering::Relaxed);
+                seal_batch(&ctx, &ctx.stats, &tun, n, &mut batch);
                 // The table only holds peers on the main socket's IPv4 half: no other socket.
                 super::dataplane::send(&batch, &ctx.udp, |_| None).await;
             }
@@ -328,36 +304,9 @@ fn rx_loop(mut ctx: Ctx, mut tun: TunIo) -> impl FnOnce(tokio::runtime::Runtime)
                         if tun.slot(datagram.len()).is_none() {
                             flush(&mut tun).await;
                         }
-                        let Some(slot) = tun.slot(datagram.len()) else {
-                            continue;
-                        };
-                        let base = slot.as_ptr() as usize;
-                        let kept = match table.open(from, datagram, slot, now) {
-                            Opened::Packet(p) => {
-                                opened += 1;
-                                Some((p.as_ptr() as usize - base, p.len()))
-                            }
-                            Opened::Keepalive => {
-                                opened += 1;
-                                None
-                            }
-                            Opened::Core(p) => {
-                                opened += 1;
-                                hand_over(&ctx.to_core, &ctx.stats, ToCore::Opened(p.to_vec()));
-                                None
-                            }
-                            Opened::Dropped(reason) => {
-                                ctx.stats.count_drop(reason);
-                                None
-                            }
-                            Opened::ToCore => {
-                                let item = ToCore::Datagram(from, datagram.to_vec());
-                                hand_over(&ctx.to_core, &ctx.stats, item);
-                                None
-                            }
-                        };
-                        if let Some((start, len)) = kept {
-                            tun.commit(start, len);
+                        if open_into(&ctx, &table, from, datagram, &mut tun, now) != Open::NotOpened
+                        {
+                            opened += 1;
                         }
                     }
                 }
@@ -367,6 +316,83 @@ fn rx_loop(mut ctx: Ctx, mut tun: TunIo) -> impl FnOnce(tokio::runtime::Runtime)
                     .fetch_add(opened, Ordering::Relaxed);
             }
         })
+    }
+}
+
+/// Seals the `n` packets of `tun`'s last read into `batch` with the published table; what the
+/// table cannot carry, or what no longer fits the batch, goes to the node task. `stats` counts
+/// what was sealed. The batch is ready for its sends afterwards (`TxBatch::runs`).
+fn seal_batch(ctx: &Ctx, stats: &WorkerStats, tun: &TunIo, n: usize, batch: &mut TxBatch) {
+    let table = ctx.published.load();
+    let now = now_ms(ctx.origin);
+    let max_segments = ctx.udp.max_segments();
+    batch.clear();
+    let mut sealed = 0u64;
+    for i in 0..n {
+        let packet = tun.packet(i);
+        let mut to_core = false;
+        let room = batch.append(max_segments, |out| match table.seal(packet, out, now) {
+            Sealed::Datagram { socket, dst, len } => Some((socket, dst, len)),
+            Sealed::ToCore => {
+                to_core = true;
+                None
+            }
+        });
+        if to_core || !room {
+            hand_over(&ctx.to_core, stats, ToCore::Tun(packet.to_vec()));
+        } else {
+            sealed += 1;
+        }
+    }
+    stats.crypto_packets.fetch_add(sealed, Ordering::Relaxed);
+}
+
+/// What opening one datagram came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Open {
+    /// Opened, and its packet waits in a TUN write slot for the next flush.
+    Written,
+    /// Opened, nothing to write (a keepalive, or a packet the node task must see first).
+    Opened,
+    /// Not opened: dropped and counted, handed to the node task, or no write slot.
+    NotOpened,
+}
+
+/// Opens `datagram` (from `from`) with `table` into `tun`'s next write slot; the caller flushes
+/// first when the slots are full. Drops are counted in `ctx.stats`; what the table cannot open,
+/// and opened packets the node task must see, go to it.
+fn open_into(
+    ctx: &Ctx,
+    table: &KeyTable,
+    from: SocketAddr,
+    datagram: &[u8],
+    tun: &mut TunIo,
+    now: u64,
+) -> Open {
+    let Some(slot) = tun.slot(datagram.len()) else {
+        return Open::NotOpened;
+    };
+    let base = slot.as_ptr() as usize;
+    match table.open(from, datagram, slot, now) {
+        Opened::Packet(p) => {
+            let (start, len) = (p.as_ptr() as usize - base, p.len());
+            tun.commit(start, len);
+            Open::Written
+        }
+        Opened::Keepalive => Open::Opened,
+        Opened::Core(p) => {
+            hand_over(&ctx.to_core, &ctx.stats, ToCore::Opened(p.to_vec()));
+            Open::Opened
+        }
+        Opened::Dropped(reason) => {
+            ctx.stats.count_drop(reason);
+            Open::NotOpened
+        }
+        Opened::ToCore => {
+            let item = ToCore::Datagram(from, datagram.to_vec());
+            hand_over(&ctx.to_core, &ctx.stats, item);
+            Open::NotOpened
+        }
     }
 }
 
