@@ -130,12 +130,7 @@ impl UdpBatch {
         match state.try_send((&self.socket).into(), &transmit) {
             Err(e) if gso && gso_refused(&e) => {
                 tracing::debug!(error = %e, "UDP GSO refused; sending datagrams one at a time");
-                for chunk in contents.chunks(segment_size) {
-                    let single = Transmit {
-                        contents: chunk,
-                        segment_size: None,
-                        ..transmit.clone()
-                    };
+                for single in one_by_one(&transmit, segment_size) {
                     state.try_send((&self.socket).into(), &single)?;
                 }
                 Ok(())
@@ -241,12 +236,7 @@ impl UdpBatch {
         match self.send_one(&transmit).await {
             Err(e) if gso && gso_refused(&e) => {
                 tracing::debug!(error = %e, "UDP GSO refused; sending datagrams one at a time");
-                for chunk in contents.chunks(segment_size) {
-                    let single = Transmit {
-                        contents: chunk,
-                        segment_size: None,
-                        ..transmit.clone()
-                    };
+                for single in one_by_one(&transmit, segment_size) {
                     self.send_one(&single).await?;
                 }
                 Ok(())
@@ -291,6 +281,22 @@ fn run(dst: SocketAddr, contents: &[u8], segment_size: usize) -> (Transmit<'_>, 
         src_ip: None,
     };
     (transmit, gso)
+}
+
+/// A run's datagrams as transmits of their own, for a kernel that refused the GSO send.
+fn one_by_one<'a>(
+    transmit: &Transmit<'a>,
+    segment_size: usize,
+) -> impl Iterator<Item = Transmit<'a>> + 'a {
+    let each = transmit.clone();
+    transmit
+        .contents
+        .chunks(segment_size)
+        .map(move |chunk| Transmit {
+            contents: chunk,
+            segment_size: None,
+            ..each.clone()
+        })
 }
 
 /// The errors Linux gives for a GSO send the device or route cannot take.

@@ -119,19 +119,17 @@ impl TunIo {
             return Ok(());
         }
         let mut result = Ok(());
-        // tun-rs calls the virtio-net header mode "TCP GSO"; a device opened without offloads
-        // (the kernel refused them) takes bare packets, uncoalesced.
-        if !self.dev.tcp_gso() {
-            for (buf, &len) in self.out[..n].iter().zip(&self.lens[..n]) {
-                note(&mut result, self.dev.send(&buf[OFFSET..OFFSET + len]).await)?;
-            }
-            return result;
-        }
-        let udp = self.dev.udp_gso();
-        for (slot, bytes) in self.gro.coalesce(&mut self.out[..n], &self.lens[..n], udp) {
-            note(&mut result, self.dev.send(&self.out[slot][..bytes]).await)?;
+        let offloads = self.offloads();
+        for (slot, bytes) in writes(&mut self.gro, &mut self.out[..n], &self.lens[..n], offloads) {
+            note(&mut result, self.dev.send(&self.out[slot][bytes]).await)?;
         }
         result
+    }
+
+    /// tun-rs calls the virtio-net header mode "TCP GSO": with it, whether UDP segments can be
+    /// coalesced too; `None` for a device opened without offloads (the kernel refused them).
+    fn offloads(&self) -> Option<bool> {
+        self.dev.tcp_gso().then(|| self.dev.udp_gso())
     }
 
     /// Reads one batch now, without tokio (the data thread, `io::workers::data_thread`, which
@@ -154,15 +152,9 @@ impl TunIo {
         }
         let fd = self.as_raw_fd();
         let mut result = Ok(());
-        if !self.dev.tcp_gso() {
-            for (buf, &len) in self.out[..n].iter().zip(&self.lens[..n]) {
-                note(&mut result, write_fd(fd, &buf[OFFSET..OFFSET + len]))?;
-            }
-            return result;
-        }
-        let udp = self.dev.udp_gso();
-        for (slot, bytes) in self.gro.coalesce(&mut self.out[..n], &self.lens[..n], udp) {
-            note(&mut result, write_fd(fd, &self.out[slot][..bytes]))?;
+        let offloads = self.offloads();
+        for (slot, bytes) in writes(&mut self.gro, &mut self.out[..n], &self.lens[..n], offloads) {
+            note(&mut result, write_fd(fd, &self.out[slot][bytes]))?;
         }
         result
     }
@@ -184,6 +176,26 @@ impl TunIo {
         self.single.extend_from_slice(packet);
         self.dev.send(&self.single).await.map(|_| ())
     }
+}
+
+/// The writes that flush `out`'s pending packets (`lens` long, `OFFSET` bytes into each slot),
+/// as (slot, byte range): with offloads (`Some(udp)`), GRO's packets and super-packets with
+/// their virtio-net header; without, each packet bare and uncoalesced.
+fn writes<'a>(
+    gro: &'a mut Gro,
+    out: &mut [Vec<u8>],
+    lens: &'a [usize],
+    offloads: Option<bool>,
+) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + 'a {
+    let bare = offloads.is_none().then(|| {
+        lens.iter()
+            .enumerate()
+            .map(|(i, &len)| (i, OFFSET..OFFSET + len))
+    });
+    let coalesced = offloads.map(|udp| gro.coalesce(out, lens, udp).map(|(slot, n)| (slot, 0..n)));
+    bare.into_iter()
+        .flatten()
+        .chain(coalesced.into_iter().flatten())
 }
 
 /// One `write(2)` of `buf` to the device's descriptor.
