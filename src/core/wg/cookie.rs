@@ -19,10 +19,10 @@
 //! response gets to its DH only under a receiver index of an initiation we sent, which a flood
 //! cannot guess.
 
-use super::handshake::{self, COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN, TYPE_COOKIE};
+use super::handshake::{
+    self, keyed_mac, COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN, TYPE_COOKIE,
+};
 use crate::core::keys::PublicKey;
-use blake2::digest::{consts::U16, Digest, Mac};
-use blake2::{Blake2s256, Blake2sMac};
 use rand::{CryptoRng, RngCore};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -80,16 +80,9 @@ impl CookieGuard {
     /// `local` is our static public key; `limit` the messages per [`LOAD_WINDOW`] before the
     /// node is under load ([`HANDSHAKE_LIMIT`]; tests pass a tiny one).
     pub fn new(local: &PublicKey, limit: u32) -> Self {
-        let hash = |label: &[u8]| -> [u8; 32] {
-            Blake2s256::new()
-                .chain_update(label)
-                .chain_update(local.0)
-                .finalize()
-                .into()
-        };
         CookieGuard {
-            mac1_key: hash(handshake::LABEL_MAC1),
-            cookie_key: hash(handshake::LABEL_COOKIE),
+            mac1_key: handshake::label_key(handshake::LABEL_MAC1, local),
+            cookie_key: handshake::label_key(handshake::LABEL_COOKIE, local),
             limit,
             window: None,
             secret: None,
@@ -194,12 +187,4 @@ impl CookieGuard {
         addr[n..n + 2].copy_from_slice(&from.port().to_be_bytes());
         keyed_mac(&secret, &addr[..n + 2])
     }
-}
-
-/// MAC(key, msg): keyed BLAKE2s-128 (whitepaper §5.4) under a 32-byte key.
-fn keyed_mac(key: &[u8; 32], msg: &[u8]) -> [u8; 16] {
-    // ok: a 32-byte key is within BLAKE2s's 1..=32 key length.
-    let mut mac = <Blake2sMac<U16> as Mac>::new_from_slice(key).expect("32-byte key");
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
 }

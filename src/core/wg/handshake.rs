@@ -66,26 +66,36 @@ pub fn tai64n(unix_secs: u64, nanos: u32) -> [u8; 12] {
     t
 }
 
+/// HASH(label ‖ public key) (whitepaper §5.4): the key of mac1 (`LABEL_MAC1`) and of the
+/// cookie reply's encryption (`LABEL_COOKIE`) for the holder of `key`.
+pub(super) fn label_key(label: &[u8], key: &PublicKey) -> [u8; 32] {
+    Blake2s256::new()
+        .chain_update(label)
+        .chain_update(key.0)
+        .finalize()
+        .into()
+}
+
+/// MAC(key, msg) (whitepaper §5.4): keyed BLAKE2s-128, under a 32-byte key (mac1, τ) or a
+/// 16-byte cookie (mac2).
+pub(super) fn keyed_mac<const N: usize>(key: &[u8; N], msg: &[u8]) -> [u8; 16] {
+    const { assert!(N >= 1 && N <= 32) };
+    // ok: the assertion above keeps the key within BLAKE2s's 1..=32 key length.
+    let mut mac = <Blake2sMac<U16> as Mac>::new_from_slice(key).expect("1..=32-byte key");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
+
 /// mac1 (whitepaper §5.4.4): keyed BLAKE2s-128 under HASH(LABEL_MAC1 ‖ receiver's public key)
 /// over the message up to the mac1 field.
 fn mac1(receiver: &PublicKey, msg: &[u8]) -> [u8; 16] {
-    let key = Blake2s256::new()
-        .chain_update(LABEL_MAC1)
-        .chain_update(receiver.0)
-        .finalize();
-    // ok: a 32-byte key is within BLAKE2s's 1..=32 key length.
-    let mut mac = <Blake2sMac<U16> as Mac>::new_from_slice(&key).expect("32-byte key");
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
+    keyed_mac(&label_key(LABEL_MAC1, receiver), msg)
 }
 
 /// mac2 (whitepaper §5.4.4): keyed BLAKE2s-128 under the responder's cookie over the message
 /// up to the mac2 field.
 pub(super) fn mac2(cookie: &[u8; 16], msg: &[u8]) -> [u8; 16] {
-    // ok: a 16-byte key is within BLAKE2s's 1..=32 key length.
-    let mut mac = <Blake2sMac<U16> as Mac>::new_from_slice(cookie).expect("16-byte key");
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
+    keyed_mac(cookie, msg)
 }
 
 /// Writes mac2 under `cookie` into an initiation [`Initiator::start`] wrote (mac2 zero there).
@@ -110,10 +120,7 @@ pub fn open_cookie_reply(
     let mut b = [0u8; 4];
     b.copy_from_slice(&reply[4..8]);
     let index = u32::from_le_bytes(b);
-    let key = Blake2s256::new()
-        .chain_update(LABEL_COOKIE)
-        .chain_update(peer.0)
-        .finalize();
+    let key = label_key(LABEL_COOKIE, peer);
     let cipher = XChaCha20Poly1305::new(Key::from_slice(&key));
     let mut cookie = [0u8; 16];
     cookie.copy_from_slice(&reply[32..48]);
