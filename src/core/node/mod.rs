@@ -798,7 +798,7 @@ impl Node {
     }
 
     /// Our engine's defence against handshake floods (whitepaper §5.3, §5.4.7;
-    /// `core::wg::cookie`), for an initiation or response before any Diffie-Hellman on it:
+    /// `core::wg::cookie`), for an initiation before any Diffie-Hellman on it:
     /// `None` to go on, or what became of the message. Under load, one without the right mac2
     /// for its source is answered with a cookie reply and counted as `RateLimited`, as the
     /// boringtun path counts its `UnderLoad`.

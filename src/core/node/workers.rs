@@ -268,15 +268,12 @@ impl Node {
             if new_sent.is_none() && new_received.is_none() {
                 continue;
             }
-            // As the node's own loop: a relayed message proves neither the peer's direct path
-            // nor that UDP reaches past our NAT.
-            let direct = self
-                .peers
-                .get(key)
-                .is_some_and(|p| p.punch.nominated().is_some());
             let Some(peer) = self.peers.get_mut(key) else {
                 continue;
             };
+            // As the node's own loop: a relayed message proves neither the peer's direct path
+            // nor that UDP reaches past our NAT.
+            let direct = peer.punch.nominated().is_some();
             peer.tunnel
                 .note_worker_activity(new_sent, new_received, dtx, drx);
             if let Some(t) = new_received {
