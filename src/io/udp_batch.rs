@@ -115,27 +115,29 @@ impl UdpBatch {
     }
 
     /// One try at [`Self::send`] now, outside tokio's readiness (the data thread), with the
-    /// same GSO fallback; `WouldBlock` when the send queue is full (the caller waits for room).
-    /// Needs [`Self::batched`].
+    /// same GSO fallback. `Ok(n)`: the first `n` bytes of `contents` left, which is all of them
+    /// unless the send queue filled part-way through the fallback's datagrams (then `n` ends on
+    /// a datagram boundary, and the caller sends the rest once there is room, so no datagram
+    /// leaves twice); `WouldBlock`: nothing left, the queue is full. Needs [`Self::batched`].
     pub fn try_send_now(
         &self,
         dst: SocketAddr,
         contents: &[u8],
         segment_size: usize,
-    ) -> io::Result<()> {
+    ) -> io::Result<usize> {
         let Some(state) = &self.state else {
             return Err(io::ErrorKind::Unsupported.into());
         };
         let (transmit, gso) = run(dst, contents, segment_size);
         match state.try_send((&self.socket).into(), &transmit) {
+            Ok(()) => Ok(contents.len()),
             Err(e) if gso && gso_refused(&e) => {
                 tracing::debug!(error = %e, "UDP GSO refused; sending datagrams one at a time");
-                for single in one_by_one(&transmit, segment_size) {
-                    state.try_send((&self.socket).into(), &single)?;
-                }
-                Ok(())
+                sent_until_full(one_by_one(&transmit, segment_size), |single| {
+                    state.try_send((&self.socket).into(), single)
+                })
             }
-            r => r,
+            Err(e) => Err(e),
         }
     }
 
@@ -299,6 +301,24 @@ fn one_by_one<'a>(
         })
 }
 
+/// Sends `transmits` in order with `send` until one fails: the bytes sent. A full queue
+/// (`WouldBlock`) after at least one datagram is a partial send, not an error, so that the
+/// caller resumes after the last datagram that left instead of repeating the run.
+fn sent_until_full<'a>(
+    transmits: impl Iterator<Item = Transmit<'a>>,
+    mut send: impl FnMut(&Transmit<'a>) -> io::Result<()>,
+) -> io::Result<usize> {
+    let mut sent = 0;
+    for single in transmits {
+        match send(&single) {
+            Ok(()) => sent += single.contents.len(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && sent > 0 => return Ok(sent),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
+}
+
 /// The errors Linux gives for a GSO send the device or route cannot take.
 fn gso_refused(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL))
@@ -422,6 +442,35 @@ mod tests {
             seen += count(&bufs, n);
         }
         assert_eq!(seen, burst);
+    }
+
+    /// The GSO fallback under a full queue: the datagrams that left are counted, on a datagram
+    /// boundary, and a queue full before the first one is `WouldBlock`; a real error stays one.
+    #[test]
+    fn a_fallback_cut_short_by_a_full_queue_says_what_left() {
+        let dst: SocketAddr = (Ipv4Addr::LOCALHOST, 9).into();
+        let contents = [1u8; 2500];
+        let (transmit, gso) = run(dst, &contents, 1000);
+        assert!(gso);
+        let full_after = |n: usize| {
+            let mut calls = 0;
+            sent_until_full(one_by_one(&transmit, 1000), move |_| {
+                calls += 1;
+                if calls > n {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            })
+        };
+        assert_eq!(full_after(3).unwrap(), 2500);
+        assert_eq!(full_after(2).unwrap(), 2000);
+        assert_eq!(full_after(1).unwrap(), 1000);
+        assert_eq!(full_after(0).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        let refused = sent_until_full(one_by_one(&transmit, 1000), |_| {
+            Err(io::Error::from_raw_os_error(libc::EPERM))
+        });
+        assert_eq!(refused.unwrap_err().raw_os_error(), Some(libc::EPERM));
     }
 
     /// Without quinn-udp (a stack that refuses its socket options, as wine's does): runs still

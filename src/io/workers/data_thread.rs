@@ -193,21 +193,27 @@ fn transmit(ctx: &Ctx, stats: &WorkerStats, tun: &mut TunIo, batch: &mut TxBatch
     true
 }
 
-/// Sends one run, waiting up to `SEND_WAIT_MS` for room once if the socket's queue is full;
-/// after that the run is lost, as a full queue loses it anywhere.
+/// Sends one run, waiting up to `SEND_WAIT_MS` for room once if the socket's queue is full,
+/// and then sending what had not left (after a partial GSO fallback, only the datagrams after
+/// the last one that left: a duplicate would cost the receiver a replay-window drop); what does
+/// not fit after that wait is lost, as a full queue loses it anywhere.
 fn send(udp: &UdpBatch, dst: SocketAddr, contents: &[u8], segment: usize) -> io::Result<()> {
-    match udp.try_send_now(dst, contents, segment) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            let mut p = libc::pollfd {
-                fd: udp.socket().as_raw_fd(),
-                events: libc::POLLOUT,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the duration of the call.
-            unsafe { libc::poll(&mut p, 1, SEND_WAIT_MS) };
-            udp.try_send_now(dst, contents, segment)
-        }
-        r => r,
+    let rest = match udp.try_send_now(dst, contents, segment) {
+        Ok(n) if n >= contents.len() => return Ok(()),
+        Ok(n) => &contents[n..],
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => contents,
+        Err(e) => return Err(e),
+    };
+    let mut p = libc::pollfd {
+        fd: udp.socket().as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, SEND_WAIT_MS) };
+    match udp.try_send_now(dst, rest, segment) {
+        Ok(n) if n < rest.len() => Err(io::ErrorKind::WouldBlock.into()),
+        r => r.map(drop),
     }
 }
 
