@@ -35,6 +35,7 @@
 #                  same count over an idle window of the same length (a second set of 20
 #                  pings, after the timed one, and 4 s idle: 8 s more per system and
 #                  round); printed under the table
+#   BENCH_SMAPS_DIR=DIR  keep each idle tunnel process's /proc/PID/smaps in DIR
 # All traffic stays inside the two namespaces this script creates.
 set -euo pipefail
 
@@ -367,6 +368,14 @@ for s in "${SYSTEMS[@]}"; do
     [[ -z "${NA[$s]:-}" ]] || continue
     IDLE_RSS[$s]="$(rss_now "$s" VmRSS)"
     IDLE_SPLIT[$s]="$(rss_split "$s")"
+    # BENCH_SMAPS_DIR=DIR keeps each idle tunnel process's /proc/PID/smaps, to see which
+    # mappings its RSS is made of (notes/mem.md).
+    if [[ -n "${BENCH_SMAPS_DIR:-}" ]]; then
+        mkdir -p "$BENCH_SMAPS_DIR"
+        for l in ${TUNPIDS[$s]:-}; do
+            cp "/proc/$(lab_pid "$l")/smaps" "$BENCH_SMAPS_DIR/$s-$l.smaps" 2>/dev/null || true
+        done
+    fi
 done
 # ping_stat SYSTEM ROUND KIND CMD... : runs CMD while `perf stat` counts the system's tunnel
 # processes (all their threads); the counts go to $RES/SYSTEM.KIND, one CSV line per round.

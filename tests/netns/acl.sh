@@ -8,7 +8,8 @@
 # reaches bob within 2 s of `network acl add` with no restart; an SSH-sized TCP exchange on 22
 # passes both ways; ping and TCP 80 are dropped, counted (drops.access_denied) and explained by
 # `status` and `doctor alice` on bob; adding "tcp 80 ..." opens port 80 within 2 s and removing
-# the port 22 rule closes 22 within 2 s; the node processes are the ones started at the beginning.
+# the port 22 rule closes 22 within 2 s; a UDP flow opened before any rule keeps its replies
+# once rules arrive; the node processes are the ones started at the beginning.
 #
 # Prints `ok - NAME` / `not ok - NAME` per check and a summary line; exits 1 if any check
 # failed, 77 (after `SKIP: reason`) when it cannot run here, 2 on a setup error.
@@ -200,6 +201,56 @@ c_clear() {
     ping1 || why "ping alice -> bob still dropped"
 }
 check "c3 removing the last rule allows all again (ping) within 2 s" c_clear
+# ---------------------------------------------------------------- e: flows opened before rules
+# Bob sends one UDP datagram from 7000 to alice's port 6000 while the network has no rules
+# (bob's data thread carries it); alice streams datagrams back to it for 6 s. Meanwhile the
+# owner adds a rule that lets servers reach admins on UDP 6000 and nothing reach bob: bob admits
+# the stream only because his node remembered the flow he opened, so the data thread must
+# record flows with or without rules (bob sends nothing more that could record it later).
+e_flow() {
+    local added replies after
+    cat >"$LAB_TMP/udp-echo.py" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 6000))
+s.settimeout(15)
+print("LISTENING", flush=True)
+b, a = s.recvfrom(2048)
+for i in range(60):  # a stream back to the sender, 6 s at most
+    s.sendto(b"stream %d" % i, a)
+    time.sleep(0.1)
+PY
+    cat >"$LAB_TMP/udp-client.py" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 7000))
+s.settimeout(1.5)
+s.sendto(b"start", (sys.argv[2], 6000))  # the only datagram bob sends
+end = time.time() + 8
+while time.time() < end:
+    try:
+        s.recvfrom(2048)
+        print("REPLY %.3f" % time.time(), flush=True)
+    except socket.timeout:
+        pass
+print("DONE", flush=True)
+PY
+    lab_spawn alice udp-echo -- timeout 20 python3 -u "$LAB_TMP/udp-echo.py" "$ALICE"
+    lab_wait_ready 10 udp-echo '^LISTENING' || { why "alice's UDP echo"; return 1; }
+    lab_spawn bob udp-client -- timeout 20 python3 -u "$LAB_TMP/udp-client.py" "$BOB" "$ALICE"
+    sleep 1
+    srv network acl "$NET" add "udp 6000 from tag:server to tag:admin" >/dev/null || { why "acl add failed"; return 1; }
+    within_2s rules_are 0 || return 1
+    added="$(date +%s.%N)"
+    lab_wait_log 12 udp-client '^DONE' || { why "bob's client did not finish"; return 1; }
+    replies="$(grep -c '^REPLY' "$(lab_logfile udp-client)" || true)"
+    after="$(awk -v t="$added" '$1 == "REPLY" && $2 > t + 0.3 { n++ } END { print n + 0 }' "$(lab_logfile udp-client)")"
+    note "bob's flow: $replies datagrams of the stream in all, $after after the rule reached bob"
+    srv network acl "$NET" remove 1 >/dev/null || { why "acl remove failed"; return 1; }
+    within_2s rules_are -1 || return 1
+    (( after >= 5 )) || { why "alice's stream to bob's own flow was dropped under the rule"; return 1; }
+}
+check "e1 a UDP stream to a flow bob opened before any rule still reaches him once rules arrive" e_flow
 d_same() { [[ "$(lab_pid alice-up) $(lab_pid bob-up)" == "$PIDS" ]] && lab_alive alice-up && lab_alive bob-up; }
 check "d1 no node was restarted" d_same
 

@@ -180,6 +180,21 @@ PY
 }
 check "c1 1 MiB over TCP/IPv6 alice -> bob arrives intact (sha256) from alice's IPv6 address" c_tcp
 
+# With our engine's data thread (the Linux default), IPv6 overlay packets are sealed there, not
+# on the node task: alice's `workers.tx` counted the transfer's ~750 segments.
+sealed() { p2p_field alice "$NET" "int((j.get('workers') or {}).get('tx', {}).get('crypto_packets', 0))"; }
+c_worker() {
+    local got
+    got="$(sealed)" || { why "alice status"; return 1; }
+    note "alice's data thread sealed $got packets"
+    ((got > 500)) || { why "alice's workers.tx sealed $got packets: IPv6 went through the node task"; return 1; }
+}
+if [[ "${LAB_WIREGUARD:-}" == boringtun ]]; then
+    note "c2 skipped: LAB_WIREGUARD=boringtun has no data thread"
+else
+    check "c2 alice's data thread sealed the IPv6 transfer (workers.tx over 500 packets)" c_worker
+fi
+
 # ---------------------------------------------------------------- d: the source rule holds for IPv6
 spoofed() { p2p_field "$1" "$NET" "int((j.get('drops') or {}).get('spoofed_source', 0))"; }
 spoofed_grew() { local now; now="$(spoofed "$1")" || return 1; (( now > $2 )); }

@@ -1,7 +1,7 @@
 //! The key table the node publishes to its TX/RX workers (`[dataplane] workers = 2`,
 //! `core::node::workers`), on the simulated network: a direct peer is carried by the table in
 //! both directions, a table is published only when it changes (a rekey, a path moving between
-//! relay and direct, access rules), a peer on the server's UDP relay is carried framed for it,
+//! relay and direct), access rules enforced by the table itself, a peer on the server's UDP relay is carried framed for it,
 //! what the workers did reaches the node's counters, and the packets the node must see (its
 //! own ICMP echoes) come back to it while a user's ping does not.
 
@@ -233,11 +233,30 @@ fn a_relayed_peer_goes_through_the_table_framed_for_the_relay_until_its_path_is_
     ));
 }
 
+/// A UDP datagram with these ports (the access rules' flows are keyed by them).
+fn udp_ports(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut p = udp(src, dst, 100, 0);
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p
+}
+
+/// Access rules do not take peers off the table: its seal records each packet as a flow and its
+/// open checks the rules, on the node's own rule state. So a flow bob opened through his table
+/// before any rule existed still gets its replies once rules arrive, and what the rules forbid
+/// is dropped there and shows in bob's `status`.
 #[test]
-fn access_rules_keep_every_peer_on_the_node() {
+fn the_table_enforces_access_rules_and_spares_flows_opened_before_them() {
     let mut sim = own_pair(64);
     exchange(&mut sim, 1);
-    assert!(!table(&mut sim, 1).expect("a table").is_empty());
+    let alice_udp = sim.nodes[0].udp;
+    let bob_udp = sim.nodes[1].udp;
+    let ta = table(&mut sim, 0).expect("a table");
+    let tb = table(&mut sim, 1).expect("a table");
+    // Bob opens a UDP flow to alice through his table, with no rules in force.
+    let opened = udp_ports(B, A, 7000, 8000);
+    assert_eq!(carry(&tb, &ta, bob_udp, &opened), opened);
+
     let mut tags = std::collections::HashMap::new();
     tags.insert(sim.nodes[0].node.public_key(), vec!["admin".to_string()]);
     tags.insert(sim.nodes[1].node.public_key(), vec!["server".to_string()]);
@@ -248,11 +267,30 @@ fn access_rules_keep_every_peer_on_the_node() {
     sim.server.registry_mut().set_access_rules("sim", access);
     sim.server.handle_registry_changed();
     sim.settle();
-    let ruled = table(&mut sim, 1).expect("rules change the table");
-    assert!(
-        ruled.is_empty(),
-        "a node under access rules keeps its peers"
+    let status = sim.nodes[1].node.status(0);
+    assert!(status.access.as_ref().is_some_and(|a| a.enforced), "bob has the rules");
+    let tb = table(&mut sim, 1).unwrap_or(tb);
+    assert!(!tb.is_empty(), "rules took bob's peers off his table");
+
+    // Alice's reply to bob's flow passes; a new UDP flow from her does not; TCP 22 does.
+    let reply = udp_ports(A, B, 8000, 7000);
+    assert_eq!(carry(&ta, &tb, alice_udp, &reply), reply);
+    let mut wire = vec![0u8; 2048];
+    let mut out = vec![0u8; 2048];
+    let Sealed::Datagram { len, .. } = ta.seal(&udp_ports(A, B, 9000, 9001), &mut wire, 1001)
+    else {
+        panic!("alice's table did not seal");
+    };
+    assert_eq!(
+        tb.open(alice_udp, &wire[..len], &mut out, 1001),
+        Opened::Dropped(p2pvpn::core::counters::DropReason::AccessDenied)
     );
+    let mut ssh = udp_ports(A, B, 40000, 22);
+    ssh[9] = 6; // TCP; the flags byte (offset 33) holds 0: not a SYN, which goes to the core
+    assert_eq!(carry(&ta, &tb, alice_udp, &ssh), ssh);
+    let access = sim.nodes[1].node.status(0).access.expect("access status");
+    assert_eq!(access.denied, 1, "bob's status counts the denied datagram");
+    assert_eq!(access.recent_denials[0].port, Some(9001));
 }
 
 #[test]

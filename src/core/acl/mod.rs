@@ -7,12 +7,14 @@
 //! datagram, an echo request that is not part of a flow this node opened) passes only if a rule
 //! admits its source, protocol and destination port. Every packet this node sends to a peer is
 //! remembered as a flow, so the peer's replies pass whatever the rules say. Nothing here
-//! allocates per packet: the flow table and the denial log are fixed arrays.
+//! allocates per packet: the flow table and the denial log are fixed arrays. The core and the
+//! data workers share one `Acl` (`shared`): both carry packets, and both must see every flow.
 
 pub mod flows;
 pub mod packet;
 pub mod policy;
 pub mod rule;
+pub mod shared;
 
 use flows::{FlowKey, FlowTable, Origin, ICMP_IDLE, TCP_IDLE, UDP_IDLE};
 use packet::Transport;

@@ -185,7 +185,7 @@ pub struct Node {
     /// When the underlay last moved (`roaming`).
     roamed_at: Option<Instant>,
     /// The access rules on what peers send, with the flows this node opened (`core::acl`).
-    acl: crate::core::acl::Acl,
+    acl: crate::core::acl::shared::SharedAcl,
     /// IPv6 underlay candidates (`ipv6`).
     ipv6: ipv6::Ipv6Underlay,
     /// The TX/RX data workers' key table and activity (`workers`).
@@ -228,7 +228,9 @@ impl Node {
             rng,
             now,
         );
-        let acl = crate::core::acl::Acl::new(rand::Rng::gen(&mut own));
+        let acl = crate::core::acl::shared::SharedAcl::new(crate::core::acl::Acl::new(
+            rand::Rng::gen(&mut own),
+        ));
         // This process's run: peers that see it change know we restarted (`restarts`).
         control.set_run(rand::Rng::gen(&mut own));
         Node {
@@ -456,7 +458,7 @@ impl Node {
                 self.handle_relay_frame(src, &payload, now);
             }
             ControlEvent::Peer(info) => self.handle_peer_info(&info),
-            ControlEvent::Acl(policy) => self.acl.set_policy(policy),
+            ControlEvent::Acl(policy) => self.acl.lock().set_policy(policy),
             ControlEvent::PeerGone(key) => self.remove_peer(&key),
             ControlEvent::Refused { refusal, permanent } => {
                 if permanent {
@@ -567,7 +569,9 @@ impl Node {
             return TunOutcome::Dropped(DropReason::NoRoute);
         };
         // Remembered as a flow so the peer's replies pass this node's access rules.
-        self.acl.outbound(peer.virtual_ip, packet, self.now_hint);
+        self.acl
+            .lock()
+            .outbound(peer.virtual_ip, packet, self.now_hint);
         let header = match route {
             Route::RelayUdp { .. } => relay_wire::DATA_HEADER,
             _ => 0,
@@ -748,7 +752,7 @@ impl Node {
                 }
                 // The access rules (`core::acl`): after the node's own probes and ping
                 // answers, which are not traffic to the host, before the TUN device.
-                if self.acl.inbound(peer_ip, packet, now).is_err() {
+                if self.acl.lock().inbound(peer_ip, packet, now).is_err() {
                     return DatagramOutcome::Dropped(DropReason::AccessDenied);
                 }
                 // `packet` lies inside `out`: find it there by address, so a SYN can be clamped

@@ -169,9 +169,12 @@ impl Node {
                     punch: p.punch.status().clone(),
                     path_mtu: self.path_mtu(p.virtual_ip).mtu,
                     path_mtu_search: self.path_mtu(p.virtual_ip).phase.as_str().to_string(),
-                    access: match self.acl.policy() {
-                        Some(_) => self.acl.explain(p.virtual_ip, &p.name, self.now_hint),
-                        None => Vec::new(),
+                    access: {
+                        let acl = self.acl.lock();
+                        match acl.policy() {
+                            Some(_) => acl.explain(p.virtual_ip, &p.name, self.now_hint),
+                            None => Vec::new(),
+                        }
                     },
                 }
             })
@@ -198,7 +201,7 @@ impl Node {
             drops: self.drops.clone(),
             mtu: self.tun_mtu(),
             dns: None,
-            access: Some(self.acl.status(self.now_hint)),
+            access: Some(self.acl.lock().status(self.now_hint)),
             workers: None,
         }
     }

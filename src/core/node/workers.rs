@@ -7,16 +7,18 @@
 //!
 //! Which peers the workers may carry: a peer with a session on our engine whose current path is
 //! direct (IPv4, on the main socket) or the server's UDP relay over IPv4 (each message framed
-//! with the peer's relay id), while no access rules are in force (the ACL flow table and inbound
-//! check are `&mut` state of the core). Only the peer's IPv4 overlay address is routed through
-//! the table (IPv6 packets have their own size limit, RFC 8200 §5; they stay on the core).
-//! Everything else (the relay over the control stream, probing sockets, handshakes, the
+//! with the peer's relay id), access rules or not: the table shares the core's rule state
+//! (`core::acl::shared`), recording each packet sealed as a flow and checking each packet
+//! opened. Both of the peer's overlay addresses are routed through
+//! the table. One size limit serves both families: the table sends what fits the path MTU and
+//! leaves larger packets to the core, whose gate answers IPv4 with "fragmentation needed" and
+//! sends IPv6 up to 1280 bytes whatever the path (RFC 8200 §5; `pmtu_gate`). Everything else (the relay over the control stream, probing sockets, handshakes, the
 //! responder's unconfirmed session, datagrams from a new address) falls back to the core.
 //!
 //! Publishing is by comparison, not by event: `poll_key_table` derives a small signature of the
 //! table from the peers (key identities, path, MTUs) and publishes when it differs from the last
 //! one. So every change that matters (handshake done, rekey, a key too old to send, path
-//! direct <-> relay, path MTU change, peer removed, rules installed) is caught in one place,
+//! direct <-> relay, path MTU change, peer removed) is caught in one place,
 //! however it came about. Key identities are `Arc` addresses, sound because the last table is
 //! kept and holds those `Arc`s alive.
 
@@ -27,7 +29,7 @@ use crate::core::transmit::SocketId;
 use crate::core::wg::table::{Activity, KeyTable, RecvEntry, SendEntry};
 use ipnet::IpNet;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,6 +90,7 @@ impl Seen {
 #[derive(Debug, PartialEq, Eq)]
 struct Sig {
     ip: Ipv4Addr,
+    ipv6: Option<Ipv6Addr>,
     send: Option<usize>,
     recv: Vec<usize>,
     dst: SocketAddr,
@@ -145,8 +148,7 @@ impl Node {
             .collect();
         let mut sigs = Vec::new();
         let mut parts = Vec::new();
-        // Under access rules the core keeps every packet: its flow table decides.
-        if self.acl.policy().is_none() && !local.is_empty() {
+        if !local.is_empty() {
             for peer in self.peers.iter() {
                 // Direct, or through the server's UDP relay (a header before each message);
                 // never the control stream's relay, whose frames go out on the node task.
@@ -164,6 +166,7 @@ impl Node {
                 let path_mtu = self.pmtu_of(peer.virtual_ip);
                 let sig = Sig {
                     ip: peer.virtual_ip,
+                    ipv6: peer.ipv6,
                     send: keys.send.as_ref().map(|k| Arc::as_ptr(k) as usize),
                     recv: keys.recv.iter().map(|k| Arc::as_ptr(k) as usize).collect(),
                     dst,
@@ -190,6 +193,7 @@ impl Node {
         }
         let mut table = KeyTable::default();
         table.set_local(&local);
+        table.set_acl(self.acl.clone(), self.workers.origin);
         for (key, ipv6, keys) in parts {
             let Some(peer) = self.peers.get(&key) else {
                 continue;
@@ -207,9 +211,12 @@ impl Node {
             let mut allowed = vec![IpNet::from(IpAddr::V4(peer.virtual_ip))];
             allowed.extend(ipv6.map(|v6| IpNet::from(IpAddr::V6(v6))));
             if let Some(send) = keys.send {
+                let mut addresses = vec![IpAddr::V4(peer.virtual_ip)];
+                addresses.extend(ipv6.map(IpAddr::V6));
                 table.set_send(
-                    &[IpAddr::V4(peer.virtual_ip)],
+                    &addresses,
                     Arc::new(SendEntry {
+                        peer: peer.virtual_ip,
                         key: send,
                         socket: SocketId::MAIN,
                         dst: sig.dst,
@@ -221,6 +228,7 @@ impl Node {
             }
             for recv in keys.recv {
                 table.add_recv(Arc::new(RecvEntry {
+                    peer: peer.virtual_ip,
                     key: recv,
                     from: sig.dst,
                     relay: sig.relay,
@@ -315,6 +323,15 @@ impl Node {
         let consumed = self.take_pmtu_answer(packet, peer_ip, now)
             || self.answer_pmtu_probe(packet, peer_ip)
             || self.take_ping_reply(packet, peer_ip, detail, now);
-        (!consumed).then_some(packet)
+        if consumed {
+            return None;
+        }
+        // What the table handed over unchecked because the core might consume it: the access
+        // rules now, as the core's own receive path does after its probes and pings.
+        if self.acl.lock().inbound(peer_ip, packet, now).is_err() {
+            self.drops.bump(crate::core::counters::DropReason::AccessDenied);
+            return None;
+        }
+        Some(packet)
     }
 }

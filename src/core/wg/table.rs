@@ -6,12 +6,14 @@
 //! Ownership: only the core builds a [`KeyTable`] and [`Published::store`]s it; workers
 //! [`Published::load`] it once per batch and use it read-only. A table is immutable once
 //! published; the only mutable state reached through it is each key's own (the sending counter,
-//! atomic; the replay window, behind its lock) and the activity counters (relaxed atomics the
-//! core reads on its timer). Anything the table cannot handle falls back to the core
+//! atomic; the replay window, behind its lock), the activity counters (relaxed atomics the
+//! core reads on its timer) and the node's access rule state (`core::acl::shared`, behind its
+//! lock: every packet sealed is recorded as a flow, every packet opened is checked against the
+//! rules, exactly as the core does). Anything the table cannot handle falls back to the core
 //! ([`Sealed::ToCore`], [`Opened::ToCore`]): handshakes, cookies, unknown indices (an old session
 //! the core still holds, or none), packets for peers without an entry (no session, relayed on
-//! the control stream, routed subnets), packets larger than the path MTU (the core answers with ICMP), outgoing TCP
-//! SYNs (the core clamps their MSS, as today; they are rare) and a key that ran out of counters.
+//! the control stream, routed subnets), packets larger than the path MTU (the core answers
+//! with ICMP), outgoing TCP SYNs (the core clamps their MSS, as today; they are rare) and a key that ran out of counters.
 //! Received SYNs are clamped here, in place, because a datagram once opened cannot be handed
 //! to the core to open again (its counter is spent); for the same reason an opened packet the
 //! core must see (IPv4 ICMP echoes under the path MTU probes' or `p2pvpn ping`'s identifier)
@@ -27,9 +29,11 @@ use crate::core::relay::wire::{self, RelayDatagram, DATA_HEADER};
 use crate::core::transmit::SocketId;
 use ipnet::IpNet;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use crate::core::acl::shared::SharedAcl;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// What the workers report per peer, for the core's keepalive, rekey and `status` decisions.
 /// Times are milliseconds since an origin the core chose (the workers are passed `now_ms`).
@@ -47,6 +51,8 @@ pub struct Activity {
 /// How one peer's packets leave: its current sending key and path (direct, or the server's UDP
 /// relay).
 pub struct SendEntry {
+    /// The peer's overlay IPv4 address, which names it in the access rules' flow table.
+    pub peer: Ipv4Addr,
     pub key: Arc<SendKey>,
     pub socket: SocketId,
     /// The peer's direct address, or the server's relay address.
@@ -61,6 +67,8 @@ pub struct SendEntry {
 
 /// How one receiving session's datagrams are accepted.
 pub struct RecvEntry {
+    /// The peer's overlay IPv4 address (the access rules' name for it).
+    pub peer: Ipv4Addr,
     pub key: Arc<RecvKey>,
     /// The peer's path: datagrams from elsewhere go to the core (roaming, a new path).
     pub from: SocketAddr,
@@ -84,6 +92,10 @@ pub struct KeyTable {
     /// This node's overlay addresses: an opened packet to anything else is dropped, as the
     /// core's `filter::inbound` does.
     local: Vec<IpAddr>,
+    /// The node's access rules and flow table, shared with the core, and the instant the
+    /// workers' `now_ms` counts from (the flow table's clock is the core's `Instant`). `None`
+    /// (tests of the table alone): no flows are recorded and nothing is checked.
+    acl: Option<(SharedAcl, Instant)>,
 }
 
 /// What sealing one TUN packet produced.
@@ -130,6 +142,19 @@ impl KeyTable {
     pub fn set_local(&mut self, addresses: &[IpAddr]) {
         self.local.clear();
         self.local.extend_from_slice(addresses);
+    }
+
+    /// Records flows and checks received packets against the node's access rules (`acl`,
+    /// shared with the core), with `now_ms` counted from `origin`.
+    pub fn set_acl(&mut self, acl: SharedAcl, origin: Instant) {
+        self.acl = Some((acl, origin));
+    }
+
+    /// The access rules' clock for a worker's `now_ms`.
+    fn acl_at(&self, now_ms: u64) -> Option<(&SharedAcl, Instant)> {
+        self.acl
+            .as_ref()
+            .map(|(acl, origin)| (acl, *origin + Duration::from_millis(now_ms)))
     }
 
     /// True when nothing goes through the workers.
@@ -180,6 +205,11 @@ impl KeyTable {
         let Some(body) = out.get_mut(header..) else {
             return Sealed::ToCore;
         };
+        // Remembered as a flow, rules or not, so that the peer's replies pass the rules (also
+        // rules that arrive later: `Acl::set_policy` keeps the flows this node opened).
+        if let Some((acl, now)) = self.acl_at(now_ms) {
+            acl.lock().outbound(entry.peer, packet, now);
+        }
         match entry.key.seal(packet, body) {
             Ok(len) => {
                 if let Some(id) = entry.relay {
@@ -249,8 +279,16 @@ impl KeyTable {
             return Opened::Dropped(DropReason::WrongDestination);
         }
         a.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        // The core's own echoes first, as the core orders it: they are not traffic to the
+        // host, so the access rules do not see them (`Node::handle_worker_packet` checks the
+        // rest of what it is handed).
         if packet[0] >> 4 == 4 && packet.get(9) == Some(&1) && core_consumes(packet) {
             return Opened::Core(packet);
+        }
+        if let Some((acl, now)) = self.acl_at(now_ms) {
+            if acl.lock().inbound(entry.peer, packet, now).is_err() {
+                return Opened::Dropped(DropReason::AccessDenied);
+            }
         }
         if let Some(mtu) = entry.path_mtu {
             // What the core's `clamp_received_syn` does: our side's replies fit the path too.

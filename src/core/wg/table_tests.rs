@@ -6,7 +6,7 @@ use super::table::{Activity, KeyTable, Opened, Published, RecvEntry, Sealed, Sen
 use super::transport::{RecvKey, SendKey};
 use crate::core::counters::DropReason;
 use crate::core::transmit::SocketId;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
@@ -35,6 +35,7 @@ fn bob_addr() -> SocketAddr {
 fn session(gen: u32) -> (Arc<SendEntry>, Arc<RecvEntry>) {
     let key = [gen as u8; 32];
     let send = SendEntry {
+        peer: BOB,
         key: Arc::new(SendKey::new(key, gen)),
         socket: SocketId::MAIN,
         dst: bob_addr(),
@@ -43,6 +44,7 @@ fn session(gen: u32) -> (Arc<SendEntry>, Arc<RecvEntry>) {
         activity: Arc::new(Activity::default()),
     };
     let recv = RecvEntry {
+        peer: ALICE,
         key: Arc::new(RecvKey::new(key, gen)),
         from: alice_addr(),
         relay: None,
@@ -335,6 +337,7 @@ fn a_relayed_session_frames_each_message_and_checks_the_senders_relay_id() {
     alice.set_send(
         &[IpAddr::V4(BOB)],
         Arc::new(SendEntry {
+            peer: BOB,
             key: Arc::new(SendKey::new(key, 9)),
             socket: SocketId::MAIN,
             dst: server,
@@ -346,6 +349,7 @@ fn a_relayed_session_frames_each_message_and_checks_the_senders_relay_id() {
     let mut bob = KeyTable::default();
     bob.set_local(&[IpAddr::V4(BOB)]);
     bob.add_recv(Arc::new(RecvEntry {
+        peer: ALICE,
         key: Arc::new(RecvKey::new(key, 9)),
         from: server,
         relay: Some(11),
@@ -392,5 +396,64 @@ fn a_relayed_session_frames_each_message_and_checks_the_senders_relay_id() {
     assert_eq!(
         bob.open(server, &bare[wire::DATA_HEADER..], &mut out, 8),
         Opened::ToCore
+    );
+}
+
+fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, len: usize) -> Vec<u8> {
+    let mut p = vec![0x5A; len];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+    p[6] = 17;
+    p[8..24].copy_from_slice(&src.octets());
+    p[24..40].copy_from_slice(&dst.octets());
+    p
+}
+
+/// A peer's IPv6 overlay address is carried like its IPv4 one: sealed up to the path's size
+/// and opened when its source is the peer's; bigger packets and SYNs stay the core's.
+#[test]
+fn ipv6_overlay_packets_go_through_the_table_both_ways() {
+    let (alice_v6, bob_v6): (Ipv6Addr, Ipv6Addr) =
+        ("fd00:99::1".parse().unwrap(), "fd00:99::2".parse().unwrap());
+    let (s, r) = session(1);
+    let r = Arc::new(RecvEntry {
+        peer: ALICE,
+        key: r.key.clone(),
+        from: r.from,
+        relay: None,
+        allowed: vec![
+            "10.99.0.1/32".parse().unwrap(),
+            "fd00:99::1/128".parse().unwrap(),
+        ],
+        path_mtu: r.path_mtu,
+        activity: r.activity.clone(),
+    });
+    let (mut alice, mut bob) = (KeyTable::default(), KeyTable::default());
+    alice.set_send(&[IpAddr::V4(BOB), IpAddr::V6(bob_v6)], s);
+    bob.set_local(&[IpAddr::V4(BOB), IpAddr::V6(bob_v6)]);
+    bob.add_recv(r);
+    let (mut wire, mut out) = ([0u8; 2048], [0u8; 2048]);
+    let packet = ipv6(alice_v6, bob_v6, 1000);
+    let Sealed::Datagram { dst, len, .. } = alice.seal(&packet, &mut wire, 5) else {
+        panic!("an IPv6 packet to the peer was left to the core");
+    };
+    assert_eq!(dst, bob_addr());
+    assert_eq!(
+        bob.open(alice_addr(), &wire[..len], &mut out, 6),
+        Opened::Packet(&packet[..])
+    );
+    // Above the path's size: the core answers or sends it (at least 1280 for IPv6).
+    assert_eq!(
+        alice.seal(&ipv6(alice_v6, bob_v6, 1421), &mut wire, 7),
+        Sealed::ToCore
+    );
+    // Another source than the peer's own address is spoofed, in IPv6 too.
+    let spoofed = ipv6("fd00:99::7".parse().unwrap(), bob_v6, 200);
+    let Sealed::Datagram { len, .. } = alice.seal(&spoofed, &mut wire, 8) else {
+        panic!()
+    };
+    assert_eq!(
+        bob.open(alice_addr(), &wire[..len], &mut out, 8),
+        Opened::Dropped(DropReason::SpoofedSource)
     );
 }
