@@ -23,8 +23,12 @@ pub struct TunIo {
     dev: Arc<AsyncDevice>,
     /// One raw read: virtio header + a super-packet of up to 64 KiB.
     raw: Vec<u8>,
-    /// The packets the last read split into, and their sizes.
-    packets: Vec<Vec<u8>>,
+    /// The packets the last read split into, `slot` bytes apart in one zeroed block, and their
+    /// sizes. One block, not a `Vec` per packet: at 32 KiB and more it is a mapping of its own
+    /// (`os::malloc`), whose pages cost memory only once a read reaches them, where 128 small
+    /// blocks were zeroed by `calloc` on the heap (1.1 MiB resident on an idle node).
+    slots: Vec<u8>,
+    slot: usize,
     sizes: Vec<usize>,
     /// Decrypted packets waiting to be coalesced and written, `OFFSET` bytes into each slot.
     /// Each slot's capacity is 64 KiB, so GRO appends without allocating; a slot's `len` is
@@ -47,7 +51,8 @@ impl TunIo {
             // The read side is allocated by the first read (`read_buffers`): the node task's
             // own `TunIo` never reads while the data thread or the workers run.
             raw: Vec::new(),
-            packets: Vec::new(),
+            slots: Vec::new(),
+            slot: 0,
             sizes: Vec::new(),
             mtu,
             out: (0..WRITE_SLOTS)
@@ -62,10 +67,10 @@ impl TunIo {
 
     /// Allocates the read side once, before the first read.
     fn read_buffers(&mut self) {
-        if self.packets.is_empty() {
-            let slot = slot_len(self.mtu);
+        if self.slots.is_empty() {
+            self.slot = slot_len(self.mtu);
             self.raw = vec![0u8; OFFSET + usize::from(u16::MAX)];
-            self.packets = (0..BATCH).map(|_| vec![0u8; slot]).collect();
+            self.slots = vec![0u8; BATCH * self.slot];
             self.sizes = vec![0; BATCH];
         }
     }
@@ -78,13 +83,15 @@ impl TunIo {
     /// Waits for and reads one batch; returns how many packets [`Self::packet`] can give.
     pub async fn read(&mut self) -> io::Result<usize> {
         self.read_buffers();
+        let mut bufs = split(&mut self.slots, self.slot);
         self.dev
-            .recv_multiple(&mut self.raw, &mut self.packets, &mut self.sizes, 0)
+            .recv_multiple(&mut self.raw, &mut bufs, &mut self.sizes, 0)
             .await
     }
 
     pub fn packet(&self, i: usize) -> &[u8] {
-        &self.packets[i][..self.sizes[i]]
+        let start = i * self.slot;
+        &self.slots[start..start + self.sizes[i].min(self.slot)]
     }
 
     /// A slot of `len` bytes for the next decrypted packet, or `None` when the batch is full
@@ -140,7 +147,8 @@ impl TunIo {
         // descriptor is the node task's, which does not read it in this mode.
         self.read_buffers();
         let dev: &tun_rs::DeviceImpl = &self.dev;
-        dev.recv_multiple(&mut self.raw, &mut self.packets, &mut self.sizes, 0)
+        let mut bufs = split(&mut self.slots, self.slot);
+        dev.recv_multiple(&mut self.raw, &mut bufs, &mut self.sizes, 0)
     }
 
     /// [`Self::flush`] without tokio, for the data thread. A TUN write does not wait for room
@@ -176,6 +184,13 @@ impl TunIo {
         self.single.extend_from_slice(packet);
         self.dev.send(&self.single).await.map(|_| ())
     }
+}
+
+/// The read slots as the `BATCH` buffers tun-rs splits a read into (on the stack: no
+/// allocation per read).
+fn split(block: &mut [u8], slot: usize) -> [&mut [u8]; BATCH] {
+    let mut chunks = block.chunks_mut(slot.max(1));
+    std::array::from_fn(|_| chunks.next().unwrap_or_default())
 }
 
 /// The writes that flush `out`'s pending packets (`lens` long, `OFFSET` bytes into each slot),
