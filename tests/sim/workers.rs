@@ -1,9 +1,9 @@
 //! The key table the node publishes to its TX/RX workers (`[dataplane] workers = 2`,
-//! `core::node::workers`), on the simulated network: a direct peer is carried by the table in
-//! both directions, a table is published only when it changes (a rekey, a path moving between
-//! relay and direct), access rules enforced by the table itself, a peer on the server's UDP relay is carried framed for it,
-//! what the workers did reaches the node's counters, and the packets the node must see (its
-//! own ICMP echoes) come back to it while a user's ping does not.
+//! `core::node::workers`), on the simulated network: a direct peer is carried by the table in both
+//! directions, a table is published only when it changes (a rekey, a path moving between relay and
+//! direct), access rules enforced by the table itself, a peer on the server's UDP relay is carried
+//! framed for it, what the workers did reaches the node's counters, and the packets the node must
+//! see (its own ICMP echoes) come back to it while a user's ping does not.
 
 use crate::harness::{ping_packet, Sim};
 use p2pvpn::core::peers::Path;
@@ -268,7 +268,10 @@ fn the_table_enforces_access_rules_and_spares_flows_opened_before_them() {
     sim.server.handle_registry_changed();
     sim.settle();
     let status = sim.nodes[1].node.status(0);
-    assert!(status.access.as_ref().is_some_and(|a| a.enforced), "bob has the rules");
+    assert!(
+        status.access.as_ref().is_some_and(|a| a.enforced),
+        "bob has the rules"
+    );
     let tb = table(&mut sim, 1).unwrap_or(tb);
     assert!(!tb.is_empty(), "rules took bob's peers off his table");
 

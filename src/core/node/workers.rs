@@ -6,14 +6,15 @@
 //! carries.
 //!
 //! Which peers the workers may carry: a peer with a session on our engine whose current path is
-//! direct (IPv4, on the main socket) or the server's UDP relay over IPv4 (each message framed
-//! with the peer's relay id), access rules or not: the table shares the core's rule state
-//! (`core::acl::shared`), recording each packet sealed as a flow and checking each packet
-//! opened. Both of the peer's overlay addresses are routed through
-//! the table. One size limit serves both families: the table sends what fits the path MTU and
-//! leaves larger packets to the core, whose gate answers IPv4 with "fragmentation needed" and
-//! sends IPv6 up to 1280 bytes whatever the path (RFC 8200 §5; `pmtu_gate`). Everything else (the relay over the control stream, probing sockets, handshakes, the
-//! responder's unconfirmed session, datagrams from a new address) falls back to the core.
+//! direct (IPv4, on the main socket) or the server's UDP relay over IPv4 (each message framed with
+//! the peer's relay id), access rules or not: the table shares the core's rule state
+//! (`core::acl::shared`), recording each packet sealed as a flow and checking each packet opened.
+//! Both of the peer's overlay addresses are routed through the table. One size limit serves both
+//! families: the table sends what fits the path MTU and leaves larger packets to the core, whose
+//! gate answers IPv4 with "fragmentation needed" and sends IPv6 up to 1280 bytes whatever the path
+//! (RFC 8200 §5; `pmtu_gate`). Everything else (the relay over the control stream, probing sockets,
+//! handshakes, the responder's unconfirmed session, datagrams from a new address) falls back to the
+//! core.
 //!
 //! Publishing is by comparison, not by event: `poll_key_table` derives a small signature of the
 //! table from the peers (key identities, path, MTUs) and publishes when it differs from the last
@@ -329,7 +330,8 @@ impl Node {
         // What the table handed over unchecked because the core might consume it: the access
         // rules now, as the core's own receive path does after its probes and pings.
         if self.acl.lock().inbound(peer_ip, packet, now).is_err() {
-            self.drops.bump(crate::core::counters::DropReason::AccessDenied);
+            self.drops
+                .bump(crate::core::counters::DropReason::AccessDenied);
             return None;
         }
         Some(packet)

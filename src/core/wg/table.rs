@@ -4,23 +4,24 @@
 //! sources that peer may use.
 //!
 //! Ownership: only the core builds a [`KeyTable`] and [`Published::store`]s it; workers
-//! [`Published::load`] it once per batch and use it read-only. A table is immutable once
-//! published; the only mutable state reached through it is each key's own (the sending counter,
-//! atomic; the replay window, behind its lock), the activity counters (relaxed atomics the
-//! core reads on its timer) and the node's access rule state (`core::acl::shared`, behind its
-//! lock: every packet sealed is recorded as a flow, every packet opened is checked against the
-//! rules, exactly as the core does). Anything the table cannot handle falls back to the core
-//! ([`Sealed::ToCore`], [`Opened::ToCore`]): handshakes, cookies, unknown indices (an old session
-//! the core still holds, or none), packets for peers without an entry (no session, relayed on
-//! the control stream, routed subnets), packets larger than the path MTU (the core answers
-//! with ICMP), outgoing TCP SYNs (the core clamps their MSS, as today; they are rare) and a key that ran out of counters.
-//! Received SYNs are clamped here, in place, because a datagram once opened cannot be handed
-//! to the core to open again (its counter is spent); for the same reason an opened packet the
-//! core must see (IPv4 ICMP echoes under the path MTU probes' or `p2pvpn ping`'s identifier)
-//! comes back as [`Opened::Core`], already decrypted. A datagram from another address than the
-//! peer's path goes to the core unopened, so the core sees the peer roam (whitepaper §2.1).
+//! [`Published::load`] it once per batch and use it read-only. A table is immutable once published;
+//! the only mutable state reached through it is each key's own (the sending counter, atomic; the
+//! replay window, behind its lock), the activity counters (relaxed atomics the core reads on its
+//! timer) and the node's access rule state (`core::acl::shared`, behind its lock: every packet
+//! sealed is recorded as a flow, every packet opened is checked against the rules, exactly as the
+//! core does). Anything the table cannot handle falls back to the core ([`Sealed::ToCore`],
+//! [`Opened::ToCore`]): handshakes, cookies, unknown indices (an old session the core still holds,
+//! or none), packets for peers without an entry (no session, relayed on the control stream, routed
+//! subnets), packets larger than the path MTU (the core answers with ICMP), outgoing TCP SYNs (the
+//! core clamps their MSS, as today; they are rare) and a key that ran out of counters. Received
+//! SYNs are clamped here, in place, because a datagram once opened cannot be handed to the core to
+//! open again (its counter is spent); for the same reason an opened packet the core must see (IPv4
+//! ICMP echoes under the path MTU probes' or `p2pvpn ping`'s identifier) comes back as
+//! [`Opened::Core`], already decrypted. A datagram from another address than the peer's path goes
+//! to the core unopened, so the core sees the peer roam (whitepaper §2.1).
 
 use super::transport::{receiver_index, RecvKey, SendKey, TransportError};
+use crate::core::acl::shared::SharedAcl;
 use crate::core::counters::DropReason;
 use crate::core::ip::ip_endpoints;
 use crate::core::pmtu::mss;
@@ -29,7 +30,6 @@ use crate::core::relay::wire::{self, RelayDatagram, DATA_HEADER};
 use crate::core::transmit::SocketId;
 use ipnet::IpNet;
 use std::collections::HashMap;
-use crate::core::acl::shared::SharedAcl;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
