@@ -315,13 +315,14 @@ impl RawNodeConfig {
         .with_context(|| format!("{}: `dns_suffix`", file.display()))?;
         let wireguard = match self.dataplane.as_ref().and_then(|d| d.wireguard.as_deref()) {
             None => default_engine(),
-            Some("boringtun") => Engine::Boringtun,
-            Some("own") => Engine::Own,
-            Some(other) => bail!(
-                "{}: `dataplane.wireguard` {other:?} is not known: use \"own\" (the default \
+            Some(name) => match Engine::from_name(name) {
+                Some(engine) => engine,
+                None => bail!(
+                    "{}: `dataplane.wireguard` {name:?} is not known: use \"own\" (the default \
                  where the data thread runs, Linux) or \"boringtun\" (the default elsewhere)",
-                file.display()
-            ),
+                    file.display()
+                ),
+            },
         };
         let workers = self.dataplane.as_ref().and_then(|d| d.workers).unwrap_or(1);
         if !(1..=2).contains(&workers) {
@@ -382,13 +383,8 @@ impl NodeSettings {
                 .then(|| self.dns_suffix.clone()),
             dataplane: (self.wireguard != default_engine() || self.workers != 1).then(|| {
                 RawDataplaneConfig {
-                    wireguard: (self.wireguard != default_engine()).then(|| {
-                        match self.wireguard {
-                            Engine::Own => "own",
-                            Engine::Boringtun => "boringtun",
-                        }
-                        .into()
-                    }),
+                    wireguard: (self.wireguard != default_engine())
+                        .then(|| self.wireguard.name().into()),
                     workers: (self.workers != 1).then_some(self.workers),
                 }
             }),
