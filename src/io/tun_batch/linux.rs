@@ -28,6 +28,7 @@ pub struct TunIo {
     /// (`os::malloc`), whose pages cost memory only once a read reaches them, where 128 small
     /// blocks were zeroed by `calloc` on the heap (1.1 MiB resident on an idle node).
     slots: Vec<u8>,
+    /// Bytes per read slot (`slot_len` of the MTU).
     slot: usize,
     sizes: Vec<usize>,
     /// Decrypted packets waiting to be coalesced and written, `OFFSET` bytes into each slot.
@@ -40,8 +41,6 @@ pub struct TunIo {
     gro: Gro,
     /// A single packet written outside a batch, with its header room.
     single: Vec<u8>,
-    /// Sizes the read slots (allocated on the first read).
-    mtu: u16,
 }
 
 impl TunIo {
@@ -52,9 +51,8 @@ impl TunIo {
             // own `TunIo` never reads while the data thread or the workers run.
             raw: Vec::new(),
             slots: Vec::new(),
-            slot: 0,
+            slot: slot_len(mtu),
             sizes: Vec::new(),
-            mtu,
             out: (0..WRITE_SLOTS)
                 .map(|_| Vec::with_capacity(OFFSET + gro::MAX_PACKET))
                 .collect(),
@@ -68,7 +66,6 @@ impl TunIo {
     /// Allocates the read side once, before the first read.
     fn read_buffers(&mut self) {
         if self.slots.is_empty() {
-            self.slot = slot_len(self.mtu);
             self.raw = vec![0u8; OFFSET + usize::from(u16::MAX)];
             self.slots = vec![0u8; BATCH * self.slot];
             self.sizes = vec![0; BATCH];
@@ -189,7 +186,7 @@ impl TunIo {
 /// The read slots as the `BATCH` buffers tun-rs splits a read into (on the stack: no
 /// allocation per read).
 fn split(block: &mut [u8], slot: usize) -> [&mut [u8]; BATCH] {
-    let mut chunks = block.chunks_mut(slot.max(1));
+    let mut chunks = block.chunks_mut(slot);
     std::array::from_fn(|_| chunks.next().unwrap_or_default())
 }
 
