@@ -14,6 +14,8 @@
 # Systems: raw (no tunnel), p2pvpn (direct path), p2pvpn-relay (p2pvpn through the
 # server's UDP relay: its own server on a:7410 with the relay limits raised, and an
 # nftables rule that drops the two nodes' direct UDP so punching cannot succeed),
+# p2pvpn-v6 (p2pvpn direct over an IPv6 underlay: the veth also carries 2001:db8:be::/64,
+# documentation space, and a rule drops the nodes' direct IPv4 UDP so the path is IPv6),
 # boringtun (boringtun-cli), wireguard-go, nebula (Debian package `nebula`, static
 # host map, no lighthouse).
 #
@@ -49,7 +51,7 @@ DURATION=6
 ONLY=""
 INSTALL=1
 PING_INTERVAL="${PING_INTERVAL:-0.2}"
-ALL_SYSTEMS=(raw p2pvpn p2pvpn-relay boringtun wireguard-go nebula)
+ALL_SYSTEMS=(raw p2pvpn p2pvpn-relay p2pvpn-v6 boringtun wireguard-go nebula)
 BENCH_TOOLS="${BENCH_TOOLS:-/tmp/p2p-bench-tools}"
 BORINGTUN_VERSION="${BORINGTUN_VERSION:-0.7.1}"
 
@@ -74,9 +76,9 @@ if [[ -n "$ONLY" ]]; then
     IFS=, read -r -a want <<<"$ONLY"
     for s in "${want[@]}"; do
         case "$s" in
-            raw | p2pvpn | p2pvpn-relay | wireguard-go | nebula) SYSTEMS+=("$s") ;;
+            raw | p2pvpn | p2pvpn-relay | p2pvpn-v6 | wireguard-go | nebula) SYSTEMS+=("$s") ;;
             boringtun | boringtun-cli) SYSTEMS+=(boringtun) ;;
-            *) echo "unknown system '$s' (raw, p2pvpn, p2pvpn-relay, boringtun, wireguard-go, nebula)" >&2; exit 2 ;;
+            *) echo "unknown system '$s' (raw, p2pvpn, p2pvpn-relay, p2pvpn-v6, boringtun, wireguard-go, nebula)" >&2; exit 2 ;;
         esac
     done
 else
@@ -129,7 +131,7 @@ if want_system nebula; then
     if ! need nebula nebula; then NA[nebula]="nebula not installed (apt-get install -y nebula)"
     elif ! command -v nebula-cert >/dev/null; then NA[nebula]="nebula-cert not installed"; fi
 fi
-if want_system p2pvpn || want_system p2pvpn-relay; then
+if want_system p2pvpn || want_system p2pvpn-relay || want_system p2pvpn-v6; then
     if [[ -z "${P2PVPN_BIN:-}" ]]; then
         log "cargo build --release"
         cargo build --release >&2 || NA[p2pvpn]="cargo build --release failed"
@@ -137,6 +139,7 @@ if want_system p2pvpn || want_system p2pvpn-relay; then
     P2P_BIN="$(p2p_bin_default)"
     [[ -n "${NA[p2pvpn]:-}" || -x "$P2P_BIN" ]] || NA[p2pvpn]="no binary at $P2P_BIN"
     [[ -z "${NA[p2pvpn]:-}" ]] || NA[p2pvpn-relay]="${NA[p2pvpn]}"
+    [[ -z "${NA[p2pvpn]:-}" ]] || NA[p2pvpn-v6]="${NA[p2pvpn]}"
 fi
 
 # ---------------------------------------------------------------- lab
@@ -242,6 +245,50 @@ setup_p2pvpn() {
     wait_ping 10 a "${TARGET[p2pvpn]}" || { NA[p2pvpn]="tunnel did not pass ping"; return 1; }
 }
 
+# join_fixed_ports SYSTEM NETWORK PREFIX PORT STATE_DIR [INVITE ARGS...] : joins a and b to
+# NETWORK as PREFIX-a and PREFIX-b with fixed UDP ports PORT (a) and PORT+1 (b), and drops the
+# two nodes' direct IPv4 UDP both ways (one nftables rule per side; what comes from the server's
+# port passes), so that the pair must take another path. Sets NA[SYSTEM] on failure.
+join_fixed_ports() {
+    local sys="$1" net="$2" prefix="$3" base="$4" st="$5" n tok port
+    shift 5
+    for n in a b; do
+        tok="$(lab_exec a timeout 20 "$P2P_BIN" network invite "$net" --uses 1 "$@" --state-dir "$st" 2>>"$LAB_TMP/logs/p2pvpn-invite.log" | tail -n 1)" ||
+            { NA[$sys]="invite failed"; return 1; }
+        mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
+        p2p "$n" join "$tok" --name "$prefix-$n" >"$LAB_TMP/logs/$sys-join-$n.log" 2>&1 ||
+            { NA[$sys]="join failed"; return 1; }
+        p2p_wireguard "$n" "$net"
+        port=$((base + $([[ $n == a ]] && echo 0 || echo 1)))
+        sed -i "s/^#\{0,1\} *listen_port *=.*/listen_port = $port/" "$LAB_TMP/$n/etc/$net.toml"
+        grep -q "^listen_port = $port" "$LAB_TMP/$n/etc/$net.toml" ||
+            printf 'listen_port = %s\n' "$port" >>"$LAB_TMP/$n/etc/$net.toml"
+    done
+    lab_exec b nft -f - <<NFT || { NA[$sys]="nft rule failed"; return 1; }
+table inet drop$net {
+    chain input { type filter hook input priority 0; ip saddr $A_IP udp sport $base udp dport $((base + 1)) drop; }
+}
+NFT
+    lab_exec a nft -f - <<NFT || { NA[$sys]="nft rule failed"; return 1; }
+table inet drop$net {
+    chain input { type filter hook input priority 0; ip saddr $B_IP udp sport $((base + 1)) udp dport $base drop; }
+}
+NFT
+}
+
+# start_pair SYSTEM NETWORK PATH_UP WHY : starts a's and b's nodes on NETWORK, waits up to
+# 30 s for PATH_UP (else NA[SYSTEM]=WHY), then for the tunnel to pass a ping.
+start_pair() {
+    local sys="$1" net="$2" n
+    for n in a b; do
+        p2p_spawn "$n" "$sys-$n" up --network "$net"
+        TUNPIDS[$sys]+="$sys-$n "
+    done
+    lab_wait_for 30 "$3" || { NA[$sys]="$4"; return 1; }
+    TARGET[$sys]="$(p2p_field b "$net" 'j["virtual_ip"]')" || { NA[$sys]="no virtual_ip"; return 1; }
+    wait_ping 10 a "${TARGET[$sys]}" || { NA[$sys]="tunnel did not pass ping"; return 1; }
+}
+
 # Both sides must relay over UDP: the control-stream relay is another path. The server is in
 # namespace a, so the drop rules name node ports only (b's node to the server must pass).
 relay_path_up() { p2p_peer_is a benchr relay-b relay udp && p2p_peer_is b benchr relay-a relay udp; }
@@ -250,7 +297,7 @@ relay_path_up() { p2p_peer_is a benchr relay-b relay udp && p2p_peer_is b benchr
 # so one nftables rule per side can drop the nodes' direct packets (the relay's come
 # from port 7410 and pass). The direct p2pvpn pair above is not affected.
 setup_p2pvpn-relay() {
-    local st="$LAB_TMP/server-relay-state" n tok port
+    local st="$LAB_TMP/server-relay-state"
     lab_spawn a p2pvpn-relay-server -- "$P2P_BIN" server --listen "$A_IP:7410" --state-dir "$st" \
         --relay-node-mbps 100000 --relay-total-mbps 100000
     local rc=0
@@ -260,37 +307,35 @@ setup_p2pvpn-relay() {
     TUNPIDS[p2pvpn-relay]+="p2pvpn-relay-server "
     lab_exec a timeout 20 "$P2P_BIN" network create benchr --cidr 10.77.1.0/24 --state-dir "$st" >&2 ||
         { NA[p2pvpn-relay]="network create failed"; return 1; }
-    for n in a b; do
-        tok="$(lab_exec a timeout 20 "$P2P_BIN" network invite benchr --uses 1 --state-dir "$st" 2>>"$LAB_TMP/logs/p2pvpn-invite.log" | tail -n 1)" ||
-            { NA[p2pvpn-relay]="invite failed"; return 1; }
-        mkdir -p "$LAB_TMP/$n/etc" "$LAB_TMP/$n/state"
-        p2p "$n" join "$tok" --name "relay-$n" >"$LAB_TMP/logs/p2pvpn-relay-join-$n.log" 2>&1 ||
-            { NA[p2pvpn-relay]="join failed"; return 1; }
-        p2p_wireguard "$n" benchr
-        port=$((51900 + $([[ $n == a ]] && echo 0 || echo 1)))
-        sed -i "s/^#\{0,1\} *listen_port *=.*/listen_port = $port/" "$LAB_TMP/$n/etc/benchr.toml"
-        grep -q "^listen_port = $port" "$LAB_TMP/$n/etc/benchr.toml" ||
-            printf 'listen_port = %s\n' "$port" >>"$LAB_TMP/$n/etc/benchr.toml"
-    done
     # Direct node-to-node UDP dropped both ways: a's node is 51900, b's 51901.
-    lab_exec b nft -f - <<NFT || { NA[p2pvpn-relay]="nft rule failed"; return 1; }
-table inet benchrelay {
-    chain input { type filter hook input priority 0; ip saddr $A_IP udp sport 51900 udp dport 51901 drop; }
-}
-NFT
-    lab_exec a nft -f - <<NFT || { NA[p2pvpn-relay]="nft rule failed"; return 1; }
-table inet benchrelay {
-    chain input { type filter hook input priority 0; ip saddr $B_IP udp sport 51901 udp dport 51900 drop; }
-}
-NFT
-    for n in a b; do
-        p2p_spawn "$n" "p2pvpn-relay-$n" up --network benchr
-        TUNPIDS[p2pvpn-relay]+="p2pvpn-relay-$n "
-    done
-    lab_wait_for 30 relay_path_up || { NA[p2pvpn-relay]="no relayed path in 30 s"; return 1; }
-    TARGET[p2pvpn-relay]="$(p2p_field b benchr 'j["virtual_ip"]')" || { NA[p2pvpn-relay]="no virtual_ip"; return 1; }
-    wait_ping 10 a "${TARGET[p2pvpn-relay]}" || { NA[p2pvpn-relay]="tunnel did not pass ping"; return 1; }
+    join_fixed_ports p2pvpn-relay benchr relay 51900 "$st" || return 1
+    start_pair p2pvpn-relay benchr relay_path_up "no relayed path in 30 s" || return 1
     [[ "$(p2p_peer_path a benchr relay-b)" == relay ]] || { NA[p2pvpn-relay]="path is not the relay"; return 1; }
+}
+
+# p2pvpn over an IPv6 underlay: a third server (a:7420, on both families) and network; the
+# veth gets 2001:db8:be::1 and ::2, each node's UDP port is fixed, and one nftables rule per
+# side drops the nodes' direct IPv4 UDP, so the pair goes direct over IPv6.
+v6_path_up() {
+    [[ "$(p2p_peer_path a bench6 v6-b)" == direct ]] &&
+        [[ "$(p2p_field a bench6 "next((p.get('endpoint') or '' for p in j.get('peers', []) if p.get('name') == 'v6-b'), '')")" == "[2001:db8:be::2]:"* ]]
+}
+setup_p2pvpn-v6() {
+    local st="$LAB_TMP/server-v6-state"
+    lab_exec a ip -6 addr add 2001:db8:be::1/64 dev eth0 nodad &&
+        lab_exec b ip -6 addr add 2001:db8:be::2/64 dev eth0 nodad ||
+        { NA[p2pvpn-v6]="cannot add IPv6 addresses"; return 1; }
+    lab_spawn a p2pvpn-v6-server -- "$P2P_BIN" server --listen "$A_IP:7420" \
+        --listen "[2001:db8:be::1]:7420" --state-dir "$st"
+    local rc=0
+    lab_wait_ready 30 p2pvpn-v6-server "p2pvpn server listening on" || rc=$?
+    ((rc == 0)) || { NA[p2pvpn-v6]="IPv6 server did not start"; return 1; }
+    lab_exec a timeout 20 "$P2P_BIN" network create bench6 --cidr 10.77.2.0/24 --state-dir "$st" >&2 ||
+        { NA[p2pvpn-v6]="network create failed"; return 1; }
+    # Direct node-to-node IPv4 UDP dropped both ways: a's node is 51910, b's 51911.
+    join_fixed_ports p2pvpn-v6 bench6 v6 51910 "$st" --server "$A_IP:7420" \
+        --server "[2001:db8:be::1]:7420" || return 1
+    start_pair p2pvpn-v6 bench6 v6_path_up "no direct IPv6 path in 30 s"
 }
 
 # nebula: a throwaway CA, one certificate per end, static host map both ways, no
@@ -451,6 +496,7 @@ for s in "${SYSTEMS[@]}"; do
         raw) name="raw veth, no tunnel" ;;
         p2pvpn) name="p2pvpn"; ver="$(timeout 5 "$P2P_BIN" --version 2>/dev/null | awk 'NR==1 {print $2}' || true)" ;;
         p2pvpn-relay) name="p2pvpn via UDP relay" ;;
+        p2pvpn-v6) name="p2pvpn over IPv6" ;;
         nebula) name="nebula"; ver="$(timeout 5 nebula -version 2>/dev/null | awk 'NR==1 {print $2}' || true)" ;;
         boringtun) name="boringtun-cli"; ver="$(timeout 5 "${BT:-false}" --version 2>/dev/null | awk 'NR==1 {print $NF}' || true)" ;;
         wireguard-go) name="wireguard-go"; ver="$(timeout 5 wireguard-go --version 2>/dev/null | awk 'NR==1 {print $2}' || true)" ;;

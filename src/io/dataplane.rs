@@ -9,8 +9,9 @@
 //!
 //! All buffers are allocated once in [`TxBatch::new`], `TunIo::new` and `RecvBufs::default`.
 
+use super::main_socket::MainSocket;
 use super::tun_batch::{TunIo, BATCH};
-use super::udp_batch::{RecvBufs, UdpBatch, MAX_GSO_BYTES};
+use super::udp_batch::{RecvBufs, MAX_GSO_BYTES};
 use crate::core::node::{DatagramOutcome, Node, SocketId, TunOutcome};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -206,22 +207,21 @@ pub fn encrypt_packets<'p>(
     }
 }
 
-/// Sends the runs [`encrypt`] made: the main socket's with GSO, probing sockets' one by one.
+/// Sends the runs [`encrypt`] made: the main socket's (either half, `io::main_socket`) with
+/// GSO, probing sockets' one by one.
 pub async fn send<'s>(
     tx: &TxBatch,
-    udp: &UdpBatch,
+    main: &MainSocket,
     extra: impl Fn(SocketId) -> Option<&'s UdpSocket>,
 ) {
     for run in &tx.runs {
         let contents = &tx.buf[run.start..run.start + run.len];
-        let result = if run.socket == SocketId::MAIN && run.dst.is_ipv6() {
-            // The main socket's IPv6 half (`io::ipv6_underlay`) has no GSO: one datagram each.
-            match extra(SocketId::MAIN) {
-                Some(socket) => send_each(socket, contents, run.segment, run.dst).await,
+        let result = if run.socket == SocketId::MAIN {
+            match main.to(run.dst) {
+                Some(half) => half.send(run.dst, contents, run.segment).await,
+                // An IPv6 peer on a host without the IPv6 half: the core never routes one.
                 None => Ok(()),
             }
-        } else if run.socket == SocketId::MAIN {
-            udp.send(run.dst, contents, run.segment).await
         } else if let Some(socket) = extra(run.socket) {
             socket.send_to(contents, run.dst).await.map(|_| ())
         } else {
@@ -231,19 +231,6 @@ pub async fn send<'s>(
             tracing::debug!(error = %e, dst = %run.dst, "UDP send failed");
         }
     }
-}
-
-/// Sends a run's datagrams one per call.
-async fn send_each(
-    socket: &UdpSocket,
-    contents: &[u8],
-    segment: usize,
-    dst: SocketAddr,
-) -> std::io::Result<()> {
-    for datagram in contents.chunks(segment.max(1)) {
-        socket.send_to(datagram, dst).await?;
-    }
-    Ok(())
 }
 
 /// Processes the `n` messages of the last batched receive: inner packets go to the TUN device

@@ -5,6 +5,8 @@
 
 use super::control_socket::{self, ControlRequest, Request};
 use super::dataplane;
+use super::extra_reader::{read_extra, BufPool, ExtraDatagram};
+use super::main_socket::{MainSocket, Turn};
 use super::stream::{self, StreamEvent, WriterCommand};
 use super::tun_batch::TunIo;
 use super::udp_batch::{RecvBufs, UdpBatch};
@@ -53,7 +55,7 @@ fn node_progress(line: &str) {
 /// thread; `workers = 1` with our engine on one data thread where the OS has it (Linux) and the
 /// main socket is batched; else (boringtun, whose sessions cannot leave the node task) in the
 /// node's own loop (`None`).
-fn data_threads(settings: &NodeSettings, udp: &UdpBatch) -> Option<super::workers::Threads> {
+fn data_threads(settings: &NodeSettings, udp: &MainSocket) -> Option<super::workers::Threads> {
     use super::workers::{Threads, DATA_THREAD};
     match settings.workers {
         2 => Some(Threads::Two),
@@ -69,7 +71,7 @@ fn start_workers(
     threads: super::workers::Threads,
     node: &mut Node,
     tun: &TunIo,
-    udp: &Arc<UdpBatch>,
+    udp: &MainSocket,
     to_core: &mpsc::Sender<super::workers::ToCore>,
 ) -> Result<super::workers::Workers> {
     let workers = super::workers::Workers::start(
@@ -112,11 +114,8 @@ fn tun_read_fatal(e: &std::io::Error) -> bool {
     e.raw_os_error().is_some()
 }
 
-/// A datagram read on an extra socket: (socket, sender, bytes).
-type ExtraDatagram = (SocketId, SocketAddr, Vec<u8>);
-
-/// A socket opened for NAT discovery or birthday probing, with the task reading it. These carry
-/// probes, not bulk data, so their reads allocate.
+/// A socket opened for NAT discovery or birthday probing, with the task reading it
+/// (`io::extra_reader`): probes, and a birthday-won path's whole stream.
 struct ExtraSocket {
     socket: Arc<UdpSocket>,
     reader: tokio::task::JoinHandle<()>,
@@ -125,14 +124,15 @@ struct ExtraSocket {
 struct Driver {
     node: Node,
     settings: NodeSettings,
-    udp: Arc<UdpBatch>,
+    /// Both halves of the main socket (`io::main_socket`).
+    udp: MainSocket,
     udp_port: u16,
     /// The local address the kernel uses toward the first server.
     local_ip: IpAddr,
     extras: HashMap<SocketId, ExtraSocket>,
     extra_tx: mpsc::Sender<ExtraDatagram>,
-    /// The IPv6 half of the main socket (`io::ipv6_underlay`), read as `SocketId::MAIN`.
-    udp6: Option<ExtraSocket>,
+    /// The extra sockets' datagram buffers, given back once handled.
+    extra_pool: Arc<BufPool>,
     tun: Option<TunIo>,
     writer: Option<mpsc::Sender<WriterCommand>>,
     stream_gen: u64,
@@ -245,15 +245,15 @@ async fn run_until_stopped(
     let mut d = Driver {
         node,
         settings,
-        udp: Arc::new(udp),
+        udp: MainSocket {
+            v4: Arc::new(udp),
+            v6: udp6,
+        },
         udp_port,
         local_ip,
         extras: HashMap::new(),
-        udp6: udp6.map(|socket| ExtraSocket {
-            reader: tokio::spawn(read_extra(SocketId::MAIN, socket.clone(), extra_tx.clone())),
-            socket,
-        }),
         extra_tx,
+        extra_pool: Arc::default(),
         tun: None,
         writer: None,
         stream_gen: 0,
@@ -304,6 +304,7 @@ async fn run_until_stopped(
     let mut underlay_tick = tokio::time::interval(super::underlay_watch::CHECK_EVERY);
     let mut stop = super::signals::Shutdown::new()?;
     let mut udp_bufs = RecvBufs::default();
+    let mut udp_turn = Turn::default();
     let mut tx = dataplane::TxBatch::new(d.node.tun_mtu());
     let mut out = vec![0u8; MAX_DATAGRAM + 64];
     let mut dns_buf = super::dns::buffer();
@@ -330,7 +331,7 @@ async fn run_until_stopped(
         tokio::select! {
             _ = &mut stop_requested => break,
             _ = spinner.tick(), if super::progress::active() => super::progress::tick(),
-            r = d.udp.recv(&mut udp_bufs), if d.workers.is_none() => {
+            r = d.udp.recv(&mut udp_bufs, &mut udp_turn), if d.workers.is_none() => {
                 let Ok(n) = r else { continue };
                 let now = std::time::Instant::now();
                 dataplane::receive(&mut d.node, d.tun.as_mut(), &udp_bufs, n, &mut out, now).await;
@@ -342,6 +343,7 @@ async fn run_until_stopped(
                 {
                     write_tun(&mut d.tun, packet).await;
                 }
+                d.extra_pool.give(bytes);
             }
             r = tun_read(&mut d.tun), if d.workers.is_none() => {
                 let n = match r {
@@ -420,9 +422,6 @@ async fn run_until_stopped(
     }
     for (_, extra) in d.extras.drain() {
         extra.reader.abort();
-    }
-    if let Some(udp6) = d.udp6.take() {
-        udp6.reader.abort();
     }
     // Before the interface goes: resolved would drop the link's settings with it, but a revert
     // says so explicitly and covers a resolver that keeps them.
@@ -596,10 +595,10 @@ impl Driver {
 
     /// Tells the core about the IPv6 socket and the host's global IPv6 addresses on it.
     fn start_ipv6(&mut self) {
-        let Some(udp6) = &self.udp6 else {
+        let Some(udp6) = &self.udp.v6 else {
             return;
         };
-        let port = udp6.socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        let port = udp6.socket().local_addr().map(|a| a.port()).unwrap_or(0);
         let hosts = super::ipv6_underlay::host_candidates(port);
         tracing::info!(
             port,
@@ -611,18 +610,10 @@ impl Driver {
 
     /// The socket a datagram to `dst` leaves from: the main socket has an IPv6 half.
     fn socket_to(&self, id: SocketId, dst: SocketAddr) -> Option<&UdpSocket> {
-        if id == SocketId::MAIN && dst.is_ipv6() {
-            return self.udp6.as_ref().map(|e| e.socket.as_ref());
-        }
-        self.socket(id)
-    }
-
-    fn socket(&self, id: SocketId) -> Option<&UdpSocket> {
         if id == SocketId::MAIN {
-            Some(self.udp.socket())
-        } else {
-            self.extras.get(&id).map(|e| e.socket.as_ref())
+            return self.udp.to(dst).map(|half| half.socket());
         }
+        self.extras.get(&id).map(|e| e.socket.as_ref())
     }
 
     async fn send(&self, t: &Transmit) {
@@ -664,7 +655,12 @@ impl Driver {
                     super::underlay_mtu::dont_fragment(&socket);
                 }
                 let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
-                let reader = tokio::spawn(read_extra(id, socket.clone(), self.extra_tx.clone()));
+                let reader = tokio::spawn(read_extra(
+                    id,
+                    socket.clone(),
+                    self.extra_tx.clone(),
+                    self.extra_pool.clone(),
+                ));
                 self.extras.insert(id, ExtraSocket { socket, reader });
                 self.node.handle_socket_opened(
                     id,
@@ -697,14 +693,9 @@ impl Driver {
     /// Sends a batch's runs, each from the socket the core chose for it (the main socket, the
     /// IPv6 one, or a probing socket).
     async fn send_batch(&self, tx: &dataplane::TxBatch) {
-        let (extras, udp6) = (&self.extras, &self.udp6);
+        let extras = &self.extras;
         dataplane::send(tx, &self.udp, |id| {
-            if id == SocketId::MAIN {
-                udp6.as_ref()
-            } else {
-                extras.get(&id)
-            }
-            .map(|e| e.socket.as_ref())
+            extras.get(&id).map(|e| e.socket.as_ref())
         })
         .await;
     }
@@ -899,24 +890,6 @@ impl std::fmt::Display for PathLine<'_> {
                     write!(f, " via {e}")?;
                 }
                 Ok(())
-            }
-        }
-    }
-}
-
-/// Reads an extra socket until the driver aborts the task.
-async fn read_extra(id: SocketId, socket: Arc<UdpSocket>, tx: mpsc::Sender<ExtraDatagram>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, from)) => {
-                if tx.send((id, from, buf[..n].to_vec())).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "probing socket read failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }

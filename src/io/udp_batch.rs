@@ -199,7 +199,10 @@ impl UdpBatch {
                 None
             }
         };
-        restore_fragmentation(&socket);
+        // An IPv6 socket's options are its owner's (`io::ipv6_underlay`).
+        if socket.local_addr().is_ok_and(|a| a.is_ipv4()) {
+            restore_fragmentation(&socket);
+        }
         Ok(UdpBatch { socket, state })
     }
 

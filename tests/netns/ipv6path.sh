@@ -81,6 +81,10 @@ NFT
 fw_counter() {
     lab_exec "$1" nft list counter ip6 v6fw "$2" | awk '/packets/ { for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1) }'
 }
+# worker_count NODE tx|rx : packets NODE's data thread sealed (tx) or opened (rx) so far.
+worker_count() {
+    p2p_field "$1" "$net" "int((j.get('workers') or {}).get('$2', {}).get('crypto_packets', 0))"
+}
 fw_bytes() {
     lab_exec "$1" nft list counter ip6 v6fw "$2" | awk '/bytes/ { for (i = 1; i < NF; i++) if ($i == "bytes") print $(i + 1) }'
 }
@@ -181,6 +185,7 @@ print("received", n, flush=True)
 ' "$vip_b"
     sleep 0.5
     before_b="$(fw_bytes "$rb" udp_in)"
+    sealed_a0="$(worker_count alice tx)"; opened_b0="$(worker_count bob rx)"
     rc=0; lab_exec alice timeout 20 python3 -c '
 import socket, sys
 s = socket.create_connection((sys.argv[1], 5201), timeout=10)
@@ -193,6 +198,13 @@ s.sendall(b"x" * 2_000_000); s.close()
     mx_note "bob's firewall let in $((after_b - before_b)) bytes of IPv6 UDP during the transfer"
     rc=0; ((after_b - before_b >= 2000000)) || rc=1
     check "the TCP transfer crossed bob's firewall as IPv6 UDP (>= 2 MB)" "$rc"
+    # The IPv6 half of the main socket is batched and read by the data thread like the IPv4
+    # half (io::main_socket): the transfer's ~1400 segments are sealed and opened there, not
+    # one datagram at a time on the node task.
+    sealed_a=$(( $(worker_count alice tx) - sealed_a0 )); opened_b=$(( $(worker_count bob rx) - opened_b0 ))
+    mx_note "alice's data thread sealed $sealed_a packets, bob's opened $opened_b"
+    rc=0; ((sealed_a > 1000 && opened_b > 1000)) || rc=1
+    check "the IPv6 transfer went through both data threads (sealed $sealed_a, opened $opened_b; over 1000 each)" "$rc"
 
     # The firewall is stateful: an unsolicited ping -6 from alice to bob is dropped.
     before="$(fw_counter "$rb" unsolicited)"

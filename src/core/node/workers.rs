@@ -6,8 +6,9 @@
 //! carries.
 //!
 //! Which peers the workers may carry: a peer with a session on our engine whose current path is
-//! direct (IPv4, on the main socket) or the server's UDP relay over IPv4 (each message framed with
-//! the peer's relay id), access rules or not: the table shares the core's rule state
+//! direct on the main socket (IPv4 or IPv6: the driver sends from the half of the destination's
+//! family, `io::main_socket`) or the server's UDP relay (each message framed with the peer's
+//! relay id), access rules or not: the table shares the core's rule state
 //! (`core::acl::shared`), recording each packet sealed as a flow and checking each packet opened.
 //! Both of the peer's overlay addresses are routed through the table. One size limit serves both
 //! families: the table sends what fits the path MTU and leaves larger packets to the core, whose
@@ -158,7 +159,9 @@ impl Node {
                     Some(Route::RelayUdp { server, id }) => (SocketId::MAIN, server, Some(id)),
                     _ => continue,
                 };
-                if socket != SocketId::MAIN || !dst.is_ipv4() {
+                // Either half of the main socket (the driver sends by the destination's
+                // family); probing sockets stay with the node task.
+                if socket != SocketId::MAIN {
                     continue;
                 }
                 let Some(keys) = peer.tunnel.worker_keys(now) else {

@@ -1,6 +1,6 @@
 //! Linux: the host's IPv6 addresses from /proc/net/if_inet6 (one line per address: 32 hex
 //! digits, interface index, prefix length, scope, flags, name; see the kernel's
-//! net/ipv6/addrconf.c `if6_seq_show`), and IPV6_PMTUDISC_PROBE (ipv6(7)).
+//! net/ipv6/addrconf.c `if6_seq_show`), and its fragmentation options (ipv6(7)).
 
 use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
@@ -51,13 +51,19 @@ fn parse(text: &str) -> Vec<Ipv6Addr> {
     stable
 }
 
-pub fn set_dont_fragment(socket: &impl AsRawFd) -> std::io::Result<()> {
-    crate::os::set_int_sockopt(
-        socket,
-        libc::IPPROTO_IPV6,
-        libc::IPV6_MTU_DISCOVER,
-        libc::IPV6_PMTUDISC_PROBE,
-    )
+/// With `dont_fragment`, IPV6_PMTUDISC_PROBE (datagrams leave at their size whatever the
+/// kernel learned of the path, so the path MTU search measures the path); without it the
+/// kernel's default, IPV6_PMTUDISC_WANT. IPV6_DONTFRAG off in both: quinn-udp turns it on for
+/// QUIC, and with it a datagram larger than the link would fail locally instead of leaving as
+/// it did before batching (ipv6(7)).
+pub fn set_fragmentation(socket: &impl AsRawFd, dont_fragment: bool) -> std::io::Result<()> {
+    let mode = if dont_fragment {
+        libc::IPV6_PMTUDISC_PROBE
+    } else {
+        libc::IPV6_PMTUDISC_WANT
+    };
+    crate::os::set_int_sockopt(socket, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, mode)?;
+    crate::os::set_int_sockopt(socket, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0)
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@ pub fn global_addresses() -> Vec<Ipv6Addr> {
     Vec::new()
 }
 
-pub fn set_dont_fragment(_socket: &tokio::net::UdpSocket) -> std::io::Result<()> {
+pub fn set_fragmentation(
+    _socket: &tokio::net::UdpSocket,
+    _dont_fragment: bool,
+) -> std::io::Result<()> {
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `[dataplane] workers = 1` with our engine on Linux: one plain OS thread carries the data path
 //! in both directions (TUN read → seal → GSO send; `recvmmsg` → open → GRO TUN write), waiting
-//! on both descriptors with `poll(2)`. ARCHITECTURE.md "Both cores" has the design; this file
+//! on the TUN descriptor and both halves of the main socket (`io::main_socket`) with `poll(2)`. ARCHITECTURE.md "Both cores" has the design; this file
 //! is only the loop.
 //!
 //! Why a plain thread and not a task: a ping crosses each node twice, each time waking a
@@ -82,9 +82,11 @@ impl Stopper {
 fn run(ctx: Ctx, tx: Arc<WorkerStats>, mut tun: TunIo, mtu: u16, stop: Arc<Stopper>) {
     let mut batch = TxBatch::new(mtu);
     let mut bufs = RecvBufs::default();
-    let udp_fd = ctx.udp.socket().as_raw_fd();
+    let udp_fd = ctx.udp.v4.socket().as_raw_fd();
+    // No IPv6 half: a negative descriptor, which `poll` skips.
+    let udp6_fd = ctx.udp.v6.as_ref().map_or(-1, |s| s.socket().as_raw_fd());
     let tun_fd = tun.as_raw_fd();
-    let mut fds = [udp_fd, tun_fd, stop.0.as_raw_fd()].map(|fd| libc::pollfd {
+    let mut fds = [udp_fd, udp6_fd, tun_fd, stop.0.as_raw_fd()].map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
@@ -96,7 +98,8 @@ fn run(ctx: Ctx, tx: Arc<WorkerStats>, mut tun: TunIo, mtu: u16, stop: Arc<Stopp
         // did when the node's own loop was busy, instead of the channel dropping them.
         let room = ctx.to_core.capacity() >= HAND_OVER_ROOM;
         fds[0].fd = if room { udp_fd } else { -1 };
-        fds[1].fd = if room { tun_fd } else { -1 };
+        fds[1].fd = if room { udp6_fd } else { -1 };
+        fds[2].fd = if room { tun_fd } else { -1 };
         let timeout = if room { -1 } else { 1 };
         // SAFETY: `fds` is a valid array of pollfds for the duration of the call.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
@@ -108,25 +111,32 @@ fn run(ctx: Ctx, tx: Arc<WorkerStats>, mut tun: TunIo, mtu: u16, stop: Arc<Stopp
             tracing::warn!(error = %e, "the data thread cannot wait for packets; it stops");
             return;
         }
-        if fds[2].revents != 0 || *ctx.stop.borrow() {
+        if fds[3].revents != 0 || *ctx.stop.borrow() {
             return;
         }
-        // One batch per direction per turn, then `poll` again (level-triggered: nothing is
-        // lost), so that a saturated direction starves neither the other nor the stop signal.
-        let wrote = fds[0].revents != 0 && receive(&ctx, &mut tun, &mut bufs);
+        // One batch per socket half and direction per turn, then `poll` again
+        // (level-triggered: nothing is lost), so that a saturated one starves neither the
+        // others nor the stop signal.
+        let mut wrote = false;
+        if fds[0].revents != 0 {
+            wrote |= receive(&ctx, &ctx.udp.v4, &mut tun, &mut bufs);
+        }
+        if let (true, Some(v6)) = (fds[1].revents != 0, &ctx.udp.v6) {
+            wrote |= receive(&ctx, v6, &mut tun, &mut bufs);
+        }
         // After a TUN write the kernel may have answered inside it (a ping, a TCP ACK): read
         // now rather than after one more `poll`.
-        let read_tun = fds[1].revents != 0 || (wrote && room);
+        let read_tun = fds[2].revents != 0 || (wrote && room);
         if read_tun && !transmit(&ctx, &tx, &mut tun, &mut batch) {
             return;
         }
     }
 }
 
-/// Reads one batch from the main socket: opens what the table can, writes it to the TUN device
-/// (coalesced), hands the rest to the node task. True if it wrote packets.
-fn receive(ctx: &Ctx, tun: &mut TunIo, bufs: &mut RecvBufs) -> bool {
-    let n = match ctx.udp.recv_now(bufs) {
+/// Reads one batch from `half` of the main socket: opens what the table can, writes it to the
+/// TUN device (coalesced), hands the rest to the node task. True if it wrote packets.
+fn receive(ctx: &Ctx, half: &UdpBatch, tun: &mut TunIo, bufs: &mut RecvBufs) -> bool {
+    let n = match half.recv_now(bufs) {
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
         Err(e) => {
@@ -184,9 +194,13 @@ fn transmit(ctx: &Ctx, stats: &WorkerStats, tun: &mut TunIo, batch: &mut TxBatch
     };
     seal_batch(ctx, stats, tun, n, batch);
     for (socket, dst, contents, segment) in batch.runs() {
-        // The table holds only peers on the main socket's IPv4 half.
-        debug_assert!(socket == SocketId::MAIN && dst.is_ipv4());
-        if let Err(e) = send(&ctx.udp, dst, contents, segment) {
+        // The table holds only peers on the main socket (either half).
+        debug_assert!(socket == SocketId::MAIN);
+        // An IPv6 peer on a host without the IPv6 half: the core never routes one.
+        let Some(half) = ctx.udp.to(dst) else {
+            continue;
+        };
+        if let Err(e) = send(half, dst, contents, segment) {
             tracing::debug!(error = %e, %dst, "UDP send failed (data thread)");
         }
     }

@@ -18,8 +18,9 @@
 //! the time.
 
 use super::dataplane::TxBatch;
+use super::main_socket::{MainSocket, Turn};
 use super::tun_batch::TunIo;
-use super::udp_batch::{RecvBufs, UdpBatch};
+use super::udp_batch::RecvBufs;
 use crate::core::counters::DropReason;
 use crate::core::node::{WorkerStatus, WorkersStatus};
 use crate::core::wg::table::{KeyTable, Opened, Published, Sealed};
@@ -135,7 +136,7 @@ impl Workers {
     pub fn start(
         threads: Threads,
         tun: &TunIo,
-        udp: Arc<UdpBatch>,
+        udp: MainSocket,
         mtu: u16,
         origin: Instant,
         to_core: mpsc::Sender<ToCore>,
@@ -231,7 +232,8 @@ impl Drop for Workers {
 struct Ctx {
     published: Arc<Published>,
     stats: Arc<WorkerStats>,
-    udp: Arc<UdpBatch>,
+    /// Both halves of the main socket.
+    udp: MainSocket,
     to_core: mpsc::Sender<ToCore>,
     stop: watch::Receiver<bool>,
     origin: Instant,
@@ -272,7 +274,7 @@ fn tx_loop(mut ctx: Ctx, mut tun: TunIo, mtu: u16) -> impl FnOnce(tokio::runtime
                     },
                 };
                 seal_batch(&ctx, &ctx.stats, &tun, n, &mut batch);
-                // The table only holds peers on the main socket's IPv4 half: no other socket.
+                // The table only holds peers on the main socket (either half): no other socket.
                 super::dataplane::send(&batch, &ctx.udp, |_| None).await;
             }
         })
@@ -284,10 +286,11 @@ fn rx_loop(mut ctx: Ctx, mut tun: TunIo) -> impl FnOnce(tokio::runtime::Runtime)
     move |runtime| {
         runtime.block_on(async move {
             let mut bufs = RecvBufs::default();
+            let mut turn = Turn::default();
             loop {
                 let n = tokio::select! {
                     _ = ctx.stop.changed() => break,
-                    r = ctx.udp.recv(&mut bufs) => match r {
+                    r = ctx.udp.recv(&mut bufs, &mut turn) => match r {
                         Ok(n) => n,
                         Err(e) => {
                             tracing::debug!(error = %e, "UDP receive failed (RX worker)");
