@@ -97,7 +97,9 @@ declare -A TUNPIDS=()   # system -> "label label" of tunnel processes (for VmHWM
 apt_install() {
     [[ $INSTALL == 1 ]] || return 1
     log "apt-get install -y $*"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >&2
+    # No recommends: wireguard-tools recommends a kernel image (for the module), which a
+    # userspace benchmark does not need and which would pull in an initramfs and systemd.
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"; } >&2
 }
 need() {  # need CMD DEBIAN_PACKAGE
     command -v "$1" >/dev/null 2>&1 || apt_install "$2" || true

@@ -217,11 +217,7 @@ pub async fn send<'s>(
     for run in &tx.runs {
         let contents = &tx.buf[run.start..run.start + run.len];
         let result = if run.socket == SocketId::MAIN {
-            match main.to(run.dst) {
-                Some(half) => half.send(run.dst, contents, run.segment).await,
-                // An IPv6 peer on a host without the IPv6 half: the core never routes one.
-                None => Ok(()),
-            }
+            main.send(run.dst, contents, run.segment).await
         } else if let Some(socket) = extra(run.socket) {
             socket.send_to(contents, run.dst).await.map(|_| ())
         } else {

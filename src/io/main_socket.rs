@@ -15,6 +15,10 @@ use std::task::Poll;
 pub struct MainSocket {
     pub v4: Arc<UdpBatch>,
     pub v6: Option<Arc<UdpBatch>>,
+    /// The data thread waits on the halves itself and took them out of the node task's
+    /// reactor (`io::workers::withdraw`): [`MainSocket::send`] must not wait for readiness,
+    /// which would never come.
+    pub detached: bool,
 }
 
 /// Which half a reader took its last batch from, so that the next wait looks at the other first.
@@ -29,6 +33,33 @@ impl MainSocket {
             self.v6.as_deref()
         } else {
             Some(&self.v4)
+        }
+    }
+
+    /// Both halves, attached to the reactor of the runtime they were made in.
+    pub fn new(v4: Arc<UdpBatch>, v6: Option<Arc<UdpBatch>>) -> Self {
+        MainSocket {
+            v4,
+            v6,
+            detached: false,
+        }
+    }
+
+    /// Sends a run of datagrams of `segment` bytes (0: one datagram) to `dst` from the half of
+    /// its family. Detached, it does not wait: what a full send queue does not take is lost,
+    /// as a full queue loses it anywhere (the node task sends handshakes, keepalives and
+    /// probes, which are retried, and the packets the data thread handed it).
+    pub async fn send(&self, dst: SocketAddr, contents: &[u8], segment: usize) -> io::Result<()> {
+        let Some(half) = self.to(dst) else {
+            // An IPv6 destination on a host without the IPv6 half: the core never routes one.
+            return Ok(());
+        };
+        if !self.detached {
+            return half.send(dst, contents, segment).await;
+        }
+        match half.try_send_now(dst, contents, segment) {
+            Ok(n) if n < contents.len() => Err(io::ErrorKind::WouldBlock.into()),
+            r => r.map(drop),
         }
     }
 
@@ -84,10 +115,10 @@ mod tests {
     async fn both_halves_are_read_in_turn() {
         let v4 = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let v6 = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).await.unwrap();
-        let main = MainSocket {
-            v4: Arc::new(UdpBatch::new(v4).unwrap()),
-            v6: Some(Arc::new(UdpBatch::new(v6).unwrap())),
-        };
+        let main = MainSocket::new(
+            Arc::new(UdpBatch::new(v4).unwrap()),
+            Some(Arc::new(UdpBatch::new(v6).unwrap())),
+        );
         let to4 = main.v4.socket().local_addr().unwrap();
         let to6 = main.v6.as_ref().unwrap().socket().local_addr().unwrap();
         let s4 = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
@@ -140,10 +171,7 @@ mod tests {
     #[tokio::test]
     async fn a_destination_picks_its_half() {
         let v4 = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-        let main = MainSocket {
-            v4: Arc::new(UdpBatch::new(v4).unwrap()),
-            v6: None,
-        };
+        let main = MainSocket::new(Arc::new(UdpBatch::new(v4).unwrap()), None);
         let four: SocketAddr = "192.0.2.1:9".parse().unwrap();
         let six: SocketAddr = "[2001:db8::1]:9".parse().unwrap();
         assert!(main.to(four).is_some_and(|s| std::ptr::eq(s, &*main.v4)));

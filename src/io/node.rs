@@ -245,10 +245,7 @@ async fn run_until_stopped(
     let mut d = Driver {
         node,
         settings,
-        udp: MainSocket {
-            v4: Arc::new(udp),
-            v6: udp6,
-        },
+        udp: MainSocket::new(Arc::new(udp), udp6),
         udp_port,
         local_ip,
         extras: HashMap::new(),
@@ -633,7 +630,12 @@ impl Driver {
             }
             None => None,
         };
-        if let Err(e) = socket.send_to(&t.payload, t.dst).await {
+        let sent = if t.socket == SocketId::MAIN {
+            self.udp.send(t.dst, &t.payload, 0).await
+        } else {
+            socket.send_to(&t.payload, t.dst).await.map(drop)
+        };
+        if let Err(e) = sent {
             tracing::debug!(error = %e, dst = %t.dst, "UDP send failed");
         }
         if let Some(old) = restore {
@@ -763,6 +765,8 @@ impl Driver {
                     if let Some(threads) = data_threads(&self.settings, &self.udp) {
                         let w =
                             start_workers(threads, &mut self.node, &tun, &self.udp, &self.to_core)?;
+                        // The data thread took the main socket out of this task's reactor.
+                        self.udp.detached = threads == super::workers::Threads::One;
                         self.workers = Some(w);
                     }
                     self.tun = Some(tun);

@@ -11,6 +11,8 @@
 #   c  the worker threads of both nodes did the crypto: `status --json` workers.tx and
 #      workers.rx crypto_packets over 1000 each, and each thread used CPU time
 #      (/proc/PID/task/TID/stat utime + stime)
+#      and, with the data thread (1), the node task's own thread slept through the transfers
+#      (under 500 wakes of its main thread: it no longer watches the data path's descriptors)
 #
 # Prints `ok - NAME` / `not ok - NAME` per check; exits 1 if a check failed, 77 (after
 # `SKIP: reason`) when it cannot run here, 2 on a setup error. About 40 s.
@@ -133,6 +135,13 @@ bulk() {  # bulk FROM TO BYTES SECS
     note "$from -> $to: rc $rc after $((SECONDS - t0)) s: ${out//$'\n'/ }"
     ((rc == 0)) || why "the transfer did not complete"
 }
+# main_wakes PID : voluntary context switches of PID's main thread (the node task's), which
+# sleeps in tokio's epoll_wait and counts one per wake.
+main_wakes() { awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$1/task/$1/status" 2>/dev/null || echo 0; }
+declare -A WAKES0=()
+for n in alice bob; do
+    pid="$(node_pid "$n")" && WAKES0[$n]="$(main_wakes "$pid")"
+done
 check "b4 20 MB TCP alice -> bob within 30 s" bulk alice bob 20000000 30
 check "b5 20 MB TCP bob -> alice within 30 s" bulk bob alice 20000000 30
 
@@ -160,6 +169,23 @@ c_cpu() {
     done
 }
 check "c2 each worker thread of each node (${THREADS[*]}) used CPU time" c_cpu
+# The data thread waits on the TUN device and the main socket itself and took them out of the
+# node task's reactor (io::workers::withdraw): the 40 MB above must not wake the node task's
+# thread per batch (thousands of wakes when it still watched them) but only for its timers,
+# the control stream and what the data thread hands it (handshakes, SYNs: a few hundred).
+c_main_idle() {
+    local n pid wakes
+    for n in alice bob; do
+        pid="$(node_pid "$n")" || { why "$n: no p2pvpn process"; return 1; }
+        wakes=$(( $(main_wakes "$pid") - ${WAKES0[$n]:-0} ))
+        note "$n: the node task's thread woke $wakes times during the two transfers"
+        ((wakes < MAIN_WAKES_MAX)) || { why "$n's node task woke $wakes times (at most $MAIN_WAKES_MAX expected)"; return 1; }
+    done
+}
+if [[ "$LAB_WORKERS" == 1 ]]; then
+    MAIN_WAKES_MAX=500
+    check "c3 the node task's thread did not wake per batch (under $MAIN_WAKES_MAX wakes for 40 MB)" c_main_idle
+fi
 
 echo "# $PASSED passed, $FAILED failed"
 ((FAILED == 0))

@@ -170,16 +170,21 @@ impl TunIo {
         self.dev.as_raw_fd()
     }
 
-    /// Writes one packet now (packets from the stream relay and probing sockets).
+    /// Writes one packet now (packets from the stream relay and probing sockets, and what the
+    /// data thread handed the node task). A plain `write(2)`, as [`Self::flush_now`]: a TUN
+    /// write never waits for room on Linux, and with the data thread the node task's reactor
+    /// no longer watches the descriptor (`io::workers::withdraw`). `async` like the other
+    /// platforms' version.
     pub async fn write_one(&mut self, packet: &[u8]) -> io::Result<()> {
+        let fd = self.as_raw_fd();
         if !self.dev.tcp_gso() {
-            return self.dev.send(packet).await.map(|_| ());
+            return write_fd(fd, packet).map(drop);
         }
         self.single.clear();
         // A zero virtio header: no offload, checksum already complete.
         self.single.resize(OFFSET, 0);
         self.single.extend_from_slice(packet);
-        self.dev.send(&self.single).await.map(|_| ())
+        write_fd(fd, &self.single).map(drop)
     }
 }
 

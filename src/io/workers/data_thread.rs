@@ -13,9 +13,10 @@
 //! kernel answers inside that write, and the thread reads the answer on its next turn without
 //! another thread being woken (the two workers of `workers = 2` pay that wake on each hop).
 //!
-//! The descriptors stay registered with the node task's tokio runtime (its sends and single
-//! TUN writes use that registration), so the node's thread sees their readiness too; it only
-//! marks it, nothing waits on it. Stopping: an eventfd in the same `poll` set.
+//! The descriptors leave the node task's tokio reactor when the thread starts (`withdraw`): the
+//! node task's thread is no longer woken by their traffic, and its own few sends and TUN writes
+//! go out without waiting for readiness (`MainSocket::detached`). Stopping: an eventfd in the
+//! same `poll` set.
 
 use super::{now_ms, open_into, seal_batch, Ctx, Open, ToCore, WorkerStats};
 use crate::core::node::SocketId;
@@ -48,6 +49,19 @@ pub(super) fn spawn(
 ) -> io::Result<(std::thread::JoinHandle<()>, super::Wake)> {
     let stopper = Stopper::new()?;
     let waker = Arc::clone(&stopper);
+    // From here on this thread alone waits on these descriptors (`withdraw`).
+    let mut fds = vec![ctx.udp.v4.socket().as_raw_fd(), tun.as_raw_fd()];
+    fds.extend(ctx.udp.v6.as_ref().map(|s| s.socket().as_raw_fd()));
+    match super::withdraw::from_reactor(&fds) {
+        Ok(n) => tracing::debug!(
+            descriptors = n,
+            "the node task no longer watches the data path"
+        ),
+        Err(e) => tracing::info!(
+            error = %e,
+            "the node task keeps watching the data path's descriptors (more wake-ups, same packets)"
+        ),
+    }
     let thread = std::thread::Builder::new()
         .name("p2pvpn-data".into())
         .spawn(move || run(ctx, tx, tun, mtu, stopper))?;

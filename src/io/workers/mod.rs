@@ -35,6 +35,8 @@ mod data_thread;
 #[cfg(not(target_os = "linux"))]
 #[path = "data_thread_other.rs"]
 mod data_thread;
+#[cfg(target_os = "linux")]
+mod withdraw;
 
 /// Whether `[dataplane] workers = 1` can run as a data thread on this OS.
 pub const DATA_THREAD: bool = data_thread::AVAILABLE;
