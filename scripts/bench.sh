@@ -38,6 +38,11 @@
 #                  pings, after the timed one, and 4 s idle: 8 s more per system and
 #                  round); printed under the table
 #   BENCH_SMAPS_DIR=DIR  keep each idle tunnel process's /proc/PID/smaps in DIR
+#   BENCH_SCHED=1  also record the scheduler (`perf sched record`, system-wide) over a third
+#                  set of 20 pings and print, per system, how long its tunnel threads waited
+#                  between being woken and running (median and 90th percentile of
+#                  `perf sched timehist`'s scheduling delay) and how often they woke on
+#                  another CPU than they last ran on; 5 s more per system and round
 # All traffic stays inside the two namespaces this script creates.
 set -euo pipefail
 
@@ -446,6 +451,29 @@ ping_stat() {
         END { if (ms != "") printf "%s,%s,%s,%.3f\n", ms, sc, cs, w / 1000 }' "$out" >>"$RES/$s.$kind" || true
     return "$rc"
 }
+# sched_stat SYSTEM ROUND CMD... : runs CMD under `perf sched record -a` and appends, for the
+# tunnel processes' threads, one line per wake-up to $RES/SYSTEM.sched: scheduling delay in ms
+# and 1 if it ran on another CPU than the previous time, else 0.
+sched_stat() {
+    local s="$1" r="$2" l pids=() data="$LAB_TMP/$1-sched-$2.data" perf_pid rc=0
+    shift 2
+    for l in ${TUNPIDS[$s]:-}; do pids+=("$(lab_pid "$l")"); done
+    if ((${#pids[@]} == 0)) || ! command -v perf >/dev/null; then "$@"; return; fi
+    perf sched record -a -o "$data" 2>/dev/null &
+    perf_pid=$!
+    sleep 0.5 # perf attaches
+    "$@" || rc=$?
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    # timehist: time, cpu, task[tid/pid], wait time, sch delay, run time (ms)
+    perf sched timehist -i "$data" 2>/dev/null | awk -v pids=" $(IFS=' '; printf '%s' "${pids[*]}") " '
+        { if (match($3, /\[[0-9]+\/[0-9]+\]/)) { split(substr($3, RSTART + 1, RLENGTH - 2), id, "/")
+              if (index(pids, " " id[2] " ")) { cpu = $2; gsub(/[\[\]]/, "", cpu)
+                  moved = (id[1] in last && last[id[1]] != cpu) ? 1 : 0; last[id[1]] = cpu
+                  print $5, moved } } }' >>"$RES/$s.sched" || true
+    rm -f "$data"
+    return "$rc"
+}
 measure() {  # measure SYSTEM ROUND
     local s="$1" r="$2" t="${TARGET[$1]}" json mbps rtt c0 c1 cpg=""
     json="$LAB_TMP/$s-iperf-$r.json"
@@ -464,6 +492,9 @@ measure() {  # measure SYSTEM ROUND
     if [[ ${BENCH_PING_STAT:-0} == 1 ]]; then
         ping_stat "$s" "$r" idle sleep 4
         ping_stat "$s" "$r" ping lab_exec a timeout 30 ping -q -c 20 -i "$PING_INTERVAL" -W 2 "$t" >/dev/null 2>&1 || true
+    fi
+    if [[ ${BENCH_SCHED:-0} == 1 ]]; then
+        sched_stat "$s" "$r" lab_exec a timeout 30 ping -q -c 20 -i "$PING_INTERVAL" -W 2 "$t" >/dev/null 2>&1 || true
     fi
     log "round $r $s: ${mbps:-fail} Mbit/s, RTT ${rtt:-fail} ms, CPU ${cpg:--} s/Gbit"
     printf '%s\n' "${mbps:-nan}" >>"$RES/$s.tcp"
@@ -516,6 +547,22 @@ echo "RSS idle, anonymous + file-backed MiB (RssAnon + RssFile):"
 for s in "${SYSTEMS[@]}"; do
     if [[ -z "${NA[$s]:-}" ]]; then echo "  $s: ${IDLE_SPLIT[$s]:--}"; fi
 done
+if [[ ${BENCH_SCHED:-0} == 1 ]]; then
+    echo
+    echo "Scheduler, tunnel threads over 20 pings per round (perf sched timehist): delay from wake-up to running, ms"
+    for s in "${SYSTEMS[@]}"; do
+        [[ -z "${NA[$s]:-}" && -s "$RES/$s.sched" ]] || continue
+        python3 - "$s" "$RES/$s.sched" <<'PY'
+import statistics, sys
+name, f = sys.argv[1], sys.argv[2]
+rows = [l.split() for l in open(f) if len(l.split()) == 2]
+d = sorted(float(a) for a, _ in rows)
+moved = sum(int(b) for _, b in rows)
+p90 = d[min(len(d) - 1, int(len(d) * 0.9))]
+print(f"  {name}: {len(d)} runs, median {statistics.median(d):.3f}, p90 {p90:.3f}, on another CPU {moved}")
+PY
+    done
+fi
 if [[ ${BENCH_PING_STAT:-0} == 1 ]]; then
     echo
     echo "Per echo (20 pings, -i $PING_INTERVAL), both tunnel processes, less an idle window scaled to the same length;"
