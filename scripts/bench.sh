@@ -465,7 +465,9 @@ sched_stat() {
     "$@" || rc=$?
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
-    # timehist: time, cpu, task[tid/pid], wait time, sch delay, run time (ms)
+    # timehist: time, cpu, task[tid/pid], wait time, sch delay, run time (ms). A main thread is
+    # printed as task[pid], without the slash, so it is not counted: the data path's threads
+    # (p2pvpn-data, boringtun-cli's workers) are not main threads.
     perf sched timehist -i "$data" 2>/dev/null | awk -v pids=" $(IFS=' '; printf '%s' "${pids[*]}") " '
         { if (match($3, /\[[0-9]+\/[0-9]+\]/)) { split(substr($3, RSTART + 1, RLENGTH - 2), id, "/")
               if (index(pids, " " id[2] " ")) { cpu = $2; gsub(/[\[\]]/, "", cpu)

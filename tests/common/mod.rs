@@ -119,16 +119,15 @@ pub fn try_spawn_server(addr: &str, state: &Path) -> Result<std::process::Child,
     // wine's CreateProcess now and then fails under load with ERROR_INTERNAL_ERROR (1359,
     // seen in CI's Windows run); a process that cannot be created is not the server's
     // failure, so it is tried three times, 200 ms apart, before the test fails.
-    let mut child = spawn()
-        .or_else(|_| {
-            std::thread::sleep(Duration::from_millis(200));
-            spawn()
-        })
-        .or_else(|_| {
-            std::thread::sleep(Duration::from_millis(200));
-            spawn()
-        })
-        .unwrap();
+    let mut child = spawn();
+    for _ in 0..2 {
+        if child.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        child = spawn();
+    }
+    let mut child = child.unwrap();
     let printed = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(addr).is_err() {

@@ -1,7 +1,7 @@
 //! `[dataplane] workers = 1` with our engine on Linux: one plain OS thread carries the data path
 //! in both directions (TUN read → seal → GSO send; `recvmmsg` → open → GRO TUN write), waiting
-//! on the TUN descriptor and both halves of the main socket (`io::main_socket`) with `poll(2)`. ARCHITECTURE.md "Both cores" has the design; this file
-//! is only the loop.
+//! on the TUN descriptor and both halves of the main socket (`io::main_socket`) with `poll(2)`.
+//! ARCHITECTURE.md "Both cores" has the design; this file is only the loop.
 //!
 //! Why a plain thread and not a task: a ping crosses each node twice, each time waking a
 //! sleeping process, and what one wake costs is mostly cold caches, so it grows with the code
@@ -71,15 +71,20 @@ pub(super) fn spawn(
 /// Wakes the data thread's `poll` so that it sees the stop signal at once.
 struct Stopper(OwnedFd);
 
+/// A new non-blocking eventfd(2): the stop signal's, and `withdraw`'s probe.
+pub(super) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd(2) with valid flags; the descriptor is owned from here on.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 impl Stopper {
     fn new() -> io::Result<Arc<Self>> {
-        // SAFETY: eventfd(2) with valid flags; the descriptor is owned from here on.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just opened and nothing else owns it.
-        Ok(Arc::new(Stopper(unsafe { OwnedFd::from_raw_fd(fd) })))
+        Ok(Arc::new(Stopper(eventfd()?)))
     }
 
     fn wake(&self) {

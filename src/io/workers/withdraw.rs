@@ -21,18 +21,12 @@
 //! the probe) leaves the registration as it was: slower, never broken.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 
 /// Deletes `fds` from the epoll instance of the tokio runtime this is called in; returns how
 /// many were registered there. Must run inside that runtime.
 pub fn from_reactor(fds: &[RawFd]) -> io::Result<usize> {
-    // SAFETY: eventfd(2) with valid flags; the descriptor is owned from here on.
-    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` was just opened and nothing else owns it.
-    let probe = unsafe { OwnedFd::from_raw_fd(raw) };
+    let probe = super::data_thread::eventfd()?;
     let probe_fd = probe.as_raw_fd();
     // SAFETY: `probe` is an `OwnedFd`: its descriptor is valid, stays open while the `AsyncFd`
     // holds it and keeps referring to the same eventfd.
