@@ -3,7 +3,7 @@
 #
 # Two network namespaces a (198.51.100.1) and b (198.51.100.2) joined by one veth
 # pair. Each system tunnels between them; per round and system: TCP iperf3 for
-# 6 s from a to b (receiver-side Mbit/s), then 20 pings (-i 0.2, avg RTT). Rounds
+# 6 s from a to b (receiver-side Mbit/s), then 50 pings (-i 0.2, avg RTT). Rounds
 # are interleaved (round 1: every system, round 2: every system, ...); the table
 # shows the median per system, the CPU time both tunnel processes spent per Gbit
 # carried (user + system, from /proc/PID/stat around each iperf3 run; for the relayed
@@ -20,7 +20,9 @@
 # host map, no lighthouse).
 #
 # Usage (root): scripts/bench.sh [--rounds N] [--only SYSTEM[,SYSTEM...]] [--time S] [--no-install]
-#   P2PVPN_BIN     p2pvpn binary (default: cargo build --release, target/release/p2pvpn)
+#   P2PVPN_BIN     p2pvpn binary (default: the shipped build, profile-guided: scripts/pgo.sh,
+#                  target/release-pgo/p2pvpn, about 8 minutes; BENCH_BUILD=release for a plain
+#                  `cargo build --release`, target/release/p2pvpn)
 #   BORINGTUN_BIN  boringtun-cli binary (default: PATH, then $BENCH_TOOLS/bin, else
 #                  `cargo install boringtun-cli --version $BORINGTUN_VERSION --root $BENCH_TOOLS`)
 #   BORINGTUN_VERSION  default 0.7.1 (the anchors' version)
@@ -32,17 +34,19 @@
 #                  our engine)
 #   PING_INTERVAL  seconds between the pings (default 0.2; 0.002 keeps the caches warm,
 #                  which shows how much of the RTT is cold-cache cost)
+#   BENCH_PINGS    pings per set (default 50); a round's average RTT spread about 10%
+#                  between rounds at 20 pings on a 2-vCPU VM
 #   BENCH_PING_STAT=1  also count, with `perf stat`, what one echo costs the two tunnel
 #                  processes: CPU time, syscalls and context switches per ping, less the
-#                  same count over an idle window of the same length (a second set of 20
-#                  pings, after the timed one, and 4 s idle: 8 s more per system and
-#                  round); printed under the table
+#                  same count over an idle window of the same length (a second set of
+#                  pings, after the timed one, and 4 s idle per system and round);
+#                  printed under the table
 #   BENCH_SMAPS_DIR=DIR  keep each idle tunnel process's /proc/PID/smaps in DIR
 #   BENCH_SCHED=1  also record the scheduler (`perf sched record`, system-wide) over a third
-#                  set of 20 pings and print, per system, how long its tunnel threads waited
+#                  set of pings and print, per system, how long its tunnel threads waited
 #                  between being woken and running (median and 90th percentile of
 #                  `perf sched timehist`'s scheduling delay) and how often they woke on
-#                  another CPU than they last ran on; 5 s more per system and round
+#                  another CPU than they last ran on
 # All traffic stays inside the two namespaces this script creates.
 set -euo pipefail
 
@@ -56,6 +60,11 @@ DURATION=6
 ONLY=""
 INSTALL=1
 PING_INTERVAL="${PING_INTERVAL:-0.2}"
+case "${BENCH_BUILD:=pgo}" in pgo | release) ;; *) echo "BENCH_BUILD is pgo (the default) or release" >&2; exit 2 ;; esac
+PINGS="${BENCH_PINGS:-50}"
+[[ "$PINGS" =~ ^[1-9][0-9]{0,3}$ ]] || { echo "BENCH_PINGS must be a count from 1 to 9999" >&2; exit 2; }
+# A set of pings may take its count times the interval, plus the last reply's wait.
+PING_LIMIT="$(awk -v n="$PINGS" -v i="$PING_INTERVAL" 'BEGIN { printf "%d", n * i * 1.5 + 10 }')"
 ALL_SYSTEMS=(raw p2pvpn p2pvpn-relay p2pvpn-v6 boringtun wireguard-go nebula)
 BENCH_TOOLS="${BENCH_TOOLS:-/tmp/p2p-bench-tools}"
 BORINGTUN_VERSION="${BORINGTUN_VERSION:-0.7.1}"
@@ -139,9 +148,14 @@ if want_system nebula; then
     elif ! command -v nebula-cert >/dev/null; then NA[nebula]="nebula-cert not installed"; fi
 fi
 if want_system p2pvpn || want_system p2pvpn-relay || want_system p2pvpn-v6; then
-    if [[ -z "${P2PVPN_BIN:-}" ]]; then
+    if [[ -z "${P2PVPN_BIN:-}" && $BENCH_BUILD == release ]]; then
         log "cargo build --release"
         cargo build --release >&2 || NA[p2pvpn]="cargo build --release failed"
+    elif [[ -z "${P2PVPN_BIN:-}" ]]; then
+        # What scripts/package-deb.sh ships: the benchmark measures the product.
+        log "scripts/pgo.sh: the profile-guided build the package ships (about 8 minutes)"
+        if P2PVPN_BIN="$(bash scripts/pgo.sh | tail -n 1)"; then export P2PVPN_BIN
+        else NA[p2pvpn]="scripts/pgo.sh failed (BENCH_BUILD=release measures a plain build)"; fi
     fi
     P2P_BIN="$(p2p_bin_default)"
     [[ -n "${NA[p2pvpn]:-}" || -x "$P2P_BIN" ]] || NA[p2pvpn]="no binary at $P2P_BIN"
@@ -488,15 +502,15 @@ measure() {  # measure SYSTEM ROUND
     if [[ -n "${mbps:-}" && "$mbps" != 0 && -n "${TUNPIDS[$s]:-}" ]]; then
         cpg="$(awk -v c="$((c1 - c0))" -v hz="$CLK_TCK" -v m="$mbps" -v d="$DURATION" 'BEGIN { printf "%.2f", (c / hz) / (m * d / 1000) }')"
     fi
-    rtt="$(lab_exec a timeout 30 ping -q -c 20 -i "$PING_INTERVAL" -W 2 "$t" 2>/dev/null |
+    rtt="$(lab_exec a timeout "$PING_LIMIT" ping -q -c "$PINGS" -i "$PING_INTERVAL" -W 2 "$t" 2>/dev/null |
         awk -F/ '/^(rtt|round-trip)/ {print $5}' || true)"
     # The counted pings are a second run, so that perf's tracepoint does not touch the RTT above.
     if [[ ${BENCH_PING_STAT:-0} == 1 ]]; then
         ping_stat "$s" "$r" idle sleep 4
-        ping_stat "$s" "$r" ping lab_exec a timeout 30 ping -q -c 20 -i "$PING_INTERVAL" -W 2 "$t" >/dev/null 2>&1 || true
+        ping_stat "$s" "$r" ping lab_exec a timeout "$PING_LIMIT" ping -q -c "$PINGS" -i "$PING_INTERVAL" -W 2 "$t" >/dev/null 2>&1 || true
     fi
     if [[ ${BENCH_SCHED:-0} == 1 ]]; then
-        sched_stat "$s" "$r" lab_exec a timeout 30 ping -q -c 20 -i "$PING_INTERVAL" -W 2 "$t" >/dev/null 2>&1 || true
+        sched_stat "$s" "$r" lab_exec a timeout "$PING_LIMIT" ping -q -c "$PINGS" -i "$PING_INTERVAL" -W 2 "$t" >/dev/null 2>&1 || true
     fi
     log "round $r $s: ${mbps:-fail} Mbit/s, RTT ${rtt:-fail} ms, CPU ${cpg:--} s/Gbit"
     printf '%s\n' "${mbps:-nan}" >>"$RES/$s.tcp"
@@ -520,7 +534,8 @@ print(sys.argv[2] % statistics.median(v) if v else "fail")' "$1" "$2"
 rounds_of() { paste -sd, "$1" | sed 's/,/, /g'; }
 
 echo
-echo "Data plane, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), ${ROUNDS} interleaved round(s), iperf3 TCP ${DURATION} s (receiver) + 20 pings (-i $PING_INTERVAL); median shown"
+echo "Data plane, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), ${ROUNDS} interleaved round(s), iperf3 TCP ${DURATION} s (receiver) + $PINGS pings (-i $PING_INTERVAL); median shown"
+[[ -z "${P2P_BIN:-}" ]] || echo "p2pvpn binary: $P2P_BIN"
 echo "CPU s/Gbit: user+system CPU seconds of the tunnel processes per Gbit carried. RSS in MiB, a / b (/ relay server)."
 echo
 echo "| system | TCP Mbit/s | ping RTT ms | CPU s/Gbit | RSS idle | RSS peak | TCP per round | RTT per round |"
@@ -551,7 +566,7 @@ for s in "${SYSTEMS[@]}"; do
 done
 if [[ ${BENCH_SCHED:-0} == 1 ]]; then
     echo
-    echo "Scheduler, tunnel threads over 20 pings per round (perf sched timehist): delay from wake-up to running, ms"
+    echo "Scheduler, tunnel threads over $PINGS pings per round (perf sched timehist): delay from wake-up to running, ms"
     for s in "${SYSTEMS[@]}"; do
         [[ -z "${NA[$s]:-}" && -s "$RES/$s.sched" ]] || continue
         python3 - "$s" "$RES/$s.sched" <<'PY'
@@ -567,18 +582,18 @@ PY
 fi
 if [[ ${BENCH_PING_STAT:-0} == 1 ]]; then
     echo
-    echo "Per echo (20 pings, -i $PING_INTERVAL), both tunnel processes, less an idle window scaled to the same length;"
+    echo "Per echo ($PINGS pings, -i $PING_INTERVAL), both tunnel processes, less an idle window scaled to the same length;"
     echo "median over rounds (perf stat: task-clock, raw_syscalls:sys_enter, context-switches):"
     for s in "${SYSTEMS[@]}"; do
         [[ -z "${NA[$s]:-}" && -s "$RES/$s.ping" && -s "$RES/$s.idle" ]] || continue
-        python3 - "$s" "$RES/$s.ping" "$RES/$s.idle" <<'PY'
+        python3 - "$s" "$RES/$s.ping" "$RES/$s.idle" "$PINGS" <<'PY'
 import statistics, sys
-name, ping, idle = sys.argv[1], sys.argv[2], sys.argv[3]
+name, ping, idle, pings = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 rows = lambda f: [[float(x) for x in l.split(",")] for l in open(f) if l.strip()]
 per = []
 for p, i in zip(rows(ping), rows(idle)):
     k = p[3] / i[3]  # scale the idle window to the ping window's length
-    per.append([(p[j] - i[j] * k) / 20 for j in range(3)])
+    per.append([(p[j] - i[j] * k) / pings for j in range(3)])
 med = [statistics.median(v[j] for v in per) for j in range(3)]
 print(f"  {name}: {med[0] * 1000:.0f} us CPU, {med[1]:.1f} syscalls, {med[2]:.1f} context switches")
 PY

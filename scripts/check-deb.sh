@@ -4,8 +4,10 @@
 # installed units with systemd-analyze, runs the binary, then removes and purges it and checks
 # that nothing of the package or of the data it is responsible for remains.
 #
-#   scripts/check-deb.sh [PATH.deb]     default: build with scripts/package-deb.sh
-#   PROFILE=dev                         passed to package-deb.sh (CI packages the test build)
+#   scripts/check-deb.sh [PATH.deb]     default: build with scripts/package-deb.sh (the
+#                                       profile-guided build, about 8 minutes)
+#   PROFILE=dev                         passed to package-deb.sh (CI packages the test build;
+#                                       PROFILE=release a plain release build)
 #
 # Meant for throwaway machines (CI runs as root on one). It refuses to run where p2pvpn is
 # installed or its directories exist, so it never purges someone's real keys. A debootstrap

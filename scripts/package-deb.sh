@@ -3,11 +3,14 @@
 # prints the .deb's path as the last line. The man pages and the shell completions are generated
 # from the built binary first (into target/assets/), so they always match its options.
 #
-#   scripts/package-deb.sh              release build, then the package
-#   scripts/package-deb.sh --no-build   package the existing target/release/p2pvpn
-#   PROFILE=release-pgo scripts/package-deb.sh
-#                                       a profile-guided build (scripts/pgo.sh, root: it trains
-#                                       on the namespace benchmark), then the package
+#   sudo scripts/package-deb.sh         the profile-guided release build (scripts/pgo.sh: it
+#                                       trains on the namespace benchmark, so it needs root;
+#                                       about 8 minutes), then the package: what ships
+#   PROFILE=release scripts/package-deb.sh
+#                                       a plain release build (no root), then the package; also
+#                                       the default without root, with a notice
+#   PROFILE=release scripts/package-deb.sh --no-build
+#                                       package the existing target/release/p2pvpn
 #   PROFILE=dev scripts/package-deb.sh --no-build
 #                                       package target/debug/p2pvpn (CI: reuses the test build
 #                                       instead of a ~6 min LTO release build)
@@ -18,7 +21,18 @@ if ! cargo deb --version >/dev/null 2>&1; then
     echo "package-deb: cargo-deb missing; install it with: cargo install cargo-deb --locked" >&2
     exit 2
 fi
-profile="${PROFILE:-release}"
+profile="${PROFILE:-}"
+if [[ -z "$profile" ]]; then
+    if [[ $EUID -eq 0 ]]; then
+        profile=release-pgo
+    else
+        # The training needs namespaces; a package is still worth having without them.
+        echo "package-deb: not root, so a plain release build: the shipped package is the" >&2
+        echo "package-deb: profile-guided one (sudo scripts/package-deb.sh), with a lower ping RTT" >&2
+        echo "package-deb: and more throughput (README, Performance)" >&2
+        profile=release
+    fi
+fi
 build=1
 args=()
 for a in "$@"; do
