@@ -490,6 +490,9 @@ sched_stat() {
     rm -f "$data"
     return "$rc"
 }
+ping_set() {  # ping_set TARGET : one set of pings from a (the timed one, and the counted ones)
+    lab_exec a timeout "$PING_LIMIT" ping -q -c "$PINGS" -i "$PING_INTERVAL" -W 2 "$1"
+}
 measure() {  # measure SYSTEM ROUND
     local s="$1" r="$2" t="${TARGET[$1]}" json mbps rtt c0 c1 cpg=""
     json="$LAB_TMP/$s-iperf-$r.json"
@@ -502,15 +505,15 @@ measure() {  # measure SYSTEM ROUND
     if [[ -n "${mbps:-}" && "$mbps" != 0 && -n "${TUNPIDS[$s]:-}" ]]; then
         cpg="$(awk -v c="$((c1 - c0))" -v hz="$CLK_TCK" -v m="$mbps" -v d="$DURATION" 'BEGIN { printf "%.2f", (c / hz) / (m * d / 1000) }')"
     fi
-    rtt="$(lab_exec a timeout "$PING_LIMIT" ping -q -c "$PINGS" -i "$PING_INTERVAL" -W 2 "$t" 2>/dev/null |
+    rtt="$(ping_set "$t" 2>/dev/null |
         awk -F/ '/^(rtt|round-trip)/ {print $5}' || true)"
     # The counted pings are a second run, so that perf's tracepoint does not touch the RTT above.
     if [[ ${BENCH_PING_STAT:-0} == 1 ]]; then
         ping_stat "$s" "$r" idle sleep 4
-        ping_stat "$s" "$r" ping lab_exec a timeout "$PING_LIMIT" ping -q -c "$PINGS" -i "$PING_INTERVAL" -W 2 "$t" >/dev/null 2>&1 || true
+        ping_stat "$s" "$r" ping ping_set "$t" >/dev/null 2>&1 || true
     fi
     if [[ ${BENCH_SCHED:-0} == 1 ]]; then
-        sched_stat "$s" "$r" lab_exec a timeout "$PING_LIMIT" ping -q -c "$PINGS" -i "$PING_INTERVAL" -W 2 "$t" >/dev/null 2>&1 || true
+        sched_stat "$s" "$r" ping_set "$t" >/dev/null 2>&1 || true
     fi
     log "round $r $s: ${mbps:-fail} Mbit/s, RTT ${rtt:-fail} ms, CPU ${cpg:--} s/Gbit"
     printf '%s\n' "${mbps:-nan}" >>"$RES/$s.tcp"
