@@ -71,12 +71,16 @@ fn digest(status: &std::process::ExitStatus, stdout: &str, stderr: &str) -> Stri
     let lines: Vec<&str> = stdout.lines().collect();
     for (i, line) in lines.iter().enumerate() {
         if line.starts_with("not ok") {
-            // matrix-style scripts print the outcome (`#   -> ...`) just before the verdict
-            if let Some(before) = i.checked_sub(1).map(|j| lines[j]) {
-                if before.starts_with("#   ->") {
-                    out.push(before.to_string());
-                }
-            }
+            // The check's own explanation comes just before its verdict: tap.sh's `why` lines
+            // (`#   ...`), or the outcome a matrix-style script prints (`#   -> ...`).
+            let why: Vec<&str> = lines[..i]
+                .iter()
+                .rev()
+                .take(3)
+                .take_while(|l| l.starts_with("#   "))
+                .copied()
+                .collect();
+            out.extend(why.iter().rev().map(|l| l.to_string()));
             out.push((*line).to_string());
             let after = lines[i + 1..].iter().take(3);
             out.extend(

@@ -32,6 +32,7 @@ pub mod server_udp;
 pub mod server_watch;
 pub mod service;
 pub mod signals;
+pub mod sock_buf;
 pub mod split_dns;
 pub mod state_lock;
 pub mod store_listen;

@@ -199,6 +199,7 @@ impl UdpBatch {
                 None
             }
         };
+        super::sock_buf::grow(socket2::SockRef::from(&socket));
         // An IPv6 socket's options are its owner's (`io::ipv6_underlay`).
         if socket.local_addr().is_ok_and(|a| a.is_ipv4()) {
             restore_fragmentation(&socket);

@@ -410,7 +410,11 @@ c_gap() {
     local z; z="$(cget max_zero_s)"
     FIG="longest zero stretch ${z:-?} s; block $(cget block), outside $(cget outside) Mbit/s min/median"
     [[ -n "$z" ]] || { why "no throughput data"; return 1; }
-    awk -v z="$z" 'BEGIN { exit !(z <= 4.0) }' || { why "$(cget side) saw zero throughput for $z s in a row"; return 1; }
+    awk -v z="$z" 'BEGIN { exit !(z <= 4.0) }' || {
+        why "$(cget side) saw zero throughput for $z s in a row; Mbit/s per second: $(cget series)"
+        why "relay after the block began: A ${C_RELAY_A:-never}, B ${C_RELAY_B:-never}"
+        return 1
+    }
 }
 c_relay() {
     FIG="relay after A: ${C_RELAY_A:-never}, B: ${C_RELAY_B:-never}"
