@@ -71,7 +71,9 @@ say "4/4 optimised build (profile release-pgo)"
 # The profile marks functions hot or unlikely (section prefixes .text.hot/.text.unlikely); the
 # linker keeps those groups apart only when asked, which packs the hot code (about 150 KB of a
 # 7 MB text) into few pages: 0.5 MiB less resident per node (README, Performance).
-RUSTFLAGS="-Cprofile-use=$work/p2pvpn.profdata -Clink-arg=-Wl,-z,keep-text-section-prefix" \
+# RUSTFLAGS replaces .cargo/config.toml's flags, so its -z pack-relative-relocs comes again here.
+RUSTFLAGS="-Cprofile-use=$work/p2pvpn.profdata -Clink-arg=-Wl,-z,keep-text-section-prefix \
+-Clink-arg=-Wl,-z,pack-relative-relocs" \
     cargo build --profile release-pgo --locked --bin p2pvpn >&2
 bin="${CARGO_TARGET_DIR:-target}/release-pgo/p2pvpn"
 [[ -x "$bin" ]] || die "no binary at $bin"
