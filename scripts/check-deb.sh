@@ -99,6 +99,8 @@ check "contents: no /var or /etc/p2pvpn in the package" c_no_state
 c_info() {
     grep -q '^ Package: p2pvpn$' "$TMP/info" || why "not named p2pvpn" || return 1
     grep -q '^ Depends:.*adduser' "$TMP/info" || why "no Depends on adduser" || return 1
+    # the binary's DT_RELR relocations need glibc 2.36 (Cargo.toml, package.metadata.deb)
+    grep -q '^ Depends:.*libc6 (>= 2.36)' "$TMP/info" || why "no Depends on libc6 (>= 2.36)" || return 1
     local script
     for script in postinst prerm postrm conffiles; do
         grep -qE "^ +[0-9]+ bytes, +[0-9]+ lines +(\* +)?$script( |$)" "$TMP/info" ||
