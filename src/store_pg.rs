@@ -270,10 +270,9 @@ impl PgStore {
     fn with<R: Send>(&self, f: impl FnOnce(&mut Client) -> R + Send) -> R {
         off_runtime(|| {
             let mut client = self.lock();
-            // ok: the client is taken out only by `drop`, which has `&mut self`.
             let client = client
                 .as_mut()
-                .expect("the PostgreSQL client is there until drop");
+                .expect("the PostgreSQL client is there until drop"); // ok: only `drop` takes it
             if client.is_closed() {
                 self.reconnect(client);
             }

@@ -80,8 +80,9 @@ pub(super) fn label_key(label: &[u8], key: &PublicKey) -> [u8; 32] {
 /// 16-byte cookie (mac2).
 pub(super) fn keyed_mac<const N: usize>(key: &[u8; N], msg: &[u8]) -> [u8; 16] {
     const { assert!(N >= 1 && N <= 32) };
-    // ok: the assertion above keeps the key within BLAKE2s's 1..=32 key length.
-    let mut mac = <Blake2sMac<U16> as Mac>::new_from_slice(key).expect("1..=32-byte key");
+    // The assertion above keeps the key within BLAKE2s's 1..=32 key length.
+    let mac = <Blake2sMac<U16> as Mac>::new_from_slice(key);
+    let mut mac = mac.expect("1..=32-byte key"); // ok: see above
     mac.update(msg);
     mac.finalize().into_bytes().into()
 }

@@ -62,8 +62,9 @@ fn nonce(counter: u64) -> Nonce {
 }
 
 fn cipher(key: &[u8; 32]) -> LessSafeKey {
-    // ok: ChaCha20-Poly1305 takes exactly a 32-byte key, which the type guarantees.
-    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).expect("32-byte key"))
+    // ChaCha20-Poly1305 takes exactly a 32-byte key, which the type guarantees.
+    let key = UnboundKey::new(&CHACHA20_POLY1305, key).expect("32-byte key"); // ok: see above
+    LessSafeKey::new(key)
 }
 
 /// The receiver index of a transport data message, to find its [`RecvKey`] before opening it.
