@@ -7,9 +7,9 @@
 //! each such socket asks for a few MiB. Linux caps the plain option at `net.core.rmem_max` /
 //! `wmem_max` (208 KiB unless raised); a process with CAP_NET_ADMIN (the node, a server run as
 //! root) may exceed them with the `*BUFFORCE` options (`linux.rs`). The packaged server's unit
-//! does not grant CAP_NET_ADMIN, so its buffers follow the system's caps (README, "Running a
-//! server"). Failing to grow is not fatal:
-//! the socket works with what it has, and the log says how to raise the cap.
+//! does not grant CAP_NET_ADMIN, so its buffers follow the system's caps (README, "The relay").
+//! Failing to grow is not fatal: the socket works with what it has, and the log says once how
+//! to raise the cap.
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -22,6 +22,11 @@ use linux as os;
 use other as os;
 
 use socket2::SockRef;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The "smaller than wanted" notice has been logged: a server binds several sockets under one
+/// cap, and the notice says the same for each.
+static TOLD: AtomicBool = AtomicBool::new(false);
 
 /// What each direction asks for. Linux doubles the figure for its bookkeeping, so a full
 /// buffer holds about 2,800 datagrams of 1,500 bytes (10 ms at 3 Gbit/s); what sits unread
@@ -53,7 +58,7 @@ pub fn grow(socket: SockRef<'_>) -> Sizes {
         send: socket.send_buffer_size().unwrap_or(0),
     };
     // Linux reports twice what was granted; other systems report it as is.
-    if sizes.recv < WANT / 2 {
+    if sizes.recv < WANT / 2 && !TOLD.swap(true, Ordering::Relaxed) {
         tracing::info!(
             receive_buffer = sizes.recv,
             wanted = WANT,
