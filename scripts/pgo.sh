@@ -7,14 +7,17 @@
 # release settings). On 2026-11-27 (2 vCPUs, AMD EPYC) it cut the ping RTT by about 45 us (0.27
 # to 0.22 ms), carried more TCP and kept 1.5 MiB less of the binary resident than the plain
 # release build (README, Performance, has the runs and the command): the data path's code laid
-# out together is most of what a packet after an idle moment costs.
+# out together is most of what a packet after an idle moment costs. The optimised binary is
+# linked twice: the second link takes an order (scripts/lib/link_order.py) that puts the code a
+# node ran in training first, which keeps about 2 MiB less of the binary resident per node.
 #
 # Usage (root: the training runs in network namespaces): scripts/pgo.sh
 #   Prints the optimised binary's path as the last line: target/release-pgo/p2pvpn.
 # Needs llvm-profdata of the LLVM major version rustc was built with (`rustc -vV`); on Debian
-# it installs llvm-N (N = that version) when it is missing. Two release builds and about 2
-# minutes of training: 8 minutes on 2 cores with the dependencies already built once (478 s on
-# 2026-11-27), about 10 with every dependency built anew. The profile stays in target/pgo/ (it
+# it installs llvm-N (N = that version) when it is missing; python3 and nm (binutils) for the
+# link order. Two release builds, about 2 minutes of training and a second link of under a
+# minute: 5-8 minutes on 2 cores with the dependencies already built once (290 s on
+# 2026-11-27 at 22:56), about 10 with every dependency built anew. The profile stays in target/pgo/ (it
 # is tied to the source it was trained on: a later change only loses the profile of what it
 # touched). Code the training does not run (the control plane, the TCP/TLS relay, probing
 # sockets, `workers = 2`, boringtun in the node's loop) is optimised for size, laid out as cold.
@@ -57,7 +60,9 @@ RUSTFLAGS="-Cprofile-generate=$work/data" CARGO_TARGET_DIR="$work/gen" \
 say "2/4 training: scripts/bench.sh on a direct, a relayed and an IPv6 pair (log: target/pgo/train.log)"
 # Code the training never runs is laid out and optimised as cold: the IPv6 underlay is trained
 # too, so that a path over it keeps IPv4's speed.
-P2PVPN_BIN="$work/gen/release/p2pvpn" BENCH_PINGS=20 bash scripts/bench.sh \
+# One profile file per process (%p), so that step 3 can tell the nodes' profiles from the
+# server's and the CLI's.
+LLVM_PROFILE_FILE="$work/data/%p.profraw" P2PVPN_BIN="$work/gen/release/p2pvpn" BENCH_PINGS=20 bash scripts/bench.sh \
     --only p2pvpn,p2pvpn-relay,p2pvpn-v6 --rounds 2 --time 4 --no-install >"$work/train.log" 2>&1 ||
     die "the training run failed; its log: $work/train.log"
 shopt -s nullglob
@@ -67,14 +72,50 @@ raw=("$work"/data/*.profraw)
 say "3/4 merging ${#raw[@]} profiles with $profdata"
 "$profdata" merge -o "$work/p2pvpn.profdata" "${raw[@]}"
 
-say "4/4 optimised build (profile release-pgo)"
+# The link order (scripts/lib/link_order.py says why): the functions a node ran in training
+# first, then the standard library's, then what the server and the CLI ran. A node is a process
+# whose profile ran the main socket (io::main_socket).
+# executed FILE: "COUNT NAME" for each function FILE's profile ran (a counter above zero), most
+# called first, the name as the linker sees it (a local function's profile name is "FILE;NAME").
+executed() {
+    "$profdata" show --all-functions --counts "$1" | awk '
+        /^  [^ ].*:$/ { name = substr($0, 3, length($0) - 3); sub(/^.*;/, "", name); next }
+        /Block counts:/ {
+            gsub(/[^0-9,]/, ""); n = split($0, c, ","); m = 0
+            for (i = 1; i <= n; i++) if (c[i] + 0 > m) m = c[i] + 0
+            if (m > 0 && !seen[name]++) print m, name
+        }' | sort -s -k1,1nr
+}
+nodes=()
+for f in "${raw[@]}"; do
+    # grep -c reads to the end (grep -q would stop early, and pipefail take awk's SIGPIPE).
+    if [[ "$(executed "$f" | grep -c '2io11main_socket')" -gt 0 ]]; then nodes+=("$f"); fi
+done
+((${#nodes[@]} > 0)) || die "no node's profile among the ${#raw[@]} (log: $work/train.log)"
+"$profdata" merge -o "$work/node.profdata" "${nodes[@]}"
+executed "$work/node.profdata" >"$work/run-node.txt"
+executed "$work/p2pvpn.profdata" >"$work/run-all.txt"
+"$profdata" show --all-functions "$work/p2pvpn.profdata" |
+    awk '/^  [^ ].*:$/ { n = substr($0, 3, length($0) - 3); sub(/^.*;/, "", n); print n }' \
+        >"$work/profiled.txt"
+
+say "4/4 optimised build (profile release-pgo), linked twice"
 # The profile marks functions hot or unlikely (section prefixes .text.hot/.text.unlikely); the
 # linker keeps those groups apart only when asked, which packs the hot code (about 150 KB of a
 # 7 MB text) into few pages: 0.5 MiB less resident per node (README, Performance).
 # RUSTFLAGS replaces .cargo/config.toml's flags, so its -z pack-relative-relocs comes again here.
-RUSTFLAGS="-Cprofile-use=$work/p2pvpn.profdata -Clink-arg=-Wl,-z,keep-text-section-prefix \
--Clink-arg=-Wl,-z,pack-relative-relocs" \
-    cargo build --profile release-pgo --locked --bin p2pvpn >&2
+export RUSTFLAGS="-Cprofile-use=$work/p2pvpn.profdata -Clink-arg=-Wl,-z,keep-text-section-prefix \
+-Clink-arg=-Wl,-z,pack-relative-relocs"
 bin="${CARGO_TARGET_DIR:-target}/release-pgo/p2pvpn"
+# The first link gives the names the linker sees (ThinLTO's renamed functions, the standard
+# library's); the second, of the same objects, takes the order. The order goes to the binary's
+# own crate only (`cargo rustc`), so the second pass relinks without rebuilding a dependency.
+cargo rustc --profile release-pgo --locked --bin p2pvpn >&2
+[[ -x "$bin" ]] || die "no binary at $bin"
+python3 scripts/lib/link_order.py "$work/run-node.txt" "$work/run-all.txt" "$work/profiled.txt" \
+    "$bin" >"$work/order.txt" || die "could not write the link order"
+say "link order: $work/order.txt ($(wc -l <"$work/order.txt") functions; ${#nodes[@]} node profiles)"
+cargo rustc --profile release-pgo --locked --bin p2pvpn -- \
+    -Clink-arg=-Wl,--symbol-ordering-file="$work/order.txt" -Clink-arg=-Wl,--no-warn-symbol-ordering >&2
 [[ -x "$bin" ]] || die "no binary at $bin"
 echo "$bin"
