@@ -75,29 +75,31 @@ say "3/4 merging ${#raw[@]} profiles with $profdata"
 # The link order (scripts/lib/link_order.py says why): the functions a node ran in training
 # first, then the standard library's, then what the server and the CLI ran. A node is a process
 # whose profile ran the main socket (io::main_socket).
-# executed FILE: "COUNT NAME" for each function FILE's profile ran (a counter above zero), most
-# called first, the name as the linker sees it (a local function's profile name is "FILE;NAME").
-executed() {
-    "$profdata" show --all-functions --counts "$1" | awk '
-        /^  [^ ].*:$/ { name = substr($0, 3, length($0) - 3); sub(/^.*;/, "", name); next }
-        /Block counts:/ {
-            gsub(/[^0-9,]/, ""); n = split($0, c, ","); m = 0
-            for (i = 1; i <= n; i++) if (c[i] + 0 > m) m = c[i] + 0
-            if (m > 0 && !seen[name]++) print m, name
-        }' | sort -s -k1,1nr
+# functions FILE [all]: the name of each function FILE's profile ran (a counter above zero), or
+# with `all` of every function it has, once each and as the linker sees it (a local function's
+# profile name is "FILE;NAME").
+functions() {
+    "$profdata" show --all-functions --counts "$1" | awk -v all="${2:-}" '
+        /^  [^ ].*:$/ {
+            name = substr($0, 3, length($0) - 3); sub(/^.*;/, "", name)
+            if (all != "" && !seen[name]++) print name
+            next
+        }
+        all == "" && /Block counts:/ && !seen[name] {
+            gsub(/[^0-9,]/, ""); n = split($0, c, ",")
+            for (i = 1; i <= n; i++) if (c[i] + 0 > 0) { seen[name] = 1; print name; break }
+        }'
 }
 nodes=()
 for f in "${raw[@]}"; do
     # grep -c reads to the end (grep -q would stop early, and pipefail take awk's SIGPIPE).
-    if [[ "$(executed "$f" | grep -c '2io11main_socket')" -gt 0 ]]; then nodes+=("$f"); fi
+    if [[ "$(functions "$f" | grep -c '2io11main_socket')" -gt 0 ]]; then nodes+=("$f"); fi
 done
 ((${#nodes[@]} > 0)) || die "no node's profile among the ${#raw[@]} (log: $work/train.log)"
 "$profdata" merge -o "$work/node.profdata" "${nodes[@]}"
-executed "$work/node.profdata" >"$work/run-node.txt"
-executed "$work/p2pvpn.profdata" >"$work/run-all.txt"
-"$profdata" show --all-functions "$work/p2pvpn.profdata" |
-    awk '/^  [^ ].*:$/ { n = substr($0, 3, length($0) - 3); sub(/^.*;/, "", n); print n }' \
-        >"$work/profiled.txt"
+functions "$work/node.profdata" >"$work/run-node.txt"
+functions "$work/p2pvpn.profdata" >"$work/run-all.txt"
+functions "$work/p2pvpn.profdata" all >"$work/profiled.txt"
 
 say "4/4 optimised build (profile release-pgo), linked twice"
 # The profile marks functions hot or unlikely (section prefixes .text.hot/.text.unlikely); the

@@ -17,7 +17,7 @@ runs. The hot code (.text.hot, about 130 KB, all of it resident in any case) is 
 order altogether, so it keeps its layout exactly.
 
 Usage: link_order.py NODE_RUN ALL_RUN PROFILED BINARY > ORDER
-  NODE_RUN  "COUNT NAME" lines: the functions the nodes' profiles ran
+  NODE_RUN  the functions the nodes' profiles ran, one name per line
   ALL_RUN   the same for every profile of the training (server, CLI, nodes)
   PROFILED  every function name the profile has, run or not (one per line)
   BINARY    a first link of the same build, for the names the linker sees: ThinLTO renames a
@@ -41,9 +41,9 @@ SUFFIX = re.compile(r"\.llvm\.\d+$")
 
 
 def names(path):
-    """The NAME column of a "COUNT NAME" file, in order."""
+    """The names in a file of one name per line, in order."""
     with open(path, encoding="utf-8") as f:
-        return [line.split()[1] for line in f if len(line.split()) == 2]
+        return [line.strip() for line in f if line.strip()]
 
 
 def section_range(binary, name):
@@ -64,21 +64,18 @@ def main():
     if len(sys.argv) != 5:
         sys.exit(__doc__.split("Usage: ")[1].split("\n")[0])
     node_run, all_run, profiled_path, binary = sys.argv[1:]
-    with open(profiled_path, encoding="utf-8") as f:
-        profiled = {line.strip() for line in f}
+    profiled = set(names(profiled_path))
+    node = names(node_run)
     hot = section_range(binary, ".text.hot")
     nm = subprocess.run(
         ["nm", "--defined-only", binary], capture_output=True, text=True, check=True
     ).stdout
-    code, in_hot, address = [], set(), {}
-    for p in (line.split() for line in nm.splitlines()):
-        if len(p) == 3 and p[1] in "tTwW":
-            code.append(p[2])
-            address[p[2]] = int(p[0], 16)
-            if hot[0] <= int(p[0], 16) < hot[1]:
-                in_hot.add(p[2])
+    # Every function symbol and its address, in nm's (name) order.
+    address = {p[2]: int(p[0], 16) for p in (line.split() for line in nm.splitlines())
+               if len(p) == 3 and p[1] in "tTwW"}
+    in_hot = {sym for sym, at in address.items() if hot[0] <= at < hot[1]}
     promoted = {}
-    for sym in code:
+    for sym in address:
         base = SUFFIX.sub("", sym)
         if base != sym:
             promoted.setdefault(base, []).append(sym)
@@ -90,29 +87,30 @@ def main():
             seen.add(sym)
             order.append(sym)
 
-    def add_run(path):
-        # In the first link's order (the module docstring says why); a name the first link
-        # does not have (inlined everywhere) sorts last and the linker skips it.
+    def add_run(run):
+        # In the first link's order (the module docstring says why), names at one address (one
+        # section) by name; a name the first link does not have (inlined everywhere) sorts last
+        # and the linker skips it.
         syms = []
-        for name in names(path):
+        for name in run:
             syms.append(name)
             syms.extend(promoted.get(name, []))
-        for sym in sorted(syms, key=lambda sym: address.get(sym, 1 << 64)):
+        for sym in sorted(syms, key=lambda sym: (address.get(sym, 1 << 64), sym)):
             add(sym)
 
     # The node's code, then the runtime every process runs (next to it, so that a node's
     # windows stay together), then what only the server and the CLI ran.
-    add_run(node_run)
+    add_run(node)
     runtime = 0
-    for sym in code:
+    for sym in address:
         if RUNTIME.match(sym) and not BACKTRACE.search(sym) and SUFFIX.sub("", sym) not in profiled:
             if sym not in seen:
                 runtime += 1
             add(sym)
-    add_run(all_run)
+    add_run(names(all_run))
     sys.stdout.write("\n".join(order) + "\n")
     print(
-        f"{len(names(node_run))} functions a node ran, {len(order)} listed, "
+        f"{len(node)} functions a node ran, {len(order)} listed, "
         f"{runtime} from the unprofiled runtime",
         file=sys.stderr,
     )
