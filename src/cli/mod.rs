@@ -14,6 +14,7 @@ mod netcheck;
 mod network;
 mod network_acl;
 mod node;
+mod parse;
 mod ping;
 mod preflight;
 mod printable;
@@ -121,6 +122,32 @@ pub struct ServerDir {
     pub store: Option<String>,
 }
 
+// The options of `p2pvpn up` (a plain comment: the help text is `Command::Up`'s, and a doc
+// comment here would compete with it). A struct of their own for `parse::up_only`.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub target: NetworkArg,
+    /// Serve Prometheus metrics (peers by path, bytes per peer, drops, punching) on
+    /// http://ADDR:PORT/metrics; loopback addresses only, e.g. 127.0.0.1:9101.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Go ahead even though the network's range overlaps a route this host already has
+    /// (or set `allow_route_overlap = true` in the network's config).
+    #[arg(long)]
+    pub allow_overlap: bool,
+    /// The TUN device's MTU for this run (576-9000), instead of the config's `mtu` or the
+    /// size derived from the underlay's route MTU.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(576..=9000))]
+    pub mtu: Option<u16>,
+    /// Ask the gateway for no port mapping (UPnP IGD, NAT-PMP, PCP) in this run, as
+    /// `portmap = false` in the network's config does.
+    #[arg(long)]
+    pub no_portmap: bool,
+    #[command(flatten)]
+    pub dirs: NodeDirs,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the rendezvous server in the foreground.
@@ -180,28 +207,7 @@ pub enum Command {
     /// network's config, default NETWORK.p2p) on its overlay address, UDP port 53, and
     /// registers that suffix with systemd-resolved where it manages the host's DNS; elsewhere
     /// it logs the line to add. It never rewrites /etc/resolv.conf.
-    Up {
-        #[command(flatten)]
-        target: NetworkArg,
-        /// Serve Prometheus metrics (peers by path, bytes per peer, drops, punching) on
-        /// http://ADDR:PORT/metrics; loopback addresses only, e.g. 127.0.0.1:9101.
-        #[arg(long, value_name = "ADDR:PORT")]
-        metrics: Option<std::net::SocketAddr>,
-        /// Go ahead even though the network's range overlaps a route this host already has
-        /// (or set `allow_route_overlap = true` in the network's config).
-        #[arg(long)]
-        allow_overlap: bool,
-        /// The TUN device's MTU for this run (576-9000), instead of the config's `mtu` or the
-        /// size derived from the underlay's route MTU.
-        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(576..=9000))]
-        mtu: Option<u16>,
-        /// Ask the gateway for no port mapping (UPnP IGD, NAT-PMP, PCP) in this run, as
-        /// `portmap = false` in the network's config does.
-        #[arg(long)]
-        no_portmap: bool,
-        #[command(flatten)]
-        dirs: NodeDirs,
-    },
+    Up(UpArgs),
     /// Check this host and the running node, and explain a peer's path: both NAT profiles, the
     /// techniques tried for the pair and their outcome, and what would fix a relayed path.
     #[command(after_help = exit_code::DOCTOR_HELP)]
@@ -476,8 +482,32 @@ pub enum NetworkCommand {
     },
 }
 
+/// `p2pvpn up`: one network in the foreground, or every joined one in this process.
+async fn run_up(up: UpArgs) -> Result<()> {
+    let UpArgs {
+        target,
+        metrics,
+        allow_overlap,
+        mtu,
+        no_portmap,
+        dirs,
+    } = up;
+    let mut networks = resolve::up_networks(
+        target.network_name.as_deref(),
+        target.network.as_deref(),
+        &dirs.dirs(),
+    )?;
+    let dirs = dirs.dirs();
+    if networks.len() == 1 {
+        let network = networks.remove(0);
+        node::up(&network, &dirs, metrics, allow_overlap, mtu, no_portmap).await
+    } else {
+        up_all::run(networks, &dirs, metrics, allow_overlap, mtu, no_portmap).await
+    }
+}
+
 pub fn run() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = parse::parse();
     // Output-only commands need no logging and no runtime.
     match cli.command {
         Command::Completions { shell } => {
@@ -511,8 +541,14 @@ pub fn run() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // `up` runs outside the dispatch below: a node then never runs the other commands' code,
+    // which keeps it out of the pages a node maps (scripts/lib/link_order.py).
+    let command = match cli.command {
+        Command::Up(up) => return runtime.block_on(run_up(up)),
+        command => command,
+    };
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Server {
                 listen,
                 tls_listen,
@@ -539,38 +575,7 @@ pub fn run() -> Result<()> {
             }
             Command::Network(cmd) => network::run(cmd),
             Command::Join { token, name, dirs } => node::join(&token, name, &dirs.dirs()).await,
-            Command::Up {
-                target,
-                metrics,
-                allow_overlap,
-                mtu,
-                no_portmap,
-                dirs,
-            } => {
-                let mut networks = resolve::up_networks(
-                    target.network_name.as_deref(),
-                    target.network.as_deref(),
-                    &dirs.dirs(),
-                )?;
-                match networks.len() {
-                    1 => {
-                        let network = networks.remove(0);
-                        node::up(
-                            &network,
-                            &dirs.dirs(),
-                            metrics,
-                            allow_overlap,
-                            mtu,
-                            no_portmap,
-                        )
-                        .await
-                    }
-                    _ => {
-                        let dirs = dirs.dirs();
-                        up_all::run(networks, &dirs, metrics, allow_overlap, mtu, no_portmap).await
-                    }
-                }
-            }
+            Command::Up(up) => run_up(up).await, // taken above
             Command::Doctor {
                 peer,
                 network,

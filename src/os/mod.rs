@@ -14,5 +14,7 @@ mod windows;
 #[cfg(windows)]
 pub use windows::*;
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod libm;
 pub mod malloc;
 pub mod sddl;
