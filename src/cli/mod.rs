@@ -492,12 +492,12 @@ async fn run_up(up: UpArgs) -> Result<()> {
         no_portmap,
         dirs,
     } = up;
+    let dirs = dirs.dirs();
     let mut networks = resolve::up_networks(
         target.network_name.as_deref(),
         target.network.as_deref(),
-        &dirs.dirs(),
+        &dirs,
     )?;
-    let dirs = dirs.dirs();
     if networks.len() == 1 {
         let network = networks.remove(0);
         node::up(&network, &dirs, metrics, allow_overlap, mtu, no_portmap).await
