@@ -10,8 +10,11 @@ text among the server's and the CLI's, so a node kept far more of it resident th
 a node ran in training first, then the standard library's precompiled code, then the rest that
 training ran (the server, the CLI), packs what a node touches into as few windows as possible.
 
-Within each group the functions keep the first link's order, which is the compiler's: a function
-stays beside the others of its module. Sorted by call count instead, the data path's functions
+Within the node's group and the server's and CLI's, the functions keep the first link's order,
+which is the compiler's: a function stays beside the others of its module. The runtime group
+between them is in nm's order, by name (no profile says which of it a node runs; putting what
+the node's code reaches first gained 64 KiB in a model of one node's functions: notes,
+issue11-next.md, stop 28). Sorted by call count instead, the data path's functions
 from different modules interleaved and a ping's round trip was about 6% slower over six paired
 runs. The hot code (.text.hot, about 130 KB, all of it resident in any case) is left out of the
 order altogether, so it keeps its layout exactly.
@@ -70,7 +73,8 @@ def main():
     nm = subprocess.run(
         ["nm", "--defined-only", binary], capture_output=True, text=True, check=True
     ).stdout
-    # Every function symbol and its address, in nm's (name) order.
+    # Every function symbol and its address, in nm's (name) order: the runtime group below
+    # keeps it.
     address = {p[2]: int(p[0], 16) for p in (line.split() for line in nm.splitlines())
                if len(p) == 3 and p[1] in "tTwW"}
     in_hot = {sym for sym, at in address.items() if hot[0] <= at < hot[1]}
