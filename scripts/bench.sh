@@ -7,9 +7,9 @@
 # are interleaved (round 1: every system, round 2: every system, ...); the table
 # shows the median per system, the CPU time both tunnel processes spent per Gbit
 # carried (user + system, from /proc/PID/stat around each iperf3 run; for the relayed
-# path the server's too), and the RSS
-# of each tunnel process idle (VmRSS after setup, before any load) and at its peak
-# (VmHWM, after all rounds).
+# path the server's too), and the RSS of each tunnel process idle (VmRSS once set up and
+# settled, before any load), under load (the highest VmRSS sampled every 0.5 s during the TCP
+# runs) and at its peak since it started (VmHWM, after all rounds: start-up included).
 #
 # Systems: raw (no tunnel), p2pvpn (direct path), p2pvpn-relay (p2pvpn through the
 # server's UDP relay: its own server on a:7410 with the relay limits raised, and an
@@ -41,7 +41,12 @@
 #                  same count over an idle window of the same length (a second set of
 #                  pings, after the timed one, and 4 s idle per system and round);
 #                  printed under the table
-#   BENCH_SMAPS_DIR=DIR  keep each idle tunnel process's /proc/PID/smaps in DIR
+#   BENCH_SMAPS_DIR=DIR  keep each idle tunnel process's /proc/PID/smaps in DIR (and, as
+#                  SYSTEM-LABEL.load.smaps, at its highest RSS sampled under load)
+#   BENCH_SETTLE   seconds from the last setup ping to the idle RSS reading (default 10): a
+#                  p2pvpn node gives back the pages it ran only to start once its control
+#                  plane has been quiet for 5 s (src/io/settle.rs); the other systems' RSS
+#                  does not move after their setup
 #   BENCH_SCHED=1  also record the scheduler (`perf sched record`, system-wide) over a third
 #                  set of pings and print, per system, how long its tunnel threads waited
 #                  between being woken and running (median and 90th percentile of
@@ -324,13 +329,14 @@ setup_p2pvpn-relay() {
     local rc=0
     lab_wait_ready 30 p2pvpn-relay-server "p2pvpn server listening on" || rc=$?
     ((rc == 0)) || { NA[p2pvpn-relay]="relay server did not start"; return 1; }
-    # The relay server is part of this path: its CPU and memory are counted with the nodes'.
-    TUNPIDS[p2pvpn-relay]+="p2pvpn-relay-server "
     lab_exec a timeout 20 "$P2P_BIN" network create benchr --cidr 10.77.1.0/24 --state-dir "$st" >&2 ||
         { NA[p2pvpn-relay]="network create failed"; return 1; }
     # Direct node-to-node UDP dropped both ways: a's node is 51900, b's 51901.
     join_fixed_ports p2pvpn-relay benchr relay 51900 "$st" || return 1
     start_pair p2pvpn-relay benchr relay_path_up "no relayed path in 30 s" || return 1
+    # The relay server is part of this path: its CPU and memory are counted with the nodes'
+    # (listed after them: the table reads a / b / server).
+    TUNPIDS[p2pvpn-relay]+="p2pvpn-relay-server "
     [[ "$(p2p_peer_path a benchr relay-b)" == relay ]] || { NA[p2pvpn-relay]="path is not the relay"; return 1; }
 }
 
@@ -429,7 +435,8 @@ rss_split() {
 }
 declare -A IDLE_RSS=()
 declare -A IDLE_SPLIT=()
-sleep 2 # let every tunnel settle after its setup ping before reading idle memory
+# Let every tunnel settle after its setup ping before reading idle memory (BENCH_SETTLE above).
+sleep "${BENCH_SETTLE:-10}"
 for s in "${SYSTEMS[@]}"; do
     [[ -z "${NA[$s]:-}" ]] || continue
     IDLE_RSS[$s]="$(rss_now "$s" VmRSS)"
@@ -493,13 +500,42 @@ sched_stat() {
 ping_set() {  # ping_set TARGET : one set of pings from a (the timed one, and the counted ones)
     lab_exec a timeout "$PING_LIMIT" ping -q -c "$PINGS" -i "$PING_INTERVAL" -W 2 "$1"
 }
+# load_rss SYSTEM : every 0.5 s until killed (at most DURATION + 30 s), a line of each tunnel
+# process's VmRSS in KiB to $RES/SYSTEM.loadrss; with BENCH_SMAPS_DIR, each process's smaps at
+# its highest sample so far to DIR/SYSTEM-LABEL.load.smaps.
+load_rss() {
+    local l pid i line kib
+    local -A top=()
+    for ((i = 0; i < 2 * (DURATION + 30); i++)); do
+        line=""
+        for l in ${TUNPIDS[$1]:-}; do
+            pid="$(lab_pid "$l")"
+            kib="$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status" 2>/dev/null || true)"
+            line+=" ${kib:-0}"
+            if [[ -n "${BENCH_SMAPS_DIR:-}" && ${kib:-0} -gt ${top[$l]:-0} ]]; then
+                top[$l]=$kib
+                cp "/proc/$pid/smaps" "$BENCH_SMAPS_DIR/$1-$l.load.smaps" 2>/dev/null || true
+            fi
+        done
+        echo "$line" >>"$RES/$1.loadrss"
+        sleep 0.5
+    done
+}
+# rss_load SYSTEM : the highest VmRSS sampled under load per tunnel process, MiB, "a / b"
+rss_load() {
+    [[ -s "$RES/$1.loadrss" ]] || { printf -- '-'; return; }
+    awk '{ for (i = 1; i <= NF; i++) if ($i > m[i]) m[i] = $i; if (NF > n) n = NF }
+        END { for (i = 1; i <= n; i++) printf "%s%.1f", (i > 1 ? " / " : ""), m[i] / 1024 }' "$RES/$1.loadrss"
+}
 measure() {  # measure SYSTEM ROUND
-    local s="$1" r="$2" t="${TARGET[$1]}" json mbps rtt c0 c1 cpg=""
+    local s="$1" r="$2" t="${TARGET[$1]}" json mbps rtt c0 c1 cpg="" sampler=""
     json="$LAB_TMP/$s-iperf-$r.json"
     c0="$(cpu_ticks "$s")"
+    if [[ -n "${TUNPIDS[$s]:-}" ]]; then load_rss "$s" & sampler=$!; fi
     if lab_exec a timeout $((DURATION + 20)) iperf3 -c "$t" -p 5201 -t "$DURATION" -J >"$json" 2>"$json.err"; then
         mbps="$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.0f" % (j["end"]["sum_received"]["bits_per_second"]/1e6))' "$json" 2>/dev/null || echo "")"
     fi
+    if [[ -n "$sampler" ]]; then kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true; fi
     c1="$(cpu_ticks "$s")"
     # CPU seconds (both ends) per Gbit carried: ticks/HZ over (Mbit/s * seconds / 1000).
     if [[ -n "${mbps:-}" && "$mbps" != 0 && -n "${TUNPIDS[$s]:-}" ]]; then
@@ -539,10 +575,11 @@ rounds_of() { paste -sd, "$1" | sed 's/,/, /g'; }
 echo
 echo "Data plane, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), ${ROUNDS} interleaved round(s), iperf3 TCP ${DURATION} s (receiver) + $PINGS pings (-i $PING_INTERVAL); median shown"
 [[ -z "${P2P_BIN:-}" ]] || echo "p2pvpn binary: $P2P_BIN"
-echo "CPU s/Gbit: user+system CPU seconds of the tunnel processes per Gbit carried. RSS in MiB, a / b (/ relay server)."
+echo "CPU s/Gbit: user+system CPU seconds of the tunnel processes per Gbit carried. RSS in MiB, a / b (/ relay server):"
+echo "idle ${BENCH_SETTLE:-10} s after setup; under load, the highest VmRSS sampled every 0.5 s during TCP; peak, VmHWM since start."
 echo
-echo "| system | TCP Mbit/s | ping RTT ms | CPU s/Gbit | RSS idle | RSS peak | TCP per round | RTT per round |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| system | TCP Mbit/s | ping RTT ms | CPU s/Gbit | RSS idle | RSS under load | RSS peak | TCP per round | RTT per round |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for s in "${SYSTEMS[@]}"; do
     ver=""
     case "$s" in
@@ -556,11 +593,11 @@ for s in "${SYSTEMS[@]}"; do
     esac
     name+="${ver:+ $ver}"
     if [[ -n "${NA[$s]:-}" ]]; then
-        echo "| $name | n/a (${NA[$s]}) | n/a | | | | | |"
+        echo "| $name | n/a (${NA[$s]}) | n/a | | | | | | |"
         continue
     fi
     cpu="-"; [[ -n "${TUNPIDS[$s]:-}" ]] && cpu="$(median "$RES/$s.cpu" '%.2f')"
-    echo "| $name | $(median "$RES/$s.tcp" '%.0f') | $(median "$RES/$s.rtt" '%.3f') | $cpu | ${IDLE_RSS[$s]:--} | $(rss_now "$s" VmHWM) | $(rounds_of "$RES/$s.tcp") | $(rounds_of "$RES/$s.rtt") |"
+    echo "| $name | $(median "$RES/$s.tcp" '%.0f') | $(median "$RES/$s.rtt" '%.3f') | $cpu | ${IDLE_RSS[$s]:--} | $(rss_load "$s") | $(rss_now "$s" VmHWM) | $(rounds_of "$RES/$s.tcp") | $(rounds_of "$RES/$s.rtt") |"
 done
 echo
 echo "RSS idle, anonymous + file-backed MiB (RssAnon + RssFile):"

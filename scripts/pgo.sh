@@ -54,8 +54,12 @@ work="$PWD/target/pgo"
 rm -rf -- "$work/data"
 mkdir -p "$work/data"
 say "1/4 instrumented build (target/pgo/gen)"
+# `--cfg p2pvpn_pgo_phases`, for the binary's own crate only (src/pgo_training.rs): a node
+# writes what it ran once settled, and its teardown, to files of their own, for the link
+# order. The library and the dependencies are built exactly as the optimised build's, so that
+# the profile matches their code.
 RUSTFLAGS="-Cprofile-generate=$work/data" CARGO_TARGET_DIR="$work/gen" \
-    cargo build --release --locked --bin p2pvpn >&2
+    cargo rustc --release --locked --bin p2pvpn -- --cfg p2pvpn_pgo_phases >&2
 
 say "2/4 training: scripts/bench.sh on a direct, a relayed and an IPv6 pair (log: target/pgo/train.log)"
 # Code the training never runs is laid out and optimised as cold: the IPv6 underlay is trained
@@ -98,6 +102,16 @@ done
 ((${#nodes[@]} > 0)) || die "no node's profile among the ${#raw[@]} (log: $work/train.log)"
 "$profdata" merge -o "$work/node.profdata" "${nodes[@]}"
 functions "$work/node.profdata" >"$work/run-node.txt"
+# What the nodes ran once settled and until told to stop (src/pgo_training.rs):
+# %p.settled.profraw.
+settled=("$work"/data/*.settled.profraw)
+if ((${#settled[@]} > 0)); then
+    "$profdata" merge -o "$work/settled.profdata" "${settled[@]}"
+    functions "$work/settled.profdata" >"$work/run-settled.txt"
+else
+    say "no node settled during the training: the link order has no settled group"
+    : >"$work/run-settled.txt"
+fi
 functions "$work/p2pvpn.profdata" >"$work/run-all.txt"
 functions "$work/p2pvpn.profdata" all >"$work/profiled.txt"
 
@@ -114,9 +128,10 @@ bin="${CARGO_TARGET_DIR:-target}/release-pgo/p2pvpn"
 # own crate only (`cargo rustc`), so the second pass relinks without rebuilding a dependency.
 cargo rustc --profile release-pgo --locked --bin p2pvpn >&2
 [[ -x "$bin" ]] || die "no binary at $bin"
-python3 scripts/lib/link_order.py "$work/run-node.txt" "$work/run-all.txt" "$work/profiled.txt" \
+python3 scripts/lib/link_order.py "$work/run-settled.txt" "$work/run-node.txt" "$work/run-all.txt" \
+    "$work/profiled.txt" \
     "$bin" >"$work/order.txt" || die "could not write the link order"
-say "link order: $work/order.txt ($(wc -l <"$work/order.txt") functions; ${#nodes[@]} node profiles)"
+say "link order: $work/order.txt ($(wc -l <"$work/order.txt") functions; ${#nodes[@]} node profiles, ${#settled[@]} settled)"
 cargo rustc --profile release-pgo --locked --bin p2pvpn -- \
     -Clink-arg=-Wl,--symbol-ordering-file="$work/order.txt" -Clink-arg=-Wl,--no-warn-symbol-ordering >&2
 [[ -x "$bin" ]] || die "no binary at $bin"

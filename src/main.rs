@@ -1,7 +1,16 @@
 //! The `p2pvpn` binary: parses the command line and reports errors with their causes.
 
+// Only in `scripts/pgo.sh`'s instrumented build: the training's profile, phase by phase.
+#[cfg(p2pvpn_pgo_phases)]
+mod pgo_training;
+#[cfg(not(p2pvpn_pgo_phases))]
+mod pgo_training {
+    pub fn install() {}
+}
+
 fn main() -> std::process::ExitCode {
     quiet_broken_pipe();
+    pgo_training::install();
     match p2pvpn::cli::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

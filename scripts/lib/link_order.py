@@ -10,6 +10,12 @@ text among the server's and the CLI's, so a node kept far more of it resident th
 a node ran in training first, then the standard library's precompiled code, then the rest that
 training ran (the server, the CLI), packs what a node touches into as few windows as possible.
 
+A settled node gives its pages back (src/os/trim.rs) and maps again only what it still runs, so
+the node's functions come in two groups: first those it ran after it settled (a training node
+writes that part of its profile apart, src/os/pgo_phase.rs: the data path, timers, keepalives),
+with the runtime right after them; then those it ran only to start. Otherwise the start-up code
+shares the settled code's windows and maps them all back.
+
 Within the node's group and the server's and CLI's, the functions keep the first link's order,
 which is the compiler's: a function stays beside the others of its module. The runtime group
 between them is in nm's order, by name (no profile says which of it a node runs; putting what
@@ -19,7 +25,8 @@ from different modules interleaved and a ping's round trip was about 6% slower o
 runs. The hot code (.text.hot, about 130 KB, all of it resident in any case) is left out of the
 order altogether, so it keeps its layout exactly.
 
-Usage: link_order.py NODE_RUN ALL_RUN PROFILED BINARY > ORDER
+Usage: link_order.py SETTLED NODE_RUN ALL_RUN PROFILED BINARY > ORDER
+  SETTLED   the functions the nodes ran once settled, one name per line (may be empty)
   NODE_RUN  the functions the nodes' profiles ran, one name per line
   ALL_RUN   the same for every profile of the training (server, CLI, nodes)
   PROFILED  every function name the profile has, run or not (one per line)
@@ -64,9 +71,10 @@ def section_range(binary, name):
 
 
 def main():
-    if len(sys.argv) != 5:
+    if len(sys.argv) != 6:
         sys.exit(__doc__.split("Usage: ")[1].split("\n")[0])
-    node_run, all_run, profiled_path, binary = sys.argv[1:]
+    settled_run, node_run, all_run, profiled_path, binary = sys.argv[1:]
+    settled = names(settled_run)
     profiled = set(names(profiled_path))
     node = names(node_run)
     hot = section_range(binary, ".text.hot")
@@ -102,20 +110,22 @@ def main():
         for sym in sorted(syms, key=lambda sym: (address.get(sym, 1 << 64), sym)):
             add(sym)
 
-    # The node's code, then the runtime every process runs (next to it, so that a node's
-    # windows stay together), then what only the server and the CLI ran.
-    add_run(node)
+    # The settled node's code, the runtime every process runs (next to it, so that a node's
+    # windows stay together), the node's start-up, then what only the server and the CLI ran.
+    add_run(settled)
+    first = len(order)
     runtime = 0
     for sym in address:
         if RUNTIME.match(sym) and not BACKTRACE.search(sym) and SUFFIX.sub("", sym) not in profiled:
             if sym not in seen:
                 runtime += 1
             add(sym)
+    add_run(node)
     add_run(names(all_run))
     sys.stdout.write("\n".join(order) + "\n")
     print(
-        f"{len(node)} functions a node ran, {len(order)} listed, "
-        f"{runtime} from the unprofiled runtime",
+        f"{len(node)} functions a node ran, {first} of them (with renames) once settled, "
+        f"{len(order)} listed, {runtime} from the unprofiled runtime",
         file=sys.stderr,
     )
 

@@ -31,6 +31,7 @@ pub mod server_state_pg;
 pub mod server_udp;
 pub mod server_watch;
 pub mod service;
+pub mod settle;
 pub mod signals;
 pub mod sock_buf;
 pub mod split_dns;

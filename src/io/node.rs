@@ -157,6 +157,8 @@ struct Driver {
     /// channel to this task.
     workers: Option<super::workers::Workers>,
     to_core: mpsc::Sender<super::workers::ToCore>,
+    /// When to give back start-up pages (`io::settle`, `os::trim`), from the TUN device on.
+    settle: super::settle::Settle,
 }
 
 /// Runs the node until a signal or `down`; `metrics` serves Prometheus text on that address.
@@ -265,6 +267,7 @@ async fn run_until_stopped(
         servers_file: dirs.servers_file(&network),
         workers: None,
         to_core,
+        settle: Default::default(),
     };
     let learned = super::learned_servers::load(&d.servers_file);
     if !learned.is_empty() {
@@ -314,6 +317,8 @@ async fn run_until_stopped(
     tokio::pin!(stop_requested);
     let timer = tokio::time::sleep(Duration::from_secs(1));
     tokio::pin!(timer);
+    let settle_timer = tokio::time::sleep(Duration::from_secs(1));
+    tokio::pin!(settle_timer);
 
     loop {
         d.connect_if_due();
@@ -324,6 +329,11 @@ async fn run_until_stopped(
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
+        }
+        if let Some(at) = d.settle.due().map(Instant::from_std) {
+            if settle_timer.deadline() != at {
+                settle_timer.as_mut().reset(at);
+            }
         }
         tokio::select! {
             _ = &mut stop_requested => break,
@@ -395,6 +405,7 @@ async fn run_until_stopped(
                 d.node.set_port_mapping(mapping);
             }
             _ = underlay_tick.tick() => d.check_underlay(),
+            _ = &mut settle_timer, if d.settle.due().is_some() => d.trim_if_settled(),
         }
         d.drain().await?;
         if let Some(w) = &d.workers {
@@ -406,6 +417,8 @@ async fn run_until_stopped(
             }
         }
     }
+    // Teardown from here on (the training keeps it out of the settled node's code).
+    crate::os::pgo_phase::mark(crate::os::pgo_phase::Phase::Stopping);
     if let Some(m) = mapper {
         m.stop().await;
     }
@@ -729,12 +742,32 @@ impl Driver {
         }
         while let Some(event) = self.node.poll_event() {
             self.handle_node_event(event).await?;
+            // Every event is a change of the control plane; the quiet spell counts from the
+            // TUN device on (before it the node is still starting).
+            if self.tun.is_some() {
+                self.settle.changed(std::time::Instant::now());
+            }
         }
         // Packets relayed through the control stream (UDP to the server is blocked).
         while let Some(packet) = self.node.poll_tun_packet() {
             write_tun(&mut self.tun, &packet).await;
         }
         Ok(())
+    }
+
+    /// Gives back the pages of code and constants the node ran only to start or to change,
+    /// once its control plane has been quiet (`io::settle`).
+    fn trim_if_settled(&mut self) {
+        if !self.settle.fire(std::time::Instant::now()) {
+            return;
+        }
+        // The profile-guided build's training tells the settled node's code from the rest here.
+        crate::os::pgo_phase::mark(crate::os::pgo_phase::Phase::Settled);
+        let kib = crate::os::trim::trim();
+        tracing::debug!(
+            kib,
+            "control plane quiet: start-up pages given back (os::trim)"
+        );
     }
 
     async fn handle_node_event(&mut self, event: NodeEvent) -> Result<()> {

@@ -19,9 +19,13 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Messages read per `recvmmsg`. Each buffer holds a whole GRO super-datagram (up to 64 KiB),
-/// so this is the memory knob: 4 x 64 KiB is enough to keep the decrypt loop fed without
-/// holding more than a quarter MiB of receive buffers.
-pub const RECV_BUFS: usize = 4;
+/// so this is the memory knob: 2 x 64 KiB keeps the decrypt loop fed (about 45 datagrams a
+/// read) and holds an eighth of a MiB. Four held a quarter; with 32 TUN write slots that was
+/// 0.7 MiB more resident on the receiving end of a bulk transfer for about 10% more TCP
+/// (2026-11-28, `BENCH_SMAPS_DIR=DIR scripts/bench.sh --only p2pvpn`, release builds, two
+/// runs each: receiver anonymous 2188-2264 against 1516-1520 KiB, 4246-4417 against
+/// 3571-4006 Mbit/s; boringtun-cli carries about 500 in the same lab).
+pub const RECV_BUFS: usize = 2;
 
 /// The largest UDP payload of one IPv4 message (65535 minus the IP and UDP headers); a GSO
 /// run's total must fit in it.

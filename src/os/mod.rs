@@ -17,4 +17,6 @@ pub use windows::*;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod libm;
 pub mod malloc;
+pub mod pgo_phase;
 pub mod sddl;
+pub mod trim;

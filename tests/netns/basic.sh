@@ -241,6 +241,27 @@ check "d2 bob, alice and the server still run after garbage" d_alive
 check "d3 ping alice -> bob still works after garbage" ping3 alice "$BOB_VIP"
 check "d4 ping bob -> alice still works after garbage" ping3 bob "$ALICE_VIP"
 
+# ---------------------------------------------------------------- t
+# A node whose control plane has been quiet for 5 s gives back the pages it ran only to start
+# (src/io/settle.rs, src/os/trim.rs): its RSS falls well below its peak, and it keeps working.
+t_trimmed() {  # t_trimmed LABEL : VmRSS at least 1 MiB below VmHWM within 20 s
+    local pid rss hwm i
+    pid="$(lab_pid "$1")"
+    for ((i = 0; i < 40; i++)); do
+        rss="$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status" 2>/dev/null || true)"
+        hwm="$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$pid/status" 2>/dev/null || true)"
+        [[ -n "$rss" && -n "$hwm" ]] || { why "$1 is gone"; return 1; }
+        if ((rss + 1024 <= hwm)); then note "$1: VmRSS $rss KiB, VmHWM $hwm KiB"; return 0; fi
+        sleep 0.5
+    done
+    why "$1 still maps $rss KiB against a peak of $hwm KiB after 20 s"
+    return 1
+}
+check "t1 quiet, alice gives back her start-up pages (VmRSS >= 1 MiB below VmHWM)" t_trimmed alice-up
+check "t2 quiet, bob gives back his start-up pages (VmRSS >= 1 MiB below VmHWM)" t_trimmed bob-up
+check "t3 ping alice -> bob after the trim" ping3 alice "$BOB_VIP"
+check "t4 ping bob -> alice after the trim" ping3 bob "$ALICE_VIP"
+
 # ---------------------------------------------------------------- e
 SPOOF=10.77.0.200
 e_spoof() {

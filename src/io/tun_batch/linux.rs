@@ -13,11 +13,12 @@ const _: () = assert!(gro::HDR_LEN == VIRTIO_NET_HDR_LEN);
 
 /// Decrypted packets coalesced per TUN write batch. A slot that heads a GRO super-packet grows
 /// by the packets appended to it, so a head holds at most WRITE_SLOTS packets and every slot
-/// can be a head at some time: 32 slots of at most 32 x MTU bytes bound the resident write
-/// buffers at about 1.4 MiB (64 slots of up to 64 KiB could reach 4 MiB; 128 measured 16.6 MiB
-/// peak RSS on the receiving end of a bulk transfer). The memory knob of issue 11: 32 packets
-/// of 1420 bytes still make 45 KiB super-packets for the kernel.
-const WRITE_SLOTS: usize = 32;
+/// can be a head at some time: 16 slots of at most 16 x MTU bytes bound the resident write
+/// buffers at about 0.35 MiB (32 slots: 1.4 MiB; 128 measured 16.6 MiB peak RSS on the
+/// receiving end of a bulk transfer). The memory knob of issue 11, with `udp_batch::RECV_BUFS`
+/// (which says what the pair of them cost and gave): 16 packets of 1420 bytes still make
+/// 22 KiB super-packets for the kernel.
+const WRITE_SLOTS: usize = 16;
 
 pub struct TunIo {
     dev: Arc<AsyncDevice>,
