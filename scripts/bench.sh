@@ -21,7 +21,7 @@
 #
 # Usage (root): scripts/bench.sh [--rounds N] [--only SYSTEM[,SYSTEM...]] [--time S] [--no-install]
 #   P2PVPN_BIN     p2pvpn binary (default: the shipped build, profile-guided: scripts/pgo.sh,
-#                  target/release-pgo/p2pvpn, about 8 minutes; BENCH_BUILD=release for a plain
+#                  target/release-pgo/p2pvpn, about 10 minutes; BENCH_BUILD=release for a plain
 #                  `cargo build --release`, target/release/p2pvpn)
 #   BORINGTUN_BIN  boringtun-cli binary (default: PATH, then $BENCH_TOOLS/bin, else
 #                  `cargo install boringtun-cli --version $BORINGTUN_VERSION --root $BENCH_TOOLS`)
@@ -43,6 +43,8 @@
 #                  printed under the table
 #   BENCH_SMAPS_DIR=DIR  keep each idle tunnel process's /proc/PID/smaps in DIR (and, as
 #                  SYSTEM-LABEL.load.smaps, at its highest RSS sampled under load)
+#   BENCH_HOLD=S   after the rounds, keep every tunnel up S s more with a ping a second (the
+#                  PGO training's, so that its sessions rekey while settled); default 0
 #   BENCH_SETTLE   seconds from the last setup ping to the idle RSS reading (default 10): a
 #                  p2pvpn node gives back the pages it ran only to start once its control
 #                  plane has been quiet for 5 s (src/io/settle.rs); the other systems' RSS
@@ -158,7 +160,7 @@ if want_system p2pvpn || want_system p2pvpn-relay || want_system p2pvpn-v6; then
         cargo build --release >&2 || NA[p2pvpn]="cargo build --release failed"
     elif [[ -z "${P2PVPN_BIN:-}" ]]; then
         # What scripts/package-deb.sh ships: the benchmark measures the product.
-        log "scripts/pgo.sh: the profile-guided build the package ships (about 8 minutes)"
+        log "scripts/pgo.sh: the profile-guided build the package ships (about 10 minutes)"
         if P2PVPN_BIN="$(bash scripts/pgo.sh | tail -n 1)"; then export P2PVPN_BIN
         else NA[p2pvpn]="scripts/pgo.sh failed (BENCH_BUILD=release measures a plain build)"; fi
     fi
@@ -562,6 +564,20 @@ for ((r = 1; r <= ROUNDS; r++)); do
         measure "$s" "$r"
     done
 done
+# BENCH_HOLD (pgo.sh's training): every tunnel stays up that many seconds more with a ping a
+# second through it (bounded: one ping per second, HOLD of them), so that each session rekeys
+# (WireGuard's REKEY_AFTER_TIME, 120 s) while the nodes are settled.
+if ((${BENCH_HOLD:-0} > 0)); then
+    log "holding every tunnel ${BENCH_HOLD} s more, a ping a second"
+    holders=()
+    for s in "${SYSTEMS[@]}"; do
+        [[ -z "${NA[$s]:-}" && -n "${TARGET[$s]:-}" ]] || continue
+        lab_exec a timeout $((BENCH_HOLD + 10)) ping -q -c "$BENCH_HOLD" -i 1 -W 2 "${TARGET[$s]}" \
+            >/dev/null 2>&1 &
+        holders+=("$!")
+    done
+    for p in "${holders[@]}"; do wait "$p" || true; done
+fi
 
 # ---------------------------------------------------------------- report
 median() {  # median FILE : median of the numeric lines, or "fail"

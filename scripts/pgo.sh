@@ -9,14 +9,16 @@
 # release build (README, Performance, has the runs and the command): the data path's code laid
 # out together is most of what a packet after an idle moment costs. The optimised binary is
 # linked twice: the second link takes an order (scripts/lib/link_order.py) that puts the code a
-# node ran in training first, which keeps about 2 MiB less of the binary resident per node.
+# node ran in training first, which keeps about 2 MiB less of the binary resident per node, and
+# within it the code a node ran once settled (src/pgo_training.rs splits a training node's
+# profile there): what a settled node maps back after giving its pages back (src/os/trim.rs).
 #
 # Usage (root: the training runs in network namespaces): scripts/pgo.sh
 #   Prints the optimised binary's path as the last line: target/release-pgo/p2pvpn.
 # Needs llvm-profdata of the LLVM major version rustc was built with (`rustc -vV`); on Debian
 # it installs llvm-N (N = that version) when it is missing; python3 and nm (binutils) for the
-# link order. Two release builds, about 2 minutes of training and a second link of under a
-# minute: 5-8 minutes on 2 cores with the dependencies already built once (290 s on
+# link order. Two release builds, about 4 minutes of training and a second link of under a
+# minute: 7-10 minutes on 2 cores with the dependencies already built once (290 s on
 # 2026-11-27 at 22:56), about 10 with every dependency built anew. The profile stays in target/pgo/ (it
 # is tied to the source it was trained on: a later change only loses the profile of what it
 # touched). Code the training does not run (the control plane, the TCP/TLS relay, probing
@@ -66,8 +68,11 @@ say "2/4 training: scripts/bench.sh on a direct, a relayed and an IPv6 pair (log
 # too, so that a path over it keeps IPv4's speed.
 # One profile file per process (%p), so that step 3 can tell the nodes' profiles from the
 # server's and the CLI's.
-LLVM_PROFILE_FILE="$work/data/%p.profraw" P2PVPN_BIN="$work/gen/release/p2pvpn" BENCH_PINGS=20 bash scripts/bench.sh \
-    --only p2pvpn,p2pvpn-relay,p2pvpn-v6 --rounds 2 --time 4 --no-install >"$work/train.log" 2>&1 ||
+# BENCH_HOLD: the pairs stay up past WireGuard's 120 s rekey, so that the rekey's handshake is
+# in a settled node's profile (and its layout), not only in start-up's.
+LLVM_PROFILE_FILE="$work/data/%p.profraw" P2PVPN_BIN="$work/gen/release/p2pvpn" BENCH_PINGS=20 \
+    BENCH_HOLD=130 bash scripts/bench.sh --only p2pvpn,p2pvpn-relay,p2pvpn-v6 --rounds 2 --time 4 \
+    --no-install >"$work/train.log" 2>&1 ||
     die "the training run failed; its log: $work/train.log"
 shopt -s nullglob
 raw=("$work"/data/*.profraw)
