@@ -134,8 +134,7 @@ bin="${CARGO_TARGET_DIR:-target}/release-pgo/p2pvpn"
 cargo rustc --profile release-pgo --locked --bin p2pvpn >&2
 [[ -x "$bin" ]] || die "no binary at $bin"
 python3 scripts/lib/link_order.py "$work/run-settled.txt" "$work/run-node.txt" "$work/run-all.txt" \
-    "$work/profiled.txt" \
-    "$bin" >"$work/order.txt" || die "could not write the link order"
+    "$work/profiled.txt" "$bin" >"$work/order.txt" || die "could not write the link order"
 say "link order: $work/order.txt ($(wc -l <"$work/order.txt") functions; ${#nodes[@]} node profiles, ${#settled[@]} settled)"
 cargo rustc --profile release-pgo --locked --bin p2pvpn -- \
     -Clink-arg=-Wl,--symbol-ordering-file="$work/order.txt" -Clink-arg=-Wl,--no-warn-symbol-ordering >&2

@@ -12,7 +12,7 @@ training ran (the server, the CLI), packs what a node touches into as few window
 
 A settled node gives its pages back (src/os/trim.rs) and maps again only what it still runs, so
 the node's functions come in two groups: first those it ran after it settled (a training node
-writes that part of its profile apart, src/os/pgo_phase.rs: the data path, timers, keepalives),
+writes that part of its profile apart, src/pgo_training.rs: the data path, timers, keepalives),
 with the runtime right after them; then those it ran only to start. Otherwise the start-up code
 shares the settled code's windows and maps them all back.
 

@@ -6,8 +6,8 @@
 //!
 //! The node task owns one `Settle` and tells it of each event; the trim itself runs on the
 //! node task when [`Settle::fire`] says so. A trim costs the next packets a few page faults
-//! (the data path maps itself back from the page cache), so it is never repeated while the
-//! node is busy changing, only when it has stopped.
+//! (the data path maps itself back from the page cache), so it waits for the node to stop
+//! changing, or for `MAX_WAIT` when it never does, and never comes twice within `MIN_GAP`.
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,8 @@ pub struct Settle {
 }
 
 impl Settle {
-    /// Something changed at `now`: trim once things have been quiet for `QUIET`.
+    /// Something changed at `now`: trim once things have been quiet for `QUIET`, at the latest
+    /// `MAX_WAIT` after the spell's first change, never sooner than `MIN_GAP` after the last.
     pub fn changed(&mut self, now: Instant) {
         let first = *self.first.get_or_insert(now);
         let mut at = (now + QUIET).min(first + MAX_WAIT);
