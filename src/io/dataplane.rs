@@ -149,13 +149,19 @@ impl TxBatch {
 /// datagrams one send may carry on the main socket.
 pub fn encrypt(
     node: &mut Node,
-    tun: &TunIo,
+    tun: &mut TunIo,
     n: usize,
     tx: &mut TxBatch,
     max_segments: usize,
     now: Instant,
 ) {
-    encrypt_packets(node, (0..n).map(|i| tun.packet(i)), tx, max_segments, now);
+    tx.clear();
+    for i in 0..n {
+        // One at a time: a super-packet's packets are split into one slot as they are sealed.
+        if !tx.encrypt_one(node, tun.packet(i), max_segments, now) {
+            break;
+        }
+    }
 }
 
 /// [`encrypt`] for packets from anywhere: the TUN packets the workers leave to the core
@@ -168,10 +174,25 @@ pub fn encrypt_packets<'p>(
     now: Instant,
 ) {
     tx.clear();
-    let mut cursor = 0;
     for packet in packets {
-        let Some(out) = tx.buf.get_mut(cursor..) else {
+        if !tx.encrypt_one(node, packet, max_segments, now) {
             break;
+        }
+    }
+}
+
+impl TxBatch {
+    /// Encrypts one packet after the batch's last datagram; false when the batch is full.
+    fn encrypt_one(
+        &mut self,
+        node: &mut Node,
+        packet: &[u8],
+        max_segments: usize,
+        now: Instant,
+    ) -> bool {
+        let cursor = self.runs.last().map_or(0, |r| r.start + r.len);
+        let Some(out) = self.buf.get_mut(cursor..) else {
+            return false;
         };
         let base = out.as_ptr() as usize;
         let (socket, dst, start, len) = match node.handle_tun_packet(packet, now, out) {
@@ -187,23 +208,23 @@ pub fn encrypt_packets<'p>(
             ),
             TunOutcome::Reply(packet) => {
                 // Copied out of `out`, which the next packet reuses.
-                let (replies, ends) = (&mut tx.replies, &mut tx.reply_ends);
+                let (replies, ends) = (&mut self.replies, &mut self.reply_ends);
                 if ends.len() < MAX_REPLIES && replies.len() + packet.len() <= REPLY_ROOM {
                     replies.extend_from_slice(packet);
                     ends.push(replies.len());
                 }
-                continue;
+                return true;
             }
             // Queued behind a handshake, sent on the stream, or dropped (and counted).
-            _ => continue,
+            _ => return true,
         };
         if start != 0 {
             // The core writes datagrams at the start of `out`; keep runs contiguous if not.
-            tx.buf
+            self.buf
                 .copy_within(cursor + start..cursor + start + len, cursor);
         }
-        tx.push(socket, dst, cursor, len, max_segments.max(1));
-        cursor += len;
+        self.push(socket, dst, cursor, len, max_segments.max(1));
+        true
     }
 }
 

@@ -695,7 +695,7 @@ impl Driver {
     /// "fragmentation needed" / "packet too big" answers for packets the peer's path cannot
     /// carry back to their sender through the TUN device.
     async fn send_tun_batch(&mut self, n: usize, tx: &mut dataplane::TxBatch) {
-        let Some(tun) = &self.tun else { return };
+        let Some(tun) = &mut self.tun else { return };
         let now = std::time::Instant::now();
         let max_segments = self.udp.max_segments();
         dataplane::encrypt(&mut self.node, tun, n, tx, max_segments, now);

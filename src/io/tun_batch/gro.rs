@@ -15,6 +15,8 @@
 //! open runs of that pair, so no packet is ever written ahead of one that preceded it in its
 //! flow.
 
+use super::csum::{fold, sum};
+
 /// Bytes of `struct virtio_net_hdr` (include/uapi/linux/virtio_net.h) before each packet.
 pub const HDR_LEN: usize = 10;
 /// The largest super-packet: IPv4's 16-bit total length (RFC 791 section 3.1), also the
@@ -24,18 +26,18 @@ pub const MAX_PACKET: usize = 65535;
 const MAX_SEGMENTS: usize = 64;
 
 // virtio_net_hdr fields (include/uapi/linux/virtio_net.h).
-const F_NEEDS_CSUM: u8 = 1;
-const GSO_TCPV4: u8 = 1;
-const GSO_TCPV6: u8 = 4;
-const GSO_UDP_L4: u8 = 5;
+pub(super) const F_NEEDS_CSUM: u8 = 1;
+pub(super) const GSO_TCPV4: u8 = 1;
+pub(super) const GSO_TCPV6: u8 = 4;
+pub(super) const GSO_UDP_L4: u8 = 5;
 
-const TCP: u8 = 6;
-const UDP: u8 = 17;
+pub(super) const TCP: u8 = 6;
+pub(super) const UDP: u8 = 17;
 const TCP_PSH: u8 = 0x08;
 const TCP_ACK: u8 = 0x10;
 /// Offset of the checksum field in the TCP (RFC 9293 section 3.1) and UDP (RFC 768) headers.
-const TCP_CSUM_AT: usize = 16;
-const UDP_CSUM_AT: usize = 6;
+pub(super) const TCP_CSUM_AT: usize = 16;
+pub(super) const UDP_CSUM_AT: usize = 6;
 
 /// An IPv4/IPv6 packet carrying TCP or UDP, as far as coalescing needs it.
 #[derive(Clone, Copy, Debug)]
@@ -359,41 +361,6 @@ fn checksum_ok(pkt: &[u8], p: &L4Packet) -> bool {
 fn pseudo_sum(pkt: &[u8], p: &L4Packet, l4_len: usize) -> u64 {
     let addrs = if p.v6 { &pkt[8..40] } else { &pkt[12..20] };
     sum(addrs) + u64::from(p.proto) + l4_len as u64
-}
-
-/// The ones' complement sum of `data` as big-endian 16-bit words (RFC 1071), folded to 16
-/// bits (so sums can be added and folded again). Adds native 64-bit words with end-around
-/// carry and swaps the bytes of the result, which RFC 1071 section 2(B) shows is the same
-/// sum: 8 bytes per addition, where this runs once per coalesced segment.
-fn sum(data: &[u8]) -> u64 {
-    let mut acc = 0u64;
-    let mut add = |w: [u8; 8]| {
-        let (s, carry) = acc.overflowing_add(u64::from_ne_bytes(w));
-        acc = s + u64::from(carry);
-    };
-    let mut words = data.chunks_exact(8);
-    for w in &mut words {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        add(b);
-    }
-    // The tail padded with zeros: an odd last byte is the high byte of its word.
-    let mut tail = [0u8; 8];
-    tail[..words.remainder().len()].copy_from_slice(words.remainder());
-    add(tail);
-    let folded = fold(acc);
-    u64::from(if cfg!(target_endian = "little") {
-        folded.swap_bytes()
-    } else {
-        folded
-    })
-}
-
-fn fold(mut acc: u64) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! Linux: virtio-net headers with TSO/USO on read (tun-rs) and GRO coalescing on write (our
-//! allocation-free [`super::gro`]).
+//! Linux: virtio-net headers with TSO/USO on read (split lazily, [`super::tso`]) and GRO
+//! coalescing on write (our allocation-free [`super::gro`]).
 
 use super::gro::{self, Gro};
+use super::tso::{self, Read};
 use super::{slot_len, BATCH};
 use std::io;
 use std::sync::Arc;
@@ -22,16 +23,17 @@ const WRITE_SLOTS: usize = 16;
 
 pub struct TunIo {
     dev: Arc<AsyncDevice>,
-    /// One raw read: virtio header + a super-packet of up to 64 KiB.
+    /// One raw read: virtio header + a packet or a super-packet of up to 64 KiB. A single
+    /// packet is sealed where it was read.
     raw: Vec<u8>,
-    /// The packets the last read split into, `slot` bytes apart in one zeroed block, and their
-    /// sizes. One block, not a `Vec` per packet: at 32 KiB and more it is a mapping of its own
-    /// (`os::malloc`), whose pages cost memory only once a read reaches them, where 128 small
-    /// blocks were zeroed by `calloc` on the heap (1.1 MiB resident on an idle node).
-    slots: Vec<u8>,
-    /// Bytes per read slot (`slot_len` of the MTU).
+    /// What the last read holds (`tso::parse`).
+    last: Read,
+    /// The packet of a super-packet that [`Self::packet`] split last, `slot` bytes: one slot,
+    /// not one per packet of the read, so a bulk sender keeps one MTU resident here where
+    /// tun-rs's eager split kept a read's worth (`tso`'s header).
+    scratch: Vec<u8>,
+    /// Bytes per packet slot (`slot_len` of the MTU).
     slot: usize,
-    sizes: Vec<usize>,
     /// Decrypted packets waiting to be coalesced and written, `OFFSET` bytes into each slot.
     /// Each slot's capacity is 64 KiB, so GRO appends without allocating; a slot's `len` is
     /// how many bytes were ever initialised (it only grows, within that capacity, so a slot
@@ -51,9 +53,9 @@ impl TunIo {
             // The read side is allocated by the first read (`read_buffers`): the node task's
             // own `TunIo` never reads while the data thread or the workers run.
             raw: Vec::new(),
-            slots: Vec::new(),
+            last: Read::Empty,
+            scratch: Vec::new(),
             slot: slot_len(mtu),
-            sizes: Vec::new(),
             out: (0..WRITE_SLOTS)
                 .map(|_| Vec::with_capacity(OFFSET + gro::MAX_PACKET))
                 .collect(),
@@ -66,10 +68,9 @@ impl TunIo {
 
     /// Allocates the read side once, before the first read.
     fn read_buffers(&mut self) {
-        if self.slots.is_empty() {
+        if self.raw.is_empty() {
             self.raw = vec![0u8; OFFSET + usize::from(u16::MAX)];
-            self.slots = vec![0u8; BATCH * self.slot];
-            self.sizes = vec![0; BATCH];
+            self.scratch = vec![0u8; self.slot];
         }
     }
 
@@ -81,15 +82,50 @@ impl TunIo {
     /// Waits for and reads one batch; returns how many packets [`Self::packet`] can give.
     pub async fn read(&mut self) -> io::Result<usize> {
         self.read_buffers();
-        let mut bufs = split(&mut self.slots, self.slot);
-        self.dev
-            .recv_multiple(&mut self.raw, &mut bufs, &mut self.sizes, 0)
-            .await
+        self.last = Read::Empty;
+        let len = self.dev.recv(&mut self.raw).await?;
+        self.parse(len)
     }
 
-    pub fn packet(&self, i: usize) -> &[u8] {
-        let start = i * self.slot;
-        &self.slots[start..start + self.sizes[i].min(self.slot)]
+    /// Reads one batch now, without tokio (the data thread, `io::workers::data_thread`, which
+    /// waits with `poll(2)` itself): `WouldBlock` when the device has nothing (its descriptor
+    /// is non-blocking).
+    pub fn read_now(&mut self) -> io::Result<usize> {
+        // A plain `read(2)`, not `AsyncDevice`'s: tokio's readiness for the descriptor is the
+        // node task's, which does not read it in this mode.
+        self.read_buffers();
+        self.last = Read::Empty;
+        // SAFETY: `raw` is valid for writes of its length, and `dev` keeps the descriptor open.
+        let n = unsafe {
+            libc::read(
+                self.as_raw_fd(),
+                self.raw.as_mut_ptr().cast(),
+                self.raw.len(),
+            )
+        };
+        let len = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        self.parse(len)
+    }
+
+    /// Checks the read's `len` bytes; a malformed one is dropped with an error that carries no
+    /// OS code (the callers count it and go on).
+    fn parse(&mut self, len: usize) -> io::Result<usize> {
+        let vnet = self.dev.tcp_gso();
+        self.last = tso::parse(&mut self.raw[..len], vnet, BATCH, self.slot)?;
+        Ok(self.last.count())
+    }
+
+    /// Packet `i` of the last read (below what the read returned): where it was read, or split
+    /// out of the super-packet into the scratch slot, which the next call reuses.
+    pub fn packet(&mut self, i: usize) -> &[u8] {
+        match self.last {
+            Read::Single { start, len } if i == 0 => &self.raw[start..start + len],
+            Read::Super(s) if i < self.last.count() => {
+                let n = s.segment(&self.raw, i, &mut self.scratch);
+                &self.scratch[..n]
+            }
+            _ => &[],
+        }
     }
 
     /// A slot of `len` bytes for the next decrypted packet, or `None` when the batch is full
@@ -137,18 +173,6 @@ impl TunIo {
         self.dev.tcp_gso().then(|| self.dev.udp_gso())
     }
 
-    /// Reads one batch now, without tokio (the data thread, `io::workers::data_thread`, which
-    /// waits with `poll(2)` itself): `WouldBlock` when the device has nothing (its descriptor
-    /// is non-blocking).
-    pub fn read_now(&mut self) -> io::Result<usize> {
-        // The device's own blocking-style call, not `AsyncDevice`'s: tokio's readiness for the
-        // descriptor is the node task's, which does not read it in this mode.
-        self.read_buffers();
-        let dev: &tun_rs::DeviceImpl = &self.dev;
-        let mut bufs = split(&mut self.slots, self.slot);
-        dev.recv_multiple(&mut self.raw, &mut bufs, &mut self.sizes, 0)
-    }
-
     /// [`Self::flush`] without tokio, for the data thread. A TUN write does not wait for room
     /// (the device's socket buffer is unbounded on Linux), so a plain `write(2)` is enough.
     pub fn flush_now(&mut self) -> io::Result<()> {
@@ -187,13 +211,6 @@ impl TunIo {
         self.single.extend_from_slice(packet);
         write_fd(fd, &self.single).map(drop)
     }
-}
-
-/// The read slots as the `BATCH` buffers tun-rs splits a read into (on the stack: no
-/// allocation per read).
-fn split(block: &mut [u8], slot: usize) -> [&mut [u8]; BATCH] {
-    let mut chunks = block.chunks_mut(slot);
-    std::array::from_fn(|_| chunks.next().unwrap_or_default())
 }
 
 /// The writes that flush `out`'s pending packets (`lens` long, `OFFSET` bytes into each slot),

@@ -7,9 +7,12 @@
 //!
 //! Buffers are allocated once, sized from the MTU; no call here allocates per packet.
 
+mod csum;
 pub mod gro;
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "linux")]
+mod tso;
 #[cfg(target_os = "linux")]
 pub use linux::TunIo;
 
@@ -18,8 +21,8 @@ mod other;
 #[cfg(not(target_os = "linux"))]
 pub use other::TunIo;
 
-/// Packets read or written per batch: tun-rs's IDEAL_BATCH_SIZE on Linux (a 64 KiB super-packet
-/// split at the smallest MTU fits), so a batch is never cut short by buffer count.
+/// Packets one read may give: tun-rs's IDEAL_BATCH_SIZE on Linux (a 64 KiB super-packet split at
+/// an MSS of 512 fits), and the room of the sealed batch (`io::dataplane::TxBatch`).
 pub const BATCH: usize = 128;
 
 /// Bytes a decrypted packet may need in a write slot; the MTU bounds what peers may send us,

@@ -36,7 +36,7 @@ impl TunIo {
         Ok(1)
     }
 
-    pub fn packet(&self, _i: usize) -> &[u8] {
+    pub fn packet(&mut self, _i: usize) -> &[u8] {
         &self.packet[..self.size]
     }
 

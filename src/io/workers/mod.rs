@@ -275,7 +275,7 @@ fn tx_loop(mut ctx: Ctx, mut tun: TunIo, mtu: u16) -> impl FnOnce(tokio::runtime
                         }
                     },
                 };
-                seal_batch(&ctx, &ctx.stats, &tun, n, &mut batch);
+                seal_batch(&ctx, &ctx.stats, &mut tun, n, &mut batch);
                 // The table only holds peers on the main socket (either half): no other socket.
                 super::dataplane::send(&batch, &ctx.udp, |_| None).await;
             }
@@ -327,7 +327,7 @@ fn rx_loop(mut ctx: Ctx, mut tun: TunIo) -> impl FnOnce(tokio::runtime::Runtime)
 /// Seals the `n` packets of `tun`'s last read into `batch` with the published table; what the
 /// table cannot carry, or what no longer fits the batch, goes to the node task. `stats` counts
 /// what was sealed. The batch is ready for its sends afterwards (`TxBatch::runs`).
-fn seal_batch(ctx: &Ctx, stats: &WorkerStats, tun: &TunIo, n: usize, batch: &mut TxBatch) {
+fn seal_batch(ctx: &Ctx, stats: &WorkerStats, tun: &mut TunIo, n: usize, batch: &mut TxBatch) {
     let table = ctx.published.load();
     let now = now_ms(ctx.origin);
     let max_segments = ctx.udp.max_segments();
