@@ -145,18 +145,19 @@ impl TxBatch {
     }
 }
 
-/// Encrypts the `n` packets of the last TUN read into `tx`'s runs. `max_segments` is how many
-/// datagrams one send may carry on the main socket.
+/// Encrypts the packets `part` of the last TUN read (at most `tun_batch::BATCH`, the batch's
+/// room: `tun_batch::parts`) into `tx`'s runs. `max_segments` is how many datagrams one send may
+/// carry on the main socket.
 pub fn encrypt(
     node: &mut Node,
     tun: &mut TunIo,
-    n: usize,
+    part: std::ops::Range<usize>,
     tx: &mut TxBatch,
     max_segments: usize,
     now: Instant,
 ) {
     tx.clear();
-    for i in 0..n {
+    for i in part {
         // One at a time: a super-packet's packets are split into one slot as they are sealed.
         if !tx.encrypt_one(node, tun.packet(i), max_segments, now) {
             break;

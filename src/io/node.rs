@@ -691,17 +691,20 @@ impl Driver {
         }
     }
 
-    /// Encrypts the `n` packets the last TUN read gave and sends them, then writes the ICMP
-    /// "fragmentation needed" / "packet too big" answers for packets the peer's path cannot
-    /// carry back to their sender through the TUN device.
+    /// Encrypts the `n` packets the last TUN read gave and sends them, a batch's room
+    /// (`tun_batch::BATCH`) at a time, then writes the ICMP "fragmentation needed" / "packet
+    /// too big" answers for packets the peer's path cannot carry back to their sender through
+    /// the TUN device.
     async fn send_tun_batch(&mut self, n: usize, tx: &mut dataplane::TxBatch) {
-        let Some(tun) = &mut self.tun else { return };
         let now = std::time::Instant::now();
         let max_segments = self.udp.max_segments();
-        dataplane::encrypt(&mut self.node, tun, n, tx, max_segments, now);
-        self.send_batch(tx).await;
-        for reply in tx.replies() {
-            write_tun(&mut self.tun, reply).await;
+        for part in crate::io::tun_batch::parts(n) {
+            let Some(tun) = &mut self.tun else { return };
+            dataplane::encrypt(&mut self.node, tun, part, tx, max_segments, now);
+            self.send_batch(tx).await;
+            for reply in tx.replies() {
+                write_tun(&mut self.tun, reply).await;
+            }
         }
     }
 

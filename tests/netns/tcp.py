@@ -1,6 +1,7 @@
 """Bounded TCP helpers for the lab scripts (pmtu.sh, workers.sh), run inside a namespace:
   serve-bulk ADDR PORT        accept one connection, count what arrives, answer the count
-  send-bulk ADDR PORT BYTES   send BYTES, exit 0 if the peer counted them all
+  send-bulk ADDR PORT BYTES [MSS]   send BYTES (segments of at most MSS bytes if given), exit 0
+                              if the peer counted them all
   serve-echo ADDR PORT        echo length-prefixed messages back on one connection
   echo ADDR PORT              an SSH-sized exchange of length-prefixed messages, checked
 Every socket has a timeout, so nothing here waits for ever."""
@@ -26,7 +27,10 @@ if mode == "serve-bulk":
         n += len(d)
     c.sendall(str(n).encode()); c.close()
 elif mode == "send-bulk":
-    total = int(sys.argv[4]); c = socket.create_connection((addr, port), timeout=10)
+    total = int(sys.argv[4]); c = socket.socket(); c.settimeout(10)
+    if len(sys.argv) > 5:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, int(sys.argv[5]))
+    c.connect((addr, port))
     chunk = bytes(range(256)) * 256; sent = 0
     while sent < total:
         k = min(len(chunk), total - sent); c.sendall(chunk[:k]); sent += k

@@ -2,8 +2,8 @@
 //! coalescing on write (our allocation-free [`super::gro`]).
 
 use super::gro::{self, Gro};
+use super::slot_len;
 use super::tso::{self, Read};
-use super::{slot_len, BATCH};
 use std::io;
 use std::sync::Arc;
 use tun_rs::{AsyncDevice, VIRTIO_NET_HDR_LEN};
@@ -111,7 +111,7 @@ impl TunIo {
     /// OS code (the callers count it and go on).
     fn parse(&mut self, len: usize) -> io::Result<usize> {
         let vnet = self.dev.tcp_gso();
-        self.last = tso::parse(&mut self.raw[..len], vnet, BATCH, self.slot)?;
+        self.last = tso::parse(&mut self.raw[..len], vnet, self.slot)?;
         Ok(self.last.count())
     }
 

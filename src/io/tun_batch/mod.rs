@@ -21,9 +21,19 @@ mod other;
 #[cfg(not(target_os = "linux"))]
 pub use other::TunIo;
 
-/// Packets one read may give: tun-rs's IDEAL_BATCH_SIZE on Linux (a 64 KiB super-packet split at
-/// an MSS of 512 fits), and the room of the sealed batch (`io::dataplane::TxBatch`).
+/// Packets sealed per batch (`io::dataplane::TxBatch`'s room): tun-rs's IDEAL_BATCH_SIZE on
+/// Linux, what a 64 KiB super-packet at an MSS of 512 splits into. A read that gives more is
+/// sealed in parts (`parts`).
 pub const BATCH: usize = 128;
+
+/// The packets `0..n` of one read in parts of at most `BATCH`, the room of one sealed batch: a
+/// super-packet of a flow with a small MSS splits into more (TCP's smallest MSS, 88 bytes, makes
+/// up to 745 of 64 KiB), and each part is sealed and sent before the next.
+pub fn parts(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..n)
+        .step_by(BATCH)
+        .map(move |start| start..n.min(start + BATCH))
+}
 
 /// Bytes a decrypted packet may need in a write slot; the MTU bounds what peers may send us,
 /// with room for the largest MTU the config accepts.
@@ -38,5 +48,20 @@ impl TunIo {
     /// system calls, safe from several threads.
     pub fn share(&self, mtu: u16) -> TunIo {
         TunIo::new(self.device().clone(), mtu)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_read_of_more_packets_than_a_batch_holds_is_sealed_in_parts() {
+        let parts = |n| super::parts(n).collect::<Vec<_>>();
+        assert!(parts(0).is_empty());
+        assert_eq!(parts(1), vec![0..1]);
+        assert_eq!(parts(128), vec![0..128]);
+        assert_eq!(
+            parts(745),
+            vec![0..128, 128..256, 256..384, 384..512, 512..640, 640..745]
+        );
     }
 }

@@ -30,6 +30,10 @@ const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
 /// Offset of the flags byte in the TCP header (RFC 9293 section 3.1).
 const TCP_FLAGS_AT: usize = 13;
+/// Packets one super-packet may give: 64 KiB at TCP's smallest MSS (88 bytes, the kernel's
+/// TCP_MIN_MSS) is 745, UDP GSO at most UDP_MAX_SEGMENTS (128). More is not a packet the kernel
+/// makes. The driver seals them a batch's room at a time (`tun_batch::parts`).
+const MAX_COUNT: usize = 1024;
 
 /// What one read holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,10 +74,10 @@ pub struct Super {
     count: usize,
 }
 
-/// Parses the read `buf` (its first `len` bytes were read). `vnet`: the device was opened with
-/// virtio-net headers. A super-packet may give at most `max_count` packets of at most `slot`
-/// bytes each. Errors are about one malformed read, which is dropped (`InvalidData`).
-pub fn parse(buf: &mut [u8], vnet: bool, max_count: usize, slot: usize) -> io::Result<Read> {
+/// Parses the read `buf` (the bytes read). `vnet`: the device was opened with virtio-net
+/// headers. Every packet must fit a slot of `slot` bytes. Errors are about one malformed read,
+/// which is dropped (`InvalidData`).
+pub fn parse(buf: &mut [u8], vnet: bool, slot: usize) -> io::Result<Read> {
     // A packet is at most a slot: the device's MTU bounds what the kernel hands it unsegmented,
     // and the batch's room for each sealed datagram is sized from the same MTU.
     let single = |start: usize, len: usize| {
@@ -139,8 +143,10 @@ pub fn parse(buf: &mut [u8], vnet: bool, max_count: usize, slot: usize) -> io::R
     }
     let payload = packet.len() - hdr_len;
     let count = payload.div_ceil(gso_size);
-    if count > max_count {
-        return Err(bad("super-packet of more segments than a batch holds"));
+    if count > MAX_COUNT {
+        return Err(bad(
+            "super-packet of more segments than TCP or UDP GSO makes",
+        ));
     }
     if hdr_len + gso_size.min(payload) > slot.min(usize::from(u16::MAX)) {
         return Err(bad(

@@ -211,16 +211,18 @@ fn transmit(ctx: &Ctx, stats: &WorkerStats, tun: &mut TunIo, batch: &mut TxBatch
             return true;
         }
     };
-    seal_batch(ctx, stats, tun, n, batch);
-    for (socket, dst, contents, segment) in batch.runs() {
-        // The table holds only peers on the main socket (either half).
-        debug_assert!(socket == SocketId::MAIN);
-        // An IPv6 peer on a host without the IPv6 half: the core never routes one.
-        let Some(half) = ctx.udp.to(dst) else {
-            continue;
-        };
-        if let Err(e) = send(half, dst, contents, segment) {
-            tracing::debug!(error = %e, %dst, "UDP send failed (data thread)");
+    for part in crate::io::tun_batch::parts(n) {
+        seal_batch(ctx, stats, tun, part, batch);
+        for (socket, dst, contents, segment) in batch.runs() {
+            // The table holds only peers on the main socket (either half).
+            debug_assert!(socket == SocketId::MAIN);
+            // An IPv6 peer on a host without the IPv6 half: the core never routes one.
+            let Some(half) = ctx.udp.to(dst) else {
+                continue;
+            };
+            if let Err(e) = send(half, dst, contents, segment) {
+                tracing::debug!(error = %e, %dst, "UDP send failed (data thread)");
+            }
         }
     }
     true

@@ -275,9 +275,12 @@ fn tx_loop(mut ctx: Ctx, mut tun: TunIo, mtu: u16) -> impl FnOnce(tokio::runtime
                         }
                     },
                 };
-                seal_batch(&ctx, &ctx.stats, &mut tun, n, &mut batch);
-                // The table only holds peers on the main socket (either half): no other socket.
-                super::dataplane::send(&batch, &ctx.udp, |_| None).await;
+                for part in crate::io::tun_batch::parts(n) {
+                    seal_batch(&ctx, &ctx.stats, &mut tun, part, &mut batch);
+                    // The table only holds peers on the main socket (either half): no other
+                    // socket.
+                    super::dataplane::send(&batch, &ctx.udp, |_| None).await;
+                }
             }
         })
     }
@@ -324,16 +327,23 @@ fn rx_loop(mut ctx: Ctx, mut tun: TunIo) -> impl FnOnce(tokio::runtime::Runtime)
     }
 }
 
-/// Seals the `n` packets of `tun`'s last read into `batch` with the published table; what the
-/// table cannot carry, or what no longer fits the batch, goes to the node task. `stats` counts
-/// what was sealed. The batch is ready for its sends afterwards (`TxBatch::runs`).
-fn seal_batch(ctx: &Ctx, stats: &WorkerStats, tun: &mut TunIo, n: usize, batch: &mut TxBatch) {
+/// Seals the packets `part` of `tun`'s last read (at most a batch's room, `tun_batch::parts`)
+/// into `batch` with the published table; what the table cannot carry, or what no longer fits
+/// the batch, goes to the node task. `stats` counts what was sealed. The batch is ready for its
+/// sends afterwards (`TxBatch::runs`).
+fn seal_batch(
+    ctx: &Ctx,
+    stats: &WorkerStats,
+    tun: &mut TunIo,
+    part: std::ops::Range<usize>,
+    batch: &mut TxBatch,
+) {
     let table = ctx.published.load();
     let now = now_ms(ctx.origin);
     let max_segments = ctx.udp.max_segments();
     batch.clear();
     let mut sealed = 0u64;
-    for i in 0..n {
+    for i in part {
         let packet = tun.packet(i);
         let mut to_core = false;
         let room = batch.append(max_segments, |out| match table.seal(packet, out, now) {
