@@ -29,6 +29,14 @@ pub(super) fn sum(data: &[u8]) -> u64 {
     })
 }
 
+/// The unfolded pseudo-header sum of IP packet `pkt` (IPv6 if `v6`): its addresses, the
+/// transport protocol and the transport length (RFC 9293 section 3.1, RFC 768; RFC 8200
+/// section 8.1).
+pub(super) fn pseudo(pkt: &[u8], v6: bool, proto: u8, l4_len: usize) -> u64 {
+    let addrs = if v6 { &pkt[8..40] } else { &pkt[12..20] };
+    sum(addrs) + u64::from(proto) + l4_len as u64
+}
+
 /// Folds an unfolded sum to 16 bits with end-around carry.
 pub(super) fn fold(mut acc: u64) -> u16 {
     while acc > 0xffff {

@@ -15,7 +15,7 @@
 //! open runs of that pair, so no packet is ever written ahead of one that preceded it in its
 //! flow.
 
-use super::csum::{fold, sum};
+use super::csum::{fold, pseudo, sum};
 
 /// Bytes of `struct virtio_net_hdr` (include/uapi/linux/virtio_net.h) before each packet.
 pub const HDR_LEN: usize = 10;
@@ -359,8 +359,7 @@ fn checksum_ok(pkt: &[u8], p: &L4Packet) -> bool {
 
 /// The unfolded pseudo-header sum: addresses, protocol and transport length.
 fn pseudo_sum(pkt: &[u8], p: &L4Packet, l4_len: usize) -> u64 {
-    let addrs = if p.v6 { &pkt[8..40] } else { &pkt[12..20] };
-    sum(addrs) + u64::from(p.proto) + l4_len as u64
+    pseudo(pkt, p.v6, p.proto, l4_len)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 //! Pure functions over byte buffers: the unit tests and the property test against tun-rs's own
 //! `gso_split` drive them without a device.
 
-use super::csum::{fold, sum};
+use super::csum::{fold, pseudo, sum};
 use super::gro::{
     F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, HDR_LEN, TCP, TCP_CSUM_AT, UDP, UDP_CSUM_AT,
 };
@@ -212,10 +212,8 @@ impl Super {
             put16(out, self.l4 + 4, l4_len);
         }
         out[self.csum_at..self.csum_at + 2].fill(0);
-        let addrs = if self.v6 { &out[8..40] } else { &out[12..20] };
         let proto = if self.tcp { TCP } else { UDP };
-        let pseudo = sum(addrs) + u64::from(proto) + l4_len as u64;
-        let mut c = !fold(pseudo + sum(&out[self.l4..]));
+        let mut c = !fold(pseudo(out, self.v6, proto, l4_len) + sum(&out[self.l4..]));
         if !self.tcp && c == 0 {
             // RFC 768: a computed 0 is sent as all ones (0 means "no checksum").
             c = 0xffff;
